@@ -1,0 +1,135 @@
+import { multiaddr } from '@multiformats/multiaddr'
+import { InvalidConfigError } from '../common/errors.js'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** parley's own DHT, apart from the public amino DHT. */
+export const DEFAULT_DHT_PROTOCOL = '/parley/kad/1.0.0'
+
+export interface NodeConfig {
+  /**
+   * Where the identity key and the libp2p datastore live. Omitted: everything
+   * is kept in memory and a new identity is made at every start.
+   */
+  dataDir?: string
+
+  /**
+   * Addresses to listen on. `/p2p-circuit` asks for a reservation on a
+   * discovered relay, `/webrtc` accepts WebRTC connections signalled over relays.
+   *
+   * @default ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/webrtc']
+   */
+  listen?: string[]
+
+  /** Addresses to announce instead of the listening ones. */
+  announce?: string[]
+
+  /**
+   * Relays to hold a reservation on, so that peers can reach this node through
+   * them (`/ip4/…/tcp/…/p2p/<relay id>`).
+   *
+   * @default []
+   */
+  relays?: Array<string | Multiaddr>
+
+  /**
+   * Peers to join the DHT through (usually the relays).
+   *
+   * @default the relays
+   */
+  bootstrap?: Array<string | Multiaddr>
+
+  /**
+   * STUN/TURN servers for WebRTC hole punching (`RTCIceServer` objects).
+   *
+   * @default []
+   */
+  iceServers?: RTCIceServer[]
+
+  /**
+   * The DHT protocol id.
+   *
+   * @default '/parley/kad/1.0.0'
+   */
+  dhtProtocol?: string
+
+  /**
+   * How long `send` keeps trying before it rejects, in ms.
+   *
+   * @default 60000
+   */
+  sendTimeout?: number
+
+  /**
+   * Heartbeat interval of libp2p's connection monitor, in ms.
+   *
+   * @default 10000
+   */
+  heartbeatInterval?: number
+}
+
+/** A NodeConfig with every default filled in and every address parsed. */
+export interface ResolvedNodeConfig {
+  dataDir?: string
+  listen: string[]
+  announce: string[]
+  relays: Multiaddr[]
+  bootstrap: Multiaddr[]
+  iceServers: RTCIceServer[]
+  dhtProtocol: string
+  sendTimeout: number
+  heartbeatInterval: number
+}
+
+export const NODE_DEFAULTS = {
+  listen: ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/webrtc'],
+  dhtProtocol: DEFAULT_DHT_PROTOCOL,
+  sendTimeout: 60_000,
+  heartbeatInterval: 10_000
+}
+
+export function parseMultiaddr (value: string | Multiaddr, key: string): Multiaddr {
+  if (typeof value !== 'string') {
+    return value
+  }
+  try {
+    return multiaddr(value)
+  } catch (err: any) {
+    throw new InvalidConfigError(`${key}: "${value}" is not a valid multiaddr (${err.message})`)
+  }
+}
+
+function positive (value: number | undefined, fallback: number, key: string): number {
+  const n = value ?? fallback
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new InvalidConfigError(`${key}: must be a positive number of milliseconds, got ${String(value)}`)
+  }
+  return n
+}
+
+export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig {
+  const listen = config.listen ?? NODE_DEFAULTS.listen
+  listen.forEach((ma, i) => parseMultiaddr(ma, `listen[${i}]`))
+  const announce = config.announce ?? []
+  announce.forEach((ma, i) => parseMultiaddr(ma, `announce[${i}]`))
+  const relays = (config.relays ?? []).map((ma, i) => parseMultiaddr(ma, `relays[${i}]`))
+  relays.forEach((ma, i) => {
+    if (ma.getComponents().find(c => c.name === 'p2p') == null) {
+      throw new InvalidConfigError(`relays[${i}]: "${ma.toString()}" must end in /p2p/<relay peer id>`)
+    }
+  })
+  const bootstrap = (config.bootstrap ?? relays).map((ma, i) => parseMultiaddr(ma, `bootstrap[${i}]`))
+  if (config.iceServers != null && !Array.isArray(config.iceServers)) {
+    throw new InvalidConfigError('iceServers: must be an array of RTCIceServer objects')
+  }
+  return {
+    dataDir: config.dataDir,
+    listen,
+    announce,
+    relays,
+    bootstrap,
+    iceServers: config.iceServers ?? [],
+    dhtProtocol: config.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
+    sendTimeout: positive(config.sendTimeout, NODE_DEFAULTS.sendTimeout, 'sendTimeout'),
+    heartbeatInterval: positive(config.heartbeatInterval, NODE_DEFAULTS.heartbeatInterval, 'heartbeatInterval')
+  }
+}

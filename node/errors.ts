@@ -1,0 +1,55 @@
+/**
+ * Errors the node's API raises. Each says what was wrong and what to do; callers
+ * check `err.name`.
+ */
+
+/** The recipient is not a valid peer ID. */
+export class InvalidPeerIdError extends Error {
+  static override name = 'InvalidPeerIdError'
+  override name = 'InvalidPeerIdError'
+}
+
+/** The message body is empty. */
+export class EmptyMessageError extends Error {
+  static override name = 'EmptyMessageError'
+  override name = 'EmptyMessageError'
+}
+
+/** The body or content type is over the protocol's limits. */
+export class MessageTooLargeError extends Error {
+  static override name = 'MessageTooLargeError'
+  override name = 'MessageTooLargeError'
+}
+
+/** Some other field of the message is malformed (e.g. reply_to). */
+export class InvalidMessageError extends Error {
+  static override name = 'InvalidMessageError'
+  override name = 'InvalidMessageError'
+}
+
+/** The recipient refused the message for good (TOO_LARGE, INVALID or BLOCKED). */
+export class MessageRejectedError extends Error {
+  static override name = 'MessageRejectedError'
+  override name = 'MessageRejectedError'
+  constructor (message: string, readonly status: string) {
+    super(message)
+  }
+}
+
+/** No way to the peer was found: no connection, no known address, no DHT answer. */
+export class PeerUnreachableError extends Error {
+  static override name = 'PeerUnreachableError'
+  override name = 'PeerUnreachableError'
+}
+
+/** The message was not acknowledged before the send's deadline or signal. */
+export class DeliveryTimeoutError extends Error {
+  static override name = 'DeliveryTimeoutError'
+  override name = 'DeliveryTimeoutError'
+}
+
+/** The node is stopped (or stopping) and cannot send. */
+export class NodeStoppedError extends Error {
+  static override name = 'NodeStoppedError'
+  override name = 'NodeStoppedError'
+}

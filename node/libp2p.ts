@@ -1,0 +1,92 @@
+import { autoNAT } from '@libp2p/autonat'
+import { bootstrap } from '@libp2p/bootstrap'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
+import { identify, identifyPush } from '@libp2p/identify'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { noise } from '@libp2p/noise'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { webRTC } from '@libp2p/webrtc'
+import { webSockets } from '@libp2p/websockets'
+import { yamux } from '@libp2p/yamux'
+import { createLibp2p } from 'libp2p'
+import { peerRecords, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
+import { im } from '../protocols/im/index.js'
+import type { ResolvedNodeConfig } from './config.js'
+import type { ImInit, ImService } from '../protocols/im/index.js'
+import type { PeerRecordPublisher } from '../protocols/peer-record/index.js'
+import type { Identify } from '@libp2p/identify'
+import type { KadDHT } from '@libp2p/kad-dht'
+import type { Ping } from '@libp2p/ping'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Datastore } from 'interface-datastore'
+
+export interface NodeServices extends Record<string, unknown> {
+  identify: Identify
+  identifyPush: unknown
+  ping: Ping
+  dcutr: unknown
+  autoNAT: unknown
+  dht: KadDHT
+  im: ImService
+  peerRecords: PeerRecordPublisher
+}
+
+export type NodeLibp2p = Libp2p<NodeServices>
+
+/**
+ * Assembles the user's libp2p node: every transport parley can use, circuit
+ * relay reservations on the configured relays, the DHT in client mode (a node
+ * behind NAT is no use as a DHT server), and parley's own protocols.
+ */
+export async function createNodeLibp2p (
+  config: ResolvedNodeConfig,
+  privateKey: PrivateKey,
+  datastore: Datastore,
+  handlers: Pick<ImInit, 'store' | 'admit' | 'onRefused'>
+): Promise<NodeLibp2p> {
+  // one listen address per configured relay makes the transport reserve a slot on each
+  const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
+
+  return createLibp2p<NodeServices>({
+    privateKey,
+    datastore,
+    addresses: {
+      listen: [...config.listen, ...relayListen],
+      announce: config.announce
+    },
+    transports: [
+      tcp(),
+      webSockets(),
+      webRTC({ rtcConfiguration: { iceServers: config.iceServers } }),
+      circuitRelayTransport({ reservationCompletionTimeout: 10_000 })
+    ],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionMonitor: {
+      pingInterval: config.heartbeatInterval
+    },
+    peerDiscovery: config.bootstrap.length > 0
+      ? [bootstrap({ list: config.bootstrap.map(ma => ma.toString()), timeout: 0 })]
+      : [],
+    services: {
+      identify: identify(),
+      identifyPush: identifyPush(),
+      ping: ping(),
+      dcutr: dcutr(),
+      autoNAT: autoNAT(),
+      dht: kadDHT({
+        protocol: config.dhtProtocol,
+        clientMode: true,
+        // parley's DHT is its own network; peers on one LAN (or loopback) should
+        // find each other's private addresses too
+        peerInfoMapper: passthroughMapper,
+        validators: peerRecordValidators,
+        selectors: peerRecordSelectors
+      }),
+      im: im(handlers),
+      peerRecords: peerRecords()
+    }
+  })
+}

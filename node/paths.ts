@@ -1,0 +1,144 @@
+import { CODE_P2P, CODE_P2P_CIRCUIT, CODE_WEBRTC, multiaddr } from '@multiformats/multiaddr'
+import { TypedEventEmitter } from 'main-event'
+import { connectionPath } from '../protocols/im/index.js'
+import type { NodeLibp2p } from './libp2p.js'
+import type { Path } from '../protocols/im/index.js'
+import type { Connection, IdentifyResult, Logger, PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** The protocol a peer serves when it accepts WebRTC connections signalled over relays. */
+const WEBRTC_SIGNALING = '/webrtc-signaling/0.0.1'
+
+/** A WebRTC dial (signalling, ICE, DTLS) must complete within this time. */
+const UPGRADE_TIMEOUT = 30_000
+
+/** After a failed upgrade, wait this long before trying the same peer again. */
+const UPGRADE_RETRY_AFTER = 60_000
+
+export interface PathChange {
+  peer: string
+  /** The best open path, or undefined when no connection is left. */
+  path?: Path
+  transport?: string
+  remoteAddr?: string
+}
+
+export interface PathEvents {
+  'path:change': CustomEvent<PathChange>
+}
+
+/** A short name of the transport a connection runs on, for people to read. */
+export function transportOf (connection: Connection): string {
+  const names = connection.remoteAddr.getComponents().map(c => c.name)
+  if (names.includes('webrtc')) return 'webrtc'
+  if (names.includes('p2p-circuit')) return 'circuit-relay'
+  if (names.includes('ws') || names.includes('wss')) return 'websockets'
+  if (names.includes('tcp')) return 'tcp'
+  return names.at(-1) ?? 'unknown'
+}
+
+/**
+ * Watches the path to each peer and upgrades relayed connections: when this
+ * node dialled a peer over a relay and the peer accepts WebRTC, it opens a
+ * WebRTC connection (ICE hole punching, signalled over the relayed connection).
+ * Later messages then take the direct path. DCUtR runs alongside for peers with
+ * public TCP addresses.
+ */
+export class PathUpgrader extends TypedEventEmitter<PathEvents> {
+  private readonly paths = new Map<string, Path>()
+  private readonly upgrading = new Set<string>()
+  private readonly lastFailure = new Map<string, number>()
+  private readonly controller = new AbortController()
+
+  constructor (private readonly libp2p: NodeLibp2p, private readonly log: Logger) {
+    super()
+    this.onIdentify = this.onIdentify.bind(this)
+    this.onConnectionChange = this.onConnectionChange.bind(this)
+  }
+
+  start (): void {
+    this.libp2p.addEventListener('peer:identify', this.onIdentify)
+    this.libp2p.addEventListener('connection:open', this.onConnectionChange)
+    this.libp2p.addEventListener('connection:close', this.onConnectionChange)
+  }
+
+  stop (): void {
+    this.controller.abort()
+    this.libp2p.removeEventListener('peer:identify', this.onIdentify)
+    this.libp2p.removeEventListener('connection:open', this.onConnectionChange)
+    this.libp2p.removeEventListener('connection:close', this.onConnectionChange)
+  }
+
+  /** The best open path to a peer, if connected. */
+  pathTo (peer: PeerId): Path | undefined {
+    const open = this.libp2p.getConnections(peer).filter(c => c.status === 'open')
+    if (open.length === 0) return undefined
+    return open.some(c => connectionPath(c) === 'direct') ? 'direct' : 'relayed'
+  }
+
+  private onConnectionChange (evt: CustomEvent<Connection>): void {
+    const peer = evt.detail.remotePeer
+    const path = this.pathTo(peer)
+    const key = peer.toString()
+    if (this.paths.get(key) === path) return
+    if (path == null) this.paths.delete(key)
+    else this.paths.set(key, path)
+    const best = this.libp2p.getConnections(peer).find(c => c.status === 'open' && connectionPath(c) === path)
+    this.dispatchEvent(new CustomEvent<PathChange>('path:change', {
+      detail: {
+        peer: key,
+        path,
+        transport: best == null ? undefined : transportOf(best),
+        remoteAddr: best?.remoteAddr.toString()
+      }
+    }))
+  }
+
+  private onIdentify (evt: CustomEvent<IdentifyResult>): void {
+    const { peerId, protocols, listenAddrs, connection } = evt.detail
+    if (connectionPath(connection) !== 'relayed' || connection.direction !== 'outbound') return
+    if (!protocols.includes(WEBRTC_SIGNALING)) return
+    this.upgrade(peerId, connection, listenAddrs).catch(() => {})
+  }
+
+  private async upgrade (peer: PeerId, relayed: Connection, listenAddrs: Multiaddr[]): Promise<void> {
+    const key = peer.toString()
+    const failedAt = this.lastFailure.get(key) ?? 0
+    if (this.upgrading.has(key) || Date.now() - failedAt < UPGRADE_RETRY_AFTER || this.pathTo(peer) === 'direct') {
+      return
+    }
+    this.upgrading.add(key)
+    const started = Date.now()
+    try {
+      const targets = webrtcAddresses(peer, relayed, listenAddrs)
+      this.log('upgrading %p to WebRTC via %s', peer, targets[0]?.toString())
+      const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(UPGRADE_TIMEOUT)])
+      await this.libp2p.dial(targets, { signal })
+      this.lastFailure.delete(key)
+      this.log('upgraded %p to a direct WebRTC connection in %d ms', peer, Date.now() - started)
+    } catch (err: any) {
+      this.lastFailure.set(key, Date.now())
+      this.log('WebRTC upgrade to %p failed, staying relayed - %e', peer, err)
+    } finally {
+      this.upgrading.delete(key)
+    }
+  }
+}
+
+/**
+ * WebRTC addresses of the peer: those it announced, the ones through the relay
+ * we reached it by first, or else one built from the relayed connection.
+ */
+function webrtcAddresses (peer: PeerId, relayed: Connection, listenAddrs: Multiaddr[]): Multiaddr[] {
+  const announced = listenAddrs.filter(a => a.getComponents().some(c => c.code === CODE_WEBRTC))
+  const components = relayed.remoteAddr.getComponents()
+  const circuit = components.findIndex(c => c.code === CODE_P2P_CIRCUIT)
+  const relayPart = multiaddr(components.slice(0, circuit).map(c => `/${c.name}${c.value != null ? `/${c.value}` : ''}`).join(''))
+  const viaSameRelay = announced.filter(a => a.toString().startsWith(relayPart.toString()))
+  const built = relayPart.encapsulate(`/p2p-circuit/webrtc/p2p/${peer.toString()}`)
+  const ordered = [...viaSameRelay, built, ...announced.filter(a => !viaSameRelay.includes(a))]
+  const seen = new Set<string>()
+  return ordered
+    .map(a => a.getComponents().at(-1)?.code === CODE_P2P ? a : a.encapsulate(`/p2p/${peer.toString()}`))
+    .filter(a => !seen.has(a.toString()) && seen.add(a.toString()) != null)
+}

@@ -1,0 +1,82 @@
+import { anySignal } from 'any-signal'
+import { CODE_P2P, CODE_WEBRTC } from '@multiformats/multiaddr'
+import { connectionPath } from '../protocols/im/index.js'
+import { PeerUnreachableError } from './errors.js'
+import type { NodeLibp2p } from './libp2p.js'
+import type { AbortOptions, Connection, Logger, PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** How long one DHT query may take before the router moves on. */
+const DHT_QUERY_TIMEOUT = 15_000
+
+/**
+ * Turns a peer ID into a connection, trying in order: an open connection
+ * (direct first), addresses in the peer store, a DHT peer lookup, and the peer's
+ * signed record in the DHT (which carries its relay circuit addresses).
+ */
+export class Router {
+  constructor (private readonly libp2p: NodeLibp2p, private readonly log: Logger) {}
+
+  /** The best open connection to the peer, direct before relayed. */
+  openConnection (peer: PeerId): Connection | undefined {
+    const open = this.libp2p.getConnections(peer).filter(c => c.status === 'open')
+    return open.find(c => connectionPath(c) === 'direct') ?? open[0]
+  }
+
+  async connect (peer: PeerId, options: AbortOptions = {}): Promise<Connection> {
+    const existing = this.openConnection(peer)
+    if (existing != null) {
+      return existing
+    }
+
+    const errors: string[] = []
+    const known = await this.libp2p.peerStore.get(peer, options).then(p => p.addresses.map(a => a.multiaddr), () => [])
+    if (known.length > 0) {
+      try {
+        return await this.dial(peer, known, options)
+      } catch (err: any) {
+        options.signal?.throwIfAborted()
+        errors.push(`known addresses: ${err.message}`)
+      }
+    }
+
+    for (const [source, lookup] of [
+      ['DHT peer lookup', async (signal: AbortSignal) => (await this.libp2p.peerRouting.findPeer(peer, { signal })).multiaddrs],
+      ['DHT peer record', async (signal: AbortSignal) => this.libp2p.services.peerRecords.lookup(peer, { signal })]
+    ] as const) {
+      const signal = anySignal([options.signal, AbortSignal.timeout(DHT_QUERY_TIMEOUT)])
+      try {
+        const addrs = (await lookup(signal)).filter(a => !known.some(k => k.equals(a)))
+        if (addrs.length === 0) {
+          errors.push(`${source}: no new addresses`)
+          continue
+        }
+        await this.libp2p.peerStore.merge(peer, { multiaddrs: addrs }, options)
+        return await this.dial(peer, addrs, options)
+      } catch (err: any) {
+        options.signal?.throwIfAborted()
+        errors.push(`${source}: ${err.message}`)
+      } finally {
+        signal.clear()
+      }
+    }
+
+    throw new PeerUnreachableError(`no way to reach ${peer.toString()} (${errors.join('; ')}); check that the peer is online and that both nodes use a common relay or bootstrap node`)
+  }
+
+  /**
+   * Dials the peer. WebRTC addresses are left out when others exist: a WebRTC
+   * dial waits for ICE, while a relayed connection carries the message at once;
+   * the path upgrader then moves the conversation to WebRTC in the background.
+   */
+  private async dial (peer: PeerId, addrs: Multiaddr[], options: AbortOptions): Promise<Connection> {
+    const isWebRTC = (a: Multiaddr): boolean => a.getComponents().some(c => c.code === CODE_WEBRTC)
+    const fast = addrs.filter(a => !isWebRTC(a))
+    const targets = (fast.length > 0 ? fast : addrs).map(a => {
+      const last = a.getComponents().at(-1)
+      return last?.code === CODE_P2P ? a : a.encapsulate(`/p2p/${peer.toString()}`)
+    })
+    this.log('dialling %p on %d addresses', peer, targets.length)
+    return this.libp2p.dial(targets, options)
+  }
+}

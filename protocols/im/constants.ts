@@ -1,0 +1,32 @@
+/** The protocol id negotiated with multistream-select (spec section 1). */
+export const PROTOCOL = '/im/1.0.0'
+
+/** Largest protobuf `Frame` a peer may send, length prefix excluded (section 2). */
+export const MAX_FRAME_BYTES = 65_536
+
+/** Largest `body`, in UTF-8 bytes (section 6). */
+export const MAX_BODY_BYTES = 32_768
+
+/** Largest `content_type`, in UTF-8 bytes (section 6). */
+export const MAX_CONTENT_TYPE_BYTES = 128
+
+/** Length of a message id and of `reply_to` (section 3). */
+export const ID_BYTES = 16
+
+/** Messages a sender may keep unacknowledged on one stream (section 4.1). */
+export const MAX_UNACKED = 64
+
+/** A receiver acknowledges within this many ms of reading a message (section 4.4). */
+export const ACK_TIMEOUT_MS = 10_000
+
+/** A stream with no frame for this long may be closed by either side (section 4.5). */
+export const IDLE_TIMEOUT_MS = 30_000
+
+/** Inbound /im streams one connection may hold open at once. */
+export const MAX_INBOUND_STREAMS = 8
+
+/** Outbound /im streams one connection may hold open at once. */
+export const MAX_OUTBOUND_STREAMS = 8
+
+/** What an absent `content_type` means. */
+export const DEFAULT_CONTENT_TYPE = 'text/plain'

@@ -1,0 +1,349 @@
+import { serviceCapabilities } from '@libp2p/interface'
+import * as lp from 'it-length-prefixed'
+import { pipe } from 'it-pipe'
+import { raceSignal } from 'race-signal'
+import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
+import {
+  ACK_TIMEOUT_MS, DEFAULT_CONTENT_TYPE, IDLE_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS,
+  MAX_OUTBOUND_STREAMS, MAX_UNACKED, PROTOCOL
+} from './constants.js'
+import { AckTimeoutError, ProtocolViolationError, ReceiverError, StreamEndedError } from './errors.js'
+import { connectionPath } from './path.js'
+import { Ack, Frame } from './pb/im.js'
+import { refusalFor } from './validate.js'
+import type { Acknowledgement, ImComponents, ImInit, ImService as ImServiceInterface, OutboundMessage } from './index.js'
+import type { ChatMessage } from './pb/im.js'
+import type { AbortOptions, Connection, Logger, Startable, Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+/** Encodes one frame with its varint length prefix, ready for `stream.send`. */
+function encodeFrame (frame: Frame): Uint8ArrayList {
+  return lp.encode.single(Frame.encode(frame))
+}
+
+/** Decodes a frame and enforces "exactly one of message / ack" (spec section 2). */
+function decodeFrame (buf: Uint8Array | Uint8ArrayList): Frame {
+  let frame: Frame
+  try {
+    frame = Frame.decode(buf)
+  } catch (err: any) {
+    throw new ProtocolViolationError(`undecodable frame: ${err.message}`)
+  }
+  if ((frame.message == null) === (frame.ack == null)) {
+    throw new ProtocolViolationError('a frame must carry exactly one of message and ack')
+  }
+  return frame
+}
+
+/** Reads length-prefixed frames off a stream, refusing oversized prefixes before buffering. */
+function readFrames (stream: Stream): (source: AsyncIterable<Uint8Array | Uint8ArrayList>) => AsyncGenerator<Uint8ArrayList> {
+  return (source) => lp.decode(source, { maxDataLength: MAX_FRAME_BYTES })
+}
+
+/** Writes one frame, waiting for the stream to drain when its buffer is full. */
+async function writeFrame (stream: Stream, frame: Frame, options: AbortOptions): Promise<void> {
+  if (!stream.send(encodeFrame(frame))) {
+    await stream.onDrain(options)
+  }
+}
+
+interface PendingAck {
+  id: Uint8Array
+  resolve(ack: Ack): void
+  reject(err: Error): void
+}
+
+/**
+ * One outbound /im stream to one connection: writes messages, keeps up to
+ * `maxUnacked` of them in flight and matches the in-order acks to them. When the
+ * stream fails every message still in flight is rejected, so the caller retries it.
+ */
+class OutboundChannel {
+  private readonly pending: PendingAck[] = []
+  private readonly slotWaiters: Array<() => void> = []
+  private failure?: Error
+  private ackWatchdog?: ReturnType<typeof setTimeout>
+  private idleTimer?: ReturnType<typeof setTimeout>
+
+  constructor (
+    private readonly stream: Stream,
+    private readonly init: { maxUnacked: number, ackTimeout: number, idleTimeout: number, log: Logger, onEnd(): void }
+  ) {
+    pipe(stream, readFrames(stream), async (frames) => {
+      for await (const buf of frames) {
+        this.onAck(decodeFrame(buf))
+      }
+    })
+      .then(() => { this.fail(new StreamEndedError('the recipient closed the stream before acknowledging every message')) })
+      .catch((err: Error) => { this.fail(err) })
+    this.startIdleTimer()
+  }
+
+  get open (): boolean {
+    return this.failure == null
+  }
+
+  async send (message: ChatMessage, options: AbortOptions): Promise<Ack> {
+    while (this.failure == null && this.pending.length >= this.init.maxUnacked) {
+      const slot = Promise.withResolvers<void>()
+      this.slotWaiters.push(slot.resolve)
+      await raceSignal(slot.promise, options.signal)
+    }
+    if (this.failure != null) {
+      throw this.failure
+    }
+
+    const acked = Promise.withResolvers<Ack>()
+    // the ack is awaited by this caller or nobody; never leave a rejection unhandled
+    acked.promise.catch(() => {})
+    this.pending.push({ id: message.id, resolve: acked.resolve, reject: acked.reject })
+    clearTimeout(this.idleTimer)
+    if (this.pending.length === 1) {
+      this.armAckWatchdog()
+    }
+
+    try {
+      await writeFrame(this.stream, { message }, options)
+    } catch (err: any) {
+      this.fail(err)
+      throw err
+    }
+    return raceSignal(acked.promise, options.signal)
+  }
+
+  close (): void {
+    if (this.failure != null) {
+      return
+    }
+    this.fail(new StreamEndedError('the stream was closed locally'), false)
+    this.stream.close().catch((err) => { this.stream.abort(err) })
+  }
+
+  private onAck (frame: Frame): void {
+    const ack = frame.ack
+    if (ack == null) {
+      throw new ProtocolViolationError('the responder sent a message frame; only acks may flow back')
+    }
+    const head = this.pending.shift()
+    if (head == null || !uint8ArrayEquals(head.id, ack.id)) {
+      throw new ProtocolViolationError('ack does not answer the oldest unacknowledged message')
+    }
+    head.resolve(ack)
+    this.slotWaiters.shift()?.()
+    if (this.pending.length > 0) {
+      this.armAckWatchdog()
+    } else {
+      clearTimeout(this.ackWatchdog)
+      this.startIdleTimer()
+    }
+  }
+
+  /** Acks come in order, so only the oldest message needs a clock (spec 4.4). */
+  private armAckWatchdog (): void {
+    clearTimeout(this.ackWatchdog)
+    this.ackWatchdog = setTimeout(() => {
+      this.fail(new AckTimeoutError(`no ack within ${this.init.ackTimeout} ms`))
+    }, this.init.ackTimeout)
+  }
+
+  private startIdleTimer (): void {
+    clearTimeout(this.idleTimer)
+    this.idleTimer = setTimeout(() => { this.close() }, this.init.idleTimeout)
+    this.idleTimer.unref?.()
+  }
+
+  private fail (err: Error, abort = true): void {
+    if (this.failure != null) {
+      return
+    }
+    this.failure = err
+    clearTimeout(this.ackWatchdog)
+    clearTimeout(this.idleTimer)
+    if (abort && this.stream.status === 'open') {
+      this.init.log('outbound stream failed - %e', err)
+      this.stream.abort(err)
+    }
+    for (const entry of this.pending.splice(0)) {
+      entry.reject(err)
+    }
+    for (const wake of this.slotWaiters.splice(0)) {
+      wake()
+    }
+    this.init.onEnd()
+  }
+}
+
+/**
+ * The /im/1.0.0 service: answers inbound message streams with acks and sends
+ * messages on a reused, pipelined outbound stream per connection.
+ */
+export class DefaultImService implements Startable, ImServiceInterface {
+  readonly protocol = PROTOCOL
+  private readonly log: Logger
+  private readonly channels = new Map<string, Promise<OutboundChannel>>()
+  private readonly maxUnacked: number
+  private readonly ackTimeout: number
+  private readonly idleTimeout: number
+  private readonly maxInboundStreams: number
+  private readonly maxOutboundStreams: number
+  private readonly runOnLimitedConnection: boolean
+  private started = false
+
+  constructor (private readonly components: ImComponents, private readonly init: ImInit) {
+    this.log = components.logger.forComponent('parley:im')
+    this.maxUnacked = init.maxUnacked ?? MAX_UNACKED
+    this.ackTimeout = init.ackTimeout ?? ACK_TIMEOUT_MS
+    this.idleTimeout = init.idleTimeout ?? IDLE_TIMEOUT_MS
+    this.maxInboundStreams = init.maxInboundStreams ?? MAX_INBOUND_STREAMS
+    this.maxOutboundStreams = init.maxOutboundStreams ?? MAX_OUTBOUND_STREAMS
+    this.runOnLimitedConnection = init.runOnLimitedConnection ?? true
+    this.handleStream = this.handleStream.bind(this)
+  }
+
+  readonly [Symbol.toStringTag] = 'parley/im'
+
+  readonly [serviceCapabilities]: string[] = ['parley/im']
+
+  async start (): Promise<void> {
+    await this.components.registrar.handle(PROTOCOL, this.handleStream, {
+      maxInboundStreams: this.maxInboundStreams,
+      maxOutboundStreams: this.maxOutboundStreams,
+      runOnLimitedConnection: this.runOnLimitedConnection
+    })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    await this.components.registrar.unhandle(PROTOCOL)
+    for (const channel of this.channels.values()) {
+      channel.then(c => { c.close() }, () => {})
+    }
+    this.channels.clear()
+    this.started = false
+  }
+
+  isStarted (): boolean {
+    return this.started
+  }
+
+  async send (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> {
+    const channel = await this.channelFor(connection, options)
+    const ack = await channel.send({
+      id: message.id,
+      seq: BigInt(message.seq),
+      sentAt: BigInt(message.sentAt),
+      body: message.body,
+      contentType: message.contentType,
+      replyTo: message.replyTo
+    }, options)
+    return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: connectionPath(connection), connection }
+  }
+
+  /** Reuses the connection's open stream, or opens one; concurrent callers share it. */
+  private async channelFor (connection: Connection, options: AbortOptions): Promise<OutboundChannel> {
+    const existing = this.channels.get(connection.id)
+    if (existing != null) {
+      const channel = await existing.catch(() => undefined)
+      if (channel?.open === true) {
+        return channel
+      }
+      if (this.channels.get(connection.id) === existing) {
+        this.channels.delete(connection.id)
+      }
+    }
+
+    const opening = connection.newStream(PROTOCOL, {
+      ...options,
+      runOnLimitedConnection: this.runOnLimitedConnection
+    }).then(stream => {
+      const channel: OutboundChannel = new OutboundChannel(stream, {
+        maxUnacked: this.maxUnacked,
+        ackTimeout: this.ackTimeout,
+        idleTimeout: this.idleTimeout,
+        log: this.log,
+        onEnd: () => {
+          if (this.channels.get(connection.id) === opening) {
+            this.channels.delete(connection.id)
+          }
+        }
+      })
+      return channel
+    })
+    this.channels.set(connection.id, opening)
+    opening.catch(() => {
+      if (this.channels.get(connection.id) === opening) {
+        this.channels.delete(connection.id)
+      }
+    })
+    return opening
+  }
+
+  /** Answers every message of an inbound stream, in order, once each is settled. */
+  private async handleStream (stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer
+    let idle: ReturnType<typeof setTimeout> | undefined
+    const resetIdle = (): void => {
+      clearTimeout(idle)
+      idle = setTimeout(() => {
+        stream.close().catch(err => { stream.abort(err) })
+      }, this.idleTimeout)
+      idle.unref?.()
+    }
+
+    try {
+      resetIdle()
+      await pipe(stream, readFrames(stream), async (frames) => {
+        for await (const buf of frames) {
+          clearTimeout(idle)
+          const frame = decodeFrame(buf)
+          if (frame.message == null) {
+            throw new ProtocolViolationError('the initiator sent an ack frame; only messages may flow forward')
+          }
+          const signal = AbortSignal.timeout(this.ackTimeout)
+          const ack = await this.answer(frame.message, connection, { signal })
+          await writeFrame(stream, { ack }, { signal })
+          resetIdle()
+        }
+      })
+      clearTimeout(idle)
+      await stream.close({ signal: AbortSignal.timeout(this.ackTimeout) })
+    } catch (err: any) {
+      clearTimeout(idle)
+      this.log('aborting /im stream from %p - %e', from, err)
+      stream.abort(err)
+    }
+  }
+
+  private async answer (message: ChatMessage, connection: Connection, options: AbortOptions): Promise<Ack> {
+    const from = connection.remotePeer
+    const admission = await this.init.admit?.(from, options) ?? { status: 'accept' }
+    if (admission.status === 'rate-limit') {
+      return { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs }
+    }
+
+    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message)
+    if (refusal != null) {
+      this.init.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
+      return { id: message.id, status: refusal }
+    }
+
+    let result
+    try {
+      result = await raceSignal(this.init.store({
+        id: message.id,
+        from,
+        seq: Number(message.seq),
+        sentAt: Number(message.sentAt),
+        body: message.body,
+        contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
+        replyTo: message.replyTo,
+        path: connectionPath(connection),
+        connection
+      }, options), options.signal)
+    } catch (err: any) {
+      // no ack: the sender treats the message as not delivered and retries it
+      throw new ReceiverError(`could not store message: ${err.message}`)
+    }
+    return { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
+  }
+}

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest'
+import { nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
+
+describe('two nodes reachable only through a relay', () => {
+  const net = useNetwork()
+
+  it('deliver the first message relayed, upgrade to WebRTC, then deliver direct', async () => {
+    const relay = await net.relay()
+    // no TCP or WebSockets listener: a relay circuit and WebRTC are the only ways in
+    const config = { listen: ['/webrtc'], relays: relay.multiaddrs }
+    const alice = await net.node(config)
+    const bob = await net.node(config)
+    await Promise.all([reserved(alice), reserved(bob)])
+    expect(bob.multiaddrs.every(a => a.toString().includes('/p2p-circuit'))).toBe(true)
+
+    // alice knows bob's relayed addresses only (as an invite would give them)
+    await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+
+    const bobGets = nextMessages(bob, 1)
+    const first = await alice.send(bob.peerId, 'first, over the relay')
+    expect(first.path).toBe('relayed')
+    expect((await bobGets)[0]).toMatchObject({ body: 'first, over the relay', path: 'relayed', from: alice.peerId.toString() })
+
+    const upgradeStarted = Date.now()
+    await until(() => alice.pathTo(bob.peerId) === 'direct', alice, 'path:change')
+    const upgradeMs = Date.now() - upgradeStarted
+    const webrtc = alice.libp2p.getConnections(bob.peerId).find(c => c.remoteAddr.toString().includes('/webrtc'))
+    expect(webrtc?.status).toBe('open')
+    console.info(`relayed -> WebRTC upgrade took ${upgradeMs} ms`)
+
+    const later = nextMessages(bob, 1)
+    const second = await alice.send(bob.peerId, 'second, peer to peer')
+    expect(second.path).toBe('direct')
+    expect((await later)[0]).toMatchObject({ body: 'second, peer to peer', path: 'direct', seq: 2 })
+  })
+})
