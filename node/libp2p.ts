@@ -10,6 +10,7 @@ import { tcp } from '@libp2p/tcp'
 import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
+import { FaultTolerance } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
 import { peerRecords, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
@@ -60,10 +61,20 @@ export async function createNodeLibp2p (
       tcp(),
       webSockets(),
       webRTC({ rtcConfiguration: { iceServers: config.iceServers } }),
-      circuitRelayTransport({ reservationCompletionTimeout: 10_000 })
+      circuitRelayTransport({
+        reservationCompletionTimeout: 10_000,
+        // reserve on every configured relay at once; with the default of 1 the
+        // queued reservations after the first were seen never to start
+        reservationConcurrency: Math.max(1, config.relays.length)
+      })
     ],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    transportManager: {
+      // a relay that is down at start must not stop the node: it runs without
+      // that reservation and the reservation is made again later
+      faultTolerance: FaultTolerance.NO_FATAL
+    },
     connectionMonitor: {
       pingInterval: config.heartbeatInterval
     },

@@ -51,6 +51,20 @@ export interface RelayLimits {
    * @default 2048
    */
   maxConnections?: number
+
+  /**
+   * New connections one IP address may open per second; more are refused.
+   *
+   * @default 20
+   */
+  inboundConnectionsPerSecond?: number
+
+  /**
+   * Inbound connections still in their handshake at once.
+   *
+   * @default 64
+   */
+  maxPendingConnections?: number
 }
 
 export interface RelayConfig {
@@ -92,7 +106,9 @@ export const RELAY_DEFAULTS = {
     circuitBytes: 128 * 1024,
     maxInboundHopStreams: 256,
     maxOutboundStopStreams: 256,
-    maxConnections: 2048
+    maxConnections: 2048,
+    inboundConnectionsPerSecond: 20,
+    maxPendingConnections: 64
   } satisfies Required<RelayLimits>
 }
 

@@ -79,7 +79,9 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionManager: {
-        maxConnections: limits.maxConnections
+        maxConnections: limits.maxConnections,
+        inboundConnectionThreshold: limits.inboundConnectionsPerSecond,
+        maxIncomingPendingConnections: limits.maxPendingConnections
       },
       peerDiscovery: resolved.bootstrap.length > 0
         ? [bootstrap({ list: resolved.bootstrap.map(ma => ma.toString()), timeout: 0 })]

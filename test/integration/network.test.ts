@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest'
+import { reserved, useNetwork } from '../fixtures/network.js'
+import type { ParleyNode, ReceivedMessage } from '../../index.js'
+
+/** Deterministic pseudo-random pairs, so a failure can be replayed. */
+function randomPairs (count: number, pairs: number, seed = 42): Array<[number, number]> {
+  let state = seed
+  const next = (): number => {
+    state = (state * 1103515245 + 12345) % 2 ** 31
+    return state % count
+  }
+  const out: Array<[number, number]> = []
+  while (out.length < pairs) {
+    const a = next()
+    const b = next()
+    if (a !== b) out.push([a, b])
+  }
+  return out
+}
+
+describe('a 30-node network in one process', () => {
+  const net = useNetwork()
+
+  it('delivers between 50 random pairs that know nothing but the recipient peer ID', async () => {
+    const first = await net.relay()
+    const relays = [first, ...await Promise.all([1, 2].map(async () => net.relay({ bootstrap: first.multiaddrs })))]
+    const relayAddrs = relays.flatMap(r => r.multiaddrs)
+
+    // only a relay circuit and WebRTC lead to these nodes; they know only the relays
+    const nodes: ParleyNode[] = []
+    for (let i = 0; i < 27; i++) {
+      nodes.push(await net.node({ listen: ['/webrtc'], relays: relayAddrs }))
+    }
+    await Promise.all(nodes.map(async n => { await reserved(n, 3) }))
+
+    const inboxes = new Map<string, ReceivedMessage[]>()
+    for (const node of nodes) {
+      const inbox: ReceivedMessage[] = []
+      inboxes.set(node.peerId.toString(), inbox)
+      node.addEventListener('message', evt => { inbox.push(evt.detail) })
+    }
+
+    const pairs = randomPairs(nodes.length, 50)
+    const started = Date.now()
+    const receipts = await Promise.all(pairs.map(async ([a, b], i) => {
+      const sender = nodes[a]
+      const recipient = nodes[b]
+      // the sender has never seen the recipient: it has its peer ID and nothing else
+      return sender.send(recipient.peerId.toString(), `pair ${i}`, { timeout: 90_000 })
+    }))
+    console.info(`50 pairs delivered in ${Date.now() - started} ms; paths: ${JSON.stringify(receipts.reduce<Record<string, number>>((n, r) => ({ ...n, [r.path]: (n[r.path] ?? 0) + 1 }), {}))}`)
+
+    expect(receipts.every(r => r.status === 'delivered')).toBe(true)
+    pairs.forEach(([a, b], i) => {
+      const got = inboxes.get(nodes[b].peerId.toString())?.filter(m => m.body === `pair ${i}`) ?? []
+      expect(got).toHaveLength(1)
+      expect(got[0].from).toBe(nodes[a].peerId.toString())
+    })
+  })
+})
