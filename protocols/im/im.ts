@@ -87,7 +87,19 @@ class OutboundChannel {
     while (this.failure == null && this.pending.length >= this.init.maxUnacked) {
       const slot = Promise.withResolvers<void>()
       this.slotWaiters.push(slot.resolve)
-      await raceSignal(slot.promise, options.signal)
+      try {
+        await raceSignal(slot.promise, options.signal)
+      } catch (err) {
+        // an aborted waiter gives up its place; if a slot was already handed to
+        // it, pass that slot on so that no live sender is left waiting
+        const index = this.slotWaiters.indexOf(slot.resolve)
+        if (index >= 0) {
+          this.slotWaiters.splice(index, 1)
+        } else {
+          this.slotWaiters.shift()?.()
+        }
+        throw err
+      }
     }
     if (this.failure != null) {
       throw this.failure
@@ -124,10 +136,12 @@ class OutboundChannel {
     if (ack == null) {
       throw new ProtocolViolationError('the responder sent a message frame; only acks may flow back')
     }
-    const head = this.pending.shift()
+    const head = this.pending[0]
     if (head == null || !uint8ArrayEquals(head.id, ack.id)) {
+      // head stays pending, so fail() rejects it with the rest
       throw new ProtocolViolationError('ack does not answer the oldest unacknowledged message')
     }
+    this.pending.shift()
     head.resolve(ack)
     this.slotWaiters.shift()?.()
     if (this.pending.length > 0) {
