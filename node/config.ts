@@ -65,6 +65,31 @@ export interface NodeConfig {
    * @default 10000
    */
   heartbeatInterval?: number
+
+  /** How undelivered messages are retried. */
+  retry?: {
+    /**
+     * Ceiling of the first retry delay, in ms; it doubles with each attempt (full jitter).
+     *
+     * @default 1000
+     */
+    initialDelay?: number
+
+    /**
+     * Longest wait between two attempts, in ms.
+     *
+     * @default 300000
+     */
+    maxDelay?: number
+  }
+
+  /**
+   * How long a gap in a conversation's seqs holds later messages back before
+   * they are shown anyway, in ms. The protocol says 60 s; change it only in tests.
+   *
+   * @default 60000
+   */
+  gapTimeout?: number
 }
 
 /** A NodeConfig with every default filled in and every address parsed. */
@@ -78,13 +103,17 @@ export interface ResolvedNodeConfig {
   dhtProtocol: string
   sendTimeout: number
   heartbeatInterval: number
+  retry: { initialDelay: number, maxDelay: number }
+  gapTimeout: number
 }
 
 export const NODE_DEFAULTS = {
   listen: ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/webrtc'],
   dhtProtocol: DEFAULT_DHT_PROTOCOL,
   sendTimeout: 60_000,
-  heartbeatInterval: 10_000
+  heartbeatInterval: 10_000,
+  retry: { initialDelay: 1_000, maxDelay: 5 * 60_000 },
+  gapTimeout: 60_000
 }
 
 export function parseMultiaddr (value: string | Multiaddr, key: string): Multiaddr {
@@ -130,6 +159,11 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     iceServers: config.iceServers ?? [],
     dhtProtocol: config.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
     sendTimeout: positive(config.sendTimeout, NODE_DEFAULTS.sendTimeout, 'sendTimeout'),
-    heartbeatInterval: positive(config.heartbeatInterval, NODE_DEFAULTS.heartbeatInterval, 'heartbeatInterval')
+    heartbeatInterval: positive(config.heartbeatInterval, NODE_DEFAULTS.heartbeatInterval, 'heartbeatInterval'),
+    retry: {
+      initialDelay: positive(config.retry?.initialDelay, NODE_DEFAULTS.retry.initialDelay, 'retry.initialDelay'),
+      maxDelay: positive(config.retry?.maxDelay, NODE_DEFAULTS.retry.maxDelay, 'retry.maxDelay')
+    },
+    gapTimeout: positive(config.gapTimeout, NODE_DEFAULTS.gapTimeout, 'gapTimeout')
   }
 }

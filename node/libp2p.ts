@@ -14,6 +14,8 @@ import { FaultTolerance } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
 import { peerRecords, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
+import { reservationKeeper } from './reservations.js'
+import type { ReservationKeeper } from './reservations.js'
 import type { ResolvedNodeConfig } from './config.js'
 import type { ImInit, ImService } from '../protocols/im/index.js'
 import type { PeerRecordPublisher } from '../protocols/peer-record/index.js'
@@ -32,6 +34,7 @@ export interface NodeServices extends Record<string, unknown> {
   dht: KadDHT
   im: ImService
   peerRecords: PeerRecordPublisher
+  reservations: ReservationKeeper
 }
 
 export type NodeLibp2p = Libp2p<NodeServices>
@@ -97,7 +100,8 @@ export async function createNodeLibp2p (
         selectors: peerRecordSelectors
       }),
       im: im(handlers),
-      peerRecords: peerRecords()
+      peerRecords: peerRecords(),
+      reservations: reservationKeeper({ relays: config.relays })
     }
   })
 }

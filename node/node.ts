@@ -1,22 +1,30 @@
+import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { raceSignal } from 'race-signal'
-import { parse as parseUuid, stringify as uuidToString, v7 as uuidv7 } from 'uuid'
+import { parse as parseUuid, v7 as uuidv7 } from 'uuid'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
-import { Ack, ID_BYTES, MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, utf8Length } from '../protocols/im/index.js'
+import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, ID_BYTES, utf8Length } from '../protocols/im/index.js'
 import { resolveNodeConfig } from './config.js'
+import { DeliveryEngine } from './delivery.js'
 import {
   DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
   MessageTooLargeError, NodeStoppedError
 } from './errors.js'
+import { Inbox } from './inbox.js'
 import { createNodeLibp2p } from './libp2p.js'
 import { PathUpgrader } from './paths.js'
 import { Router } from './router.js'
+import { Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
+import type { StatusChange } from './delivery.js'
 import type { NodeLibp2p } from './libp2p.js'
 import type { PathChange } from './paths.js'
-import type { InboundMessage, OutboundMessage, Path, StoreResult } from '../protocols/im/index.js'
+import type { RelayReservationStatus } from './reservations.js'
+import type { OutboxEntry, StoredMessage } from './store/index.js'
+import type { Path } from '../protocols/im/index.js'
+import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -37,12 +45,40 @@ export interface ReceivedMessage {
   replyTo?: string
 }
 
+/** A message of a conversation, in either direction, as `history` lists it. */
+export interface HistoryEntry {
+  id: string
+  from: string
+  to: string
+  direction: 'in' | 'out'
+  seq: number
+  body: string
+  contentType: string
+  sentAt: number
+  receivedAt?: number
+  /** out: queued | sending | delivered | failed; in: received */
+  status: 'queued' | 'sending' | 'delivered' | 'failed' | 'received'
+  path?: Path
+  reason?: string
+  replyTo?: string
+}
+
+/** An outbound message still waiting for its ack. */
+export interface OutboxItem extends HistoryEntry {
+  attempts: number
+  nextAttemptAt: number
+  lastError?: string
+}
+
 export interface SendOptions extends AbortOptions {
   /** @default 'text/plain' */
   contentType?: string
   /** UUID of an earlier message in the conversation this one answers. */
   replyTo?: string
-  /** Give up after this many ms. @default the node's `sendTimeout` */
+  /**
+   * Stop waiting for the ack after this many ms. The message stays queued and
+   * is still delivered later. @default the node's `sendTimeout`
+   */
   timeout?: number
 }
 
@@ -53,18 +89,19 @@ export interface Receipt {
   path: Path
 }
 
+export interface NodeStatus {
+  peerId: string
+  addrs: string[]
+  relays: RelayReservationStatus[]
+  connections: number
+  dhtPeers: number
+  outbox: number
+}
+
 export interface ParleyNodeEvents {
   message: CustomEvent<ReceivedMessage>
+  'message:status': CustomEvent<StatusChange>
   'path:change': CustomEvent<PathChange>
-}
-
-/** Back-off between delivery attempts: full jitter, doubling from 250 ms up to 5 s. */
-function backoff (attempt: number): number {
-  return Math.random() * Math.min(5_000, 250 * 2 ** attempt)
-}
-
-async function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  await raceSignal(new Promise(resolve => setTimeout(resolve, ms)), signal)
 }
 
 function parsePeer (peer: PeerId | string): PeerId {
@@ -78,17 +115,35 @@ function parsePeer (peer: PeerId | string): PeerId {
   }
 }
 
-function parseMessageId (id: string, field: string): Uint8Array<ArrayBuffer> {
+function checkMessageId (id: string, field: string): void {
   try {
-    const bytes = parseUuid(id)
-    if (bytes.byteLength === ID_BYTES) return new Uint8Array(bytes)
+    if (parseUuid(id).byteLength === ID_BYTES) return
   } catch {}
   throw new InvalidMessageError(`${field} "${id}" is not a message id (a UUID)`)
 }
 
+function toHistoryEntry (self: string, m: StoredMessage): HistoryEntry {
+  return {
+    id: m.id,
+    from: m.direction === 'in' ? m.peer : self,
+    to: m.direction === 'in' ? self : m.peer,
+    direction: m.direction,
+    seq: m.seq,
+    body: m.body,
+    contentType: m.contentType,
+    sentAt: m.sentAt,
+    receivedAt: m.receivedAt,
+    status: m.direction === 'in' ? 'received' : m.status as HistoryEntry['status'],
+    path: m.path,
+    reason: m.reason,
+    replyTo: m.replyTo
+  }
+}
+
 /**
- * A parley node: sends messages to peers by peer ID, picks the path (direct or
- * relayed) by itself and reports which, and emits the messages it receives.
+ * A parley node: sends messages to peers by peer ID through a persistent
+ * outbox, picks the path (direct or relayed) by itself and reports which, and
+ * emits the messages it receives once each, in each conversation's order.
  */
 export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   readonly peerId: PeerId
@@ -96,13 +151,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   private readonly log: Logger
   private readonly router: Router
   private readonly paths: PathUpgrader
-  private readonly nextSeq = new Map<string, number>()
-  private readonly received = new Set<string>()
-  private readonly controller = new AbortController()
+  private readonly engine: DeliveryEngine
+  private readonly inbox: Inbox
+  private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
   private stopped = false
 
   constructor (
     libp2p: NodeLibp2p,
+    private readonly store: Store,
     private readonly config: ResolvedNodeConfig,
     private readonly closeDatastore: () => Promise<void>
   ) {
@@ -112,10 +168,23 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.log = libp2p.logger.forComponent('parley:node')
     this.router = new Router(libp2p, libp2p.logger.forComponent('parley:router'))
     this.paths = new PathUpgrader(libp2p, libp2p.logger.forComponent('parley:paths'))
+    this.inbox = new Inbox(store, (messages) => { this.present(messages) }, config.gapTimeout)
+    this.engine = new DeliveryEngine(store, this.router, () => libp2p.services.im, libp2p.logger.forComponent('parley:delivery'), config.retry)
+
     this.paths.addEventListener('path:change', (evt) => {
       this.dispatchEvent(new CustomEvent('path:change', { detail: evt.detail }))
     })
+    this.engine.addEventListener('message:status', (evt) => { this.onStatus(evt.detail) })
+    // a new connection to a peer, or a change in our own reachability: retry at once
+    libp2p.addEventListener('connection:open', (evt) => { this.engine.wake(evt.detail.remotePeer.toString()) })
+    libp2p.addEventListener('self:peer:update', () => { this.engine.wake() })
+  }
+
+  /** Starts receiving and the outbox (called by `createNode`). */
+  start (): void {
     this.paths.start()
+    this.inbox.start()
+    this.engine.start()
   }
 
   /** The addresses this node can be reached at, relay circuit addresses included. */
@@ -128,12 +197,28 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     return this.paths.pathTo(parsePeer(peer))
   }
 
+  /** Receiving side of the /im service (see createNode). */
+  handlers (): Parameters<typeof createNodeLibp2p>[3] {
+    return {
+      store: async (message) => this.inbox.receive(message),
+      onRefused: (refusal) => { this.inbox.refused(refusal) }
+    }
+  }
+
   /**
-   * Sends `body` to `peer` and resolves once the recipient acknowledged it,
-   * with the path the acknowledged copy took. Retries with back-off on any
-   * transient failure until `timeout` (or `signal`) ends it.
+   * Queues `body` for `peer` (durably, before anything goes on the wire) and
+   * resolves once the recipient acknowledged it, with the path the
+   * acknowledged copy took. If `signal` aborts or `timeout` passes first, the
+   * promise rejects with DeliveryTimeoutError but the message stays queued and
+   * is still delivered later.
    */
   async send (peer: PeerId | string, body: string, options: SendOptions = {}): Promise<Receipt> {
+    const id = this.queue(peer, body, options)
+    return this.waitFor(id, options)
+  }
+
+  /** Queues a message and returns its id at once; `message:status` events follow it. */
+  queue (peer: PeerId | string, body: string, options: Pick<SendOptions, 'contentType' | 'replyTo'> = {}): string {
     if (this.stopped) {
       throw new NodeStoppedError('the node is stopped; start a new one to send')
     }
@@ -152,118 +237,154 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (utf8Length(contentType) > MAX_CONTENT_TYPE_BYTES) {
       throw new MessageTooLargeError(`the content type is over the ${MAX_CONTENT_TYPE_BYTES}-byte limit`)
     }
+    if (options.replyTo != null) {
+      checkMessageId(options.replyTo, 'replyTo')
+    }
 
-    const id = uuidv7()
-    const conversation = to.toString()
-    const seq = (this.nextSeq.get(conversation) ?? 0) + 1
-    this.nextSeq.set(conversation, seq)
-    const message: OutboundMessage = {
-      id: parseMessageId(id, 'id'),
-      seq,
-      sentAt: Date.now(),
+    const message = this.store.enqueue({
+      peer: to.toString(),
+      id: uuidv7(),
       body,
-      contentType: options.contentType,
-      replyTo: options.replyTo == null ? undefined : parseMessageId(options.replyTo, 'replyTo')
-    }
-    const path = await this.deliver(to, message, options)
-    return { id, status: 'delivered', path }
+      contentType,
+      replyTo: options.replyTo,
+      sentAt: Date.now()
+    })
+    this.onStatus({ id: message.id, peer: message.peer, seq: message.seq, status: 'queued' })
+    this.engine.run(message.peer)
+    return message.id
   }
 
-  private async deliver (to: PeerId, message: OutboundMessage, options: SendOptions): Promise<Path> {
+  /** Waits for a queued message's ack. */
+  private async waitFor (id: string, options: Pick<SendOptions, 'signal' | 'timeout'>): Promise<Receipt> {
+    const current = this.store.getMessage(id)
+    if (current?.status === 'delivered') {
+      return { id, status: 'delivered', path: current.path ?? 'direct' }
+    }
+    let waiter = this.waiting.get(id)
+    if (waiter == null) {
+      waiter = Promise.withResolvers<Receipt>()
+      waiter.promise.catch(() => {})
+      this.waiting.set(id, waiter)
+    }
     const timeout = options.timeout ?? this.config.sendTimeout
-    const signal = AbortSignal.any([
-      this.controller.signal,
-      AbortSignal.timeout(timeout),
-      ...(options.signal == null ? [] : [options.signal])
-    ])
-    let lastError: Error | undefined
-
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const connection = await this.router.connect(to, { signal })
-        const ack = await this.libp2p.services.im.send(connection, message, { signal })
-        switch (ack.status) {
-          case Ack.Status.OK:
-          case Ack.Status.DUPLICATE:
-            return ack.path
-          case Ack.Status.RATE_LIMITED:
-            lastError = new Error('the recipient is rate limiting this node')
-            await sleep(ack.retryAfterMs ?? backoff(attempt), signal)
-            continue
-          default:
-            throw new MessageRejectedError(`the recipient refused the message (${ack.status})`, ack.status)
-        }
-      } catch (err: any) {
-        if (err.name === 'MessageRejectedError') {
-          throw err
-        }
-        if (signal.aborted) {
-          if (this.stopped) {
-            throw new NodeStoppedError('the node stopped before the message was acknowledged')
-          }
-          throw new DeliveryTimeoutError(`${to.toString()} did not acknowledge the message within ${timeout} ms or before the send was aborted (last error: ${(lastError ?? err).message})`, { cause: lastError ?? err })
-        }
-        lastError = err
-        this.log('attempt %d to deliver to %p failed - %e', attempt + 1, to, err)
-      }
-      try {
-        await sleep(backoff(attempt), signal)
-      } catch {
-        // the loop's next round reports the timeout
-      }
+    const signal = AbortSignal.any([AbortSignal.timeout(timeout), ...(options.signal == null ? [] : [options.signal])])
+    try {
+      return await raceSignal(waiter.promise, signal)
+    } catch (err: any) {
+      if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError') throw err
+      const lastError = this.store.outbox().find(e => e.id === id)?.lastError
+      throw new DeliveryTimeoutError(`message ${id} is not acknowledged yet${options.signal?.aborted === true ? ' (the wait was aborted)' : ` after ${timeout} ms`}; it stays queued and will be delivered when the peer is reachable${lastError == null ? '' : ` (last attempt: ${lastError})`}`)
     }
   }
 
-  /** Called by the /im service for every valid message, before it acks. */
-  async store (message: InboundMessage): Promise<StoreResult> {
-    const id = uuidToString(message.id)
-    const key = `${message.from.toString()}/${id}`
-    if (this.received.has(key)) {
-      return 'duplicate'
+  private onStatus (change: StatusChange): void {
+    const waiter = this.waiting.get(change.id)
+    if (waiter != null && change.status === 'delivered') {
+      this.waiting.delete(change.id)
+      waiter.resolve({ id: change.id, status: 'delivered', path: change.path ?? 'direct' })
+    } else if (waiter != null && change.status === 'failed') {
+      this.waiting.delete(change.id)
+      waiter.reject(new MessageRejectedError(`the recipient refused message ${change.id}: ${change.reason ?? 'no reason given'}`, change.reason ?? 'failed'))
     }
-    this.received.add(key)
-    this.dispatchEvent(new CustomEvent('message', {
-      detail: {
-        id,
-        from: message.from.toString(),
-        seq: message.seq,
-        body: message.body,
-        contentType: message.contentType,
-        sentAt: message.sentAt,
-        receivedAt: Date.now(),
-        path: message.path,
-        replyTo: message.replyTo == null ? undefined : uuidToString(message.replyTo)
-      }
+    this.dispatchEvent(new CustomEvent('message:status', { detail: change }))
+  }
+
+  private present (messages: StoredMessage[]): void {
+    for (const m of messages) {
+      this.dispatchEvent(new CustomEvent('message', {
+        detail: {
+          id: m.id,
+          from: m.peer,
+          seq: m.seq,
+          body: m.body,
+          contentType: m.contentType,
+          sentAt: m.sentAt,
+          receivedAt: m.receivedAt ?? m.createdAt,
+          path: m.path ?? 'direct',
+          replyTo: m.replyTo
+        }
+      }))
+    }
+  }
+
+  /** The conversation with `peer`, oldest first: up to `limit` messages written before `before` (ms). */
+  history (peer: PeerId | string, options: { limit?: number, before?: number } = {}): HistoryEntry[] {
+    const self = this.peerId.toString()
+    return this.store.history(parsePeer(peer).toString(), options).map(m => toHistoryEntry(self, m))
+  }
+
+  /** Messages not yet delivered or failed, oldest first. */
+  outbox (): OutboxItem[] {
+    const self = this.peerId.toString()
+    return this.store.outbox().map((e: OutboxEntry) => ({
+      ...toHistoryEntry(self, e),
+      attempts: e.attempts,
+      nextAttemptAt: e.nextAttemptAt,
+      lastError: e.lastError
     }))
-    return 'stored'
+  }
+
+  /** A message by id, sent or received. */
+  getMessage (id: string): HistoryEntry | undefined {
+    const m = this.store.getMessage(id)
+    return m == null ? undefined : toHistoryEntry(this.peerId.toString(), m)
+  }
+
+  status (): NodeStatus {
+    return {
+      peerId: this.peerId.toString(),
+      addrs: this.multiaddrs.map(a => a.toString()),
+      relays: this.libp2p.services.reservations.status(),
+      connections: this.libp2p.getConnections().length,
+      dhtPeers: (this.libp2p.services.dht as SingleKadDHT).routingTable.size,
+      outbox: this.store.outbox().length
+    }
   }
 
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    this.controller.abort()
+    this.engine.stop()
+    this.inbox.stop()
     this.paths.stop()
+    for (const waiter of this.waiting.values()) {
+      waiter.reject(new NodeStoppedError('the node stopped before the message was acknowledged; it stays queued for the next start'))
+    }
+    this.waiting.clear()
     await this.libp2p.stop()
+    this.store.close()
     await this.closeDatastore()
   }
 }
+
+/** Name of the message store inside a data dir. */
+export const STORE_FILE = 'messages.db'
 
 /** Starts a parley node. Without `dataDir` everything is in memory. */
 export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> {
   const resolved = resolveNodeConfig(config)
   const privateKey = await loadIdentity(resolved.dataDir)
+  // the datastore's lock also keeps a second process off this data dir
   const { datastore, close } = await openDatastore(resolved.dataDir)
-  let node: ParleyNode | undefined
+  let store: Store | undefined
   try {
+    store = new Store(resolved.dataDir == null ? undefined : join(resolved.dataDir, STORE_FILE))
+    // libp2p starts serving /im before the node object exists; until then, no ack
+    // is sent and the sender retries
+    const started: { node?: ParleyNode } = {}
     const libp2p = await createNodeLibp2p(resolved, privateKey, datastore, {
-      store: async (message) => {
-        if (node == null) throw new Error('the node is still starting')
-        return node.store(message)
-      }
+      store: async (message, options) => {
+        if (started.node == null) throw new Error('the node is still starting')
+        return started.node.handlers().store(message, options)
+      },
+      onRefused: (refusal) => started.node?.handlers().onRefused?.(refusal)
     })
-    node = new ParleyNode(libp2p, resolved, close)
+    const node = new ParleyNode(libp2p, store, resolved, close)
+    started.node = node
+    node.start()
     return node
   } catch (err) {
+    store?.close()
     await close()
     throw err
   }

@@ -53,7 +53,7 @@ describe('sender identity', () => {
     const aliceId = new TextEncoder().encode(alice.peerId.toString())
     const forged = frameWithUnknownField({
       id: new Uint8Array(parseUuid(real.id)),
-      seq: 2n,
+      seq: 1n, // mallory's conversation with bob starts at 1 like any other
       sentAt: BigInt(Date.now()),
       body: `from: ${alice.peerId.toString()} - meet at midnight`
     }, aliceId)

@@ -1,0 +1,169 @@
+import { CODE_P2P, CODE_P2P_CIRCUIT } from '@multiformats/multiaddr'
+import type { ComponentLogger, Libp2pEvents, Logger, PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { AddressManager, TransportManager } from '@libp2p/interface-internal'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+export interface ReservationKeeperInit {
+  /** The configured relays, each ending in /p2p/<relay id>. */
+  relays: Multiaddr[]
+
+  /**
+   * How often reservations are checked even without an event, in ms.
+   *
+   * @default 5000
+   */
+  checkInterval?: number
+
+  /**
+   * First delay before re-reserving on a relay after a failed attempt, in ms; doubles up to `maxDelay`.
+   *
+   * @default 1000
+   */
+  initialDelay?: number
+
+  /**
+   * @default 30000
+   */
+  maxDelay?: number
+}
+
+export interface ReservationKeeperComponents {
+  peerId: PeerId
+  addressManager: AddressManager
+  transportManager: TransportManager
+  events: TypedEventTarget<Libp2pEvents>
+  logger: ComponentLogger
+}
+
+export interface RelayReservationStatus {
+  relay: string
+  reserved: boolean
+  /** Attempts since the reservation was last held. */
+  failures: number
+}
+
+export interface ReservationKeeper {
+  /** Each configured relay and whether this node holds a reservation on it now. */
+  status(): RelayReservationStatus[]
+}
+
+interface RelayState {
+  addr: Multiaddr
+  id: string
+  failures: number
+  nextAttempt: number
+  reserving: boolean
+}
+
+/**
+ * Keeps a reservation on every configured relay. js-libp2p makes a configured
+ * relay's reservation once and drops it when the relay connection goes (relay
+ * restart, network loss) without making it again (js-libp2p #3601, #2676).
+ * This service notices a missing reservation (address change, closed relay
+ * connection, or a periodic check) and listens on the relay's circuit address
+ * again, with back-off, which makes the transport reserve anew.
+ */
+class DefaultReservationKeeper implements Startable, ReservationKeeper {
+  readonly [Symbol.toStringTag] = 'parley/reservation-keeper'
+  private readonly log: Logger
+  private readonly relays: RelayState[]
+  private readonly checkInterval: number
+  private readonly initialDelay: number
+  private readonly maxDelay: number
+  private timer?: ReturnType<typeof setInterval>
+  private started = false
+
+  constructor (private readonly components: ReservationKeeperComponents, init: ReservationKeeperInit) {
+    this.log = components.logger.forComponent('parley:reservations')
+    this.checkInterval = init.checkInterval ?? 5_000
+    this.initialDelay = init.initialDelay ?? 1_000
+    this.maxDelay = init.maxDelay ?? 30_000
+    this.relays = init.relays.map(addr => ({
+      addr,
+      id: addr.getComponents().findLast(c => c.code === CODE_P2P)?.value ?? '',
+      failures: 0,
+      nextAttempt: 0,
+      reserving: false
+    }))
+    this.check = this.check.bind(this)
+  }
+
+  start (): void {
+    this.started = true
+  }
+
+  afterStart (): void {
+    if (this.relays.length === 0) return
+    this.components.events.addEventListener('self:peer:update', this.check)
+    this.components.events.addEventListener('connection:close', this.check)
+    this.components.events.addEventListener('connection:open', this.check)
+    this.timer = setInterval(this.check, this.checkInterval)
+    this.timer.unref?.()
+  }
+
+  stop (): void {
+    this.started = false
+    clearInterval(this.timer)
+    this.components.events.removeEventListener('self:peer:update', this.check)
+    this.components.events.removeEventListener('connection:close', this.check)
+    this.components.events.removeEventListener('connection:open', this.check)
+  }
+
+  /** Relay ids this node advertises a circuit address through. */
+  private reservedRelays (): Set<string> {
+    const reserved = new Set<string>()
+    // listener addresses, not announced ones: with `announce` set those hide the circuits
+    for (const addr of this.components.transportManager.getAddrs()) {
+      const components = addr.getComponents()
+      const circuit = components.findIndex(c => c.code === CODE_P2P_CIRCUIT)
+      if (circuit > 0 && components[circuit - 1].code === CODE_P2P && components[circuit - 1].value != null) {
+        reserved.add(components[circuit - 1].value as string)
+      }
+    }
+    return reserved
+  }
+
+  status (): RelayReservationStatus[] {
+    const reserved = this.reservedRelays()
+    return this.relays.map(r => ({ relay: r.addr.toString(), reserved: reserved.has(r.id), failures: r.failures }))
+  }
+
+  private check (): void {
+    if (!this.started) return
+    const reserved = this.reservedRelays()
+    const now = Date.now()
+    for (const relay of this.relays) {
+      if (reserved.has(relay.id)) {
+        relay.failures = 0
+        relay.nextAttempt = 0
+        continue
+      }
+      if (relay.reserving || now < relay.nextAttempt) continue
+      relay.reserving = true
+      this.reserve(relay).finally(() => { relay.reserving = false })
+    }
+  }
+
+  private async reserve (relay: RelayState): Promise<void> {
+    this.log('no reservation on %s, reserving again (attempt %d)', relay.id, relay.failures + 1)
+    try {
+      // NO_FATAL fault tolerance: listen resolves even when the relay is still down
+      await this.components.transportManager.listen([relay.addr.encapsulate('/p2p-circuit')])
+    } catch (err: any) {
+      this.log('reserving on %s failed - %e', relay.id, err)
+    }
+    if (this.reservedRelays().has(relay.id)) {
+      this.log('reservation on %s restored', relay.id)
+      relay.failures = 0
+      relay.nextAttempt = 0
+      return
+    }
+    relay.failures++
+    const delay = Math.min(this.maxDelay, this.initialDelay * 2 ** (relay.failures - 1))
+    relay.nextAttempt = Date.now() + delay / 2 + Math.random() * delay / 2
+  }
+}
+
+export function reservationKeeper (init: ReservationKeeperInit): (components: ReservationKeeperComponents) => ReservationKeeper {
+  return (components) => new DefaultReservationKeeper(components, init)
+}

@@ -1,0 +1,405 @@
+import { existsSync } from 'node:fs'
+import { DatabaseSync } from 'node:sqlite'
+import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
+import type { StatementSync } from 'node:sqlite'
+
+/** The database cannot be used: corrupt, from a newer parley, or not a parley store. */
+export class StoreError extends Error {
+  static override name = 'StoreError'
+  override name = 'StoreError'
+}
+
+export type Direction = 'in' | 'out'
+export type OutStatus = 'queued' | 'sending' | 'delivered' | 'failed'
+export type InStatus = 'held' | 'presented'
+
+/** One message as the store keeps it, in either direction. */
+export interface StoredMessage {
+  id: string
+  peer: string
+  direction: Direction
+  seq: number
+  body: string
+  contentType: string
+  replyTo?: string
+  sentAt: number
+  receivedAt?: number
+  createdAt: number
+  status: OutStatus | InStatus
+  path?: 'direct' | 'relayed'
+  reason?: string
+}
+
+/** A message waiting in the outbox, with its retry state. */
+export interface OutboxEntry extends StoredMessage {
+  attempts: number
+  nextAttemptAt: number
+  lastError?: string
+}
+
+export interface NewOutbound {
+  peer: string
+  id: string
+  body: string
+  contentType: string
+  replyTo?: string
+  sentAt: number
+}
+
+export interface NewInbound {
+  peer: string
+  id: string
+  seq: number
+  body: string
+  contentType: string
+  replyTo?: string
+  sentAt: number
+  receivedAt: number
+  path: 'direct' | 'relayed'
+}
+
+export interface Contact {
+  name: string
+  peer: string
+  addrs: string[]
+  createdAt: number
+}
+
+type Row = Record<string, any>
+
+function toMessage (row: Row): StoredMessage {
+  return {
+    id: row.id,
+    peer: row.peer,
+    direction: row.direction,
+    seq: row.seq,
+    body: row.body,
+    contentType: row.content_type,
+    replyTo: row.reply_to ?? undefined,
+    sentAt: row.sent_at,
+    receivedAt: row.received_at ?? undefined,
+    createdAt: row.created_at,
+    status: row.status,
+    path: row.path ?? undefined,
+    reason: row.reason ?? undefined
+  }
+}
+
+function toOutboxEntry (row: Row): OutboxEntry {
+  return {
+    ...toMessage(row),
+    attempts: row.attempts,
+    nextAttemptAt: row.next_attempt_at,
+    lastError: row.last_error ?? undefined
+  }
+}
+
+/**
+ * parley's message store: SQLite through `node:sqlite`, WAL mode. The only
+ * module that touches SQL. Every method is synchronous and each write is one
+ * transaction, so a message is durable when the call returns.
+ */
+export class Store {
+  private readonly db: DatabaseSync
+  private readonly statements = new Map<string, StatementSync>()
+
+  /**
+   * Opens (or creates) the store. `file` undefined keeps it in memory.
+   *
+   * @throws StoreError naming the file when it is corrupt, not a parley store, or newer than this code
+   */
+  constructor (readonly file?: string) {
+    const location = file ?? ':memory:'
+    const existed = file != null && existsSync(file)
+    try {
+      this.db = new DatabaseSync(location)
+    } catch (err: any) {
+      throw new StoreError(`cannot open the message store ${location}: ${err.message}`)
+    }
+    try {
+      this.migrate(existed)
+    } catch (err: any) {
+      this.db.close()
+      if (err instanceof StoreError) throw err
+      throw new StoreError(`the message store ${location} is corrupt or not a parley database (${err.message}); it was left as it is: move it away to start with an empty store, or restore it from a backup`)
+    }
+  }
+
+  private migrate (existed: boolean): void {
+    const location = this.file ?? ':memory:'
+    // reading the schema version is the first read: a corrupt file fails here
+    const version = (this.db.prepare('PRAGMA user_version').get() as Row).user_version as number
+    if (version > SCHEMA_VERSION) {
+      throw new StoreError(`the message store ${location} has schema version ${version}, written by a newer parley; this one knows version ${SCHEMA_VERSION}. Upgrade parley; the file was left as it is`)
+    }
+    if (existed && version === 0) {
+      const tables = this.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get() as Row
+      if (tables.n > 0) {
+        throw new StoreError(`${location} is a SQLite database but not a parley message store; it was left as it is`)
+      }
+    }
+    this.db.exec('PRAGMA journal_mode = WAL')
+    // FULL: a message is on disk before its ack leaves, even across a power loss
+    this.db.exec('PRAGMA synchronous = FULL')
+    this.db.exec('PRAGMA foreign_keys = ON')
+    this.db.exec('PRAGMA busy_timeout = 5000')
+    for (let v = version; v < SCHEMA_VERSION; v++) {
+      this.transaction(() => {
+        this.db.exec(MIGRATIONS[v])
+        this.db.exec(`PRAGMA user_version = ${v + 1}`)
+      })
+    }
+  }
+
+  close (): void {
+    if (this.db.isOpen) this.db.close()
+  }
+
+  private sql (text: string): StatementSync {
+    let statement = this.statements.get(text)
+    if (statement == null) {
+      statement = this.db.prepare(text)
+      this.statements.set(text, statement)
+    }
+    return statement
+  }
+
+  /** Runs `fn` in one write transaction. */
+  transaction<T> (fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      const result = fn()
+      this.db.exec('COMMIT')
+      return result
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number } {
+    this.sql('INSERT OR IGNORE INTO conversations (peer) VALUES (?)').run(peer)
+    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since FROM conversations WHERE peer = ?').get(peer) as Row
+    return { nextOutSeq: row.next_out_seq, nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined }
+  }
+
+  // ---- outbound ----
+
+  /** Writes a new outbound message and its outbox entry, giving it the conversation's next seq. */
+  enqueue (message: NewOutbound): StoredMessage {
+    return this.transaction(() => {
+      const seq = this.conversation(message.peer).nextOutSeq
+      this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status)
+        VALUES (?, ?, 'out', ?, ?, ?, ?, ?, ?, 'queued')`)
+        .run(message.id, message.peer, seq, message.body, message.contentType, message.replyTo ?? null, message.sentAt, message.sentAt)
+      this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(message.id, message.peer, seq, message.sentAt)
+      return this.getOutbound(message.id) as StoredMessage
+    })
+  }
+
+  private getOutbound (id: string): StoredMessage | undefined {
+    const row = this.sql("SELECT * FROM messages WHERE id = ? AND direction = 'out'").get(id) as Row | undefined
+    return row == null ? undefined : toMessage(row)
+  }
+
+  /** Outbox entries of `peer` due at `now`, in seq order. */
+  due (peer: string, now: number, limit = 256): OutboxEntry[] {
+    return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      WHERE o.peer = ? AND o.next_attempt_at <= ? ORDER BY o.seq LIMIT ?`).all(peer, now, limit) as Row[]).map(toOutboxEntry)
+  }
+
+  /** Each peer with queued messages and when its earliest one is due. */
+  outboxPeers (): Array<{ peer: string, nextAttemptAt: number }> {
+    return (this.sql('SELECT peer, min(next_attempt_at) AS next FROM outbox GROUP BY peer').all() as Row[])
+      .map(r => ({ peer: r.peer, nextAttemptAt: r.next }))
+  }
+
+  /** Everything not yet delivered or failed, oldest first. */
+  outbox (): OutboxEntry[] {
+    return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      ORDER BY m.created_at, o.seq`).all() as Row[]).map(toOutboxEntry)
+  }
+
+  markSending (ids: string[]): void {
+    this.transaction(() => {
+      for (const id of ids) {
+        this.sql("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'queued'").run(id)
+      }
+    })
+  }
+
+  /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. */
+  markDelivered (id: string, path: 'direct' | 'relayed', at: number): StoredMessage | undefined {
+    return this.transaction(() => {
+      this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
+      this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+      return this.getOutbound(id)
+    })
+  }
+
+  /** Permanent failure (the recipient refused it): out of the outbox, with the reason. */
+  markFailed (id: string, reason: string): StoredMessage | undefined {
+    return this.transaction(() => {
+      this.sql("UPDATE messages SET status = 'failed', reason = ? WHERE id = ? AND direction = 'out'").run(reason, id)
+      this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+      return this.getOutbound(id)
+    })
+  }
+
+  /** Not delivered this time: try again at `nextAttemptAt`. */
+  reschedule (ids: string[], nextAttemptAt: number, error: string, countAttempt = true): void {
+    this.transaction(() => {
+      for (const id of ids) {
+        this.sql('UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?, last_error = ? WHERE id = ?')
+          .run(countAttempt ? 1 : 0, nextAttemptAt, error, id)
+        this.sql("UPDATE messages SET status = 'queued' WHERE id = ? AND direction = 'out' AND status = 'sending'").run(id)
+      }
+    })
+  }
+
+  /** Makes every queued message of `peer` (or of all peers) due now. */
+  retryNow (peer: string | undefined, now: number): void {
+    if (peer == null) {
+      this.sql('UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?').run(now, now)
+    } else {
+      this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
+    }
+  }
+
+  /** After a restart, messages that were in flight are queued again. */
+  requeueSending (): void {
+    this.sql("UPDATE messages SET status = 'queued' WHERE direction = 'out' AND status = 'sending'").run()
+  }
+
+  // ---- inbound ----
+
+  /**
+   * Stores an inbound message unless this (sender, id) is stored already, and
+   * returns the messages of the conversation that are now presentable, in seq
+   * order (the new one, possibly with held ones after it, or nothing while an
+   * earlier seq is missing).
+   */
+  receive (message: NewInbound): { result: 'stored' | 'duplicate', presented: StoredMessage[] } {
+    return this.transaction(() => {
+      const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
+      if (exists != null) {
+        return { result: 'duplicate' as const, presented: [] }
+      }
+      const { nextInSeq } = this.conversation(message.peer)
+      // a seq below the next one to present arrived after its gap was given up:
+      // it is shown at once, never dropped
+      const status: InStatus = message.seq < nextInSeq ? 'presented' : 'held'
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path)
+        VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
+          message.sentAt, message.receivedAt, message.receivedAt, status, message.path)
+      if (status === 'presented') {
+        return { result: 'stored' as const, presented: [this.getInbound(message.peer, message.id) as StoredMessage] }
+      }
+      return { result: 'stored' as const, presented: this.advance(message.peer, message.receivedAt) }
+    })
+  }
+
+  /** A refused inbound message still fills its seq (spec section 6). */
+  refuseSeq (peer: string, seq: number, now: number): StoredMessage[] {
+    return this.transaction(() => {
+      if (seq < this.conversation(peer).nextInSeq) return []
+      this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
+      return this.advance(peer, now)
+    })
+  }
+
+  private getInbound (peer: string, id: string): StoredMessage | undefined {
+    const row = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(peer, id) as Row | undefined
+    return row == null ? undefined : toMessage(row)
+  }
+
+  /** Presents held messages from the conversation's next seq on, while there is no gap. */
+  private advance (peer: string, now: number): StoredMessage[] {
+    let next = this.conversation(peer).nextInSeq
+    const presented: StoredMessage[] = []
+    for (;;) {
+      const held = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[]
+      if (held.length > 0) {
+        this.sql("UPDATE messages SET status = 'presented' WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").run(peer, next)
+        presented.push(...held.map(r => ({ ...toMessage(r), status: 'presented' as const })))
+        next++
+        continue
+      }
+      const refused = this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, next)
+      if (refused.changes > 0) {
+        next++
+        continue
+      }
+      break
+    }
+    const stillHeld = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
+    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = CASE WHEN ? THEN coalesce(gap_since, ?) ELSE NULL END WHERE peer = ?')
+      .run(next, stillHeld ? 1 : 0, now, peer)
+    return presented
+  }
+
+  /**
+   * Gives up gaps older than `timeout` ms: their held messages are presented in
+   * seq order and the conversation continues after the highest of them.
+   */
+  releaseGaps (now: number, timeout: number): StoredMessage[] {
+    return this.transaction(() => {
+      const expired = this.sql('SELECT peer FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ?').all(now - timeout) as Row[]
+      const presented: StoredMessage[] = []
+      for (const { peer } of expired) {
+        const held = (this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' ORDER BY seq").all(peer) as Row[]).map(toMessage)
+        this.sql("UPDATE messages SET status = 'presented' WHERE peer = ? AND direction = 'in' AND status = 'held'").run(peer)
+        this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
+        const last = held.at(-1)?.seq
+        this.sql('UPDATE conversations SET gap_since = NULL, next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run((last ?? 0) + 1, peer)
+        presented.push(...held.map(m => ({ ...m, status: 'presented' as const })))
+      }
+      return presented
+    })
+  }
+
+  /** When the oldest open gap expires (its `gap_since`), if any. */
+  oldestGap (): number | undefined {
+    const row = this.sql('SELECT min(gap_since) AS since FROM conversations').get() as Row
+    return row.since ?? undefined
+  }
+
+  // ---- queries ----
+
+  /** The conversation with `peer`, oldest first: the `limit` newest messages created before `before`. */
+  history (peer: string, options: { limit?: number, before?: number } = {}): StoredMessage[] {
+    const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND NOT (direction = 'in' AND status = 'held')
+      ORDER BY created_at DESC, seq DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
+    return rows.map(toMessage).reverse()
+  }
+
+  /** A message by id, outbound first (ids are unique per sender). */
+  getMessage (id: string): StoredMessage | undefined {
+    const row = this.sql("SELECT * FROM messages WHERE id = ? ORDER BY direction = 'out' DESC LIMIT 1").get(id) as Row | undefined
+    return row == null ? undefined : toMessage(row)
+  }
+
+  // ---- contacts ----
+
+  addContact (contact: Contact): void {
+    this.sql('INSERT INTO contacts (name, peer, addrs, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET peer = excluded.peer, addrs = excluded.addrs')
+      .run(contact.name, contact.peer, JSON.stringify(contact.addrs), contact.createdAt)
+  }
+
+  removeContact (name: string): boolean {
+    return this.sql('DELETE FROM contacts WHERE name = ?').run(name).changes > 0
+  }
+
+  contacts (): Contact[] {
+    return (this.sql('SELECT * FROM contacts ORDER BY name').all() as Row[])
+      .map(r => ({ name: r.name, peer: r.peer, addrs: JSON.parse(r.addrs), createdAt: r.created_at }))
+  }
+
+  contact (name: string): Contact | undefined {
+    return this.contacts().find(c => c.name === name)
+  }
+}

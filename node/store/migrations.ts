@@ -1,0 +1,62 @@
+/**
+ * Schema migrations, applied in order at start. `PRAGMA user_version` holds how
+ * many have run. Never edit a released migration: add a new one.
+ */
+export const MIGRATIONS: string[] = [
+  // 1: messages in both directions, the outbox, per-conversation sequence state, contacts
+  `
+  CREATE TABLE messages (
+    id            TEXT    NOT NULL,              -- UUID (16-byte wire id)
+    peer          TEXT    NOT NULL,              -- the other side of the conversation
+    direction     TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+    seq           INTEGER NOT NULL,
+    body          TEXT    NOT NULL,
+    content_type  TEXT    NOT NULL,
+    reply_to      TEXT,
+    sent_at       INTEGER NOT NULL,              -- sender's clock, ms
+    received_at   INTEGER,                       -- recipient's clock, ms (in) / ack time (out)
+    created_at    INTEGER NOT NULL,              -- this node's clock when the row was written
+    status        TEXT    NOT NULL,              -- out: queued|sending|delivered|failed; in: held|presented
+    path          TEXT,                          -- direct|relayed, once known
+    reason        TEXT,                          -- why a message failed
+    PRIMARY KEY (peer, direction, id)
+  ) WITHOUT ROWID;
+  CREATE UNIQUE INDEX messages_by_id ON messages (id, direction, peer);
+  CREATE INDEX messages_by_time ON messages (peer, created_at);
+  CREATE INDEX messages_held ON messages (peer, direction, status, seq);
+
+  CREATE TABLE outbox (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    peer            TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT
+  );
+  CREATE INDEX outbox_due ON outbox (peer, seq);
+
+  CREATE TABLE conversations (
+    peer          TEXT    NOT NULL PRIMARY KEY,
+    next_out_seq  INTEGER NOT NULL DEFAULT 1,   -- seq of the next message we send
+    next_in_seq   INTEGER NOT NULL DEFAULT 1,   -- seq we present next
+    gap_since     INTEGER                       -- when a held message first waited for a missing seq
+  );
+
+  -- seqs of inbound messages refused (TOO_LARGE, INVALID, BLOCKED): they fill their place in the order
+  CREATE TABLE refused_seqs (
+    peer  TEXT    NOT NULL,
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (peer, seq)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE contacts (
+    name        TEXT    NOT NULL PRIMARY KEY,
+    peer        TEXT    NOT NULL,
+    addrs       TEXT    NOT NULL DEFAULT '[]',  -- JSON array of multiaddrs from an invite
+    created_at  INTEGER NOT NULL
+  );
+  CREATE INDEX contacts_by_peer ON contacts (peer);
+  `
+]
+
+export const SCHEMA_VERSION = MIGRATIONS.length
