@@ -46,8 +46,8 @@ export interface DeliveryEvents {
   'message:status': CustomEvent<StatusChange>
 }
 
-/** How many outbox messages one round puts on the wire (the protocol's window). */
-const BATCH = 64
+/** Most outbox messages one round puts on the wire (the protocol's window). */
+const MAX_WINDOW = 64
 
 function toOutbound (entry: OutboxEntry): OutboundMessage {
   return {
@@ -74,6 +74,12 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly running = new Set<string>()
   private readonly again = new Set<string>()
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>()
+  /**
+   * Messages per round, per peer: halved when a round loses messages, doubled
+   * when one gets through. A relayed circuit that is cut after a few KiB would
+   * otherwise spend its whole budget on re-sending the same first messages.
+   */
+  private readonly windows = new Map<string, number>()
   private controller = new AbortController()
   private stopped = true
 
@@ -168,7 +174,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     const peerId = peerIdFromString(peer)
     for (;;) {
       if (this.stopped) return
-      const due = this.store.due(peer, Date.now(), BATCH)
+      const window = this.windows.get(peer) ?? MAX_WINDOW
+      const due = this.store.due(peer, Date.now(), window)
       if (due.length === 0) return
 
       let connection
@@ -189,6 +196,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       // all sends start in seq order at once: the channel writes them in that order, 64 in flight
       const results = await Promise.allSettled(due.map(async entry => im.send(connection, toOutbound(entry), { signal })))
       if (this.stopped) return
+
+      const lost = results.some(r => r.status === 'rejected')
+      this.windows.set(peer, lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_WINDOW, window * 2))
 
       results.forEach((result, i) => {
         const entry = due[i]

@@ -73,6 +73,13 @@ export async function createNodeLibp2p (
     ],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    connectionManager: {
+      // every relayed connection counts as coming from its relay's IP address:
+      // the default of 5 a second per host refuses circuits (and silently, as a
+      // handshake timeout) as soon as a few peers reach this node through one relay
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 32
+    },
     transportManager: {
       // a relay that is down at start must not stop the node: it runs without
       // that reservation and the reservation is made again later

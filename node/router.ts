@@ -3,6 +3,7 @@ import { CODE_P2P, CODE_WEBRTC } from '@multiformats/multiaddr'
 import { connectionPath } from '../protocols/im/index.js'
 import { PeerUnreachableError } from './errors.js'
 import type { NodeLibp2p } from './libp2p.js'
+import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Connection, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -40,10 +41,18 @@ export class Router {
       }
     }
 
-    for (const [source, lookup] of [
-      ['DHT peer lookup', async (signal: AbortSignal) => (await this.libp2p.peerRouting.findPeer(peer, { signal })).multiaddrs],
-      ['DHT peer record', async (signal: AbortSignal) => this.libp2p.services.peerRecords.lookup(peer, { signal })]
-    ] as const) {
+    // a DHT with nobody in the routing table has nobody to ask
+    const dhtPeers = (this.libp2p.services.dht as SingleKadDHT).routingTable?.size ?? 0
+    if (dhtPeers === 0) {
+      errors.push('DHT: no DHT peers to ask (is a bootstrap node or relay configured and reachable?)')
+    }
+
+    for (const [source, lookup] of dhtPeers === 0
+      ? []
+      : [
+          ['DHT peer lookup', async (signal: AbortSignal) => (await this.libp2p.peerRouting.findPeer(peer, { signal })).multiaddrs],
+          ['DHT peer record', async (signal: AbortSignal) => this.libp2p.services.peerRecords.lookup(peer, { signal })]
+        ] as const) {
       const signal = anySignal([options.signal, AbortSignal.timeout(DHT_QUERY_TIMEOUT)])
       try {
         const addrs = (await lookup(signal)).filter(a => !known.some(k => k.equals(a)))

@@ -177,6 +177,11 @@ export class Store {
     }
   }
 
+  /** History order: messages take the next position when sent or when presented. */
+  private nextPosition (): number {
+    return ((this.sql('SELECT max(position) AS p FROM messages').get() as Row).p ?? 0) + 1
+  }
+
   private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number } {
     this.sql('INSERT OR IGNORE INTO conversations (peer) VALUES (?)').run(peer)
     const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since FROM conversations WHERE peer = ?').get(peer) as Row
@@ -190,9 +195,9 @@ export class Store {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
       this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
-      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status)
-        VALUES (?, ?, 'out', ?, ?, ?, ?, ?, ?, 'queued')`)
-        .run(message.id, message.peer, seq, message.body, message.contentType, message.replyTo ?? null, message.sentAt, message.sentAt)
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position)
+        VALUES (?, ?, 'out', ?, ?, ?, ?, ?, ?, 'queued', ?)`)
+        .run(message.id, message.peer, seq, message.body, message.contentType, message.replyTo ?? null, message.sentAt, message.sentAt, this.nextPosition())
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(message.id, message.peer, seq, message.sentAt)
       return this.getOutbound(message.id) as StoredMessage
     })
@@ -292,10 +297,10 @@ export class Store {
       // a seq below the next one to present arrived after its gap was given up:
       // it is shown at once, never dropped
       const status: InStatus = message.seq < nextInSeq ? 'presented' : 'held'
-      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path)
-        VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position)
+        VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
-          message.sentAt, message.receivedAt, message.receivedAt, status, message.path)
+          message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null)
       if (status === 'presented') {
         return { result: 'stored' as const, presented: [this.getInbound(message.peer, message.id) as StoredMessage] }
       }
@@ -317,6 +322,10 @@ export class Store {
     return row == null ? undefined : toMessage(row)
   }
 
+  private present (peer: string, id: string): void {
+    this.sql("UPDATE messages SET status = 'presented', position = ? WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
+  }
+
   /** Presents held messages from the conversation's next seq on, while there is no gap. */
   private advance (peer: string, now: number): StoredMessage[] {
     let next = this.conversation(peer).nextInSeq
@@ -324,7 +333,7 @@ export class Store {
     for (;;) {
       const held = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[]
       if (held.length > 0) {
-        this.sql("UPDATE messages SET status = 'presented' WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").run(peer, next)
+        for (const row of held) this.present(peer, row.id)
         presented.push(...held.map(r => ({ ...toMessage(r), status: 'presented' as const })))
         next++
         continue
@@ -352,7 +361,7 @@ export class Store {
       const presented: StoredMessage[] = []
       for (const { peer } of expired) {
         const held = (this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' ORDER BY seq").all(peer) as Row[]).map(toMessage)
-        this.sql("UPDATE messages SET status = 'presented' WHERE peer = ? AND direction = 'in' AND status = 'held'").run(peer)
+        for (const m of held) this.present(peer, m.id)
         this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
         const last = held.at(-1)?.seq
         this.sql('UPDATE conversations SET gap_since = NULL, next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run((last ?? 0) + 1, peer)
@@ -372,8 +381,8 @@ export class Store {
 
   /** The conversation with `peer`, oldest first: the `limit` newest messages created before `before`. */
   history (peer: string, options: { limit?: number, before?: number } = {}): StoredMessage[] {
-    const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND NOT (direction = 'in' AND status = 'held')
-      ORDER BY created_at DESC, seq DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
+    const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND position IS NOT NULL
+      ORDER BY position DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
     return rows.map(toMessage).reverse()
   }
 

@@ -19,10 +19,11 @@ export const MIGRATIONS: string[] = [
     status        TEXT    NOT NULL,              -- out: queued|sending|delivered|failed; in: held|presented
     path          TEXT,                          -- direct|relayed, once known
     reason        TEXT,                          -- why a message failed
+    position      INTEGER,                       -- place in history: set when sent, or when presented
     PRIMARY KEY (peer, direction, id)
   ) WITHOUT ROWID;
   CREATE UNIQUE INDEX messages_by_id ON messages (id, direction, peer);
-  CREATE INDEX messages_by_time ON messages (peer, created_at);
+  CREATE INDEX messages_by_position ON messages (peer, position);
   CREATE INDEX messages_held ON messages (peer, direction, status, seq);
 
   CREATE TABLE outbox (
