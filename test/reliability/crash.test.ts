@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { afterEach, describe, expect, it } from 'vitest'
+import { useTempDirs } from '../fixtures/dirs.js'
+import { LOOPBACK_TCP, until, useNetwork } from '../fixtures/network.js'
+import type { ReceivedMessage } from '../../index.js'
+import type { ChildProcess } from 'node:child_process'
+
+const SENDER = join(import.meta.dirname, '..', 'fixtures', 'sender-process.mjs')
+
+interface Sender {
+  child: ChildProcess
+  lines: Array<Record<string, unknown>>
+  /** Resolves with the first line for which `match` is true. */
+  line(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
+}
+
+describe('a sender killed with messages queued and in flight', () => {
+  const net = useNetwork()
+  const tempDir = useTempDirs()
+  const children: ChildProcess[] = []
+  afterEach(() => { for (const c of children.splice(0)) c.kill('SIGKILL') })
+
+  function startSender (args: string[]): Sender {
+    const child = spawn(process.execPath, [SENDER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(child)
+    const lines: Array<Record<string, unknown>> = []
+    const waiters: Array<{ match: (l: Record<string, unknown>) => boolean, resolve: (l: Record<string, unknown>) => void }> = []
+    createInterface({ input: child.stdout }).on('line', (text) => {
+      const parsed = JSON.parse(text)
+      lines.push(parsed)
+      for (const w of [...waiters]) {
+        if (w.match(parsed)) {
+          waiters.splice(waiters.indexOf(w), 1)
+          w.resolve(parsed)
+        }
+      }
+    })
+    return {
+      child,
+      lines,
+      async line (match) {
+        const seen = lines.find(match)
+        if (seen != null) return seen
+        return new Promise(resolve => waiters.push({ match, resolve }))
+      }
+    }
+  }
+
+  it('delivers every one of 100 messages after a restart on the same data dir, once each and in order', async () => {
+    const bob = await net.node({ listen: [LOOPBACK_TCP] })
+    const got: ReceivedMessage[] = []
+    bob.addEventListener('message', evt => { got.push(evt.detail) })
+    const dataDir = await tempDir()
+    const args = [dataDir, bob.peerId.toString(), JSON.stringify(bob.multiaddrs.map(a => a.toString()))]
+
+    const first = startSender([...args, '100'])
+    await first.line(l => l.queued === 100)
+    // let some get through, then kill it mid-flight: no chance to clean up
+    await until(() => got.length >= 5, bob, 'message')
+    first.child.kill('SIGKILL')
+    await new Promise(resolve => first.child.once('exit', resolve))
+    const beforeCrash = got.length
+    expect(beforeCrash).toBeLessThan(100)
+
+    const second = startSender([...args, '0'])
+    await second.line(l => l.outbox === 0)
+    await until(() => got.length >= 100, bob, 'message')
+
+    expect(got.map(m => m.body)).toEqual(Array.from({ length: 100 }, (_, i) => `msg ${i + 1}`))
+    expect(got.map(m => m.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
+    expect(new Set(got.map(m => m.id)).size).toBe(100)
+    expect(new Set(got.map(m => m.from)).size).toBe(1)
+    console.info(`${beforeCrash} delivered before SIGKILL, ${100 - beforeCrash} after the restart`)
+  })
+})
