@@ -4,16 +4,16 @@
  * in node/cli.ts, `parley relay` in relay/cli.ts.
  */
 import { Command } from 'commander'
-import { nodeCommand } from './node/cli.js'
+import { nodeCommands } from './node/cli.js'
 import { relayCommand } from './relay/cli.js'
 
 const program = new Command('parley')
   .description('A decentralized instant messenger on libp2p: direct when it can, relayed when it must')
   .showHelpAfterError()
-program.addCommand(nodeCommand())
+nodeCommands(program)
 program.addCommand(relayCommand())
 
 program.parseAsync().catch((err: Error) => {
   console.error(`parley: ${err.message}`)
-  process.exit(1)
+  process.exitCode = 1
 })

@@ -53,3 +53,21 @@ export class NodeStoppedError extends Error {
   static override name = 'NodeStoppedError'
   override name = 'NodeStoppedError'
 }
+
+/** An invite that cannot be read. */
+export class InvalidInviteError extends Error {
+  static override name = 'InvalidInviteError'
+  override name = 'InvalidInviteError'
+}
+
+/** No contact has this name. */
+export class UnknownContactError extends Error {
+  static override name = 'UnknownContactError'
+  override name = 'UnknownContactError'
+}
+
+/** A contact name that cannot be used. */
+export class InvalidContactNameError extends Error {
+  static override name = 'InvalidContactNameError'
+  override name = 'InvalidContactNameError'
+}

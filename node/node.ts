@@ -5,16 +5,18 @@ import { raceSignal } from 'race-signal'
 import { parse as parseUuid, v7 as uuidv7 } from 'uuid'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
-import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, ID_BYTES, utf8Length } from '../protocols/im/index.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, ID_BYTES, connectionPath, utf8Length } from '../protocols/im/index.js'
 import { resolveNodeConfig } from './config.js'
 import { DeliveryEngine } from './delivery.js'
 import {
   DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
-  MessageTooLargeError, NodeStoppedError
+  MessageTooLargeError, NodeStoppedError, InvalidContactNameError, UnknownContactError
 } from './errors.js'
+import { decodeInvite, encodeInvite, isInvite } from './invite.js'
 import { Inbox } from './inbox.js'
 import { createNodeLibp2p } from './libp2p.js'
-import { PathUpgrader } from './paths.js'
+import { PathUpgrader, transportOf } from './paths.js'
 import { Router } from './router.js'
 import { Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
@@ -96,6 +98,23 @@ export interface NodeStatus {
   connections: number
   dhtPeers: number
   outbox: number
+}
+
+/** A contact: a name for a peer, and the addresses its invite gave. */
+export interface ContactInfo {
+  name: string
+  peerId: string
+  addrs: string[]
+}
+
+/** One connected peer and how it is reached. */
+export interface PeerInfo {
+  peerId: string
+  path: Path
+  transport: string
+  remoteAddr: string
+  /** Round-trip time of the last heartbeat, in ms, once measured. */
+  rtt?: number
 }
 
 export interface ParleyNodeEvents {
@@ -182,6 +201,13 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   /** Starts receiving and the outbox (called by `createNode`). */
   start (): void {
+    // an invite's addresses were put in the peer store when it was added; put
+    // them back in case the peer store was not kept (no data dir)
+    for (const contact of this.store.contacts()) {
+      if (contact.addrs.length === 0) continue
+      this.libp2p.peerStore.merge(peerIdFromString(contact.peer), { multiaddrs: contact.addrs.map(a => multiaddr(a)) })
+        .catch(err => { this.log('could not restore addresses of contact %s - %e', contact.name, err) })
+    }
     this.paths.start()
     this.inbox.start()
     this.engine.start()
@@ -190,6 +216,77 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** The addresses this node can be reached at, relay circuit addresses included. */
   get multiaddrs (): Multiaddr[] {
     return this.libp2p.getMultiaddrs()
+  }
+
+  /**
+   * A peer ID from a peer ID string or a contact name.
+   *
+   * @throws UnknownContactError / InvalidPeerIdError saying which
+   */
+  resolvePeer (peer: PeerId | string): PeerId {
+    if (typeof peer !== 'string') return peer
+    const contact = this.store.contact(peer)
+    if (contact != null) return peerIdFromString(contact.peer)
+    try {
+      return peerIdFromString(peer)
+    } catch {
+      throw new UnknownContactError(`"${peer}" is neither a contact nor a peer ID; see your contacts with \`parley contacts ls\` or add one with \`parley contacts add <name> <invite>\``)
+    }
+  }
+
+  /** A one-line invite with this node's peer ID and current addresses. */
+  invite (): string {
+    return encodeInvite(this.peerId, this.multiaddrs)
+  }
+
+  /** Adds (or replaces) a contact from a peer ID or an invite; an invite's addresses go to the peer store. */
+  async addContact (name: string, peerOrInvite: string): Promise<ContactInfo> {
+    if (name.trim() === '' || name !== name.trim()) {
+      throw new InvalidContactNameError('a contact name must be non-empty and not start or end with spaces')
+    }
+    let peerId: PeerId
+    let addrs: Multiaddr[] = []
+    if (isInvite(peerOrInvite)) {
+      ({ peerId, addrs } = decodeInvite(peerOrInvite))
+    } else {
+      peerId = parsePeer(peerOrInvite)
+    }
+    if (peerId.equals(this.peerId)) {
+      throw new InvalidPeerIdError('that is this node\'s own peer ID; add your contact\'s ID or invite')
+    }
+    if (addrs.length > 0) {
+      await this.libp2p.peerStore.merge(peerId, { multiaddrs: addrs })
+    }
+    this.store.addContact({ name, peer: peerId.toString(), addrs: addrs.map(a => a.toString()), createdAt: Date.now() })
+    this.engine.wake(peerId.toString())
+    return { name, peerId: peerId.toString(), addrs: addrs.map(a => a.toString()) }
+  }
+
+  removeContact (name: string): boolean {
+    return this.store.removeContact(name)
+  }
+
+  contacts (): ContactInfo[] {
+    return this.store.contacts().map(c => ({ name: c.name, peerId: c.peer, addrs: c.addrs }))
+  }
+
+  /** Connected peers, each with its best path. */
+  peers (): PeerInfo[] {
+    const byPeer = new Map<string, PeerInfo>()
+    for (const connection of this.libp2p.getConnections()) {
+      if (connection.status !== 'open') continue
+      const key = connection.remotePeer.toString()
+      const info: PeerInfo = {
+        peerId: key,
+        path: connectionPath(connection),
+        transport: transportOf(connection),
+        remoteAddr: connection.remoteAddr.toString(),
+        rtt: connection.rtt
+      }
+      const known = byPeer.get(key)
+      if (known == null || (known.path === 'relayed' && info.path === 'direct')) byPeer.set(key, info)
+    }
+    return [...byPeer.values()]
   }
 
   /** The best open path to a peer right now, if connected. */
@@ -222,7 +319,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (this.stopped) {
       throw new NodeStoppedError('the node is stopped; start a new one to send')
     }
-    const to = parsePeer(peer)
+    const to = this.resolvePeer(peer)
     if (to.equals(this.peerId)) {
       throw new InvalidPeerIdError('cannot send a message to this node itself; give the recipient\'s peer ID')
     }
@@ -254,8 +351,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     return message.id
   }
 
-  /** Waits for a queued message's ack. */
-  private async waitFor (id: string, options: Pick<SendOptions, 'signal' | 'timeout'>): Promise<Receipt> {
+  /** Waits for a queued message's ack (see `send` for what a timeout means). */
+  async waitFor (id: string, options: Pick<SendOptions, 'signal' | 'timeout'>): Promise<Receipt> {
     const current = this.store.getMessage(id)
     if (current?.status === 'delivered') {
       return { id, status: 'delivered', path: current.path ?? 'direct' }
@@ -310,7 +407,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** The conversation with `peer`, oldest first: up to `limit` messages written before `before` (ms). */
   history (peer: PeerId | string, options: { limit?: number, before?: number } = {}): HistoryEntry[] {
     const self = this.peerId.toString()
-    return this.store.history(parsePeer(peer).toString(), options).map(m => toHistoryEntry(self, m))
+    return this.store.history(this.resolvePeer(peer).toString(), options).map(m => toHistoryEntry(self, m))
   }
 
   /** Messages not yet delivered or failed, oldest first. */

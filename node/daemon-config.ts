@@ -1,0 +1,117 @@
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { CONFIG_FILE, envLayer, flagLayer, parseConfig, readConfigFile } from '../common/config.js'
+import { DEFAULT_DHT_PROTOCOL, NODE_DEFAULTS } from './config.js'
+import type { ConfigBinding } from '../common/config.js'
+import type { NodeConfig } from './config.js'
+
+/** The data dir: `--data-dir`, else `PARLEY_HOME`, else `$XDG_DATA_HOME/parley` (`~/.local/share/parley`). */
+export function defaultDataDir (env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PARLEY_HOME != null && env.PARLEY_HOME !== '') return env.PARLEY_HOME
+  const xdg = env.XDG_DATA_HOME != null && env.XDG_DATA_HOME !== '' ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share')
+  return join(xdg, 'parley')
+}
+
+const multiaddrString = z.string().refine(value => {
+  try {
+    multiaddr(value)
+    return true
+  } catch {
+    return false
+  }
+}, { error: (issue) => `not a valid multiaddr: ${JSON.stringify(issue.input)}` })
+
+const iceServer = z.object({
+  urls: z.union([z.string(), z.array(z.string())]),
+  username: z.string().optional(),
+  credential: z.string().optional()
+}).strict()
+
+/** What the daemon's config file, `PARLEY_*` variables and flags may set. */
+export const daemonConfigSchema = z.object({
+  listen: z.array(multiaddrString).default(NODE_DEFAULTS.listen),
+  announce: z.array(multiaddrString).default([]),
+  relays: z.array(multiaddrString).default([]),
+  bootstrap: z.array(multiaddrString).optional(),
+  iceServers: z.array(iceServer).default([]),
+  dhtProtocol: z.string().startsWith('/').default(DEFAULT_DHT_PROTOCOL),
+  apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0),
+  heartbeatInterval: z.int().positive({ error: 'must be a positive number of milliseconds' }).default(NODE_DEFAULTS.heartbeatInterval)
+}).strict()
+
+export type DaemonConfig = z.output<typeof daemonConfigSchema>
+
+/** The file a first run writes: every key with its default, for people to edit. */
+export const DEFAULT_CONFIG_FILE = {
+  listen: NODE_DEFAULTS.listen,
+  announce: [],
+  relays: [],
+  iceServers: [],
+  apiPort: 0
+}
+
+const ENV: Record<string, ConfigBinding> = {
+  PARLEY_LISTEN: { key: 'listen', kind: 'list' },
+  PARLEY_ANNOUNCE: { key: 'announce', kind: 'list' },
+  PARLEY_RELAYS: { key: 'relays', kind: 'list' },
+  PARLEY_BOOTSTRAP: { key: 'bootstrap', kind: 'list' },
+  PARLEY_API_PORT: { key: 'apiPort', kind: 'number' },
+  PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
+  PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' }
+}
+
+export interface DaemonFlags {
+  listen?: string[]
+  announce?: string[]
+  relay?: string[]
+  bootstrap?: string[]
+  apiPort?: string
+  iceServers?: string
+}
+
+function parseIceJson (text: string | undefined, origin: string): unknown {
+  if (text == null || text.trim() === '') return undefined
+  try {
+    return JSON.parse(text)
+  } catch (err: any) {
+    return `${origin} is not JSON (${err.message})`
+  }
+}
+
+/**
+ * Loads the daemon's config: defaults < `<dataDir>/config.json` < `PARLEY_*`
+ * environment < flags. Invalid values fail with the key path and the reason.
+ */
+export async function loadDaemonConfig (dataDir: string, flags: DaemonFlags, env: NodeJS.ProcessEnv = process.env): Promise<DaemonConfig> {
+  const file = await readConfigFile(join(dataDir, CONFIG_FILE), { optional: true })
+  const environment = envLayer(ENV, env)
+  const ice = parseIceJson(env.PARLEY_ICE_SERVERS, 'PARLEY_ICE_SERVERS')
+  if (ice !== undefined) {
+    environment.values.iceServers = ice
+    environment.origins = { ...environment.origins, iceServers: 'environment variable PARLEY_ICE_SERVERS' }
+  }
+  const flagValues = flagLayer({
+    listen: { value: flags.listen, flag: '--listen' },
+    announce: { value: flags.announce, flag: '--announce' },
+    relays: { value: flags.relay, flag: '--relay' },
+    bootstrap: { value: flags.bootstrap, flag: '--bootstrap' },
+    apiPort: { value: flags.apiPort, flag: '--api-port', kind: 'number' },
+    iceServers: { value: parseIceJson(flags.iceServers, '--ice-servers'), flag: '--ice-servers' }
+  })
+  return parseConfig(daemonConfigSchema, [file, environment, flagValues])
+}
+
+export function toNodeConfig (dataDir: string, config: DaemonConfig): NodeConfig {
+  return {
+    dataDir,
+    listen: config.listen,
+    announce: config.announce,
+    relays: config.relays,
+    bootstrap: config.bootstrap,
+    iceServers: config.iceServers as RTCIceServer[],
+    dhtProtocol: config.dhtProtocol,
+    heartbeatInterval: config.heartbeatInterval
+  }
+}
