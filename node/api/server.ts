@@ -166,7 +166,8 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
     reply.hijack()
     const res = reply.raw
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
-    res.write(': parley events\n\n')
+    // a first event, so a client knows the stream is live before anything happens
+    res.write(`event: ready\ndata: ${JSON.stringify({ peerId: node.peerId.toString() })}\n\n`)
     const write = (event: string) => (evt: CustomEvent<unknown>) => {
       res.write(`event: ${event}\ndata: ${JSON.stringify(evt.detail)}\n\n`)
     }

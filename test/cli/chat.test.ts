@@ -1,0 +1,51 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { afterEach, describe, expect, it } from 'vitest'
+import { useTempDirs } from '../fixtures/dirs.js'
+import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
+import { startDaemonProcess } from './daemon.js'
+
+const run = promisify(execFile)
+
+async function tmux (...args: string[]): Promise<string> {
+  return (await run('tmux', args)).stdout
+}
+
+/** Polls the pane until `pattern` shows (a terminal has no events to wait on). */
+async function screenShows (session: string, pattern: RegExp, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const screen = await tmux('capture-pane', '-p', '-t', session)
+    if (pattern.test(screen)) return screen
+    if (Date.now() > deadline) throw new Error(`the screen never showed ${String(pattern)}:\n${screen}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}
+
+describe('parley chat in a terminal', () => {
+  useProcesses()
+  const tempDir = useTempDirs()
+  const session = `parley-chat-${process.pid}`
+  afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
+
+  it('sends a typed line and shows an incoming one', async () => {
+    const alice = await startDaemonProcess(await tempDir())
+    const bob = await startDaemonProcess(await tempDir())
+    await alice.cli(['contacts', 'add', 'bob', (await bob.cli(['invite'])).stdout.trim()])
+    await bob.cli(['contacts', 'add', 'alice', (await alice.cli(['invite'])).stdout.trim()])
+
+    await tmux('new-session', '-d', '-s', session, '-x', '160', '-y', '40',
+      `${NODE} ${CLI} --data-dir ${alice.dataDir} chat bob`)
+    await screenShows(session, /\[bob · [^\]]+\] >/)
+
+    await tmux('send-keys', '-t', session, 'hello from the terminal', 'Enter')
+    await screenShows(session, /✓ delivered \((direct|relayed)\): hello from the terminal/)
+    const atBob = JSON.parse((await bob.cli(['history', 'alice', '--json'])).stdout)
+    expect(atBob.map((m: any) => m.body)).toEqual(['hello from the terminal'])
+
+    const reply = await bob.cli(['send', 'alice', 'hi back, terminal'])
+    expect(reply.code).toBe(0)
+    const screen = await screenShows(session, /bob: hi back, terminal \((direct|relayed)\)/)
+    expect(screen).toMatch(/path to bob is now direct|bob · direct/)
+  })
+})
