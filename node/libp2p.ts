@@ -15,6 +15,7 @@ import { createLibp2p } from 'libp2p'
 import { peerRecords, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
 import { reservationKeeper } from './reservations.js'
+import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import type { ReservationKeeper } from './reservations.js'
 import type { ResolvedNodeConfig } from './config.js'
 import type { ImInit, ImService } from '../protocols/im/index.js'
@@ -50,6 +51,7 @@ export async function createNodeLibp2p (
   datastore: Datastore,
   handlers: Pick<ImInit, 'store' | 'admit' | 'onRefused'>
 ): Promise<NodeLibp2p> {
+  guardWebRTCListenerLeak()
   // one listen address per configured relay makes the transport reserve a slot on each
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
 
