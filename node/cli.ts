@@ -60,6 +60,8 @@ export function nodeCommands (program: Command): void {
       const dataDir = dataDirOf(command)
       const daemon = await startDaemon(dataDir, flags)
       const { node } = daemon
+      // handlers first: a supervisor may signal as soon as the first line appears
+      stopOnSignals('parley node', daemon)
       console.log(`peer ID: ${node.peerId.toString()}`)
       console.log(`data dir: ${dataDir}`)
       console.log(`API: ${daemon.api.url} (token in ${dataDir}/api.json)`)
@@ -80,7 +82,6 @@ export function nodeCommands (program: Command): void {
         const { peer, path, transport } = evt.detail
         console.log(path == null ? `${peer}: disconnected` : `${peer}: path now ${path} (${transport ?? 'unknown'})`)
       })
-      stopOnSignals('parley node', daemon)
     })
 
   program.command('id')

@@ -162,11 +162,14 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   }
 
   private retryLater (entries: OutboxEntry[], error: string): void {
-    const now = Date.now()
-    for (const entry of entries) {
-      this.store.reschedule([entry.id], now + this.backoff(entry.attempts), error)
-      this.emit({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason: error, attempts: entry.attempts + 1 })
-    }
+    const changes = this.store.transaction(() => entries.map(entry => this.rescheduleOne(entry, error)))
+    for (const change of changes) this.emit(change)
+  }
+
+  /** Puts an entry back in the queue with back-off (inside the caller's transaction); the change to report. */
+  private rescheduleOne (entry: OutboxEntry, error: string): StatusChange {
+    this.store.reschedule([entry.id], Date.now() + this.backoff(entry.attempts), error)
+    return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason: error, attempts: entry.attempts + 1 }
   }
 
   private async drain (peer: string): Promise<void> {
@@ -200,33 +203,32 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       const lost = results.some(r => r.status === 'rejected')
       this.windows.set(peer, lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_WINDOW, window * 2))
 
-      results.forEach((result, i) => {
+      // the whole round's outcome in one transaction (one fsync), then the events
+      const changes = this.store.transaction(() => results.map((result, i): StatusChange => {
         const entry = due[i]
         if (result.status === 'rejected') {
-          this.retryLater([entry], result.reason?.message ?? String(result.reason))
-          return
+          return this.rescheduleOne(entry, result.reason?.message ?? String(result.reason))
         }
         const ack = result.value
         switch (ack.status) {
           case Ack.Status.OK:
           case Ack.Status.DUPLICATE: {
             this.store.markDelivered(entry.id, ack.path, Date.now())
-            this.emit({ id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path })
-            break
+            return { id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path }
           }
           case Ack.Status.RATE_LIMITED: {
             const wait = ack.retryAfterMs ?? this.backoff(entry.attempts)
             this.store.reschedule([entry.id], Date.now() + wait, 'rate limited by the recipient')
-            this.emit({ id: entry.id, peer, seq: entry.seq, status: 'queued', reason: 'rate limited by the recipient' })
-            break
+            return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason: 'rate limited by the recipient' }
           }
           default: {
             const reason = `refused by the recipient: ${ack.status}`
             this.store.markFailed(entry.id, reason)
-            this.emit({ id: entry.id, peer, seq: entry.seq, status: 'failed', reason, path: ack.path })
+            return { id: entry.id, peer, seq: entry.seq, status: 'failed', reason, path: ack.path }
           }
         }
-      })
+      }))
+      for (const change of changes) this.emit(change)
     }
   }
 }

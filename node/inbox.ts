@@ -1,18 +1,29 @@
 import { stringify as uuidToString } from 'uuid'
-import type { Store, StoredMessage } from './store/index.js'
+import type { InboundStep, ReceiveResult, Store, StoredMessage } from './store/index.js'
 import type { InboundMessage, Refusal, StoreResult } from '../protocols/im/index.js'
 
 /** A gap in a conversation's seqs is given up after this long (spec section 6). */
 export const GAP_TIMEOUT = 60_000
 
+interface Pending {
+  step: InboundStep
+  done?: PromiseWithResolvers<StoreResult>
+}
+
 /**
  * Receives messages for the /im service: dedups on (sender, id) in the store
  * before the ack, and presents each conversation in seq order, holding later
  * messages while an earlier seq is missing (never dropping them).
+ *
+ * Messages that arrive together (a pipelined stream, several streams at once)
+ * are stored in one transaction, so one fsync covers them all (group commit);
+ * each `receive` resolves only once that transaction is on disk.
  */
 export class Inbox {
   private gapTimer?: ReturnType<typeof setTimeout>
   private stopped = false
+  private pending: Pending[] = []
+  private flushing?: ReturnType<typeof setImmediate>
 
   constructor (
     private readonly store: Store,
@@ -28,30 +39,77 @@ export class Inbox {
   stop (): void {
     this.stopped = true
     clearTimeout(this.gapTimer)
+    clearImmediate(this.flushing)
+    this.flushing = undefined
+    // not stored: no ack goes out, and the sender retries
+    for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
 
-  /** The /im `store` callback: durable in SQLite when it returns. */
-  receive (message: InboundMessage): StoreResult {
-    const { result, presented } = this.store.receive({
-      peer: message.from.toString(),
-      id: uuidToString(message.id),
-      seq: message.seq,
-      body: message.body,
-      contentType: message.contentType,
-      replyTo: message.replyTo == null ? undefined : uuidToString(message.replyTo),
-      sentAt: message.sentAt,
-      receivedAt: Date.now(),
-      path: message.path
+  /** The /im `store` callback: resolves once the message is durable in SQLite. */
+  async receive (message: InboundMessage): Promise<StoreResult> {
+    const done = Promise.withResolvers<StoreResult>()
+    this.enqueue({
+      step: {
+        kind: 'receive',
+        message: {
+          peer: message.from.toString(),
+          id: uuidToString(message.id),
+          seq: message.seq,
+          body: message.body,
+          contentType: message.contentType,
+          replyTo: message.replyTo == null ? undefined : uuidToString(message.replyTo),
+          sentAt: message.sentAt,
+          receivedAt: Date.now(),
+          path: message.path
+        }
+      },
+      done
     })
-    this.after(presented)
-    return result
+    return done.promise
   }
 
-  /** The /im `onRefused` hook: a refused message still fills its seq. */
+  /** The /im `onRefused` hook: a refused message still fills its seq (in turn with the messages around it). */
   refused (refusal: Refusal): void {
     const seq = Number(refusal.seq)
     if (seq < 1 || !Number.isSafeInteger(seq)) return
-    this.after(this.store.refuseSeq(refusal.from.toString(), seq, Date.now()))
+    this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: Date.now() } })
+  }
+
+  /** Everything that arrives before the event loop turns goes into one transaction. */
+  private enqueue (entry: Pending): void {
+    if (this.stopped) {
+      entry.done?.reject(new Error('the node is stopped'))
+      return
+    }
+    this.pending.push(entry)
+    this.flushing ??= setImmediate(() => { this.flush() })
+  }
+
+  private flush (): void {
+    this.flushing = undefined
+    const batch = this.pending
+    this.pending = []
+    if (batch.length === 0) return
+    let results: Array<ReceiveResult | StoredMessage[] | Error>
+    try {
+      results = this.store.inboundBatch(batch.map(p => p.step))
+    } catch (err: any) {
+      for (const { done } of batch) done?.reject(err)
+      return
+    }
+    const presented: StoredMessage[] = []
+    for (const result of results) {
+      if (Array.isArray(result)) presented.push(...result)
+      else if (!(result instanceof Error)) presented.push(...result.presented)
+    }
+    // shown before the acks leave, as when each message had its own transaction
+    this.after(presented)
+    batch.forEach(({ done }, i) => {
+      const result = results[i]
+      if (done == null) return
+      if (result instanceof Error) done.reject(result)
+      else if (!Array.isArray(result)) done.resolve(result.result)
+    })
   }
 
   private after (presented: StoredMessage[]): void {

@@ -96,7 +96,13 @@ export async function createNodeLibp2p (
     services: {
       identify: identify(),
       identifyPush: identifyPush(),
-      ping: ping(),
+      ping: ping({
+        // the connection monitor's heartbeat pings over this protocol; under load a
+        // heartbeat can start before the last one's stream is gone, and the default
+        // of one stream per connection then aborts a healthy connection
+        maxOutboundStreams: 4,
+        maxInboundStreams: 4
+      }),
       dcutr: dcutr(),
       autoNAT: autoNAT(),
       dht: kadDHT({

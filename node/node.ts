@@ -11,7 +11,7 @@ import { resolveNodeConfig } from './config.js'
 import { DeliveryEngine } from './delivery.js'
 import {
   DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
-  MessageTooLargeError, NodeStoppedError, InvalidContactNameError, UnknownContactError
+  MessageTooLargeError, NodeStoppedError, InvalidContactNameError
 } from './errors.js'
 import { decodeInvite, encodeInvite, isInvite } from './invite.js'
 import { Inbox } from './inbox.js'
@@ -221,7 +221,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /**
    * A peer ID from a peer ID string or a contact name.
    *
-   * @throws UnknownContactError / InvalidPeerIdError saying which
+   * @throws InvalidPeerIdError when it is neither
    */
   resolvePeer (peer: PeerId | string): PeerId {
     if (typeof peer !== 'string') return peer
@@ -230,7 +230,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     try {
       return peerIdFromString(peer)
     } catch {
-      throw new UnknownContactError(`"${peer}" is neither a contact nor a peer ID; see your contacts with \`parley contacts ls\` or add one with \`parley contacts add <name> <invite>\``)
+      throw new InvalidPeerIdError(`"${peer}" is not a valid peer ID (they look like 12D3KooW…) nor a contact name; see your contacts with \`parley contacts ls\` or add one with \`parley contacts add <name> <invite>\``)
     }
   }
 

@@ -97,7 +97,9 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
   private onIdentify (evt: CustomEvent<IdentifyResult>): void {
     const { peerId, protocols, listenAddrs, connection } = evt.detail
     if (connectionPath(connection) !== 'relayed' || connection.direction !== 'outbound') return
-    if (!protocols.includes(WEBRTC_SIGNALING)) return
+    // a peer that does not listen on /webrtc has not asked for WebRTC connections
+    const announcesWebRTC = listenAddrs.some(a => a.getComponents().some(c => c.code === CODE_WEBRTC))
+    if (!protocols.includes(WEBRTC_SIGNALING) || !announcesWebRTC) return
     this.upgrade(peerId, connection, listenAddrs).catch(() => {})
   }
 

@@ -1,14 +1,43 @@
-import { InvalidConfigError } from '../common/errors.js'
-import { DEFAULT_DHT_PROTOCOL, parseMultiaddr } from '../node/config.js'
+import { join } from 'node:path'
+import { isMultiaddr, multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { CONFIG_FILE, envLayer, flagLayer, mergeLayers, parseConfig, positiveInt, readConfigFile } from '../common/config.js'
+import { DEFAULT_DHT_PROTOCOL } from '../node/config.js'
+import type { ConfigBinding, ConfigLayer, ConfigValueKind } from '../common/config.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
+/**
+ * What a relay lets its users spend. Every limit is a positive integer; a
+ * request over a reservation or circuit limit is refused with its relay-v2
+ * status and counted in `parley_relay_refusals_total`.
+ */
 export interface RelayLimits {
   /**
-   * Reservations the relay holds at once.
+   * Reservations the relay holds at once. The next peer is refused with
+   * RESERVATION_REFUSED.
    *
    * @default 512
    */
   maxReservations?: number
+
+  /**
+   * Reservations (new or renewed) one peer ID is granted within one
+   * `reservationTtl`, as go-libp2p's relay counted them. A client renews once
+   * per TTL and re-reserves after a reconnect; a peer that asks more often is
+   * refused with RESERVATION_REFUSED until its oldest grant ages out.
+   *
+   * @default 16
+   */
+  maxReservationsPerPeer?: number
+
+  /**
+   * Reservations held at once by peers connecting from one IPv4 address or one
+   * IPv6 /64 (a host gets a whole /64). Over it: RESERVATION_REFUSED. Behind a
+   * load balancer that hides client addresses every peer shares one IP: raise it.
+   *
+   * @default 64
+   */
+  maxReservationsPerIp?: number
 
   /**
    * How long a reservation lasts before the client must renew it, in ms.
@@ -18,49 +47,69 @@ export interface RelayLimits {
   reservationTtl?: number
 
   /**
-   * Longest a relayed connection may stay open, in ms (relay-v2 default 2 min).
+   * Relayed connections (circuits) open at once. The next CONNECT is refused
+   * with RESOURCE_LIMIT_EXCEEDED.
+   *
+   * @default 1024
+   */
+  maxCircuits?: number
+
+  /**
+   * Circuits one peer takes part in at once, as the dialling or the dialled
+   * side. Over it: RESOURCE_LIMIT_EXCEEDED.
+   *
+   * @default 16
+   */
+  maxCircuitsPerPeer?: number
+
+  /**
+   * Longest a circuit may stay open, in ms (relay-v2 default 2 min); then the
+   * relay closes it.
    *
    * @default 120000
    */
   circuitDuration?: number
 
   /**
-   * Most bytes a relayed connection may carry in each direction (relay-v2 default 128 KiB).
+   * Most bytes a circuit may carry, both directions together (relay-v2 default
+   * 128 KiB); then the relay closes it.
    *
    * @default 131072
    */
   circuitBytes?: number
 
   /**
-   * Simultaneous HOP streams (reservation and connect requests in progress).
+   * HOP streams (reservation and connect requests, and the open circuits they
+   * become) one connection may have open at once; more streams are reset.
    *
    * @default 256
    */
   maxInboundHopStreams?: number
 
   /**
-   * Simultaneous STOP streams (circuits being opened to clients).
+   * STOP streams (circuits to a client) one connection may have open at once.
    *
    * @default 256
    */
   maxOutboundStopStreams?: number
 
   /**
-   * Most connections the relay keeps open.
+   * Connections the relay keeps open; it refuses inbound ones over this and
+   * prunes the least valuable.
    *
    * @default 2048
    */
   maxConnections?: number
 
   /**
-   * New connections one IP address may open per second; more are refused.
+   * New inbound connections one IP address may open per second; more are refused.
    *
    * @default 20
    */
   inboundConnectionsPerSecond?: number
 
   /**
-   * Inbound connections still in their handshake at once.
+   * Inbound connections still in their handshake at once; more are refused.
    *
    * @default 64
    */
@@ -68,22 +117,57 @@ export interface RelayLimits {
 }
 
 export interface RelayConfig {
-  /** Where the identity key and datastore live; a restart keeps the peer ID. */
+  /**
+   * Where the identity key and datastore live; a restart on the same dir keeps
+   * the peer ID. Omitted: a new identity each start, everything in memory.
+   */
   dataDir?: string
 
   /**
+   * TCP and WebSockets addresses to listen on.
+   *
    * @default ['/ip4/0.0.0.0/tcp/4001', '/ip4/0.0.0.0/tcp/4002/ws']
    */
-  listen?: string[]
+  listen?: Array<string | Multiaddr>
 
-  /** Public addresses to announce (behind a load balancer, or a public IP not on an interface). */
-  announce?: string[]
+  /**
+   * Addresses to announce instead of the listening ones: behind a load
+   * balancer, or with a public IP that is not on an interface.
+   *
+   * @default []
+   */
+  announce?: Array<string | Multiaddr>
 
-  /** Other relays / DHT servers to join the DHT through. */
+  /**
+   * Other relays / DHT servers to join the DHT through (each with /p2p/<id>).
+   *
+   * @default []
+   */
   bootstrap?: Array<string | Multiaddr>
 
-  /** @default '/parley/kad/1.0.0' */
+  /**
+   * The DHT protocol id.
+   *
+   * @default '/parley/kad/1.0.0'
+   */
   dhtProtocol?: string
+
+  /**
+   * Serve `/metrics` (Prometheus) and `/healthz` over HTTP at `host:port`
+   * (port 0: any free port; see `ParleyRelay.metricsUrl`). `false` serves
+   * nothing; the counters are still kept in `ParleyRelay.metrics`. The
+   * `parley relay` command defaults to `127.0.0.1:4003`.
+   *
+   * @default false
+   */
+  metrics?: string | false
+
+  /**
+   * How long `stop()` lets connections close gracefully before it cuts them, in ms.
+   *
+   * @default 5000
+   */
+  shutdownTimeout?: number
 
   limits?: RelayLimits
 }
@@ -94,14 +178,24 @@ export interface ResolvedRelayConfig {
   announce: string[]
   bootstrap: Multiaddr[]
   dhtProtocol: string
+  metrics?: { host: string, port: number }
+  shutdownTimeout: number
   limits: Required<RelayLimits>
 }
 
 export const RELAY_DEFAULTS = {
   listen: ['/ip4/0.0.0.0/tcp/4001', '/ip4/0.0.0.0/tcp/4002/ws'],
+  dhtProtocol: DEFAULT_DHT_PROTOCOL,
+  shutdownTimeout: 5_000,
+  /** What `parley relay` serves metrics on unless told otherwise. */
+  cliMetrics: '127.0.0.1:4003',
   limits: {
     maxReservations: 512,
+    maxReservationsPerPeer: 16,
+    maxReservationsPerIp: 64,
     reservationTtl: 2 * 60 * 60_000,
+    maxCircuits: 1024,
+    maxCircuitsPerPeer: 16,
     circuitDuration: 2 * 60_000,
     circuitBytes: 128 * 1024,
     maxInboundHopStreams: 256,
@@ -112,28 +206,207 @@ export const RELAY_DEFAULTS = {
   } satisfies Required<RelayLimits>
 }
 
-export function resolveRelayConfig (config: RelayConfig = {}): ResolvedRelayConfig {
-  const listen = config.listen ?? RELAY_DEFAULTS.listen
-  listen.forEach((ma, i) => parseMultiaddr(ma, `listen[${i}]`))
-  const announce = config.announce ?? []
-  announce.forEach((ma, i) => parseMultiaddr(ma, `announce[${i}]`))
+/** What each limit is, for `--help` (the TSDoc above says more). */
+const LIMIT_HELP: Record<keyof RelayLimits, string> = {
+  maxReservations: 'reservations held at once',
+  maxReservationsPerPeer: 'reservations granted to one peer per reservation TTL',
+  maxReservationsPerIp: 'reservations held at once by peers from one IP (IPv6: one /64)',
+  reservationTtl: 'reservation lifetime',
+  maxCircuits: 'relayed connections open at once',
+  maxCircuitsPerPeer: 'relayed connections one peer takes part in at once',
+  circuitDuration: 'longest a relayed connection stays open',
+  circuitBytes: 'most bytes a relayed connection carries',
+  maxInboundHopStreams: 'relay requests/circuits open on one connection',
+  maxOutboundStopStreams: 'circuits to one client connection',
+  maxConnections: 'connections kept open',
+  inboundConnectionsPerSecond: 'new connections one IP may open per second',
+  maxPendingConnections: 'inbound connections in their handshake at once'
+}
+
+/** `maxReservationsPerIp` → `MAX_RESERVATIONS_PER_IP`. */
+function snake (key: string): string {
+  return key.replace(/[A-Z]/g, c => `_${c}`).toUpperCase()
+}
+
+/** `maxReservationsPerIp` → `max-reservations-per-ip`. */
+export function kebab (key: string): string {
+  return key.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
+}
+
+/** The limits with their help text and flag/env names, for the CLI. */
+export const LIMIT_OPTIONS = (Object.keys(RELAY_DEFAULTS.limits) as Array<keyof RelayLimits>).map(key => ({
+  key,
+  flag: `--${kebab(key)}`,
+  /** What the flag's value is, for `--help`. */
+  arg: key === 'reservationTtl' || key === 'circuitDuration' ? '<ms>' : key === 'circuitBytes' ? '<bytes>' : '<n>',
+  env: `PARLEY_${snake(key)}`,
+  help: LIMIT_HELP[key],
+  default: RELAY_DEFAULTS.limits[key]
+}))
+
+/** `PARLEY_*` environment variables and the keys they set. */
+export const RELAY_ENV: Record<string, ConfigBinding> = {
+  PARLEY_HOME: { key: 'dataDir', kind: 'string' },
+  PARLEY_LISTEN: { key: 'listen', kind: 'list' },
+  PARLEY_ANNOUNCE: { key: 'announce', kind: 'list' },
+  PARLEY_BOOTSTRAP: { key: 'bootstrap', kind: 'list' },
+  PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
+  PARLEY_METRICS: { key: 'metrics', kind: 'string' },
+  PARLEY_SHUTDOWN_TIMEOUT: { key: 'shutdownTimeout', kind: 'number' },
+  ...Object.fromEntries(LIMIT_OPTIONS.map(o => [o.env, { key: `limits.${o.key}`, kind: 'number' as ConfigValueKind }]))
+}
+
+/** A string (or Multiaddr) that parses as a multiaddr; the reason names what is wrong with it. */
+function multiaddrString (check?: (ma: Multiaddr) => string | undefined): z.ZodType<string> {
+  return z.preprocess(
+    value => isMultiaddr(value) ? value.toString() : value,
+    z.string({ error: 'must be a multiaddr string such as /ip4/0.0.0.0/tcp/4001' }).superRefine((value, ctx) => {
+      let ma: Multiaddr
+      try {
+        ma = multiaddr(value)
+      } catch (err: any) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a valid multiaddr (${err.message})` })
+        return
+      }
+      const problem = check?.(ma)
+      if (problem != null) ctx.addIssue({ code: 'custom', message: `"${value}" ${problem}` })
+    })
+  ) as z.ZodType<string>
+}
+
+/** The relay listens on TCP and WebSockets over TCP, on an IP address. */
+function listenable (ma: Multiaddr): string | undefined {
+  const names = ma.getComponents().map(c => c.name)
+  const ok = (names[0] === 'ip4' || names[0] === 'ip6') && names[1] === 'tcp' &&
+    (names.length === 2 || (names.length === 3 && names[2] === 'ws'))
+  return ok ? undefined : 'is not an address the relay can listen on: use /ip4|ip6/<ip>/tcp/<port> (TCP) or /ip4|ip6/<ip>/tcp/<port>/ws (WebSockets)'
+}
+
+function hasPeerId (ma: Multiaddr): string | undefined {
+  return ma.getComponents().some(c => c.name === 'p2p') ? undefined : 'must end in /p2p/<peer id>'
+}
+
+const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/
+
+/** `host:port` (IPv6 in brackets) → `{ host, port }`, or undefined if it is not one. */
+function parseHostPort (value: string): { host: string, port: number } | undefined {
+  const match = HOST_PORT.exec(value.trim())
+  if (match == null || Number(match[3]) > 65535) return undefined
+  return { host: match[1] ?? match[2], port: Number(match[3]) }
+}
+
+/** `host:port`, or `false` (also `off`, `none` from the environment or a flag) for no endpoint. */
+const metricsSchema = z.preprocess(
+  value => typeof value === 'string' && ['off', 'false', 'none', 'no'].includes(value.trim().toLowerCase()) ? false : value,
+  z.union([
+    z.literal(false),
+    z.string().superRefine((value, ctx) => {
+      if (parseHostPort(value) == null) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" must be host:port, such as 127.0.0.1:4003 or [::1]:4003, or false to serve no metrics` })
+      }
+    })
+  ], { error: 'must be host:port, such as 127.0.0.1:4003, or false to serve no metrics' })
+) as z.ZodType<string | false>
+
+const limitsSchema = z.strictObject(
+  Object.fromEntries(Object.keys(RELAY_DEFAULTS.limits).map(key => [key, positiveInt().optional()])) as Record<keyof RelayLimits, z.ZodOptional<z.ZodInt>>
+)
+
+/** The relay's whole configuration: unknown keys are errors, not silently ignored. */
+export const relayConfigSchema = z.strictObject({
+  dataDir: z.string().min(1, { error: 'must be a directory path' }).optional(),
+  listen: z.array(multiaddrString(listenable)).min(1, { error: 'must list at least one address to listen on' }).optional(),
+  announce: z.array(multiaddrString()).optional(),
+  bootstrap: z.array(multiaddrString(hasPeerId)).optional(),
+  dhtProtocol: z.string().regex(/^\/\S+$/, { error: 'must be a protocol id starting with /, such as /parley/kad/1.0.0' }).optional(),
+  metrics: metricsSchema.optional(),
+  shutdownTimeout: positiveInt().optional(),
+  limits: limitsSchema.optional()
+})
+
+/** Fills in the defaults; `config` has passed `relayConfigSchema`. */
+function withDefaults (config: z.output<typeof relayConfigSchema>): ResolvedRelayConfig {
   const limits = { ...RELAY_DEFAULTS.limits }
   for (const [key, value] of Object.entries(config.limits ?? {})) {
-    if (!(key in limits)) {
-      throw new InvalidConfigError(`limits.${key}: unknown limit; known limits are ${Object.keys(limits).join(', ')}`)
-    }
-    if (value == null) continue
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-      throw new InvalidConfigError(`limits.${key}: must be a positive integer, got ${String(value)}`)
-    }
-    limits[key as keyof RelayLimits] = value
+    if (value != null) limits[key as keyof RelayLimits] = value
   }
   return {
     dataDir: config.dataDir,
-    listen,
-    announce,
-    bootstrap: (config.bootstrap ?? []).map((ma, i) => parseMultiaddr(ma, `bootstrap[${i}]`)),
-    dhtProtocol: config.dhtProtocol ?? DEFAULT_DHT_PROTOCOL,
+    listen: config.listen ?? RELAY_DEFAULTS.listen,
+    announce: config.announce ?? [],
+    bootstrap: (config.bootstrap ?? []).map(ma => multiaddr(ma)),
+    dhtProtocol: config.dhtProtocol ?? RELAY_DEFAULTS.dhtProtocol,
+    metrics: config.metrics == null || config.metrics === false ? undefined : parseHostPort(config.metrics),
+    shutdownTimeout: config.shutdownTimeout ?? RELAY_DEFAULTS.shutdownTimeout,
     limits
   }
+}
+
+/**
+ * Checks a programmatic config and fills in the defaults. Throws an
+ * `InvalidConfigError` naming the key path and the reason.
+ */
+export function resolveRelayConfig (config: RelayConfig = {}): ResolvedRelayConfig {
+  return withDefaults(parseConfig(relayConfigSchema, [{ source: 'createRelay options', values: config as Record<string, unknown> }]))
+}
+
+/** What `parley relay` was given on its command line; unset flags are undefined. */
+export interface RelayFlags {
+  config?: string
+  dataDir?: string
+  listen?: string[]
+  announce?: string[]
+  bootstrap?: string[]
+  dhtProtocol?: string
+  /** A `host:port`, or false for `--no-metrics`. */
+  metrics?: string | false
+  shutdownTimeout?: string
+  limits?: Partial<Record<keyof RelayLimits, string>>
+}
+
+/** A checked relay config from every layer, and where each value came from. */
+export interface LoadedRelayConfig {
+  config: RelayConfig
+
+  /** Per key path (`metrics`, `limits.maxReservations`): `defaults`, `config file …`, `environment variable …` or the flag. */
+  origins: Map<string, string>
+}
+
+/**
+ * The relay's config from every layer: defaults < config file (`--config`,
+ * `PARLEY_CONFIG`, else `<data dir>/config.json` if there is one) <
+ * `PARLEY_*` environment < flags, checked, for `createRelay`. Throws an
+ * `InvalidConfigError` naming the key path, the reason and the source of each
+ * bad value.
+ */
+export async function loadRelayConfig (flags: RelayFlags = {}, env: NodeJS.ProcessEnv = process.env): Promise<LoadedRelayConfig> {
+  const flagValues: Record<string, { value: unknown, flag: string, kind?: ConfigValueKind }> = {
+    dataDir: { value: flags.dataDir, flag: '--data-dir' },
+    listen: { value: flags.listen, flag: '--listen' },
+    announce: { value: flags.announce, flag: '--announce' },
+    bootstrap: { value: flags.bootstrap, flag: '--bootstrap' },
+    dhtProtocol: { value: flags.dhtProtocol, flag: '--dht-protocol' },
+    metrics: { value: flags.metrics, flag: flags.metrics === false ? '--no-metrics' : '--metrics' },
+    shutdownTimeout: { value: flags.shutdownTimeout, flag: '--shutdown-timeout', kind: 'number' }
+  }
+  for (const option of LIMIT_OPTIONS) {
+    flagValues[`limits.${option.key}`] = { value: flags.limits?.[option.key], flag: option.flag, kind: 'number' }
+  }
+  const fromFlags = flagLayer(flagValues)
+  const fromEnv = envLayer(RELAY_ENV, env)
+
+  let file: ConfigLayer | undefined
+  const configPath = flags.config ?? (env.PARLEY_CONFIG?.trim() !== '' ? env.PARLEY_CONFIG : undefined)
+  if (configPath != null) {
+    file = await readConfigFile(configPath)
+  } else {
+    // the data dir may come from the flags or the environment only: the file
+    // that would name it lives inside it
+    const dataDir = flags.dataDir ?? (env.PARLEY_HOME?.trim() !== '' ? env.PARLEY_HOME : undefined)
+    if (dataDir != null) file = await readConfigFile(join(dataDir, CONFIG_FILE), { optional: true })
+  }
+
+  const defaults: ConfigLayer = { source: 'defaults', values: { metrics: RELAY_DEFAULTS.cliMetrics } }
+  const layers = [defaults, file, fromEnv, fromFlags]
+  return { config: parseConfig(relayConfigSchema, layers), origins: mergeLayers(layers).origins }
 }

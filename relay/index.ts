@@ -1,2 +1,7 @@
 export { createRelay, ParleyRelay } from './relay.js'
-export type { RelayConfig, RelayLimits } from './config.js'
+export { loadRelayConfig, resolveRelayConfig, RELAY_DEFAULTS } from './config.js'
+export { RelayMetrics } from './metrics.js'
+export { UnsupportedRelayServerError, MetricsEndpointError } from './errors.js'
+export type { RelayConfig, RelayLimits, ResolvedRelayConfig, RelayFlags, LoadedRelayConfig } from './config.js'
+export type { RefusalReason, CircuitEnd } from './metrics.js'
+export type { Health } from './http.js'

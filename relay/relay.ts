@@ -1,10 +1,10 @@
 import { autoNAT } from '@libp2p/autonat'
 import { bootstrap } from '@libp2p/bootstrap'
-import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import { identify, identifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { noise } from '@libp2p/noise'
 import { ping } from '@libp2p/ping'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
@@ -13,11 +13,15 @@ import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
 import { peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import { resolveRelayConfig } from './config.js'
+import { guardedRelayServer, RelayGuard } from './guard.js'
+import { startMetricsEndpoint } from './http.js'
+import { RelayMetrics } from './metrics.js'
 import type { RelayConfig, ResolvedRelayConfig } from './config.js'
+import type { Health, MetricsEndpoint } from './http.js'
 import type { CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
-import type { Libp2p, PeerId } from '@libp2p/interface'
+import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -32,18 +36,40 @@ export interface RelayServices extends Record<string, unknown> {
 
 export type RelayLibp2p = Libp2p<RelayServices>
 
+interface RelayParts {
+  libp2p: RelayLibp2p
+  config: ResolvedRelayConfig
+  guard: RelayGuard
+  metrics: RelayMetrics
+  closeDatastore(): Promise<void>
+}
+
 /**
- * A public parley relay: circuit-relay-v2 server for nodes behind NAT, DHT
- * server (so it doubles as a bootstrap node and stores peer records), AutoNAT
- * server, identify and ping.
+ * A public parley relay: circuit-relay-v2 server for nodes behind NAT (with
+ * parley's limits in front of it), DHT server (so it doubles as a bootstrap
+ * node and stores peer records), AutoNAT server, identify and ping.
  */
 export class ParleyRelay {
+  readonly libp2p: RelayLibp2p
   readonly peerId: PeerId
   readonly config: ResolvedRelayConfig
+  /** parley's relay counters, and libp2p's own when the metrics endpoint is on. */
+  readonly metrics: RelayMetrics
+  private readonly guard: RelayGuard
+  private readonly closeDatastore: () => Promise<void>
+  private readonly log: Logger
+  private readonly started = Date.now()
+  private endpoint?: MetricsEndpoint
+  private stopping?: Promise<void>
 
-  constructor (readonly libp2p: RelayLibp2p, config: ResolvedRelayConfig, private readonly closeDatastore: () => Promise<void>) {
-    this.peerId = libp2p.peerId
-    this.config = config
+  constructor (parts: RelayParts) {
+    this.libp2p = parts.libp2p
+    this.peerId = parts.libp2p.peerId
+    this.config = parts.config
+    this.guard = parts.guard
+    this.metrics = parts.metrics
+    this.closeDatastore = parts.closeDatastore
+    this.log = parts.libp2p.logger.forComponent('parley:relay')
   }
 
   /** Full addresses (with /p2p/<id>) that nodes put in their `relays` config. */
@@ -56,19 +82,82 @@ export class ParleyRelay {
     return this.libp2p.services.relay.reservations.size
   }
 
+  /** Circuits (relayed connections) open now. */
+  get circuits (): number {
+    return this.guard.circuits
+  }
+
+  /** `http://host:port` of `/metrics` and `/healthz`, when the endpoint is on. */
+  get metricsUrl (): string | undefined {
+    return this.endpoint?.url
+  }
+
+  /** What `/healthz` answers. */
+  health (): Health {
+    const status = this.stopping != null || this.guard.isDraining
+      ? 'stopping'
+      : this.libp2p.status === 'started' && this.libp2p.getMultiaddrs().length > 0 ? 'ok' : 'starting'
+    return {
+      ok: status === 'ok',
+      status,
+      peerId: this.peerId.toString(),
+      reservations: this.reservations,
+      circuits: this.circuits,
+      connections: this.libp2p.getConnections().length,
+      uptimeSeconds: Math.round((Date.now() - this.started) / 1000)
+    }
+  }
+
+  /** @internal starts the metrics endpoint; createRelay calls it. */
+  async serveMetrics (): Promise<void> {
+    if (this.config.metrics == null) return
+    this.endpoint = await startMetricsEndpoint(this.config.metrics, this.metrics.registry, () => this.health())
+    this.log('metrics at %s/metrics', this.endpoint.url)
+  }
+
+  /**
+   * Stops gracefully: refuses new reservations and circuits, closes every
+   * connection (so clients see the relay go at once and reserve elsewhere,
+   * instead of finding out by timeouts), then stops libp2p. Connections that
+   * do not close within `shutdownTimeout` are cut.
+   */
   async stop (): Promise<void> {
-    await this.libp2p.stop()
-    await this.closeDatastore()
+    this.stopping ??= this.shutdown()
+    await this.stopping
+  }
+
+  private async shutdown (): Promise<void> {
+    this.guard.drain()
+    const connections = this.libp2p.getConnections()
+    this.log('stopping: closing %d connections, %d reservations', connections.length, this.reservations)
+    await Promise.all(connections.map(async connection => {
+      try {
+        await connection.close({ signal: AbortSignal.timeout(this.config.shutdownTimeout) })
+      } catch (err: any) {
+        connection.abort(err)
+      }
+    }))
+    try {
+      await this.libp2p.stop()
+    } finally {
+      this.guard.stop()
+      await this.endpoint?.close()
+      await this.closeDatastore()
+    }
+    this.log('stopped')
   }
 }
 
 export async function createRelay (config: RelayConfig = {}): Promise<ParleyRelay> {
   const resolved = resolveRelayConfig(config)
+  const { limits } = resolved
+  const metrics = new RelayMetrics(limits)
+  const guard = new RelayGuard({ limits, metrics })
   const privateKey = await loadIdentity(resolved.dataDir)
   const { datastore, close } = await openDatastore(resolved.dataDir)
-  const { limits } = resolved
+  let libp2p: RelayLibp2p
   try {
-    const libp2p = await createLibp2p<RelayServices>({
+    libp2p = await createLibp2p<RelayServices>({
       privateKey,
       datastore,
       addresses: {
@@ -83,13 +172,25 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
         inboundConnectionThreshold: limits.inboundConnectionsPerSecond,
         maxIncomingPendingConnections: limits.maxPendingConnections
       },
+      // libp2p's own metrics only with the endpoint: @libp2p/prometheus-metrics
+      // keeps its metric objects in a module-wide map, fine for the one relay a
+      // `parley relay` process runs, not for many relays in one test process
+      metrics: resolved.metrics != null
+        ? prometheusMetrics({ registry: metrics.registry, statfsLocation: resolved.dataDir })
+        : undefined,
       peerDiscovery: resolved.bootstrap.length > 0
         ? [bootstrap({ list: resolved.bootstrap.map(ma => ma.toString()), timeout: 0 })]
         : [],
       services: {
         identify: identify(),
         identifyPush: identifyPush(),
-        ping: ping(),
+        ping: ping({
+          // the connection monitor's heartbeat pings over this protocol; under load a
+          // heartbeat can start before the last one's stream is gone, and the default
+          // of one stream per connection then aborts a healthy connection
+          maxOutboundStreams: 4,
+          maxInboundStreams: 4
+        }),
         autoNAT: autoNAT(),
         dht: kadDHT({
           protocol: resolved.dhtProtocol,
@@ -98,10 +199,12 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
           validators: peerRecordValidators,
           selectors: peerRecordSelectors
         }),
-        relay: circuitRelayServer({
+        relay: guardedRelayServer(guard, {
           maxInboundHopStreams: limits.maxInboundHopStreams,
           maxOutboundStopStreams: limits.maxOutboundStopStreams,
           reservations: {
+            // the guard enforces the total itself (counting requests in flight);
+            // the store's own check stays as a backstop
             maxReservations: limits.maxReservations,
             reservationTtl: limits.reservationTtl,
             defaultDurationLimit: limits.circuitDuration,
@@ -110,9 +213,28 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
         })
       }
     })
-    return new ParleyRelay(libp2p, resolved, close)
   } catch (err) {
+    guard.stop()
     await close()
     throw err
   }
+
+  const node = libp2p
+  metrics.bind({
+    reservations: () => node.services.relay.reservations.size,
+    circuits: () => guard.circuits,
+    connections: () => node.getConnections()
+  })
+  // a reservation is only of use while its peer is connected (js-libp2p keeps
+  // it until it expires): end it with the peer's last connection
+  node.addEventListener('peer:disconnect', evt => { guard.endReservation(evt.detail) })
+
+  const relay = new ParleyRelay({ libp2p: node, config: resolved, guard, metrics, closeDatastore: close })
+  try {
+    await relay.serveMetrics()
+  } catch (err) {
+    await relay.stop()
+    throw err
+  }
+  return relay
 }

@@ -58,6 +58,18 @@ export interface NewInbound {
   path: 'direct' | 'relayed'
 }
 
+/** What `receive` did with one inbound message. */
+export interface ReceiveResult {
+  result: 'stored' | 'duplicate'
+  /** Messages of the conversation now presentable, in seq order. */
+  presented: StoredMessage[]
+}
+
+/** One step of `inboundBatch`: a message to store, or the seq of a refused one. */
+export type InboundStep =
+  | { kind: 'receive', message: NewInbound }
+  | { kind: 'refuse', peer: string, seq: number, now: number }
+
 export interface Contact {
   name: string
   peer: string
@@ -94,14 +106,43 @@ function toOutboxEntry (row: Row): OutboxEntry {
   }
 }
 
+/** An inbound message as `history` will show it once presented, without reading it back. */
+function inboundAsPresented (message: NewInbound): StoredMessage {
+  return {
+    id: message.id,
+    peer: message.peer,
+    direction: 'in',
+    seq: message.seq,
+    body: message.body,
+    contentType: message.contentType,
+    replyTo: message.replyTo,
+    sentAt: message.sentAt,
+    receivedAt: message.receivedAt,
+    createdAt: message.receivedAt,
+    status: 'presented',
+    path: message.path,
+    reason: undefined
+  }
+}
+
 /**
  * parley's message store: SQLite through `node:sqlite`, WAL mode. The only
  * module that touches SQL. Every method is synchronous and each write is one
- * transaction, so a message is durable when the call returns.
+ * transaction, so a message is durable when the call returns (except the
+ * `sending` mark, which a restart resets anyway). Batches (`inboundBatch`,
+ * or calls inside one `transaction`) share one transaction and so one fsync.
  */
 export class Store {
   private readonly db: DatabaseSync
   private readonly statements = new Map<string, StatementSync>()
+  /**
+   * The last history position handed out. Kept here rather than read with
+   * max(position) for every message, which scans the whole index (no index
+   * leads with position) and made each write slower as history grew.
+   */
+  private position = 0
+  /** Transactions open: calls inside a transaction join it. */
+  private depth = 0
 
   /**
    * Opens (or creates) the store. `file` undefined keeps it in memory.
@@ -118,6 +159,7 @@ export class Store {
     }
     try {
       this.migrate(existed)
+      this.position = (this.db.prepare('SELECT max(position) AS p FROM messages').get() as Row).p ?? 0
     } catch (err: any) {
       this.db.close()
       if (err instanceof StoreError) throw err
@@ -164,27 +206,65 @@ export class Store {
     return statement
   }
 
-  /** Runs `fn` in one write transaction. */
-  transaction<T> (fn: () => T): T {
-    this.db.exec('BEGIN IMMEDIATE')
+  /**
+   * Runs `fn` in one write transaction; a call made inside another transaction
+   * joins it, so that several writes share one commit (and one fsync).
+   * `durable: false` commits without waiting for the disk (synchronous=NORMAL):
+   * a crash of the process loses nothing, a power loss may lose that commit,
+   * never corrupts the store, and the next durable commit makes it durable too.
+   */
+  transaction<T> (fn: () => T, options: { durable?: boolean } = {}): T {
+    if (this.depth > 0) return fn()
+    const durable = options.durable ?? true
+    const position = this.position
+    if (!durable) this.db.exec('PRAGMA synchronous = NORMAL')
+    try {
+      this.db.exec('BEGIN IMMEDIATE')
+      this.depth++
+      try {
+        const result = fn()
+        this.db.exec('COMMIT')
+        return result
+      } catch (err) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK')
+        this.position = position
+        throw err
+      } finally {
+        this.depth--
+      }
+    } finally {
+      // FULL: a message is on disk before its ack leaves, even across a power loss
+      if (!durable) this.db.exec('PRAGMA synchronous = FULL')
+    }
+  }
+
+  /** Runs `fn` in a savepoint of the open transaction: if it throws, only its own writes are undone. */
+  private savepoint<T> (fn: () => T): T {
+    const position = this.position
+    this.db.exec('SAVEPOINT step')
     try {
       const result = fn()
-      this.db.exec('COMMIT')
+      this.db.exec('RELEASE step')
       return result
     } catch (err) {
-      this.db.exec('ROLLBACK')
+      this.db.exec('ROLLBACK TO step')
+      this.db.exec('RELEASE step')
+      this.position = position
       throw err
     }
   }
 
   /** History order: messages take the next position when sent or when presented. */
   private nextPosition (): number {
-    return ((this.sql('SELECT max(position) AS p FROM messages').get() as Row).p ?? 0) + 1
+    return ++this.position
   }
 
   private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number } {
-    this.sql('INSERT OR IGNORE INTO conversations (peer) VALUES (?)').run(peer)
-    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since FROM conversations WHERE peer = ?').get(peer) as Row
+    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since FROM conversations WHERE peer = ?').get(peer) as Row | undefined
+    if (row == null) {
+      this.sql('INSERT INTO conversations (peer) VALUES (?)').run(peer)
+      return { nextOutSeq: 1, nextInSeq: 1 }
+    }
     return { nextOutSeq: row.next_out_seq, nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined }
   }
 
@@ -199,7 +279,22 @@ export class Store {
         VALUES (?, ?, 'out', ?, ?, ?, ?, ?, ?, 'queued', ?)`)
         .run(message.id, message.peer, seq, message.body, message.contentType, message.replyTo ?? null, message.sentAt, message.sentAt, this.nextPosition())
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(message.id, message.peer, seq, message.sentAt)
-      return this.getOutbound(message.id) as StoredMessage
+      // the row as written, without reading it back
+      return {
+        id: message.id,
+        peer: message.peer,
+        direction: 'out' as const,
+        seq,
+        body: message.body,
+        contentType: message.contentType,
+        replyTo: message.replyTo,
+        sentAt: message.sentAt,
+        receivedAt: undefined,
+        createdAt: message.sentAt,
+        status: 'queued' as const,
+        path: undefined,
+        reason: undefined
+      }
     })
   }
 
@@ -228,12 +323,16 @@ export class Store {
       ORDER BY m.created_at, o.seq`).all() as Row[]).map(toOutboxEntry)
   }
 
+  /**
+   * Marks messages as on the wire. Not waited onto the disk: after a restart
+   * every `sending` message is queued again anyway (`requeueSending`).
+   */
   markSending (ids: string[]): void {
     this.transaction(() => {
       for (const id of ids) {
         this.sql("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'queued'").run(id)
       }
-    })
+    }, { durable: false })
   }
 
   /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. */
@@ -287,51 +386,77 @@ export class Store {
    * order (the new one, possibly with held ones after it, or nothing while an
    * earlier seq is missing).
    */
-  receive (message: NewInbound): { result: 'stored' | 'duplicate', presented: StoredMessage[] } {
-    return this.transaction(() => {
-      const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
-      if (exists != null) {
-        return { result: 'duplicate' as const, presented: [] }
+  receive (message: NewInbound): ReceiveResult {
+    return this.transaction(() => this.receiveOne(message))
+  }
+
+  /**
+   * Stores a batch of inbound messages and refused seqs in one transaction, so
+   * one fsync makes the whole batch durable (group commit). Each step is done
+   * as `receive` / `refuseSeq` would, in order; a step that fails is undone
+   * alone and its entry is the error. Throws (nothing written) if the commit fails.
+   */
+  inboundBatch (steps: InboundStep[]): Array<ReceiveResult | StoredMessage[] | Error> {
+    return this.transaction(() => steps.map(step => {
+      try {
+        return this.savepoint(() => step.kind === 'receive'
+          ? this.receiveOne(step.message)
+          : this.refuseOne(step.peer, step.seq, step.now))
+      } catch (err: any) {
+        return err instanceof Error ? err : new Error(String(err))
       }
-      const { nextInSeq } = this.conversation(message.peer)
-      // a seq below the next one to present arrived after its gap was given up:
-      // it is shown at once, never dropped
-      const status: InStatus = message.seq < nextInSeq ? 'presented' : 'held'
-      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position)
-        VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
-          message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null)
-      if (status === 'presented') {
-        return { result: 'stored' as const, presented: [this.getInbound(message.peer, message.id) as StoredMessage] }
-      }
-      return { result: 'stored' as const, presented: this.advance(message.peer, message.receivedAt) }
-    })
+    }))
+  }
+
+  private receiveOne (message: NewInbound): ReceiveResult {
+    const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
+    if (exists != null) {
+      return { result: 'duplicate', presented: [] }
+    }
+    const { nextInSeq, gapSince } = this.conversation(message.peer)
+    // the next seq (the usual case), or one below it that arrived after its gap
+    // was given up (shown at once, never dropped): presented now. Later seqs wait.
+    const status: InStatus = message.seq <= nextInSeq ? 'presented' : 'held'
+    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position)
+      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
+        message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null)
+    if (message.seq < nextInSeq) {
+      return { result: 'stored', presented: [inboundAsPresented(message)] }
+    }
+    if (message.seq === nextInSeq) {
+      return { result: 'stored', presented: [inboundAsPresented(message), ...this.advance(message.peer, message.receivedAt, nextInSeq + 1, gapSince != null)] }
+    }
+    return { result: 'stored', presented: this.advance(message.peer, message.receivedAt, nextInSeq, true) }
   }
 
   /** A refused inbound message still fills its seq (spec section 6). */
   refuseSeq (peer: string, seq: number, now: number): StoredMessage[] {
-    return this.transaction(() => {
-      if (seq < this.conversation(peer).nextInSeq) return []
-      this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
-      return this.advance(peer, now)
-    })
+    return this.transaction(() => this.refuseOne(peer, seq, now))
   }
 
-  private getInbound (peer: string, id: string): StoredMessage | undefined {
-    const row = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(peer, id) as Row | undefined
-    return row == null ? undefined : toMessage(row)
+  private refuseOne (peer: string, seq: number, now: number): StoredMessage[] {
+    const { nextInSeq, gapSince } = this.conversation(peer)
+    if (seq < nextInSeq) return []
+    this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
+    return this.advance(peer, now, nextInSeq, gapSince != null)
   }
 
   private present (peer: string, id: string): void {
     this.sql("UPDATE messages SET status = 'presented', position = ? WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
   }
 
-  /** Presents held messages from the conversation's next seq on, while there is no gap. */
-  private advance (peer: string, now: number): StoredMessage[] {
-    let next = this.conversation(peer).nextInSeq
+  /**
+   * Presents held messages from seq `next` on, while there is no gap, and
+   * records where the conversation now stands. `mayHold`: whether messages may
+   * be held (false when the conversation had no gap open and nothing new was
+   * held: then there is nothing to look up).
+   */
+  private advance (peer: string, now: number, from: number, mayHold: boolean): StoredMessage[] {
+    let next = from
     const presented: StoredMessage[] = []
     for (;;) {
-      const held = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[]
+      const held = mayHold ? this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[] : []
       if (held.length > 0) {
         for (const row of held) this.present(peer, row.id)
         presented.push(...held.map(r => ({ ...toMessage(r), status: 'presented' as const })))
@@ -345,7 +470,7 @@ export class Store {
       }
       break
     }
-    const stillHeld = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
+    const stillHeld = mayHold && this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
     this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = CASE WHEN ? THEN coalesce(gap_since, ?) ELSE NULL END WHERE peer = ?')
       .run(next, stillHeld ? 1 : 0, now, peer)
     return presented
@@ -409,6 +534,7 @@ export class Store {
   }
 
   contact (name: string): Contact | undefined {
-    return this.contacts().find(c => c.name === name)
+    const r = this.sql('SELECT * FROM contacts WHERE name = ?').get(name) as Row | undefined
+    return r == null ? undefined : { name: r.name, peer: r.peer, addrs: JSON.parse(r.addrs), createdAt: r.created_at }
   }
 }

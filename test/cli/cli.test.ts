@@ -74,7 +74,7 @@ describe('the parley CLI and daemon, as processes', () => {
     expect((await alice.cli(['contacts', 'rm', 'bob'])).code).toBe(0)
     const unknown = await alice.cli(['send', 'bob', 'again'])
     expect(unknown.code).toBe(1)
-    expect(unknown.stderr).toMatch(/neither a contact nor a peer ID/)
+    expect(unknown.stderr).toMatch(/not a valid peer ID .* nor a contact name/)
   })
 
   it('exits 2 when the message is still queued after --wait', async () => {
@@ -105,7 +105,7 @@ describe('the parley CLI and daemon, as processes', () => {
     }
     expect(await bad('{not json')).toMatchObject({ status: 400 })
     expect(await bad(JSON.stringify({ body: 'no recipient' }))).toMatchObject({ status: 400, body: { message: expect.stringContaining('to') } })
-    expect(await bad(JSON.stringify({ to: 'not-a-peer', body: 'hi' }))).toMatchObject({ status: 400, body: { error: 'UnknownContactError' } })
+    expect(await bad(JSON.stringify({ to: 'not-a-peer', body: 'hi' }))).toMatchObject({ status: 400, body: { error: 'InvalidPeerIdError' } })
     expect(await bad(JSON.stringify({ to: daemon.peerId, body: '' }))).toMatchObject({ status: 400 })
     expect(await bad(JSON.stringify({ to: daemon.peerId, body: 'x', wait: 'soon' }))).toMatchObject({ status: 400 })
 

@@ -1,0 +1,159 @@
+import { Counter, Gauge, Registry } from 'prom-client'
+import type { RelayLimits } from './config.js'
+
+/** Why a relay request was refused (label `reason` of `parley_relay_refusals_total`). */
+export type RefusalReason =
+  // parley's own limits
+  | 'max_reservations'
+  | 'max_reservations_per_peer'
+  | 'max_reservations_per_ip'
+  | 'max_circuits'
+  | 'max_circuits_per_peer'
+  | 'shutting_down'
+  // answers js-libp2p's relay server gives by itself
+  | 'permission_denied'
+  | 'no_reservation'
+  | 'connection_failed'
+  | 'resource_limit'
+  | 'malformed'
+  | 'unexpected_message'
+  | 'error'
+
+/** Why a circuit ended (label `reason` of `parley_relay_circuits_closed_total`). */
+export type CircuitEnd = 'closed' | 'reset' | 'data_limit' | 'duration_limit' | 'reservation_ended' | 'shutdown' | 'error'
+
+export type HopRequestKind = 'reserve' | 'connect'
+
+/** Every refusal parley itself makes, with the relay-v2 status it answers. */
+export const OWN_REFUSALS: Array<{ request: HopRequestKind, reason: RefusalReason, status: string }> = [
+  { request: 'reserve', reason: 'max_reservations', status: 'RESERVATION_REFUSED' },
+  { request: 'reserve', reason: 'max_reservations_per_peer', status: 'RESERVATION_REFUSED' },
+  { request: 'reserve', reason: 'max_reservations_per_ip', status: 'RESERVATION_REFUSED' },
+  { request: 'reserve', reason: 'shutting_down', status: 'RESERVATION_REFUSED' },
+  { request: 'connect', reason: 'max_circuits', status: 'RESOURCE_LIMIT_EXCEEDED' },
+  { request: 'connect', reason: 'max_circuits_per_peer', status: 'RESOURCE_LIMIT_EXCEEDED' },
+  { request: 'connect', reason: 'shutting_down', status: 'RESOURCE_LIMIT_EXCEEDED' }
+]
+
+/** What the gauges read when Prometheus scrapes. */
+export interface RelayMetricSources {
+  reservations(): number
+  circuits(): number
+  connections(): Array<{ direction: 'inbound' | 'outbound' }>
+}
+
+/**
+ * parley's relay metrics, in a registry of their own (so several relays can
+ * live in one process). With the metrics endpoint on, libp2p's own metrics
+ * (`libp2p_*`, `nodejs_*`, `process_*`) are registered here too.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry()
+  readonly refusals: Counter<'request' | 'reason' | 'status'>
+  readonly reservationsGranted: Counter<'kind'>
+  readonly circuitsOpened: Counter
+  readonly circuitsClosed: Counter<'reason'>
+  readonly relayedBytes: Counter
+  private sources?: RelayMetricSources
+
+  constructor (limits: Required<RelayLimits>) {
+    const registers = [this.registry]
+    const metrics = this
+
+    this.refusals = new Counter({
+      name: 'parley_relay_refusals_total',
+      help: 'Relay requests refused, by request (reserve|connect), reason and the relay-v2 status answered',
+      labelNames: ['request', 'reason', 'status'],
+      registers
+    })
+    // a limit never hit still shows, at 0, so alerts and dashboards see every series
+    for (const labels of OWN_REFUSALS) this.refusals.inc(labels, 0)
+
+    this.reservationsGranted = new Counter({
+      name: 'parley_relay_reservations_granted_total',
+      help: 'Reservations granted, new ones and renewals',
+      labelNames: ['kind'],
+      registers
+    })
+    this.reservationsGranted.inc({ kind: 'new' }, 0)
+    this.reservationsGranted.inc({ kind: 'renewal' }, 0)
+
+    this.circuitsOpened = new Counter({
+      name: 'parley_relay_circuits_opened_total',
+      help: 'Relayed connections (circuits) opened',
+      registers
+    })
+
+    this.circuitsClosed = new Counter({
+      name: 'parley_relay_circuits_closed_total',
+      help: 'Circuits ended, by reason: closed (by the peers), reset (by a peer, or its connection went), data_limit, duration_limit, reservation_ended, shutdown, error',
+      labelNames: ['reason'],
+      registers
+    })
+    for (const reason of ['closed', 'reset', 'data_limit', 'duration_limit', 'reservation_ended', 'shutdown', 'error'] satisfies CircuitEnd[]) {
+      this.circuitsClosed.inc({ reason }, 0)
+    }
+
+    this.relayedBytes = new Counter({
+      name: 'parley_relay_relayed_bytes_total',
+      help: 'Bytes carried over circuits, both directions',
+      registers
+    })
+
+    new Gauge({ // eslint-disable-line no-new
+      name: 'parley_relay_reservations',
+      help: 'Reservations held now',
+      registers,
+      collect () { this.set(metrics.sources?.reservations() ?? 0) }
+    })
+
+    new Gauge({ // eslint-disable-line no-new
+      name: 'parley_relay_circuits',
+      help: 'Circuits open now',
+      registers,
+      collect () { this.set(metrics.sources?.circuits() ?? 0) }
+    })
+
+    new Gauge({ // eslint-disable-line no-new
+      name: 'parley_relay_connections',
+      help: 'Connections open now, by direction',
+      labelNames: ['direction'],
+      registers,
+      collect () {
+        const count = { inbound: 0, outbound: 0 }
+        for (const conn of metrics.sources?.connections() ?? []) count[conn.direction]++
+        this.set({ direction: 'inbound' }, count.inbound)
+        this.set({ direction: 'outbound' }, count.outbound)
+      }
+    })
+
+    // the configured limits next to the usage, so an alert can say "at 90% of maxReservations"
+    const limit = new Gauge({
+      name: 'parley_relay_limit',
+      help: 'The limits this relay was started with',
+      labelNames: ['limit'],
+      registers
+    })
+    for (const [key, value] of Object.entries(limits)) limit.set({ limit: key }, value)
+  }
+
+  /** Connects the gauges to the running relay. */
+  bind (sources: RelayMetricSources): void {
+    this.sources = sources
+  }
+
+  /** Counts one refused request. */
+  refused (request: HopRequestKind, reason: RefusalReason, status: string): void {
+    this.refusals.inc({ request, reason, status })
+  }
+
+  /** The current value of a counter or gauge with these labels (0 if never set): for tests and `stats()`. */
+  async value (name: string, labels: Record<string, string> = {}): Promise<number> {
+    const metric = this.registry.getSingleMetric(name)
+    if (metric == null) return 0
+    const { values } = await metric.get()
+    return values
+      .filter(v => Object.entries(labels).every(([k, l]) => (v.labels as Record<string, unknown>)[k] === l))
+      .reduce((sum, v) => sum + v.value, 0)
+  }
+}
