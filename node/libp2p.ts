@@ -1,18 +1,15 @@
+import { basicServices, bootstrapDiscovery, parleyDHT } from '../common/libp2p.js'
 import { autoNAT } from '@libp2p/autonat'
-import { bootstrap } from '@libp2p/bootstrap'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { dcutr } from '@libp2p/dcutr'
-import { identify, identifyPush } from '@libp2p/identify'
-import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { noise } from '@libp2p/noise'
-import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
 import { FaultTolerance } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
-import { peerRecords, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
+import { peerRecords } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
 import { reservationKeeper } from './reservations.js'
 import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
@@ -90,30 +87,13 @@ export async function createNodeLibp2p (
     connectionMonitor: {
       pingInterval: config.heartbeatInterval
     },
-    peerDiscovery: config.bootstrap.length > 0
-      ? [bootstrap({ list: config.bootstrap.map(ma => ma.toString()), timeout: 0 })]
-      : [],
+    peerDiscovery: bootstrapDiscovery(config.bootstrap),
     services: {
-      identify: identify(),
-      identifyPush: identifyPush(),
-      ping: ping({
-        // the connection monitor's heartbeat pings over this protocol; under load a
-        // heartbeat can start before the last one's stream is gone, and the default
-        // of one stream per connection then aborts a healthy connection
-        maxOutboundStreams: 4,
-        maxInboundStreams: 4
-      }),
+      ...basicServices(),
       dcutr: dcutr(),
       autoNAT: autoNAT(),
-      dht: kadDHT({
-        protocol: config.dhtProtocol,
-        clientMode: true,
-        // parley's DHT is its own network; peers on one LAN (or loopback) should
-        // find each other's private addresses too
-        peerInfoMapper: passthroughMapper,
-        validators: peerRecordValidators,
-        selectors: peerRecordSelectors
-      }),
+      // a node behind NAT is no use as a DHT server: client mode
+      dht: parleyDHT(config.dhtProtocol, true),
       im: im(handlers),
       peerRecords: peerRecords(),
       reservations: reservationKeeper({ relays: config.relays })

@@ -1,9 +1,6 @@
+import { basicServices, bootstrapDiscovery, parleyDHT } from '../common/libp2p.js'
 import { autoNAT } from '@libp2p/autonat'
-import { bootstrap } from '@libp2p/bootstrap'
-import { identify, identifyPush } from '@libp2p/identify'
-import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { noise } from '@libp2p/noise'
-import { ping } from '@libp2p/ping'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
@@ -11,7 +8,6 @@ import { yamux } from '@libp2p/yamux'
 import { createLibp2p } from 'libp2p'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
-import { peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import { resolveRelayConfig } from './config.js'
 import { guardedRelayServer, RelayGuard } from './guard.js'
 import { startMetricsEndpoint } from './http.js'
@@ -178,27 +174,11 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       metrics: resolved.metrics != null
         ? prometheusMetrics({ registry: metrics.registry, statfsLocation: resolved.dataDir })
         : undefined,
-      peerDiscovery: resolved.bootstrap.length > 0
-        ? [bootstrap({ list: resolved.bootstrap.map(ma => ma.toString()), timeout: 0 })]
-        : [],
+      peerDiscovery: bootstrapDiscovery(resolved.bootstrap),
       services: {
-        identify: identify(),
-        identifyPush: identifyPush(),
-        ping: ping({
-          // the connection monitor's heartbeat pings over this protocol; under load a
-          // heartbeat can start before the last one's stream is gone, and the default
-          // of one stream per connection then aborts a healthy connection
-          maxOutboundStreams: 4,
-          maxInboundStreams: 4
-        }),
+        ...basicServices(),
         autoNAT: autoNAT(),
-        dht: kadDHT({
-          protocol: resolved.dhtProtocol,
-          clientMode: false,
-          peerInfoMapper: passthroughMapper,
-          validators: peerRecordValidators,
-          selectors: peerRecordSelectors
-        }),
+        dht: parleyDHT(resolved.dhtProtocol, false),
         relay: guardedRelayServer(guard, {
           maxInboundHopStreams: limits.maxInboundHopStreams,
           maxOutboundStopStreams: limits.maxOutboundStopStreams,
