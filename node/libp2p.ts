@@ -11,6 +11,7 @@ import { FaultTolerance } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
 import { peerRecords } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
+import { parleyAddressSorter } from './address-sorter.js'
 import { reservationKeeper } from './reservations.js'
 import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import type { ReservationKeeper } from './reservations.js'
@@ -77,7 +78,8 @@ export async function createNodeLibp2p (
       // the default of 5 a second per host refuses circuits (and silently, as a
       // handshake timeout) as soon as a few peers reach this node through one relay
       inboundConnectionThreshold: 100,
-      maxIncomingPendingConnections: 32
+      maxIncomingPendingConnections: 32,
+      addressSorter: parleyAddressSorter
     },
     transportManager: {
       // a relay that is down at start must not stop the node: it runs without

@@ -16,7 +16,7 @@ import {
 import { decodeInvite, encodeInvite, isInvite } from './invite.js'
 import { Inbox } from './inbox.js'
 import { createNodeLibp2p } from './libp2p.js'
-import { PathUpgrader, transportOf } from './paths.js'
+import { isUsable, PathUpgrader, transportOf } from './paths.js'
 import { Router } from './router.js'
 import { Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
@@ -274,7 +274,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   peers (): PeerInfo[] {
     const byPeer = new Map<string, PeerInfo>()
     for (const connection of this.libp2p.getConnections()) {
-      if (connection.status !== 'open') continue
+      if (!isUsable(connection)) continue
       const key = connection.remotePeer.toString()
       const info: PeerInfo = {
         peerId: key,

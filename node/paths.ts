@@ -27,10 +27,35 @@ export interface PathEvents {
   'path:change': CustomEvent<PathChange>
 }
 
+/** After this long without ICE connecting, a WebRTC connection is closed as dead. */
+const ICE_DEADLINE = 20_000
+
+/** The RTCPeerConnection under a WebRTC connection (node-datachannel's), if any. */
+function peerConnectionOf (connection: Connection): { connectionState: string, selectedCandidatePair?(): any } | undefined {
+  return (connection as any).maConn?.peerConnection
+}
+
+/**
+ * Whether a connection can carry data. A WebRTC connection can exist while ICE
+ * never connected (the dialling side gave up; js-libp2p #2646): it is not a path.
+ */
+export function isUsable (connection: Connection): boolean {
+  if (connection.status !== 'open') return false
+  const pc = peerConnectionOf(connection)
+  return pc == null || pc.connectionState === 'connected'
+}
+
 /** A short name of the transport a connection runs on, for people to read. */
 export function transportOf (connection: Connection): string {
   const names = connection.remoteAddr.getComponents().map(c => c.name)
-  if (names.includes('webrtc')) return 'webrtc'
+  if (names.includes('webrtc')) {
+    // through a TURN server the data is relayed after all, by the TURN server
+    try {
+      const pair = peerConnectionOf(connection)?.selectedCandidatePair?.()
+      if (pair?.local?.type === 'relay' || pair?.remote?.type === 'relay') return 'webrtc-turn'
+    } catch {}
+    return 'webrtc'
+  }
   if (names.includes('p2p-circuit')) return 'circuit-relay'
   if (names.includes('ws') || names.includes('wss')) return 'websockets'
   if (names.includes('tcp')) return 'tcp'
@@ -71,19 +96,30 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
 
   /** The best open path to a peer, if connected. */
   pathTo (peer: PeerId): Path | undefined {
-    const open = this.libp2p.getConnections(peer).filter(c => c.status === 'open')
+    const open = this.libp2p.getConnections(peer).filter(isUsable)
     if (open.length === 0) return undefined
     return open.some(c => connectionPath(c) === 'direct') ? 'direct' : 'relayed'
   }
 
   private onConnectionChange (evt: CustomEvent<Connection>): void {
-    const peer = evt.detail.remotePeer
+    const connection = evt.detail
+    const peer = connection.remotePeer
+    const pc = peerConnectionOf(connection)
+    if (evt.type === 'connection:open' && pc != null && pc.connectionState !== 'connected') {
+      // counted once ICE connects; closed if it never does
+      this.watchIce(connection)
+    }
+    if (evt.type === 'connection:close' && pc != null) {
+      // the direct path went away: if the relayed one stays (a hang-up closes
+      // both), try to get the direct one back
+      setTimeout(() => { this.retryUpgrade(peer) }, 1_000).unref?.()
+    }
     const path = this.pathTo(peer)
     const key = peer.toString()
     if (this.paths.get(key) === path) return
     if (path == null) this.paths.delete(key)
     else this.paths.set(key, path)
-    const best = this.libp2p.getConnections(peer).find(c => c.status === 'open' && connectionPath(c) === path)
+    const best = this.libp2p.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === path)
     this.dispatchEvent(new CustomEvent<PathChange>('path:change', {
       detail: {
         peer: key,
@@ -92,6 +128,35 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
         remoteAddr: best?.remoteAddr.toString()
       }
     }))
+  }
+
+  private watchIce (connection: Connection): void {
+    const pc = peerConnectionOf(connection) as any
+    const started = Date.now()
+    const check = (): void => {
+      if (connection.status !== 'open') return
+      if (pc.connectionState === 'connected') {
+        this.onConnectionChange(new CustomEvent('connection:open', { detail: connection }))
+        return
+      }
+      if (Date.now() - started > ICE_DEADLINE) {
+        this.log('closing WebRTC connection to %p: ICE never connected', connection.remotePeer)
+        connection.abort(new Error('ICE did not connect'))
+        return
+      }
+      setTimeout(check, 250).unref?.()
+    }
+    setTimeout(check, 250).unref?.()
+  }
+
+  private retryUpgrade (peer: PeerId): void {
+    if (this.controller.signal.aborted || this.pathTo(peer) === 'direct') return
+    const relayed = this.libp2p.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === 'relayed' && c.direction === 'outbound')
+    if (relayed == null) return
+    this.lastFailure.delete(peer.toString())
+    this.libp2p.peerStore.get(peer)
+      .then(async p => { await this.upgrade(peer, relayed, p.addresses.map(a => a.multiaddr)) })
+      .catch(() => {})
   }
 
   private onIdentify (evt: CustomEvent<IdentifyResult>): void {

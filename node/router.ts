@@ -2,6 +2,7 @@ import { anySignal } from 'any-signal'
 import { CODE_P2P, CODE_WEBRTC } from '@multiformats/multiaddr'
 import { connectionPath } from '../protocols/im/index.js'
 import { PeerUnreachableError } from './errors.js'
+import { isUsable } from './paths.js'
 import type { NodeLibp2p } from './libp2p.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Connection, Logger, PeerId } from '@libp2p/interface'
@@ -20,7 +21,7 @@ export class Router {
 
   /** The best open connection to the peer, direct before relayed. */
   openConnection (peer: PeerId): Connection | undefined {
-    const open = this.libp2p.getConnections(peer).filter(c => c.status === 'open')
+    const open = this.libp2p.getConnections(peer).filter(isUsable)
     return open.find(c => connectionPath(c) === 'direct') ?? open[0]
   }
 
