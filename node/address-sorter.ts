@@ -11,7 +11,7 @@ function ownSubnets (): Array<[number, number]> {
     for (const a of addrs ?? []) {
       if (a.family !== 'IPv4') continue
       const mask = ipv4ToInt(a.netmask)
-      subnets.push([ipv4ToInt(a.address) & mask, mask])
+      subnets.push([(ipv4ToInt(a.address) & mask) >>> 0, mask])
     }
   }
   return subnets

@@ -1,0 +1,217 @@
+# The NAT lab's network: network namespaces joined by veth pairs, sourced by run.sh.
+#
+#   internet (198.18.0.0/24, a bridge in namespace "inet")
+#     198.18.0.1   parley relay            198.18.0.2   coturn (STUN/TURN, UDP 3478)
+#     198.18.0.10  host "pub" (no NAT)
+#     198.18.0.254 "void": takes what the internet cannot route and drops it
+#     198.18.0.21  router cone1 (MASQUERADE)             LAN 198.18.1.0/24: cone1a .10, cone1b .11
+#     198.18.0.22  router cone2 (MASQUERADE)             LAN 198.18.2.0/24: cone2a .10
+#     198.18.0.31  router sym1  (MASQUERADE --random-fully) LAN 198.18.3.0/24: sym1a .10
+#     198.18.0.32  router sym2  (MASQUERADE --random-fully) LAN 198.18.4.0/24: sym2a .10
+#
+# Every address is in the benchmarking block 198.18.0.0/15 (RFC 2544). No
+# namespace has a default route and nothing is created in the host's own
+# namespace. LAN hosts route 198.18.0.0/15 to their router. Like the real
+# internet, which drops packets for private addresses, the internet namespace,
+# the public host and the routers send what they cannot route (another LAN's
+# addresses) to the void host, which drops it silently: a dial to a peer's LAN
+# address from elsewhere times out, as it would out there.
+# PARLEY_NAT_UNROUTABLE=reject makes the public host and the routers refuse such
+# packets at once instead (no route: ENETUNREACH / ICMP net unreachable).
+
+LAB_PREFIX=${PARLEY_NAT_PREFIX:-parley-nat}
+LAB_UNROUTABLE=${PARLEY_NAT_UNROUTABLE:-drop}
+LAB_INET=198.18.0
+LAB_VOID_IP=$LAB_INET.254
+LAB_RELAY_IP=$LAB_INET.1
+LAB_TURN_IP=$LAB_INET.2
+LAB_TURN_USER=parley
+LAB_TURN_PASSWORD=parley-lab
+
+# name kind wan-ip lan-subnet-third-octet
+LAB_ROUTERS=(
+  "cone1 cone 198.18.0.21 1"
+  "cone2 cone 198.18.0.22 2"
+  "sym1 symmetric 198.18.0.31 3"
+  "sym2 symmetric 198.18.0.32 4"
+)
+# host router ip
+LAB_HOSTS=(
+  "cone1a cone1 198.18.1.10"
+  "cone1b cone1 198.18.1.11"
+  "cone2a cone2 198.18.2.10"
+  "sym1a sym1 198.18.3.10"
+  "sym2a sym2 198.18.4.10"
+)
+
+lab_ns () { echo "$LAB_PREFIX-$1"; }
+
+# sysctl inside a namespace (through /proc: no procps needed); a knob the
+# kernel lacks is skipped
+lab_sysctl () {
+  local ns=$1 file="/proc/sys/${2//.//}" value=$3
+  ip netns exec "$ns" sh -c "if [ -e '$file' ]; then echo '$value' > '$file'; fi"
+}
+
+lab_new_ns () {
+  local ns
+  ns=$(lab_ns "$1")
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  # no IPv6 anywhere in the lab: nothing to leak, one address family to reason about
+  lab_sysctl "$ns" net.ipv6.conf.all.disable_ipv6 1
+  lab_sysctl "$ns" net.ipv6.conf.default.disable_ipv6 1
+  # bridged frames must not go through iptables (br_netfilter is loaded on some hosts)
+  lab_sysctl "$ns" net.bridge.bridge-nf-call-iptables 0
+}
+
+lab_up () {
+  local inet r name kind wan octet host router ip rns hns
+  inet=$(lab_ns inet)
+
+  lab_new_ns inet
+  ip -n "$inet" link add br0 type bridge
+  ip -n "$inet" link set br0 up
+  ip -n "$inet" addr add "$LAB_RELAY_IP/24" dev br0
+  ip -n "$inet" addr add "$LAB_TURN_IP/24" dev br0
+
+  # the void: on the internet, not forwarding, so it drops whatever it is sent.
+  # coturn needs it: a relay socket that gets ENETUNREACH (sending to a LAN host
+  # candidate) makes coturn close the whole allocation
+  lab_new_ns void
+  ip link add w-void netns "$inet" type veth peer name eth0 netns "$(lab_ns void)"
+  ip -n "$inet" link set w-void master br0 up
+  ip -n "$(lab_ns void)" addr add "$LAB_VOID_IP/24" dev eth0
+  ip -n "$(lab_ns void)" link set eth0 up
+  lab_sysctl "$(lab_ns void)" net.ipv4.ip_forward 0
+  ip -n "$inet" route add 198.18.0.0/15 via "$LAB_VOID_IP"
+
+  # the public host: straight on the internet bridge
+  lab_new_ns pub
+  ip link add w-pub netns "$inet" type veth peer name eth0 netns "$(lab_ns pub)"
+  ip -n "$inet" link set w-pub master br0 up
+  ip -n "$(lab_ns pub)" addr add "$LAB_INET.10/24" dev eth0
+  ip -n "$(lab_ns pub)" link set eth0 up
+  if [ "$LAB_UNROUTABLE" = drop ]; then
+    ip -n "$(lab_ns pub)" route add 198.18.0.0/15 via "$LAB_VOID_IP"
+  fi
+
+  for r in "${LAB_ROUTERS[@]}"; do
+    read -r name kind wan octet <<< "$r"
+    rns=$(lab_ns "$name")
+    lab_new_ns "$name"
+    ip link add "w-$name" netns "$inet" type veth peer name wan netns "$rns"
+    ip -n "$inet" link set "w-$name" master br0 up
+    ip -n "$rns" addr add "$wan/24" dev wan
+    ip -n "$rns" link set wan up
+    ip -n "$rns" link add br-lan type bridge
+    ip -n "$rns" addr add "198.18.$octet.1/24" dev br-lan
+    ip -n "$rns" link set br-lan up
+    lab_sysctl "$rns" net.ipv4.ip_forward 1
+    if [ "$LAB_UNROUTABLE" = drop ]; then
+      ip -n "$rns" route add 198.18.0.0/15 via "$LAB_VOID_IP"
+    fi
+
+    # source NAT from the LAN to the internet
+    if [ "$kind" = symmetric ]; then
+      # a new, random external port for every new flow (endpoint-dependent mapping)
+      ip netns exec "$rns" iptables -t nat -A POSTROUTING -s "198.18.$octet.0/24" -o wan -j MASQUERADE --random-fully
+    else
+      # the source port is kept while it is free (endpoint-independent mapping)
+      ip netns exec "$rns" iptables -t nat -A POSTROUTING -s "198.18.$octet.0/24" -o wan -j MASQUERADE
+    fi
+    # inbound only for flows the LAN started (address-and-port-dependent filtering).
+    # DROP, not REJECT: an unsolicited packet must leave no conntrack entry behind
+    # that would make the router pick another port when the LAN host answers
+    ip netns exec "$rns" iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    ip netns exec "$rns" iptables -A FORWARD -i wan -j DROP
+    ip netns exec "$rns" iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    ip netns exec "$rns" iptables -A INPUT -i wan -p icmp -j ACCEPT
+    ip netns exec "$rns" iptables -A INPUT -i wan -j DROP
+  done
+
+  for h in "${LAB_HOSTS[@]}"; do
+    read -r host router ip <<< "$h"
+    rns=$(lab_ns "$router")
+    hns=$(lab_ns "$host")
+    lab_new_ns "$host"
+    ip link add "l-$host" netns "$rns" type veth peer name eth0 netns "$hns"
+    ip -n "$rns" link set "l-$host" master br-lan up
+    ip -n "$hns" addr add "$ip/24" dev eth0
+    ip -n "$hns" link set eth0 up
+    ip -n "$hns" route add 198.18.0.0/15 via "${ip%.*}.1"
+  done
+}
+
+# every namespace of this lab, whichever were made
+lab_namespaces () {
+  ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$LAB_PREFIX-" || true
+}
+
+# Ends every process still running in a lab namespace (all of them started by
+# this lab), then deletes the namespaces, which removes their veths too.
+lab_down () {
+  local ns pids
+  for ns in $(lab_namespaces); do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -TERM $pids 2>/dev/null || true
+    fi
+  done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    pids=""
+    for ns in $(lab_namespaces); do pids="$pids $(ip netns pids "$ns" 2>/dev/null || true)"; done
+    [ -z "${pids// /}" ] && break
+    sleep 0.3
+  done
+  for ns in $(lab_namespaces); do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+    fi
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+# coturn in the internet namespace: STUN and TURN (UDP) on 198.18.0.2:3478,
+# relaying only to lab addresses. $1: scratch dir, $2: log file
+lab_turn_start () {
+  local work=$1 log=$2 i
+  ip netns exec "$(lab_ns inet)" turnserver -n \
+    --listening-ip="$LAB_TURN_IP" --relay-ip="$LAB_TURN_IP" --listening-port=3478 \
+    --min-port=49152 --max-port=49999 \
+    --lt-cred-mech --user="$LAB_TURN_USER:$LAB_TURN_PASSWORD" --realm=parley.lab \
+    --no-tls --no-dtls --no-cli --fingerprint --no-software-attribute \
+    --denied-peer-ip=0.0.0.0-255.255.255.255 --allowed-peer-ip=198.18.0.0-198.19.255.255 \
+    --userdb="$work/turndb" --pidfile="$work/turnserver.pid" \
+    --log-file="$log" --simple-log --no-stdout-log ${LAB_TURN_EXTRA:-} >/dev/null 2>&1 &
+  for i in $(seq 1 50); do
+    if ip netns exec "$(lab_ns inet)" ss -lun | grep -q "$LAB_TURN_IP:3478"; then return 0; fi
+    sleep 0.1
+  done
+  echo "coturn did not start; see $log" >&2
+  return 1
+}
+
+# The lab must be sealed: every route of every namespace of it stays inside
+# 198.18.0.0/15 (no default route, no IPv6), and the host's own namespace holds
+# no address of it.
+lab_check () {
+  local ns
+  for ns in $(lab_namespaces); do
+    if ip -n "$ns" -4 route show | grep -vq '^198\.1[89]\.'; then
+      echo "lab check: $ns has a route outside 198.18.0.0/15: $(ip -n "$ns" -4 route show | grep -v '^198\.1[89]\.' | head -1)" >&2; return 1
+    fi
+    if [ -n "$(ip -n "$ns" -6 route show 2>/dev/null)" ]; then
+      echo "lab check: $ns has an IPv6 route" >&2; return 1
+    fi
+    if ip -n "$ns" -o addr show | grep -v ' lo ' | grep ' inet ' | grep -vq ' 198\.1[89]\.'; then
+      echo "lab check: $ns has an address outside 198.18.0.0/15" >&2; return 1
+    fi
+  done
+  if ip -o addr show | grep -q ' 198\.1[89]\.'; then
+    echo "lab check: the host namespace has a lab address" >&2; return 1
+  fi
+}
