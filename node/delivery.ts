@@ -4,8 +4,8 @@ import { parse as parseUuid } from 'uuid'
 import { Ack } from '../protocols/im/index.js'
 import type { Router } from './router.js'
 import type { OutboxEntry, Store } from './store/index.js'
-import type { ImService, OutboundMessage, Path } from '../protocols/im/index.js'
-import type { Logger } from '@libp2p/interface'
+import type { Acknowledgement, ImService, OutboundMessage, Path } from '../protocols/im/index.js'
+import type { Connection, Logger, PeerId } from '@libp2p/interface'
 
 export interface DeliveryInit {
   /**
@@ -49,6 +49,15 @@ export interface DeliveryEvents {
 /** Most outbox messages one round puts on the wire (the protocol's window). */
 const MAX_WINDOW = 64
 
+/** Longest an ack's outcome waits to be written with others (ms). */
+const RECORD_DELAY = 5
+
+/** A send and how it ended. */
+interface Settled {
+  entry: OutboxEntry
+  result: PromiseSettledResult<Acknowledgement>
+}
+
 function toOutbound (entry: OutboxEntry): OutboundMessage {
   return {
     id: new Uint8Array(parseUuid(entry.id)),
@@ -73,6 +82,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly connectTimeout: number
   private readonly running = new Set<string>()
   private readonly again = new Set<string>()
+  /** Peers whose outbox may have gained due messages since a round last looked (see `round`). */
+  private readonly fresh = new Set<string>()
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>()
   /**
    * Messages per round, per peer: halved when a round loses messages, doubled
@@ -80,6 +91,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * otherwise spend its whole budget on re-sending the same first messages.
    */
   private readonly windows = new Map<string, number>()
+  /** Parsed peer IDs (parsing one costs more than a send on an open connection). */
+  private readonly peerIds = new Map<string, PeerId>()
   private controller = new AbortController()
   private stopped = true
 
@@ -123,6 +136,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** Runs the peer's outbox now (a new message was queued). */
   run (peer: string): void {
     if (this.stopped) return
+    this.fresh.add(peer)
     clearTimeout(this.timers.get(peer))
     this.timers.delete(peer)
     if (this.running.has(peer)) {
@@ -137,8 +151,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         if (this.again.delete(peer)) {
           this.run(peer)
         } else {
-          const next = this.store.outboxPeers().find(p => p.peer === peer)
-          if (next != null) this.schedule(peer, next.nextAttemptAt)
+          const next = this.store.nextAttempt(peer)
+          if (next != null) this.schedule(peer, next)
         }
       })
   }
@@ -174,16 +188,22 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
 
   private async drain (peer: string): Promise<void> {
     const signal = this.controller.signal
-    const peerId = peerIdFromString(peer)
+    let peerId = this.peerIds.get(peer)
+    if (peerId == null) {
+      peerId = peerIdFromString(peer)
+      this.peerIds.set(peer, peerId)
+    }
     for (;;) {
       if (this.stopped) return
       const window = this.windows.get(peer) ?? MAX_WINDOW
+      this.fresh.delete(peer)
       const due = this.store.due(peer, Date.now(), window)
       if (due.length === 0) return
 
-      let connection
+      // an open connection is used as it is; only a dial needs a time limit
+      let connection = this.router.openConnection(peerId)
       try {
-        connection = await this.router.connect(peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.connectTimeout)]) })
+        connection ??= await this.router.connect(peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.connectTimeout)]) })
       } catch (err: any) {
         if (this.stopped) return
         this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
@@ -191,44 +211,146 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         continue
       }
 
-      this.store.markSending(due.map(e => e.id))
-      for (const entry of due) {
+      const { lost, exhausted } = await this.round(peer, connection, due, window, signal)
+      if (this.stopped) return
+      this.windows.set(peer, lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_WINDOW, window * 2))
+      // nothing was left when the round last looked, and nothing was queued since
+      if (!lost && exhausted && !this.fresh.has(peer)) return
+    }
+  }
+
+  /**
+   * One round on one connection. `first` go out at once, in seq order; as
+   * acks come back, the next due messages follow, so that up to `window` stay
+   * unacknowledged without a pause between batches. Outcomes are written
+   * several at a time in one transaction (one fsync): once a window's worth
+   * is in hand, when nothing is left in flight, or `RECORD_DELAY` ms after the
+   * oldest came in; each is reported once written. The round ends when
+   * nothing is in flight and nothing more is due, or once a message is lost
+   * (nothing more is sent; the caller halves the window). Resolves with
+   * whether one was lost, and whether the outbox had nothing more due when
+   * last looked at.
+   */
+  private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal): Promise<{ lost: boolean, exhausted: boolean }> {
+    const im = this.im()
+    let inFlight = 0
+    let lastSeq = 0
+    /** Sends settled since the loop last looked. */
+    let settled: Settled[] = []
+    /** Outcomes not yet written, and since when the oldest waits. */
+    let unwritten: Settled[] = []
+    let waitingSince = 0
+    let wake: (() => void) | undefined
+    let lost = false
+    // fewer were due than the window holds: only a new message (`run`) can add more
+    let exhausted = first.length < window
+    const settle = (entry: OutboxEntry, result: PromiseSettledResult<Acknowledgement>): void => {
+      settled.push({ entry, result })
+      wake?.()
+      wake = undefined
+    }
+    /** Puts entries (already marked as sending) on the wire. */
+    const start = (entries: OutboxEntry[]): void => {
+      for (const entry of entries) {
         this.emit({ id: entry.id, peer, seq: entry.seq, status: 'sending', attempts: entry.attempts + 1 })
       }
-      const im = this.im()
-      // all sends start in seq order at once: the channel writes them in that order, 64 in flight
-      const results = await Promise.allSettled(due.map(async entry => im.send(connection, toOutbound(entry), { signal })))
-      if (this.stopped) return
+      // all start in seq order at once: the channel writes them in that order
+      for (const entry of entries) {
+        inFlight++
+        lastSeq = Math.max(lastSeq, entry.seq)
+        im.send(connection, toOutbound(entry), { signal }).then(
+          value => { settle(entry, { status: 'fulfilled', value }) },
+          (reason: unknown) => { settle(entry, { status: 'rejected', reason }) }
+        )
+      }
+    }
 
-      const lost = results.some(r => r.status === 'rejected')
-      this.windows.set(peer, lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_WINDOW, window * 2))
+    this.store.markSending(first.map(e => e.id))
+    start(first)
+    while (inFlight > 0 || unwritten.length > 0) {
+      if (settled.length === 0 && inFlight > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await new Promise<void>(resolve => {
+          wake = resolve
+          if (unwritten.length > 0) timer = setTimeout(resolve, Math.max(0, waitingSince + RECORD_DELAY - Date.now()))
+        })
+        clearTimeout(timer)
+      }
+      // acks read together settle together (when more are still to come)
+      if (inFlight > settled.length) await new Promise(resolve => setImmediate(resolve))
+      const batch = settled
+      settled = []
+      inFlight -= batch.length
+      if (unwritten.length === 0 && batch.length > 0) waitingSince = Date.now()
+      unwritten.push(...batch)
+      if (batch.some(({ result }) => result.status === 'rejected')) lost = true
+      // the next messages (queued meanwhile; retries of earlier seqs wait for
+      // the next round) go on the wire first, so that the recipient works on
+      // them while this side waits for the disk
+      if (!this.stopped && !lost && inFlight < window && (!exhausted || this.fresh.has(peer))) {
+        this.fresh.delete(peer)
+        const more = this.store.due(peer, Date.now(), window - inFlight, lastSeq)
+        exhausted = more.length < window - inFlight
+        if (more.length > 0) {
+          this.store.markSending(more.map(e => e.id))
+          start(more)
+          await new Promise(resolve => setImmediate(resolve))
+        }
+      }
+      if (unwritten.length > 0 && (unwritten.length >= window || inFlight === 0 || lost || this.stopped || Date.now() - waitingSince >= RECORD_DELAY)) {
+        const outcomes = unwritten
+        unwritten = []
+        let changes: StatusChange[]
+        try {
+          changes = this.store.transaction(() => this.settle(peer, outcomes))
+        } catch (err) {
+          // the node stopped and closed its store meanwhile: these go again after a restart
+          if (this.stopped) return { lost, exhausted }
+          throw err
+        }
+        for (const change of changes) this.emit(change)
+      }
+      if (this.stopped) return { lost, exhausted }
+    }
+    return { lost, exhausted }
+  }
 
-      // the whole round's outcome in one transaction (one fsync), then the events
-      const changes = this.store.transaction(() => results.map((result, i): StatusChange => {
-        const entry = due[i]
-        if (result.status === 'rejected') {
-          return this.rescheduleOne(entry, result.reason?.message ?? String(result.reason))
-        }
-        const ack = result.value
-        switch (ack.status) {
-          case Ack.Status.OK:
-          case Ack.Status.DUPLICATE: {
-            this.store.markDelivered(entry.id, ack.path, Date.now())
-            return { id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path }
-          }
-          case Ack.Status.RATE_LIMITED: {
-            const wait = ack.retryAfterMs ?? this.backoff(entry.attempts)
-            this.store.reschedule([entry.id], Date.now() + wait, 'rate limited by the recipient')
-            return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason: 'rate limited by the recipient' }
-          }
-          default: {
-            const reason = `refused by the recipient: ${ack.status}`
-            this.store.markFailed(entry.id, reason)
-            return { id: entry.id, peer, seq: entry.seq, status: 'failed', reason, path: ack.path }
-          }
-        }
-      }))
-      for (const change of changes) this.emit(change)
+  /** Records what became of each message (inside the caller's transaction); the changes to report. */
+  private settle (peer: string, batch: Settled[]): StatusChange[] {
+    const delivered: Array<{ id: string, path: Path }> = []
+    const changes = batch.map(({ entry, result }) => {
+      if (result.status === 'fulfilled' && (result.value.status === Ack.Status.OK || result.value.status === Ack.Status.DUPLICATE)) {
+        delivered.push({ id: entry.id, path: result.value.path })
+        return { id: entry.id, peer, seq: entry.seq, status: 'delivered' as const, path: result.value.path }
+      }
+      return this.outcome(peer, entry, result)
+    })
+    this.store.markDeliveredMany(delivered, Date.now())
+    return changes
+  }
+
+  /** Records what became of one message (inside the caller's transaction); the change to report. */
+  private outcome (peer: string, entry: OutboxEntry, result: PromiseSettledResult<Acknowledgement>): StatusChange {
+    if (result.status === 'rejected') {
+      return this.rescheduleOne(entry, result.reason?.message ?? String(result.reason))
+    }
+    const ack = result.value
+    switch (ack.status) {
+      case Ack.Status.OK:
+      case Ack.Status.DUPLICATE: {
+        this.store.markDelivered(entry.id, ack.path, Date.now())
+        return { id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path }
+      }
+      case Ack.Status.RATE_LIMITED: {
+        const wait = ack.retryAfterMs ?? this.backoff(entry.attempts)
+        this.store.reschedule([entry.id], Date.now() + wait, 'rate limited by the recipient')
+        return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason: 'rate limited by the recipient' }
+      }
+      default: {
+        const reason = `refused by the recipient: ${ack.status}`
+        this.store.markFailed(entry.id, reason)
+        return { id: entry.id, peer, seq: entry.seq, status: 'failed', reason, path: ack.path }
+      }
     }
   }
 }

@@ -79,7 +79,7 @@ export interface Contact {
 
 type Row = Record<string, any>
 
-function toMessage (row: Row): StoredMessage {
+function toMessage (row: Row, sending?: ReadonlySet<string>): StoredMessage {
   return {
     id: row.id,
     peer: row.peer,
@@ -91,15 +91,16 @@ function toMessage (row: Row): StoredMessage {
     sentAt: row.sent_at,
     receivedAt: row.received_at ?? undefined,
     createdAt: row.created_at,
-    status: row.status,
+    // 'sending' lives in memory only (see Store.markSending)
+    status: row.status === 'queued' && row.direction === 'out' && sending?.has(row.id) === true ? 'sending' : row.status,
     path: row.path ?? undefined,
     reason: row.reason ?? undefined
   }
 }
 
-function toOutboxEntry (row: Row): OutboxEntry {
+function toOutboxEntry (row: Row, sending?: ReadonlySet<string>): OutboxEntry {
   return {
-    ...toMessage(row),
+    ...toMessage(row, sending),
     attempts: row.attempts,
     nextAttemptAt: row.next_attempt_at,
     lastError: row.last_error ?? undefined
@@ -128,9 +129,9 @@ function inboundAsPresented (message: NewInbound): StoredMessage {
 /**
  * parley's message store: SQLite through `node:sqlite`, WAL mode. The only
  * module that touches SQL. Every method is synchronous and each write is one
- * transaction, so a message is durable when the call returns (except the
- * `sending` mark, which a restart resets anyway). Batches (`inboundBatch`,
- * or calls inside one `transaction`) share one transaction and so one fsync.
+ * transaction, so a message is durable when the call returns. Batches
+ * (`inboundBatch`, or calls inside one `transaction`) share one transaction
+ * and so one fsync.
  */
 export class Store {
   private readonly db: DatabaseSync
@@ -143,6 +144,8 @@ export class Store {
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
   private depth = 0
+  /** Outbound messages on the wire now (see `markSending`). */
+  private readonly sending = new Set<string>()
 
   /**
    * Opens (or creates) the store. `file` undefined keeps it in memory.
@@ -300,14 +303,35 @@ export class Store {
 
   private getOutbound (id: string): StoredMessage | undefined {
     const row = this.sql("SELECT * FROM messages WHERE id = ? AND direction = 'out'").get(id) as Row | undefined
-    return row == null ? undefined : toMessage(row)
+    return row == null ? undefined : toMessage(row, this.sending)
   }
 
-  /** Outbox entries of `peer` due at `now`, in seq order. */
-  due (peer: string, now: number, limit = 256): OutboxEntry[] {
-    return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
+  /** Outbox entries of `peer` due at `now`, in seq order (only those after seq `after`, if given). */
+  due (peer: string, now: number, limit = 256, after = 0): OutboxEntry[] {
+    // called for every batch a sender puts on the wire: rows as arrays (cheaper than objects), read once
+    const statement = this.sql(`SELECT m.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status,
+      m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      WHERE o.peer = ? AND o.next_attempt_at <= ? ORDER BY o.seq LIMIT ?`).all(peer, now, limit) as Row[]).map(toOutboxEntry)
+      WHERE o.peer = ? AND o.seq > ? AND o.next_attempt_at <= ? ORDER BY o.seq LIMIT ?`)
+    statement.setReturnArrays(true)
+    return (statement.all(peer, after, now, limit) as unknown as unknown[][]).map((r: any[]) => ({
+      id: r[0],
+      peer,
+      direction: 'out' as const,
+      seq: r[1],
+      body: r[2],
+      contentType: r[3],
+      replyTo: r[4] ?? undefined,
+      sentAt: r[5],
+      receivedAt: r[6] ?? undefined,
+      createdAt: r[7],
+      status: r[8] === 'queued' && this.sending.has(r[0]) ? 'sending' : r[8],
+      path: r[9] ?? undefined,
+      reason: r[10] ?? undefined,
+      attempts: r[11],
+      nextAttemptAt: r[12],
+      lastError: r[13] ?? undefined
+    }))
   }
 
   /** Each peer with queued messages and when its earliest one is due. */
@@ -316,27 +340,31 @@ export class Store {
       .map(r => ({ peer: r.peer, nextAttemptAt: r.next }))
   }
 
+  /** When the earliest outbox entry of `peer` is due, if it has any. */
+  nextAttempt (peer: string): number | undefined {
+    return (this.sql('SELECT min(next_attempt_at) AS next FROM outbox WHERE peer = ?').get(peer) as Row).next ?? undefined
+  }
+
   /** Everything not yet delivered or failed, oldest first. */
   outbox (): OutboxEntry[] {
     return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      ORDER BY m.created_at, o.seq`).all() as Row[]).map(toOutboxEntry)
+      ORDER BY m.created_at, o.seq`).all() as Row[]).map(row => toOutboxEntry(row, this.sending))
   }
 
   /**
-   * Marks messages as on the wire. Not waited onto the disk: after a restart
-   * every `sending` message is queued again anyway (`requeueSending`).
+   * Marks queued messages as on the wire: their status reads `sending` until
+   * they are delivered, failed or rescheduled. Kept in memory, not written: a
+   * restart queues every message on the wire again anyway, so the row stays
+   * `queued` (and a write per message is saved).
    */
   markSending (ids: string[]): void {
-    this.transaction(() => {
-      for (const id of ids) {
-        this.sql("UPDATE messages SET status = 'sending' WHERE id = ? AND direction = 'out' AND status = 'queued'").run(id)
-      }
-    }, { durable: false })
+    for (const id of ids) this.sending.add(id)
   }
 
   /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. */
   markDelivered (id: string, path: 'direct' | 'relayed', at: number): StoredMessage | undefined {
+    this.sending.delete(id)
     return this.transaction(() => {
       this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
       this.sql('DELETE FROM outbox WHERE id = ?').run(id)
@@ -344,8 +372,20 @@ export class Store {
     })
   }
 
+  /** `markDelivered` for many messages, without reading them back (inside a `transaction`, one commit for all). */
+  markDeliveredMany (delivered: Array<{ id: string, path: 'direct' | 'relayed' }>, at: number): void {
+    this.transaction(() => {
+      for (const { id, path } of delivered) {
+        this.sending.delete(id)
+        this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
+        this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+      }
+    })
+  }
+
   /** Permanent failure (the recipient refused it): out of the outbox, with the reason. */
   markFailed (id: string, reason: string): StoredMessage | undefined {
+    this.sending.delete(id)
     return this.transaction(() => {
       this.sql("UPDATE messages SET status = 'failed', reason = ? WHERE id = ? AND direction = 'out'").run(reason, id)
       this.sql('DELETE FROM outbox WHERE id = ?').run(id)
@@ -357,6 +397,7 @@ export class Store {
   reschedule (ids: string[], nextAttemptAt: number, error: string, countAttempt = true): void {
     this.transaction(() => {
       for (const id of ids) {
+        this.sending.delete(id)
         this.sql('UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?, last_error = ? WHERE id = ?')
           .run(countAttempt ? 1 : 0, nextAttemptAt, error, id)
         this.sql("UPDATE messages SET status = 'queued' WHERE id = ? AND direction = 'out' AND status = 'sending'").run(id)
@@ -373,8 +414,9 @@ export class Store {
     }
   }
 
-  /** After a restart, messages that were in flight are queued again. */
+  /** After a restart, messages that were in flight are queued again (and rows an older parley marked `sending`). */
   requeueSending (): void {
+    this.sending.clear()
     this.sql("UPDATE messages SET status = 'queued' WHERE direction = 'out' AND status = 'sending'").run()
   }
 
@@ -397,15 +439,23 @@ export class Store {
    * alone and its entry is the error. Throws (nothing written) if the commit fails.
    */
   inboundBatch (steps: InboundStep[]): Array<ReceiveResult | StoredMessage[] | Error> {
-    return this.transaction(() => steps.map(step => {
-      try {
-        return this.savepoint(() => step.kind === 'receive'
-          ? this.receiveOne(step.message)
-          : this.refuseOne(step.peer, step.seq, step.now))
-      } catch (err: any) {
-        return err instanceof Error ? err : new Error(String(err))
-      }
-    }))
+    const run = (step: InboundStep): ReceiveResult | StoredMessage[] => step.kind === 'receive'
+      ? this.receiveOne(step.message)
+      : this.refuseOne(step.peer, step.seq, step.now)
+    try {
+      // no step fails, as a rule: all in one go
+      return this.transaction(() => steps.map(run))
+    } catch {
+      // one did (or the commit): again, each step on its own savepoint, so that
+      // only the failing ones are lost
+      return this.transaction(() => steps.map(step => {
+        try {
+          return this.savepoint(() => run(step))
+        } catch (err: any) {
+          return err instanceof Error ? err : new Error(String(err))
+        }
+      }))
+    }
   }
 
   private receiveOne (message: NewInbound): ReceiveResult {
@@ -485,7 +535,7 @@ export class Store {
       const expired = this.sql('SELECT peer FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ?').all(now - timeout) as Row[]
       const presented: StoredMessage[] = []
       for (const { peer } of expired) {
-        const held = (this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' ORDER BY seq").all(peer) as Row[]).map(toMessage)
+        const held = (this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' ORDER BY seq").all(peer) as Row[]).map(row => toMessage(row))
         for (const m of held) this.present(peer, m.id)
         this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
         const last = held.at(-1)?.seq
@@ -508,13 +558,13 @@ export class Store {
   history (peer: string, options: { limit?: number, before?: number } = {}): StoredMessage[] {
     const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND position IS NOT NULL
       ORDER BY position DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
-    return rows.map(toMessage).reverse()
+    return rows.map(row => toMessage(row, this.sending)).reverse()
   }
 
   /** A message by id, outbound first (ids are unique per sender). */
   getMessage (id: string): StoredMessage | undefined {
     const row = this.sql("SELECT * FROM messages WHERE id = ? ORDER BY direction = 'out' DESC LIMIT 1").get(id) as Row | undefined
-    return row == null ? undefined : toMessage(row)
+    return row == null ? undefined : toMessage(row, this.sending)
   }
 
   // ---- contacts ----

@@ -1,7 +1,8 @@
-import { serviceCapabilities } from '@libp2p/interface'
+import { serviceCapabilities, setMaxListeners } from '@libp2p/interface'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
 import { raceSignal } from 'race-signal'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import {
   ACK_TIMEOUT_MS, DEFAULT_CONTENT_TYPE, IDLE_TIMEOUT_MS, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS,
@@ -11,10 +12,10 @@ import { AckTimeoutError, ProtocolViolationError, ReceiverError, StreamEndedErro
 import { connectionPath } from './path.js'
 import { Ack, Frame } from './pb/im.js'
 import { refusalFor } from './validate.js'
-import type { Acknowledgement, ImComponents, ImInit, ImService as ImServiceInterface, OutboundMessage } from './index.js'
+import type { Acknowledgement, Admission, ImComponents, ImInit, ImService as ImServiceInterface, OutboundMessage, StoreResult } from './index.js'
+import type { Path } from './path.js'
 import type { ChatMessage } from './pb/im.js'
 import type { AbortOptions, Connection, Logger, Startable, Stream } from '@libp2p/interface'
-import type { Uint8ArrayList } from 'uint8arraylist'
 
 /** Encodes one frame with its varint length prefix, ready for `stream.send`. */
 function encodeFrame (frame: Frame): Uint8ArrayList {
@@ -63,6 +64,8 @@ class OutboundChannel {
   private readonly slotWaiters: Array<() => void> = []
   private failure?: Error
   private ackWatchdog?: ReturnType<typeof setTimeout>
+  /** When the oldest unacknowledged message started its clock: its send, or the last ack. */
+  private ackClock = 0
   private idleTimer?: ReturnType<typeof setTimeout>
 
   constructor (
@@ -145,19 +148,32 @@ class OutboundChannel {
     head.resolve(ack)
     this.slotWaiters.shift()?.()
     if (this.pending.length > 0) {
-      this.armAckWatchdog()
+      // the next message's clock starts now; the running timer finds out when it fires
+      this.ackClock = Date.now()
     } else {
       clearTimeout(this.ackWatchdog)
+      this.ackWatchdog = undefined
       this.startIdleTimer()
     }
   }
 
-  /** Acks come in order, so only the oldest message needs a clock (spec 4.4). */
+  /**
+   * Acks come in order, so only the oldest message needs a clock (spec 4.4).
+   * One timer serves every message: when it fires early (an ack came since
+   * it was set) it waits for the rest of the current clock.
+   */
   private armAckWatchdog (): void {
+    this.ackClock = Date.now()
     clearTimeout(this.ackWatchdog)
-    this.ackWatchdog = setTimeout(() => {
+    const check = (): void => {
+      const left = this.ackClock + this.init.ackTimeout - Date.now()
+      if (left > 0) {
+        this.ackWatchdog = setTimeout(check, left)
+        return
+      }
       this.fail(new AckTimeoutError(`no ack within ${this.init.ackTimeout} ms`))
-    }, this.init.ackTimeout)
+    }
+    this.ackWatchdog = setTimeout(check, this.init.ackTimeout)
   }
 
   private startIdleTimer (): void {
@@ -250,7 +266,7 @@ export class DefaultImService implements Startable, ImServiceInterface {
       contentType: message.contentType,
       replyTo: message.replyTo
     }, options)
-    return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: connectionPath(connection), connection }
+    return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: pathOf(connection), connection }
   }
 
   /** Reuses the connection's open stream, or opens one; concurrent callers share it. */
@@ -292,7 +308,14 @@ export class DefaultImService implements Startable, ImServiceInterface {
     return opening
   }
 
-  /** Answers every message of an inbound stream, in order, once each is settled. */
+  /**
+   * Answers every message of an inbound stream, in order, once each is settled.
+   * Messages are handed to `store` as they are read (in stream order, up to
+   * `maxUnacked` unanswered), without waiting for the earlier ones to be on
+   * disk, so that a store that commits several messages at once can; each ack
+   * still leaves only once its own message is settled, and in order. Acks that
+   * are ready together go out in one write.
+   */
   private async handleStream (stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer
     let idle: ReturnType<typeof setTimeout> | undefined
@@ -304,46 +327,138 @@ export class DefaultImService implements Startable, ImServiceInterface {
       idle.unref?.()
     }
 
+    /** Answers not yet written, in stream order. */
+    const unanswered: InboundAnswer[] = []
+    // one clock for the whole stream: answers are written in order, so the
+    // oldest unanswered message is the first to run out of time (spec 4.4);
+    // when it does, every store still running is given up and the stream aborted
+    const deadline = new AbortController()
+    // every store in flight on the stream (up to maxUnacked) listens to it
+    setMaxListeners(Infinity, deadline.signal)
+    let watchdog: ReturnType<typeof setTimeout> | undefined
+    const watch = (): void => {
+      const head = unanswered[0]
+      if (watchdog != null || head == null) return
+      watchdog = setTimeout(() => {
+        watchdog = undefined
+        const oldest = unanswered[0]
+        if (oldest == null) return
+        if (Date.now() - oldest.readAt >= this.ackTimeout) {
+          deadline.abort(new DOMException(`message not settled within ${this.ackTimeout} ms`, 'TimeoutError'))
+        } else {
+          watch()
+        }
+      }, Math.max(0, head.readAt + this.ackTimeout - Date.now()))
+    }
+    let readEnd: { error?: Error } | undefined
+    /** Set when the stream failed: the reader stops. */
+    const failed: { error?: Error } = {}
+    let wakeWriter: (() => void) | undefined
+    let wakeReader: (() => void) | undefined
+    const wake = (): void => {
+      wakeWriter?.()
+      wakeWriter = undefined
+    }
+
+    const read = async (): Promise<void> => {
+      try {
+        await pipe(stream, readFrames(stream), async (frames) => {
+          for await (const buf of frames) {
+            clearTimeout(idle)
+            const frame = decodeFrame(buf)
+            if (frame.message == null) {
+              throw new ProtocolViolationError('the initiator sent an ack frame; only messages may flow forward')
+            }
+            unanswered.push(await this.answer(frame.message, connection, { signal: deadline.signal }))
+            watch()
+            wake()
+            while (failed.error == null && unanswered.length >= this.maxUnacked) {
+              await new Promise<void>(resolve => { wakeReader = resolve })
+            }
+            if (failed.error != null) return
+          }
+        })
+        readEnd = {}
+      } catch (err: any) {
+        // the messages read before the bad frame are still answered first
+        readEnd = { error: err }
+      }
+      wake()
+    }
+
+    const write = async (): Promise<void> => {
+      for (;;) {
+        const head = unanswered[0]
+        if (head == null) {
+          if (readEnd != null) return
+          await new Promise<void>(resolve => { wakeWriter = resolve })
+          continue
+        }
+        await head.settled
+        if (head.error != null) throw head.error
+        // the head and every answer right behind it that is settled too: one write
+        let n = 1
+        while (n < unanswered.length && unanswered[n].ack != null) n++
+        const acks = unanswered.splice(0, n)
+        wakeReader?.()
+        wakeReader = undefined
+        const out = new Uint8ArrayList()
+        for (const answer of acks) out.append(encodeFrame({ ack: answer.ack as Ack }))
+        if (!stream.send(out)) {
+          await stream.onDrain({ signal: deadline.signal })
+        }
+        if (unanswered.length === 0 && readEnd == null) resetIdle()
+      }
+    }
+
     try {
       resetIdle()
-      await pipe(stream, readFrames(stream), async (frames) => {
-        for await (const buf of frames) {
-          clearTimeout(idle)
-          const frame = decodeFrame(buf)
-          if (frame.message == null) {
-            throw new ProtocolViolationError('the initiator sent an ack frame; only messages may flow forward')
-          }
-          const signal = AbortSignal.timeout(this.ackTimeout)
-          const ack = await this.answer(frame.message, connection, { signal })
-          await writeFrame(stream, { ack }, { signal })
-          resetIdle()
-        }
-      })
+      const reading = read()
+      try {
+        await write()
+      } catch (err: any) {
+        // a message could not be acknowledged: end the stream (and with it the reader) now
+        failed.error = err
+        this.log('aborting /im stream from %p - %e', from, err)
+        stream.abort(err)
+        wakeReader?.()
+        await reading
+        return
+      }
+      await reading
       clearTimeout(idle)
+      if (readEnd?.error != null) throw readEnd.error
       await stream.close({ signal: AbortSignal.timeout(this.ackTimeout) })
     } catch (err: any) {
-      clearTimeout(idle)
       this.log('aborting /im stream from %p - %e', from, err)
       stream.abort(err)
+    } finally {
+      clearTimeout(idle)
+      clearTimeout(watchdog)
     }
   }
 
-  private async answer (message: ChatMessage, connection: Connection, options: AbortOptions): Promise<Ack> {
+  /**
+   * Starts answering one message: admission, then the limits, then `store`,
+   * which is called before this returns (so stores happen in stream order).
+   * The answer settles with the ack once the message is stored or refused.
+   */
+  private async answer (message: ChatMessage, connection: Connection, options: AbortOptions & { signal: AbortSignal }): Promise<InboundAnswer> {
     const from = connection.remotePeer
-    const admission = await this.init.admit?.(from, options) ?? { status: 'accept' }
+    const admission = this.init.admit == null ? ACCEPT : await this.init.admit(from, options)
     if (admission.status === 'rate-limit') {
-      return { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs }
+      return answered({ id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs })
     }
 
     const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message)
     if (refusal != null) {
       this.init.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
-      return { id: message.id, status: refusal }
+      return answered({ id: message.id, status: refusal })
     }
 
-    let result
+    let stored: Promise<StoreResult>
     try {
-      result = await raceSignal(this.init.store({
+      stored = this.init.store({
         id: message.id,
         from,
         seq: Number(message.seq),
@@ -351,13 +466,45 @@ export class DefaultImService implements Startable, ImServiceInterface {
         body: message.body,
         contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
         replyTo: message.replyTo,
-        path: connectionPath(connection),
+        path: pathOf(connection),
         connection
-      }, options), options.signal)
+      }, options)
     } catch (err: any) {
-      // no ack: the sender treats the message as not delivered and retries it
-      throw new ReceiverError(`could not store message: ${err.message}`)
+      stored = Promise.reject(err)
     }
-    return { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
+    const answer: InboundAnswer = { readAt: Date.now(), settled: Promise.resolve() }
+    answer.settled = raceSignal(stored, options.signal).then(result => {
+      answer.ack = { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
+    }, (err: any) => {
+      // no ack: the sender treats the message as not delivered and retries it
+      answer.error = new ReceiverError(`could not store message: ${err.message}`)
+    })
+    return answer
   }
+}
+
+const ACCEPT: Admission = { status: 'accept' }
+
+/** A connection's path never changes: worked out once per connection, not per message. */
+const paths = new WeakMap<Connection, Path>()
+function pathOf (connection: Connection): Path {
+  let path = paths.get(connection)
+  if (path == null) {
+    path = connectionPath(connection)
+    paths.set(connection, path)
+  }
+  return path
+}
+
+/** One inbound message's answer: `ack` once settled, or `error` when it cannot be acknowledged. */
+interface InboundAnswer {
+  /** When the message was read: it must be answered within the ack timeout of it. */
+  readAt: number
+  settled: Promise<void>
+  ack?: Ack
+  error?: Error
+}
+
+function answered (ack: Ack): InboundAnswer {
+  return { readAt: Date.now(), settled: Promise.resolve(), ack }
 }

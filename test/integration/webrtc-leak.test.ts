@@ -34,10 +34,12 @@ describe('WebRTC connections', () => {
       await until(() => webrtcShutdownListeners(alice) === baseline + 1, alice.libp2p, 'peer:identify')
       await alice.libp2p.hangUp(bob.peerId)
       await until(() => alice.pathTo(bob.peerId) == null, alice, 'path:change')
-      // the listeners go when each side's peer connection closes, which no event reports: poll
-      await eventually(() => webrtcShutdownListeners(alice) === baseline && webrtcShutdownListeners(bob) === bobBaseline)
+      // the listener goes when the peer connection closes, which no event reports: poll
+      await eventually(() => webrtcShutdownListeners(alice) === baseline)
     }
     expect(webrtcShutdownListeners(alice)).toBe(baseline)
-    expect(webrtcShutdownListeners(bob)).toBe(bobBaseline)
+    // the answering side closes its peer connections once it sees them closed or
+    // failed, which libdatachannel may take its ICE timeout to notice
+    await eventually(() => webrtcShutdownListeners(bob) === bobBaseline)
   })
 })

@@ -1,0 +1,111 @@
+// 5. Footprint: resident memory of an idle parley node (its own process, data
+// dir on disk, a relay reservation and the DHT, as deployed), memory per extra
+// connected peer, and start-up time; next to a bare Node.js process and a
+// bare libp2p node of the same stack (TCP, Noise, Yamux, identify, ping).
+import { usage } from '../lib/proc.mjs'
+import { median, rotate, summarize } from '../lib/stats.mjs'
+
+export const title = 'Footprint: idle RSS, memory per connected peer, start-up time'
+
+const RELAY_LIMITS = { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024 }
+const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
+
+export async function run ({ spawn, tempDir, scale, log }) {
+  const rounds = Math.max(2, Math.round(4 * scale))
+  const peersToAdd = 50
+  const relayWorker = await spawn('footprint-relay')
+  const relay = await relayWorker.call('relay:start', { listen: ['/ip4/127.0.0.1/tcp/0'], limits: RELAY_LIMITS })
+  const relayAddr = relay.addrs[0]
+  const peerWorker = await spawn('footprint-peers')
+
+  /** RSS (from /proc) and V8 heap after a full GC, in MB. */
+  const settle = async (w) => {
+    const mem = await w.call('gc')
+    const u = await usage(w.pid)
+    return { rssMb: u.rssMb, heapMb: mem.heapUsed / 2 ** 20 }
+  }
+
+  const kinds = {
+    // a Node.js process that loaded nothing but the bench's IPC
+    node: async () => {
+      const w = await spawn('footprint-node')
+      await sleep(1_000)
+      const m = await settle(w)
+      await w.stop()
+      return { ...m, spawnMs: w.spawnMs }
+    },
+    libp2p: async () => {
+      const w = await spawn('footprint-libp2p')
+      const { ms, addrs, peerId } = await w.call('bare:start', { name: 'n', listen: ['/ip4/127.0.0.1/tcp/0'] })
+      await w.call('dial', { name: 'n', peer: relay.peerId, addrs: [relayAddr] })
+      await sleep(3_000)
+      const idle = await settle(w)
+      const perPeer = await addPeers(w, peerId, addrs)
+      await w.stop()
+      return { ...idle, startMs: ms, spawnMs: w.spawnMs, perPeer }
+    },
+    parley: async () => {
+      const w = await spawn('footprint-parley')
+      const loadMs = await w.call('loadParley')
+      const { ms, peerId } = await w.call('parley:start', { name: 'n', dataDir: await tempDir(), listen: ['/ip4/127.0.0.1/tcp/0', '/webrtc'], relays: [relayAddr] })
+      const addrs = await w.call('parley:reserved', { name: 'n' })
+      await sleep(3_000)
+      const idle = await settle(w)
+      const perPeer = await addPeers(w, peerId, addrs.filter(a => !a.includes('p2p-circuit')))
+      await w.stop()
+      return { ...idle, startMs: ms, loadMs, spawnMs: w.spawnMs, perPeer }
+    },
+    // diagnostic: the same node with V8's young generation capped (a runtime flag, not parley's code)
+    parleySmallHeap: async () => {
+      const w = await spawn('footprint-parley-small-heap', { execArgv: ['--max-semi-space-size=2'] })
+      await w.call('parley:start', { name: 'n', dataDir: await tempDir(), listen: ['/ip4/127.0.0.1/tcp/0', '/webrtc'], relays: [relayAddr] })
+      await w.call('parley:reserved', { name: 'n' })
+      await sleep(3_000)
+      const idle = await settle(w)
+      await w.stop()
+      return idle
+    }
+  }
+
+  /** Connects `peersToAdd` bare peers (identify, ping) to the node; MB of RSS and heap each adds. */
+  async function addPeers (w, peerId, addrs) {
+    const before = await settle(w)
+    const names = Array.from({ length: peersToAdd }, (_, i) => `peer${i}`)
+    // 10 at a time: a node takes 32 inbound connections in their handshake at once
+    for (let i = 0; i < names.length; i += 10) {
+      await Promise.all(names.slice(i, i + 10).map(async name => {
+        await peerWorker.call('bare:start', { name })
+        await peerWorker.call('dial', { name, peer: peerId, addrs })
+      }))
+    }
+    await sleep(3_000)
+    const after = await settle(w)
+    await Promise.all(names.map(async name => peerWorker.call('bare:stop', { name })))
+    return { rssMb: (after.rssMb - before.rssMb) / peersToAdd, heapMb: (after.heapMb - before.heapMb) / peersToAdd }
+  }
+
+  const results = { node: [], libp2p: [], parley: [], parleySmallHeap: [] }
+  for (let r = 0; r < rounds; r++) {
+    for (const kind of rotate(Object.keys(kinds), r)) results[kind].push(await kinds[kind]())
+    const p = results.parley.at(-1)
+    log(`  round ${r + 1}/${rounds}: parley ${p.rssMb.toFixed(0)} MB idle, +${(p.perPeer.rssMb * 1024).toFixed(0)} kB/peer, createNode ${p.startMs.toFixed(0)} ms; libp2p ${results.libp2p.at(-1).rssMb.toFixed(0)} MB; node ${results.node.at(-1).rssMb.toFixed(0)} MB`)
+  }
+  const med = (kind, f) => median(results[kind].map(f))
+  const idle = med('parley', x => x.rssMb)
+  const perPeer = med('parley', x => x.perPeer.rssMb * 1024)
+  const perPeerHeap = med('parley', x => x.perPeer.heapMb * 1024)
+  const perPeerBase = med('libp2p', x => x.perPeer.rssMb * 1024)
+  const start = summarize(results.parley.map(x => x.startMs))
+  const startBase = summarize(results.libp2p.map(x => x.startMs))
+  const toReady = summarize(results.parley.map(x => x.spawnMs + x.loadMs + x.startMs))
+  return {
+    raw: { rounds, peersToAdd, results },
+    rows: [
+      { metric: 'RSS of an idle node (data dir, relay reservation, DHT; after GC)', parley: { value: idle, unit: 'MB' }, baseline: { value: med('libp2p', x => x.rssMb), unit: 'MB', name: `bare libp2p node; a bare Node.js process: ${med('node', x => x.rssMb).toFixed(0)} MB` }, ratio: idle / med('libp2p', x => x.rssMb), target: '< 100 MB', met: idle < 100 },
+      { metric: 'diagnostic: the same idle node under node --max-semi-space-size=2', parley: { value: med('parleySmallHeap', x => x.rssMb), unit: 'MB' } },
+      { metric: `memory per extra connected peer (${peersToAdd} bare peers connect)`, parley: { text: `${perPeer.toFixed(0)} kB RSS (${perPeerHeap.toFixed(0)} kB heap)` }, baseline: { value: perPeerBase, unit: 'kB RSS', name: 'bare libp2p node' }, ratio: perPeer / perPeerBase },
+      { metric: 'start-up: createNode() (data dir on disk)', parley: start, baseline: { name: 'createLibp2p() of a bare node', ...startBase }, ratio: start.p50 / startBase.p50 },
+      { metric: 'start-up: process spawn → module load → node started', parley: toReady, baseline: { value: med('node', x => x.spawnMs), unit: 'ms', name: 'spawn of a bare Node.js process' } }
+    ]
+  }
+}

@@ -1,0 +1,52 @@
+// 1. Latency: send → ack round trip of 200-byte messages between two parley
+// node processes on a direct TCP loopback connection, next to libp2p ping, a
+// length-prefixed echo on a raw libp2p stream, both on that same connection,
+// and a plain TCP echo between the same two processes.
+import { rotate, summarize } from '../lib/stats.mjs'
+
+export const title = 'Latency: send → ack, 200-byte messages, two processes, direct TCP loopback'
+
+export async function run ({ spawn, tempDir, scale, log }) {
+  const rounds = Math.max(2, Math.round(6 * scale))
+  const count = 100
+  const size = 200
+  const [a, b] = await Promise.all([spawn('latency-a'), spawn('latency-b')])
+  const tcp = ['/ip4/127.0.0.1/tcp/0']
+  // no relays, no bootstrap, no /webrtc: one direct TCP connection, nothing else
+  const bob = await b.call('parley:start', { name: 'b', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [], echo: true })
+  await a.call('parley:start', { name: 'a', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+  const tcpPort = await b.call('tcp:server')
+  await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
+  // diagnostic: the same two processes, nodes without a data dir (SQLite in memory: no fsync)
+  const bobMem = await b.call('parley:start', { name: 'b-mem', listen: tcp, relays: [], bootstrap: [] })
+  await a.call('parley:start', { name: 'a-mem', listen: tcp, relays: [], bootstrap: [] })
+  await a.call('dial', { name: 'a-mem', peer: bobMem.peerId, addrs: bobMem.addrs })
+
+  const methods = {
+    parley: () => a.call('lat:parley', { name: 'a', peer: bob.peerId, count, size }),
+    memory: () => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count, size }),
+    ping: () => a.call('lat:ping', { name: 'a', peer: bob.peerId, count }),
+    echo: () => a.call('lat:echo', { name: 'a', peer: bob.peerId, count, size }),
+    tcp: () => a.call('lat:tcp', { port: tcpPort, count, size })
+  }
+  const samples = Object.fromEntries(Object.keys(methods).map(k => [k, []]))
+  // warm-up round, not counted
+  for (const m of Object.values(methods)) await m()
+  for (let r = 0; r < rounds; r++) {
+    for (const name of rotate(Object.keys(methods), r)) samples[name].push(...await methods[name]())
+    log(`  round ${r + 1}/${rounds}`)
+  }
+  await Promise.all([a.stop(), b.stop()])
+
+  const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]))
+  const ratio = s.parley.p50 / s.echo.p50
+  return {
+    raw: { rounds, count, size, summaries: s },
+    rows: [
+      { metric: 'send → ack RTT', parley: s.parley, baseline: { name: 'length-prefixed echo, raw libp2p stream, same connection', ...s.echo }, ratio, target: '≤ 1.5×', met: ratio <= 1.5 },
+      { metric: 'send → ack RTT vs libp2p ping', parley: s.parley, baseline: { name: 'libp2p ping (32 bytes, one kept stream), same connection', ...s.ping }, ratio: s.parley.p50 / s.ping.p50 },
+      { metric: 'send → ack RTT vs plain TCP echo', parley: s.parley, baseline: { name: 'plain TCP echo, same two processes', ...s.tcp }, ratio: s.parley.p50 / s.tcp.p50 },
+      { metric: 'diagnostic: send → ack RTT with the stores in memory (no fsync; not a deployment setting)', parley: s.memory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.memory.p50 / s.echo.p50 }
+    ]
+  }
+}

@@ -1,0 +1,528 @@
+// One bench process: a parley node (or several), a relay, or bare libp2p
+// peers, driven by the orchestrator (run.mjs) over IPC. Modules are loaded on
+// first use, so that an idle worker is also the "bare Node.js process" baseline.
+import { serve } from './lib/rpc.mjs'
+
+const parley = new Map() // name -> ParleyNode
+const bare = new Map() // name -> Libp2p
+const echoes = new Map() // `${name}>${peer}` -> echo client
+const closers = []
+let relay
+let circuitRun
+let profiler
+let dhtNet
+
+let dist
+// PARLEY_BENCH_DIST: another build of parley to compare against (its index.js)
+const loadParley = async () => { dist ??= await import(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js'); return dist }
+let libs
+const loadLibs = async () => {
+  if (libs == null) {
+    const [peerId, ma, echo, bareLib] = await Promise.all([
+      import('@libp2p/peer-id'), import('@multiformats/multiaddr'), import('./lib/echo.mjs'), import('./lib/bare.mjs')
+    ])
+    libs = { peerIdFromString: peerId.peerIdFromString, multiaddr: ma.multiaddr, ...echo, ...bareLib }
+  }
+  return libs
+}
+
+function libp2pOf (name) {
+  const node = parley.get(name)?.libp2p ?? bare.get(name)
+  if (node == null) throw new Error(`no node named ${name}`)
+  return node
+}
+
+/** The open connection to `peer`: a direct one first, or a relayed one when `relayed`. */
+function connectionTo (libp2p, peer, relayed = false) {
+  const open = libp2p.getConnections().filter(c => c.remotePeer.toString() === peer && c.status === 'open')
+  const conn = open.find(c => (c.limits != null) === relayed)
+  if (conn == null) throw new Error(`no open ${relayed ? 'relayed' : 'direct'} connection to ${peer}`)
+  return conn
+}
+
+async function echoClient (name, peer, relayed = false) {
+  const key = `${name}>${peer}>${relayed}`
+  let client = echoes.get(key)
+  if (client == null || client.stream.status !== 'open') {
+    const { openEcho } = await loadLibs()
+    client = await openEcho(connectionTo(libp2pOf(name), peer, relayed))
+    echoes.set(key, client)
+  }
+  return client
+}
+
+const payload = (size) => new Uint8Array(size).fill(0x6d)
+const body = (size) => 'm'.repeat(size)
+const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
+
+async function waitFor (check, target, event, timeout, what) {
+  if (check()) return
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { target.removeEventListener(event, on); reject(new Error(`timed out waiting for ${what}`)) }, timeout)
+    const on = () => {
+      if (!check()) return
+      clearTimeout(timer)
+      target.removeEventListener(event, on)
+      resolve()
+    }
+    target.addEventListener(event, on)
+  })
+}
+
+const handlers = {
+  async usage () {
+    return { memory: process.memoryUsage(), cpu: process.cpuUsage() }
+  },
+  async gc () {
+    for (let i = 0; i < 3; i++) { globalThis.gc?.(); await sleep(20) }
+    return process.memoryUsage()
+  },
+  /** Starts the V8 CPU profiler in this process (for a section of a bench; see profile.mjs). */
+  async 'profile:start' () {
+    const { Session } = await import('node:inspector/promises')
+    profiler = new Session()
+    profiler.connect()
+    await profiler.post('Profiler.enable')
+    await profiler.post('Profiler.setSamplingInterval', { interval: 200 })
+    await profiler.post('Profiler.start')
+  },
+  /** Stops it and writes the profile to `file` (a .cpuprofile). */
+  async 'profile:stop' ({ file }) {
+    const { writeFile } = await import('node:fs/promises')
+    const { profile } = await profiler.post('Profiler.stop')
+    profiler.disconnect()
+    profiler = undefined
+    await writeFile(file, JSON.stringify(profile))
+  },
+  /** Loads the parley package; ms it took. */
+  async loadParley () {
+    const start = performance.now()
+    await loadParley()
+    return performance.now() - start
+  },
+
+  // ---- parley nodes ----
+
+  async 'parley:start' ({ name, echo = false, ...config }) {
+    const { createNode } = await loadParley()
+    const start = performance.now()
+    const node = await createNode(config)
+    const ms = performance.now() - start
+    parley.set(name, node)
+    if (echo) await (await loadLibs()).handleEcho(node.libp2p)
+    return { peerId: node.peerId.toString(), addrs: node.multiaddrs.map(a => a.toString()), ms }
+  },
+  async 'parley:stop' ({ name }) {
+    const node = parley.get(name)
+    parley.delete(name)
+    for (const [key, client] of echoes) if (key.startsWith(`${name}>`)) { echoes.delete(key); await client.close() }
+    await node?.stop()
+  },
+  async 'parley:stopAll' () {
+    await Promise.allSettled([...parley.keys()].map(async name => handlers['parley:stop']({ name })))
+  },
+  /** Waits until the node holds a relay reservation; its addresses. */
+  async 'parley:reserved' ({ name, timeout = 30_000 }) {
+    const node = parley.get(name)
+    const has = () => node.multiaddrs.some(a => a.toString().includes('/p2p-circuit'))
+    await waitFor(has, node.libp2p, 'self:peer:update', timeout, 'a reservation')
+    return node.multiaddrs.map(a => a.toString())
+  },
+  async 'parley:publish' ({ name }) {
+    await parley.get(name).libp2p.services.peerRecords.publish()
+  },
+  /** Waits until the node has a DHT peer to ask. */
+  async 'parley:dhtReady' ({ name, timeout = 30_000 }) {
+    const node = parley.get(name)
+    const dht = node.libp2p.services.dht
+    const deadline = Date.now() + timeout
+    while ((dht.routingTable?.size ?? 0) === 0) {
+      if (Date.now() > deadline) throw new Error('no DHT peer in time')
+      await sleep(10)
+    }
+  },
+
+  // ---- bare libp2p nodes ----
+
+  async 'bare:start' ({ name, listen = [], circuits = false, echo = false }) {
+    const { bareNode, handleEcho } = await loadLibs()
+    const start = performance.now()
+    const node = await bareNode({ listen, circuits })
+    const ms = performance.now() - start
+    bare.set(name, node)
+    if (echo) await handleEcho(node)
+    return { peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(a => a.toString()), ms }
+  },
+  /** Starts `count` bare nodes that each reserve a slot on `relay` and serve echo; `concurrency` at a time. */
+  async 'bare:startMany' ({ prefix, count, relay: relayAddr, concurrency = 16, timeout = 60_000 }) {
+    const { bareNode, handleEcho, reservedOn } = await loadLibs()
+    const out = []
+    let next = 0
+    const one = async () => {
+      while (next < count) {
+        const i = next++
+        const name = `${prefix}${i}`
+        const node = await bareNode({ listen: [`${relayAddr}/p2p-circuit`], circuits: true })
+        bare.set(name, node)
+        await handleEcho(node)
+        const circuit = await reservedOn(node, timeout)
+        out.push({ name, peerId: node.peerId.toString(), circuit: circuit.toString() })
+      }
+    }
+    await Promise.all(Array.from({ length: concurrency }, one))
+    return out
+  },
+  async 'bare:stop' ({ name }) {
+    const node = bare.get(name)
+    bare.delete(name)
+    for (const [key, client] of echoes) if (key.startsWith(`${name}>`)) { echoes.delete(key); await client.close() }
+    await node?.stop()
+  },
+  async 'bare:stopAll' () {
+    const nodes = [...bare.values()]
+    bare.clear()
+    for (let i = 0; i < nodes.length; i += 50) {
+      await Promise.allSettled(nodes.slice(i, i + 50).map(async n => n.stop()))
+    }
+  },
+  async 'echo:handle' ({ name }) {
+    await (await loadLibs()).handleEcho(libp2pOf(name))
+  },
+
+  // ---- connections and round trips ----
+
+  /** Dials `peer` at `addrs` from node `name`; one connection is then used by every method. */
+  async dial ({ name, peer, addrs, force = false }) {
+    const { multiaddr, peerIdFromString } = await loadLibs()
+    const libp2p = libp2pOf(name)
+    const peerId = peerIdFromString(peer)
+    const targets = addrs.map(a => multiaddr(a))
+    const start = performance.now()
+    const conn = await libp2p.dial(targets.length === 1 ? targets[0] : targets, { signal: AbortSignal.timeout(30_000), force })
+    return { ms: performance.now() - start, remoteAddr: conn.remoteAddr.toString(), limited: conn.limits != null, id: peerId.toString() }
+  },
+  /** Closes node `name`'s relayed (or direct) connections to `peer`. */
+  async hangup ({ name, peer, relayed = false }) {
+    const libp2p = libp2pOf(name)
+    for (const [key, client] of echoes) if (key.startsWith(`${name}>${peer}>`)) { echoes.delete(key); await client.close() }
+    await Promise.all(libp2p.getConnections().filter(c => c.remotePeer.toString() === peer && (c.limits != null) === relayed)
+      .map(async c => c.close().catch(err => c.abort(err))))
+  },
+  async 'lat:parley' ({ name, peer, count, size }) {
+    const node = parley.get(name)
+    const text = body(size)
+    const samples = []
+    for (let i = 0; i < count; i++) {
+      const start = performance.now()
+      const receipt = await node.send(peer, text, { timeout: 30_000 })
+      samples.push(performance.now() - start)
+      if (receipt.status !== 'delivered') throw new Error('not delivered')
+    }
+    return samples
+  },
+  /**
+   * libp2p ping (/ipfs/ping/1.0.0, 32 random bytes echoed) on one stream kept
+   * open on the connection, as the ping spec allows. (Ping.ping() opens a
+   * stream per ping and, back to back, trips over its own limit of one
+   * outbound ping stream: the last one is seen to stay "open" with both halves
+   * closed.)
+   */
+  async 'lat:ping' ({ name, peer, count }) {
+    const libp2p = libp2pOf(name)
+    const stream = await connectionTo(libp2p, peer).newStream(libp2p.services.ping.protocol, { runOnLimitedConnection: true })
+    const source = stream[Symbol.asyncIterator]()
+    const samples = []
+    try {
+      for (let i = 0; i < count; i++) {
+        const data = crypto.getRandomValues(new Uint8Array(32))
+        const start = performance.now()
+        if (!stream.send(data)) await stream.onDrain()
+        let got = 0
+        while (got < data.length) {
+          const { done, value } = await source.next()
+          if (done) throw new Error('ping stream ended')
+          got += value.byteLength
+        }
+        samples.push(performance.now() - start)
+      }
+    } finally {
+      await stream.close().catch(err => stream.abort(err))
+    }
+    return samples
+  },
+  async 'lat:echo' ({ name, peer, count, size, relayed = false }) {
+    const client = await echoClient(name, peer, relayed)
+    const data = payload(size)
+    const samples = []
+    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+    return samples
+  },
+  async 'tcp:server' () {
+    const server = await (await loadLibs()).tcpEchoServer()
+    closers.push(() => server.close())
+    return server.port
+  },
+  async 'lat:tcp' ({ port, count, size }) {
+    const client = await (await loadLibs()).tcpEchoClient(port)
+    const data = Buffer.alloc(size, 0x6d)
+    const samples = []
+    try {
+      for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+    } finally {
+      client.close()
+    }
+    return samples
+  },
+
+  /**
+   * Each sender queues `count` messages for its peer, all at once (each
+   * queue() is a durable write), then the clock runs until every one is
+   * acknowledged, i.e. stored durably by the receiver: the outbox drains,
+   * pipelined. Also returns how long the queue() calls took.
+   */
+  async 'tput:parley' ({ senders, count, size, timeout = 120_000, profile }) {
+    const text = body(size)
+    const runs = senders.map(({ name, peer }) => {
+      const node = parley.get(name)
+      const waiting = new Set()
+      let delivered = 0
+      const done = Promise.withResolvers()
+      const onStatus = (evt) => {
+        const { id, status, reason } = evt.detail
+        if (status === 'delivered' && waiting.delete(id)) {
+          delivered++
+          if (delivered === count) done.resolve()
+        } else if (status === 'failed' && waiting.has(id)) {
+          done.reject(new Error(`message failed: ${reason}`))
+        }
+      }
+      node.addEventListener('message:status', onStatus)
+      return { node, peer, waiting, done, onStatus, delivered: () => delivered }
+    })
+    const queueStart = performance.now()
+    for (let i = 0; i < count; i++) {
+      for (const run of runs) run.waiting.add(run.node.queue(run.peer, text))
+    }
+    if (profile != null) await handlers['profile:start']()
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    const timer = setTimeout(() => {
+      for (const run of runs) run.done.reject(new Error(`${run.delivered()}/${count} delivered after ${timeout} ms`))
+    }, timeout)
+    try {
+      await Promise.all(runs.map(run => run.done.promise))
+    } finally {
+      clearTimeout(timer)
+      for (const run of runs) run.node.removeEventListener('message:status', run.onStatus)
+      if (profile != null) await handlers['profile:stop']({ file: profile })
+    }
+    const used = process.cpuUsage(cpu)
+    return { messages: count * senders.length, seconds: (performance.now() - start) / 1000, queueSeconds: (start - queueStart) / 1000, cpuSeconds: (used.user + used.system) / 1e6 }
+  },
+  /** Each sender runs `count` pipelined echoes (`window` in flight) on its raw stream, all at once. */
+  async 'tput:echo' ({ senders, count, size, window }) {
+    const data = payload(size)
+    const clients = await Promise.all(senders.map(async ({ name, peer }) => echoClient(name, peer)))
+    const start = performance.now()
+    await Promise.all(clients.map(async c => c.pipelined(data, count, window)))
+    return { messages: count * senders.length, seconds: (performance.now() - start) / 1000 }
+  },
+
+  // ---- relay ----
+
+  async 'relay:start' (config) {
+    const { createRelay } = await loadParley()
+    relay = await createRelay({ metrics: false, ...config })
+    return { peerId: relay.peerId.toString(), addrs: relay.multiaddrs.map(a => a.toString()) }
+  },
+  async 'relay:status' () {
+    return { reservations: relay.reservations, circuits: relay.circuits, connections: relay.libp2p.getConnections().length, memory: process.memoryUsage() }
+  },
+  async 'relay:stop' () {
+    await relay?.stop()
+    relay = undefined
+  },
+
+  // ---- cold first message ----
+
+  /**
+   * `send` from node `name` to a peer it knows by ID only; ms until the
+   * receipt, and then until the path to it is direct (WebRTC), if it gets there
+   * within `upgradeTimeout`.
+   */
+  async 'cold:send' ({ name, peer, size, upgradeTimeout = 20_000 }) {
+    const node = parley.get(name)
+    const start = performance.now()
+    let directMs
+    const direct = new Promise(resolve => {
+      const on = (evt) => {
+        if (evt.detail.peer === peer && evt.detail.path === 'direct') {
+          directMs = performance.now() - start
+          node.removeEventListener('path:change', on)
+          resolve()
+        }
+      }
+      node.addEventListener('path:change', on)
+      setTimeout(resolve, upgradeTimeout).unref()
+    })
+    const receipt = await node.send(peer, body(size), { timeout: 30_000 })
+    const sendMs = performance.now() - start
+    await direct
+    return { sendMs, path: receipt.path, directMs }
+  },
+  /** Baseline: a fresh bare node dials the peer's relay circuit address (known) and pings it. */
+  async 'cold:baseline' ({ addr, peer }) {
+    const { bareNode, multiaddr, peerIdFromString } = await loadLibs()
+    const node = await bareNode({ circuits: true })
+    try {
+      const start = performance.now()
+      await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(30_000) })
+      await node.services.ping.ping(peerIdFromString(peer), { signal: AbortSignal.timeout(10_000) })
+      return performance.now() - start
+    } finally {
+      await node.stop()
+    }
+  },
+
+  // ---- a DHT network in this process ----
+
+  /**
+   * `servers` relays (DHT servers, each bootstrapped to up to 3 earlier ones)
+   * and `clients` parley nodes behind them (no listener of their own: each
+   * reserves on one relay, joins the DHT through 3 and publishes its signed
+   * peer record). Resolves once every record is published.
+   */
+  async 'dht:build' ({ servers, clients, limits }) {
+    const { createNode, createRelay } = await loadParley()
+    const pick = (list, n) => [...list].sort(() => Math.random() - 0.5).slice(0, n)
+    dhtNet = { relays: [], nodes: [] }
+    const start = performance.now()
+    for (let i = 0; i < servers; i++) {
+      const bootstrap = pick(dhtNet.relays, 3).map(r => r.multiaddrs[0])
+      dhtNet.relays.push(await createRelay({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap, metrics: false, limits }))
+    }
+    for (let i = 0; i < clients; i += 10) {
+      dhtNet.nodes.push(...await Promise.all(Array.from({ length: Math.min(10, clients - i) }, async () => {
+        const home = pick(dhtNet.relays, 1)[0]
+        return createNode({ listen: [], relays: [home.multiaddrs[0]], bootstrap: pick(dhtNet.relays, 3).map(r => r.multiaddrs[0]) })
+      })))
+    }
+    const built = performance.now()
+    const published = await Promise.allSettled(dhtNet.nodes.map(async node => {
+      await waitFor(() => node.multiaddrs.some(a => a.toString().includes('/p2p-circuit')), node.libp2p, 'self:peer:update', 60_000, 'a reservation')
+      await node.libp2p.services.peerRecords.publish({ signal: AbortSignal.timeout(60_000) })
+    }))
+    return {
+      buildSeconds: (built - start) / 1000,
+      publishSeconds: (performance.now() - built) / 1000,
+      published: published.filter(r => r.status === 'fulfilled').length,
+      routingTables: dhtNet.relays.map(r => r.libp2p.services.dht.routingTable.size)
+    }
+  },
+  /**
+   * `count` lookups from random nodes of random other nodes, three ways:
+   * parley's signed peer record (DHT get), the libp2p peer routing call the
+   * router makes first (kad-dht FIND_NODE), and, as the baseline, a kad-dht
+   * FIND_NODE of a DHT server (a relay), bypassing the peer store.
+   */
+  async 'dht:lookups' ({ count, timeout = 15_000 }) {
+    const { nodes, relays } = dhtNet
+    const rand = (list) => list[Math.floor(Math.random() * list.length)]
+    const out = { record: [], findPeer: [], server: [] }
+    const time = async (fn) => {
+      const start = performance.now()
+      let ok = false
+      try { ok = await fn() } catch {}
+      return { ok, ms: performance.now() - start }
+    }
+    for (let i = 0; i < count; i++) {
+      const a = rand(nodes)
+      let b = rand(nodes)
+      while (b === a) b = rand(nodes)
+      const target = b.peerId
+      out.record.push(await time(async () => {
+        const addrs = await a.libp2p.services.peerRecords.lookup(target, { signal: AbortSignal.timeout(timeout) })
+        return addrs.some(x => x.toString().includes('/p2p-circuit'))
+      }))
+      out.findPeer.push(await time(async () => {
+        const info = await a.libp2p.peerRouting.findPeer(target, { signal: AbortSignal.timeout(timeout) })
+        return info.multiaddrs.length > 0
+      }))
+      const server = rand(relays)
+      out.server.push(await time(async () => {
+        for await (const event of a.libp2p.services.dht.findPeer(server.peerId, { useCache: false, signal: AbortSignal.timeout(timeout) })) {
+          if (event.name === 'FINAL_PEER') return event.peer.multiaddrs.length > 0
+        }
+        return false
+      }))
+    }
+    return out
+  },
+  async 'dht:stop' () {
+    if (dhtNet == null) return
+    const { nodes, relays } = dhtNet
+    dhtNet = undefined
+    await Promise.allSettled(nodes.map(async n => n.stop()))
+    await Promise.allSettled(relays.map(async r => r.stop()))
+  },
+
+  // ---- circuits through the relay, carrying messages ----
+
+  /**
+   * Dials each pair's circuit address and keeps an echo stream on it sending
+   * one `size`-byte message every `interval` ms, recording round-trip times.
+   */
+  async 'circuits:start' ({ pairs, interval, size }) {
+    const { multiaddr } = await loadLibs()
+    const data = payload(size)
+    const run = { samples: [], errors: 0, stopped: false, loops: [] }
+    circuitRun = run
+    const opened = await Promise.allSettled(pairs.map(async ({ from, addr, peer }) => {
+      const libp2p = libp2pOf(from)
+      await libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(30_000) })
+      return echoClient(from, peer, true)
+    }))
+    const clients = opened.filter(r => r.status === 'fulfilled').map(r => r.value)
+    const failures = opened.filter(r => r.status === 'rejected').map(r => r.reason?.message)
+    run.loops = clients.map(async (client, i) => {
+      await sleep(Math.random() * interval)
+      while (!run.stopped) {
+        const started = performance.now()
+        try {
+          const rtt = await client.roundTrip(data)
+          if (run.measuring) run.samples.push(rtt)
+        } catch {
+          run.errors++
+          return
+        }
+        await sleep(Math.max(0, interval - (performance.now() - started)))
+      }
+    })
+    return { open: clients.length, failed: failures.length, firstError: failures[0] }
+  },
+  async 'circuits:measure' () {
+    circuitRun.samples = []
+    circuitRun.errors = 0
+    circuitRun.measuring = true
+  },
+  async 'circuits:stop' () {
+    const run = circuitRun
+    run.stopped = true
+    await Promise.all(run.loops)
+    circuitRun = undefined
+    return { samples: run.samples, errors: run.errors }
+  }
+}
+
+async function stopAll () {
+  if (circuitRun != null) circuitRun.stopped = true
+  await Promise.allSettled([
+    handlers['dht:stop'](),
+    handlers['parley:stopAll'](),
+    handlers['bare:stopAll'](),
+    relay?.stop(),
+    ...closers.map(async c => c())
+  ])
+}
+
+serve(handlers, stopAll)
