@@ -12,8 +12,9 @@ const WEBRTC_SIGNALING = '/webrtc-signaling/0.0.1'
 /** A WebRTC dial (signalling, ICE, DTLS) must complete within this time. */
 const UPGRADE_TIMEOUT = 30_000
 
-/** After a failed upgrade, wait this long before trying the same peer again. */
-const UPGRADE_RETRY_AFTER = 60_000
+/** After a failed upgrade, try again after this long, doubling up to UPGRADE_RETRY_MAX. */
+const UPGRADE_RETRY_FIRST = 2_000
+const UPGRADE_RETRY_MAX = 60_000
 
 export interface PathChange {
   peer: string
@@ -72,7 +73,7 @@ export function transportOf (connection: Connection): string {
 export class PathUpgrader extends TypedEventEmitter<PathEvents> {
   private readonly paths = new Map<string, Path>()
   private readonly upgrading = new Set<string>()
-  private readonly lastFailure = new Map<string, number>()
+  private readonly failures = new Map<string, number>()
   private readonly controller = new AbortController()
 
   constructor (private readonly libp2p: NodeLibp2p, private readonly log: Logger) {
@@ -153,7 +154,6 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
     if (this.controller.signal.aborted || this.pathTo(peer) === 'direct') return
     const relayed = this.libp2p.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === 'relayed' && c.direction === 'outbound')
     if (relayed == null) return
-    this.lastFailure.delete(peer.toString())
     this.libp2p.peerStore.get(peer)
       .then(async p => { await this.upgrade(peer, relayed, p.addresses.map(a => a.multiaddr)) })
       .catch(() => {})
@@ -170,8 +170,7 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
 
   private async upgrade (peer: PeerId, relayed: Connection, listenAddrs: Multiaddr[]): Promise<void> {
     const key = peer.toString()
-    const failedAt = this.lastFailure.get(key) ?? 0
-    if (this.upgrading.has(key) || Date.now() - failedAt < UPGRADE_RETRY_AFTER || this.pathTo(peer) === 'direct') {
+    if (this.upgrading.has(key) || this.pathTo(peer) === 'direct') {
       return
     }
     this.upgrading.add(key)
@@ -181,11 +180,16 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
       this.log('upgrading %p to WebRTC via %s', peer, targets[0]?.toString())
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(UPGRADE_TIMEOUT)])
       await this.libp2p.dial(targets, { signal })
-      this.lastFailure.delete(key)
+      this.failures.delete(key)
       this.log('upgraded %p to a direct WebRTC connection in %d ms', peer, Date.now() - started)
     } catch (err: any) {
-      this.lastFailure.set(key, Date.now())
-      this.log('WebRTC upgrade to %p failed, staying relayed - %e', peer, err)
+      // ICE may fail for a while (a busy machine, a NAT mapping not yet open):
+      // try again with back-off for as long as the relayed connection lasts
+      const failures = (this.failures.get(key) ?? 0) + 1
+      this.failures.set(key, failures)
+      const delay = Math.min(UPGRADE_RETRY_MAX, UPGRADE_RETRY_FIRST * 2 ** (failures - 1))
+      this.log('WebRTC upgrade to %p failed, staying relayed, trying again in %d ms - %e', peer, delay, err)
+      if (!this.controller.signal.aborted) setTimeout(() => { this.retryUpgrade(peer) }, delay).unref?.()
     } finally {
       this.upgrading.delete(key)
     }
