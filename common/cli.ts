@@ -1,15 +1,8 @@
-/** What the node and relay commands share: list options, env fallbacks and clean shutdown. */
+/** What the node and relay commands share: repeatable options and clean shutdown. */
 
 /** Commander collector for repeatable options (`--listen a --listen b`). */
 export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
-}
-
-/** A comma-separated `PARLEY_*` environment variable, or undefined when unset. */
-export function envList (name: string): string[] | undefined {
-  const value = process.env[name]
-  if (value == null || value.trim() === '') return undefined
-  return value.split(',').map(s => s.trim()).filter(s => s.length > 0)
 }
 
 /** Stops `service` on the first SIGINT/SIGTERM; a second signal exits at once. */

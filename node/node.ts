@@ -434,7 +434,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       relays: this.libp2p.services.reservations.status(),
       connections: this.libp2p.getConnections().length,
       dhtPeers: (this.libp2p.services.dht as SingleKadDHT).routingTable.size,
-      outbox: this.store.outbox().length
+      outbox: this.store.outboxSize()
     }
   }
 

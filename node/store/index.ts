@@ -346,6 +346,11 @@ export class Store {
   }
 
   /** Everything not yet delivered or failed, oldest first. */
+  /** How many messages wait in the outbox. */
+  outboxSize (): number {
+    return (this.sql('SELECT count(*) AS n FROM outbox').get() as Row).n
+  }
+
   outbox (): OutboxEntry[] {
     return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer

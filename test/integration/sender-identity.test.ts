@@ -3,17 +3,8 @@ import { parse as parseUuid } from 'uuid'
 import { describe, expect, it } from 'vitest'
 import { ChatMessage, Frame, PROTOCOL } from '../../protocols/im/index.js'
 import { nextMessages, useNetwork } from '../fixtures/network.js'
+import { varint } from '../unit/im-helpers.js'
 import type { ParleyNode } from '../../index.js'
-
-function varint (n: number): number[] {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n & 0x7f) | 0x80)
-    n >>>= 7
-  }
-  out.push(n)
-  return out
-}
 
 /** Frame{message} bytes with an extra, unknown field 15 appended to the message. */
 function frameWithUnknownField (message: ChatMessage, extra: Uint8Array): Uint8Array {

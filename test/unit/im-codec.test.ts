@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { Ack, ChatMessage, Frame } from '../../protocols/im/index.js'
-import { hex } from './im-helpers.js'
+import { hex, varint } from './im-helpers.js'
 
 const utf8 = new TextEncoder()
 
@@ -16,18 +16,6 @@ function concat (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
     offset += part.byteLength
   }
   return out
-}
-
-/** protobuf base-128 varint */
-function varint (value: number): Uint8Array {
-  const out: number[] = []
-  let v = value
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80)
-    v = Math.floor(v / 128)
-  }
-  out.push(v)
-  return Uint8Array.from(out)
 }
 
 /** An unknown field of every wire type: varint (15), i64 (16), length-delimited (17), i32 (18). */

@@ -204,3 +204,15 @@ export function outboundMessage (overrides: Partial<OutboundMessage> = {}): Outb
 export function hex (bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
 }
+
+/** A protobuf / multiformats unsigned varint, for tests that write raw bytes. */
+export function varint (value: number): Uint8Array {
+  const out: number[] = []
+  let v = value
+  while (v >= 0x80) {
+    out.push((v & 0x7f) | 0x80)
+    v = Math.floor(v / 128)
+  }
+  out.push(v)
+  return Uint8Array.from(out)
+}

@@ -4,7 +4,7 @@ import * as lp from 'it-length-prefixed'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { Ack, ChatMessage, Frame, MAX_FRAME_BYTES, PROTOCOL, connectionPath } from '../../protocols/im/index.js'
 import {
-  FrameReader, fakeConnection, hex, link, makePeer, messageId, outboundMessage, startService, streamClosed, writeRawFrame
+  FrameReader, fakeConnection, hex, link, makePeer, messageId, outboundMessage, startService, streamClosed, varint, writeRawFrame
 } from './im-helpers.js'
 import type { Admission, ImInit, InboundMessage, Refusal, StoreResult } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
@@ -306,7 +306,7 @@ describe('/im/1.0.0 service', () => {
 
       // only the prefix and a few bytes: the receiver must not wait for the rest
       outbound.send(lp.encode.single(new Uint8Array(16)).subarray(0, 0))
-      outbound.send(new Uint8Array([...varintOf(length), 1, 2, 3]))
+      outbound.send(new Uint8Array([...varint(length), 1, 2, 3]))
 
       await expect(handled).resolves.toBeUndefined()
       expect(['aborted', 'reset']).toContain(inbound.status)
@@ -328,7 +328,7 @@ describe('/im/1.0.0 service', () => {
       writeRawFrame(good.outbound, { message })
       await vi.waitFor(() => { expect(store).toHaveBeenCalledTimes(1) }, { timeout: 10_000 })
 
-      bad.outbound.send(varintOf(MAX_FRAME_BYTES + 1))
+      bad.outbound.send(varint(MAX_FRAME_BYTES + 1))
       await expect(bad.handled).resolves.toBeUndefined()
       expect(['aborted', 'reset']).toContain(bad.inbound.status)
 
@@ -763,15 +763,4 @@ async function manualReceiver (sender: ServiceUnderTest['service']) {
     }
   })
   return { connection, inbound: inbound.promise, frames: inbound.promise.then(s => new FrameReader(s)) }
-}
-
-function varintOf (value: number): Uint8Array {
-  const out: number[] = []
-  let v = value
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80)
-    v = Math.floor(v / 128)
-  }
-  out.push(v)
-  return Uint8Array.from(out)
 }
