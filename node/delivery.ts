@@ -302,7 +302,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         unwritten = []
         let changes: StatusChange[]
         try {
-          changes = this.store.transaction(() => this.settle(peer, outcomes))
+          // not waiting for the disk here is safe: the recipient already holds
+          // these durably, and a mark lost to a power cut only means the message
+          // goes once more after the restart and comes back DUPLICATE, then
+          // delivered (a killed process loses nothing either way)
+          changes = this.store.transaction(() => this.settle(peer, outcomes), { durable: false })
         } catch (err) {
           // the node stopped and closed its store meanwhile: these go again after a restart
           if (this.stopped) return { lost, exhausted }

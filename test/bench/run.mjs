@@ -10,6 +10,8 @@
 //   npm run bench -- --only throughput --prof /tmp/prof
 //                                          # every worker under node --cpu-prof;
 //                                          # summarise with test/bench/profile.mjs
+//   npm run bench -- --node-flags="--max-semi-space-size=1"
+//                                          # every worker under these Node flags
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -29,7 +31,8 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     scale: { type: 'string', default: '1' },
     out: { type: 'string', default: join(HERE, 'results') },
-    prof: { type: 'string' }
+    prof: { type: 'string' },
+    'node-flags': { type: 'string', default: '' }
   }
 })
 const only = opts.only == null ? BENCHES : opts.only.split(',').map(s => s.trim())
@@ -109,7 +112,8 @@ try {
     const t0 = performance.now()
     const workers = []
     const spawn = async (label, options = {}) => {
-      const execArgv = opts.prof == null ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.prof}`, `--cpu-prof-name=${name}-${label}-\${pid}.cpuprofile`]
+      const execArgv = opts['node-flags'].split(/\s+/).filter(Boolean)
+      if (opts.prof != null) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.prof}`, `--cpu-prof-name=${name}-${label}-\${pid}.cpuprofile`)
       const w = await spawnWorker(label, { ...options, execArgv: [...execArgv, ...(options.execArgv ?? [])] })
       workers.push(w)
       return w

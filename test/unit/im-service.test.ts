@@ -432,15 +432,16 @@ describe('/im/1.0.0 service', () => {
       const { service: sender } = await service({ store: async () => 'stored' })
       let inbound: Stream | undefined
       const opened = gate<Stream>()
-      let writes = 0
+      let writes = 0 // frames written
       const connection = fakeConnection({
         remotePeer: receiverPeer,
         newStream: async () => {
           const [out, inb] = await streamPair()
           inbound = inb
           const send = out.send.bind(out)
+          // frames sent together go in one write: count the frames, not the writes
           out.send = (data) => {
-            writes++
+            writes += [...lp.decode([data])].length
             return send(data)
           }
           opened.resolve(inb)
@@ -489,6 +490,41 @@ describe('/im/1.0.0 service', () => {
       expect(acks.map(a => hex(a.id))).toEqual(messages.map(m => hex(m.id)))
       expect(new Set(received.map(m => hex(m.id))).size).toBe(70)
       expect(writes).toBe(70)
+    })
+
+    it('hands the frames of sends started together to the stream in a few writes, in order', async () => {
+      const receiverPeer = await makePeer()
+      const { service: sender } = await service({ store: async () => 'stored' })
+      const writes: number[] = [] // frames in each write
+      const opened = gate<Stream>()
+      const connection = fakeConnection({
+        remotePeer: receiverPeer,
+        newStream: async () => {
+          const [out, inb] = await streamPair()
+          const send = out.send.bind(out)
+          out.send = (data) => {
+            writes.push([...lp.decode([data])].length)
+            return send(data)
+          }
+          opened.resolve(inb)
+          return out
+        }
+      })
+
+      const messages = Array.from({ length: 40 }, (_, i) => outboundMessage({ seq: i + 1, body: 'x'.repeat(200) }))
+      const results = messages.map(async m => sender.send(connection, m))
+      const inbound = await opened.promise
+      const frames = new FrameReader(inbound)
+      const received: ChatMessage[] = []
+      while (received.length < messages.length) received.push((await frames.expectFrame()).message!)
+      for (const m of received) writeRawFrame(inbound, { ack: { id: m.id, status: Ack.Status.OK } })
+      await Promise.all(results)
+
+      expect(received.map(m => Number(m.seq))).toEqual(messages.map(m => Number(m.seq)))
+      expect(writes.reduce((a, b) => a + b, 0)).toBe(40)
+      // about 15 frames of 200 bytes to a write: a few writes, neither one each nor all at once
+      expect(writes.length).toBeGreaterThanOrEqual(2)
+      expect(writes.length).toBeLessThanOrEqual(5)
     })
 
     it('resolves every send with the ack of its own id, in order', async () => {
