@@ -49,7 +49,7 @@ export const ns = (name: string): string => `${PREFIX}-${name}`
 const ROOT = new URL('../../', import.meta.url).pathname
 const NODE = process.execPath
 const AGENT = join(ROOT, 'test/nat/agent.mjs')
-const CLI = join(ROOT, 'dist/cli.js')
+const CLI = join(ROOT, 'dist/bin/parley.js')
 
 /** Per-run scratch space (data dirs) and logs, set by run.sh. */
 export const WORK_DIR = process.env.PARLEY_NAT_WORK ?? '/tmp/parley-nat'

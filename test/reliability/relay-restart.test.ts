@@ -9,7 +9,7 @@ import { nextMessages, reserved, until, useNetwork } from '../fixtures/network.j
 import type { ParleyNode } from '../../index.js'
 import type { ChildProcess } from 'node:child_process'
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js')
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'bin', 'parley.js')
 
 async function freePort (): Promise<number> {
   const server = createServer().listen(0, '127.0.0.1')

@@ -1,0 +1,41 @@
+// The `parley node` daemon as a user runs it: the bundled command
+// (dist/bin/parley.js) in its own process, with its own data dir.
+import { spawn } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'dist', 'bin', 'parley.js')
+
+/**
+ * Starts `parley node` on loopback (TCP and WebRTC) with a reservation on
+ * `relay`, and resolves once it prints its addresses (the reservation is held
+ * by then): its pid, how long that took from the spawn, and `stop()`.
+ */
+export async function startDaemon ({ dataDir, relay, nodeFlags = [], timeout = 30_000 }) {
+  const started = performance.now()
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PARLEY_')))
+  const child = spawn(process.execPath, [...nodeFlags, BIN, 'node', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/webrtc', '--relay', relay], {
+    env: { ...env, PARLEY_HOME: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8').on('data', chunk => { out += chunk })
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`parley node not reachable through its relay within ${timeout} ms:\n${out}`)) }, timeout)
+    child.stdout.on('data', chunk => {
+      out += chunk
+      if (out.includes('/p2p-circuit/p2p/')) { clearTimeout(timer); resolve() }
+    })
+    exited.then(code => { clearTimeout(timer); reject(new Error(`parley node exited (${code}):\n${out}`)) })
+  })
+  return {
+    pid: child.pid,
+    readyMs: performance.now() - started,
+    async stop () {
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}
