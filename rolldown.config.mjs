@@ -5,16 +5,42 @@
 // The library (dist/index.js) stays unbundled for the applications that import it.
 import { defineConfig } from 'rolldown'
 
+/**
+ * An ESM import of node:http (@libp2p/websockets has one, and bundled CommonJS
+ * code's `require('http')` becomes one) makes Node 24 load undici for the
+ * module's lazy WebSocket exports: ~13 MB more memory for a running node. This
+ * serves node:http through `require` instead.
+ */
+const httpWithoutUndici = {
+  name: 'node-http-without-undici',
+  resolveId: {
+    order: 'pre',
+    handler (id, importer) {
+      if ((id === 'http' || id === 'node:http') && importer !== '\0node-http') return '\0node-http'
+    }
+  },
+  load (id) {
+    if (id !== '\0node-http') return
+    return `import { createRequire } from 'node:module'
+const http = createRequire(import.meta.url)('node:http')
+export default http
+export const { Agent, ClientRequest, IncomingMessage, METHODS, OutgoingMessage, STATUS_CODES, Server, ServerResponse, createServer, get, globalAgent, maxHeaderSize, request, validateHeaderName, validateHeaderValue } = http
+`
+  }
+}
+
 export default defineConfig({
   input: 'dist/cli.js',
   platform: 'node',
+  plugins: [httpWithoutUndici],
   // native addons find their .node files next to their own package
-  external: [/^node:/, /^node-datachannel(\/|$)/, /^@node-datachannel\//, /^classic-level(\/|$)/],
+  // (node:http is left to httpWithoutUndici)
+  external: [/^node:(?!http$)/, /^node-datachannel(\/|$)/, /^@node-datachannel\//, /^classic-level(\/|$)/],
   output: {
     file: 'dist/bin/parley.js',
     format: 'esm',
     codeSplitting: false,
     // names kept, so that a stack trace still says which function it went through
-    minify: { mangle: false, compress: true, removeWhitespace: true }
+    minify: { mangle: false, compress: true, codegen: { removeWhitespace: true, asciiOnly: true } }
   }
 })

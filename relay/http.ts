@@ -1,11 +1,8 @@
 /**
  * The relay's HTTP endpoint for operators: `/metrics` (Prometheus text) and
- * `/healthz`. Fastify rather than bare node:http: the project already uses it
- * for HTTP, and it brings routing, HEAD, content types, 404s and a clean
- * `close()` that ends keep-alive connections (a Prometheus scraper keeps one
- * open) without hand-written code.
+ * `/healthz`. Two GET routes: node:http is enough.
  */
-import Fastify from 'fastify'
+import { createServer } from '../common/node-http.js'
 import { MetricsEndpointError } from './errors.js'
 import type { Registry } from 'prom-client'
 
@@ -28,30 +25,49 @@ export interface MetricsEndpoint {
 
 /** Serves `/metrics` from `registry` and `/healthz` from `health()` at `host:port`. */
 export async function startMetricsEndpoint (address: { host: string, port: number }, registry: Registry, health: () => Health): Promise<MetricsEndpoint> {
-  const app = Fastify({ logger: false, forceCloseConnections: true })
+  const answer = async (path: string): Promise<{ status: number, type: string, body: string }> => {
+    if (path === '/metrics') return { status: 200, type: registry.contentType, body: await registry.metrics() }
+    if (path === '/healthz') {
+      const body = health()
+      return { status: body.ok ? 200 : 503, type: 'application/json; charset=utf-8', body: JSON.stringify(body) }
+    }
+    return { status: 404, type: 'application/json; charset=utf-8', body: JSON.stringify({ error: 'NotFound', message: `no route ${path}; there are /metrics and /healthz` }) }
+  }
 
-  app.get('/metrics', async (_request, reply) => {
-    const text = await registry.metrics()
-    return reply.type(registry.contentType).send(text)
-  })
-
-  app.get('/healthz', async (_request, reply) => {
-    const body = health()
-    return reply.code(body.ok ? 200 : 503).send(body)
+  const server = createServer((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://localhost').pathname
+    const method = request.method ?? 'GET'
+    const reply = method === 'GET' || method === 'HEAD'
+      ? answer(path)
+      : Promise.resolve({ status: 405, type: 'text/plain; charset=utf-8', body: `${method} is not allowed; use GET` })
+    reply.catch((err: Error) => ({ status: 500, type: 'text/plain; charset=utf-8', body: err.message })).then(({ status, type, body }) => {
+      response.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) })
+      response.end(method === 'HEAD' ? undefined : body)
+    }, () => { response.destroy() })
   })
 
   try {
-    await app.listen({ host: address.host, port: address.port })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(address.port, address.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
   } catch (err: any) {
-    await app.close().catch(() => {})
     throw new MetricsEndpointError(`metrics: cannot listen on ${address.host}:${address.port} (${err.code ?? err.message}); choose another with --metrics <host:port> or turn it off with --no-metrics`)
   }
 
-  const bound = app.server.address()
+  const bound = server.address()
   const port = typeof bound === 'object' && bound != null ? bound.port : address.port
   const host = address.host.includes(':') ? `[${address.host}]` : address.host
   return {
     url: `http://${host}:${port}`,
-    close: async () => { await app.close() }
+    close: async () => {
+      const closed = new Promise<void>(resolve => { server.close(() => { resolve() }) })
+      // a Prometheus scraper keeps its connection open: closing must not wait for it
+      server.closeAllConnections()
+      await closed
+    }
   }
 }

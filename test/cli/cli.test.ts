@@ -107,7 +107,20 @@ describe('the parley CLI and daemon, as processes', () => {
     expect(await bad(JSON.stringify({ body: 'no recipient' }))).toMatchObject({ status: 400, body: { message: expect.stringContaining('to') } })
     expect(await bad(JSON.stringify({ to: 'not-a-peer', body: 'hi' }))).toMatchObject({ status: 400, body: { error: 'InvalidPeerIdError' } })
     expect(await bad(JSON.stringify({ to: daemon.peerId, body: '' }))).toMatchObject({ status: 400 })
-    expect(await bad(JSON.stringify({ to: daemon.peerId, body: 'x', wait: 'soon' }))).toMatchObject({ status: 400 })
+    expect(await bad(JSON.stringify({ to: daemon.peerId, body: 'x', wait: 'soon' }))).toMatchObject({ status: 400, body: { message: expect.stringContaining('body.wait') } })
+    expect(await bad(JSON.stringify({ to: daemon.peerId, body: 'x', colour: 'red' }))).toMatchObject({ status: 400, body: { message: expect.stringContaining('colour') } })
+    expect(await bad(JSON.stringify({ to: daemon.peerId, body: 'x'.repeat(2 * 1024 * 1024) }))).toMatchObject({ status: 413 })
+    const answer = async (path: string, method = 'GET'): Promise<{ status: number, body: any }> => {
+      const response = await fetch(`${url}${path}`, { method, headers: { authorization: auth.authorization } })
+      return { status: response.status, body: await response.json() }
+    }
+    expect(await answer('/v1/nothing-here')).toMatchObject({ status: 404, body: { error: 'NotFound' } })
+    expect(await answer('/v1/status', 'DELETE')).toMatchObject({ status: 405 })
+    expect(await answer(`/v1/history/${daemon.peerId}?limit=0`)).toMatchObject({ status: 400, body: { message: expect.stringContaining('querystring.limit') } })
+    expect(await answer(`/v1/history/${daemon.peerId}?limit=5`)).toMatchObject({ status: 200, body: [] })
+    expect(await answer('/v1/messages/%E0%A4%A')).toMatchObject({ status: 400 })
+    // none of that took the daemon down
+    expect(await answer('/v1/status')).toMatchObject({ status: 200, body: { peerId: daemon.peerId } })
 
     // the API port is bound to 127.0.0.1 and nothing else (read from the kernel's socket table)
     const port = Number(new URL(url).port)
