@@ -1,7 +1,7 @@
-// The `parley` command (dist/bin/parley.js) as one file, built from tsc's
+// The `parley` command (dist/bin/parley.js) bundled, built from tsc's
 // dist/cli.js. Loaded module by module, the node daemon reads ~1,500 files at
-// start and keeps a module record, a source string and caches for each: one
-// file takes ~30 MB less memory and starts faster (BENCHMARKS.md, footprint).
+// start and keeps a module record, a source string and caches for each: a
+// bundle takes ~30 MB less memory and starts faster (BENCHMARKS.md, footprint).
 // The library (dist/index.js) stays unbundled for the applications that import it.
 import { defineConfig } from 'rolldown'
 
@@ -37,9 +37,12 @@ export default defineConfig({
   // (node:http is left to httpWithoutUndici)
   external: [/^node:(?!http$)/, /^node-datachannel(\/|$)/, /^@node-datachannel\//, /^classic-level(\/|$)/],
   output: {
-    file: 'dist/bin/parley.js',
+    // parley.js and the chunks it imports when a command needs them: `parley
+    // send` loads no libp2p, `parley node` no relay
+    dir: 'dist/bin',
+    entryFileNames: 'parley.js',
+    chunkFileNames: '[name]-[hash].js',
     format: 'esm',
-    codeSplitting: false,
     // names kept, so that a stack trace still says which function it went through
     minify: { mangle: false, compress: true, codegen: { removeWhitespace: true, asciiOnly: true } }
   }

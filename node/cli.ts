@@ -2,7 +2,6 @@ import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient } from './api/client.js'
 import { runChat } from './chat.js'
-import { initDataDir, startDaemon } from './daemon.js'
 import { defaultDataDir } from './daemon-config.js'
 import { clock, historyLine, shortPeer } from './format.js'
 import type { HistoryEntry } from './node.js'
@@ -43,6 +42,7 @@ export function nodeCommands (program: Command): void {
     .description('create the data dir, identity and a config file with the defaults')
     .action(async (_opts, command: Command) => {
       const dataDir = dataDirOf(command)
+      const { initDataDir } = await import('./daemon.js')
       const { created } = await initDataDir(dataDir)
       console.log(`${created ? 'initialised' : 'already initialised:'} ${dataDir}`)
     })
@@ -58,6 +58,8 @@ export function nodeCommands (program: Command): void {
     .addHelpText('after', '\nSettings: defaults < <data dir>/config.json < PARLEY_* environment < flags.')
     .action(async (flags, command: Command) => {
       const dataDir = dataDirOf(command)
+      // loaded here: the commands that only talk to a daemon need none of libp2p
+      const { startDaemon } = await import('./daemon.js')
       const daemon = await startDaemon(dataDir, flags)
       const { node } = daemon
       // handlers first: a supervisor may signal as soon as the first line appears

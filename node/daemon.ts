@@ -3,21 +3,14 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CONFIG_FILE } from '../common/config.js'
 import { loadIdentity } from '../common/identity.js'
+import { API_FILE } from './api/file.js'
 import { startApiServer } from './api/server.js'
 import { DEFAULT_CONFIG_FILE, loadDaemonConfig, toNodeConfig } from './daemon-config.js'
 import { createNode } from './node.js'
 import type { DaemonFlags } from './daemon-config.js'
 import type { ParleyNode } from './node.js'
 import type { ApiServer } from './api/server.js'
-
-/** The file where a running daemon leaves its API address and token (like bitcoind's cookie). */
-export const API_FILE = 'api.json'
-
-export interface ApiFile {
-  url: string
-  token: string
-  pid: number
-}
+import type { ApiFile } from './api/file.js'
 
 /** Creates the data dir, identity and a config file with the defaults, if missing. */
 export async function initDataDir (dataDir: string): Promise<{ created: boolean }> {

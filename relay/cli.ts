@@ -1,7 +1,6 @@
 import { Command } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
 import { LIMIT_OPTIONS, loadRelayConfig, RELAY_DEFAULTS } from './config.js'
-import { createRelay } from './relay.js'
 import type { RelayFlags, RelayLimits } from './config.js'
 
 interface RelayCommandFlags extends Omit<RelayFlags, 'limits'>, Partial<Record<keyof RelayLimits, string>> {}
@@ -37,6 +36,8 @@ createRelay's options, limits under "limits"; see relay/config.sample.json.`)
     const limits: Partial<Record<keyof RelayLimits, string>> = {}
     for (const { key } of LIMIT_OPTIONS) limits[key] = flags[key]
     const { config, origins } = await loadRelayConfig({ ...flags, limits })
+    // loaded here: the node's commands in the same program need none of the relay
+    const { createRelay } = await import('./relay.js')
     let relay
     try {
       relay = await createRelay(config)

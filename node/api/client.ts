@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { API_FILE } from '../daemon.js'
-import type { ApiFile } from '../daemon.js'
+import { API_FILE } from './file.js'
+import type { ApiFile } from './file.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
