@@ -70,6 +70,27 @@ async function waitFor (check, target, event, timeout, what) {
 }
 
 const handlers = {
+  /**
+   * How long one durable commit of the store takes on this disk: `count`
+   * enqueue() calls on a fresh store in `dataDir`, each its own SQLite
+   * transaction with synchronous=FULL (the write a sender makes before a
+   * message goes out, and a recipient before its ack).
+   */
+  async 'store:commits' ({ dataDir, count }) {
+    const { Store } = await import(new URL('./node/store/index.js', import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')).href)
+    const store = new Store(`${dataDir}/commits.db`)
+    const samples = []
+    try {
+      for (let i = 0; i < count; i++) {
+        const start = performance.now()
+        store.enqueue({ peer: 'bench', id: crypto.randomUUID(), body: 'x'.repeat(200), contentType: 'text/plain', sentAt: Date.now() })
+        samples.push(performance.now() - start)
+      }
+    } finally {
+      store.close()
+    }
+    return samples
+  },
   async usage () {
     return { memory: process.memoryUsage(), cpu: process.cpuUsage() }
   },
