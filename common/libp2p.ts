@@ -37,6 +37,9 @@ export function parleyDHT (protocol: string, clientMode: boolean): ReturnType<ty
     protocol,
     clientMode,
     peerInfoMapper: passthroughMapper,
+    // every lookup waits for the first self-query, which kad-dht otherwise
+    // starts 1 s after start: a message sent by a node just started sat that out
+    initialQuerySelfInterval: 0,
     validators: peerRecordValidators,
     selectors: peerRecordSelectors
   })
