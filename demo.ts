@@ -32,7 +32,8 @@ async function message (from: ParleyNode, fromName: string, to: ParleyNode, toNa
 const dir = await mkdtemp(join(tmpdir(), 'parley-demo-'))
 const relay = await createRelay({ listen: ['/ip4/127.0.0.1/tcp/0'], dataDir: join(dir, 'relay'), metrics: false })
 say(`relay  ${relay.peerId.toString()} on ${relay.multiaddrs[0].toString()}`)
-const nodes = { listen: ['/webrtc'], relays: relay.multiaddrs }
+// everything on this machine: WebRTC on 127.0.0.1 too (ICE offers every interface by default)
+const nodes = { listen: ['/webrtc'], relays: relay.multiaddrs, iceBindAddress: '127.0.0.1' }
 const alice = await createNode({ ...nodes, dataDir: join(dir, 'alice') })
 const bob = await createNode({ ...nodes, dataDir: join(dir, 'bob') })
 say(`alice  ${alice.peerId.toString()}`)

@@ -54,6 +54,7 @@ export function nodeCommands (program: Command): void {
     .option('--relay <multiaddr>', 'relay to hold a reservation on, repeatable (env PARLEY_RELAYS)', collect)
     .option('--bootstrap <multiaddr>', 'DHT bootstrap peer, repeatable (env PARLEY_BOOTSTRAP); default: the relays', collect)
     .option('--ice-servers <json>', 'STUN/TURN servers for WebRTC, a JSON array of RTCIceServer (env PARLEY_ICE_SERVERS)')
+    .option('--ice-bind-address <ip>', 'local IP address WebRTC uses, the only one it offers peers (env PARLEY_ICE_BIND_ADDRESS); default: every interface')
     .option('--api-port <n>', 'port of the local API on 127.0.0.1, 0 for any (env PARLEY_API_PORT)')
     .addHelpText('after', '\nSettings: defaults < <data dir>/config.json < PARLEY_* environment < flags.')
     .action(async (flags, command: Command) => {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { InvalidConfigError } from '../common/errors.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -44,6 +45,15 @@ export interface NodeConfig {
    * @default []
    */
   iceServers?: RTCIceServer[]
+
+  /**
+   * The local IP address WebRTC's ICE binds its UDP socket to, and so the only
+   * host candidate it offers (say, one interface of a multi-homed machine, or
+   * 127.0.0.1 for nodes that talk only on this machine).
+   *
+   * @default every interface
+   */
+  iceBindAddress?: string
 
   /**
    * The DHT protocol id.
@@ -100,6 +110,7 @@ export interface ResolvedNodeConfig {
   relays: Multiaddr[]
   bootstrap: Multiaddr[]
   iceServers: RTCIceServer[]
+  iceBindAddress?: string
   dhtProtocol: string
   sendTimeout: number
   heartbeatInterval: number
@@ -150,6 +161,9 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
   if (config.iceServers != null && !Array.isArray(config.iceServers)) {
     throw new InvalidConfigError('iceServers: must be an array of RTCIceServer objects')
   }
+  if (config.iceBindAddress != null && isIP(config.iceBindAddress) === 0) {
+    throw new InvalidConfigError(`iceBindAddress: "${String(config.iceBindAddress)}" is not an IP address`)
+  }
   return {
     dataDir: config.dataDir,
     listen,
@@ -157,6 +171,7 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     relays,
     bootstrap,
     iceServers: config.iceServers ?? [],
+    iceBindAddress: config.iceBindAddress,
     dhtProtocol: config.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
     sendTimeout: positive(config.sendTimeout, NODE_DEFAULTS.sendTimeout, 'sendTimeout'),
     heartbeatInterval: positive(config.heartbeatInterval, NODE_DEFAULTS.heartbeatInterval, 'heartbeatInterval'),

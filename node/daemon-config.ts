@@ -36,6 +36,7 @@ export const daemonConfigSchema = z.object({
   relays: z.array(multiaddrString).default([]),
   bootstrap: z.array(multiaddrString).optional(),
   iceServers: z.array(iceServer).default([]),
+  iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
   dhtProtocol: z.string().startsWith('/').default(DEFAULT_DHT_PROTOCOL),
   apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0),
   heartbeatInterval: z.int().positive({ error: 'must be a positive number of milliseconds' }).default(NODE_DEFAULTS.heartbeatInterval)
@@ -58,6 +59,7 @@ const ENV: Record<string, ConfigBinding> = {
   PARLEY_RELAYS: { key: 'relays', kind: 'list' },
   PARLEY_BOOTSTRAP: { key: 'bootstrap', kind: 'list' },
   PARLEY_API_PORT: { key: 'apiPort', kind: 'number' },
+  PARLEY_ICE_BIND_ADDRESS: { key: 'iceBindAddress', kind: 'string' },
   PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
   PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' }
 }
@@ -69,6 +71,7 @@ export interface DaemonFlags {
   bootstrap?: string[]
   apiPort?: string
   iceServers?: string
+  iceBindAddress?: string
 }
 
 function parseIceJson (text: string | undefined, origin: string): unknown {
@@ -98,7 +101,8 @@ export async function loadDaemonConfig (dataDir: string, flags: DaemonFlags, env
     relays: { value: flags.relay, flag: '--relay' },
     bootstrap: { value: flags.bootstrap, flag: '--bootstrap' },
     apiPort: { value: flags.apiPort, flag: '--api-port', kind: 'number' },
-    iceServers: { value: parseIceJson(flags.iceServers, '--ice-servers'), flag: '--ice-servers' }
+    iceServers: { value: parseIceJson(flags.iceServers, '--ice-servers'), flag: '--ice-servers' },
+    iceBindAddress: { value: flags.iceBindAddress, flag: '--ice-bind-address' }
   })
   return parseConfig(daemonConfigSchema, [file, environment, flagValues])
 }
@@ -111,6 +115,7 @@ export function toNodeConfig (dataDir: string, config: DaemonConfig): NodeConfig
     relays: config.relays,
     bootstrap: config.bootstrap,
     iceServers: config.iceServers as RTCIceServer[],
+    iceBindAddress: config.iceBindAddress,
     dhtProtocol: config.dhtProtocol,
     heartbeatInterval: config.heartbeatInterval
   }

@@ -63,7 +63,8 @@ export async function createNodeLibp2p (
     transports: [
       tcp(),
       webSockets(),
-      webRTC({ rtcConfiguration: { iceServers: config.iceServers } }),
+      // bindAddress: node-datachannel's own setting, passed through to libdatachannel
+      webRTC({ rtcConfiguration: { iceServers: config.iceServers, ...(config.iceBindAddress == null ? {} : { bindAddress: config.iceBindAddress }) } as RTCConfiguration }),
       circuitRelayTransport({
         reservationCompletionTimeout: 10_000,
         // reserve on every configured relay at once; with the default of 1 the

@@ -127,7 +127,8 @@ const handlers = {
   async 'parley:start' ({ name, echo = false, ...config }) {
     const { createNode } = await loadParley()
     const start = performance.now()
-    const node = await createNode(config)
+    // WebRTC on 127.0.0.1 like everything else here (ICE offers every interface by default)
+    const node = await createNode({ iceBindAddress: '127.0.0.1', ...config })
     const ms = performance.now() - start
     parley.set(name, node)
     if (echo) await (await loadLibs()).handleEcho(node.libp2p)

@@ -152,5 +152,8 @@ describe('the parley CLI and daemon, as processes', () => {
     const badAddr = await runCli(['node', '--data-dir', await tempDir(), '--relay', '/ip4/nope'])
     expect(badAddr.code).toBe(1)
     expect(badAddr.stderr).toMatch(/relays\[0\]: not a valid multiaddr/)
+    const badIce = await runCli(['node', '--data-dir', await tempDir()], { env: { PARLEY_ICE_BIND_ADDRESS: 'localhost' } })
+    expect(badIce.code).toBe(1)
+    expect(badIce.stderr).toMatch(/iceBindAddress: must be an IP address.*PARLEY_ICE_BIND_ADDRESS/)
   })
 })

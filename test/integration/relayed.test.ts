@@ -31,6 +31,9 @@ describe('two nodes reachable only through a relay', () => {
     await until(() => alice.pathTo(bob.peerId) === 'direct', alice, 'path:change')
     const webrtc = alice.libp2p.getConnections(bob.peerId).find(c => c.remoteAddr.toString().includes('/webrtc'))
     expect(webrtc?.status).toBe('open')
+    // ICE used loopback on both ends (the fixture binds it there) and nothing else
+    const pair = (webrtc as any).maConn.peerConnection.selectedCandidatePair()
+    expect([pair.local.address, pair.remote.address]).toEqual(['127.0.0.1', '127.0.0.1'])
     console.info(`relayed -> WebRTC upgrade: ${opened.webrtc - opened.relayed} ms from the relayed connection to the WebRTC one`)
 
     const later = nextMessages(bob, 1)

@@ -27,6 +27,11 @@ describe('start-up with a data dir', () => {
     expect(node.outbox()).toEqual([])
   })
 
+  it('refuses an ICE bind address that is not an IP address', async () => {
+    const err = await createNode({ iceBindAddress: 'eth0', listen: [] }).catch((e: Error) => e)
+    expect(err).toMatchObject({ name: 'InvalidConfigError', message: expect.stringContaining('iceBindAddress') })
+  })
+
   it('fails with an error naming a store from a newer schema', async () => {
     const dataDir = await tempDir()
     const first = await createNode({ dataDir, listen: [] })

@@ -15,7 +15,8 @@ export async function startDaemon ({ dataDir, relay, nodeFlags = [], timeout = 3
   const started = performance.now()
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PARLEY_')))
   const child = spawn(process.execPath, [...nodeFlags, BIN, 'node', '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/webrtc', '--relay', relay], {
-    env: { ...env, PARLEY_HOME: dataDir },
+    // WebRTC on 127.0.0.1 like everything else here (ICE offers every interface by default)
+    env: { ...env, PARLEY_HOME: dataDir, PARLEY_ICE_BIND_ADDRESS: '127.0.0.1' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
