@@ -5,8 +5,10 @@
  * reported with its key path, the reason, and where it came from.
  */
 import { readFile } from 'node:fs/promises'
+import { isMultiaddr, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { InvalidConfigError } from './errors.js'
+import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** Values from one source, with where each key came from for error messages. */
 export interface ConfigLayer {
@@ -287,4 +289,27 @@ export function parseConfig<S extends z.ZodType> (schema: S, layers: Array<Confi
 /** A positive integer, with the wording the errors use. */
 export function positiveInt (): z.ZodInt {
   return z.int({ error: 'must be a positive integer' }).positive({ error: 'must be a positive integer' })
+}
+
+/** A string (or Multiaddr) that parses as a multiaddr; the reason names what is wrong with it. */
+export function multiaddrString (check?: (ma: Multiaddr) => string | undefined): z.ZodType<string> {
+  return z.preprocess(
+    value => isMultiaddr(value) ? value.toString() : value,
+    z.string({ error: 'must be a multiaddr string such as /ip4/0.0.0.0/tcp/4001' }).superRefine((value, ctx) => {
+      let ma: Multiaddr
+      try {
+        ma = multiaddr(value)
+      } catch (err: any) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a valid multiaddr (${err.message})` })
+        return
+      }
+      const problem = check?.(ma)
+      if (problem != null) ctx.addIssue({ code: 'custom', message: `"${value}" ${problem}` })
+    })
+  ) as z.ZodType<string>
+}
+
+/** A `multiaddrString` check: the address names its peer. */
+export function hasPeerId (ma: Multiaddr): string | undefined {
+  return ma.getComponents().some(c => c.name === 'p2p') ? undefined : 'must end in /p2p/<peer id>'
 }

@@ -1,8 +1,7 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { CONFIG_FILE, envLayer, flagLayer, parseConfig, readConfigFile } from '../common/config.js'
+import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, multiaddrString, parseConfig, readConfigFile } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL, NODE_DEFAULTS } from './config.js'
 import type { ConfigBinding } from '../common/config.js'
 import type { NodeConfig } from './config.js'
@@ -14,15 +13,6 @@ export function defaultDataDir (env: NodeJS.ProcessEnv = process.env): string {
   return join(xdg, 'parley')
 }
 
-const multiaddrString = z.string().refine(value => {
-  try {
-    multiaddr(value)
-    return true
-  } catch {
-    return false
-  }
-}, { error: (issue) => `not a valid multiaddr: ${JSON.stringify(issue.input)}` })
-
 const iceServer = z.object({
   urls: z.union([z.string(), z.array(z.string())]),
   username: z.string().optional(),
@@ -31,10 +21,10 @@ const iceServer = z.object({
 
 /** What the daemon's config file, `PARLEY_*` variables and flags may set. */
 export const daemonConfigSchema = z.object({
-  listen: z.array(multiaddrString).default(NODE_DEFAULTS.listen),
-  announce: z.array(multiaddrString).default([]),
-  relays: z.array(multiaddrString).default([]),
-  bootstrap: z.array(multiaddrString).optional(),
+  listen: z.array(multiaddrString()).default(NODE_DEFAULTS.listen),
+  announce: z.array(multiaddrString()).default([]),
+  relays: z.array(multiaddrString(hasPeerId)).default([]),
+  bootstrap: z.array(multiaddrString()).optional(),
   iceServers: z.array(iceServer).default([]),
   iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
   dhtProtocol: z.string().startsWith('/').default(DEFAULT_DHT_PROTOCOL),

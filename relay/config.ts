@@ -1,7 +1,7 @@
 import { join } from 'node:path'
-import { isMultiaddr, multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { CONFIG_FILE, envLayer, flagLayer, mergeLayers, parseConfig, positiveInt, readConfigFile } from '../common/config.js'
+import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, mergeLayers, multiaddrString, parseConfig, positiveInt, readConfigFile } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../node/config.js'
 import type { ConfigBinding, ConfigLayer, ConfigValueKind } from '../common/config.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -256,34 +256,12 @@ export const RELAY_ENV: Record<string, ConfigBinding> = {
   ...Object.fromEntries(LIMIT_OPTIONS.map(o => [o.env, { key: `limits.${o.key}`, kind: 'number' as ConfigValueKind }]))
 }
 
-/** A string (or Multiaddr) that parses as a multiaddr; the reason names what is wrong with it. */
-function multiaddrString (check?: (ma: Multiaddr) => string | undefined): z.ZodType<string> {
-  return z.preprocess(
-    value => isMultiaddr(value) ? value.toString() : value,
-    z.string({ error: 'must be a multiaddr string such as /ip4/0.0.0.0/tcp/4001' }).superRefine((value, ctx) => {
-      let ma: Multiaddr
-      try {
-        ma = multiaddr(value)
-      } catch (err: any) {
-        ctx.addIssue({ code: 'custom', message: `"${value}" is not a valid multiaddr (${err.message})` })
-        return
-      }
-      const problem = check?.(ma)
-      if (problem != null) ctx.addIssue({ code: 'custom', message: `"${value}" ${problem}` })
-    })
-  ) as z.ZodType<string>
-}
-
 /** The relay listens on TCP and WebSockets over TCP, on an IP address. */
 function listenable (ma: Multiaddr): string | undefined {
   const names = ma.getComponents().map(c => c.name)
   const ok = (names[0] === 'ip4' || names[0] === 'ip6') && names[1] === 'tcp' &&
     (names.length === 2 || (names.length === 3 && names[2] === 'ws'))
   return ok ? undefined : 'is not an address the relay can listen on: use /ip4|ip6/<ip>/tcp/<port> (TCP) or /ip4|ip6/<ip>/tcp/<port>/ws (WebSockets)'
-}
-
-function hasPeerId (ma: Multiaddr): string | undefined {
-  return ma.getComponents().some(c => c.name === 'p2p') ? undefined : 'must end in /p2p/<peer id>'
 }
 
 const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/
