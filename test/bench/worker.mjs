@@ -26,6 +26,16 @@ const loadLibs = async () => {
   return libs
 }
 
+/** Closes the echo clients the node `name` opened. */
+async function closeEchoesOf (name) {
+  for (const [key, client] of echoes) {
+    if (key.startsWith(`${name}>`)) {
+      echoes.delete(key)
+      await client.close()
+    }
+  }
+}
+
 function libp2pOf (name) {
   const node = parley.get(name)?.libp2p ?? bare.get(name)
   if (node == null) throw new Error(`no node named ${name}`)
@@ -137,7 +147,7 @@ const handlers = {
   async 'parley:stop' ({ name }) {
     const node = parley.get(name)
     parley.delete(name)
-    for (const [key, client] of echoes) if (key.startsWith(`${name}>`)) { echoes.delete(key); await client.close() }
+    await closeEchoesOf(name)
     await node?.stop()
   },
   async 'parley:stopAll' () {
@@ -197,7 +207,7 @@ const handlers = {
   async 'bare:stop' ({ name }) {
     const node = bare.get(name)
     bare.delete(name)
-    for (const [key, client] of echoes) if (key.startsWith(`${name}>`)) { echoes.delete(key); await client.close() }
+    await closeEchoesOf(name)
     await node?.stop()
   },
   async 'bare:stopAll' () {

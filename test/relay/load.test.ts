@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createNode } from '../../index.js'
 import { reserved } from '../fixtures/network.js'
-import { httpGet, metricValue, processUsage, startRelayProcess, useProcesses } from '../fixtures/processes.js'
+import { usage as processUsage } from '../bench/lib/proc.mjs'
+import { httpGet, metricValue, startRelayProcess, useProcesses } from '../fixtures/processes.js'
 import type { ParleyNode, ReceivedMessage } from '../../index.js'
 
 /** The protocol over which a node accepts WebRTC connections signalled through a relay. */
@@ -114,10 +115,10 @@ describe('one relay process under load', () => {
     const cpu = (from: typeof idle, to: typeof idle, ms: number): string => `${(to.cpuSeconds - from.cpuSeconds).toFixed(2)} s CPU = ${(100 * (to.cpuSeconds - from.cpuSeconds) / (ms / 1000)).toFixed(0)}% of a core`
     console.info([
       `relay process (pid ${relay.pid}) under ${NODES} reservations and ${PAIRS} messaging pairs:`,
-      `  idle at start:           RSS ${(idle.rssKb / 1024).toFixed(0)} MiB, ${idle.cpuSeconds.toFixed(2)} s CPU since launch`,
-      `  ${NODES} reservations made:  RSS ${(reservedUsage.rssKb / 1024).toFixed(0)} MiB, ${cpu(idle, reservedUsage, t1 - t0)} over ${((t1 - t0) / 1000).toFixed(1)} s`,
-      `  ${sent} messages, ${circuits} circuits, ${(relayedBytes / 1024).toFixed(0)} KiB relayed: RSS ${(loadedUsage.rssKb / 1024).toFixed(0)} MiB, ${cpu(reservedUsage, loadedUsage, t2 - t1)} over ${((t2 - t1) / 1000).toFixed(1)} s`,
-      `  peak RSS ${(loadedUsage.peakRssKb / 1024).toFixed(0)} MiB`
+      `  idle at start:           RSS ${idle.rssMb.toFixed(0)} MiB, ${idle.cpuSeconds.toFixed(2)} s CPU since launch`,
+      `  ${NODES} reservations made:  RSS ${reservedUsage.rssMb.toFixed(0)} MiB, ${cpu(idle, reservedUsage, t1 - t0)} over ${((t1 - t0) / 1000).toFixed(1)} s`,
+      `  ${sent} messages, ${circuits} circuits, ${(relayedBytes / 1024).toFixed(0)} KiB relayed: RSS ${loadedUsage.rssMb.toFixed(0)} MiB, ${cpu(reservedUsage, loadedUsage, t2 - t1)} over ${((t2 - t1) / 1000).toFixed(1)} s`,
+      `  peak RSS ${loadedUsage.peakRssMb.toFixed(0)} MiB`
     ].join('\n'))
 
     await Promise.all(nodes.map(async n => { await n.stop() }))
