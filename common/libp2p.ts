@@ -3,7 +3,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify, identifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
-import { peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
+import { guardRecordStore, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import type { PeerDiscovery } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -27,20 +27,40 @@ export function basicServices (): { identify: ReturnType<typeof identify>, ident
   }
 }
 
+/** Where kad-dht keeps its data in the libp2p datastore (its default, named). */
+const DHT_DATASTORE_PREFIX = '/dht'
+
 /**
  * parley's DHT: its own protocol id, parley peer records accepted (validated
  * and selected), and every address kept. parley's DHT is its own network;
  * peers on one LAN (or loopback) should find each other's private addresses too.
+ *
+ * kad-dht stores whatever validly signed record a PUT_VALUE brings, over the one
+ * it holds; it sees the datastore through a guard that refuses a record the
+ * selector ranks below (or level with) the held one, and hides expired ones.
  */
 export function parleyDHT (protocol: string, clientMode: boolean): ReturnType<typeof kadDHT> {
-  return kadDHT({
+  const dht = kadDHT({
     protocol,
     clientMode,
     peerInfoMapper: passthroughMapper,
     // every lookup waits for the first self-query, which kad-dht otherwise
     // starts 1 s after start: a message sent by a node just started sat that out
     initialQuerySelfInterval: 0,
+    datastorePrefix: DHT_DATASTORE_PREFIX,
     validators: peerRecordValidators,
     selectors: peerRecordSelectors
   })
+  return (components) => {
+    const datastore = guardRecordStore(components.datastore, {
+      prefix: `${DHT_DATASTORE_PREFIX}/record`,
+      validators: peerRecordValidators,
+      selectors: peerRecordSelectors
+    })
+    // libp2p's components object resolves each name on access; kad-dht reads
+    // `components.datastore` on every use, so this view hands it the guard
+    return dht(new Proxy(components, {
+      get: (target, prop) => prop === 'datastore' ? datastore : Reflect.get(target, prop, target)
+    }))
+  }
 }

@@ -5,14 +5,18 @@
  * Each node publishes libp2p's signed `PeerRecord` envelope, holding its current
  * addresses (relay circuit addresses included), under `/parley-peer/<peer id>`.
  * DHT servers accept a record only if the envelope is signed by the peer the key
- * names, and keep the one with the highest sequence number.
+ * names and its sequence number (the signing time, ms) is within the validity
+ * period, and never replace the record they hold with one of a lower or equal
+ * sequence number. The contract is README.md in this directory.
  */
 import { PeerRecordService } from './service.js'
 import type { AbortOptions, ComponentLogger, ContentRouting, Libp2pEvents, PeerId, PrivateKey, TypedEventTarget } from '@libp2p/interface'
 import type { AddressManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
-export { peerRecordKey, peerRecordSelectors, peerRecordValidators, PEER_RECORD_NAMESPACE, InvalidPeerRecordError } from './record.js'
+export { peerRecordKey, peerRecordSelectors, peerRecordValidators, validatePeerRecord, selectPeerRecord, PEER_RECORD_NAMESPACE, PEER_RECORD_VALIDITY, PEER_RECORD_MAX_CLOCK_SKEW, InvalidPeerRecordError } from './record.js'
+export { guardRecordStore, StaleRecordError } from './store.js'
+export type { RecordStoreGuardInit } from './store.js'
 
 export interface PeerRecordInit {
   /**

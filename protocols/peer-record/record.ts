@@ -7,6 +7,15 @@ import type { PeerId } from '@libp2p/interface'
 /** The DHT key namespace of parley peer records: `/parley-peer/<peer id>`. */
 export const PEER_RECORD_NAMESPACE = 'parley-peer'
 
+/**
+ * How long a record stays valid, in ms after its signing time (its `seq`, ms since
+ * the Unix epoch). Publishers republish far more often (every 10 minutes).
+ */
+export const PEER_RECORD_VALIDITY = 24 * 60 * 60_000
+
+/** How far in the future (by the checker's clock) a record's `seq` may lie, in ms. */
+export const PEER_RECORD_MAX_CLOCK_SKEW = 60 * 60_000
+
 export class InvalidPeerRecordError extends Error {
   static override name = 'InvalidPeerRecordError'
   override name = 'InvalidPeerRecordError'
@@ -30,9 +39,10 @@ function peerIdOfKey (key: Uint8Array): PeerId {
 
 /**
  * Throws unless `value` is a PeerRecord envelope signed by the peer that `key`
- * names, about that same peer.
+ * names, about that same peer, and signed (its `seq`) within the validity period
+ * before `now` and not more than the allowed clock skew after it.
  */
-export async function validatePeerRecord (key: Uint8Array, value: Uint8Array): Promise<PeerRecord> {
+export async function validatePeerRecord (key: Uint8Array, value: Uint8Array, now: number = Date.now()): Promise<PeerRecord> {
   const peerId = peerIdOfKey(key)
   let envelope: RecordEnvelope
   try {
@@ -47,6 +57,12 @@ export async function validatePeerRecord (key: Uint8Array, value: Uint8Array): P
   if (!record.peerId.equals(peerId)) {
     throw new InvalidPeerRecordError('record describes another peer than the key names')
   }
+  if (record.seqNumber < BigInt(now - PEER_RECORD_VALIDITY)) {
+    throw new InvalidPeerRecordError(`record expired: signed at ${record.seqNumber}, valid for ${PEER_RECORD_VALIDITY} ms`)
+  }
+  if (record.seqNumber > BigInt(now + PEER_RECORD_MAX_CLOCK_SKEW)) {
+    throw new InvalidPeerRecordError(`record signed in the future: seq ${record.seqNumber}, now ${now}`)
+  }
   return record
 }
 
@@ -58,7 +74,11 @@ function seqOf (value: Uint8Array): bigint {
   }
 }
 
-/** Picks the newest record: the highest sequence number. */
+/**
+ * Picks the newest record: the highest sequence number; the first of equals.
+ * Validity (signature, expiry) is the validator's business: kad-dht validates
+ * every answer before selecting among them.
+ */
 export function selectPeerRecord (_key: Uint8Array, records: Uint8Array[]): number {
   let best = 0
   for (let i = 1; i < records.length; i++) {

@@ -1,8 +1,8 @@
 import { PeerRecord, RecordEnvelope } from '@libp2p/peer-record'
 import { CODE_P2P } from '@multiformats/multiaddr'
-import { peerRecordKey, validatePeerRecord } from './record.js'
+import { peerRecordKey, selectPeerRecord, validatePeerRecord } from './record.js'
 import type { PeerRecordComponents, PeerRecordInit, PeerRecordPublisher } from './index.js'
-import type { AbortOptions, Logger, PeerId, Startable } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerId, RoutingOptions, Startable } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 const REPUBLISH_INTERVAL = 10 * 60_000
@@ -21,6 +21,7 @@ export class PeerRecordService implements Startable, PeerRecordPublisher {
   private failures = 0
   private controller = new AbortController()
   private publishedAddrs = ''
+  private lastSeq = 0n
 
   constructor (private readonly components: PeerRecordComponents, init: PeerRecordInit) {
     this.log = components.logger.forComponent('parley:peer-record')
@@ -88,7 +89,12 @@ export class PeerRecordService implements Startable, PeerRecordPublisher {
     if (multiaddrs.length === 0) {
       throw new Error('no addresses to publish yet')
     }
-    const record = new PeerRecord({ peerId: this.components.peerId, multiaddrs })
+    // seq is the signing time in ms (the spec's validity period counts from it),
+    // strictly increasing here even if two publishes share a millisecond or the
+    // clock steps back: DHT servers refuse a record whose seq is not above theirs
+    const now = BigInt(Date.now())
+    this.lastSeq = now > this.lastSeq ? now : this.lastSeq + 1n
+    const record = new PeerRecord({ peerId: this.components.peerId, multiaddrs, seqNumber: this.lastSeq })
     const envelope = await RecordEnvelope.seal(record, this.components.privateKey)
     await this.components.contentRouting.put(peerRecordKey(this.components.peerId), envelope.marshal(), options)
     this.publishedAddrs = multiaddrs.map(a => a.toString()).sort().join(' ')
@@ -98,15 +104,36 @@ export class PeerRecordService implements Startable, PeerRecordPublisher {
 
   async lookup (peerId: PeerId, options: AbortOptions = {}): Promise<Multiaddr[]> {
     const key = peerRecordKey(peerId)
-    let value: Uint8Array
+    // every answer kad-dht accepted (it validates each), in case its get throws
+    // after collecting them: it does when a peer refuses its "correction" put
+    const answers: Uint8Array[] = []
+    const onProgress = (evt: { type: string, detail?: { value?: unknown } }): void => {
+      if (evt.type === 'kad-dht:query:value' && evt.detail?.value instanceof Uint8Array) {
+        answers.push(evt.detail.value)
+      }
+    }
     try {
-      value = await this.components.contentRouting.get(key, options)
+      answers.unshift(await this.components.contentRouting.get(key, { ...options, onProgress } satisfies RoutingOptions))
     } catch (err: any) {
-      this.log('no peer record for %p - %e', peerId, err)
+      this.log('DHT get of the peer record of %p failed with %d answers - %e', peerId, answers.length, err)
+    }
+    // the answers came over the network: check each again (signature, expiry)
+    // and keep the newest
+    const now = Date.now()
+    const valid = (await Promise.all(answers.map(async value => {
+      try {
+        await validatePeerRecord(key, value, now)
+        return value
+      } catch (err: any) {
+        this.log('ignoring a peer record for %p - %e', peerId, err)
+        return undefined
+      }
+    }))).filter(value => value != null)
+    if (valid.length === 0) {
+      this.log('no valid peer record for %p', peerId)
       return []
     }
-    // the DHT validated it, but the answer came over the network: check again
-    const record = await validatePeerRecord(key, value)
-    return record.multiaddrs
+    const best = valid[selectPeerRecord(key, valid)]
+    return (await validatePeerRecord(key, best, now)).multiaddrs
   }
 }
