@@ -9,14 +9,21 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 /**
  * What a relay lets its users spend. Every limit is a positive integer; a
  * request over a reservation or circuit limit is refused with its relay-v2
- * status and counted in `parley_relay_refusals_total`.
+ * status and counted in `parley_relay_refusals_total`, a connection over a
+ * connection limit is closed before its handshake and counted in
+ * `parley_relay_connections_refused_total`.
+ *
+ * The reservation and circuit defaults are go-libp2p's relay v2 resources
+ * (`relay.DefaultResources()`). Per-IP limits count an IPv4 address or an IPv6
+ * /64; per-subnet limits an IPv4 /24 or an IPv6 /48 (where go-libp2p counts an
+ * ASN). Loopback is counted like any other address.
  */
 export interface RelayLimits {
   /**
    * Reservations the relay holds at once. The next peer is refused with
-   * RESERVATION_REFUSED.
+   * RESERVATION_REFUSED (go-libp2p: MaxReservations).
    *
-   * @default 512
+   * @default 128
    */
   maxReservations?: number
 
@@ -32,17 +39,28 @@ export interface RelayLimits {
 
   /**
    * Reservations held at once by peers connecting from one IPv4 address or one
-   * IPv6 /64 (a host gets a whole /64). Over it: RESERVATION_REFUSED. Behind a
-   * load balancer that hides client addresses every peer shares one IP: raise it.
+   * IPv6 /64 (a host gets a whole /64). Over it: RESERVATION_REFUSED
+   * (go-libp2p: MaxReservationsPerIP). Behind a load balancer that hides client
+   * addresses every peer shares one IP: raise it.
    *
-   * @default 64
+   * @default 8
    */
   maxReservationsPerIp?: number
 
   /**
-   * How long a reservation lasts before the client must renew it, in ms.
+   * Reservations held at once by peers connecting from one IPv4 /24 or one
+   * IPv6 /48, so that one network cannot take every slot. Over it:
+   * RESERVATION_REFUSED (go-libp2p counts an ASN: MaxReservationsPerASN).
    *
-   * @default 7200000
+   * @default 32
+   */
+  maxReservationsPerSubnet?: number
+
+  /**
+   * How long a reservation lasts before the client must renew it, in ms
+   * (go-libp2p: ReservationTTL, 1 h).
+   *
+   * @default 3600000
    */
   reservationTtl?: number
 
@@ -56,11 +74,28 @@ export interface RelayLimits {
 
   /**
    * Circuits one peer takes part in at once, as the dialling or the dialled
-   * side. Over it: RESOURCE_LIMIT_EXCEEDED.
+   * side. Over it: RESOURCE_LIMIT_EXCEEDED (go-libp2p: MaxCircuits).
    *
    * @default 16
    */
   maxCircuitsPerPeer?: number
+
+  /**
+   * Circuits dialled at once by peers connecting from one IPv4 address or one
+   * IPv6 /64 (counted on the dialling side; the dialled side is bounded by
+   * `maxCircuitsPerPeer`). Over it: RESOURCE_LIMIT_EXCEEDED.
+   *
+   * @default 32
+   */
+  maxCircuitsPerIp?: number
+
+  /**
+   * Circuits dialled at once by peers connecting from one IPv4 /24 or one IPv6
+   * /48. Over it: RESOURCE_LIMIT_EXCEEDED.
+   *
+   * @default 128
+   */
+  maxCircuitsPerSubnet?: number
 
   /**
    * Longest a circuit may stay open, in ms (relay-v2 default 2 min); then the
@@ -102,7 +137,25 @@ export interface RelayLimits {
   maxConnections?: number
 
   /**
-   * New inbound connections one IP address may open per second; more are refused.
+   * Inbound connections open at once from one IPv4 address or one IPv6 /64,
+   * those still in their handshake included; more are refused before the
+   * handshake.
+   *
+   * @default 16
+   */
+  maxConnectionsPerIp?: number
+
+  /**
+   * Inbound connections open at once from one IPv4 /24 or one IPv6 /48; more
+   * are refused before the handshake.
+   *
+   * @default 64
+   */
+  maxConnectionsPerSubnet?: number
+
+  /**
+   * New inbound connections one IPv4 address or one IPv6 /64 may open within
+   * a second; more are refused.
    *
    * @default 20
    */
@@ -190,17 +243,22 @@ export const RELAY_DEFAULTS = {
   /** What `parley relay` serves metrics on unless told otherwise. */
   cliMetrics: '127.0.0.1:4003',
   limits: {
-    maxReservations: 512,
+    maxReservations: 128,
     maxReservationsPerPeer: 16,
-    maxReservationsPerIp: 64,
-    reservationTtl: 2 * 60 * 60_000,
+    maxReservationsPerIp: 8,
+    maxReservationsPerSubnet: 32,
+    reservationTtl: 60 * 60_000,
     maxCircuits: 1024,
     maxCircuitsPerPeer: 16,
+    maxCircuitsPerIp: 32,
+    maxCircuitsPerSubnet: 128,
     circuitDuration: 2 * 60_000,
     circuitBytes: 128 * 1024,
     maxInboundHopStreams: 256,
     maxOutboundStopStreams: 256,
     maxConnections: 2048,
+    maxConnectionsPerIp: 16,
+    maxConnectionsPerSubnet: 64,
     inboundConnectionsPerSecond: 20,
     maxPendingConnections: 64
   } satisfies Required<RelayLimits>
@@ -211,15 +269,20 @@ const LIMIT_HELP: Record<keyof RelayLimits, string> = {
   maxReservations: 'reservations held at once',
   maxReservationsPerPeer: 'reservations granted to one peer per reservation TTL',
   maxReservationsPerIp: 'reservations held at once by peers from one IP (IPv6: one /64)',
+  maxReservationsPerSubnet: 'reservations held at once by peers from one IPv4 /24 or IPv6 /48',
   reservationTtl: 'reservation lifetime',
   maxCircuits: 'relayed connections open at once',
   maxCircuitsPerPeer: 'relayed connections one peer takes part in at once',
+  maxCircuitsPerIp: 'relayed connections dialled at once from one IP (IPv6: one /64)',
+  maxCircuitsPerSubnet: 'relayed connections dialled at once from one IPv4 /24 or IPv6 /48',
   circuitDuration: 'longest a relayed connection stays open',
   circuitBytes: 'most bytes a relayed connection carries',
   maxInboundHopStreams: 'relay requests/circuits open on one connection',
   maxOutboundStopStreams: 'circuits to one client connection',
   maxConnections: 'connections kept open',
-  inboundConnectionsPerSecond: 'new connections one IP may open per second',
+  maxConnectionsPerIp: 'inbound connections open at once from one IP (IPv6: one /64)',
+  maxConnectionsPerSubnet: 'inbound connections open at once from one IPv4 /24 or IPv6 /48',
+  inboundConnectionsPerSecond: 'new connections one IP (IPv6: one /64) may open per second',
   maxPendingConnections: 'inbound connections in their handshake at once'
 }
 

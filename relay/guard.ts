@@ -2,8 +2,9 @@
  * parley's limits on the circuit-relay-v2 server.
  *
  * js-libp2p's server has a total reservation limit and per-connection stream
- * limits, nothing per peer, per IP or on open circuits, and refusals that
- * reach it only through the connection gater are answered PERMISSION_DENIED.
+ * limits, nothing per peer, per IP, per subnet or on open circuits, and
+ * refusals that reach it only through the connection gater are answered
+ * PERMISSION_DENIED.
  * The guard therefore sits in front of the server's request dispatch: the
  * server reads and decodes each HOP request, then calls its (public)
  * `handleHopProtocol`; the guard wraps that method, refuses a request over a
@@ -17,13 +18,14 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import { writer } from 'protons-runtime'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
+import { addressGroups } from '../common/address-groups.js'
 import { UnsupportedRelayServerError } from './errors.js'
+import type { AddressGroups } from '../common/address-groups.js'
 import type { RelayLimits } from './config.js'
 import type { CircuitEnd, HopRequestKind, RefusalReason, RelayMetrics } from './metrics.js'
 import type { CircuitRelayServerComponents, CircuitRelayServerInit, CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { AbortOptions, Connection, Logger, PeerId, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { ProtobufStream } from '@libp2p/utils'
-import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** A decoded HOP request as js-libp2p's server hands it on (enum values are their names). */
 interface HopRequest {
@@ -108,29 +110,6 @@ function watchStatus (pb: ProtobufStream<Stream>, onStatus: (status: string) => 
   return watched
 }
 
-/** Expands an IPv6 address to its 8 groups. */
-function ipv6Groups (ip: string): string[] {
-  const [head, tail] = ip.split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = tail == null || tail === '' ? [] : tail.split(':')
-  // an embedded IPv4 tail (::ffff:1.2.3.4) counts as two groups
-  const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length - right.filter(g => g.includes('.')).length)).fill('0'), ...right]
-  return groups.map(g => g.toLowerCase().replace(/^0+(?=.)/, ''))
-}
-
-/**
- * What the per-IP limit counts a connection under: its IPv4 address, or the
- * /64 of its IPv6 address (a single host usually has a whole /64 to rotate
- * through). Undefined for addresses that are not IP (a relayed connection).
- */
-export function ipKey (addr: Multiaddr): string | undefined {
-  const first = addr.getComponents()[0]
-  if (first?.value == null) return undefined
-  if (first.name === 'ip4') return first.value
-  if (first.name === 'ip6') return `${ipv6Groups(first.value).slice(0, 4).join(':')}::/64`
-  return undefined
-}
-
 export interface RelayGuardInit {
   limits: Required<RelayLimits>
   metrics: RelayMetrics
@@ -147,12 +126,13 @@ export class RelayGuard {
   private server?: HopServer
   private log?: Logger
   private draining = false
-  /** Reservation requests being answered for peers that hold none yet: peer → IP key. */
-  private readonly pendingReservations = new Map<string, string | undefined>()
+  /** Reservation requests being answered for peers that hold none yet: peer → address groups. */
+  private readonly pendingReservations = new Map<string, AddressGroups | undefined>()
   /** Times of the reservations granted to each peer within the last TTL. */
   private readonly grants = new Map<string, number[]>()
   private openCircuits = 0
-  private readonly circuitsByPeer = new Map<string, number>()
+  /** Open circuits per `peer:<id>` (either side), `ip:<key>` and `subnet:<key>` (the dialling side's address). */
+  private readonly circuitsBy = new Map<string, number>()
   private readonly circuitContext = new AsyncLocalStorage<CircuitContext>()
   private sweepTimer?: ReturnType<typeof setInterval>
 
@@ -258,34 +238,39 @@ export class RelayGuard {
     for (const peer of this.grants.keys()) this.grantsOf(peer, now)
   }
 
-  private reservationsFrom (ip: string): number {
-    let count = 0
-    for (const [, reservation] of this.server?.reservations ?? []) {
-      if (ipKey(reservation.addr) === ip) count++
+  /** Reservations held and being granted from the same IP and the same subnet as `groups`. */
+  private reservationsFrom (groups: AddressGroups): { ip: number, subnet: number } {
+    const count = { ip: 0, subnet: 0 }
+    const add = (other: AddressGroups | undefined): void => {
+      if (other?.subnet !== groups.subnet) return
+      count.subnet++
+      if (other.ip === groups.ip) count.ip++
     }
-    for (const pending of this.pendingReservations.values()) {
-      if (pending === ip) count++
-    }
+    for (const [, reservation] of this.server?.reservations ?? []) add(addressGroups(reservation.addr))
+    for (const pending of this.pendingReservations.values()) add(pending)
     return count
   }
 
-  private checkReservation (peer: PeerId, ip: string | undefined, now: number): RefusalReason | undefined {
+  private checkReservation (peer: PeerId, groups: AddressGroups | undefined, now: number): RefusalReason | undefined {
     if (this.draining) return 'shutting_down'
     if (this.grantsOf(peer.toString(), now).length >= this.limits.maxReservationsPerPeer) return 'max_reservations_per_peer'
     // a renewal keeps the slot it holds; only a new reservation needs a free one
     if (this.server?.reservations.has(peer) === true) return undefined
     const held = (this.server?.reservations.size ?? 0) + this.pendingReservations.size
     if (held >= this.limits.maxReservations) return 'max_reservations'
-    if (ip != null && this.reservationsFrom(ip) >= this.limits.maxReservationsPerIp) return 'max_reservations_per_ip'
+    if (groups == null) return undefined
+    const from = this.reservationsFrom(groups)
+    if (from.ip >= this.limits.maxReservationsPerIp) return 'max_reservations_per_ip'
+    if (from.subnet >= this.limits.maxReservationsPerSubnet) return 'max_reservations_per_subnet'
     return undefined
   }
 
   private async reserve (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<void> {
     const peer = opts.connection.remotePeer
     const key = peer.toString()
-    const ip = ipKey(opts.connection.remoteAddr)
+    const groups = addressGroups(opts.connection.remoteAddr)
     const now = Date.now()
-    const refusal = this.checkReservation(peer, ip, now)
+    const refusal = this.checkReservation(peer, groups, now)
     if (refusal != null) {
       await this.refuse(opts, 'reserve', refusal, 'RESERVATION_REFUSED', options)
       return
@@ -294,7 +279,7 @@ export class RelayGuard {
     const isNew = this.server?.reservations.has(peer) !== true
     // hold the slot while the server answers, so concurrent requests cannot
     // all pass the check above
-    if (isNew) this.pendingReservations.set(key, ip)
+    if (isNew) this.pendingReservations.set(key, groups)
     let status: string | undefined
     try {
       status = await this.handOn(handleHop, opts, options)
@@ -313,16 +298,16 @@ export class RelayGuard {
     }
   }
 
-  private circuitsOf (peer: string): number {
-    return this.circuitsByPeer.get(peer) ?? 0
+  private circuitsOf (key: string): number {
+    return this.circuitsBy.get(key) ?? 0
   }
 
-  private addCircuit (peers: string[], delta: 1 | -1): void {
+  private addCircuit (keys: string[], delta: 1 | -1): void {
     this.openCircuits += delta
-    for (const peer of peers) {
-      const n = this.circuitsOf(peer) + delta
-      if (n > 0) this.circuitsByPeer.set(peer, n)
-      else this.circuitsByPeer.delete(peer)
+    for (const key of keys) {
+      const n = this.circuitsOf(key) + delta
+      if (n > 0) this.circuitsBy.set(key, n)
+      else this.circuitsBy.delete(key)
     }
   }
 
@@ -331,25 +316,31 @@ export class RelayGuard {
     const id = opts.request.peer?.id
     // a malformed request: the server answers MALFORMED_MESSAGE and it is counted below
     const destination = id instanceof Uint8Array && id.byteLength > 0 ? uint8ArrayToString(id, 'base58btc') : undefined
+    // the dialling side's address: the dialled side only ever holds a
+    // reservation, and is bounded per peer
+    const groups = addressGroups(opts.connection.remoteAddr)
 
     let refusal: RefusalReason | undefined
     if (this.draining) refusal = 'shutting_down'
     else if (this.openCircuits >= this.limits.maxCircuits) refusal = 'max_circuits'
-    else if (this.circuitsOf(source) >= this.limits.maxCircuitsPerPeer ||
-      (destination != null && this.circuitsOf(destination) >= this.limits.maxCircuitsPerPeer)) refusal = 'max_circuits_per_peer'
+    else if (this.circuitsOf(`peer:${source}`) >= this.limits.maxCircuitsPerPeer ||
+      (destination != null && this.circuitsOf(`peer:${destination}`) >= this.limits.maxCircuitsPerPeer)) refusal = 'max_circuits_per_peer'
+    else if (groups != null && this.circuitsOf(`ip:${groups.ip}`) >= this.limits.maxCircuitsPerIp) refusal = 'max_circuits_per_ip'
+    else if (groups != null && this.circuitsOf(`subnet:${groups.subnet}`) >= this.limits.maxCircuitsPerSubnet) refusal = 'max_circuits_per_subnet'
     if (refusal != null) {
       await this.refuse(opts, 'connect', refusal, 'RESOURCE_LIMIT_EXCEEDED', options)
       return
     }
 
     // the circuit counts from now on, while the server sets it up
-    const peers = destination == null || destination === source ? [source] : [source, destination]
-    this.addCircuit(peers, 1)
+    const keys = destination == null || destination === source ? [`peer:${source}`] : [`peer:${source}`, `peer:${destination}`]
+    if (groups != null) keys.push(`ip:${groups.ip}`, `subnet:${groups.subnet}`)
+    this.addCircuit(keys, 1)
     let released = false
     const release = (): void => {
       if (released) return
       released = true
-      this.addCircuit(peers, -1)
+      this.addCircuit(keys, -1)
     }
 
     const context: CircuitContext = {}

@@ -7,8 +7,11 @@ export type RefusalReason =
   | 'max_reservations'
   | 'max_reservations_per_peer'
   | 'max_reservations_per_ip'
+  | 'max_reservations_per_subnet'
   | 'max_circuits'
   | 'max_circuits_per_peer'
+  | 'max_circuits_per_ip'
+  | 'max_circuits_per_subnet'
   | 'shutting_down'
   // answers js-libp2p's relay server gives by itself
   | 'permission_denied'
@@ -24,14 +27,28 @@ export type CircuitEnd = 'closed' | 'reset' | 'data_limit' | 'duration_limit' | 
 
 export type HopRequestKind = 'reserve' | 'connect'
 
+/** Why an inbound connection was refused (label `reason` of `parley_relay_connections_refused_total`). */
+export type ConnectionRefusal =
+  | 'max_connections_per_ip'
+  | 'max_connections_per_subnet'
+  | 'connection_rate'
+  // js-libp2p's connection manager, before parley's checks
+  | 'max_connections'
+  | 'max_pending_connections'
+
+export const CONNECTION_REFUSALS: ConnectionRefusal[] = ['max_connections_per_ip', 'max_connections_per_subnet', 'connection_rate', 'max_connections', 'max_pending_connections']
+
 /** Every refusal parley itself makes, with the relay-v2 status it answers. */
 export const OWN_REFUSALS: Array<{ request: HopRequestKind, reason: RefusalReason, status: string }> = [
   { request: 'reserve', reason: 'max_reservations', status: 'RESERVATION_REFUSED' },
   { request: 'reserve', reason: 'max_reservations_per_peer', status: 'RESERVATION_REFUSED' },
   { request: 'reserve', reason: 'max_reservations_per_ip', status: 'RESERVATION_REFUSED' },
+  { request: 'reserve', reason: 'max_reservations_per_subnet', status: 'RESERVATION_REFUSED' },
   { request: 'reserve', reason: 'shutting_down', status: 'RESERVATION_REFUSED' },
   { request: 'connect', reason: 'max_circuits', status: 'RESOURCE_LIMIT_EXCEEDED' },
   { request: 'connect', reason: 'max_circuits_per_peer', status: 'RESOURCE_LIMIT_EXCEEDED' },
+  { request: 'connect', reason: 'max_circuits_per_ip', status: 'RESOURCE_LIMIT_EXCEEDED' },
+  { request: 'connect', reason: 'max_circuits_per_subnet', status: 'RESOURCE_LIMIT_EXCEEDED' },
   { request: 'connect', reason: 'shutting_down', status: 'RESOURCE_LIMIT_EXCEEDED' }
 ]
 
@@ -50,6 +67,7 @@ export interface RelayMetricSources {
 export class RelayMetrics {
   readonly registry = new Registry()
   readonly refusals: Counter<'request' | 'reason' | 'status'>
+  readonly connectionsRefused: Counter<'reason'>
   readonly reservationsGranted: Counter<'kind'>
   readonly circuitsOpened: Counter
   readonly circuitsClosed: Counter<'reason'>
@@ -68,6 +86,14 @@ export class RelayMetrics {
     })
     // a limit never hit still shows, at 0, so alerts and dashboards see every series
     for (const labels of OWN_REFUSALS) this.refusals.inc(labels, 0)
+
+    this.connectionsRefused = new Counter({
+      name: 'parley_relay_connections_refused_total',
+      help: 'Inbound connections refused before any handshake, by reason: max_connections_per_ip, max_connections_per_subnet, connection_rate (per IP, IPv6 per /64), max_connections, max_pending_connections',
+      labelNames: ['reason'],
+      registers
+    })
+    for (const reason of CONNECTION_REFUSALS) this.connectionsRefused.inc({ reason }, 0)
 
     this.reservationsGranted = new Counter({
       name: 'parley_relay_reservations_granted_total',
@@ -145,6 +171,11 @@ export class RelayMetrics {
   /** Counts one refused request. */
   refused (request: HopRequestKind, reason: RefusalReason, status: string): void {
     this.refusals.inc({ request, reason, status })
+  }
+
+  /** Counts one refused inbound connection. */
+  connectionRefused (reason: ConnectionRefusal): void {
+    this.connectionsRefused.inc({ reason })
   }
 
   /** The current value of a counter or gauge with these labels (0 if never set): for tests and `stats()`. */

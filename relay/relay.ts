@@ -9,6 +9,7 @@ import { createLibp2p } from 'libp2p'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
 import { resolveRelayConfig } from './config.js'
+import { ConnectionGate } from './connections.js'
 import { guardedRelayServer, RelayGuard } from './guard.js'
 import { startMetricsEndpoint } from './http.js'
 import { RelayMetrics } from './metrics.js'
@@ -149,6 +150,7 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
   const { limits } = resolved
   const metrics = new RelayMetrics(limits)
   const guard = new RelayGuard({ limits, metrics })
+  const gate = new ConnectionGate({ limits, metrics })
   const privateKey = await loadIdentity(resolved.dataDir)
   const { datastore, close } = await openDatastore(resolved.dataDir)
   let libp2p: RelayLibp2p
@@ -165,9 +167,13 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       streamMuxers: [yamux()],
       connectionManager: {
         maxConnections: limits.maxConnections,
-        inboundConnectionThreshold: limits.inboundConnectionsPerSecond,
+        // the gate counts the rate per IPv4 address / IPv6 /64 instead of
+        // js-libp2p's per full address: turn js-libp2p's off
+        inboundConnectionThreshold: Number.MAX_SAFE_INTEGER,
         maxIncomingPendingConnections: limits.maxPendingConnections
       },
+      // per-source connection limits, checked before any handshake
+      connectionGater: gate.gater(),
       // libp2p's own metrics only with the endpoint: @libp2p/prometheus-metrics
       // keeps its metric objects in a module-wide map, fine for the one relay a
       // `parley relay` process runs, not for many relays in one test process
@@ -200,6 +206,8 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
   }
 
   const node = libp2p
+  // count js-libp2p's own refusals (maxConnections, maxPendingConnections) too
+  gate.watch((node as unknown as { components?: { connectionManager?: unknown } }).components?.connectionManager)
   metrics.bind({
     reservations: () => node.services.relay.reservations.size,
     circuits: () => guard.circuits,

@@ -39,7 +39,35 @@ describe('relay config', () => {
     // the programmatic call shape the test fixtures use, Multiaddr objects included
     const fixture = resolveRelayConfig({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [multiaddr('/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp')], limits: { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024 } })
     expect(fixture.bootstrap[0].toString()).toContain('/p2p/12D3KooW')
-    expect(fixture.limits).toMatchObject({ inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservations: 512 })
+    expect(fixture.limits).toMatchObject({ inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservations: 128 })
+  })
+
+  it('ships go-libp2p\'s relay resource limits, with per-source limits each settable by file, environment and flag', async () => {
+    // go-libp2p relay.DefaultResources(): 128 reservations, 8 per IP, 32 per ASN (here a /24 or /48), a 1 h TTL, 16 circuits per peer
+    expect(resolveRelayConfig({}).limits).toMatchObject({
+      maxReservations: 128,
+      maxReservationsPerIp: 8,
+      maxReservationsPerSubnet: 32,
+      reservationTtl: 3_600_000,
+      maxCircuitsPerPeer: 16,
+      maxCircuitsPerIp: 32,
+      maxCircuitsPerSubnet: 128,
+      maxConnectionsPerIp: 16,
+      maxConnectionsPerSubnet: 64,
+      inboundConnectionsPerSecond: 20
+    })
+    const dir = await tempDir()
+    const file = join(dir, 'relay.json')
+    await writeFile(file, JSON.stringify({ limits: { maxConnectionsPerSubnet: 100, maxCircuitsPerIp: 5 } }))
+    const { config, origins } = await loadRelayConfig(
+      { config: file, limits: { maxReservationsPerSubnet: '4' } },
+      { PARLEY_MAX_CONNECTIONS_PER_IP: '3', PARLEY_MAX_CIRCUITS_PER_SUBNET: '9' }
+    )
+    expect(config.limits).toMatchObject({ maxReservationsPerSubnet: 4, maxConnectionsPerIp: 3, maxCircuitsPerSubnet: 9, maxConnectionsPerSubnet: 100, maxCircuitsPerIp: 5 })
+    expect(origins.get('limits.maxReservationsPerSubnet')).toBe('--max-reservations-per-subnet')
+    expect(origins.get('limits.maxConnectionsPerIp')).toBe('environment variable PARLEY_MAX_CONNECTIONS_PER_IP')
+    expect((await thrown(async () => loadRelayConfig({}, { PARLEY_MAX_CONNECTIONS_PER_SUBNET: '0' }))).message)
+      .toBe('limits.maxConnectionsPerSubnet: must be a positive integer, got 0 (from environment variable PARLEY_MAX_CONNECTIONS_PER_SUBNET)')
   })
 
   it.each([

@@ -11,6 +11,8 @@ import { lpStream } from '@libp2p/utils'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import type { TCPOptions } from '@libp2p/tcp'
+import type { Libp2pOptions } from 'libp2p'
 import { reader, writer } from 'protons-runtime'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -35,11 +37,26 @@ export interface HopResponse {
   reserved: boolean
 }
 
+export interface BareNodeOptions {
+  circuits?: boolean
+  listen?: string[]
+  /**
+   * The loopback address its TCP dials leave from (Linux takes any of
+   * 127.0.0.0/8 as a source): a stand-in for a peer on another host.
+   */
+  from?: string
+  /** For a peer that takes many relayed connections at once (js-libp2p lets a host open 5 a second). */
+  connectionManager?: Libp2pOptions['connectionManager']
+}
+
 /** A libp2p peer with TCP only, plus the relay transport when it should reserve or dial circuits. */
-export async function bareNode (options: { circuits?: boolean, listen?: string[] } = {}): Promise<Libp2p> {
+export async function bareNode (options: BareNodeOptions = {}): Promise<Libp2p> {
+  // dialOpts go to net.connect as they are: localAddress binds the source address
+  const tcpInit = options.from == null ? {} : { dialOpts: { localAddress: options.from } as TCPOptions['dialOpts'] }
   return createLibp2p({
     addresses: { listen: options.listen ?? [] },
-    transports: options.circuits === true ? [tcp(), circuitRelayTransport()] : [tcp()],
+    connectionManager: options.connectionManager,
+    transports: options.circuits === true ? [tcp(tcpInit), circuitRelayTransport()] : [tcp(tcpInit)],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: { identify: identify() }

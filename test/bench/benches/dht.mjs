@@ -11,7 +11,7 @@ export async function run ({ spawn, scale, log }) {
   const clients = 80
   const count = Math.max(20, Math.round(60 * scale))
   const w = await spawn('dht-network')
-  const built = await w.call('dht:build', { servers, clients, limits: { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservationsPerIp: 1024 } }, { timeout: 300_000 })
+  const built = await w.call('dht:build', { servers, clients, limits: { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservations: 100_000, maxReservationsPerIp: 1024, maxReservationsPerSubnet: 100_000, maxCircuitsPerIp: 100_000, maxCircuitsPerSubnet: 100_000, maxConnectionsPerIp: 100_000, maxConnectionsPerSubnet: 100_000 } }, { timeout: 300_000 })
   log(`  built in ${built.buildSeconds.toFixed(1)} s, ${built.published}/${clients} records published in ${built.publishSeconds.toFixed(1)} s; server routing tables ${Math.min(...built.routingTables)}..${Math.max(...built.routingTables)}`)
   const out = await w.call('dht:lookups', { count }, { timeout: 600_000 })
   await w.call('dht:stop', {}, { timeout: 120_000 })

@@ -9,7 +9,8 @@ import { median, rotate, summarize } from '../lib/stats.mjs'
 
 export const title = 'Footprint: idle RSS, memory per connected peer, start-up time'
 
-const RELAY_LIMITS = { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024 }
+// every peer here dials from 127.0.0.1: lift the per-IP and per-subnet limits
+const RELAY_LIMITS = { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservationsPerIp: 100_000, maxReservationsPerSubnet: 100_000, maxCircuitsPerIp: 100_000, maxCircuitsPerSubnet: 100_000, maxConnectionsPerIp: 100_000, maxConnectionsPerSubnet: 100_000 }
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 
 export async function run ({ spawn, tempDir, scale, log }) {

@@ -30,7 +30,12 @@ export async function run ({ spawn, scale, log }) {
       maxReservationsPerIp: N + 16,
       maxCircuits: Math.max(1024, M + 16),
       inboundConnectionsPerSecond: 10_000,
-      maxPendingConnections: 1024
+      maxPendingConnections: 1024,
+      maxReservationsPerSubnet: 100_000,
+      maxCircuitsPerIp: 100_000,
+      maxCircuitsPerSubnet: 100_000,
+      maxConnectionsPerIp: 100_000,
+      maxConnectionsPerSubnet: 100_000
     }
   })
   const relayAddr = relay.addrs[0]
