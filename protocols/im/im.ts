@@ -22,8 +22,11 @@ function encodeFrame (frame: Frame): Uint8ArrayList {
   return lp.encode.single(Frame.encode(frame))
 }
 
-/** Decodes a frame and enforces "exactly one of message / ack" (spec section 2). */
-function decodeFrame (buf: Uint8Array | Uint8ArrayList): Frame {
+/**
+ * Decodes a frame and enforces "exactly one of message / ack" (spec section 2).
+ * Throws only ProtocolViolationError. Exported for the tests.
+ */
+export function decodeFrame (buf: Uint8Array | Uint8ArrayList): Frame {
   let frame: Frame
   try {
     frame = Frame.decode(buf)
@@ -36,9 +39,28 @@ function decodeFrame (buf: Uint8Array | Uint8ArrayList): Frame {
   return frame
 }
 
-/** Reads length-prefixed frames off a stream, refusing oversized prefixes before buffering. */
-function readFrames (stream: Stream): (source: AsyncIterable<Uint8Array | Uint8ArrayList>) => AsyncGenerator<Uint8ArrayList> {
-  return (source) => lp.decode(source, { maxDataLength: MAX_FRAME_BYTES })
+/**
+ * Reads length-prefixed frames off a stream, refusing oversized prefixes before
+ * buffering (it-length-prefixed's InvalidDataLengthError). A stream that ends
+ * inside a frame is a ProtocolViolationError (it-length-prefixed reports it only
+ * when some of the frame's bytes came, not when it ends right after the prefix).
+ * Exported for the tests.
+ */
+export function readFrames (): (source: AsyncIterable<Uint8Array | Uint8ArrayList>) => AsyncGenerator<Uint8ArrayList> {
+  return (source) => {
+    let inFrame = false
+    // the decoder asks for the next chunk only once it has handed out every frame
+    // of the ones before: when the source is done, its state is final
+    async function * chunks (): AsyncGenerator<Uint8Array | Uint8ArrayList> {
+      yield * source
+      if (inFrame) throw new ProtocolViolationError('the stream ended inside a frame')
+    }
+    return lp.decode(chunks(), {
+      maxDataLength: MAX_FRAME_BYTES,
+      onLength: () => { inFrame = true },
+      onData: () => { inFrame = false }
+    })
+  }
 }
 
 /** How many bytes of message frames `OutboundChannel` hands to the stream at most in one `send` (about 15 of 200 bytes). */
@@ -70,7 +92,7 @@ class OutboundChannel {
     private readonly stream: Stream,
     private readonly init: { maxUnacked: number, ackTimeout: number, idleTimeout: number, log: Logger, onEnd(): void }
   ) {
-    pipe(stream, readFrames(stream), async (frames) => {
+    pipe(stream, readFrames(), async (frames) => {
       for await (const buf of frames) {
         this.onAck(decodeFrame(buf))
       }
@@ -398,7 +420,7 @@ export class DefaultImService implements Startable, ImServiceInterface {
 
     const read = async (): Promise<void> => {
       try {
-        await pipe(stream, readFrames(stream), async (frames) => {
+        await pipe(stream, readFrames(), async (frames) => {
           for await (const buf of frames) {
             clearTimeout(idle)
             const frame = decodeFrame(buf)
@@ -510,7 +532,9 @@ export class DefaultImService implements Startable, ImServiceInterface {
     }
     const answer: InboundAnswer = { readAt: Date.now(), settled: Promise.resolve() }
     answer.settled = raceSignal(stored, options.signal).then(result => {
-      answer.ack = { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
+      answer.ack = typeof result === 'object'
+        ? { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: result.retryAfterMs }
+        : { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
     }, (err: any) => {
       // no ack: the sender treats the message as not delivered and retries it
       answer.error = new ReceiverError(`could not store message: ${err.message}`)

@@ -15,7 +15,7 @@ export { AckTimeoutError, ProtocolViolationError, ReceiverError, StreamEndedErro
 export { connectionPath } from './path.js'
 export type { Path } from './path.js'
 export { Ack, ChatMessage, Frame } from './pb/im.js'
-export { utf8Length } from './validate.js'
+export { isMediaType, utf8Length } from './validate.js'
 
 /** A message read off an inbound stream, already checked against the limits. */
 export interface InboundMessage {
@@ -31,8 +31,18 @@ export interface InboundMessage {
   connection: Connection
 }
 
-/** What `store` did with a message: kept it for the first time, or had it already. */
-export type StoreResult = 'stored' | 'duplicate'
+/**
+ * What `store` did with a message: kept it for the first time, had it
+ * already, or would not keep it now (a quota is full: answered RATE_LIMITED,
+ * the sender keeps it and tries again after `retryAfterMs`).
+ */
+export type StoreResult = 'stored' | 'duplicate' | RateLimited
+
+/** The receiver will not take the message now; the sender retries after `retryAfterMs`. */
+export interface RateLimited {
+  status: 'rate-limited'
+  retryAfterMs?: number
+}
 
 /** Whether a peer may send now. */
 export type Admission =

@@ -13,6 +13,31 @@ export function utf8Length (text: string): number {
   return utf8.encode(text).byteLength
 }
 
+/** RFC 9110 section 5.6.2: `token = 1*tchar`. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+/**
+ * RFC 9110 section 5.6.4, printable ASCII only (no HTAB, no obs-text):
+ * `DQUOTE *( qdtext / quoted-pair ) DQUOTE`.
+ */
+const QUOTED_STRING = '"(?:[ !#-\\[\\]-~]|\\\\[ -~])*"'
+/**
+ * `type "/" subtype *( OWS ";" OWS parameter )`, `parameter = token "=" ( token / quoted-string )`,
+ * with OWS limited to spaces. Every part is unambiguous (a token holds neither
+ * space, ";" nor '"'), so matching is linear in the length.
+ */
+const MEDIA_TYPE = new RegExp(`^${TOKEN}/${TOKEN}(?: *; *${TOKEN}=(?:${TOKEN}|${QUOTED_STRING}))*$`)
+
+/**
+ * Whether `text` may be sent as a `content_type` (spec section 3): a media type
+ * in the syntax of RFC 9110 section 8.3.1 (RFC 6838), printable ASCII only, at
+ * most 128 bytes. For example `text/plain`, `text/markdown; charset=utf-8`,
+ * `application/vnd.foo+json`. The names are not checked against a registry.
+ */
+export function isMediaType (text: string): boolean {
+  // printable ASCII: one byte a character, so the length is the byte length
+  return text.length <= MAX_CONTENT_TYPE_BYTES && MEDIA_TYPE.test(text)
+}
+
 /**
  * Checks a received message against the limits of spec section 6. Returns the
  * refusing Ack status, or `undefined` when the message is acceptable.
@@ -30,8 +55,17 @@ export function refusalFor (message: ChatMessage): Ack.Status | undefined {
   if (utf8Length(message.body) > MAX_BODY_BYTES) {
     return Ack.Status.TOO_LARGE
   }
-  if (message.contentType != null && utf8Length(message.contentType) > MAX_CONTENT_TYPE_BYTES) {
-    return Ack.Status.TOO_LARGE
+  // the decoder turns ill-formed UTF-8 into lone surrogates: text nobody can show or send back
+  if (!message.body.isWellFormed()) {
+    return Ack.Status.INVALID
+  }
+  if (message.contentType != null) {
+    if (utf8Length(message.contentType) > MAX_CONTENT_TYPE_BYTES) {
+      return Ack.Status.TOO_LARGE
+    }
+    if (!isMediaType(message.contentType)) {
+      return Ack.Status.INVALID
+    }
   }
   return undefined
 }

@@ -130,7 +130,13 @@ describe('/im/1.0.0 service', () => {
       ['a body of 32,769 bytes, 4-byte characters and one ASCII', Ack.Status.TOO_LARGE, { body: '🎉'.repeat(8192) + 'a' }],
       ['a body of 10,923 two-byte characters (21,846 bytes)', Ack.Status.OK, { body: 'é'.repeat(10_923) }],
       ['a body of 16,385 two-byte characters (32,770 bytes)', Ack.Status.TOO_LARGE, { body: 'é'.repeat(16_385) }],
-      ['a content_type of 128 bytes', Ack.Status.OK, { contentType: ascii(128) }],
+      ['a content_type of 128 bytes', Ack.Status.OK, { contentType: 'text/' + ascii(123) }],
+      ['a content_type with parameters', Ack.Status.OK, { contentType: 'text/markdown; charset=utf-8' }],
+      ['a content_type with a quoted parameter', Ack.Status.OK, { contentType: 'text/plain; x="a; b"' }],
+      ['a content_type that is not a media type', Ack.Status.INVALID, { contentType: 'text' }],
+      ['an empty content_type', Ack.Status.INVALID, { contentType: '' }],
+      ['a content_type with an escape sequence', Ack.Status.INVALID, { contentType: 'text/plain\x1b[2K' }],
+      ['a content_type with a non-ASCII character', Ack.Status.INVALID, { contentType: 'text/plaïn' }],
       ['a content_type of 129 bytes', Ack.Status.TOO_LARGE, { contentType: ascii(129) }],
       ['a content_type of 129 bytes in 43 three-byte characters', Ack.Status.TOO_LARGE, { contentType: '€'.repeat(43) }],
       ['an id of 15 bytes', Ack.Status.INVALID, { id: new Uint8Array(15).fill(1) }],
@@ -166,6 +172,8 @@ describe('/im/1.0.0 service', () => {
       ['a body of 32,769 bytes', Ack.Status.TOO_LARGE, { body: 'a'.repeat(32_769) }],
       ['a multi-byte body over the limit', Ack.Status.TOO_LARGE, { body: 'ß'.repeat(16_385) }],
       ['a content_type of 129 bytes', Ack.Status.TOO_LARGE, { contentType: 'x'.repeat(129) }],
+      ['a content_type with control characters', Ack.Status.INVALID, { contentType: 'text/plain\r\n\u0000' }],
+      ['a content_type without a subtype', Ack.Status.INVALID, { contentType: 'text/' }],
       ['an id of 15 bytes', Ack.Status.INVALID, { id: new Uint8Array(15) }],
       ['an id of 17 bytes', Ack.Status.INVALID, { id: new Uint8Array(17) }],
       ['seq 0', Ack.Status.INVALID, { seq: 0n }],
@@ -265,6 +273,77 @@ describe('/im/1.0.0 service', () => {
       expect(hex(again.id)).toBe(hex(message.id))
       expect(store).toHaveBeenCalledTimes(2)
       expect(onRefused).not.toHaveBeenCalled()
+    })
+
+    // the spec: any 16 bytes are an id; a receiver must not require a UUID version or variant
+    it.each([
+      ['16 x 0xff', new Uint8Array(16).fill(0xff)],
+      ['all zeros', new Uint8Array(16)],
+      ['16 x 0x01 (version 0, variant 0)', new Uint8Array(16).fill(0x01)],
+      ['version 15 and an invalid variant', Uint8Array.from({ length: 16 }, (_, i) => i === 6 ? 0xf0 : i === 8 ? 0xc0 : 0xab)]
+    ])('stores and acks OK a 16-byte id that is not a valid UUID: %s', async (_, id) => {
+      const { receiver, stored, onRefused, net } = await pair()
+      const { outbound, handled, acks } = await rawStream(receiver, net.receiverConnection)
+      const message = chatMessage({ id, replyTo: id })
+
+      writeRawFrame(outbound, { message })
+      const frame = await acks.expectFrame()
+
+      expect(frame.ack?.status).toBe(Ack.Status.OK)
+      expect(hex(frame.ack!.id)).toBe(hex(id))
+      expect(stored).toHaveLength(1)
+      expect(hex(stored[0].id)).toBe(hex(id))
+      expect(hex(stored[0].replyTo!)).toBe(hex(id))
+      expect(onRefused).not.toHaveBeenCalled()
+      await outbound.close()
+      await expect(handled).resolves.toBeUndefined()
+    })
+
+    it('answers RATE_LIMITED with retry_after_ms when store reports rate-limited, in order with the other acks', async () => {
+      const { receiver, store, onRefused, net } = await pair({
+        store: async (message): Promise<StoreResult> => {
+          if (message.body === 'over quota') return { status: 'rate-limited', retryAfterMs: 5000 }
+          if (message.body === 'over quota, no hint') return { status: 'rate-limited' }
+          return 'stored'
+        }
+      })
+      const { outbound, handled, acks } = await rawStream(receiver, net.receiverConnection)
+      const messages = [
+        chatMessage({ seq: 1n, body: 'before' }),
+        chatMessage({ seq: 2n, body: 'over quota' }),
+        chatMessage({ seq: 3n, body: 'after' }),
+        chatMessage({ seq: 4n, body: 'over quota, no hint' }),
+        chatMessage({ seq: 5n, body: 'last' })
+      ]
+
+      for (const message of messages) writeRawFrame(outbound, { message })
+      const frames: Frame[] = []
+      while (frames.length < messages.length) frames.push(await acks.expectFrame())
+
+      expect(frames.map(f => hex(f.ack!.id))).toEqual(messages.map(m => hex(m.id)))
+      expect(frames.map(f => f.ack?.status)).toEqual([
+        Ack.Status.OK, Ack.Status.RATE_LIMITED, Ack.Status.OK, Ack.Status.RATE_LIMITED, Ack.Status.OK
+      ])
+      expect(frames.map(f => f.ack?.retryAfterMs)).toEqual([undefined, 5000, undefined, undefined, undefined])
+      expect(store).toHaveBeenCalledTimes(5)
+      // not refused for good: a rate-limited message does not fill its seq
+      expect(onRefused).not.toHaveBeenCalled()
+      await outbound.close()
+      expect(await acks.next()).toBeUndefined()
+      await expect(handled).resolves.toBeUndefined()
+    })
+
+    it('resolves send with RATE_LIMITED and retryAfterMs when store reports rate-limited', async () => {
+      const { sender, net } = await pair({
+        store: async () => ({ status: 'rate-limited', retryAfterMs: 5000 })
+      })
+      const message = outboundMessage()
+
+      const ack = await sender.service.send(net.senderConnection, message)
+
+      expect(ack.status).toBe(Ack.Status.RATE_LIMITED)
+      expect(ack.retryAfterMs).toBe(5000)
+      expect(hex(ack.id)).toBe(hex(message.id))
     })
 
     it('accepts a message with unknown fields (spec section 7)', async () => {
@@ -383,6 +462,23 @@ describe('/im/1.0.0 service', () => {
       expect(onRefused).not.toHaveBeenCalled()
 
       await expectServiceStillWorks(receiver, net.receiverConnection)
+    })
+
+    // regression (found by the fuzz test): it-length-prefixed ends quietly when the stream ends right after a prefix
+    it.each([
+      ['right after a length prefix', Uint8Array.from([...varint(10)])],
+      ['right after a zero length prefix', Uint8Array.from([0])],
+      ['inside a frame', Uint8Array.from([...varint(10), 0x0a, 0x02])]
+    ])('aborts a stream that ends %s', async (_, bytes) => {
+      const { receiver, store, net } = await pair()
+      const { outbound, inbound, handled } = await rawStream(receiver, net.receiverConnection)
+
+      outbound.send(bytes)
+      await outbound.close()
+
+      await expect(handled).resolves.toBeUndefined()
+      expect(['aborted', 'reset']).toContain(inbound.status)
+      expect(store).not.toHaveBeenCalled()
     })
 
     it('aborts after answering the good frames that came before the garbage', async () => {
