@@ -1,7 +1,8 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { IdentityFileError } from './errors.js'
+import { makePrivateDir, makePrivateFiles } from './private-files.js'
 import type { PrivateKey } from '@libp2p/interface'
 
 /** Name of the identity key file inside a data dir. */
@@ -10,14 +11,15 @@ export const IDENTITY_FILE = 'identity.key'
 /**
  * The node's private key: a new Ed25519 key when there is no data dir, else the
  * key stored in `<dataDir>/identity.key` (protobuf-encoded, mode 0600), created
- * on first start. A restart on the same data dir keeps the peer ID.
+ * on first start. A restart on the same data dir keeps the peer ID. The data
+ * dir is made 0700, whatever it was.
  */
 export async function loadIdentity (dataDir?: string): Promise<PrivateKey> {
   if (dataDir == null) {
     return generateKeyPair('Ed25519')
   }
 
-  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  await makePrivateDir(dataDir)
   const file = join(dataDir, IDENTITY_FILE)
 
   let bytes: Buffer
@@ -35,7 +37,7 @@ export async function loadIdentity (dataDir?: string): Promise<PrivateKey> {
 
   try {
     const key = privateKeyFromProtobuf(bytes)
-    await chmod(file, 0o600)
+    await makePrivateFiles([file])
     return key
   } catch (err: any) {
     throw new IdentityFileError(`identity key ${file} is not a valid private key (${err.message}); restore it from a backup or move it away to create a new identity`)

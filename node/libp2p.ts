@@ -12,8 +12,10 @@ import { createLibp2p } from 'libp2p'
 import { peerRecords } from '../protocols/peer-record/index.js'
 import { im } from '../protocols/im/index.js'
 import { parleyAddressSorter } from './address-sorter.js'
+import { ConnectionGuard } from './connection-guard.js'
 import { reservationKeeper } from './reservations.js'
 import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
+import type { TrustSource } from './connection-guard.js'
 import type { ReservationKeeper } from './reservations.js'
 import type { ResolvedNodeConfig } from './config.js'
 import type { ImInit, ImService } from '../protocols/im/index.js'
@@ -34,22 +36,37 @@ export interface NodeServices extends Record<string, unknown> {
   im: ImService
   peerRecords: PeerRecordPublisher
   reservations: ReservationKeeper
+  connectionGuard: ConnectionGuard
 }
 
 export type NodeLibp2p = Libp2p<NodeServices>
 
+/** What the node hands its libp2p: the /im callbacks, and who it trusts. */
+export type NodeHandlers = Pick<ImInit, 'store' | 'admit' | 'onRefused'> & {
+  /**
+   * Contacts and configured relays: never refused for their IP address, their
+   * idle connections kept, their connections pruned last.
+   *
+   * @default nobody
+   */
+  trust?: TrustSource
+}
+
 /**
  * Assembles the user's libp2p node: every transport parley can use, circuit
  * relay reservations on the configured relays, the DHT in client mode (a node
- * behind NAT is no use as a DHT server), and parley's own protocols.
+ * behind NAT is no use as a DHT server), parley's own protocols, and the
+ * connection guard (limits on strangers' connections; see connection-guard.ts).
  */
 export async function createNodeLibp2p (
   config: ResolvedNodeConfig,
   privateKey: PrivateKey,
   datastore: Datastore,
-  handlers: Pick<ImInit, 'store' | 'admit' | 'onRefused'>
+  handlers: NodeHandlers
 ): Promise<NodeLibp2p> {
   guardWebRTCListenerLeak()
+  const { trust, ...imHandlers } = handlers
+  const guard = new ConnectionGuard({ limits: config.connectionLimits, trust })
   // one listen address per configured relay makes the transport reserve a slot on each
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
 
@@ -74,7 +91,9 @@ export async function createNodeLibp2p (
     ],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    connectionGater: guard.gater,
     connectionManager: {
+      maxConnections: guard.limits.maxConnections,
       // every relayed connection counts as coming from its relay's IP address:
       // the default of 5 a second per host refuses circuits (and silently, as a
       // handshake timeout) as soon as a few peers reach this node through one relay
@@ -97,9 +116,10 @@ export async function createNodeLibp2p (
       autoNAT: autoNAT(),
       // a node behind NAT is no use as a DHT server: client mode
       dht: parleyDHT(config.dhtProtocol, true),
-      im: im(handlers),
+      im: im(imHandlers),
       peerRecords: peerRecords(),
-      reservations: reservationKeeper({ relays: config.relays })
+      reservations: reservationKeeper({ relays: config.relays }),
+      connectionGuard: guard.service()
     }
   })
 }

@@ -1,0 +1,372 @@
+/**
+ * Limits on the connections other peers open to the user's node, so that
+ * strangers cannot take the room its contacts need.
+ *
+ * js-libp2p's defaults are a total of 300 connections, no limit per IP address,
+ * and idle connections kept for ever: one IP address that opened 300
+ * connections and held them left the node unreachable to everyone else. The
+ * guard, after go-libp2p's resource manager (8 inbound connections per IPv4
+ * address) and connection manager (protected peers, idle connections trimmed):
+ *
+ * - counts the inbound connections of peers that are not trusted (trusted:
+ *   contacts and configured relays, as the node says through `TrustSource`)
+ *   per IP address (IPv4 address, IPv6 /64), per subnet (IPv4 /24, IPv6 /48)
+ *   and in all, and refuses one over a limit; a trusted peer is never refused
+ *   for its address (it may share a NAT with an attacker);
+ * - caps the inbound connections of any one peer;
+ * - closes inbound connections of untrusted peers that carried nothing but
+ *   libp2p's own housekeeping (identify, ping, …) for `idleTimeout`;
+ * - tags trusted peers in the peer store with a high value, so that libp2p's
+ *   connection pruner, when over `maxConnections`, closes theirs last;
+ * - drops, from every peer store update, addresses that name another peer as
+ *   their destination (see `isAddressOf`).
+ *
+ * Limits are checked by the connection gater's `denyInboundEncryptedConnection`:
+ * the peer is known then (Noise has authenticated it), before any stream. A
+ * relayed connection arrives with its relay's address, and a WebRTC one with no
+ * IP address at all: neither is counted per IP (the relay limits its circuits;
+ * WebRTC is signalled over such a circuit), both count per peer and in all.
+ */
+import { TypedEventEmitter } from 'main-event'
+import { addressGroups } from '../common/address-groups.js'
+import { InvalidConfigError } from '../common/errors.js'
+import { isAddressOf } from './peer-addresses.js'
+import type { ComponentLogger, Connection, ConnectionGater, Libp2pEvents, Logger, MultiaddrConnection, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { AddressGroups } from '../common/address-groups.js'
+import type { ConnectionManager } from '@libp2p/interface-internal'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+export interface ConnectionLimits {
+  /**
+   * Inbound connections of untrusted peers from one IPv4 address or IPv6 /64.
+   *
+   * @default 8
+   */
+  maxInboundPerIp?: number
+
+  /**
+   * Inbound connections of untrusted peers from one IPv4 /24 or IPv6 /48.
+   *
+   * @default 32
+   */
+  maxInboundPerSubnet?: number
+
+  /**
+   * Inbound connections of untrusted peers in all (relayed ones included).
+   * Kept well under `maxConnections`: the rest is for contacts and for the
+   * connections this node opens.
+   *
+   * @default 200
+   */
+  maxInboundUntrusted?: number
+
+  /**
+   * Inbound connections of any one peer, trusted or not.
+   *
+   * @default 8
+   */
+  maxInboundPerPeer?: number
+
+  /**
+   * An untrusted peer's inbound connection that carried no stream but
+   * libp2p's own (identify, ping, AutoNAT, DCUtR) for this long is closed, in ms.
+   *
+   * @default 60000
+   */
+  idleTimeout?: number
+
+  /**
+   * libp2p's limit on all connections; over it, libp2p refuses inbound ones
+   * and closes the least valuable (contacts last).
+   *
+   * @default 300
+   */
+  maxConnections?: number
+}
+
+export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
+  maxInboundPerIp: 8,
+  maxInboundPerSubnet: 32,
+  maxInboundUntrusted: 200,
+  maxInboundPerPeer: 8,
+  idleTimeout: 60_000,
+  maxConnections: 300
+}
+
+/**
+ * Checks connection limits from a config (`key` names them in errors) and
+ * fills in the defaults.
+ *
+ * @throws InvalidConfigError naming the key and the reason
+ */
+export function resolveConnectionLimits (limits: ConnectionLimits = {}, key = 'connectionLimits'): Required<ConnectionLimits> {
+  if (typeof limits !== 'object' || limits === null) throw new InvalidConfigError(`${key}: must be an object`)
+  for (const [name, value] of Object.entries(limits)) {
+    if (!(name in CONNECTION_LIMIT_DEFAULTS)) throw new InvalidConfigError(`${key}.${name}: unknown limit; known: ${Object.keys(CONNECTION_LIMIT_DEFAULTS).join(', ')}`)
+    if (value == null) continue
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new InvalidConfigError(`${key}.${name}: must be a positive integer, got ${String(value)}`)
+  }
+  const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v != null))
+  return { ...CONNECTION_LIMIT_DEFAULTS, ...defined }
+}
+
+/** Who the node trusts: its contacts and its configured relays. */
+export interface TrustSource {
+  isTrusted(peer: PeerId): boolean
+  /** Refused outright for now (a peer that kept sending after being told to wait). @default nobody */
+  isDenied?(peer: PeerId): boolean
+}
+
+/**
+ * Protocols libp2p runs by itself on every connection: a connection that
+ * carries only these is idle.
+ */
+const HOUSEKEEPING_PROTOCOLS = new Set([
+  '/ipfs/id/1.0.0',
+  '/ipfs/id/push/1.0.0',
+  '/ipfs/ping/1.0.0',
+  '/libp2p/autonat/1.0.0',
+  '/libp2p/autonat/2/dial-request',
+  '/libp2p/autonat/2/dial-back',
+  '/libp2p/dcutr'
+])
+
+/** The peer store tag that makes libp2p's pruner keep a trusted peer's connections. */
+export const TRUSTED_TAG = 'parley-trusted'
+/** IPs penalized at once, at most (each entry expires with its penalty). */
+const MAX_DENIED_IPS = 10_000
+const TRUSTED_TAG_VALUE = 100
+/** The tag expires unless renewed, so a peer no longer trusted loses it by itself. */
+const TRUSTED_TAG_TTL = 10 * 60_000
+
+/** Why an inbound connection was refused. */
+export type InboundRefusal = 'denied' | 'per-peer' | 'per-ip' | 'per-subnet' | 'untrusted-total'
+
+export interface RefusedConnection {
+  peer: PeerId
+  remoteAddr: Multiaddr
+  reason: InboundRefusal
+}
+
+export interface ConnectionGuardEvents {
+  /** An inbound connection was refused (it is closed right after). */
+  'connection:refused': CustomEvent<RefusedConnection>
+  /** An idle connection of an untrusted peer is being closed. */
+  'connection:trimmed': CustomEvent<Connection>
+}
+
+interface Inbound {
+  peer: PeerId
+  trusted: boolean
+  groups?: AddressGroups
+}
+
+export interface ConnectionGuardComponents {
+  connectionManager: ConnectionManager
+  events: TypedEventTarget<Libp2pEvents>
+  peerStore: PeerStore
+  logger: ComponentLogger
+}
+
+export interface ConnectionGuardInit {
+  limits?: ConnectionLimits
+  /** @default nobody is trusted */
+  trust?: TrustSource
+}
+
+/**
+ * The guard: `gater` goes in libp2p's `connectionGater`, `service()` in its
+ * services (it needs the connection manager and the peer store).
+ */
+export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> implements Startable {
+  readonly limits: Required<ConnectionLimits>
+  readonly gater: ConnectionGater
+  /** Refusals since start, by reason. */
+  readonly refused: Record<InboundRefusal, number> = { denied: 0, 'per-peer': 0, 'per-ip': 0, 'per-subnet': 0, 'untrusted-total': 0 }
+  private readonly trust: TrustSource
+  /** Inbound connections from the moment they were let in (handshake still running, maybe) until they close. */
+  private readonly inbound = new Map<MultiaddrConnection, Inbound>()
+  /** When each inbound connection (by id) last carried a stream of its own. */
+  private readonly lastActive = new Map<string, number>()
+  /** When each trusted peer was last tagged. */
+  private readonly tagged = new Map<string, number>()
+  /** IPs (IPv6 /64s) whose untrusted peers are refused until then: one of them was abusive. */
+  private readonly deniedIps = new Map<string, number>()
+  private components?: ConnectionGuardComponents
+  private log?: Logger
+  private timer?: ReturnType<typeof setInterval>
+
+  constructor (init: ConnectionGuardInit = {}) {
+    super()
+    this.limits = resolveConnectionLimits(init.limits)
+    this.trust = init.trust ?? { isTrusted: () => false }
+    this.onOpen = this.onOpen.bind(this)
+    this.onClose = this.onClose.bind(this)
+    this.gater = {
+      // the peer store's address filter: no address that leads to another peer
+      filterMultiaddrForPeer: (peer, addr) => isAddressOf(peer, addr),
+      denyInboundEncryptedConnection: (peer, maConn) => this.denyInbound(peer, maConn)
+    }
+  }
+
+  readonly [Symbol.toStringTag] = 'parley:connection-guard'
+
+  /** The libp2p service factory. */
+  service (): (components: ConnectionGuardComponents) => ConnectionGuard {
+    return (components) => {
+      this.components = components
+      this.log = components.logger.forComponent('parley:connection-guard')
+      return this
+    }
+  }
+
+  start (): void {
+    this.components?.events.addEventListener('connection:open', this.onOpen)
+    this.components?.events.addEventListener('connection:close', this.onClose)
+    const interval = Math.max(50, Math.min(15_000, Math.floor(this.limits.idleTimeout / 4)))
+    this.timer = setInterval(() => { this.sweep() }, interval)
+    this.timer.unref?.()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    this.components?.events.removeEventListener('connection:open', this.onOpen)
+    this.components?.events.removeEventListener('connection:close', this.onClose)
+    this.inbound.clear()
+    this.lastActive.clear()
+    this.tagged.clear()
+  }
+
+  isTrusted (peer: PeerId): boolean {
+    try {
+      return this.trust.isTrusted(peer)
+    } catch (err) {
+      this.log?.error('trust check of %p failed - %e', peer, err)
+      return false
+    }
+  }
+
+  /** The limit an inbound connection of `peer` from `addr` would break, if any. */
+  check (peer: PeerId, addr: Multiaddr, trusted = this.isTrusted(peer)): InboundRefusal | undefined {
+    const groups = addressGroups(addr)
+    let perPeer = 0
+    let untrusted = 0
+    let perIp = 0
+    let perSubnet = 0
+    for (const [maConn, entry] of this.inbound) {
+      if (maConn.status === 'closed') {
+        this.inbound.delete(maConn)
+        continue
+      }
+      if (entry.peer.equals(peer)) perPeer++
+      if (entry.trusted) continue
+      untrusted++
+      if (groups != null && entry.groups?.ip === groups.ip) perIp++
+      if (groups != null && entry.groups?.subnet === groups.subnet) perSubnet++
+    }
+    if (perPeer >= this.limits.maxInboundPerPeer) return 'per-peer'
+    if (trusted) return undefined
+    if (untrusted >= this.limits.maxInboundUntrusted) return 'untrusted-total'
+    if (perIp >= this.limits.maxInboundPerIp) return 'per-ip'
+    if (perSubnet >= this.limits.maxInboundPerSubnet) return 'per-subnet'
+    return undefined
+  }
+
+  /**
+   * A peer reached from `addr` was abusive: untrusted peers from its IP (a
+   * fresh identity costs an attacker nothing) are refused until `until`.
+   * Relayed connections have no IP of their own and are left alone.
+   */
+  penalize (addr: Multiaddr, until: number): void {
+    const ip = addressGroups(addr)?.ip
+    if (ip == null) return
+    const now = Date.now()
+    for (const [key, end] of this.deniedIps) {
+      if (end <= now) this.deniedIps.delete(key)
+    }
+    if (this.deniedIps.size >= MAX_DENIED_IPS) return
+    this.deniedIps.set(ip, Math.max(until, this.deniedIps.get(ip) ?? 0))
+  }
+
+  private deniedIp (addr: Multiaddr): boolean {
+    const ip = addressGroups(addr)?.ip
+    return ip != null && (this.deniedIps.get(ip) ?? 0) > Date.now()
+  }
+
+  private denyInbound (peer: PeerId, maConn: MultiaddrConnection): boolean {
+    const trusted = this.isTrusted(peer)
+    const denied = this.trust.isDenied?.(peer) === true || (!trusted && this.deniedIp(maConn.remoteAddr))
+    const refusal = denied ? 'denied' : this.check(peer, maConn.remoteAddr, trusted)
+    if (refusal != null) {
+      this.refused[refusal]++
+      this.log?.('refusing a connection from %p at %a: %s limit', peer, maConn.remoteAddr, refusal)
+      this.safeDispatchEvent('connection:refused', { detail: { peer, remoteAddr: maConn.remoteAddr, reason: refusal } })
+      return true
+    }
+    this.inbound.set(maConn, { peer, trusted, groups: addressGroups(maConn.remoteAddr) })
+    maConn.addEventListener('close', () => { this.inbound.delete(maConn) }, { once: true })
+    return false
+  }
+
+  private onOpen (evt: CustomEvent<Connection>): void {
+    const connection = evt.detail
+    if (this.isTrusted(connection.remotePeer)) this.tag(connection.remotePeer)
+  }
+
+  private onClose (evt: CustomEvent<Connection>): void {
+    this.lastActive.delete(evt.detail.id)
+  }
+
+  /** Tags a trusted peer (again, once half the tag's life has passed). */
+  private tag (peer: PeerId, now = Date.now()): void {
+    const key = peer.toString()
+    if (now - (this.tagged.get(key) ?? -Infinity) < TRUSTED_TAG_TTL / 2) return
+    this.tagged.set(key, now)
+    this.components?.peerStore.merge(peer, { tags: { [TRUSTED_TAG]: { value: TRUSTED_TAG_VALUE, ttl: TRUSTED_TAG_TTL } } })
+      .catch(err => {
+        this.tagged.delete(key)
+        this.log?.error('could not tag %p - %e', peer, err)
+      })
+  }
+
+  /** Renews trust (contacts change), tags trusted peers, closes idle connections of untrusted ones. */
+  private sweep (): void {
+    const connectionManager = this.components?.connectionManager
+    if (connectionManager == null) return
+    const now = Date.now()
+    const trust = new Map<string, boolean>()
+    const trusted = (peer: PeerId): boolean => {
+      const key = peer.toString()
+      let t = trust.get(key)
+      if (t == null) {
+        t = this.isTrusted(peer)
+        trust.set(key, t)
+      }
+      return t
+    }
+    for (const [maConn, entry] of this.inbound) {
+      if (maConn.status === 'closed') this.inbound.delete(maConn)
+      else entry.trusted = trusted(entry.peer)
+    }
+    for (const key of this.tagged.keys()) {
+      if (now - (this.tagged.get(key) ?? 0) >= TRUSTED_TAG_TTL) this.tagged.delete(key)
+    }
+
+    for (const connection of connectionManager.getConnections()) {
+      if (connection.status !== 'open') continue
+      if (trusted(connection.remotePeer)) {
+        this.tag(connection.remotePeer, now)
+        continue
+      }
+      if (connection.direction !== 'inbound') continue
+      const busy = connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))
+      const last = busy ? now : (this.lastActive.get(connection.id) ?? connection.timeline.open)
+      this.lastActive.set(connection.id, last)
+      if (now - last < this.limits.idleTimeout) continue
+      this.lastActive.delete(connection.id)
+      this.log?.('closing the connection from %p at %a: idle for %d ms', connection.remotePeer, connection.remoteAddr, now - last)
+      this.safeDispatchEvent('connection:trimmed', { detail: connection })
+      connection.close({ signal: AbortSignal.timeout(1_000) }).catch(err => { connection.abort(err) })
+    }
+  }
+}

@@ -1,0 +1,164 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { noise } from '@libp2p/noise'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { MemoryDatastore } from 'datastore-core'
+import { createLibp2p } from 'libp2p'
+import { afterEach, describe, expect, it } from 'vitest'
+import { PROTOCOL } from '../../protocols/im/index.js'
+import { resolveNodeConfig } from '../../node/config.js'
+import { createNodeLibp2p } from '../../node/libp2p.js'
+import { LOOPBACK_TCP, useNetwork } from '../fixtures/network.js'
+import { TRUSTED_TAG } from '../../node/connection-guard.js'
+import type { ConnectionLimits } from '../../node/connection-guard.js'
+import type { NodeLibp2p } from '../../node/libp2p.js'
+import type { InboundMessage } from '../../protocols/im/index.js'
+import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+
+/**
+ * The user's libp2p node as createNode assembles it, with connection limits
+ * and one trusted peer, and what its /im service received.
+ */
+function useVictims (): (limits: ConnectionLimits, trusted: () => PeerId | undefined) => Promise<{ libp2p: NodeLibp2p, received: InboundMessage[] }> {
+  let running: Libp2p[] = []
+  afterEach(async () => {
+    const stopping = running
+    running = []
+    await Promise.allSettled(stopping.map(async n => { await n.stop() }))
+  })
+  return async (limits, trusted) => {
+    const received: InboundMessage[] = []
+    const config = resolveNodeConfig({ listen: [LOOPBACK_TCP], relays: [], iceBindAddress: '127.0.0.1', connectionLimits: limits })
+    const libp2p = await createNodeLibp2p(config, await generateKeyPair('Ed25519'), new MemoryDatastore(), {
+      store: async (message) => { received.push(message); return 'stored' },
+      trust: { isTrusted: (peer) => trusted()?.equals(peer) === true }
+    })
+    running.push(libp2p)
+    return { libp2p, received }
+  }
+}
+
+/** Bare libp2p nodes (TCP, Noise, yamux, nothing else) that open connections and hold them. */
+function useAttackers (): (count: number) => Promise<Libp2p[]> {
+  let running: Libp2p[] = []
+  afterEach(async () => {
+    const stopping = running
+    running = []
+    await Promise.allSettled(stopping.map(async n => { await n.stop() }))
+  })
+  return async (count) => {
+    const nodes = await Promise.all(Array.from({ length: count }, async () => createLibp2p({
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()]
+    })))
+    running.push(...nodes)
+    return nodes
+  }
+}
+
+/** Each attacker dials `victim` (ten at a time, under libp2p's pending-connection limit); the connections that opened. */
+async function flood (attackers: Libp2p[], victim: NodeLibp2p): Promise<Connection[]> {
+  const opened: Connection[] = []
+  for (let i = 0; i < attackers.length; i += 10) {
+    const results = await Promise.allSettled(attackers.slice(i, i + 10).map(async a => a.dial(victim.getMultiaddrs())))
+    for (const r of results) if (r.status === 'fulfilled') opened.push(r.value)
+  }
+  return opened
+}
+
+/** Resolves once the victim has decided on `count` inbound connections: let in (still open) or refused. */
+async function decided (victim: NodeLibp2p, count: number): Promise<void> {
+  const guard = victim.services.connectionGuard
+  const done = (): boolean => victim.getConnections().filter(c => c.direction === 'inbound').length + Object.values(guard.refused).reduce((a, b) => a + b, 0) >= count
+  if (done()) return
+  await new Promise<void>(resolve => {
+    const check = (): void => {
+      if (!done()) return
+      victim.removeEventListener('connection:open', check)
+      guard.removeEventListener('connection:refused', check)
+      resolve()
+    }
+    victim.addEventListener('connection:open', check)
+    guard.addEventListener('connection:refused', check)
+  })
+}
+
+/** Resolves once every one of `peers` has no connection left to `node`. */
+async function allClosed (node: NodeLibp2p, peers: PeerId[], signal: AbortSignal): Promise<void> {
+  const open = (): boolean => peers.some(p => node.getConnections(p).length > 0)
+  if (!open()) return
+  await new Promise<void>((resolve, reject) => {
+    const onClose = (): void => {
+      if (open()) return
+      node.removeEventListener('connection:close', onClose)
+      resolve()
+    }
+    node.addEventListener('connection:close', onClose)
+    signal.addEventListener('abort', () => { reject(new Error('connections still open')) }, { once: true })
+  })
+}
+
+describe('strangers opening many connections from one IP address', () => {
+  const net = useNetwork()
+  const victim = useVictims()
+  const attackers = useAttackers()
+
+  it('are held to the per-IP limit, and a contact from the same address still gets through', async () => {
+    const trusted: { peer?: PeerId } = {}
+    const { libp2p: target, received } = await victim({ maxInboundPerIp: 8 }, () => trusted.peer)
+
+    const flooding = await attackers(60)
+    await flood(flooding, target)
+    await decided(target, 60)
+    const strangers = (): Connection[] => target.getConnections().filter(c => c.direction === 'inbound' && flooding.some(a => a.peerId.equals(c.remotePeer)))
+    expect(strangers()).toHaveLength(8)
+    expect(target.services.connectionGuard.refused['per-ip']).toBe(52)
+
+    // a contact, also on 127.0.0.1, connects and delivers while the strangers hold theirs
+    const honest = await net.node({ relays: [] })
+    trusted.peer = honest.peerId
+    await honest.libp2p.peerStore.merge(target.peerId, { multiaddrs: target.getMultiaddrs() })
+    await expect(honest.send(target.peerId, 'hello through the flood', { timeout: 30_000 })).resolves.toMatchObject({ status: 'delivered', path: 'direct' })
+    expect(received.map(m => [m.from.toString(), m.body])).toEqual([[honest.peerId.toString(), 'hello through the flood']])
+    expect(strangers().filter(c => c.status === 'open')).toHaveLength(8)
+  })
+
+  it('are closed once idle, while a contact\'s idle connection and a stranger\'s busy one stay', async () => {
+    const trusted: { peer?: PeerId } = {}
+    const { libp2p: target } = await victim({ idleTimeout: 500 }, () => trusted.peer)
+
+    const honest = await net.node({ relays: [] })
+    trusted.peer = honest.peerId
+    await honest.libp2p.peerStore.merge(target.peerId, { multiaddrs: target.getMultiaddrs() })
+    await honest.send(target.peerId, 'hello', { timeout: 30_000 })
+
+    const [busy, ...idle] = await attackers(4)
+    await flood([busy, ...idle], target)
+    await decided(target, 5)
+    expect(target.getConnections().filter(c => c.direction === 'inbound')).toHaveLength(5)
+    // one stranger keeps an /im stream open: it is using the connection
+    await busy.getConnections(target.peerId)[0].newStream(PROTOCOL)
+
+    const signal = AbortSignal.timeout(15_000)
+    await allClosed(target, idle.map(a => a.peerId), signal)
+    expect(target.getConnections(busy.peerId).map(c => c.status)).toEqual(['open'])
+    expect(target.getConnections(honest.peerId).some(c => c.status === 'open')).toBe(true)
+    // and the contact is tagged so that libp2p's pruner closes its connections last
+    expect((await target.peerStore.get(honest.peerId)).tags.get(TRUSTED_TAG)?.value).toBe(100)
+  })
+})
+
+describe('the peer store of the user\'s node', () => {
+  const victim = useVictims()
+
+  it('keeps no address that leads to another peer', async () => {
+    const { libp2p } = await victim({}, () => undefined)
+    const bob = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const mallory = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    await libp2p.peerStore.merge(bob, { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/9/p2p/${mallory}`), multiaddr('/ip4/127.0.0.1/tcp/10')] })
+    expect((await libp2p.peerStore.get(bob)).addresses.map(a => a.multiaddr.toString())).toEqual(['/ip4/127.0.0.1/tcp/10'])
+  })
+})

@@ -1,0 +1,94 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { describe, expect, it } from 'vitest'
+import { addressGroups } from '../../common/address-groups.js'
+import { ConnectionGuard, resolveConnectionLimits } from '../../node/connection-guard.js'
+import type { MultiaddrConnection, PeerId } from '@libp2p/interface'
+
+async function peer (): Promise<PeerId> {
+  return peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+}
+
+/** A raw inbound connection from `addr`, as the gater sees it; `close()` ends it. */
+function maConn (addr: string): MultiaddrConnection & { close(): void } {
+  const target = new EventTarget()
+  const conn = {
+    remoteAddr: multiaddr(addr),
+    status: 'open',
+    addEventListener: target.addEventListener.bind(target),
+    removeEventListener: target.removeEventListener.bind(target),
+    close () {
+      conn.status = 'closed'
+      target.dispatchEvent(new Event('close'))
+    }
+  }
+  return conn as unknown as MultiaddrConnection & { close(): void }
+}
+
+describe('address groups', () => {
+  it('count IPv4 by address and /24, IPv6 by /64 and /48, IPv4-mapped IPv6 as IPv4', () => {
+    expect(addressGroups(multiaddr('/ip4/198.51.100.7/tcp/1'))).toEqual({ ip: '198.51.100.7', subnet: '198.51.100.0/24' })
+    expect(addressGroups(multiaddr('/ip6/2001:db8:1:2:aaaa::1/tcp/1'))).toEqual({ ip: '2001:0db8:0001:0002:0000:0000:0000:0000/64', subnet: '2001:0db8:0001:0000:0000:0000:0000:0000/48' })
+    expect(addressGroups(multiaddr('/ip6/2001:db8:1:2:bbbb::9/tcp/1'))?.ip).toBe('2001:0db8:0001:0002:0000:0000:0000:0000/64')
+    expect(addressGroups(multiaddr('/ip6/::ffff:198.51.100.7/tcp/1'))).toEqual({ ip: '198.51.100.7', subnet: '198.51.100.0/24' })
+  })
+
+  it('leave out relayed connections (their address is the relay\'s) and addresses with no IP', async () => {
+    expect(addressGroups(multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${await peer()}/p2p-circuit/p2p/${await peer()}`))).toBeUndefined()
+    expect(addressGroups(multiaddr(`/webrtc/p2p/${await peer()}`))).toBeUndefined()
+  })
+})
+
+describe('the connection guard', () => {
+  const limits = { maxInboundPerIp: 2, maxInboundPerSubnet: 3, maxInboundUntrusted: 5, maxInboundPerPeer: 2 }
+
+  it('refuses untrusted peers over the per-IP limit, lets trusted ones in, and counts a closed connection no more', async () => {
+    const friend = await peer()
+    const guard = new ConnectionGuard({ limits, trust: { isTrusted: p => p.equals(friend) } })
+    const deny = async (p: PeerId, c: MultiaddrConnection): Promise<boolean> => guard.gater.denyInboundEncryptedConnection!(p, c) as boolean
+
+    const first = maConn('/ip4/198.51.100.7/tcp/1')
+    expect(await deny(await peer(), first)).toBe(false)
+    expect(await deny(await peer(), maConn('/ip4/198.51.100.7/tcp/2'))).toBe(false)
+    expect(await deny(await peer(), maConn('/ip4/198.51.100.7/tcp/3'))).toBe(true)
+    expect(await deny(friend, maConn('/ip4/198.51.100.7/tcp/4'))).toBe(false)
+    // another address on the same /24: the subnet has room for one more
+    expect(await deny(await peer(), maConn('/ip4/198.51.100.8/tcp/1'))).toBe(false)
+    expect(await deny(await peer(), maConn('/ip4/198.51.100.9/tcp/1'))).toBe(true)
+    expect(guard.refused).toMatchObject({ 'per-ip': 1, 'per-subnet': 1 })
+
+    first.close()
+    expect(await deny(await peer(), maConn('/ip4/198.51.100.7/tcp/5'))).toBe(false)
+  })
+
+  it('does not count relayed connections against their relay\'s IP, but in the untrusted total', async () => {
+    const relay = await peer()
+    const guard = new ConnectionGuard({ limits })
+    const circuit = async (): Promise<boolean> => guard.gater.denyInboundEncryptedConnection!(await peer(), maConn(`/ip4/127.0.0.1/tcp/1/p2p/${relay}/p2p-circuit`)) as boolean
+    for (let i = 0; i < limits.maxInboundUntrusted; i++) expect(await circuit()).toBe(false)
+    expect(await circuit()).toBe(true)
+    expect(guard.refused['untrusted-total']).toBe(1)
+  })
+
+  it('caps the inbound connections of one peer, trusted or not', async () => {
+    const friend = await peer()
+    const guard = new ConnectionGuard({ limits, trust: { isTrusted: p => p.equals(friend) } })
+    const deny = async (): Promise<boolean> => guard.gater.denyInboundEncryptedConnection!(friend, maConn(`/webrtc/p2p/${friend}`)) as boolean
+    expect([await deny(), await deny(), await deny()]).toEqual([false, false, true])
+  })
+
+  it('filters peer store addresses that lead to another peer', async () => {
+    const bob = await peer()
+    const mallory = await peer()
+    const guard = new ConnectionGuard()
+    expect(guard.gater.filterMultiaddrForPeer!(bob, multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${mallory}`))).toBe(false)
+    expect(guard.gater.filterMultiaddrForPeer!(bob, multiaddr('/ip4/127.0.0.1/tcp/1'))).toBe(true)
+  })
+
+  it('takes limits from config, naming a wrong one', () => {
+    expect(resolveConnectionLimits({ maxInboundPerIp: 3 })).toMatchObject({ maxInboundPerIp: 3, maxInboundPerSubnet: 32, idleTimeout: 60_000 })
+    expect(() => resolveConnectionLimits({ maxInboundPerIp: 0 })).toThrow(/connectionLimits\.maxInboundPerIp: must be a positive integer/)
+    expect(() => resolveConnectionLimits({ perIp: 3 } as any)).toThrow(/connectionLimits\.perIp: unknown limit/)
+  })
+})
