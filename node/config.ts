@@ -1,6 +1,10 @@
 import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { InvalidConfigError } from '../common/errors.js'
+import { resolveConnectionLimits } from './connection-guard.js'
+import { DEFAULT_LIMITS } from './policy.js'
+import type { ConnectionLimits } from './connection-guard.js'
+import type { PolicyLimits } from './policy.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** parley's own DHT, apart from the public amino DHT. */
@@ -100,6 +104,24 @@ export interface NodeConfig {
    * @default 60000
    */
   gapTimeout?: number
+
+  /**
+   * What strangers and contacts may make this node store, and how fast (see
+   * SECURITY.md): message-request quotas, rate limits, held messages per
+   * sender, the store's size.
+   *
+   * @default DEFAULT_LIMITS
+   */
+  limits?: Partial<PolicyLimits>
+
+  /**
+   * Inbound connections from peers that are not trusted (not contacts, not
+   * configured relays): per IP, per subnet, in total, per peer, and how long
+   * one that carries nothing is kept (see SECURITY.md).
+   *
+   * @default CONNECTION_LIMIT_DEFAULTS
+   */
+  connectionLimits?: ConnectionLimits
 }
 
 /** A NodeConfig with every default filled in and every address parsed. */
@@ -116,6 +138,8 @@ export interface ResolvedNodeConfig {
   heartbeatInterval: number
   retry: { initialDelay: number, maxDelay: number }
   gapTimeout: number
+  limits: PolicyLimits
+  connectionLimits: Required<ConnectionLimits>
 }
 
 export const NODE_DEFAULTS = {
@@ -144,6 +168,15 @@ function positive (value: number | undefined, fallback: number, key: string): nu
     throw new InvalidConfigError(`${key}: must be a positive number of milliseconds, got ${String(value)}`)
   }
   return n
+}
+
+function resolveLimits (limits: Partial<PolicyLimits> = {}): PolicyLimits {
+  if (typeof limits !== 'object' || limits === null) throw new InvalidConfigError('limits: must be an object')
+  for (const [key, value] of Object.entries(limits)) {
+    if (!(key in DEFAULT_LIMITS)) throw new InvalidConfigError(`limits.${key}: unknown limit; known: ${Object.keys(DEFAULT_LIMITS).join(', ')}`)
+    if (typeof value !== 'number' || !(value > 0)) throw new InvalidConfigError(`limits.${key}: must be a positive number, got ${String(value)}`)
+  }
+  return { ...DEFAULT_LIMITS, ...limits }
 }
 
 export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig {
@@ -179,6 +212,8 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
       initialDelay: positive(config.retry?.initialDelay, NODE_DEFAULTS.retry.initialDelay, 'retry.initialDelay'),
       maxDelay: positive(config.retry?.maxDelay, NODE_DEFAULTS.retry.maxDelay, 'retry.maxDelay')
     },
-    gapTimeout: positive(config.gapTimeout, NODE_DEFAULTS.gapTimeout, 'gapTimeout')
+    gapTimeout: positive(config.gapTimeout, NODE_DEFAULTS.gapTimeout, 'gapTimeout'),
+    limits: resolveLimits(config.limits),
+    connectionLimits: resolveConnectionLimits(config.connectionLimits)
   }
 }

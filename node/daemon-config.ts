@@ -3,6 +3,8 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, multiaddrString, parseConfig, readConfigFile } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL, NODE_DEFAULTS } from './config.js'
+import { CONNECTION_LIMIT_DEFAULTS } from './connection-guard.js'
+import { DEFAULT_LIMITS } from './policy.js'
 import type { ConfigBinding } from '../common/config.js'
 import type { NodeConfig } from './config.js'
 
@@ -19,6 +21,12 @@ const iceServer = z.object({
   credential: z.string().optional()
 }).strict()
 
+/** `limits` in the config file: any of the node's policy limits (SECURITY.md lists them with their defaults). */
+const limitsSchema = z.object(Object.fromEntries(Object.keys(DEFAULT_LIMITS).map(key => [key, z.number().positive().optional()]))).strict()
+
+/** `connectionLimits` in the config file: caps on strangers' inbound connections (SECURITY.md). */
+const connectionLimitsSchema = z.object(Object.fromEntries(Object.keys(CONNECTION_LIMIT_DEFAULTS).map(key => [key, z.int().positive().optional()]))).strict()
+
 /** What the daemon's config file, `PARLEY_*` variables and flags may set. */
 export const daemonConfigSchema = z.object({
   listen: z.array(multiaddrString()).default(NODE_DEFAULTS.listen),
@@ -29,7 +37,9 @@ export const daemonConfigSchema = z.object({
   iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
   dhtProtocol: z.string().startsWith('/').default(DEFAULT_DHT_PROTOCOL),
   apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0),
-  heartbeatInterval: z.int().positive({ error: 'must be a positive number of milliseconds' }).default(NODE_DEFAULTS.heartbeatInterval)
+  heartbeatInterval: z.int().positive({ error: 'must be a positive number of milliseconds' }).default(NODE_DEFAULTS.heartbeatInterval),
+  limits: limitsSchema.default({}),
+  connectionLimits: connectionLimitsSchema.default({})
 }).strict()
 
 export type DaemonConfig = z.output<typeof daemonConfigSchema>
@@ -107,6 +117,8 @@ export function toNodeConfig (dataDir: string, config: DaemonConfig): NodeConfig
     iceServers: config.iceServers as RTCIceServer[],
     iceBindAddress: config.iceBindAddress,
     dhtProtocol: config.dhtProtocol,
-    heartbeatInterval: config.heartbeatInterval
+    heartbeatInterval: config.heartbeatInterval,
+    limits: config.limits as NodeConfig['limits'],
+    connectionLimits: config.connectionLimits as NodeConfig['connectionLimits']
   }
 }

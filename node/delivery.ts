@@ -1,7 +1,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
-import { parse as parseUuid } from 'uuid'
 import { Ack } from '../protocols/im/index.js'
+import { idFromString } from './message-id.js'
 import type { Router } from './router.js'
 import type { OutboxEntry, Store } from './store/index.js'
 import type { Acknowledgement, ImService, OutboundMessage, Path } from '../protocols/im/index.js'
@@ -52,6 +52,14 @@ const MAX_WINDOW = 64
 /** Longest an ack's outcome waits to be written with others (ms). */
 const RECORD_DELAY = 5
 
+/**
+ * Bounds on a recipient's RATE_LIMITED `retry_after_ms`: it comes from the
+ * peer, so 0 must not make the outbox spin, nor 2^32-1 overflow a timer
+ * (Node runs an over-large timeout after 1 ms) or park messages for weeks.
+ */
+export const MIN_RETRY_AFTER = 1_000
+export const MAX_RETRY_AFTER = 60 * 60_000
+
 /** A send and how it ended. */
 interface Settled {
   entry: OutboxEntry
@@ -60,12 +68,12 @@ interface Settled {
 
 function toOutbound (entry: OutboxEntry): OutboundMessage {
   return {
-    id: new Uint8Array(parseUuid(entry.id)),
+    id: idFromString(entry.id),
     seq: entry.seq,
     sentAt: entry.sentAt,
     body: entry.body,
     contentType: entry.contentType === 'text/plain' ? undefined : entry.contentType,
-    replyTo: entry.replyTo == null ? undefined : new Uint8Array(parseUuid(entry.replyTo))
+    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo)
   }
 }
 
@@ -93,6 +101,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly windows = new Map<string, number>()
   /** Parsed peer IDs (parsing one costs more than a send on an open connection). */
   private readonly peerIds = new Map<string, PeerId>()
+  /** Peers that answered RATE_LIMITED, and until when they asked us to wait: a new connection does not cut that short. */
+  private readonly notBefore = new Map<string, number>()
   private controller = new AbortController()
   private stopped = true
 
@@ -128,9 +138,19 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** Something changed (a connection opened, our addresses changed): retry now. */
   wake (peer?: string): void {
     if (this.stopped) return
-    this.store.retryNow(peer, Date.now())
+    const now = Date.now()
+    for (const [p, until] of this.notBefore) {
+      if (until <= now) this.notBefore.delete(p)
+    }
+    if (peer != null && this.notBefore.has(peer)) return
+    this.store.transaction(() => {
+      this.store.retryNow(peer, now)
+      for (const [p, until] of this.notBefore) this.store.deferPeer(p, until, 'rate limited by the recipient')
+    })
     const peers = peer == null ? this.store.outboxPeers().map(p => p.peer) : [peer]
-    for (const p of peers) this.run(p)
+    for (const p of peers) {
+      if (!this.notBefore.has(p)) this.run(p)
+    }
   }
 
   /** Runs the peer's outbox now (a new message was queued). */
@@ -283,7 +303,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       inFlight -= batch.length
       if (unwritten.length === 0 && batch.length > 0) waitingSince = Date.now()
       unwritten.push(...batch)
-      if (batch.some(({ result }) => result.status === 'rejected')) lost = true
+      // a message not delivered (or the recipient asking to wait): nothing more goes out this round
+      if (batch.some(({ result }) => result.status === 'rejected' || result.value.status === Ack.Status.RATE_LIMITED)) lost = true
       // the next messages (queued meanwhile; retries of earlier seqs wait for
       // the next round) go on the wire first, so that the recipient works on
       // them while this side waits for the disk
@@ -346,9 +367,14 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         return { id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path }
       }
       case Ack.Status.RATE_LIMITED: {
-        const wait = ack.retryAfterMs ?? this.backoff(entry.attempts)
-        this.store.reschedule([entry.id], Date.now() + wait, 'rate limited by the recipient')
-        return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason: 'rate limited by the recipient' }
+        const wait = Math.min(MAX_RETRY_AFTER, Math.max(MIN_RETRY_AFTER, ack.retryAfterMs ?? this.backoff(entry.attempts)))
+        const until = Date.now() + wait
+        const reason = `rate limited by the recipient (retry in ${Math.ceil(wait / 1000)} s)`
+        this.store.reschedule([entry.id], until, reason)
+        // the later messages wait too, so the conversation stays in seq order
+        this.store.deferPeer(peer, until, reason)
+        this.notBefore.set(peer, Math.max(until, this.notBefore.get(peer) ?? 0))
+        return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason }
       }
       default: {
         const reason = `refused by the recipient: ${ack.status}`

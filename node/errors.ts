@@ -71,3 +71,15 @@ export class InvalidContactNameError extends Error {
   static override name = 'InvalidContactNameError'
   override name = 'InvalidContactNameError'
 }
+
+/** A contact with that name exists for another peer (pass `replace` to repoint it). */
+export class ContactExistsError extends Error {
+  static override name = 'ContactExistsError'
+  override name = 'ContactExistsError'
+}
+
+/** The message store is at its size limit: nothing more is stored until room is made. */
+export class StorageFullError extends Error {
+  static override name = 'StorageFullError'
+  override name = 'StorageFullError'
+}

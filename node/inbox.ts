@@ -1,13 +1,23 @@
-import { stringify as uuidToString } from 'uuid'
+import { idToString } from './message-id.js'
 import type { InboundStep, ReceiveResult, Store, StoredMessage } from './store/index.js'
-import type { InboundMessage, Refusal, StoreResult } from '../protocols/im/index.js'
+import type { InboundMessage, Refusal } from '../protocols/im/index.js'
 
 /** A gap in a conversation's seqs is given up after this long (spec section 6). */
 export const GAP_TIMEOUT = 60_000
 
+/** Held messages presented in one go when a gap is given up: the rest follow on the next turns of the event loop. */
+const RELEASE_PAGE = 256
+
 interface Pending {
   step: InboundStep
-  done?: PromiseWithResolvers<StoreResult>
+  done?: PromiseWithResolvers<ReceiveResult['result']>
+}
+
+export interface ReceiveOptions {
+  /** A stranger's message: kept as a message request. */
+  request?: boolean
+  /** Refuse it (`held-full`) when it would be held and the sender has this many held already. */
+  maxHeld?: number
 }
 
 /**
@@ -24,6 +34,7 @@ export class Inbox {
   private stopped = false
   private pending: Pending[] = []
   private flushing?: ReturnType<typeof setImmediate>
+  private releasing?: ReturnType<typeof setImmediate>
 
   constructor (
     private readonly store: Store,
@@ -40,27 +51,30 @@ export class Inbox {
     this.stopped = true
     clearTimeout(this.gapTimer)
     clearImmediate(this.flushing)
+    clearImmediate(this.releasing)
     this.flushing = undefined
     // not stored: no ack goes out, and the sender retries
     for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
 
-  /** The /im `store` callback: resolves once the message is durable in SQLite. */
-  async receive (message: InboundMessage): Promise<StoreResult> {
-    const done = Promise.withResolvers<StoreResult>()
+  /** Stores an inbound message: resolves once it is durable in SQLite (or known to be a duplicate, or refused as `held-full`). */
+  async receive (message: InboundMessage, options: ReceiveOptions = {}): Promise<ReceiveResult['result']> {
+    const done = Promise.withResolvers<ReceiveResult['result']>()
     this.enqueue({
       step: {
         kind: 'receive',
+        maxHeld: options.maxHeld,
         message: {
           peer: message.from.toString(),
-          id: uuidToString(message.id),
+          id: idToString(message.id),
           seq: message.seq,
           body: message.body,
           contentType: message.contentType,
-          replyTo: message.replyTo == null ? undefined : uuidToString(message.replyTo),
+          replyTo: message.replyTo == null ? undefined : idToString(message.replyTo),
           sentAt: message.sentAt,
           receivedAt: Date.now(),
-          path: message.path
+          path: message.path,
+          request: options.request === true
         }
       },
       done
@@ -119,14 +133,24 @@ export class Inbox {
 
   private armGapTimer (): void {
     clearTimeout(this.gapTimer)
+    // a release under way re-arms the timer when it is done
+    if (this.releasing != null || this.stopped) return
     const oldest = this.store.oldestGap()
-    if (oldest == null || this.stopped) return
+    if (oldest == null) return
     this.gapTimer = setTimeout(() => { this.releaseExpiredGaps() }, Math.max(0, oldest + this.gapTimeout - Date.now()))
     this.gapTimer.unref?.()
   }
 
+  /** Presents what expired gaps hold, a page at a time, so that a flood of held messages is never all in memory at once. */
   private releaseExpiredGaps (): void {
+    this.releasing = undefined
     if (this.stopped) return
-    this.after(this.store.releaseGaps(Date.now(), this.gapTimeout))
+    const { presented, more } = this.store.releaseGaps(Date.now(), this.gapTimeout, RELEASE_PAGE)
+    if (more) {
+      if (presented.length > 0) this.present(presented)
+      this.releasing = setImmediate(() => { this.releaseExpiredGaps() })
+      return
+    }
+    this.after(presented)
   }
 }

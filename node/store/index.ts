@@ -28,6 +28,8 @@ export interface StoredMessage {
   status: OutStatus | InStatus
   path?: 'direct' | 'relayed'
   reason?: string
+  /** Inbound from a stranger, waiting for the user to accept the request. */
+  request: boolean
 }
 
 /** A message waiting in the outbox, with its retry state. */
@@ -56,19 +58,39 @@ export interface NewInbound {
   sentAt: number
   receivedAt: number
   path: 'direct' | 'relayed'
+  /** From a stranger: kept as a message request. @default false */
+  request?: boolean
 }
 
 /** What `receive` did with one inbound message. */
 export interface ReceiveResult {
-  result: 'stored' | 'duplicate'
+  /** `held-full`: not stored, the sender already has `maxHeld` messages waiting for an earlier seq. */
+  result: 'stored' | 'duplicate' | 'held-full'
   /** Messages of the conversation now presentable, in seq order. */
   presented: StoredMessage[]
 }
 
 /** One step of `inboundBatch`: a message to store, or the seq of a refused one. */
 export type InboundStep =
-  | { kind: 'receive', message: NewInbound }
+  | { kind: 'receive', message: NewInbound, maxHeld?: number }
   | { kind: 'refuse', peer: string, seq: number, now: number }
+
+/** A stranger's messages waiting for the user's decision. */
+export interface RequestSummary {
+  peer: string
+  messages: number
+  /** UTF-8 bytes of their bodies. */
+  bytes: number
+  firstAt: number
+  lastAt: number
+  /** The body of the oldest one. */
+  preview: string
+}
+
+export type PeerState = 'accepted' | 'blocked'
+
+/** Seqs ahead of the next expected one that a refused message may fill; beyond, it is not recorded (the gap is given up in time). */
+export const REFUSED_SEQ_WINDOW = 1024
 
 export interface Contact {
   name: string
@@ -94,7 +116,8 @@ function toMessage (row: Row, sending?: ReadonlySet<string>): StoredMessage {
     // 'sending' lives in memory only (see Store.markSending)
     status: row.status === 'queued' && row.direction === 'out' && sending?.has(row.id) === true ? 'sending' : row.status,
     path: row.path ?? undefined,
-    reason: row.reason ?? undefined
+    reason: row.reason ?? undefined,
+    request: row.request === 1
   }
 }
 
@@ -122,7 +145,8 @@ function inboundAsPresented (message: NewInbound): StoredMessage {
     createdAt: message.receivedAt,
     status: 'presented',
     path: message.path,
-    reason: undefined
+    reason: undefined,
+    request: message.request === true
   }
 }
 
@@ -296,7 +320,8 @@ export class Store {
         createdAt: message.sentAt,
         status: 'queued' as const,
         path: undefined,
-        reason: undefined
+        reason: undefined,
+        request: false
       }
     })
   }
@@ -328,6 +353,7 @@ export class Store {
       status: r[8] === 'queued' && this.sending.has(r[0]) ? 'sending' : r[8],
       path: r[9] ?? undefined,
       reason: r[10] ?? undefined,
+      request: false,
       attempts: r[11],
       nextAttemptAt: r[12],
       lastError: r[13] ?? undefined
@@ -345,12 +371,12 @@ export class Store {
     return (this.sql('SELECT min(next_attempt_at) AS next FROM outbox WHERE peer = ?').get(peer) as Row).next ?? undefined
   }
 
-  /** Everything not yet delivered or failed, oldest first. */
   /** How many messages wait in the outbox. */
   outboxSize (): number {
     return (this.sql('SELECT count(*) AS n FROM outbox').get() as Row).n
   }
 
+  /** Everything not yet delivered or failed, oldest first. */
   outbox (): OutboxEntry[] {
     return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
@@ -410,6 +436,11 @@ export class Store {
     })
   }
 
+  /** Makes every queued message of `peer` due no earlier than `at` (the recipient asked to wait). */
+  deferPeer (peer: string, at: number, error: string): void {
+    this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(at, error, peer)
+  }
+
   /** Makes every queued message of `peer` (or of all peers) due now. */
   retryNow (peer: string | undefined, now: number): void {
     if (peer == null) {
@@ -433,8 +464,8 @@ export class Store {
    * order (the new one, possibly with held ones after it, or nothing while an
    * earlier seq is missing).
    */
-  receive (message: NewInbound): ReceiveResult {
-    return this.transaction(() => this.receiveOne(message))
+  receive (message: NewInbound, maxHeld?: number): ReceiveResult {
+    return this.transaction(() => this.receiveOne(message, maxHeld))
   }
 
   /**
@@ -445,7 +476,7 @@ export class Store {
    */
   inboundBatch (steps: InboundStep[]): Array<ReceiveResult | StoredMessage[] | Error> {
     const run = (step: InboundStep): ReceiveResult | StoredMessage[] => step.kind === 'receive'
-      ? this.receiveOne(step.message)
+      ? this.receiveOne(step.message, step.maxHeld)
       : this.refuseOne(step.peer, step.seq, step.now)
     try {
       // no step fails, as a rule: all in one go
@@ -463,7 +494,7 @@ export class Store {
     }
   }
 
-  private receiveOne (message: NewInbound): ReceiveResult {
+  private receiveOne (message: NewInbound, maxHeld = Infinity): ReceiveResult {
     const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
     if (exists != null) {
       return { result: 'duplicate', presented: [] }
@@ -472,10 +503,14 @@ export class Store {
     // the next seq (the usual case), or one below it that arrived after its gap
     // was given up (shown at once, never dropped): presented now. Later seqs wait.
     const status: InStatus = message.seq <= nextInSeq ? 'presented' : 'held'
-    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position)
-      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    if (status === 'held' && this.heldCount(message.peer, maxHeld) >= maxHeld) {
+      return { result: 'held-full', presented: [] }
+    }
+    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request)
+      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
-        message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null)
+        message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null,
+        message.request === true ? 1 : 0)
     if (message.seq < nextInSeq) {
       return { result: 'stored', presented: [inboundAsPresented(message)] }
     }
@@ -490,9 +525,18 @@ export class Store {
     return this.transaction(() => this.refuseOne(peer, seq, now))
   }
 
+  /** Messages of `peer` held for an earlier seq, counted up to `atMost` (an index-only count, bounded). */
+  private heldCount (peer: string, atMost: number): number {
+    if (!Number.isFinite(atMost)) return 0
+    return (this.sql(`SELECT count(*) AS n FROM (SELECT 1 FROM messages INDEXED BY messages_held
+      WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT ?)`).get(peer, atMost) as Row).n
+  }
+
   private refuseOne (peer: string, seq: number, now: number): StoredMessage[] {
     const { nextInSeq, gapSince } = this.conversation(peer)
-    if (seq < nextInSeq) return []
+    // a seq far ahead is not recorded: a peer could otherwise grow the table
+    // without end; its gap is given up after the gap timeout like any other
+    if (seq < nextInSeq || seq >= nextInSeq + REFUSED_SEQ_WINDOW) return []
     this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
     return this.advance(peer, now, nextInSeq, gapSince != null)
   }
@@ -511,7 +555,7 @@ export class Store {
     let next = from
     const presented: StoredMessage[] = []
     for (;;) {
-      const held = mayHold ? this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[] : []
+      const held = mayHold ? this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[] : []
       if (held.length > 0) {
         for (const row of held) this.present(peer, row.id)
         presented.push(...held.map(r => ({ ...toMessage(r), status: 'presented' as const })))
@@ -525,7 +569,7 @@ export class Store {
       }
       break
     }
-    const stillHeld = mayHold && this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
+    const stillHeld = mayHold && this.sql("SELECT 1 FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
     this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = CASE WHEN ? THEN coalesce(gap_since, ?) ELSE NULL END WHERE peer = ?')
       .run(next, stillHeld ? 1 : 0, now, peer)
     return presented
@@ -533,21 +577,35 @@ export class Store {
 
   /**
    * Gives up gaps older than `timeout` ms: their held messages are presented in
-   * seq order and the conversation continues after the highest of them.
+   * seq order and the conversation continues after the highest of them. At
+   * most `limit` messages a call (they are read into memory to be shown): a
+   * conversation with more keeps its gap open, moved past what was presented,
+   * and the next call goes on with it; `more` says whether anything is left.
    */
-  releaseGaps (now: number, timeout: number): StoredMessage[] {
+  releaseGaps (now: number, timeout: number, limit = 256): { presented: StoredMessage[], more: boolean } {
     return this.transaction(() => {
-      const expired = this.sql('SELECT peer FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ?').all(now - timeout) as Row[]
+      const expired = this.sql('SELECT peer FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ? ORDER BY gap_since').all(now - timeout) as Row[]
       const presented: StoredMessage[] = []
       for (const { peer } of expired) {
-        const held = (this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'in' AND status = 'held' ORDER BY seq").all(peer) as Row[]).map(row => toMessage(row))
-        for (const m of held) this.present(peer, m.id)
-        this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
-        const last = held.at(-1)?.seq
-        this.sql('UPDATE conversations SET gap_since = NULL, next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run((last ?? 0) + 1, peer)
-        presented.push(...held.map(m => ({ ...m, status: 'presented' as const })))
+        const room = limit - presented.length
+        if (room <= 0) return { presented, more: true }
+        const held = (this.sql(`SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held'
+          ORDER BY seq LIMIT ?`).all(peer, room + 1) as Row[]).map(row => toMessage(row))
+        const all = held.length <= room
+        const page = all ? held : held.slice(0, room)
+        for (const m of page) this.present(peer, m.id)
+        const last = page.at(-1)?.seq ?? 0
+        if (all) {
+          this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
+          this.sql('UPDATE conversations SET gap_since = NULL, next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run(last + 1, peer)
+        } else {
+          this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq <= ?').run(peer, last)
+          this.sql('UPDATE conversations SET next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run(last + 1, peer)
+        }
+        presented.push(...page.map(m => ({ ...m, status: 'presented' as const })))
+        if (!all) return { presented, more: true }
       }
-      return presented
+      return { presented, more: false }
     })
   }
 
@@ -572,6 +630,62 @@ export class Store {
     return row == null ? undefined : toMessage(row, this.sending)
   }
 
+  // ---- message requests and the block list ----
+
+  /** Strangers with messages waiting for the user's decision, oldest request first. */
+  requests (): RequestSummary[] {
+    const rows = this.sql(`SELECT peer, count(*) AS n, sum(length(CAST(body AS BLOB))) AS bytes, min(created_at) AS first, max(created_at) AS last
+      FROM messages WHERE request = 1 GROUP BY peer ORDER BY first`).all() as Row[]
+    const preview = this.sql('SELECT body FROM messages WHERE request = 1 AND peer = ? ORDER BY created_at LIMIT 1')
+    return rows.map(r => ({
+      peer: r.peer,
+      messages: r.n,
+      bytes: r.bytes ?? 0,
+      firstAt: r.first,
+      lastAt: r.last,
+      preview: ((preview.get(r.peer) as Row | undefined)?.body ?? '') as string
+    }))
+  }
+
+  /** The peer's waiting messages are ordinary messages from now on; how many. */
+  acceptRequests (peer: string): number {
+    return this.sql('UPDATE messages SET request = 0 WHERE request = 1 AND peer = ?').run(peer).changes as number
+  }
+
+  /** Deletes the peer's waiting messages (declined or blocked); how many. */
+  deleteRequests (peer: string): number {
+    return this.transaction(() => {
+      const deleted = this.sql("DELETE FROM messages WHERE request = 1 AND peer = ? AND direction = 'in'").run(peer).changes as number
+      this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
+      return deleted
+    })
+  }
+
+  /** `accepted` or `blocked` for a peer; `undefined` forgets it. */
+  setPeerState (peer: string, state: PeerState | undefined, now: number): boolean {
+    if (state == null) return this.sql('DELETE FROM peer_states WHERE peer = ?').run(peer).changes > 0
+    this.sql('INSERT INTO peer_states (peer, state, since) VALUES (?, ?, ?) ON CONFLICT (peer) DO UPDATE SET state = excluded.state, since = excluded.since')
+      .run(peer, state, now)
+    return true
+  }
+
+  peerState (peer: string): PeerState | undefined {
+    return (this.sql('SELECT state FROM peer_states WHERE peer = ?').get(peer) as Row | undefined)?.state
+  }
+
+  peerStates (): Array<{ peer: string, state: PeerState, since: number }> {
+    return (this.sql('SELECT peer, state, since FROM peer_states ORDER BY since').all() as Row[])
+      .map(r => ({ peer: r.peer, state: r.state, since: r.since }))
+  }
+
+  /** Bytes the database's pages hold (free pages not counted: they are reused before the file grows). */
+  usedBytes (): number {
+    const pages = (this.sql('PRAGMA page_count').get() as Row).page_count as number
+    const free = (this.sql('PRAGMA freelist_count').get() as Row).freelist_count as number
+    const size = (this.sql('PRAGMA page_size').get() as Row).page_size as number
+    return (pages - free) * size
+  }
+
   // ---- contacts ----
 
   addContact (contact: Contact): void {
@@ -585,6 +699,12 @@ export class Store {
 
   contacts (): Contact[] {
     return (this.sql('SELECT * FROM contacts ORDER BY name').all() as Row[])
+      .map(r => ({ name: r.name, peer: r.peer, addrs: JSON.parse(r.addrs), createdAt: r.created_at }))
+  }
+
+  /** The contacts naming `peer`. */
+  contactsOf (peer: string): Contact[] {
+    return (this.sql('SELECT * FROM contacts WHERE peer = ? ORDER BY name').all(peer) as Row[])
       .map(r => ({ name: r.name, peer: r.peer, addrs: JSON.parse(r.addrs), createdAt: r.created_at }))
   }
 

@@ -57,6 +57,17 @@ export const MIGRATIONS: string[] = [
     created_at  INTEGER NOT NULL
   );
   CREATE INDEX contacts_by_peer ON contacts (peer);
+  `,
+  // 2: message requests (a stranger's messages wait for the user's decision) and the block list
+  `
+  ALTER TABLE messages ADD COLUMN request INTEGER NOT NULL DEFAULT 0;  -- 1: from a stranger, not accepted yet
+  CREATE INDEX messages_requests ON messages (peer, created_at) WHERE request = 1;
+
+  CREATE TABLE peer_states (
+    peer   TEXT    NOT NULL PRIMARY KEY,
+    state  TEXT    NOT NULL CHECK (state IN ('accepted', 'blocked')),
+    since  INTEGER NOT NULL
+  ) WITHOUT ROWID;
   `
 ]
 

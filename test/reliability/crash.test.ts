@@ -2,6 +2,8 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { loadIdentity } from '../../common/identity.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { LOOPBACK_TCP, until, useNetwork } from '../fixtures/network.js'
 import type { ReceivedMessage } from '../../index.js'
@@ -53,6 +55,9 @@ describe('a sender killed with messages queued and in flight', () => {
     const got: ReceivedMessage[] = []
     bob.addEventListener('message', evt => { got.push(evt.detail) })
     const dataDir = await tempDir()
+    // bob knows the sender: a stranger's 100 messages would wait as a message request past its quota
+    const sender = peerIdFromPrivateKey(await loadIdentity(dataDir))
+    await bob.addContact('sender', sender.toString())
     const args = [dataDir, bob.peerId.toString(), JSON.stringify(bob.multiaddrs.map(a => a.toString()))]
 
     const first = startSender([...args, '100'])

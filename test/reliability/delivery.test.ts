@@ -118,6 +118,8 @@ describe('reliable delivery', () => {
     const bob = await net.node(config)
     await Promise.all([reserved(alice), reserved(bob)])
     await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    // friends: a stranger's burst of 60 would wait as a message request past its quota
+    await bob.addContact('alice', alice.peerId.toString())
     const got = collect(bob)
     const circuits = new Set<string>()
     alice.libp2p.addEventListener('connection:open', evt => {

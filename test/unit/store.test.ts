@@ -81,8 +81,8 @@ describe('Store', () => {
     store.receive(inbound(4))
     store.receive(inbound(3))
     // the gap opened when seq 4 arrived, at 1004
-    expect(store.releaseGaps(1004 + 59_999, 60_000)).toEqual([])
-    expect(store.releaseGaps(1004 + 60_000, 60_000).map(m => m.seq)).toEqual([3, 4])
+    expect(store.releaseGaps(1004 + 59_999, 60_000)).toEqual({ presented: [], more: false })
+    expect(store.releaseGaps(1004 + 60_000, 60_000).presented.map(m => m.seq)).toEqual([3, 4])
     // seq 2 turns up after all: shown at once
     expect(store.receive(inbound(2)).presented.map(m => m.seq)).toEqual([2])
     expect(store.receive(inbound(5)).presented.map(m => m.seq)).toEqual([5])
@@ -104,7 +104,7 @@ describe('Store', () => {
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`)
     db.close()
     const before = await readFile(file)
-    expect(() => new Store(file)).toThrow(/schema version 2, written by a newer parley/)
+    expect(() => new Store(file)).toThrow(new RegExp(`schema version ${SCHEMA_VERSION + 1}, written by a newer parley`))
     expect(() => new Store(file)).toThrow(file)
     expect(await readFile(file)).toEqual(before)
   })
@@ -115,5 +115,94 @@ describe('Store', () => {
     db.exec('CREATE TABLE recipes (name TEXT)')
     db.close()
     expect(() => new Store(file)).toThrow(/not a parley message store/)
+  })
+
+  it('refuses a message that would be held when its sender already has maxHeld held, but not the one that fills the gap', () => {
+    const store = new Store()
+    store.receive(inbound(1))
+    expect(store.receive(inbound(3), 2).result).toBe('stored')
+    expect(store.receive(inbound(4), 2).result).toBe('stored')
+    expect(store.receive(inbound(5), 2)).toEqual({ result: 'held-full', presented: [] })
+    expect(store.receive(inbound(2), 2).presented.map(m => m.seq)).toEqual([2, 3, 4])
+    expect(store.receive(inbound(5), 2).presented.map(m => m.seq)).toEqual([5])
+    store.close()
+  })
+
+  it('records a refused seq only within a window of the next expected one', () => {
+    const store = new Store()
+    store.refuseSeq(PEER, 2, 1)
+    store.refuseSeq(PEER, 2 ** 40, 1)
+    const db = (store as any).db as DatabaseSync
+    expect(db.prepare('SELECT seq FROM refused_seqs').all().map((r: any) => r.seq)).toEqual([2])
+    store.close()
+  })
+
+  it('releases an expired gap a page at a time, in seq order, and goes on where it stopped', () => {
+    const store = new Store()
+    store.receive(inbound(1))
+    for (let seq = 3; seq <= 12; seq++) store.receive(inbound(seq))
+    const first = store.releaseGaps(10_000_000, 60_000, 4)
+    expect(first.presented.map(m => m.seq)).toEqual([3, 4, 5, 6])
+    expect(first.more).toBe(true)
+    // a message arriving between pages takes its turn after what was presented
+    expect(store.receive(inbound(7)).result).toBe('duplicate')
+    const second = store.releaseGaps(10_000_000, 60_000, 4)
+    expect(second.presented.map(m => m.seq)).toEqual([7, 8, 9, 10])
+    const third = store.releaseGaps(10_000_000, 60_000, 4)
+    expect(third).toMatchObject({ more: false })
+    expect(third.presented.map(m => m.seq)).toEqual([11, 12])
+    expect(store.oldestGap()).toBeUndefined()
+    expect(store.receive(inbound(13)).presented.map(m => m.seq)).toEqual([13])
+    store.close()
+  })
+
+  it('keeps a stranger\'s messages as requests until accepted or deleted', () => {
+    const store = new Store()
+    store.receive({ ...inbound(1), request: true })
+    store.receive({ ...inbound(2), body: 'héllo', request: true })
+    store.receive({ ...inbound(1, '00000000-0000-7000-8000-0000000000aa'), peer: 'other', request: true })
+    expect(store.requests()).toEqual([
+      { peer: PEER, messages: 2, bytes: 2 + 6, firstAt: 1001, lastAt: 1002, preview: 'm1' },
+      { peer: 'other', messages: 1, bytes: 2, firstAt: 1001, lastAt: 1001, preview: 'm1' }
+    ])
+    expect(store.history(PEER).map(m => m.request)).toEqual([true, true])
+    expect(store.acceptRequests(PEER)).toBe(2)
+    expect(store.history(PEER).map(m => m.request)).toEqual([false, false])
+    expect(store.deleteRequests('other')).toBe(1)
+    expect(store.history('other')).toEqual([])
+    expect(store.requests()).toEqual([])
+    store.close()
+  })
+
+  it('keeps the block list and accepted peers', () => {
+    const store = new Store()
+    store.setPeerState('a', 'blocked', 5)
+    store.setPeerState('b', 'accepted', 6)
+    store.setPeerState('a', 'accepted', 7)
+    expect(store.peerStates()).toEqual([{ peer: 'b', state: 'accepted', since: 6 }, { peer: 'a', state: 'accepted', since: 7 }])
+    expect(store.setPeerState('b', undefined, 8)).toBe(true)
+    expect(store.peerStates()).toEqual([{ peer: 'a', state: 'accepted', since: 7 }])
+    store.close()
+  })
+
+  it('reports the bytes its pages hold, growing with what is stored and reused after a delete', () => {
+    const store = new Store()
+    const empty = store.usedBytes()
+    for (let i = 1; i <= 200; i++) store.receive({ ...inbound(i), body: 'x'.repeat(1000), request: true })
+    const full = store.usedBytes()
+    expect(full - empty).toBeGreaterThan(200 * 1000)
+    store.deleteRequests(PEER)
+    expect(store.usedBytes()).toBeLessThan(full - 150 * 1000)
+    store.close()
+  })
+
+  it('plans the receive path\'s held-message queries on the messages_held index', () => {
+    const store = new Store()
+    const db = (store as any).db as DatabaseSync
+    const plan = (sql: string): string => db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((r: any) => r.detail).join('; ')
+    expect(plan("SELECT * FROM messages INDEXED BY messages_held WHERE peer = 'p' AND direction = 'in' AND status = 'held' AND seq = 3")).toMatch(/messages_held/)
+    expect(plan("SELECT count(*) AS n FROM (SELECT 1 FROM messages INDEXED BY messages_held WHERE peer = 'p' AND direction = 'in' AND status = 'held' LIMIT 5)")).toMatch(/COVERING INDEX messages_held/)
+    expect(plan('SELECT peer, count(*) FROM messages WHERE request = 1 GROUP BY peer')).toMatch(/messages_requests/)
+    store.close()
   })
 })

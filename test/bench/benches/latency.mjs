@@ -16,12 +16,15 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const tcp = ['/ip4/127.0.0.1/tcp/0']
   // no relays, no bootstrap, no /webrtc: one direct TCP connection, nothing else
   const bob = await b.call('parley:start', { name: 'b', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [], echo: true })
-  await a.call('parley:start', { name: 'a', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+  const alice = await a.call('parley:start', { name: 'a', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+  // alice is bob's contact: a stranger's messages would wait as a request past a quota
+  await b.call('parley:addContact', { name: 'b', contact: 'alice', peer: alice.peerId })
   const tcpPort = await b.call('tcp:server')
   await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
   // diagnostic: the same two processes, nodes without a data dir (SQLite in memory: no fsync)
   const bobMem = await b.call('parley:start', { name: 'b-mem', listen: tcp, relays: [], bootstrap: [] })
-  await a.call('parley:start', { name: 'a-mem', listen: tcp, relays: [], bootstrap: [] })
+  const aliceMem = await a.call('parley:start', { name: 'a-mem', listen: tcp, relays: [], bootstrap: [] })
+  await b.call('parley:addContact', { name: 'b-mem', contact: 'alice', peer: aliceMem.peerId })
   await a.call('dial', { name: 'a-mem', peer: bobMem.peerId, addrs: bobMem.addrs })
 
   const methods = {

@@ -22,7 +22,9 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const bob = await b.call('parley:start', { name: 'b', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [], echo: true })
   const names = Array.from({ length: senders }, (_, i) => `a${i}`)
   for (const name of names) {
-    await a.call('parley:start', { name, dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+    const sender = await a.call('parley:start', { name, dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+    // the senders are bob's contacts: a stranger's messages would wait as a request past a quota
+    await b.call('parley:addContact', { name: 'b', contact: name, peer: sender.peerId })
     await a.call('dial', { name, peer: bob.peerId, addrs: bob.addrs })
   }
   const single = [{ name: 'a0', peer: bob.peerId }]
