@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline'
-import { historyLine, shortPeer, tick } from './format.js'
+import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
 import type { ApiClient } from './api/client.js'
 import type { HistoryEntry } from './node.js'
 
@@ -13,7 +13,8 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
   const history: HistoryEntry[] = await client.get(`/v1/history/${encodeURIComponent(peer)}?limit=20`)
   const contacts: Array<{ name: string, peerId: string }> = await client.get('/v1/contacts')
   const peerId = contacts.find(c => c.name === peer)?.peerId ?? peer
-  const name = contacts.find(c => c.peerId === peerId)?.name ?? shortPeer(peerId)
+  // names and everything from the peer are made terminal-safe before they are printed
+  const name = terminalSafe(contacts.find(c => c.peerId === peerId)?.name ?? shortPeer(peerId), { indent: false })
   const peers: Array<{ peerId: string, path: string }> = await client.get('/v1/peers')
   let path = peers.find(p => p.peerId === peerId)?.path ?? 'not connected'
 
@@ -25,7 +26,7 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
     rl.prompt(true)
   }
 
-  console.log(`chat with ${name} (${peerId}); Ctrl-D or /quit to leave`)
+  console.log(`chat with ${name} (${terminalSafe(peerId, { indent: false })}); Ctrl-D or /quit to leave`)
   for (const m of history) console.log(historyLine(m, new Map([[peerId, name]])))
   setPrompt()
   rl.prompt()
@@ -33,19 +34,28 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
   const controller = new AbortController()
   const mine = new Map<string, string>()
   const events = (async () => {
-    for await (const { event, data } of client.events(controller.signal)) {
-      if (event === 'message' && data.from === peerId) {
-        say(`${name}: ${data.body as string} (${data.path as string})`)
-      } else if (event === 'status' && mine.has(data.id) && (data.status === 'delivered' || data.status === 'failed')) {
-        say(`  ${tick(data.status)} ${data.status as string}${data.path != null ? ` (${data.path as string})` : ''}: ${mine.get(data.id) ?? ''}`)
-        mine.delete(data.id)
-      } else if (event === 'path' && data.peer === peerId) {
-        path = data.path ?? 'not connected'
-        setPrompt()
-        say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${data.transport as string})` : ''}`)
+    // the daemon drops an event stream that falls behind (a suspended
+    // terminal): say so and take a new one
+    for (let overflowed = true; overflowed && !controller.signal.aborted;) {
+      overflowed = false
+      for await (const { event, data } of client.events(controller.signal)) {
+        if (event === 'message' && data.from === peerId) {
+          say(`${name}${data.request === true ? ' (request)' : ''}: ${terminalSafe(String(data.body))}${contentTypeNote(data.contentType)} (${terminalSafe(String(data.path), { indent: false })})`)
+        } else if (event === 'status' && mine.has(data.id) && (data.status === 'delivered' || data.status === 'failed')) {
+          const reason = data.status === 'failed' && data.reason != null ? ` ${terminalSafe(String(data.reason), { indent: false })}` : ''
+          say(`  ${tick(data.status)} ${data.status as string}${data.path != null ? ` (${data.path as string})` : ''}${reason}: ${mine.get(data.id) ?? ''}`)
+          mine.delete(data.id)
+        } else if (event === 'path' && data.peer === peerId) {
+          path = terminalSafe(String(data.path ?? 'not connected'), { indent: false })
+          setPrompt()
+          say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(String(data.transport), { indent: false })})` : ''}`)
+        } else if (event === 'overflow') {
+          overflowed = true
+          say('-- this chat fell behind and missed some events (see `parley history`); reconnecting')
+        }
       }
     }
-  })().catch((err: Error) => { say(`-- ${err.message}`) })
+  })().catch((err: Error) => { say(`-- ${terminalSafe(err.message, { indent: false })}`) })
 
   for await (const line of rl) {
     const text = line.trim()
@@ -56,10 +66,11 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
     }
     try {
       const { body } = await client.request('POST', '/v1/messages', { to: peer, body: text })
-      mine.set(body.id, text.length > 30 ? `${text.slice(0, 30)}…` : text)
-      say(`me: ${text} ${tick(body.status)}`)
+      const shown = terminalSafe(text, { indent: false })
+      mine.set(body.id, shown.length > 30 ? `${shown.slice(0, 30)}…` : shown)
+      say(`me: ${shown} ${tick(body.status)}`)
     } catch (err: any) {
-      say(`-- not sent: ${err.message as string}`)
+      say(`-- not sent: ${terminalSafe(String(err.message), { indent: false })}`)
     }
   }
   controller.abort()

@@ -1,10 +1,10 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
-import { ApiClient } from './api/client.js'
+import { ApiClient, ApiError } from './api/client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from './daemon-config.js'
-import { clock, historyLine, shortPeer } from './format.js'
-import type { HistoryEntry } from './node.js'
+import { bytes, clock, contentTypeNote, date, historyLine, shortPeer, terminalSafe } from './format.js'
+import type { HistoryEntry, MessageRequest } from './node.js'
 
 /** Exit codes of `parley send`: delivered, error, still queued after --wait. */
 const EXIT_QUEUED = 2
@@ -32,6 +32,29 @@ async function clientOf (command: Command): Promise<ApiClient> {
 
 function print (json: boolean, value: unknown, human: () => string): void {
   console.log(json ? JSON.stringify(value) : human())
+}
+
+/** A string from the daemon, on one line and safe for a terminal (see terminalSafe). */
+function safe (text: unknown): string {
+  return terminalSafe(String(text ?? ''), { indent: false })
+}
+
+/** The message requests as a table, previews cut to one terminal-safe line. */
+function requestsTable (list: MessageRequest[]): string {
+  if (list.length === 0) return '(no message requests)'
+  const rows = list.map(r => {
+    const preview = terminalSafe(r.preview, { indent: false })
+    return [r.peerId, String(r.messages), bytes(r.bytes), date(r.lastAt), preview.length > 60 ? `${preview.slice(0, 59)}…` : preview]
+  })
+  const header = ['PEER', 'MSGS', 'SIZE', 'LAST', 'PREVIEW']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : c.padEnd(widths[i])).join('  ')
+  return [
+    line(header),
+    ...rows.map(line),
+    '',
+    'accept: parley requests accept <peer> [--name <name>]   decline: parley requests decline <peer>   block: parley block <peer>'
+  ].join('\n')
 }
 
 /** The user-facing commands that talk to a running daemon, plus `init` and `node` that run one. */
@@ -79,7 +102,7 @@ export function nodeCommands (program: Command): void {
       printAddrs()
       node.libp2p.addEventListener('self:peer:update', printAddrs)
       node.addEventListener('message', (evt) => {
-        console.log(`[${clock(evt.detail.receivedAt)}] message from ${evt.detail.from} (${evt.detail.path})`)
+        console.log(`[${clock(evt.detail.receivedAt)}] message from ${evt.detail.from}${evt.detail.request === true ? ' (request)' : ''} (${evt.detail.path})`)
       })
       node.addEventListener('path:change', (evt) => {
         const { peer, path, transport } = evt.detail
@@ -92,7 +115,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'as JSON: {"peerId", "addrs"}')
     .action(async (opts, command: Command) => {
       const id = await (await clientOf(command)).get('/v1/id')
-      print(opts.json === true, id, () => [id.peerId, ...id.addrs.map((a: string) => `  ${a}`)].join('\n'))
+      print(opts.json === true, id, () => [safe(id.peerId), ...id.addrs.map((a: string) => `  ${safe(a)}`)].join('\n'))
     })
 
   program.command('send')
@@ -106,7 +129,7 @@ export function nodeCommands (program: Command): void {
       const { status, body } = await client.request('POST', '/v1/messages', { to: peer, body: text, wait: opts.wait })
       const result = { id: body.id, status: body.status, path: body.path }
       if (status === 422) {
-        print(opts.json === true, { ...result, reason: body.message }, () => `not delivered: ${body.message as string}`)
+        print(opts.json === true, { ...result, reason: body.message }, () => `not delivered: ${safe(body.message)}`)
         process.exitCode = 1
         return
       }
@@ -128,8 +151,9 @@ export function nodeCommands (program: Command): void {
     })
 
   program.command('watch')
-    .description('print incoming messages and events as they happen')
+    .description('print incoming messages and events as they happen; a stranger\'s message is marked (request)')
     .option('--json', 'one JSON object a line: {"event", ...data}')
+    .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.')
     .action(async (opts, command: Command) => {
       const client = await clientOf(command)
       const controller = new AbortController()
@@ -138,12 +162,18 @@ export function nodeCommands (program: Command): void {
       for await (const { event, data } of client.events(controller.signal)) {
         if (opts.json === true) {
           console.log(JSON.stringify({ event, ...data }))
+        } else if (event === 'ready') {
+          console.log(`watching ${safe(data.peerId)} (Ctrl-C to stop)`)
         } else if (event === 'message') {
-          console.log(`[${clock(data.receivedAt)}] ${data.from as string} (${data.path as string}): ${data.body as string}`)
+          console.log(`[${clock(data.receivedAt)}] ${safe(data.from)}${data.request === true ? ' (request)' : ''} (${safe(data.path)}): ${terminalSafe(String(data.body))}${contentTypeNote(data.contentType)}`)
         } else if (event === 'status') {
-          console.log(`[${clock(Date.now())}] message ${data.id as string} to ${shortPeer(data.peer)}: ${data.status as string}${data.path != null ? ` (${data.path as string})` : ''}`)
+          console.log(`[${clock(Date.now())}] message ${safe(data.id)} to ${safe(shortPeer(String(data.peer)))}: ${safe(data.status)}${data.path != null ? ` (${safe(data.path)})` : ''}${data.status === 'failed' && data.reason != null ? `: ${safe(data.reason)}` : ''}`)
         } else if (event === 'path') {
-          console.log(`[${clock(Date.now())}] ${data.peer as string}: ${data.path == null ? 'disconnected' : `path now ${data.path as string}`}`)
+          console.log(`[${clock(Date.now())}] ${safe(data.peer)}: ${data.path == null ? 'disconnected' : `path now ${safe(data.path)}`}`)
+        }
+        if (event === 'overflow') {
+          console.error(`parley: ${safe(data.message)}`)
+          process.exitCode = 1
         }
       }
     })
@@ -162,46 +192,112 @@ export function nodeCommands (program: Command): void {
       const peers = await (await clientOf(command)).get('/v1/peers')
       print(opts.json === true, peers, () => peers.length === 0
         ? '(no connected peers)'
-        : peers.map((p: any) => `${p.peerId as string}  ${p.path as string}  ${p.transport as string}  ${p.rtt != null ? `${p.rtt as number} ms` : ''}\n    ${p.remoteAddr as string}`).join('\n'))
+        : peers.map((p: any) => `${safe(p.peerId)}  ${safe(p.path)}  ${safe(p.transport)}  ${p.rtt != null ? `${Number(p.rtt)} ms` : ''}\n    ${safe(p.remoteAddr)}`).join('\n'))
     })
 
   program.command('status')
-    .description('reachability, relay reservations, DHT peers, outbox size')
+    .description('reachability, relay reservations, DHT peers, outbox size, storage, message requests')
     .option('--json', 'as JSON')
     .action(async (opts, command: Command) => {
       const s = await (await clientOf(command)).get('/v1/status')
       print(opts.json === true, s, () => [
+        ...(s.storage?.full === true ? ['STORAGE FULL: the message store is at its limit; incoming messages are refused and sending fails until room is made'] : []),
         `peer ID: ${s.peerId as string}`,
         `reachable at: ${s.addrs.length === 0 ? '(nowhere yet)' : ''}`,
-        ...s.addrs.map((a: string) => `  ${a}`),
+        ...s.addrs.map((a: string) => `  ${safe(a)}`),
         `relays: ${s.relays.length === 0 ? '(none configured)' : ''}`,
-        ...s.relays.map((r: any) => `  ${r.reserved === true ? 'reserved' : 'NOT reserved'}  ${r.relay as string}`),
-        `connections: ${s.connections as number}   DHT peers: ${s.dhtPeers as number}   outbox: ${s.outbox as number}`
+        ...s.relays.map((r: any) => `  ${r.reserved === true ? 'reserved' : 'NOT reserved'}  ${safe(r.relay)}`),
+        `connections: ${s.connections as number}   DHT peers: ${s.dhtPeers as number}   outbox: ${s.outbox as number}`,
+        ...(s.storage == null ? [] : [`storage: ${bytes(s.storage.usedBytes)} of ${bytes(s.storage.limitBytes)} (${Math.floor(100 * s.storage.usedBytes / Math.max(1, s.storage.limitBytes))}%)${s.storage.full === true ? ' FULL' : ''}`]),
+        ...(s.requests == null ? [] : [`message requests: ${s.requests as number}${s.requests > 0 ? ' (see `parley requests`)' : ''}   blocked: ${(s.blocked ?? 0) as number}`])
       ].join('\n'))
     })
 
   const contacts = program.command('contacts').description('names for peers')
   contacts.command('add')
-    .description('add a contact from a peer ID or an invite (then `send <name>` works without a DHT lookup)')
+    .description('add a contact from a peer ID or an invite (then `send <name>` works without a DHT lookup); it also accepts the peer\'s message request')
     .argument('<name>')
     .argument('<peer>', 'peer ID or invite (parley:…)')
-    .action(async (name: string, peer: string, _opts, command: Command) => {
-      const added = (await (await clientOf(command)).request('POST', '/v1/contacts', { name, peer })).body
-      console.log(`added ${added.name as string}: ${added.peerId as string}${added.addrs.length > 0 ? ` (${added.addrs.length as number} addresses)` : ''}`)
+    .option('--replace', 'if the name is another peer\'s contact, point it at this peer instead')
+    .action(async (name: string, peer: string, opts, command: Command) => {
+      const client = await clientOf(command)
+      let added
+      try {
+        added = await client.addContact(name, peer, { replace: opts.replace === true })
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'ContactExistsError') {
+          const current = (await client.get<Array<{ name: string, peerId: string }>>('/v1/contacts').catch(() => [])).find(c => c.name === name)
+          throw new Error(`"${safe(name)}" is already the contact for ${current?.peerId ?? 'another peer'}; nothing changed. To point it at the new peer instead, run again with --replace: parley contacts add --replace "${safe(name)}" <peer>`)
+        }
+        throw err
+      }
+      console.log(`added ${safe(added.name)}: ${added.peerId}${added.addrs.length > 0 ? ` (${added.addrs.length} addresses)` : ''}`)
     })
   contacts.command('ls')
     .description('list contacts')
     .option('--json', 'as JSON')
     .action(async (opts, command: Command) => {
       const list = await (await clientOf(command)).get('/v1/contacts')
-      print(opts.json === true, list, () => list.length === 0 ? '(no contacts)' : list.map((c: any) => `${c.name as string}  ${c.peerId as string}`).join('\n'))
+      print(opts.json === true, list, () => list.length === 0 ? '(no contacts)' : list.map((c: any) => `${safe(c.name)}  ${safe(c.peerId)}`).join('\n'))
     })
   contacts.command('rm')
     .description('remove a contact')
     .argument('<name>')
     .action(async (name: string, _opts, command: Command) => {
       await (await clientOf(command)).request('DELETE', `/v1/contacts/${encodeURIComponent(name)}`)
-      console.log(`removed ${name}`)
+      console.log(`removed ${safe(name)}`)
+    })
+
+  const requests = program.command('requests')
+    .description('message requests: strangers\' messages waiting for you to accept, decline or block them (`parley requests` lists them)')
+  requests.command('ls', { isDefault: true })
+    .description('list the message requests (the default)')
+    .option('--json', 'as a JSON array of {peerId, messages, bytes, firstAt, lastAt, preview}')
+    .action(async (opts, command: Command) => {
+      const list = await (await clientOf(command)).requests()
+      print(opts.json === true, list, () => requestsTable(list))
+    })
+  requests.command('accept')
+    .description('accept a stranger\'s messages: they join your history and the stranger may write freely')
+    .argument('<peer>', 'peer ID')
+    .option('--name <name>', 'also add the peer as a contact with this name')
+    .option('--json', 'print {"peerId", "accepted", "contact"?}')
+    .action(async (peer: string, opts, command: Command) => {
+      const result = await (await clientOf(command)).acceptRequest(peer, { name: opts.name })
+      print(opts.json === true, result, () => `accepted ${result.accepted} message${result.accepted === 1 ? '' : 's'} from ${result.peerId}${result.contact != null ? `; added contact ${safe(result.contact.name)}` : ''}`)
+    })
+  requests.command('decline')
+    .description('decline a message request: its messages are deleted (the stranger may write again; `parley block` stops that)')
+    .argument('<peer>', 'peer ID')
+    .option('--json', 'print {"peerId", "deleted"}')
+    .action(async (peer: string, opts, command: Command) => {
+      const result = await (await clientOf(command)).declineRequest(peer)
+      print(opts.json === true, result, () => `declined ${result.peerId}: deleted ${result.deleted} message${result.deleted === 1 ? '' : 's'}`)
+    })
+
+  program.command('block')
+    .description('block a peer: its waiting requests are deleted and what it sends later is refused (answered BLOCKED)')
+    .argument('<peer>', 'peer ID or contact name')
+    .option('--json', 'print {"peerId", "deleted"}')
+    .action(async (peer: string, opts, command: Command) => {
+      const result = await (await clientOf(command)).block(peer)
+      print(opts.json === true, result, () => `blocked ${result.peerId}${result.deleted > 0 ? `; deleted ${result.deleted} waiting message${result.deleted === 1 ? '' : 's'}` : ''}`)
+    })
+  program.command('unblock')
+    .description('lift a block')
+    .argument('<peer>', 'peer ID or contact name')
+    .action(async (peer: string, _opts, command: Command) => {
+      await (await clientOf(command)).unblock(peer)
+      console.log(`unblocked ${safe(peer)}`)
+    })
+  program.command('blocked')
+    .description('list blocked peers')
+    .option('--json', 'as a JSON array of {peerId, since, name?}')
+    .action(async (opts, command: Command) => {
+      const list = await (await clientOf(command)).blocked()
+      print(opts.json === true, list, () => list.length === 0
+        ? '(nobody is blocked)'
+        : list.map(b => `${b.peerId}  since ${date(b.since)}${b.name != null ? `  (${safe(b.name)})` : ''}`).join('\n'))
     })
 
   program.command('invite')

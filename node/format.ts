@@ -20,10 +20,83 @@ export function tick (status: HistoryEntry['status']): string {
   }
 }
 
-/** One line of history for a terminal. */
+/** What a continuation line of a multi-line text starts with: never column 0, where every line parley prints begins. */
+export const CONTINUATION_INDENT = '    '
+
+/**
+ * Code points a terminal must not get from a peer: C0 controls but tab and
+ * line feed (ESC starts escape sequences, CR and BS move the cursor back over
+ * what was printed, BEL rings), DEL, C1 controls (U+009B is CSI, U+009D OSC on
+ * some terminals), the bidirectional marks, embeddings, overrides and isolates
+ * that reorder what follows them (U+061C, U+200E–U+200F, U+202A–U+202E,
+ * U+2066–U+2069), the Unicode line and paragraph separators, and lone
+ * surrogates.
+ */
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+
+/** A visible stand-in for an unsafe code point: `\x1b` for the 8-bit ones, `\u202e` for the others. */
+function visible (char: string): string {
+  const code = char.charCodeAt(0)
+  return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
+}
+
+export interface TerminalSafeOptions {
+  /**
+   * Put continuation lines after this (the default, CONTINUATION_INDENT), or,
+   * when `false`, show every line feed as `\n` and print one line.
+   */
+  indent?: string | false
+}
+
+/**
+ * `text` made safe to print on a terminal: what a peer sends (a body, a
+ * content type, a refusal reason, a contact's name) can neither send escape
+ * sequences nor move the cursor, nor pose as a line of its own. Each unsafe
+ * code point (see UNSAFE) is shown as a visible escape (`\x1b`, `\r`'s
+ * `\x0d`, `\u202e`); a CR LF pair counts as one line feed; every line after
+ * the first is indented, so none can look like a new message.
+ */
+export function terminalSafe (text: string, options: TerminalSafeOptions = {}): string {
+  const indent = options.indent ?? CONTINUATION_INDENT
+  const safe = String(text).replace(/\r\n/g, '\n').replace(UNSAFE, visible)
+  return indent === false ? safe.replace(/\n/g, '\\n') : safe.replace(/\n/g, `\n${indent}`)
+}
+
+/** One line of history for a terminal (more lines, indented, when the body has line feeds). */
 export function historyLine (m: HistoryEntry, names: Map<string, string> = new Map()): string {
-  const who = m.direction === 'out' ? 'me' : (names.get(m.from) ?? shortPeer(m.from))
+  const who = m.direction === 'out' ? 'me' : terminalSafe(names.get(m.from) ?? shortPeer(m.from), { indent: false })
   const when = clock(m.direction === 'out' ? m.sentAt : m.receivedAt)
-  const state = m.direction === 'out' ? ` ${tick(m.status)}${m.path != null ? ` (${m.path})` : ''}${m.reason != null ? ` ${m.reason}` : ''}` : ` (${m.path ?? '?'})`
-  return `[${when}] ${who}: ${m.body}${state}`
+  const request = m.request === true ? ' (request)' : ''
+  const state = m.direction === 'out'
+    ? ` ${tick(m.status)}${m.path != null ? ` (${m.path})` : ''}${m.reason != null ? ` ${terminalSafe(m.reason, { indent: false })}` : ''}`
+    : ` (${m.path ?? '?'})`
+  return `[${when}] ${who}${request}: ${terminalSafe(m.body)}${contentTypeNote(m.contentType)}${state}`
+}
+
+/** ` [image/png]` for a body that is not plain text, or nothing. */
+export function contentTypeNote (contentType: string | undefined): string {
+  if (contentType == null || contentType === '' || /^text\/plain(\s*;|$)/i.test(contentType)) return ''
+  return ` [${terminalSafe(contentType, { indent: false })}]`
+}
+
+/** A byte count for people: 1.5 MiB. */
+export function bytes (n: number): string {
+  if (!Number.isFinite(n)) return '?'
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let value = n
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return unit === 0 ? `${value} B` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`
+}
+
+/** A date and time for people, local time: 2026-11-25 14:03. */
+export function date (ms: number | undefined): string {
+  if (ms == null || !Number.isFinite(ms)) return '----------'
+  const d = new Date(ms)
+  const pad = (n: number): string => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`
 }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { API_FILE } from './file.js'
 import type { ApiFile } from './file.js'
+import type { BlockedPeer, ContactInfo, MessageRequest } from '../node.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -56,6 +57,40 @@ export class ApiClient {
 
   async get<T = any> (path: string): Promise<T> {
     return (await this.request<T>('GET', path)).body
+  }
+
+  /** Adds a contact from a peer ID or invite; `replace` repoints a name that is another peer's (else a 409 ApiError, code ContactExistsError). */
+  async addContact (name: string, peer: string, options: { replace?: boolean } = {}): Promise<ContactInfo> {
+    return (await this.request<ContactInfo>('POST', '/v1/contacts', { name, peer, ...(options.replace === true ? { replace: true } : {}) })).body
+  }
+
+  /** Strangers whose messages wait for a decision. */
+  async requests (): Promise<MessageRequest[]> {
+    return this.get('/v1/requests')
+  }
+
+  /** Accepts a stranger's messages (peer ID or contact name); with `name`, also adds the peer as a contact. */
+  async acceptRequest (peer: string, options: { name?: string } = {}): Promise<{ peerId: string, accepted: number, contact?: ContactInfo }> {
+    return (await this.request('POST', `/v1/requests/${encodeURIComponent(peer)}/accept`, options.name == null ? {} : { name: options.name })).body
+  }
+
+  /** Declines a message request: its messages are deleted. */
+  async declineRequest (peer: string): Promise<{ peerId: string, deleted: number }> {
+    return (await this.request('DELETE', `/v1/requests/${encodeURIComponent(peer)}`)).body
+  }
+
+  async blocked (): Promise<BlockedPeer[]> {
+    return this.get('/v1/blocked')
+  }
+
+  /** Blocks a peer (peer ID or contact name); its waiting requests are deleted. */
+  async block (peer: string): Promise<{ peerId: string, deleted: number }> {
+    return (await this.request('POST', '/v1/blocked', { peer })).body
+  }
+
+  /** Lifts a block (a 404 ApiError when the peer was not blocked). */
+  async unblock (peer: string): Promise<{ unblocked: string }> {
+    return (await this.request('DELETE', `/v1/blocked/${encodeURIComponent(peer)}`)).body
   }
 
   /** Server-Sent Events from /v1/events, as `{ event, data }`, until `signal` aborts. */

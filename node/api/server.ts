@@ -2,16 +2,45 @@ import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { createServer } from '../../common/node-http.js'
 import { z } from 'zod'
 import type { ParleyNode } from '../node.js'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 
 /** Errors from the node that mean "your request was wrong": 400 with the reason. */
 const BAD_REQUEST = new Set([
   'InvalidPeerIdError', 'EmptyMessageError', 'MessageTooLargeError', 'InvalidMessageError',
-  'UnknownContactError', 'InvalidInviteError', 'InvalidContactNameError'
+  'UnknownContactError', 'InvalidInviteError', 'InvalidContactNameError', 'UnknownPeerError'
 ])
+
+/** Other errors from the node with a status of their own. */
+const ERROR_STATUS: Record<string, number> = {
+  // the name is taken by another peer and `replace` was not set
+  ContactExistsError: 409,
+  // the message store is at its size limit
+  StorageFullError: 507
+}
 
 /** Largest request body read, as JSON (a message body is at most 64 KiB of UTF-8). */
 const MAX_REQUEST_BYTES = 1024 * 1024
+
+/**
+ * The Host headers the API answers: its own loopback names, with any port.
+ * Anything else is a browser that was pointed at 127.0.0.1 by DNS rebinding
+ * (its page's own name in Host) and is refused, before the token is checked.
+ */
+const ALLOWED_HOST = /^(?:127\.0\.0\.1|localhost|\[::1\])(?::\d{1,5})?$/i
+
+/** Defaults of the limits in ApiServerInit. */
+export const API_LIMITS = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  keepAliveTimeout: 5_000,
+  bodyTimeout: 10_000,
+  maxConnections: 256,
+  maxEventBacklog: 1024 * 1024,
+  overflowGrace: 5_000
+}
+
+/** A comment line on every event stream this often, so that a dead one is noticed. */
+const EVENTS_KEEP_ALIVE = 15_000
 
 export interface ApiServerInit {
   /**
@@ -23,12 +52,69 @@ export interface ApiServerInit {
 
   /** Bearer token; a random one is made when omitted. */
   token?: string
+
+  /**
+   * A connection that has not sent a request's whole headers this long (ms)
+   * after the request began is answered 408 and closed.
+   *
+   * @default 10_000
+   */
+  headersTimeout?: number
+
+  /**
+   * Nor its whole request, headers and body (ms). Only the request: an event
+   * stream's response runs as long as the client stays.
+   *
+   * @default 30_000
+   */
+  requestTimeout?: number
+
+  /**
+   * An idle keep-alive connection is closed after this long (ms).
+   *
+   * @default 5_000
+   */
+  keepAliveTimeout?: number
+
+  /**
+   * Reading a request's body (after its headers) gives up after this long
+   * (ms): 408, and the connection is closed.
+   *
+   * @default 10_000
+   */
+  bodyTimeout?: number
+
+  /**
+   * Open connections at most (event streams count); more are closed at once.
+   *
+   * @default 256
+   */
+  maxConnections?: number
+
+  /**
+   * An event stream whose unsent backlog would pass this many bytes (a client
+   * that stopped reading) is dropped: it is sent a last `overflow` event and
+   * ended.
+   *
+   * @default 1 MiB
+   */
+  maxEventBacklog?: number
+
+  /**
+   * How long (ms) a dropped event stream gets to take its last bytes before
+   * its connection is destroyed.
+   *
+   * @default 5_000
+   */
+  overflowGrace?: number
 }
 
 export interface ApiServer {
   url: string
   token: string
   port: number
+  /** The node:http server (for tests and diagnostics). */
+  server: Server
   close(): Promise<void>
 }
 
@@ -61,6 +147,18 @@ const historyQuery = z.strictObject({
 const contactSchema = z.strictObject({
   name: z.string().min(1).max(64),
   // peer ID or invite
+  peer: z.string().min(1),
+  // repoint a name that is another peer's contact
+  replace: z.boolean().optional()
+})
+
+const acceptSchema = z.strictObject({
+  // also add the peer as a contact with this name
+  name: z.string().min(1).max(64).optional()
+}).optional()
+
+const blockSchema = z.strictObject({
+  // peer ID or contact name
   peer: z.string().min(1)
 })
 
@@ -100,6 +198,7 @@ interface Route {
  */
 export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}): Promise<ApiServer> {
   const token = init.token ?? randomBytes(32).toString('hex')
+  const limits = { ...API_LIMITS, ...definedOnly(init) }
   const expected = Buffer.from(`Bearer ${token}`)
   const routes: Route[] = []
   const route = (method: string, path: string, handler: Handler): void => {
@@ -142,8 +241,8 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
   route('GET', '/v1/contacts', () => node.contacts())
 
   route('POST', '/v1/contacts', ({ body }) => {
-    const { name, peer } = parse(contactSchema, body, 'body')
-    return node.addContact(name, peer)
+    const { name, peer, replace } = parse(contactSchema, body, 'body')
+    return node.addContact(name, peer, { replace })
   })
 
   route('DELETE', '/v1/contacts/:name', ({ params }) => {
@@ -153,31 +252,42 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
     return { removed: params.name }
   })
 
-  // live events as Server-Sent Events: message, status, path
-  route('GET', '/v1/events', ({ raw, res }) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
-    // a first event, so a client knows the stream is live before anything happens
-    res.write(`event: ready\ndata: ${JSON.stringify({ peerId: node.peerId.toString() })}\n\n`)
-    const write = (event: string) => (evt: CustomEvent<unknown>) => {
-      res.write(`event: ${event}\ndata: ${JSON.stringify(evt.detail)}\n\n`)
+  // message requests: strangers' messages waiting for the user's decision
+  route('GET', '/v1/requests', () => node.requests())
+
+  route('POST', '/v1/requests/:peer/accept', async ({ params, body }) => {
+    const options = parse(acceptSchema, body, 'body')
+    return node.acceptRequest(params.peer, { name: options?.name })
+  })
+
+  route('DELETE', '/v1/requests/:peer', ({ params }) => node.declineRequest(params.peer))
+
+  route('GET', '/v1/blocked', () => node.blocked())
+
+  route('POST', '/v1/blocked', ({ body }) => node.block(parse(blockSchema, body, 'body').peer))
+
+  route('DELETE', '/v1/blocked/:peer', ({ params }) => {
+    if (!node.unblock(params.peer)) {
+      throw new HttpError(404, 'NotFound', `${params.peer} is not blocked`)
     }
-    const onMessage = write('message')
-    const onStatus = write('status')
-    const onPath = write('path')
-    node.addEventListener('message', onMessage)
-    node.addEventListener('message:status', onStatus)
-    node.addEventListener('path:change', onPath)
-    const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000)
-    raw.on('close', () => {
-      clearInterval(keepAlive)
-      node.removeEventListener('message', onMessage)
-      node.removeEventListener('message:status', onStatus)
-      node.removeEventListener('path:change', onPath)
-    })
+    return { unblocked: params.peer }
+  })
+
+  // live events as Server-Sent Events: message, status, path; a client that
+  // falls behind is sent `overflow` and dropped (see eventStream)
+  route('GET', '/v1/events', ({ raw, res }) => {
+    eventStream(node, raw, res, limits)
     return STREAMING
   })
 
-  const server = createServer((raw, res) => {
+  const server = createServer({
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    // how often node:http looks for requests past those timeouts (default 30 s,
+    // which would let a request live up to 30 s longer than its timeout)
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout) / 4)))
+  }, (raw, res) => {
     handle(raw, res).catch((err: any) => {
       // the answer could not be written (the client went away): nothing more to do
       res.destroy(err)
@@ -188,13 +298,17 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
     let status = 200
     let result: unknown
     try {
+      // before the token: a rebinding page must learn nothing, not even that it needs one
+      if (!ALLOWED_HOST.test(raw.headers.host ?? '')) {
+        throw new HttpError(403, 'Forbidden', `the API answers only requests for 127.0.0.1, localhost or [::1], not Host "${raw.headers.host ?? ''}"`)
+      }
       const given = Buffer.from(raw.headers.authorization ?? '')
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
         throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token; the CLI reads it from api.json in the data dir')
       }
       const url = new URL(raw.url ?? '/', 'http://127.0.0.1')
       const found = match(raw.method ?? 'GET', url.pathname)
-      const body = raw.method === 'POST' ? await readJson(raw) : undefined
+      const body = raw.method === 'POST' ? await readJson(raw, limits.bodyTimeout) : undefined
       result = await found.route.handler({ params: found.params, query: Object.fromEntries(url.searchParams), body, raw, res })
       if (result === STREAMING) return
       if (result instanceof Reply) {
@@ -208,13 +322,21 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
       } else if (BAD_REQUEST.has(err.name)) {
         status = 400
         result = { error: err.name, message: err.message }
+      } else if (ERROR_STATUS[err.name] != null) {
+        status = ERROR_STATUS[err.name]
+        result = { error: err.name, message: err.message }
       } else {
         status = 500
         result = { error: err.name ?? 'Error', message: err.message }
       }
     }
     const json = JSON.stringify(result ?? null)
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(json) })
+    res.writeHead(status, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(json),
+      // a body left unread (refused, or too slow): the connection goes with the answer
+      ...(raw.complete ? {} : { connection: 'close' })
+    })
     res.end(json)
   }
 
@@ -251,12 +373,14 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
       resolve()
     })
   })
+  server.maxConnections = limits.maxConnections
   const address = server.address()
   const port = typeof address === 'object' && address != null ? address.port : 0
   return {
     url: `http://127.0.0.1:${port}`,
     token,
     port,
+    server,
     close: async () => {
       const closed = new Promise<void>(resolve => { server.close(() => { resolve() }) })
       // event streams stay open: closing must not wait for them
@@ -266,17 +390,104 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
   }
 }
 
-/** The request's body as JSON (an empty body is `undefined`); a 400 when it is not JSON, a 413 when too large. */
-async function readJson (raw: IncomingMessage): Promise<unknown> {
+/** `init` without its undefined keys, so that they do not override the defaults. */
+function definedOnly (init: ApiServerInit): Partial<typeof API_LIMITS> {
+  return Object.fromEntries(Object.entries(init).filter(([key, value]) => value !== undefined && key in API_LIMITS))
+}
+
+/**
+ * Serves `/v1/events` on `res` until the client goes. Each subscriber's
+ * unsent backlog is bounded: an event that would take it past
+ * `maxEventBacklog` bytes (a client that stopped reading: a hung `watch`)
+ * drops the subscriber instead. It gets a last `overflow` event (best effort:
+ * it comes after the backlog) and the end of the stream; if it has not taken
+ * them within `overflowGrace`, the connection is destroyed. Without this, one
+ * stuck client and a flood of messages grow the daemon's memory until it dies.
+ */
+function eventStream (node: ParleyNode, raw: IncomingMessage, res: ServerResponse, limits: typeof API_LIMITS): void {
+  // the stream ends the connection when it ends: no keep-alive after it
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'close' })
+  let open = true
+  const send = (chunk: string): void => {
+    if (!open) return
+    const size = Buffer.byteLength(chunk)
+    if (res.writableLength > 0 && res.writableLength + size > limits.maxEventBacklog) {
+      overflow()
+      return
+    }
+    res.write(chunk)
+  }
+  const write = (event: string) => (evt: CustomEvent<unknown>) => {
+    send(`event: ${event}\ndata: ${JSON.stringify(evt.detail)}\n\n`)
+  }
+  const onMessage = write('message')
+  const onStatus = write('status')
+  const onPath = write('path')
+  const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
+  const unsubscribe = (): void => {
+    open = false
+    clearInterval(keepAlive)
+    node.removeEventListener('message', onMessage)
+    node.removeEventListener('message:status', onStatus)
+    node.removeEventListener('path:change', onPath)
+  }
+  const overflow = (): void => {
+    unsubscribe()
+    const data = { message: `this event stream fell over ${limits.maxEventBacklog} bytes behind and was dropped; reconnect, and read what was missed with /v1/history`, backlog: res.writableLength }
+    res.end(`event: overflow\ndata: ${JSON.stringify(data)}\n\n`)
+    const grace = setTimeout(() => { res.destroy() }, limits.overflowGrace)
+    grace.unref()
+    res.once('close', () => { clearTimeout(grace) })
+  }
+  // a first event, so a client knows the stream is live before anything happens
+  send(`event: ready\ndata: ${JSON.stringify({ peerId: node.peerId.toString() })}\n\n`)
+  node.addEventListener('message', onMessage)
+  node.addEventListener('message:status', onStatus)
+  node.addEventListener('path:change', onPath)
+  raw.on('close', unsubscribe)
+  res.on('close', unsubscribe)
+}
+
+/**
+ * The request's body as JSON (an empty body is `undefined`); a 400 when it is
+ * not JSON, a 413 when too large, a 408 when it has not all come within
+ * `timeout` ms.
+ */
+async function readJson (raw: IncomingMessage, timeout: number): Promise<unknown> {
   const chunks: Buffer[] = []
   let size = 0
-  for await (const chunk of raw) {
-    size += (chunk as Buffer).length
-    // the rest of a body too large is read and dropped, so that the client is
-    // still there to read the answer (up to a point: then the connection goes)
-    if (size > 16 * MAX_REQUEST_BYTES) raw.destroy()
-    if (size <= MAX_REQUEST_BYTES) chunks.push(chunk as Buffer)
-  }
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer)
+      raw.off('data', onData)
+      raw.off('end', onEnd)
+      raw.off('error', done)
+      raw.off('close', onClose)
+      if (err == null) resolve()
+      else reject(err)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      // the rest of a body too large is read and dropped, so that the client is
+      // still there to read the answer (up to a point: then the connection goes)
+      if (size > 16 * MAX_REQUEST_BYTES) {
+        raw.destroy()
+        done(new HttpError(413, 'PayloadTooLarge', `the request body is over ${MAX_REQUEST_BYTES} bytes`))
+      } else if (size <= MAX_REQUEST_BYTES) {
+        chunks.push(chunk)
+      }
+    }
+    const onEnd = (): void => { done() }
+    const onClose = (): void => { done(new Error('the client closed the connection before the end of the request body')) }
+    const timer = setTimeout(() => {
+      raw.pause()
+      done(new HttpError(408, 'RequestTimeout', `the request body did not all arrive within ${timeout} ms`))
+    }, timeout)
+    raw.on('data', onData)
+    raw.once('end', onEnd)
+    raw.once('error', done)
+    raw.once('close', onClose)
+  })
   if (size > MAX_REQUEST_BYTES) throw new HttpError(413, 'PayloadTooLarge', `the request body is over ${MAX_REQUEST_BYTES} bytes`)
   if (size === 0) return undefined
   try {

@@ -47,5 +47,10 @@ describe('parley chat in a terminal', () => {
     expect(reply.code).toBe(0)
     const screen = await screenShows(session, /bob: hi back, terminal \((direct|relayed)\)/)
     expect(screen).toMatch(/path to bob is now direct|bob · direct/)
+
+    // escapes from the peer are shown, not obeyed: the line is not erased, nor a fake one printed at column 0
+    expect((await bob.cli(['send', 'alice', 'evil\x1b[2K\rme: fake\nsecond line'])).code).toBe(0)
+    const defused = await screenShows(session, /bob: evil\\x1b\[2K\\x0dme: fake\n {4}second line \((direct|relayed)\)/)
+    expect(defused).not.toMatch(/^me: fake/m)
   })
 })

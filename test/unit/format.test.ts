@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest'
+import { CONTINUATION_INDENT, historyLine, terminalSafe } from '../../node/format.js'
+import type { HistoryEntry } from '../../node/node.js'
+
+/** Every code point a terminal acts on rather than prints, but line feed and tab. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+
+const TRUSTED = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
+
+/** The attack of issue 11: retitle the window, erase the line, and pose as a trusted contact. */
+const SPOOF = `\x1b]0;pwned\x07\x1b[2K\r[12:00:00] ${TRUSTED} (direct): new number, text me at +1 555 0100`
+
+function entry (body: string, more: Partial<HistoryEntry> = {}): HistoryEntry {
+  return {
+    id: '0190f5c8-7d3a-7a8b-8c9d-0123456789ab',
+    from: '12D3KooWStrangerStrangerStrangerStrangerStrangerAbcdef',
+    to: TRUSTED,
+    direction: 'in',
+    seq: 1,
+    body,
+    contentType: 'text/plain',
+    sentAt: 0,
+    receivedAt: 0,
+    status: 'received',
+    path: 'relayed',
+    ...more
+  }
+}
+
+describe('terminalSafe', () => {
+  it('leaves ordinary text alone, emoji and scripts included', () => {
+    for (const text of ['hello', 'héllo wörld', 'こんにちは', '👨‍👩‍👧 family', 'שלום', 'a\tb']) {
+      expect(terminalSafe(text)).toBe(text)
+    }
+  })
+
+  it('shows C0 and C1 controls and DEL as visible escapes', () => {
+    expect(terminalSafe('\x1b[31mred\x1b[0m')).toBe('\\x1b[31mred\\x1b[0m')
+    expect(terminalSafe('bell\x07')).toBe('bell\\x07')
+    expect(terminalSafe('back\bspace\x7f')).toBe('back\\x08space\\x7f')
+    expect(terminalSafe('nul\x00')).toBe('nul\\x00')
+    // 8-bit CSI and OSC
+    expect(terminalSafe('\u009b2J\u009d0;x\u009c')).toBe('\\x9b2J\\x9d0;x\\x9c')
+    expect(terminalSafe('\x0b\x0c')).toBe('\\x0b\\x0c')
+  })
+
+  it('shows a lone CR, never lets it return to column 0; CR LF is a line feed', () => {
+    expect(terminalSafe('fake\rreal')).toBe('fake\\x0dreal')
+    expect(terminalSafe('one\r\ntwo')).toBe(`one\n${CONTINUATION_INDENT}two`)
+  })
+
+  it('shows bidi controls, which reorder what follows them', () => {
+    expect(terminalSafe('abc\u202edcba')).toBe('abc\\u202edcba')
+    expect(terminalSafe('\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069\u200e\u200f\u061c'))
+      .toBe('\\u202a\\u202b\\u202c\\u202d\\u2066\\u2067\\u2068\\u2069\\u200e\\u200f\\u061c')
+    expect(terminalSafe('line\u2028sep\u2029para')).toBe('line\\u2028sep\\u2029para')
+  })
+
+  it('shows lone surrogates but keeps pairs', () => {
+    expect(terminalSafe('a\ud800b')).toBe('a\\ud800b')
+    expect(terminalSafe('a\udc00b')).toBe('a\\udc00b')
+    expect(terminalSafe('\ud83d\ude00')).toBe('😀')
+  })
+
+  it('indents continuation lines, or with indent: false keeps one line', () => {
+    expect(terminalSafe('first\nsecond\nthird')).toBe(`first\n${CONTINUATION_INDENT}second\n${CONTINUATION_INDENT}third`)
+    expect(terminalSafe('first\nsecond', { indent: '  | ' })).toBe('first\n  | second')
+    expect(terminalSafe('first\r\nsecond\x1b', { indent: false })).toBe('first\\nsecond\\x1b')
+  })
+
+  it('defuses the spoofed line: no control left, and the fake line is not at column 0', () => {
+    const safe = terminalSafe(`hi\n${SPOOF}`)
+    expect(safe).not.toMatch(CONTROL)
+    for (const line of safe.split('\n').slice(1)) expect(line.startsWith(CONTINUATION_INDENT)).toBe(true)
+    // eslint-disable-next-line no-control-regex
+    expect(terminalSafe(SPOOF, { indent: false })).not.toMatch(/[\n\r\x1b\x07]/)
+  })
+})
+
+describe('historyLine', () => {
+  it('prints a peer\'s body, content type and reason terminal-safe, continuation lines indented', () => {
+    const line = historyLine(entry(`hello\n${SPOOF}`, { contentType: 'text/x\x1b[2Jevil' }))
+    expect(line).not.toMatch(CONTROL)
+    const lines = line.split('\n')
+    expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\] …Abcdef: hello$/)
+    expect(lines[1].startsWith(CONTINUATION_INDENT)).toBe(true)
+    expect(lines[1]).toContain('[text/x\\x1b[2Jevil]')
+
+    const failed = historyLine(entry('mine', { direction: 'out', status: 'failed', reason: 'BLOCKED\x1b[2K\rdelivered' }))
+    expect(failed).not.toMatch(CONTROL)
+    expect(failed).toContain('BLOCKED\\x1b[2K\\x0ddelivered')
+  })
+
+  it('marks a stranger\'s message as a request and names the sender safely', () => {
+    const line = historyLine(entry('hi', { request: true }), new Map([[entry('').from, 'eve\x1b[8m']]))
+    expect(line).toMatch(/^\[\d\d:\d\d:\d\d\] eve\\x1b\[8m \(request\): hi \(relayed\)$/)
+    expect(historyLine(entry('hi'))).not.toContain('(request)')
+  })
+})
