@@ -11,6 +11,10 @@ let relay
 let circuitRun
 let profiler
 let dhtNet
+const floods = new Map() // name -> running flood (lib/flood.mjs)
+let floodLib
+let loopDelay
+const loadFlood = async () => { floodLib ??= await import('./lib/flood.mjs'); return floodLib }
 
 let dist
 // PARLEY_BENCH_DIST: another build of parley to compare against (its index.js)
@@ -108,6 +112,24 @@ const handlers = {
     for (let i = 0; i < 3; i++) { globalThis.gc?.(); await sleep(20) }
     return process.memoryUsage()
   },
+  /** Starts recording this process's event-loop delay (perf_hooks, 10 ms resolution). */
+  async 'loop:start' () {
+    const { monitorEventLoopDelay } = await import('node:perf_hooks')
+    loopDelay?.disable()
+    loopDelay = monitorEventLoopDelay({ resolution: 10 })
+    loopDelay.elu = performance.eventLoopUtilization()
+    loopDelay.enable()
+  },
+  /** Stops it: how late the loop was (p50, p99, max, ms), and the share of the time it was busy (ELU; a synchronous fsync counts as busy). */
+  async 'loop:stop' () {
+    const h = loopDelay
+    loopDelay = undefined
+    h.disable()
+    const elu = performance.eventLoopUtilization(h.elu)
+    // the histogram holds the time between the 10 ms timer's ticks: the delay is what exceeds 10 ms
+    const late = (ns) => Math.max(0, ns / 1e6 - 10)
+    return { p50: late(h.percentile(50)), p99: late(h.percentile(99)), max: late(h.max), busy: elu.utilization }
+  },
   /** Starts the V8 CPU profiler in this process (for a section of a bench; see profile.mjs). */
   async 'profile:start' () {
     const { Session } = await import('node:inspector/promises')
@@ -149,6 +171,15 @@ const handlers = {
     parley.delete(name)
     await closeEchoesOf(name)
     await node?.stop()
+  },
+  /** Adds a contact on node `name` (peer ID or invite): its messages are then not a stranger's. */
+  async 'parley:addContact' ({ name, contact, peer }) {
+    return parley.get(name).addContact(contact, peer)
+  },
+  /** Strangers' message requests the node holds: how many peers, messages and body bytes. */
+  async 'parley:requests' ({ name }) {
+    const requests = parley.get(name).requests()
+    return { peers: requests.length, messages: requests.reduce((n, r) => n + r.messages, 0), bytes: requests.reduce((n, r) => n + r.bytes, 0) }
   },
   async 'parley:stopAll' () {
     await Promise.allSettled([...parley.keys()].map(async name => handlers['parley:stop']({ name })))
@@ -240,11 +271,13 @@ const handlers = {
     await Promise.all(libp2p.getConnections().filter(c => c.remotePeer.toString() === peer && (c.limits != null) === relayed)
       .map(async c => c.close().catch(err => c.abort(err))))
   },
-  async 'lat:parley' ({ name, peer, count, size }) {
+  /** `count` sends one after the other (or as many as `budget` ms allow, at least one): each send → ack in ms. */
+  async 'lat:parley' ({ name, peer, count, size, budget = Infinity }) {
     const node = parley.get(name)
     const text = body(size)
     const samples = []
-    for (let i = 0; i < count; i++) {
+    const until = performance.now() + budget
+    for (let i = 0; i < count && (i === 0 || performance.now() < until); i++) {
       const start = performance.now()
       const receipt = await node.send(peer, text, { timeout: 30_000 })
       samples.push(performance.now() - start)
@@ -358,6 +391,26 @@ const handlers = {
     const start = performance.now()
     await Promise.all(clients.map(async c => c.pipelined(data, count, window)))
     return { messages: count * senders.length, seconds: (performance.now() - start) / 1000 }
+  },
+
+  // ---- hostile strangers (see lib/flood.mjs) ----
+
+  /** `identities` strangers start flooding `addrs` with /im messages (lib/flood.mjs startFlood); runs until flood:stop (or `duration`). */
+  async 'flood:start' ({ flood: key = 'flood', ...options }) {
+    if (floods.has(key)) throw new Error(`a flood ${key} is running`)
+    floods.set(key, await (await loadFlood()).startFlood(options))
+  },
+  async 'flood:stop' ({ flood: key = 'flood' }) {
+    const run = floods.get(key)
+    floods.delete(key)
+    return run?.stop()
+  },
+  async 'flood:stopAll' () {
+    await Promise.allSettled([...floods.keys()].map(async flood => handlers['flood:stop']({ flood })))
+  },
+  /** Fresh strangers each send `count` messages (each until it has an ack of any status); counters. */
+  async 'flood:send' (options) {
+    return (await loadFlood()).sendFrom(options)
   },
 
   // ---- relay ----
@@ -549,6 +602,7 @@ const handlers = {
 async function stopAll () {
   if (circuitRun != null) circuitRun.stopped = true
   await Promise.allSettled([
+    handlers['flood:stopAll'](),
     handlers['dht:stop'](),
     handlers['parley:stopAll'](),
     handlers['bare:stopAll'](),
