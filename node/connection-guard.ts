@@ -82,6 +82,15 @@ export interface ConnectionLimits {
    * @default 300
    */
   maxConnections?: number
+
+  /**
+   * Peers kept in the peer store. Every stranger that connects, or that the DHT
+   * names, gets an entry; libp2p drops one only after 6 h without news. Past
+   * this many, the peers that are neither trusted nor connected are forgotten
+   * (checked every 10 minutes).
+   * @default 5000
+   */
+  maxStoredPeers?: number
 }
 
 export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
@@ -90,7 +99,8 @@ export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
   maxInboundUntrusted: 200,
   maxInboundPerPeer: 8,
   idleTimeout: 60_000,
-  maxConnections: 300
+  maxConnections: 300,
+  maxStoredPeers: 5_000
 }
 
 /**
@@ -133,6 +143,8 @@ const HOUSEKEEPING_PROTOCOLS = new Set([
 
 /** The peer store tag that makes libp2p's pruner keep a trusted peer's connections. */
 export const TRUSTED_TAG = 'parley-trusted'
+/** How often the peer store is pruned (see `prunePeerStore`). */
+const PRUNE_INTERVAL = 10 * 60_000
 /** IPs penalized at once, at most (each entry expires with its penalty). */
 const MAX_DENIED_IPS = 10_000
 const TRUSTED_TAG_VALUE = 100
@@ -195,6 +207,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   private components?: ConnectionGuardComponents
   private log?: Logger
   private timer?: ReturnType<typeof setInterval>
+  private pruneTimer?: ReturnType<typeof setInterval>
+  private pruning?: Promise<number>
 
   constructor (init: ConnectionGuardInit = {}) {
     super()
@@ -225,11 +239,14 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     this.components?.events.addEventListener('connection:close', this.onClose)
     const interval = Math.max(50, Math.min(15_000, Math.floor(this.limits.idleTimeout / 4)))
     this.timer = setInterval(() => { this.sweep() }, interval)
+    this.pruneTimer = setInterval(() => { this.prunePeerStore().catch(err => { this.log?.error('could not prune the peer store - %e', err) }) }, PRUNE_INTERVAL)
+    this.pruneTimer.unref?.()
     this.timer.unref?.()
   }
 
   stop (): void {
     clearInterval(this.timer)
+    clearInterval(this.pruneTimer)
     this.components?.events.removeEventListener('connection:open', this.onOpen)
     this.components?.events.removeEventListener('connection:close', this.onClose)
     this.inbound.clear()
@@ -330,6 +347,35 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   }
 
   /** Renews trust (contacts change), tags trusted peers, closes idle connections of untrusted ones. */
+  /**
+   * Lets libp2p drop the peers it considers expired (it does so as it reads
+   * them), then, if more than `maxStoredPeers` remain, forgets untrusted peers
+   * that are not connected until that many are left. Resolves with how many
+   * were forgotten.
+   */
+  async prunePeerStore (): Promise<number> {
+    this.pruning ??= this.prune().finally(() => { this.pruning = undefined })
+    return this.pruning
+  }
+
+  private async prune (): Promise<number> {
+    const components = this.components
+    if (components == null) return 0
+    const connected = new Set(components.connectionManager.getConnections().map(c => c.remotePeer.toString()))
+    let kept = 0
+    const strangers: PeerId[] = []
+    for (const peer of await components.peerStore.all()) {
+      kept++
+      if (!connected.has(peer.id.toString()) && !this.isTrusted(peer.id)) strangers.push(peer.id)
+    }
+    const excess = Math.min(strangers.length, kept - this.limits.maxStoredPeers)
+    for (const peer of strangers.slice(0, Math.max(0, excess))) {
+      await components.peerStore.delete(peer)
+    }
+    if (excess > 0) this.log?.('forgot %d strangers from the peer store (%d peers were kept)', excess, kept)
+    return Math.max(0, excess)
+  }
+
   private sweep (): void {
     const connectionManager = this.components?.connectionManager
     if (connectionManager == null) return

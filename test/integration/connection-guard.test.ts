@@ -161,4 +161,19 @@ describe('the peer store of the user\'s node', () => {
     await libp2p.peerStore.merge(bob, { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/9/p2p/${mallory}`), multiaddr('/ip4/127.0.0.1/tcp/10')] })
     expect((await libp2p.peerStore.get(bob)).addresses.map(a => a.multiaddr.toString())).toEqual(['/ip4/127.0.0.1/tcp/10'])
   })
+
+  it('does not keep every stranger forever: past maxStoredPeers, untrusted peers are forgotten, trusted ones kept', async () => {
+    const friend = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const { libp2p } = await victim({ maxStoredPeers: 10 }, () => friend)
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    await libp2p.peerStore.merge(friend, { multiaddrs: [multiaddr('/ip4/127.0.0.1/tcp/11')] })
+    for (let i = 0; i < 40; i++) {
+      await libp2p.peerStore.merge(peerIdFromPrivateKey(await generateKeyPair('Ed25519')), { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/${1000 + i}`)] })
+    }
+    expect(await libp2p.peerStore.all()).toHaveLength(41)
+    expect(await libp2p.services.connectionGuard.prunePeerStore()).toBe(31)
+    const left = await libp2p.peerStore.all()
+    expect(left).toHaveLength(10)
+    expect(left.some(p => p.id.equals(friend))).toBe(true)
+  })
 })
