@@ -650,7 +650,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       outbox: this.store.outboxSize(),
       storage: { usedBytes: this.store.usedBytes(), limitBytes: this.config.limits.maxStoreBytes, full: this.checkStorage() },
       requests: this.policy.requestUsage().peers,
-      blocked: this.store.peerStates().filter(p => p.state === 'blocked').length
+      blocked: this.policy.blockedCount
     }
   }
 

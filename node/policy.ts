@@ -131,6 +131,11 @@ export class Policy {
     return this.blockedPeers.has(peer)
   }
 
+  /** How many peers are blocked. */
+  get blockedCount (): number {
+    return this.blockedPeers.size
+  }
+
   /** Kept sending while told to wait, and its penalty is not over: refuse its connections. */
   isDenied (peer: string): boolean {
     const until = this.books.get(peer)?.deniedUntil

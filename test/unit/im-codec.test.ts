@@ -1,3 +1,4 @@
+import { concat } from 'uint8arrays/concat'
 import { describe, expect, it } from 'vitest'
 import { Ack, ChatMessage, Frame } from '../../protocols/im/index.js'
 import { hex, varint } from './im-helpers.js'
@@ -8,23 +9,13 @@ function bytesOf (...values: number[]): Uint8Array<ArrayBuffer> {
   return Uint8Array.from(values)
 }
 
-function concat (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.byteLength
-  }
-  return out
-}
-
 /** An unknown field of every wire type: varint (15), i64 (16), length-delimited (17), i32 (18). */
-const UNKNOWN_FIELDS = concat(
+const UNKNOWN_FIELDS = concat([
   varint((15 << 3) | 0), varint(300),
   varint((16 << 3) | 1), new Uint8Array(8).fill(7),
   varint((17 << 3) | 2), varint(5), utf8.encode('extra'),
   varint((18 << 3) | 5), new Uint8Array(4).fill(9)
-)
+])
 
 const ID = Uint8Array.from({ length: 16 }, (_, i) => i + 1)
 const REPLY_TO = Uint8Array.from({ length: 16 }, (_, i) => 0xf0 - i)
@@ -115,7 +106,7 @@ describe('/im/1.0.0 codec', () => {
 
   it('ignores unknown fields appended to a Frame', () => {
     const message: ChatMessage = { id: ID, seq: 7n, sentAt: 8n, body: 'ünknown', contentType: 'text/plain', replyTo: REPLY_TO }
-    const encoded = concat(Frame.encode({ message }), UNKNOWN_FIELDS)
+    const encoded = concat([Frame.encode({ message }), UNKNOWN_FIELDS])
 
     const decoded = Frame.decode(encoded)
 
@@ -129,12 +120,12 @@ describe('/im/1.0.0 codec', () => {
   })
 
   it('ignores unknown fields inside ChatMessage and Ack', () => {
-    const chat = concat(
+    const chat = concat([
       UNKNOWN_FIELDS,
       ChatMessage.encode({ id: ID, seq: 3n, sentAt: 4n, body: 'inner' }),
       UNKNOWN_FIELDS
-    )
-    const messageFrame = concat(varint((1 << 3) | 2), varint(chat.byteLength), chat)
+    ])
+    const messageFrame = concat([varint((1 << 3) | 2), varint(chat.byteLength), chat])
     const decodedMessage = Frame.decode(messageFrame).message
 
     expect(decodedMessage?.seq).toBe(3n)
@@ -142,8 +133,8 @@ describe('/im/1.0.0 codec', () => {
     expect(decodedMessage?.body).toBe('inner')
     expect(Object.keys(decodedMessage!).sort()).toEqual(['body', 'id', 'sentAt', 'seq'])
 
-    const ack = concat(Ack.encode({ id: ID, status: Ack.Status.DUPLICATE, retryAfterMs: 9 }), UNKNOWN_FIELDS)
-    const ackFrame = concat(varint((2 << 3) | 2), varint(ack.byteLength), ack)
+    const ack = concat([Ack.encode({ id: ID, status: Ack.Status.DUPLICATE, retryAfterMs: 9 }), UNKNOWN_FIELDS])
+    const ackFrame = concat([varint((2 << 3) | 2), varint(ack.byteLength), ack])
     const decodedAck = Frame.decode(ackFrame).ack
 
     expect(decodedAck?.status).toBe(Ack.Status.DUPLICATE)

@@ -11,6 +11,7 @@
  */
 import { streamPair } from '@libp2p/utils'
 import fc from 'fast-check'
+import { concat } from 'uint8arrays/concat'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeFrame, readFrames } from '../../protocols/im/im.js'
 import { Ack, ChatMessage, Frame, MAX_FRAME_BYTES } from '../../protocols/im/index.js'
@@ -41,18 +42,8 @@ const MAX_CONTENT_TYPE_BYTES = 128
 const utf8 = new TextEncoder()
 const utf8Bytes = (text: string): number => utf8.encode(text).byteLength
 
-function concat (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.byteLength
-  }
-  return out
-}
-
 function lpFrame (payload: Uint8Array): Uint8Array<ArrayBuffer> {
-  return concat(varint(payload.byteLength), payload)
+  return concat([varint(payload.byteLength), payload])
 }
 
 // ---------------------------------------------------------------------------
@@ -206,13 +197,13 @@ const violation: fc.Arbitrary<ViolationStep> = fc.oneof(
   fc.tuple(chatMessage, ackFrame).map(([message, ack]) => ({ kind: 'violation' as const, what: 'both message and ack' as const, bytes: lpFrame(Frame.encode({ message, ack })) })),
   fc.constantFrom(new Uint8Array(0), Uint8Array.from([(9 << 3) | 0, 1]), Uint8Array.from([(17 << 3) | 2, 1, 0])).map(payload => ({ kind: 'violation' as const, what: 'neither message nor ack' as const, bytes: lpFrame(payload) })),
   // field 3 with the invalid wire type 7, then anything
-  fc.uint8Array({ maxLength: 30 }).map(rest => ({ kind: 'violation' as const, what: 'undecodable' as const, bytes: lpFrame(concat(Uint8Array.from([(3 << 3) | 7]), rest)) })),
-  fc.tuple(fc.integer({ min: MAX_FRAME_BYTES + 1, max: 2 ** 48 }), fc.uint8Array({ maxLength: 30 })).map(([length, rest]) => ({ kind: 'violation' as const, what: 'oversized prefix' as const, bytes: concat(varint(length), rest) }))
+  fc.uint8Array({ maxLength: 30 }).map(rest => ({ kind: 'violation' as const, what: 'undecodable' as const, bytes: lpFrame(concat([Uint8Array.from([(3 << 3) | 7]), rest])) })),
+  fc.tuple(fc.integer({ min: MAX_FRAME_BYTES + 1, max: 2 ** 48 }), fc.uint8Array({ maxLength: 30 })).map(([length, rest]) => ({ kind: 'violation' as const, what: 'oversized prefix' as const, bytes: concat([varint(length), rest]) }))
 )
 
 /** A prefix promising more than follows, then the end of the stream: only ever the last step. */
 const truncated: fc.Arbitrary<ViolationStep> = fc.integer({ min: 1, max: MAX_FRAME_BYTES }).chain(length =>
-  fc.uint8Array({ maxLength: Math.min(length - 1, 30) }).map(rest => ({ kind: 'violation' as const, what: 'truncated frame' as const, bytes: concat(varint(length), rest) })))
+  fc.uint8Array({ maxLength: Math.min(length - 1, 30) }).map(rest => ({ kind: 'violation' as const, what: 'truncated frame' as const, bytes: concat([varint(length), rest]) })))
 
 const messageStep = (outcome: fc.Arbitrary<StoreOutcome>): fc.Arbitrary<MessageStep> =>
   fc.record({ message: chatMessage, admit: admitPlan, store: storePlan(outcome) }).map(s => ({ kind: 'message' as const, ...s }))
@@ -402,7 +393,7 @@ async function checkSteps (steps: Step[], cuts: Array<[number, boolean]>, maxUna
   const plans = { admit: messageSteps.map(s => s.admit), store: admitted.map(s => s.store) }
   const h = await harness(plans, maxUnacked)
   const expected = expectedOf(steps)
-  const bytes = concat(...steps.map(s => s.kind === 'violation' ? s.bytes : lpFrame(Frame.encode({ message: s.message }))))
+  const bytes = concat([...steps.map(s => s.kind === 'violation' ? s.bytes : lpFrame(Frame.encode({ message: s.message })))])
 
   try {
     const result = await exchange(h.receiver, h.connection, bytes, cuts)
@@ -467,7 +458,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
       )
       // valid frames cut short, bytes flipped, or garbage appended
       const mutated = fc.tuple(validFrame, fc.nat(), fc.nat(255), fc.uint8Array({ maxLength: 8 })).map(([frame, at, value, tail]) => {
-        const out = concat(frame.subarray(0, Math.max(1, frame.byteLength - (at % 4))), tail)
+        const out = concat([frame.subarray(0, Math.max(1, frame.byteLength - (at % 4))), tail])
         if (out.byteLength > 0) out[at % out.byteLength] = value
         return out
       })
@@ -492,7 +483,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
       const part = fc.oneof(
         { weight: 3, arbitrary: fc.uint8Array({ maxLength: 40 }) },
         { weight: 3, arbitrary: chatMessage.map(message => lpFrame(Frame.encode({ message }))) },
-        { weight: 2, arbitrary: fc.tuple(fc.oneof(fc.nat(300), fc.integer({ min: MAX_FRAME_BYTES - 4, max: MAX_FRAME_BYTES + 4 }), fc.nat(2 ** 31), fc.maxSafeNat()), fc.uint8Array({ maxLength: 40 })).map(([n, rest]) => concat(varint(n), rest)) },
+        { weight: 2, arbitrary: fc.tuple(fc.oneof(fc.nat(300), fc.integer({ min: MAX_FRAME_BYTES - 4, max: MAX_FRAME_BYTES + 4 }), fc.nat(2 ** 31), fc.maxSafeNat()), fc.uint8Array({ maxLength: 40 })).map(([n, rest]) => concat([varint(n), rest])) },
         // a varint longer than 8 bytes, and non-minimal varints
         { weight: 1, arbitrary: fc.integer({ min: 9, max: 12 }).map(n => Uint8Array.from([...new Array(n - 1).fill(0xff), 0x01])) },
         { weight: 1, arbitrary: fc.tuple(fc.nat(127), fc.integer({ min: 1, max: 4 })).map(([low, pad]) => Uint8Array.from([low | 0x80, ...new Array(pad - 1).fill(0x80), 0x00])) },
@@ -503,7 +494,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
       const ALLOWED = ['ProtocolViolationError', 'InvalidDataLengthError', 'InvalidDataLengthLengthError', 'UnexpectedEOFError']
 
       await fc.assert(fc.asyncProperty(fc.array(part, { minLength: 1, maxLength: 8 }), chunkSizes, async (parts, sizes) => {
-        const bytes = concat(...parts)
+        const bytes = concat([...parts])
         let pulled = 0
         let consumed = 0
         let mostBuffered = 0
@@ -546,7 +537,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
       const part = fc.oneof(
         fc.uint8Array({ maxLength: 60 }),
         chatMessage.map(message => lpFrame(Frame.encode({ message }))),
-        fc.tuple(fc.oneof(fc.nat(200), fc.nat(2 ** 40)), fc.uint8Array({ maxLength: 60 })).map(([n, rest]) => concat(varint(n), rest))
+        fc.tuple(fc.oneof(fc.nat(200), fc.nat(2 ** 40)), fc.uint8Array({ maxLength: 60 })).map(([n, rest]) => concat([varint(n), rest]))
       )
       await fc.assert(fc.asyncProperty(fc.array(part, { minLength: 1, maxLength: 6 }), writes, async (parts, cuts) => {
         const plans = { admit: [] as AdmitPlan[], store: [] as StorePlan[] }
@@ -556,7 +547,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
         }
         const h = await harness(plans)
         try {
-          const result = await exchange(h.receiver, h.connection, concat(...parts), cuts)
+          const result = await exchange(h.receiver, h.connection, concat([...parts]), cuts)
           expect(result.handlerError).toBeUndefined()
           expect(result.others).toEqual([])
           expect(['closed', 'aborted', 'reset']).toContain(result.inboundStatus)
@@ -614,7 +605,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
         // and spelled out: nothing for the failing message or after it
         const h = await harness({ admit: steps.map(s => s.admit), store: steps.map(s => s.store) })
         try {
-          const result = await exchange(h.receiver, h.connection, concat(...steps.map(s => lpFrame(Frame.encode({ message: s.message })))), cuts)
+          const result = await exchange(h.receiver, h.connection, concat([...steps.map(s => lpFrame(Frame.encode({ message: s.message })))]), cuts)
           const acked = result.acks.map(f => hex(f.ack!.id))
           expect(ids.slice(0, failing).map(hex).slice(0, acked.length)).toEqual(acked)
           expect(acked).not.toContain(hex(ids[failing]))
