@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises'
+import { chmod, mkdir, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { idToString } from '../../node/message-id.js'
@@ -246,6 +246,26 @@ describe('a full message store', () => {
     expect(statuses.at(-1)).toBe('RATE_LIMITED')
     expect(full.status().storage).toMatchObject({ full: true, limitBytes: used + 64 * 1024 })
     expect(() => full.queue(friend.peerId, 'hi')).toThrow(expect.objectContaining({ name: 'StorageFullError' }))
+  })
+})
+
+describe('a data dir', () => {
+  const net = useNetwork()
+  const tempDir = useTempDirs()
+
+  it('keeps the message store (and its WAL) to its owner, whatever mode the dir had', async () => {
+    const dataDir = join(await tempDir(), 'data')
+    await mkdir(dataDir, { mode: 0o755 })
+    await chmod(dataDir, 0o755)
+    const node = await net.node({ dataDir })
+    await node.addContact('someone', '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW')
+    await node.stop()
+    // a second start, with the WAL and shared-memory files left by the first
+    await net.node({ dataDir })
+    expect((await stat(dataDir)).mode & 0o777).toBe(0o700)
+    const files = (await readdir(dataDir)).filter(f => f.startsWith('messages.db'))
+    expect(files).toContain('messages.db')
+    for (const file of files) expect(`${file} ${((await stat(join(dataDir, file))).mode & 0o777).toString(8)}`).toBe(`${file} 600`)
   })
 })
 
