@@ -161,6 +161,8 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
     relay.failures++
     const delay = Math.min(this.maxDelay, this.initialDelay * 2 ** (relay.failures - 1))
     relay.nextAttempt = Date.now() + delay / 2 + Math.random() * delay / 2
+    // try again when the back-off is over, not at the next event or periodic check
+    setTimeout(this.check, relay.nextAttempt - Date.now()).unref?.()
   }
 }
 
