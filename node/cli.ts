@@ -3,7 +3,7 @@ import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './api/client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from './daemon-config.js'
-import { bytes, clock, contentTypeNote, date, historyLine, shortPeer, terminalSafe } from './format.js'
+import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
 import type { HistoryEntry, MessageRequest } from './node.js'
 
 /** Exit codes of `parley send`: delivered, error, still queued after --wait. */
@@ -264,7 +264,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'print {"peerId", "accepted", "contact"?}')
     .action(async (peer: string, opts, command: Command) => {
       const result = await (await clientOf(command)).acceptRequest(peer, { name: opts.name })
-      print(opts.json === true, result, () => `accepted ${result.accepted} message${result.accepted === 1 ? '' : 's'} from ${result.peerId}${result.contact != null ? `; added contact ${safe(result.contact.name)}` : ''}`)
+      print(opts.json === true, result, () => `accepted ${count(result.accepted, 'message')} from ${result.peerId}${result.contact != null ? `; added contact ${safe(result.contact.name)}` : ''}`)
     })
   requests.command('decline')
     .description('decline a message request: its messages are deleted (the stranger may write again; `parley block` stops that)')
@@ -272,7 +272,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'print {"peerId", "deleted"}')
     .action(async (peer: string, opts, command: Command) => {
       const result = await (await clientOf(command)).declineRequest(peer)
-      print(opts.json === true, result, () => `declined ${result.peerId}: deleted ${result.deleted} message${result.deleted === 1 ? '' : 's'}`)
+      print(opts.json === true, result, () => `declined ${result.peerId}: deleted ${count(result.deleted, 'message')}`)
     })
 
   program.command('block')
@@ -281,7 +281,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'print {"peerId", "deleted"}')
     .action(async (peer: string, opts, command: Command) => {
       const result = await (await clientOf(command)).block(peer)
-      print(opts.json === true, result, () => `blocked ${result.peerId}${result.deleted > 0 ? `; deleted ${result.deleted} waiting message${result.deleted === 1 ? '' : 's'}` : ''}`)
+      print(opts.json === true, result, () => `blocked ${result.peerId}${result.deleted > 0 ? `; deleted ${count(result.deleted, 'waiting message')}` : ''}`)
     })
   program.command('unblock')
     .description('lift a block')

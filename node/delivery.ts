@@ -142,15 +142,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const [p, until] of this.notBefore) {
       if (until <= now) this.notBefore.delete(p)
     }
-    if (peer != null && this.notBefore.has(peer)) return
-    this.store.transaction(() => {
-      this.store.retryNow(peer, now)
-      for (const [p, until] of this.notBefore) this.store.deferPeer(p, until, 'rate limited by the recipient')
-    })
-    const peers = peer == null ? this.store.outboxPeers().map(p => p.peer) : [peer]
-    for (const p of peers) {
-      if (!this.notBefore.has(p)) this.run(p)
-    }
+    // a peer that asked us to wait is left waiting
+    const peers = (peer == null ? this.store.outboxPeers().map(p => p.peer) : [peer]).filter(p => !this.notBefore.has(p))
+    if (peers.length === 0) return
+    this.store.transaction(() => { for (const p of peers) this.store.retryNow(p, now) })
+    for (const p of peers) this.run(p)
   }
 
   /** Runs the peer's outbox now (a new message was queued). */

@@ -81,6 +81,11 @@ export function contentTypeNote (contentType: string | undefined): string {
 }
 
 /** A byte count for people: 1.5 MiB. */
+/** "1 message", "3 messages". */
+export function count (n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`
+}
+
 export function bytes (n: number): string {
   if (!Number.isFinite(n)) return '?'
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']

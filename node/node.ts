@@ -408,24 +408,20 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     return accepted
   }
 
-  /** Trusted: a contact, or a peer whose request was accepted (or whom this node wrote to first), and not blocked. */
   private updateTrust (peer: string): void {
-    const state = this.store.peerState(peer)
-    const trusted = state !== 'blocked' && (state === 'accepted' || this.store.contactsOf(peer).length > 0)
-    if (trusted !== this.policy.isTrusted(peer)) {
-      this.policy.trust(peer, trusted)
-      this.policy.forgetRate(peer)
-    }
+    this.policy.trust(peer, isTrusted(this.store, peer))
   }
 
-  private checkStorage (): boolean {
+  /** Reads the store's size and tells the policy whether it is full; the size. */
+  private checkStorage (): number {
     this.storedSinceCheck = 0
-    const full = this.store.usedBytes() >= this.config.limits.maxStoreBytes
+    const used = this.store.usedBytes()
+    const full = used >= this.config.limits.maxStoreBytes
     if (full !== this.policy.full) {
       this.log[full ? 'error' : 'trace'](full ? 'message store full (limit %d bytes): inbound messages are answered RATE_LIMITED' : 'message store below its limit (%d bytes) again', this.config.limits.maxStoreBytes)
       this.policy.setStoreFull(full)
     }
-    return full
+    return used
   }
 
   contacts (): ContactInfo[] {
@@ -648,7 +644,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       connections: this.libp2p.getConnections().length,
       dhtPeers: (this.libp2p.services.dht as SingleKadDHT).routingTable.size,
       outbox: this.store.outboxSize(),
-      storage: { usedBytes: this.store.usedBytes(), limitBytes: this.config.limits.maxStoreBytes, full: this.checkStorage() },
+      storage: { usedBytes: this.checkStorage(), limitBytes: this.config.limits.maxStoreBytes, full: this.policy.full },
       requests: this.policy.requestUsage().peers,
       blocked: this.policy.blockedCount
     }
@@ -679,16 +675,19 @@ function tryPeerId (text: string): PeerId | undefined {
   }
 }
 
+/** Trusted: a contact, or a peer whose request was accepted (or whom this node wrote to first), and not blocked. */
+function isTrusted (store: Store, peer: string): boolean {
+  const state = store.peerState(peer)
+  return state !== 'blocked' && (state === 'accepted' || store.contactsOf(peer).length > 0)
+}
+
 /** The policy as the store left it: the block list, who is trusted, what strangers' requests take. */
 function loadPolicy (store: Store, config: ResolvedNodeConfig): Policy {
   const policy = new Policy(config.limits)
-  const states = new Map(store.peerStates().map(p => [p.peer, p.state]))
-  for (const [peer, state] of states) {
-    if (state === 'blocked') policy.block(peer)
-    else policy.trust(peer)
-  }
-  for (const contact of store.contacts()) {
-    if (states.get(contact.peer) !== 'blocked') policy.trust(contact.peer)
+  const peers = new Set([...store.peerStates().map(p => p.peer), ...store.contacts().map(c => c.peer)])
+  for (const peer of peers) {
+    policy.block(peer, store.peerState(peer) === 'blocked')
+    policy.trust(peer, isTrusted(store, peer))
   }
   policy.loadRequests(store.requests())
   return policy
@@ -722,7 +721,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
       trust: {
         isTrusted: (peer) => {
           const key = peer.toString()
-          return relayPeers.has(key) || (policy.isTrusted(key) && !policy.isBlocked(key))
+          return relayPeers.has(key) || policy.isTrusted(key)
         },
         isDenied: (peer) => policy.isDenied(peer.toString())
       },

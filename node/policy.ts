@@ -113,9 +113,12 @@ export class Policy {
 
   // ---- what the node tells it ----
 
+  /** The peer became trusted or a stranger: its bucket starts over at the other rate. */
   trust (peer: string, trusted = true): void {
+    if (trusted === this.trusted.has(peer)) return
     if (trusted) this.trusted.add(peer)
     else this.trusted.delete(peer)
+    this.books.delete(peer)
   }
 
   block (peer: string, blocked = true): void {
@@ -248,7 +251,7 @@ export class Policy {
   }
 
   /** Tells the peer to wait `ms` (the sender's outbox keeps what it sent). */
-  tellToWait (peer: string, ms: number, reason: RateLimitReason): Verdict {
+  private tellToWait (peer: string, ms: number, reason: RateLimitReason): Verdict {
     const now = this.now()
     const book = this.book(peer, now)
     book.waitUntil = Math.max(book.waitUntil, now + ms)
@@ -276,11 +279,6 @@ export class Policy {
     }
     this.books.set(peer, book)
     return book
-  }
-
-  /** The peer became trusted or a stranger: its bucket starts over with the other rate. */
-  forgetRate (peer: string): void {
-    this.books.delete(peer)
   }
 }
 

@@ -441,13 +441,9 @@ export class Store {
     this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(at, error, peer)
   }
 
-  /** Makes every queued message of `peer` (or of all peers) due now. */
-  retryNow (peer: string | undefined, now: number): void {
-    if (peer == null) {
-      this.sql('UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?').run(now, now)
-    } else {
-      this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
-    }
+  /** Makes every queued message of `peer` due now. */
+  retryNow (peer: string, now: number): void {
+    this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
   }
 
   /** After a restart, messages that were in flight are queued again (and rows an older parley marked `sending`). */
