@@ -5,9 +5,8 @@ import { idToString } from '../../node/message-id.js'
 import { DEFAULT_LIMITS } from '../../node/policy.js'
 import { MAX_BODY_BYTES } from '../../protocols/im/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { nextMessages, until, useNetwork } from '../fixtures/network.js'
+import { collect, nextMessages, until, useNetwork } from '../fixtures/network.js'
 import { rawMessage, useRawImClients } from '../fixtures/raw-im.js'
-import type { ReceivedMessage } from '../../index.js'
 import type { StatusChange } from '../../node/delivery.js'
 
 async function dirBytes (dir: string): Promise<number> {
@@ -16,12 +15,6 @@ async function dirBytes (dir: string): Promise<number> {
     if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size
   }
   return total
-}
-
-function collect (node: EventTarget): ReceivedMessage[] {
-  const got: ReceivedMessage[] = []
-  node.addEventListener('message', (evt) => { got.push((evt as CustomEvent<ReceivedMessage>).detail) })
-  return got
 }
 
 describe('a stranger', () => {

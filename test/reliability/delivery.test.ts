@@ -1,17 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { LOOPBACK_TCP, nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
-import type { ParleyNode, ReceivedMessage } from '../../index.js'
+import { collect, LOOPBACK_TCP, nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
+import type { ParleyNode } from '../../index.js'
 import type { StatusChange } from '../../node/delivery.js'
 
 /** Quick retries so that tests do not wait minutes for back-off. */
 const FAST_RETRY = { initialDelay: 100, maxDelay: 1_000 }
-
-function collect (node: ParleyNode): ReceivedMessage[] {
-  const got: ReceivedMessage[] = []
-  node.addEventListener('message', evt => { got.push(evt.detail) })
-  return got
-}
 
 async function delivered (node: ParleyNode, ids: string[]): Promise<void> {
   const pending = new Set(ids.filter(id => node.getMessage(id)?.status !== 'delivered'))
