@@ -1,5 +1,5 @@
 // The `parley` command (dist/bin/parley.js) bundled, built from tsc's
-// dist/cli.js. Loaded module by module, the node daemon reads ~1,500 files at
+// dist/cli/parley.js. Loaded module by module, the node daemon reads ~1,500 files at
 // start and keeps a module record, a source string and caches for each: a
 // bundle takes ~30 MB less memory and starts faster (BENCHMARKS.md, footprint).
 // The library (dist/index.js) stays unbundled for the applications that import it.
@@ -30,7 +30,7 @@ export const { Agent, ClientRequest, IncomingMessage, METHODS, OutgoingMessage, 
 }
 
 export default defineConfig({
-  input: 'dist/cli.js',
+  input: 'dist/cli/parley.js',
   platform: 'node',
   plugins: [httpWithoutUndici],
   // native addons find their .node files next to their own package

@@ -1,14 +1,12 @@
 import { isIP } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
+import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import { InvalidConfigError } from '../common/errors.js'
-import { resolveConnectionLimits } from './connection-guard.js'
+import { resolveConnectionLimits } from './network/connection-guard.js'
 import { DEFAULT_LIMITS } from './policy.js'
-import type { ConnectionLimits } from './connection-guard.js'
+import type { ConnectionLimits } from './network/connection-guard.js'
 import type { PolicyLimits } from './policy.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
-
-/** parley's own DHT, apart from the public amino DHT. */
-export const DEFAULT_DHT_PROTOCOL = '/parley/kad/1.0.0'
 
 export interface NodeConfig {
   /**

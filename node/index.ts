@@ -1,5 +1,5 @@
 export { createNode, ParleyNode } from './node.js'
 export type { ReceivedMessage, Receipt, SendOptions, ParleyNodeEvents } from './node.js'
 export type { NodeConfig } from './config.js'
-export type { PathChange } from './paths.js'
+export type { PathChange } from './network/paths.js'
 export * from './errors.js'

@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { isLoopback, isPrivate } from '@libp2p/utils'
 import { CODE_IP4, CODE_IP6, CODE_P2P_CIRCUIT, CODE_WEBRTC, multiaddr } from '@multiformats/multiaddr'
 import { InvalidInviteError } from './errors.js'
-import { addressesOf } from './peer-addresses.js'
+import { addressesOf } from './network/peer-addresses.js'
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 

@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, mergeLayers, multiaddrString, parseConfig, positiveInt, readConfigFile } from '../common/config.js'
-import { DEFAULT_DHT_PROTOCOL } from '../node/config.js'
+import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import type { ConfigBinding, ConfigLayer, ConfigValueKind } from '../common/config.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 

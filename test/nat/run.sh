@@ -33,7 +33,7 @@ if [ ! -x "$NODE" ]; then
   exit 1
 fi
 if [ "${PARLEY_NAT_SKIP_BUILD:-}" != 1 ]; then
-  if [ ! -f dist/index.js ] || [ -n "$(find index.ts cli.ts node relay protocols common -name '*.ts' -newer dist/index.js -print -quit)" ]; then
+  if [ ! -f dist/index.js ] || [ -n "$(find index.ts demo.ts cli daemon node relay protocols common -name '*.ts' -newer dist/index.js -print -quit)" ]; then
     npm run build
   fi
 fi

@@ -1,7 +1,7 @@
 import { networkInterfaces } from 'node:os'
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, expect, it } from 'vitest'
-import { parleyAddressSorter } from '../../node/address-sorter.js'
+import { parleyAddressSorter } from '../../node/network/address-sorter.js'
 
 const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
 const RELAY = '/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWQtZ2kU33tyb5i3seB3cbHXTZ6DTvAS85mYLcF8mrRxMF'

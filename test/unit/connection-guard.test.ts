@@ -3,7 +3,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, expect, it } from 'vitest'
 import { addressGroups } from '../../common/address-groups.js'
-import { ConnectionGuard, resolveConnectionLimits } from '../../node/connection-guard.js'
+import { ConnectionGuard, resolveConnectionLimits } from '../../node/network/connection-guard.js'
 import type { MultiaddrConnection, PeerId } from '@libp2p/interface'
 
 async function peer (): Promise<PeerId> {

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { loadDaemonConfig, toNodeConfig } from '../../node/daemon-config.js'
+import { loadDaemonConfig, toNodeConfig } from '../../daemon/config.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 
 describe('the daemon config', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CONTINUATION_INDENT, historyLine, terminalSafe } from '../../node/format.js'
+import { CONTINUATION_INDENT, historyLine, terminalSafe } from '../../cli/format.js'
 import type { HistoryEntry } from '../../node/node.js'
 
 /** Every code point a terminal acts on rather than prints, but line feed and tab. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Inbox } from '../../node/inbox.js'
+import { Inbox } from '../../node/inbox/inbox.js'
 import { Store } from '../../node/store/index.js'
 import type { StoredMessage } from '../../node/store/index.js'
 

@@ -2,7 +2,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, expect, it } from 'vitest'
-import { addressesOf, isAddressOf } from '../../node/peer-addresses.js'
+import { addressesOf, isAddressOf } from '../../node/network/peer-addresses.js'
 import type { PeerId } from '@libp2p/interface'
 
 async function peer (): Promise<PeerId> {

@@ -1,6 +1,6 @@
-import { idToString } from './message-id.js'
-import type { InboundStep, ReceiveResult, Store, StoredMessage } from './store/index.js'
-import type { InboundMessage, Refusal } from '../protocols/im/index.js'
+import { idToString } from '../message-id.js'
+import type { InboundStep, ReceiveResult, Store, StoredMessage } from '../store/index.js'
+import type { InboundMessage, Refusal } from '../../protocols/im/index.js'
 
 /** A gap in a conversation's seqs is given up after this long (spec section 6). */
 export const GAP_TIMEOUT = 60_000

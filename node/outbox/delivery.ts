@@ -1,10 +1,10 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
-import { Ack } from '../protocols/im/index.js'
-import { idFromString } from './message-id.js'
-import type { Router } from './router.js'
-import type { OutboxEntry, Store } from './store/index.js'
-import type { Acknowledgement, ImService, OutboundMessage, Path } from '../protocols/im/index.js'
+import { Ack } from '../../protocols/im/index.js'
+import { idFromString } from '../message-id.js'
+import type { Router } from '../network/router.js'
+import type { OutboxEntry, Store } from '../store/index.js'
+import type { Acknowledgement, ImService, OutboundMessage, Path } from '../../protocols/im/index.js'
 import type { Connection, Logger, PeerId } from '@libp2p/interface'
 
 export interface DeliveryInit {

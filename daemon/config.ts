@@ -2,11 +2,12 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, multiaddrString, parseConfig, readConfigFile } from '../common/config.js'
-import { DEFAULT_DHT_PROTOCOL, NODE_DEFAULTS } from './config.js'
-import { CONNECTION_LIMIT_DEFAULTS } from './connection-guard.js'
-import { DEFAULT_LIMITS } from './policy.js'
+import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
+import { NODE_DEFAULTS } from '../node/config.js'
+import { CONNECTION_LIMIT_DEFAULTS } from '../node/network/connection-guard.js'
+import { DEFAULT_LIMITS } from '../node/policy.js'
 import type { ConfigBinding } from '../common/config.js'
-import type { NodeConfig } from './config.js'
+import type { NodeConfig } from '../node/config.js'
 
 /** The data dir: `--data-dir`, else `PARLEY_HOME`, else `$XDG_DATA_HOME/parley` (`~/.local/share/parley`). */
 export function defaultDataDir (env: NodeJS.ProcessEnv = process.env): string {

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * The `parley` command. Each subcommand lives with what it runs: `parley node`
- * in node/cli.ts, `parley relay` in relay/cli.ts.
+ * in cli/commands.ts (which starts the daemon, daemon/), `parley relay` in relay/cli.ts.
  */
 import { Command } from 'commander'
-import { nodeCommands } from './node/cli.js'
-import { relayCommand } from './relay/cli.js'
+import { nodeCommands } from './commands.js'
+import { relayCommand } from '../relay/cli.js'
 
 const program = new Command('parley')
   .description('A decentralized instant messenger on libp2p: direct when it can, relayed when it must')

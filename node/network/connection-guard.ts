@@ -28,11 +28,11 @@
  * WebRTC is signalled over such a circuit), both count per peer and in all.
  */
 import { TypedEventEmitter } from 'main-event'
-import { addressGroups } from '../common/address-groups.js'
-import { InvalidConfigError } from '../common/errors.js'
+import { addressGroups } from '../../common/address-groups.js'
+import { InvalidConfigError } from '../../common/errors.js'
 import { isAddressOf } from './peer-addresses.js'
 import type { ComponentLogger, Connection, ConnectionGater, Libp2pEvents, Logger, MultiaddrConnection, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
-import type { AddressGroups } from '../common/address-groups.js'
+import type { AddressGroups } from '../../common/address-groups.js'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { API_FILE } from './file.js'
-import type { ApiFile } from './file.js'
-import type { BlockedPeer, ContactInfo, MessageRequest } from '../node.js'
+import { API_FILE } from '../daemon/api/file.js'
+import type { ApiFile } from '../daemon/api/file.js'
+import type { BlockedPeer, ContactInfo, MessageRequest } from '../node/node.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {

@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { createServer } from '../../common/node-http.js'
 import { z } from 'zod'
-import type { ParleyNode } from '../node.js'
+import type { ParleyNode } from '../../node/node.js'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 
 /** Errors from the node that mean "your request was wrong": 400 with the reason. */

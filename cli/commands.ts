@@ -1,10 +1,10 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
-import { ApiClient, ApiError } from './api/client.js'
+import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
-import { defaultDataDir } from './daemon-config.js'
+import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
-import type { HistoryEntry, MessageRequest } from './node.js'
+import type { HistoryEntry, MessageRequest } from '../node/node.js'
 
 /** Exit codes of `parley send`: delivered, error, still queued after --wait. */
 const EXIT_QUEUED = 2
@@ -65,7 +65,7 @@ export function nodeCommands (program: Command): void {
     .description('create the data dir, identity and a config file with the defaults')
     .action(async (_opts, command: Command) => {
       const dataDir = dataDirOf(command)
-      const { initDataDir } = await import('./daemon.js')
+      const { initDataDir } = await import('../daemon/daemon.js')
       const { created } = await initDataDir(dataDir)
       console.log(`${created ? 'initialised' : 'already initialised:'} ${dataDir}`)
     })
@@ -83,7 +83,7 @@ export function nodeCommands (program: Command): void {
     .action(async (flags, command: Command) => {
       const dataDir = dataDirOf(command)
       // loaded here: the commands that only talk to a daemon need none of libp2p
-      const { startDaemon } = await import('./daemon.js')
+      const { startDaemon } = await import('../daemon/daemon.js')
       const daemon = await startDaemon(dataDir, flags)
       const { node } = daemon
       // handlers first: a supervisor may signal as soon as the first line appears

@@ -1,8 +1,8 @@
 import { CODE_P2P, CODE_P2P_CIRCUIT, CODE_WEBRTC, multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
-import { connectionPath } from '../protocols/im/index.js'
+import { connectionPath } from '../../protocols/im/index.js'
 import type { NodeLibp2p } from './libp2p.js'
-import type { Path } from '../protocols/im/index.js'
+import type { Path } from '../../protocols/im/index.js'
 import type { Connection, IdentifyResult, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
