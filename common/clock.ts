@@ -1,0 +1,21 @@
+/**
+ * Time as parley's parts see it: injected, so that a unit test can drive
+ * retries, back-offs and gap timeouts with a fake clock instead of sleeping.
+ */
+export interface Clock {
+  /** ms since the Unix epoch, as Date.now(). */
+  now: () => number
+  /** As setTimeout; the returned handle goes to `clearTimeout`. The timer must not keep the process alive where the caller says so (`unref`). */
+  setTimeout: (fn: () => void, ms: number) => ClockTimer
+  clearTimeout: (timer: ClockTimer | undefined) => void
+}
+
+/** An opaque timer handle. */
+export type ClockTimer = unknown
+
+/** The real clock. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (timer) => { clearTimeout(timer as ReturnType<typeof setTimeout> | undefined) }
+}
