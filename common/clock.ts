@@ -5,7 +5,7 @@
 export interface Clock {
   /** ms since the Unix epoch, as Date.now(). */
   now: () => number
-  /** As setTimeout; the returned handle goes to `clearTimeout`. The timer must not keep the process alive where the caller says so (`unref`). */
+  /** As setTimeout, but the timer never keeps the process alive (a stopped part clears its timers anyway). */
   setTimeout: (fn: () => void, ms: number) => ClockTimer
   clearTimeout: (timer: ClockTimer | undefined) => void
 }
@@ -16,6 +16,10 @@ export type ClockTimer = unknown
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  setTimeout: (fn, ms) => {
+    const timer = setTimeout(fn, ms)
+    timer.unref()
+    return timer
+  },
   clearTimeout: (timer) => { clearTimeout(timer as ReturnType<typeof setTimeout> | undefined) }
 }
