@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline'
 import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
 import type { ApiClient } from './client.js'
-import type { HistoryEntry } from '../node/node.js'
+import type { HistoryEntry } from '../node/types.js'
 
 /**
  * `parley chat <peer>`: the conversation so far, then a prompt. Typed lines are

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { API_FILE } from '../daemon/api/file.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { BlockedPeer, ContactInfo, MessageRequest } from '../node/node.js'
+import type { BlockedPeer, ContactInfo, MessageRequest } from '../node/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {

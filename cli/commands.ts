@@ -4,7 +4,7 @@ import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
-import type { HistoryEntry, MessageRequest } from '../node/node.js'
+import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** Exit codes of `parley send`: delivered, error, still queued after --wait. */
 const EXIT_QUEUED = 2

@@ -1,4 +1,4 @@
-import type { HistoryEntry } from '../node/node.js'
+import type { HistoryEntry } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {

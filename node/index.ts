@@ -1,5 +1,6 @@
 export { createNode, ParleyNode } from './node.js'
-export type { ReceivedMessage, Receipt, SendOptions, ParleyNodeEvents } from './node.js'
+export type * from './types.js'
 export type { NodeConfig } from './config.js'
 export type { PathChange } from './network/paths.js'
+export type { RelayReservationStatus } from './network/reservations.js'
 export * from './errors.js'

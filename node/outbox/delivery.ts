@@ -2,6 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { Ack } from '../../protocols/im/index.js'
 import { idFromString } from '../message-id.js'
+import type { StatusChange } from '../types.js'
 import type { Router } from '../network/router.js'
 import type { OutboxEntry, Store } from '../store/index.js'
 import type { Acknowledgement, ImService, OutboundMessage, Path } from '../../protocols/im/index.js'
@@ -28,18 +29,6 @@ export interface DeliveryInit {
    * @default 30000
    */
   connectTimeout?: number
-}
-
-/** A change in an outbound message's state. */
-export interface StatusChange {
-  id: string
-  peer: string
-  status: 'queued' | 'sending' | 'delivered' | 'failed'
-  seq: number
-  path?: Path
-  /** Why it failed, or why the last attempt did not get through. */
-  reason?: string
-  attempts?: number
 }
 
 export interface DeliveryEvents {

@@ -7,7 +7,7 @@ import { MAX_BODY_BYTES } from '../../protocols/im/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { collect, nextMessages, until, useNetwork } from '../fixtures/network.js'
 import { rawMessage, useRawImClients } from '../fixtures/raw-im.js'
-import type { StatusChange } from '../../node/outbox/delivery.js'
+import type { StatusChange } from '../../node/types.js'
 
 async function dirBytes (dir: string): Promise<number> {
   let total = 0

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { collect, LOOPBACK_TCP, nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
 import type { ParleyNode } from '../../index.js'
-import type { StatusChange } from '../../node/outbox/delivery.js'
+import type { StatusChange } from '../../node/types.js'
 
 /** Quick retries so that tests do not wait minutes for back-off. */
 const FAST_RETRY = { initialDelay: 100, maxDelay: 1_000 }

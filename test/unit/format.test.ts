@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { CONTINUATION_INDENT, historyLine, terminalSafe } from '../../cli/format.js'
-import type { HistoryEntry } from '../../node/node.js'
+import type { HistoryEntry } from '../../node/types.js'
 
 /** Every code point a terminal acts on rather than prints, but line feed and tab. */
 // eslint-disable-next-line no-control-regex

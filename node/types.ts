@@ -1,0 +1,148 @@
+/**
+ * The library's public types: what a ParleyNode takes and gives. Kept apart
+ * from the node itself so that the daemon's API contract and the CLI can use
+ * them without loading libp2p.
+ */
+import type { PathChange } from './network/paths.js'
+import type { RelayReservationStatus } from './network/reservations.js'
+import type { Path } from '../protocols/im/index.js'
+import type { AbortOptions } from '@libp2p/interface'
+
+/**
+ * Where an outbound message stands: written to the outbox (`queued`), on the
+ * wire (`sending`), acknowledged by the recipient (`delivered`), or refused by
+ * it for good (`failed`).
+ */
+export type OutboundStatus = 'queued' | 'sending' | 'delivered' | 'failed'
+
+/** A change in an outbound message's state. */
+export interface StatusChange {
+  id: string
+  peer: string
+  status: OutboundStatus
+  seq: number
+  path?: Path
+  /** Why it failed, or why the last attempt did not get through. */
+  reason?: string
+  attempts?: number
+}
+
+/** A message as the user receives it. */
+export interface ReceivedMessage {
+  /** UUID of the message, as the sender chose it. */
+  id: string
+  /** Peer ID of the sender: always the authenticated peer of the connection. */
+  from: string
+  seq: number
+  body: string
+  contentType: string
+  /** Sender's clock, ms since the Unix epoch. */
+  sentAt: number
+  /** This node's clock when it stored the message. */
+  receivedAt: number
+  path: Path
+  replyTo?: string
+  /** From a stranger: a message request, shown apart until the user accepts, declines or blocks it. */
+  request?: true
+}
+
+/** A message of a conversation, in either direction, as `history` lists it. */
+export interface HistoryEntry {
+  id: string
+  from: string
+  to: string
+  direction: 'in' | 'out'
+  seq: number
+  body: string
+  contentType: string
+  sentAt: number
+  receivedAt?: number
+  /** out: queued | sending | delivered | failed; in: received */
+  status: OutboundStatus | 'received'
+  path?: Path
+  reason?: string
+  replyTo?: string
+  /** A stranger's message waiting for the user's decision (see `requests`). */
+  request?: true
+}
+
+/** An outbound message still waiting for its ack. */
+export interface OutboxItem extends HistoryEntry {
+  attempts: number
+  nextAttemptAt: number
+  lastError?: string
+}
+
+export interface SendOptions extends AbortOptions {
+  /** @default 'text/plain' */
+  contentType?: string
+  /** UUID of an earlier message in the conversation this one answers. */
+  replyTo?: string
+  /**
+   * Stop waiting for the ack after this many ms. The message stays queued and
+   * is still delivered later. @default the node's `sendTimeout`
+   */
+  timeout?: number
+}
+
+/** What `send` resolves with once the recipient acknowledged the message. */
+export interface Receipt {
+  id: string
+  status: 'delivered'
+  path: Path
+}
+
+export interface NodeStatus {
+  peerId: string
+  addrs: string[]
+  relays: RelayReservationStatus[]
+  connections: number
+  dhtPeers: number
+  outbox: number
+  /** The message store's size against its limit; `full`: nothing more is stored or sent until room is made. */
+  storage: { usedBytes: number, limitBytes: number, full: boolean }
+  /** Strangers with messages waiting for a decision. */
+  requests: number
+  blocked: number
+}
+
+/** A stranger's messages waiting for the user to accept, decline or block them. */
+export interface MessageRequest {
+  peerId: string
+  messages: number
+  bytes: number
+  firstAt: number
+  lastAt: number
+  /** The oldest message's body, cut to 200 characters. */
+  preview: string
+}
+
+export interface BlockedPeer {
+  peerId: string
+  since: number
+  /** The contact's name, when the peer is one. */
+  name?: string
+}
+
+/** A contact: a name for a peer, and the addresses its invite gave. */
+export interface ContactInfo {
+  name: string
+  peerId: string
+  addrs: string[]
+}
+
+/** One connected peer and how it is reached. */
+export interface PeerInfo {
+  peerId: string
+  path: Path
+  transport: string
+  remoteAddr: string
+  /** Round-trip time of the last heartbeat, in ms, once measured. */
+  rtt?: number
+}
+
+export interface ParleyNodeEvents {
+  message: CustomEvent<ReceivedMessage>
+  'message:status': CustomEvent<StatusChange>
+  'path:change': CustomEvent<PathChange>
+}
