@@ -3,7 +3,11 @@
  * (spec section 3: UUIDv7 recommended, not required), so these read and write
  * the UUID layout (8-4-4-4-12 hex digits) without checking a UUID's version
  * or variant: a foreign client's id that is not a UUID still has a name.
+ * The one conversion between the two forms in parley: use these rather than
+ * converting by hand.
  */
+import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { ID_BYTES } from '../protocols/im/index.js'
 
 const ID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -11,7 +15,7 @@ const ID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 /** 16 bytes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case. */
 export function idToString (id: Uint8Array): string {
   if (id.byteLength !== ID_BYTES) throw new RangeError(`a message id is ${ID_BYTES} bytes, not ${id.byteLength}`)
-  const hex = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex')
+  const hex = uint8ArrayToString(id, 'base16')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
 
@@ -22,5 +26,6 @@ export function isMessageId (text: unknown): text is string {
 /** The 16 bytes of an id written by `idToString` (any case). */
 export function idFromString (text: string): Uint8Array<ArrayBuffer> {
   if (!isMessageId(text)) throw new RangeError(`"${text}" is not a message id (32 hex digits as 8-4-4-4-12)`)
-  return new Uint8Array(Buffer.from(text.replaceAll('-', ''), 'hex'))
+  // base16 is the lower-case alphabet
+  return uint8ArrayFromString(text.replaceAll('-', '').toLowerCase(), 'base16')
 }

@@ -13,7 +13,13 @@ export const MAX_CONTENT_TYPE_BYTES = 128
 /** Length of a message id and of `reply_to` (section 3). */
 export const ID_BYTES = 16
 
-/** Messages a sender may keep unacknowledged on one stream (section 4.1). */
+/**
+ * The protocol's send window: messages a sender may keep unacknowledged on
+ * one stream (section 4.1). A receiver reads no further than this many
+ * unanswered messages, so a sender that keeps more in flight only waits; a
+ * sender's own window (how many messages it puts on the wire at once) should
+ * be at most this.
+ */
 export const MAX_UNACKED = 64
 
 /** A receiver acknowledges within this many ms of reading a message (section 4.4). */

@@ -20,3 +20,16 @@ export function connectionPath (connection: Pick<Connection, 'remoteAddr' | 'lim
   }
   return 'direct'
 }
+
+/** A connection's path never changes: worked out once per connection, not per message. */
+const paths = new WeakMap<Connection, Path>()
+
+/** `connectionPath`, remembered per connection. */
+export function pathOf (connection: Connection): Path {
+  let path = paths.get(connection)
+  if (path == null) {
+    path = connectionPath(connection)
+    paths.set(connection, path)
+  }
+  return path
+}

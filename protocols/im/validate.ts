@@ -3,12 +3,14 @@ import { Ack } from './pb/im.js'
 import type { ChatMessage } from './pb/im.js'
 
 const utf8 = new TextEncoder()
+/** Where `utf8Length` encodes a short string, so that measuring one allocates nothing. */
+const scratch = new Uint8Array(MAX_BODY_BYTES)
 
-/** UTF-8 length of a string without allocating for the common ASCII case. */
+/** UTF-8 length of a string (a lone surrogate counts as U+FFFD, 3 bytes, as it would be sent). */
 export function utf8Length (text: string): number {
-  // a UTF-16 code unit becomes at most 3 UTF-8 bytes, so short strings cannot be over
-  if (text.length * 3 <= MAX_BODY_BYTES) {
-    return Buffer.byteLength(text, 'utf8')
+  // a UTF-16 code unit becomes at most 3 UTF-8 bytes, so a short string fits the scratch buffer whole
+  if (text.length * 3 <= scratch.byteLength) {
+    return utf8.encodeInto(text, scratch).written
   }
   return utf8.encode(text).byteLength
 }

@@ -13,7 +13,7 @@ import { streamPair } from '@libp2p/utils'
 import fc from 'fast-check'
 import { concat } from 'uint8arrays/concat'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { decodeFrame, readFrames } from '../../protocols/im/im.js'
+import { decodeFrame, readFrames } from '../../protocols/im/frames.js'
 import { Ack, ChatMessage, Frame, MAX_FRAME_BYTES } from '../../protocols/im/index.js'
 import { FrameReader, fakeConnection, hex, makePeer, startService, varint } from './im-helpers.js'
 import type { Admission, InboundMessage, Refusal, StoreResult } from '../../protocols/im/index.js'
@@ -514,7 +514,7 @@ describe('/im/1.0.0 fuzz (issue 11, hostile peers)', () => {
         let failure: any
         let largest = 0
         try {
-          for await (const buf of readFrames()(source())) {
+          for await (const buf of readFrames(source())) {
             largest = Math.max(largest, buf.byteLength)
             consumed += buf.byteLength + varint(buf.byteLength).byteLength
             decodeFrame(buf)

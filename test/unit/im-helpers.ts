@@ -9,6 +9,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as lp from 'it-length-prefixed'
+import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { im, Frame } from '../../protocols/im/index.js'
 import type { ImInit, ImService, OutboundMessage } from '../../protocols/im/index.js'
 import type { Connection, ConnectionLimits, PeerId, Startable, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
@@ -202,7 +203,7 @@ export function outboundMessage (overrides: Partial<OutboundMessage> = {}): Outb
 }
 
 export function hex (bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+  return uint8ArrayToString(bytes, 'base16')
 }
 
 /** A protobuf / multiformats unsigned varint, for tests that write raw bytes. */

@@ -1,0 +1,102 @@
+/**
+ * How the sender's OutboundChannel hands frames to the stream: the frames of
+ * sends that go out together share stream writes (one yamux frame, one Noise
+ * message, one socket write each), whether the sends were started in one go
+ * or woken one ack at a time when the window was full.
+ */
+import { streamPair } from '@libp2p/utils'
+import * as lp from 'it-length-prefixed'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Ack, Frame, MAX_UNACKED } from '../../protocols/im/index.js'
+import { FrameReader, fakeConnection, makePeer, outboundMessage, startService } from './im-helpers.js'
+import type { Acknowledgement, ChatMessage, OutboundMessage } from '../../protocols/im/index.js'
+import type { ServiceUnderTest } from './im-helpers.js'
+import type { Connection, Stream } from '@libp2p/interface'
+
+const running: ServiceUnderTest[] = []
+
+afterEach(async () => {
+  for (const s of running.splice(0)) await s.service.stop()
+})
+
+/** A sender whose one outbound stream counts the frames in each `send`, and the receiving end of it. */
+async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], receiver: Promise<Stream> }> {
+  const sender = await startService({ store: async () => 'stored' })
+  running.push(sender)
+  const writes: number[] = []
+  const receiver = Promise.withResolvers<Stream>()
+  const connection = fakeConnection({
+    remotePeer: await makePeer(),
+    newStream: async () => {
+      const [outbound, inbound] = await streamPair()
+      const send = outbound.send.bind(outbound)
+      outbound.send = (data) => {
+        writes.push([...lp.decode([data])].length)
+        return send(data)
+      }
+      receiver.resolve(inbound)
+      return outbound
+    }
+  })
+  return { sender, connection, writes, receiver: receiver.promise }
+}
+
+let seq = 0
+function messages (n: number): OutboundMessage[] {
+  return Array.from({ length: n }, () => outboundMessage({ seq: ++seq, body: 'x'.repeat(200) }))
+}
+
+async function readMessages (frames: FrameReader, n: number): Promise<ChatMessage[]> {
+  const read: ChatMessage[] = []
+  while (read.length < n) read.push((await frames.expectFrame()).message!)
+  return read
+}
+
+/** Acks every message in one stream write, as a receiver does when they settle together. */
+function ackAll (inbound: Stream, read: ChatMessage[]): void {
+  const out = new Uint8ArrayList()
+  for (const m of read) out.append(lp.encode.single(Frame.encode({ ack: { id: m.id, status: Ack.Status.OK } })))
+  inbound.send(out)
+}
+
+describe('/im/1.0.0 outbound channel: stream writes', () => {
+  it('writes a window started together on an open stream in a few writes of about 4 KiB', async () => {
+    const { sender, connection, writes, receiver } = await countingSender()
+    const first = messages(1).map(async m => sender.service.send(connection, m))
+    const inbound = await receiver
+    const frames = new FrameReader(inbound)
+    ackAll(inbound, await readMessages(frames, 1))
+    await Promise.all(first)
+    writes.length = 0
+
+    const window = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))
+    const read = await readMessages(frames, MAX_UNACKED)
+    ackAll(inbound, read)
+    await Promise.all(window)
+
+    expect(writes.reduce((a, b) => a + b, 0)).toBe(MAX_UNACKED)
+    // 64 frames of about 220 bytes: 4 writes of at most 4 KiB
+    expect(writes.length).toBeLessThanOrEqual(5)
+  })
+
+  it('writes the senders a burst of acks wakes from a full window together, not one frame a write', async () => {
+    const { sender, connection, writes, receiver } = await countingSender()
+    const window = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))
+    const inbound = await receiver
+    const frames = new FrameReader(inbound)
+    const read = await readMessages(frames, MAX_UNACKED)
+    // the window is full: these wait for slots
+    const waiting: Array<Promise<Acknowledgement>> = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))
+    writes.length = 0
+
+    ackAll(inbound, read)
+    await Promise.all(window)
+    const next = await readMessages(frames, MAX_UNACKED)
+    ackAll(inbound, next)
+    await Promise.all(waiting)
+
+    expect(writes.reduce((a, b) => a + b, 0)).toBe(MAX_UNACKED)
+    expect(writes.length).toBeLessThanOrEqual(6)
+  })
+})
