@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, mergeLayers, multiaddrString, parseConfig, positiveInt, readConfigFile } from '../common/config.js'
+import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, limitTable, mergeLayers, multiaddrString, parseConfig, positiveInt, protocolId, readConfigFile } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import type { ConfigBinding, ConfigLayer, ConfigValueKind } from '../common/config.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -349,9 +349,7 @@ const metricsSchema = z.preprocess(
   ], { error: 'must be host:port, such as 127.0.0.1:4003, or false to serve no metrics' })
 ) as z.ZodType<string | false>
 
-const limitsSchema = z.strictObject(
-  Object.fromEntries(Object.keys(RELAY_DEFAULTS.limits).map(key => [key, positiveInt().optional()])) as Record<keyof RelayLimits, z.ZodOptional<z.ZodInt>>
-)
+const limitsSchema = limitTable(Object.keys(RELAY_DEFAULTS.limits) as Array<keyof RelayLimits>, positiveInt())
 
 /** The relay's whole configuration: unknown keys are errors, not silently ignored. */
 export const relayConfigSchema = z.strictObject({
@@ -359,7 +357,7 @@ export const relayConfigSchema = z.strictObject({
   listen: z.array(multiaddrString(listenable)).min(1, { error: 'must list at least one address to listen on' }).optional(),
   announce: z.array(multiaddrString()).optional(),
   bootstrap: z.array(multiaddrString(hasPeerId)).optional(),
-  dhtProtocol: z.string().regex(/^\/\S+$/, { error: 'must be a protocol id starting with /, such as /parley/kad/1.0.0' }).optional(),
+  dhtProtocol: protocolId().optional(),
   metrics: metricsSchema.optional(),
   shutdownTimeout: positiveInt().optional(),
   limits: limitsSchema.optional()

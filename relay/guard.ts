@@ -1,41 +1,62 @@
 /**
- * parley's limits on the circuit-relay-v2 server.
+ * The hook that puts parley's relay limits (./limit-policy.ts) in front of
+ * js-libp2p's circuit-relay-v2 server and feeds the relay metrics
+ * (./metrics.ts).
  *
  * js-libp2p's server has a total reservation limit and per-connection stream
  * limits, nothing per peer, per IP, per subnet or on open circuits, and
- * refusals that reach it only through the connection gater are answered
- * PERMISSION_DENIED.
- * The guard therefore sits in front of the server's request dispatch: the
- * server reads and decodes each HOP request, then calls its (public)
- * `handleHopProtocol`; the guard wraps that method, refuses a request over a
- * limit itself with the relay-v2 status a client expects (RESERVATION_REFUSED
- * for reservations, RESOURCE_LIMIT_EXCEEDED for circuits, as go-libp2p does),
- * and otherwise hands it on, watching the status the server answers so every
- * refusal is counted by reason. It also wraps `stopHop` to learn the other half
- * of each circuit, to count bytes and see why a circuit ended.
+ * refusals that reach it only through the connection gater
+ * (`denyInboundRelayReservation`, `denyOutboundRelayedConnection`) are
+ * answered PERMISSION_DENIED. So the hook sits in the server's request
+ * dispatch: the server reads and decodes each HOP request, then calls its
+ * (public) `handleHopProtocol`; the hook wraps that method, asks the policy,
+ * answers a refusal itself with the relay-v2 status a client expects
+ * (RESERVATION_REFUSED for reservations, RESOURCE_LIMIT_EXCEEDED for
+ * circuits, as go-libp2p does), and otherwise hands the request on, watching
+ * the status the server answers so that every refusal is counted by reason.
+ * It also wraps `stopHop` to learn the other half of each circuit, to count
+ * its bytes and see why it ended.
+ *
+ * When upstream gains these limits (@libp2p/circuit-relay-v2's server
+ * limiting reservations per peer, per IP and per subnet or ASN, and circuits
+ * in total, per peer and per IP, answering RESERVATION_REFUSED /
+ * RESOURCE_LIMIT_EXCEEDED, as go-libp2p's `relay.Resources` does with
+ * MaxReservationsPerPeer, MaxReservationsPerIP, MaxReservationsPerASN and
+ * MaxCircuits), pass the limits to `circuitRelayServer` in relay/relay.ts and
+ * delete:
+ * - relay/limit-policy.ts, with the "relay limit policy" tests and the
+ *   refusal tests of "the hook" in test/unit/relay-limits.test.ts;
+ * - in this file: `policy`, `refuse`, and the policy's checks in `reserve`
+ *   and `connect` (the `handleHopProtocol` wrapper then only counts what the
+ *   server answered);
+ * - relay/pb/ from the relay (`refuse` is the only writer of HOP messages in
+ *   it; move it to test/relay/, whose raw HOP client uses it too).
+ * The `stopHop` wrapper, `watchStatus` and `watchCircuit` feed the metrics
+ * and stay until upstream counts refusals and circuit ends itself. No such
+ * upstream option is proposed in js-libp2p's issues as this is written: its
+ * server has `reservations.maxReservations` (the total) and per-connection
+ * stream limits only.
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
-import { writer } from 'protons-runtime'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
 import { addressGroups } from '../common/address-groups.js'
 import { UnsupportedRelayServerError } from './errors.js'
-import type { AddressGroups } from '../common/address-groups.js'
+import { RelayLimitPolicy } from './limit-policy.js'
+import { HopMessage, Status } from './pb/circuit.js'
 import type { RelayLimits } from './config.js'
+import type { CircuitSlot, HeldReservations } from './limit-policy.js'
 import type { CircuitEnd, HopRequestKind, RefusalReason, RelayMetrics } from './metrics.js'
+import type { AddressGroups } from '../common/address-groups.js'
+import type { Clock } from '../common/clock.js'
 import type { CircuitRelayServerComponents, CircuitRelayServerInit, CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { AbortOptions, Connection, Logger, PeerId, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { ProtobufStream } from '@libp2p/utils'
 
-/** A decoded HOP request as js-libp2p's server hands it on (enum values are their names). */
-interface HopRequest {
-  type?: string
-  peer?: { id: Uint8Array, addrs: Uint8Array[] }
-}
-
+/** What js-libp2p's server hands `handleHopProtocol`: the request it decoded, and the stream to answer on. */
 interface HopOptions {
   connection: Connection
-  request: HopRequest
+  request: HopMessage
   stream: ProtobufStream<Stream>
 }
 
@@ -56,38 +77,25 @@ interface HopServer extends CircuitRelayService {
   stopHop: StopHop
 }
 
-/** relay-v2 status codes parley answers with itself (circuit-relay-v2 `Status`). */
-const STATUS_CODE = { RESERVATION_REFUSED: 200, RESOURCE_LIMIT_EXCEEDED: 201 } as const
-type OwnStatus = keyof typeof STATUS_CODE
-
-/** HopMessage `{ type: STATUS, status }`, the only message parley writes (field 1 = type, STATUS = 2; field 5 = status). */
-function encodeHopStatus (status: OwnStatus): Uint8Array {
-  const w = writer()
-  w.uint32(0x08)
-  w.int32(2)
-  w.uint32(0x28)
-  w.int32(STATUS_CODE[status])
-  return w.finish()
-}
-
-const REASON_OF_STATUS: Record<string, RefusalReason> = {
-  RESERVATION_REFUSED: 'max_reservations',
-  RESOURCE_LIMIT_EXCEEDED: 'resource_limit',
-  PERMISSION_DENIED: 'permission_denied',
-  NO_RESERVATION: 'no_reservation',
-  CONNECTION_FAILED: 'connection_failed',
-  MALFORMED_MESSAGE: 'malformed',
-  UNEXPECTED_MESSAGE: 'unexpected_message'
+/** The reasons of the refusals js-libp2p's server answers itself, by the status it answers. */
+const REASON_OF_STATUS: Partial<Record<Status, RefusalReason>> = {
+  [Status.RESERVATION_REFUSED]: 'max_reservations',
+  [Status.RESOURCE_LIMIT_EXCEEDED]: 'resource_limit',
+  [Status.PERMISSION_DENIED]: 'permission_denied',
+  [Status.NO_RESERVATION]: 'no_reservation',
+  [Status.CONNECTION_FAILED]: 'connection_failed',
+  [Status.MALFORMED_MESSAGE]: 'malformed',
+  [Status.UNEXPECTED_MESSAGE]: 'unexpected_message'
 }
 
 /**
  * A view of `pb` that reports the `status` of each message written through it
  * (after the write succeeded), however the server reaches the writer.
  */
-function watchStatus (pb: ProtobufStream<Stream>, onStatus: (status: string) => void): ProtobufStream<Stream> {
+function watchStatus (pb: ProtobufStream<Stream>, onStatus: (status: Status) => void): ProtobufStream<Stream> {
   const seen = (message: unknown): void => {
     const status = (message as { status?: unknown } | undefined)?.status
-    if (typeof status === 'string') onStatus(status)
+    if (typeof status === 'string') onStatus(status as Status)
   }
   const watched: ProtobufStream<Stream> = {
     read: async (proto, options) => pb.read(proto, options),
@@ -110,9 +118,26 @@ function watchStatus (pb: ProtobufStream<Stream>, onStatus: (status: string) => 
   return watched
 }
 
+/**
+ * Why a circuit ended, from how its first stream closed. js-libp2p reports a
+ * reservation that ended (expired, or its peer left) as a DurationLimitError
+ * too: the circuit's age tells the two apart.
+ */
+export function circuitEnd (error: Error | undefined, local: boolean | undefined, age: number, relay: { draining: boolean, circuitDuration: number }): CircuitEnd {
+  if (relay.draining) return 'shutdown'
+  if (error == null) return 'closed'
+  if (error.name === 'TransferLimitError') return 'data_limit'
+  if (error.name === 'DurationLimitError') return age >= relay.circuitDuration - 50 ? 'duration_limit' : 'reservation_ended'
+  // a peer aborted its relayed connection, or its connection to the relay went
+  if (local === false || error.name === 'StreamResetError') return 'reset'
+  return 'error'
+}
+
 export interface RelayGuardInit {
   limits: Required<RelayLimits>
   metrics: RelayMetrics
+  /** The policy's clock, for tests. */
+  clock?: Clock
 }
 
 interface CircuitContext {
@@ -123,27 +148,33 @@ interface CircuitContext {
 export class RelayGuard {
   private readonly limits: Required<RelayLimits>
   private readonly metrics: RelayMetrics
+  private readonly policy: RelayLimitPolicy
   private server?: HopServer
   private log?: Logger
-  private draining = false
-  /** Reservation requests being answered for peers that hold none yet: peer → address groups. */
-  private readonly pendingReservations = new Map<string, AddressGroups | undefined>()
-  /** Times of the reservations granted to each peer within the last TTL. */
-  private readonly grants = new Map<string, number[]>()
-  private openCircuits = 0
-  /** Open circuits per `peer:<id>` (either side), `ip:<key>` and `subnet:<key>` (the dialling side's address). */
-  private readonly circuitsBy = new Map<string, number>()
+  /**
+   * Links the STOP stream the server opens to the CONNECT request it opens
+   * it for. The server calls `stopHop` from inside `handleHopProtocol` with
+   * arguments it builds itself (the destination's connection, a STOP
+   * request); all it passes on of the CONNECT is its options object, and a
+   * map keyed on that would break silently the day upstream copies it
+   * (`{ ...options, signal }`). The async context links the two calls
+   * however upstream passes its arguments.
+   */
   private readonly circuitContext = new AsyncLocalStorage<CircuitContext>()
-  private sweepTimer?: ReturnType<typeof setInterval>
 
   constructor (init: RelayGuardInit) {
     this.limits = init.limits
     this.metrics = init.metrics
+    this.policy = new RelayLimitPolicy({ limits: init.limits, clock: init.clock, reservations: this.heldReservations() })
   }
 
   /** Circuits open now (and being set up). */
   get circuits (): number {
-    return this.openCircuits
+    return this.policy.circuits
+  }
+
+  get isDraining (): boolean {
+    return this.policy.isDraining
   }
 
   /** Hooks the guard into a freshly made js-libp2p relay server (before it starts). */
@@ -167,24 +198,15 @@ export class RelayGuard {
       if (context != null) context.destination = stream
       return stream
     }
-
-    // forget grant times older than a TTL, for peers that stopped asking
-    this.sweepTimer = setInterval(() => { this.sweep(Date.now()) }, Math.min(60_000, this.limits.reservationTtl))
-    this.sweepTimer.unref()
   }
 
   /** From now on refuse new reservations and circuits: the relay is stopping. */
   drain (): void {
-    this.draining = true
-  }
-
-  get isDraining (): boolean {
-    return this.draining
+    this.policy.drain()
   }
 
   stop (): void {
-    this.draining = true
-    clearInterval(this.sweepTimer)
+    this.policy.drain()
   }
 
   /**
@@ -202,169 +224,110 @@ export class RelayGuard {
     this.log?.trace('peer %p disconnected, ending its reservation', peer)
   }
 
+  /** The server's reservation store, as the policy counts it. */
+  private heldReservations (): HeldReservations {
+    return {
+      count: () => this.server?.reservations.size ?? 0,
+      groups: () => this.reservationGroups()
+    }
+  }
+
+  private * reservationGroups (): Generator<AddressGroups | undefined> {
+    for (const [, reservation] of this.server?.reservations ?? []) yield addressGroups(reservation.addr)
+  }
+
   private async onHop (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<void> {
     switch (opts.request.type) {
-      case 'RESERVE': await this.reserve(handleHop, opts, options); break
-      case 'CONNECT': await this.connect(handleHop, opts, options); break
+      case HopMessage.Type.RESERVE: await this.reserve(handleHop, opts, options); break
+      case HopMessage.Type.CONNECT: await this.connect(handleHop, opts, options); break
       // the server answers UNEXPECTED_MESSAGE
       default: await handleHop(opts, options)
     }
   }
 
-  private async refuse (opts: HopOptions, request: HopRequestKind, reason: RefusalReason, status: OwnStatus, options: AbortOptions): Promise<void> {
+  private async refuse (opts: HopOptions, request: HopRequestKind, reason: RefusalReason, status: Status, options: AbortOptions): Promise<void> {
     this.log?.('refusing %s from %p: %s', request, opts.connection.remotePeer, reason)
     this.metrics.refused(request, reason, status)
-    await opts.stream.write(status, { encode: encodeHopStatus }, options)
+    await opts.stream.write({ type: HopMessage.Type.STATUS, status }, HopMessage, options)
     // the client closes its side once it has read the status; not awaited, so
     // that a client which never does cannot hold the handler
     opts.stream.unwrap().close(options).catch(() => {})
   }
 
   /** Runs the server's handler and returns the status it answered (undefined if it wrote none). */
-  private async handOn (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<string | undefined> {
-    let status: string | undefined
+  private async handOn (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<Status | undefined> {
+    let status: Status | undefined
     await handleHop({ ...opts, stream: watchStatus(opts.stream, s => { status ??= s }) }, options)
     return status
   }
 
-  private grantsOf (peer: string, now: number): number[] {
-    const times = (this.grants.get(peer) ?? []).filter(t => now - t < this.limits.reservationTtl)
-    if (times.length > 0) this.grants.set(peer, times)
-    else this.grants.delete(peer)
-    return times
-  }
-
-  private sweep (now: number): void {
-    for (const peer of this.grants.keys()) this.grantsOf(peer, now)
-  }
-
-  /** Reservations held and being granted from the same IP and the same subnet as `groups`. */
-  private reservationsFrom (groups: AddressGroups): { ip: number, subnet: number } {
-    const count = { ip: 0, subnet: 0 }
-    const add = (other: AddressGroups | undefined): void => {
-      if (other?.subnet !== groups.subnet) return
-      count.subnet++
-      if (other.ip === groups.ip) count.ip++
-    }
-    for (const [, reservation] of this.server?.reservations ?? []) add(addressGroups(reservation.addr))
-    for (const pending of this.pendingReservations.values()) add(pending)
-    return count
-  }
-
-  private checkReservation (peer: PeerId, groups: AddressGroups | undefined, now: number): RefusalReason | undefined {
-    if (this.draining) return 'shutting_down'
-    if (this.grantsOf(peer.toString(), now).length >= this.limits.maxReservationsPerPeer) return 'max_reservations_per_peer'
-    // a renewal keeps the slot it holds; only a new reservation needs a free one
-    if (this.server?.reservations.has(peer) === true) return undefined
-    const held = (this.server?.reservations.size ?? 0) + this.pendingReservations.size
-    if (held >= this.limits.maxReservations) return 'max_reservations'
-    if (groups == null) return undefined
-    const from = this.reservationsFrom(groups)
-    if (from.ip >= this.limits.maxReservationsPerIp) return 'max_reservations_per_ip'
-    if (from.subnet >= this.limits.maxReservationsPerSubnet) return 'max_reservations_per_subnet'
-    return undefined
+  /** Counts a request the server answered with something else than OK. */
+  private countRefusal (request: HopRequestKind, status: Status | undefined): void {
+    this.metrics.refused(request, REASON_OF_STATUS[status ?? Status.UNUSED] ?? 'error', status ?? 'NONE')
   }
 
   private async reserve (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<void> {
     const peer = opts.connection.remotePeer
-    const key = peer.toString()
-    const groups = addressGroups(opts.connection.remoteAddr)
-    const now = Date.now()
-    const refusal = this.checkReservation(peer, groups, now)
-    if (refusal != null) {
-      await this.refuse(opts, 'reserve', refusal, 'RESERVATION_REFUSED', options)
+    const renewal = this.server?.reservations.has(peer) === true
+    const slot = this.policy.reserve({ peer: peer.toString(), groups: addressGroups(opts.connection.remoteAddr), renewal })
+    if (slot.refusal != null) {
+      await this.refuse(opts, 'reserve', slot.refusal, Status.RESERVATION_REFUSED, options)
       return
     }
 
-    const isNew = this.server?.reservations.has(peer) !== true
-    // hold the slot while the server answers, so concurrent requests cannot
-    // all pass the check above
-    if (isNew) this.pendingReservations.set(key, groups)
-    let status: string | undefined
+    let status: Status | undefined
     try {
       status = await this.handOn(handleHop, opts, options)
     } catch (err) {
-      this.metrics.refused('reserve', 'error', 'MALFORMED_MESSAGE')
+      slot.settle(false)
+      this.metrics.refused('reserve', 'error', Status.MALFORMED_MESSAGE)
       throw err
-    } finally {
-      if (isNew) this.pendingReservations.delete(key)
     }
 
-    if (status === 'OK' && this.server?.reservations.has(peer) === true) {
-      this.grants.set(key, [...this.grantsOf(key, now), now])
-      this.metrics.reservationsGranted.inc({ kind: isNew ? 'new' : 'renewal' })
+    const granted = status === Status.OK && this.server?.reservations.has(peer) === true
+    slot.settle(granted)
+    if (granted) {
+      this.metrics.reservationsGranted.inc({ kind: renewal ? 'renewal' : 'new' })
     } else {
-      this.metrics.refused('reserve', REASON_OF_STATUS[status ?? ''] ?? 'error', status ?? 'NONE')
-    }
-  }
-
-  private circuitsOf (key: string): number {
-    return this.circuitsBy.get(key) ?? 0
-  }
-
-  private addCircuit (keys: string[], delta: 1 | -1): void {
-    this.openCircuits += delta
-    for (const key of keys) {
-      const n = this.circuitsOf(key) + delta
-      if (n > 0) this.circuitsBy.set(key, n)
-      else this.circuitsBy.delete(key)
+      this.countRefusal('reserve', status)
     }
   }
 
   private async connect (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<void> {
-    const source = opts.connection.remotePeer.toString()
     const id = opts.request.peer?.id
-    // a malformed request: the server answers MALFORMED_MESSAGE and it is counted below
-    const destination = id instanceof Uint8Array && id.byteLength > 0 ? uint8ArrayToString(id, 'base58btc') : undefined
-    // the dialling side's address: the dialled side only ever holds a
-    // reservation, and is bounded per peer
-    const groups = addressGroups(opts.connection.remoteAddr)
-
-    let refusal: RefusalReason | undefined
-    if (this.draining) refusal = 'shutting_down'
-    else if (this.openCircuits >= this.limits.maxCircuits) refusal = 'max_circuits'
-    else if (this.circuitsOf(`peer:${source}`) >= this.limits.maxCircuitsPerPeer ||
-      (destination != null && this.circuitsOf(`peer:${destination}`) >= this.limits.maxCircuitsPerPeer)) refusal = 'max_circuits_per_peer'
-    else if (groups != null && this.circuitsOf(`ip:${groups.ip}`) >= this.limits.maxCircuitsPerIp) refusal = 'max_circuits_per_ip'
-    else if (groups != null && this.circuitsOf(`subnet:${groups.subnet}`) >= this.limits.maxCircuitsPerSubnet) refusal = 'max_circuits_per_subnet'
-    if (refusal != null) {
-      await this.refuse(opts, 'connect', refusal, 'RESOURCE_LIMIT_EXCEEDED', options)
+    const slot = this.policy.openCircuit({
+      source: opts.connection.remotePeer.toString(),
+      // a malformed request: the server answers MALFORMED_MESSAGE and it is counted below
+      destination: id instanceof Uint8Array && id.byteLength > 0 ? uint8ArrayToString(id, 'base58btc') : undefined,
+      groups: addressGroups(opts.connection.remoteAddr)
+    })
+    if (slot.refusal != null) {
+      await this.refuse(opts, 'connect', slot.refusal, Status.RESOURCE_LIMIT_EXCEEDED, options)
       return
     }
 
-    // the circuit counts from now on, while the server sets it up
-    const keys = destination == null || destination === source ? [`peer:${source}`] : [`peer:${source}`, `peer:${destination}`]
-    if (groups != null) keys.push(`ip:${groups.ip}`, `subnet:${groups.subnet}`)
-    this.addCircuit(keys, 1)
-    let released = false
-    const release = (): void => {
-      if (released) return
-      released = true
-      this.addCircuit(keys, -1)
-    }
-
     const context: CircuitContext = {}
-    let status: string | undefined
+    let status: Status | undefined
     try {
       status = await this.circuitContext.run(context, async () => this.handOn(handleHop, opts, options))
     } catch (err) {
-      release()
-      this.metrics.refused('connect', 'error', 'MALFORMED_MESSAGE')
+      slot.release()
+      this.metrics.refused('connect', 'error', Status.MALFORMED_MESSAGE)
       throw err
     }
-    if (status !== 'OK') {
-      release()
-      this.metrics.refused('connect', REASON_OF_STATUS[status ?? ''] ?? 'error', status ?? 'NONE')
+    if (status !== Status.OK) {
+      slot.release()
+      this.countRefusal('connect', status)
       return
     }
 
     this.metrics.circuitsOpened.inc()
     // the server has joined the two streams by now; unwrapping again returns the same raw stream
-    this.watchCircuit([opts.stream.unwrap(), context.destination], release)
+    this.watchCircuit([opts.stream.unwrap(), context.destination], slot)
   }
 
   /** Counts a circuit's bytes and, once both its streams have closed, why it ended. */
-  private watchCircuit (candidates: Array<Stream | undefined>, release: () => void): void {
+  private watchCircuit (candidates: Array<Stream | undefined>, slot: CircuitSlot): void {
     const streams = candidates.filter((s): s is Stream => s != null)
     const opened = Date.now()
     let open = streams.length
@@ -374,10 +337,10 @@ export class RelayGuard {
       this.metrics.relayedBytes.inc(evt.data.byteLength)
     }
     const closed = (error?: Error, local?: boolean): void => {
-      end ??= this.classify(error, local, Date.now() - opened)
+      end ??= circuitEnd(error, local, Date.now() - opened, { draining: this.policy.isDraining, circuitDuration: this.limits.circuitDuration })
       if (--open > 0) return
       for (const s of streams) s.removeEventListener('message', onMessage)
-      release()
+      slot.release()
       this.metrics.circuitsClosed.inc({ reason: end })
     }
 
@@ -393,18 +356,6 @@ export class RelayGuard {
       stream.addEventListener('message', onMessage)
       stream.addEventListener('close', (evt: StreamCloseEvent) => { closed(evt.error, evt.local) }, { once: true })
     }
-  }
-
-  private classify (error: Error | undefined, local: boolean | undefined, age: number): CircuitEnd {
-    if (this.draining) return 'shutdown'
-    if (error == null) return 'closed'
-    if (error.name === 'TransferLimitError') return 'data_limit'
-    // js-libp2p reports a reservation that ended (expired, or its peer left)
-    // as a DurationLimitError too: tell them apart by the circuit's age
-    if (error.name === 'DurationLimitError') return age >= this.limits.circuitDuration - 50 ? 'duration_limit' : 'reservation_ended'
-    // a peer aborted its relayed connection, or its connection to the relay went
-    if (local === false || error.name === 'StreamResetError') return 'reset'
-    return 'error'
   }
 }
 

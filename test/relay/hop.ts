@@ -1,34 +1,24 @@
 /**
- * Bare libp2p peers and a hand-rolled circuit-relay-v2 HOP client, so tests
+ * Bare libp2p peers and a minimal circuit-relay-v2 HOP client, so tests
  * can send exactly the reservation and connect requests they mean and read the
- * exact relay-v2 status the relay answers.
+ * exact relay-v2 status the relay answers (with parley's codec of the HOP
+ * messages, relay/pb/circuit.ts).
  */
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { identify } from '@libp2p/identify'
 import { noise } from '@libp2p/noise'
 import { tcp } from '@libp2p/tcp'
-import { lpStream } from '@libp2p/utils'
+import { pbStream } from '@libp2p/utils'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { HopMessage } from '../../relay/pb/circuit.js'
 import type { TCPOptions } from '@libp2p/tcp'
 import type { Libp2pOptions } from 'libp2p'
-import { reader, writer } from 'protons-runtime'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 export const HOP = '/libp2p/circuit/relay/0.2.0/hop'
-
-const STATUS_NAMES: Record<number, string> = {
-  100: 'OK',
-  200: 'RESERVATION_REFUSED',
-  201: 'RESOURCE_LIMIT_EXCEEDED',
-  202: 'PERMISSION_DENIED',
-  203: 'CONNECTION_FAILED',
-  204: 'NO_RESERVATION',
-  400: 'MALFORMED_MESSAGE',
-  401: 'UNEXPECTED_MESSAGE'
-}
 
 export interface HopResponse {
   status: string
@@ -63,72 +53,18 @@ export async function bareNode (options: BareNodeOptions = {}): Promise<Libp2p> 
   })
 }
 
-function encodeReserve (): Uint8Array {
-  const w = writer()
-  w.uint32(0x08) // field 1, type
-  w.int32(0) // RESERVE
-  return w.finish()
-}
-
-function encodeConnect (peer: PeerId): Uint8Array {
-  const id = peer.toMultihash().bytes
-  const inner = writer()
-  inner.uint32(0x0a) // Peer field 1, id
-  inner.bytes(id)
-  const peerBytes = inner.finish()
-  const w = writer()
-  w.uint32(0x08)
-  w.int32(1) // CONNECT
-  w.uint32(0x12) // field 2, peer
-  w.bytes(peerBytes)
-  return w.finish()
-}
-
-function decodeResponse (bytes: Uint8Array): HopResponse {
-  const r = reader(bytes)
-  const out: HopResponse = { status: 'NONE', reserved: false }
-  while (r.pos < r.len) {
-    const tag = r.uint32()
-    switch (tag >>> 3) {
-      case 3: {
-        out.reserved = true
-        r.skip(r.uint32())
-        break
-      }
-      case 4: {
-        const end = r.uint32() + r.pos
-        const limit: HopResponse['limit'] = {}
-        while (r.pos < end) {
-          const t = r.uint32()
-          if (t >>> 3 === 1) limit.duration = r.uint32()
-          else if (t >>> 3 === 2) limit.data = r.uint64()
-          else r.skipType(t & 7)
-        }
-        out.limit = limit
-        break
-      }
-      case 5: {
-        const code = r.int32()
-        out.status = STATUS_NAMES[code] ?? String(code)
-        break
-      }
-      default: r.skipType(tag & 7)
-    }
-  }
-  return out
-}
-
-async function request (node: Libp2p, relay: Multiaddr | string, message: Uint8Array): Promise<{ response: HopResponse, stream: Stream }> {
+async function request (node: Libp2p, relay: Multiaddr | string, message: HopMessage): Promise<{ response: HopResponse, stream: Stream }> {
   const stream = await node.dialProtocol(typeof relay === 'string' ? multiaddr(relay) : relay, HOP, { signal: AbortSignal.timeout(20_000) })
-  const lp = lpStream(stream)
-  await lp.write(message)
-  const response = decodeResponse((await lp.read({ signal: AbortSignal.timeout(20_000) })).subarray())
-  return { response, stream: lp.unwrap() }
+  const hop = pbStream(stream).pb(HopMessage)
+  await hop.write(message)
+  const answer = await hop.read({ signal: AbortSignal.timeout(20_000) })
+  const response: HopResponse = { status: answer.status ?? 'NONE', limit: answer.limit, reserved: answer.reservation != null }
+  return { response, stream: hop.unwrap().unwrap() }
 }
 
 /** Asks `relay` for a reservation for `node`; the reservation lasts while the node stays connected. */
 export async function reserve (node: Libp2p, relay: Multiaddr | string): Promise<HopResponse> {
-  const { response, stream } = await request(node, relay, encodeReserve())
+  const { response, stream } = await request(node, relay, { type: HopMessage.Type.RESERVE })
   await stream.close().catch(() => {})
   return response
 }
@@ -138,5 +74,5 @@ export async function reserve (node: Libp2p, relay: Multiaddr | string): Promise
  * is the circuit (the destination's side sees an inbound relayed connection).
  */
 export async function connect (node: Libp2p, relay: Multiaddr | string, destination: PeerId): Promise<{ response: HopResponse, stream: Stream }> {
-  return request(node, relay, encodeConnect(destination))
+  return request(node, relay, { type: HopMessage.Type.CONNECT, peer: { id: destination.toMultihash().bytes, addrs: [] } })
 }
