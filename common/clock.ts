@@ -23,3 +23,14 @@ export const systemClock: Clock = {
   },
   clearTimeout: (timer) => { clearTimeout(timer as ReturnType<typeof setTimeout> | undefined) }
 }
+
+/**
+ * An AbortSignal that aborts `ms` from now on `clock`, as AbortSignal.timeout
+ * does on the real one (with the same TimeoutError); `clear` drops the timer
+ * once the guarded operation is over.
+ */
+export function timeoutSignal (clock: Clock, ms: number): { signal: AbortSignal, clear: () => void } {
+  const controller = new AbortController()
+  const timer = clock.setTimeout(() => { controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')) }, ms)
+  return { signal: controller.signal, clear: () => { clock.clearTimeout(timer) } }
+}

@@ -1,9 +1,13 @@
 import { CODE_P2P, CODE_P2P_CIRCUIT, CODE_WEBRTC, multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
+import { backoff } from '../../common/backoff.js'
+import { systemClock, timeoutSignal } from '../../common/clock.js'
 import { connectionPath } from '../../protocols/im/index.js'
 import type { NodeLibp2p } from './libp2p.js'
+import type { BackoffInit } from '../../common/backoff.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { Path } from '../../protocols/im/index.js'
-import type { Connection, IdentifyResult, Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, IdentifyResult, Libp2pEvents, Logger, PeerId, PeerStore, TypedEventTarget } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** The protocol a peer serves when it accepts WebRTC connections signalled over relays. */
@@ -15,6 +19,10 @@ const UPGRADE_TIMEOUT = 30_000
 /** After a failed upgrade, try again after this long, doubling up to UPGRADE_RETRY_MAX. */
 const UPGRADE_RETRY_FIRST = 2_000
 const UPGRADE_RETRY_MAX = 60_000
+const UPGRADE_BACKOFF: BackoffInit = { first: UPGRADE_RETRY_FIRST, max: UPGRADE_RETRY_MAX, jitter: 'none' }
+
+/** When a WebRTC connection closes, the relayed one is tried for an upgrade again after this long. */
+const REUPGRADE_DELAY = 1_000
 
 export interface PathChange {
   peer: string
@@ -30,6 +38,33 @@ export interface PathEvents {
 
 /** After this long without ICE connecting, a WebRTC connection is closed as dead. */
 const ICE_DEADLINE = 20_000
+/** How often a WebRTC connection's ICE state is looked at until it connects. */
+const ICE_POLL_INTERVAL = 250
+
+/** What the path upgrader uses of the libp2p node, and nothing more (see `pathUpgraderComponents`). */
+export interface PathUpgraderComponents {
+  /** Open connections to a peer, as libp2p's `getConnections`. */
+  getConnections: (peer: PeerId) => Connection[]
+  /** Dials the peer on one of `addrs`, as libp2p's `dial`. */
+  dial: (addrs: Multiaddr[], options?: AbortOptions) => Promise<Connection>
+  peerStore: Pick<PeerStore, 'get'>
+  /** libp2p's events: the upgrader follows `peer:identify`, `connection:open` and `connection:close`. */
+  events: TypedEventTarget<Libp2pEvents>
+  logger: ComponentLogger
+  /** @default systemClock */
+  clock?: Clock
+}
+
+/** The path upgrader's components, taken from the node's libp2p. */
+export function pathUpgraderComponents (libp2p: NodeLibp2p): PathUpgraderComponents {
+  return {
+    getConnections: (peer) => libp2p.getConnections(peer),
+    dial: async (addrs, options) => libp2p.dial(addrs, options),
+    peerStore: libp2p.peerStore,
+    events: libp2p,
+    logger: libp2p.logger
+  }
+}
 
 /** The RTCPeerConnection under a WebRTC connection (node-datachannel's), if any. */
 function peerConnectionOf (connection: Connection): { connectionState: string, selectedCandidatePair?(): any } | undefined {
@@ -71,33 +106,45 @@ export function transportOf (connection: Connection): string {
  * public TCP addresses.
  */
 export class PathUpgrader extends TypedEventEmitter<PathEvents> {
+  private readonly log: Logger
+  private readonly clock: Clock
+  /** The last path reported per connected peer, so that only changes are. */
   private readonly paths = new Map<string, Path>()
+  /** Peers a WebRTC dial is under way to (each entry goes when its dial ends). */
   private readonly upgrading = new Set<string>()
+  /** Failed upgrades in a row per peer, for the back-off; forgotten with the peer. */
   private readonly failures = new Map<string, number>()
+  /** Pending timers per peer (upgrade retries, ICE checks), cancelled when the peer's last connection closes and at stop. */
+  private readonly timers = new Map<string, Set<ClockTimer>>()
   private readonly controller = new AbortController()
 
-  constructor (private readonly libp2p: NodeLibp2p, private readonly log: Logger) {
+  constructor (private readonly components: PathUpgraderComponents) {
     super()
+    this.log = components.logger.forComponent('parley:paths')
+    this.clock = components.clock ?? systemClock
     this.onIdentify = this.onIdentify.bind(this)
     this.onConnectionChange = this.onConnectionChange.bind(this)
   }
 
   start (): void {
-    this.libp2p.addEventListener('peer:identify', this.onIdentify)
-    this.libp2p.addEventListener('connection:open', this.onConnectionChange)
-    this.libp2p.addEventListener('connection:close', this.onConnectionChange)
+    this.components.events.addEventListener('peer:identify', this.onIdentify)
+    this.components.events.addEventListener('connection:open', this.onConnectionChange)
+    this.components.events.addEventListener('connection:close', this.onConnectionChange)
   }
 
   stop (): void {
     this.controller.abort()
-    this.libp2p.removeEventListener('peer:identify', this.onIdentify)
-    this.libp2p.removeEventListener('connection:open', this.onConnectionChange)
-    this.libp2p.removeEventListener('connection:close', this.onConnectionChange)
+    this.components.events.removeEventListener('peer:identify', this.onIdentify)
+    this.components.events.removeEventListener('connection:open', this.onConnectionChange)
+    this.components.events.removeEventListener('connection:close', this.onConnectionChange)
+    for (const peer of [...this.timers.keys()]) this.forget(peer)
+    this.paths.clear()
+    this.failures.clear()
   }
 
   /** The best open path to a peer, if connected. */
   pathTo (peer: PeerId): Path | undefined {
-    const open = this.libp2p.getConnections(peer).filter(isUsable)
+    const open = this.components.getConnections(peer).filter(isUsable)
     if (open.length === 0) return undefined
     return open.some(c => connectionPath(c) === 'direct') ? 'direct' : 'relayed'
   }
@@ -105,7 +152,12 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
   private onConnectionChange (evt: CustomEvent<Connection>): void {
     const connection = evt.detail
     const peer = connection.remotePeer
+    const key = peer.toString()
     const pc = peerConnectionOf(connection)
+    if (evt.type === 'connection:close' && !this.components.getConnections(peer).some(c => c.id !== connection.id)) {
+      // a long-running node meets many peers: what it kept about one goes with its last connection
+      this.forget(key)
+    }
     if (evt.type === 'connection:open' && pc != null && pc.connectionState !== 'connected') {
       // counted once ICE connects; closed if it never does
       this.watchIce(connection)
@@ -113,14 +165,13 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
     if (evt.type === 'connection:close' && pc != null) {
       // the direct path went away: if the relayed one stays (a hang-up closes
       // both), try to get the direct one back
-      setTimeout(() => { this.retryUpgrade(peer) }, 1_000).unref?.()
+      this.schedule(key, () => { this.retryUpgrade(peer) }, REUPGRADE_DELAY)
     }
     const path = this.pathTo(peer)
-    const key = peer.toString()
     if (this.paths.get(key) === path) return
     if (path == null) this.paths.delete(key)
     else this.paths.set(key, path)
-    const best = this.libp2p.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === path)
+    const best = this.components.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === path)
     this.dispatchEvent(new CustomEvent<PathChange>('path:change', {
       detail: {
         peer: key,
@@ -131,30 +182,53 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
     }))
   }
 
+  /** Runs `fn` after `ms` unless the peer is forgotten (or the upgrader stopped) first. */
+  private schedule (peer: string, fn: () => void, ms: number): void {
+    const timers = this.timers.get(peer) ?? new Set<ClockTimer>()
+    this.timers.set(peer, timers)
+    const timer = this.clock.setTimeout(() => {
+      timers.delete(timer)
+      if (timers.size === 0 && this.timers.get(peer) === timers) this.timers.delete(peer)
+      fn()
+    }, ms)
+    timers.add(timer)
+  }
+
+  /**
+   * Drops the retries and back-off kept for a peer. Its last reported path
+   * goes when the disconnection is reported; an upgrade under way ends by itself.
+   */
+  private forget (peer: string): void {
+    for (const timer of this.timers.get(peer) ?? []) this.clock.clearTimeout(timer)
+    this.timers.delete(peer)
+    this.failures.delete(peer)
+  }
+
   private watchIce (connection: Connection): void {
     const pc = peerConnectionOf(connection) as any
-    const started = Date.now()
+    const key = connection.remotePeer.toString()
+    const started = this.clock.now()
     const check = (): void => {
       if (connection.status !== 'open') return
       if (pc.connectionState === 'connected') {
         this.onConnectionChange(new CustomEvent('connection:open', { detail: connection }))
         return
       }
-      if (Date.now() - started > ICE_DEADLINE) {
+      if (this.clock.now() - started > ICE_DEADLINE) {
         this.log('closing WebRTC connection to %p: ICE never connected', connection.remotePeer)
         connection.abort(new Error('ICE did not connect'))
         return
       }
-      setTimeout(check, 250).unref?.()
+      this.schedule(key, check, ICE_POLL_INTERVAL)
     }
-    setTimeout(check, 250).unref?.()
+    this.schedule(key, check, ICE_POLL_INTERVAL)
   }
 
   private retryUpgrade (peer: PeerId): void {
     if (this.controller.signal.aborted || this.pathTo(peer) === 'direct') return
-    const relayed = this.libp2p.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === 'relayed' && c.direction === 'outbound')
+    const relayed = this.components.getConnections(peer).find(c => isUsable(c) && connectionPath(c) === 'relayed' && c.direction === 'outbound')
     if (relayed == null) return
-    this.libp2p.peerStore.get(peer)
+    this.components.peerStore.get(peer)
       .then(async p => { await this.upgrade(peer, relayed, p.addresses.map(a => a.multiaddr)) })
       .catch(() => {})
   }
@@ -174,23 +248,32 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
       return
     }
     this.upgrading.add(key)
-    const started = Date.now()
+    const started = this.clock.now()
+    const timeout = timeoutSignal(this.clock, UPGRADE_TIMEOUT)
     try {
       const targets = webrtcAddresses(peer, relayed, listenAddrs)
       this.log('upgrading %p to WebRTC via %s', peer, targets[0]?.toString())
-      const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(UPGRADE_TIMEOUT)])
-      await this.libp2p.dial(targets, { signal })
+      const signal = AbortSignal.any([this.controller.signal, timeout.signal])
+      await this.components.dial(targets, { signal })
       this.failures.delete(key)
-      this.log('upgraded %p to a direct WebRTC connection in %d ms', peer, Date.now() - started)
+      this.log('upgraded %p to a direct WebRTC connection in %d ms', peer, this.clock.now() - started)
     } catch (err: any) {
+      if (this.controller.signal.aborted) return
+      if (this.components.getConnections(peer).length === 0) {
+        // its last connection closed meanwhile: nothing left to upgrade, nothing to keep
+        this.forget(key)
+        this.log('WebRTC upgrade to %p failed, and the peer is gone - %e', peer, err)
+        return
+      }
       // ICE may fail for a while (a busy machine, a NAT mapping not yet open):
       // try again with back-off for as long as the relayed connection lasts
       const failures = (this.failures.get(key) ?? 0) + 1
       this.failures.set(key, failures)
-      const delay = Math.min(UPGRADE_RETRY_MAX, UPGRADE_RETRY_FIRST * 2 ** (failures - 1))
+      const delay = backoff(failures, UPGRADE_BACKOFF)
       this.log('WebRTC upgrade to %p failed, staying relayed, trying again in %d ms - %e', peer, delay, err)
-      if (!this.controller.signal.aborted) setTimeout(() => { this.retryUpgrade(peer) }, delay).unref?.()
+      this.schedule(key, () => { this.retryUpgrade(peer) }, delay)
     } finally {
+      timeout.clear()
       this.upgrading.delete(key)
     }
   }

@@ -1,6 +1,9 @@
 import { CODE_P2P, CODE_P2P_CIRCUIT } from '@multiformats/multiaddr'
-import type { ComponentLogger, Libp2pEvents, Logger, PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
-import type { AddressManager, TransportManager } from '@libp2p/interface-internal'
+import { backoff } from '../../common/backoff.js'
+import { systemClock } from '../../common/clock.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
+import type { ComponentLogger, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { TransportManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 export interface ReservationKeeperInit {
@@ -25,12 +28,21 @@ export interface ReservationKeeperInit {
    * @default 30000
    */
   maxDelay?: number
+
+  /** @default systemClock */
+  clock?: Clock
+
+  /**
+   * Where the back-off's jitter comes from, in [0, 1).
+   *
+   * @default Math.random
+   */
+  random?: () => number
 }
 
 export interface ReservationKeeperComponents {
-  peerId: PeerId
-  addressManager: AddressManager
-  transportManager: TransportManager
+  /** Its listening addresses show which relays hold a reservation; listening on a circuit address makes one. */
+  transportManager: Pick<TransportManager, 'getAddrs' | 'listen'>
   events: TypedEventTarget<Libp2pEvents>
   logger: ComponentLogger
 }
@@ -53,6 +65,8 @@ interface RelayState {
   failures: number
   nextAttempt: number
   reserving: boolean
+  /** The check due when the back-off is over. */
+  retry?: ClockTimer
 }
 
 /**
@@ -70,7 +84,9 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
   private readonly checkInterval: number
   private readonly initialDelay: number
   private readonly maxDelay: number
-  private timer?: ReturnType<typeof setInterval>
+  private readonly clock: Clock
+  private readonly random: () => number
+  private timer?: ClockTimer
   private started = false
 
   constructor (private readonly components: ReservationKeeperComponents, init: ReservationKeeperInit) {
@@ -78,6 +94,8 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
     this.checkInterval = init.checkInterval ?? 5_000
     this.initialDelay = init.initialDelay ?? 1_000
     this.maxDelay = init.maxDelay ?? 30_000
+    this.clock = init.clock ?? systemClock
+    this.random = init.random ?? Math.random
     this.relays = init.relays.map(addr => ({
       addr,
       id: addr.getComponents().findLast(c => c.code === CODE_P2P)?.value ?? '',
@@ -97,13 +115,24 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
     this.components.events.addEventListener('self:peer:update', this.check)
     this.components.events.addEventListener('connection:close', this.check)
     this.components.events.addEventListener('connection:open', this.check)
-    this.timer = setInterval(this.check, this.checkInterval)
-    this.timer.unref?.()
+    this.schedulePeriodicCheck()
+  }
+
+  private schedulePeriodicCheck (): void {
+    this.timer = this.clock.setTimeout(() => {
+      this.schedulePeriodicCheck()
+      this.check()
+    }, this.checkInterval)
   }
 
   stop (): void {
     this.started = false
-    clearInterval(this.timer)
+    this.clock.clearTimeout(this.timer)
+    this.timer = undefined
+    for (const relay of this.relays) {
+      this.clock.clearTimeout(relay.retry)
+      relay.retry = undefined
+    }
     this.components.events.removeEventListener('self:peer:update', this.check)
     this.components.events.removeEventListener('connection:close', this.check)
     this.components.events.removeEventListener('connection:open', this.check)
@@ -131,7 +160,7 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
   private check (): void {
     if (!this.started) return
     const reserved = this.reservedRelays()
-    const now = Date.now()
+    const now = this.clock.now()
     for (const relay of this.relays) {
       if (reserved.has(relay.id)) {
         relay.failures = 0
@@ -159,10 +188,15 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
       return
     }
     relay.failures++
-    const delay = Math.min(this.maxDelay, this.initialDelay * 2 ** (relay.failures - 1))
-    relay.nextAttempt = Date.now() + delay / 2 + Math.random() * delay / 2
+    const delay = backoff(relay.failures, { first: this.initialDelay, max: this.maxDelay, jitter: 'equal' }, this.random)
+    relay.nextAttempt = this.clock.now() + delay
+    if (!this.started) return
     // try again when the back-off is over, not at the next event or periodic check
-    setTimeout(this.check, relay.nextAttempt - Date.now()).unref?.()
+    this.clock.clearTimeout(relay.retry)
+    relay.retry = this.clock.setTimeout(() => {
+      relay.retry = undefined
+      this.check()
+    }, delay)
   }
 }
 

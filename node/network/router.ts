@@ -1,16 +1,49 @@
 import { anySignal } from 'any-signal'
 import { CODE_WEBRTC } from '@multiformats/multiaddr'
+import { systemClock, timeoutSignal } from '../../common/clock.js'
 import { connectionPath } from '../../protocols/im/index.js'
 import { PeerUnreachableError } from '../errors.js'
 import { isUsable } from './paths.js'
 import { addressesOf } from './peer-addresses.js'
 import type { NodeLibp2p } from './libp2p.js'
+import type { Clock } from '../../common/clock.js'
+import type { PeerRecordPublisher } from '../../protocols/peer-record/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
-import type { AbortOptions, Connection, Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, PeerRouting, PeerStore } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** How long one DHT query may take before the router moves on. */
 const DHT_QUERY_TIMEOUT = 15_000
+
+/** What the router uses of the libp2p node, and nothing more (see `routerComponents`). */
+export interface RouterComponents {
+  /** Open connections, to one peer or to all, as libp2p's `getConnections`. */
+  getConnections: (peer?: PeerId) => Connection[]
+  /** Dials the peer on one of `addrs`, as libp2p's `dial`. */
+  dial: (addrs: Multiaddr[], options?: AbortOptions) => Promise<Connection>
+  peerStore: Pick<PeerStore, 'get' | 'merge'>
+  peerRouting: Pick<PeerRouting, 'findPeer'>
+  /** How many peers the DHT has to ask now (its routing table's size). */
+  dhtPeers: () => number
+  /** The peer's signed record in the DHT (its relay circuit addresses). */
+  peerRecords: Pick<PeerRecordPublisher, 'lookup'>
+  logger: ComponentLogger
+  /** @default systemClock */
+  clock?: Clock
+}
+
+/** The router's components, taken from the node's libp2p. */
+export function routerComponents (libp2p: NodeLibp2p): RouterComponents {
+  return {
+    getConnections: (peer) => libp2p.getConnections(peer),
+    dial: async (addrs, options) => libp2p.dial(addrs, options),
+    peerStore: libp2p.peerStore,
+    peerRouting: libp2p.peerRouting,
+    dhtPeers: () => (libp2p.services.dht as SingleKadDHT).routingTable?.size ?? 0,
+    peerRecords: libp2p.services.peerRecords,
+    logger: libp2p.logger
+  }
+}
 
 /**
  * Turns a peer ID into a connection, trying in order: an open connection
@@ -24,11 +57,17 @@ const DHT_QUERY_TIMEOUT = 15_000
  * over to that someone.
  */
 export class Router {
-  constructor (private readonly libp2p: NodeLibp2p, private readonly log: Logger) {}
+  private readonly log: Logger
+  private readonly clock: Clock
+
+  constructor (private readonly components: RouterComponents) {
+    this.log = components.logger.forComponent('parley:router')
+    this.clock = components.clock ?? systemClock
+  }
 
   /** The best open connection to the peer, direct before relayed. */
   openConnection (peer: PeerId): Connection | undefined {
-    const open = this.libp2p.getConnections(peer).filter(c => c.remotePeer.equals(peer) && isUsable(c))
+    const open = this.components.getConnections(peer).filter(c => c.remotePeer.equals(peer) && isUsable(c))
     return open.find(c => connectionPath(c) === 'direct') ?? open[0]
   }
 
@@ -39,7 +78,7 @@ export class Router {
     }
 
     const errors: string[] = []
-    const known = await this.libp2p.peerStore.get(peer, options).then(p => addressesOf(peer, p.addresses.map(a => a.multiaddr)), () => [])
+    const known = await this.components.peerStore.get(peer, options).then(p => addressesOf(peer, p.addresses.map(a => a.multiaddr)), () => [])
     if (known.length > 0) {
       try {
         return await this.dial(peer, known, options)
@@ -50,7 +89,7 @@ export class Router {
     }
 
     // a DHT with nobody in the routing table has nobody to ask
-    const dhtPeers = (this.libp2p.services.dht as SingleKadDHT).routingTable?.size ?? 0
+    const dhtPeers = this.components.dhtPeers()
     if (dhtPeers === 0) {
       errors.push('DHT: no DHT peers to ask (is a bootstrap node or relay configured and reachable?)')
     }
@@ -58,10 +97,11 @@ export class Router {
     for (const [source, lookup] of dhtPeers === 0
       ? []
       : [
-          ['DHT peer lookup', async (signal: AbortSignal) => (await this.libp2p.peerRouting.findPeer(peer, { signal })).multiaddrs],
-          ['DHT peer record', async (signal: AbortSignal) => this.libp2p.services.peerRecords.lookup(peer, { signal })]
+          ['DHT peer lookup', async (signal: AbortSignal) => (await this.components.peerRouting.findPeer(peer, { signal })).multiaddrs],
+          ['DHT peer record', async (signal: AbortSignal) => this.components.peerRecords.lookup(peer, { signal })]
         ] as const) {
-      const signal = anySignal([options.signal, AbortSignal.timeout(DHT_QUERY_TIMEOUT)])
+      const timeout = timeoutSignal(this.clock, DHT_QUERY_TIMEOUT)
+      const signal = anySignal([options.signal, timeout.signal])
       try {
         const addrs = addressesOf(peer, await lookup(signal)).filter(a => !known.some(k => k.equals(a)))
         if (addrs.length === 0) {
@@ -71,13 +111,14 @@ export class Router {
         const connection = await this.dial(peer, addrs, options)
         // kept once the peer answered on them: a lookup's answer that led
         // nowhere (or to someone else) stays out of the peer store
-        await this.libp2p.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
+        await this.components.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
         return connection
       } catch (err: any) {
         options.signal?.throwIfAborted()
         errors.push(`${source}: ${err.message}`)
       } finally {
         signal.clear()
+        timeout.clear()
       }
     }
 
@@ -95,8 +136,8 @@ export class Router {
     const fast = addrs.filter(a => !isWebRTC(a))
     const targets = fast.length > 0 ? fast : addrs
     this.log('dialling %p on %d addresses', peer, targets.length)
-    const before = new Set(this.libp2p.getConnections().map(c => c.id))
-    const connection = await this.libp2p.dial(targets, options)
+    const before = new Set(this.components.getConnections().map(c => c.id))
+    const connection = await this.components.dial(targets, options)
     if (!connection.remotePeer.equals(peer)) {
       // cannot happen through libp2p's Noise check; if it ever does, the
       // connection is not the peer's and carries nothing of the peer's

@@ -1,0 +1,205 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { defaultLogger } from '@libp2p/logger'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { TypedEventEmitter } from 'main-event'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { reservationKeeper } from '../../node/network/reservations.js'
+import { FakeClock } from '../fixtures/fake-clock.js'
+import type { ReservationKeeper, ReservationKeeperInit } from '../../node/network/reservations.js'
+import type { Libp2pEvents, PeerId, Startable } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+async function peer (): Promise<PeerId> {
+  return peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+}
+
+/** Lets every promise reaction already queued run: the stubs answer within microtasks. */
+async function flush (): Promise<void> {
+  await new Promise(resolve => { setImmediate(resolve) })
+}
+
+/**
+ * A transport manager as the keeper sees it: it listens on a relay's circuit
+ * address (a reservation) only while that relay is up.
+ */
+class FakeTransports {
+  readonly up = new Set<string>()
+  readonly addrs: Multiaddr[] = [multiaddr('/ip4/127.0.0.1/tcp/4001')]
+  readonly listen = vi.fn(async (addrs: Multiaddr[]) => {
+    for (const addr of addrs) {
+      const relay = addr.getComponents().findLast(c => c.name === 'p2p')?.value ?? ''
+      if (this.up.has(relay)) this.reserve(addr)
+    }
+  })
+
+  getAddrs = (): Multiaddr[] => this.addrs
+
+  reserve (circuit: Multiaddr): void {
+    this.addrs.push(circuit)
+  }
+
+  /** The relay dropped the reservation (restart, network loss). */
+  drop (relay: PeerId): void {
+    const i = this.addrs.findIndex(a => a.toString().includes(`/p2p/${relay}/p2p-circuit`))
+    if (i >= 0) this.addrs.splice(i, 1)
+  }
+
+  /** The relays listened on, in order. */
+  listenedOn (): string[] {
+    return this.listen.mock.calls.map(([addrs]) => addrs.map(a => a.toString()).join(' '))
+  }
+}
+
+describe('the reservation keeper', async () => {
+  const relayA = await peer()
+  const relayB = await peer()
+  const addrA = multiaddr(`/ip4/127.0.0.1/tcp/5001/p2p/${relayA}`)
+  const addrB = multiaddr(`/ip4/127.0.0.1/tcp/5002/p2p/${relayB}`)
+  const circuitA = addrA.encapsulate('/p2p-circuit')
+  const circuitB = addrB.encapsulate('/p2p-circuit')
+
+  let keeper: (ReservationKeeper & Startable) | undefined
+  afterEach(async () => { await keeper?.stop() })
+
+  async function start (init: Partial<ReservationKeeperInit> = {}): Promise<{ clock: FakeClock, transports: FakeTransports, events: TypedEventEmitter<Libp2pEvents> }> {
+    const clock = new FakeClock()
+    const transports = new FakeTransports()
+    const events = new TypedEventEmitter<Libp2pEvents>()
+    keeper = reservationKeeper({ relays: [addrA, addrB], clock, random: () => 0.5, ...init })({
+      transportManager: transports,
+      events,
+      logger: defaultLogger()
+    }) as ReservationKeeper & Startable
+    await keeper.start()
+    await keeper.afterStart?.()
+    return { clock, transports, events }
+  }
+
+  it('reserves again on each configured relay without a reservation, at the periodic check', async () => {
+    const { clock, transports } = await start()
+    transports.up.add(relayA.toString()).add(relayB.toString())
+    clock.advance(4_999)
+    expect(transports.listen).not.toHaveBeenCalled()
+    clock.advance(1)
+    await flush()
+    expect(transports.listenedOn()).toEqual([circuitA.toString(), circuitB.toString()])
+    expect(keeper?.status()).toEqual([
+      { relay: addrA.toString(), reserved: true, failures: 0 },
+      { relay: addrB.toString(), reserved: true, failures: 0 }
+    ])
+  })
+
+  it('reserves only where the reservation is missing, as soon as an event says something changed', async () => {
+    const { transports, events } = await start()
+    transports.reserve(circuitA)
+    events.safeDispatchEvent('self:peer:update', { detail: {} as any })
+    await flush()
+    expect(transports.listenedOn()).toEqual([circuitB.toString()])
+  })
+
+  it('reports each relay as reserved or not, with the failed attempts since', async () => {
+    const { transports, events } = await start()
+    transports.up.add(relayA.toString())
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect(keeper?.status()).toEqual([
+      { relay: addrA.toString(), reserved: true, failures: 0 },
+      { relay: addrB.toString(), reserved: false, failures: 1 }
+    ])
+  })
+
+  it('backs off after failures: the delay doubles up to maxDelay, with equal jitter', async () => {
+    const random = vi.fn(() => 0.5)
+    const { clock, transports, events } = await start({ relays: [addrB], checkInterval: 3_600_000, initialDelay: 1_000, maxDelay: 8_000, random })
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    const delays: number[] = []
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      expect(transports.listen).toHaveBeenCalledTimes(attempt)
+      expect(keeper?.status()[0].failures).toBe(attempt)
+      const delay = (clock.nextAt ?? 0) - clock.now()
+      delays.push(delay)
+      clock.advance(delay - 1)
+      // an event during the back-off does not bring the attempt forward
+      events.safeDispatchEvent('connection:open', { detail: {} as any })
+      await flush()
+      expect(transports.listen).toHaveBeenCalledTimes(attempt)
+      clock.advance(1)
+      await flush()
+    }
+    // delay d = min(8000, 1000·2^(n-1)), waited d/2 + random·d/2
+    expect(delays).toEqual([750, 1_500, 3_000, 6_000, 6_000, 6_000])
+  })
+
+  it('waits between half the delay and the whole of it', async () => {
+    const low = await start({ relays: [addrB], checkInterval: 3_600_000, random: () => 0 })
+    low.events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect((low.clock.nextAt ?? 0) - low.clock.now()).toBe(500)
+    await keeper?.stop()
+
+    const high = await start({ relays: [addrB], checkInterval: 3_600_000, random: () => 0.999 })
+    high.events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect((high.clock.nextAt ?? 0) - high.clock.now()).toBeCloseTo(999.5)
+  })
+
+  it('forgets the failures once the reservation is back, and backs off from the start when it goes again', async () => {
+    const { clock, transports, events } = await start({ relays: [addrB], checkInterval: 3_600_000 })
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    clock.advance(750)
+    await flush()
+    expect(keeper?.status()[0].failures).toBe(2)
+
+    transports.up.add(relayB.toString())
+    clock.advance(1_500)
+    await flush()
+    expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: true, failures: 0 }])
+    // only the periodic check is left
+    expect(clock.pending).toBe(1)
+
+    transports.up.delete(relayB.toString())
+    transports.drop(relayB)
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect(keeper?.status()[0].failures).toBe(1)
+    expect((clock.nextAt ?? 0) - clock.now()).toBe(750)
+  })
+
+  it('counts a reservation that came back by itself as restored', async () => {
+    const { clock, transports, events } = await start({ relays: [addrB], checkInterval: 3_600_000 })
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect(keeper?.status()[0].failures).toBe(1)
+    transports.reserve(circuitB)
+    events.safeDispatchEvent('self:peer:update', { detail: {} as any })
+    expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: true, failures: 0 }])
+    clock.advance(750)
+    await flush()
+    expect(transports.listen).toHaveBeenCalledTimes(1)
+  })
+
+  it('stop() cancels its timers and stops listening to events', async () => {
+    const { clock, transports, events } = await start()
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect(clock.pending).toBeGreaterThan(1)
+    await keeper?.stop()
+    expect(clock.pending).toBe(0)
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    clock.advance(3_600_000)
+    await flush()
+    expect(transports.listen).toHaveBeenCalledTimes(2)
+  })
+
+  it('does nothing without configured relays', async () => {
+    const { clock, transports, events } = await start({ relays: [] })
+    expect(clock.pending).toBe(0)
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    expect(transports.listen).not.toHaveBeenCalled()
+    expect(keeper?.status()).toEqual([])
+  })
+})
