@@ -1,4 +1,8 @@
+import { TypedEventEmitter } from 'main-event'
+import { systemClock } from '../../common/clock.js'
 import { idToString } from '../message-id.js'
+import { isOrderedSeq, untilGapExpires } from './ordering.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { InboundStep, ReceiveResult, Store, StoredMessage } from '../store/index.js'
 import type { InboundMessage, Refusal } from '../../protocols/im/index.js'
 
@@ -6,7 +10,31 @@ import type { InboundMessage, Refusal } from '../../protocols/im/index.js'
 export const GAP_TIMEOUT = 60_000
 
 /** Held messages presented in one go when a gap is given up: the rest follow on the next turns of the event loop. */
-const RELEASE_PAGE = 256
+export const RELEASE_PAGE = 256
+
+/** What the Inbox needs of the store: it stores, orders and releases in SQL (see `node/inbox/ordering.ts` for the rules). */
+export type InboxStore = Pick<Store, 'inboundBatch' | 'releaseGaps' | 'oldestGap'>
+
+export interface InboxComponents {
+  store: InboxStore
+  /** For the gap timer and the messages' `receivedAt`. @default systemClock */
+  clock?: Clock
+}
+
+export interface InboxInit {
+  /**
+   * How long a gap in a conversation's seqs stays open before its held
+   * messages are presented anyway, in ms.
+   *
+   * @default 60000
+   */
+  gapTimeout?: number
+}
+
+export interface InboxEvents {
+  /** Messages now presentable, in each conversation's seq order (emitted before the acks of the batch that let them through leave). */
+  presented: CustomEvent<StoredMessage[]>
+}
 
 interface Pending {
   step: InboundStep
@@ -28,19 +56,26 @@ export interface ReceiveOptions {
  * Messages that arrive together (a pipelined stream, several streams at once)
  * are stored in one transaction, so one fsync covers them all (group commit);
  * each `receive` resolves only once that transaction is on disk.
+ *
+ * Needs only the store: it can be built before libp2p and the node, which
+ * listen for `presented`.
  */
-export class Inbox {
-  private gapTimer?: ReturnType<typeof setTimeout>
+export class Inbox extends TypedEventEmitter<InboxEvents> {
+  private readonly store: InboxStore
+  private readonly clock: Clock
+  private readonly gapTimeout: number
+  private gapTimer?: ClockTimer
   private stopped = false
   private pending: Pending[] = []
   private flushing?: ReturnType<typeof setImmediate>
   private releasing?: ReturnType<typeof setImmediate>
 
-  constructor (
-    private readonly store: Store,
-    private readonly present: (messages: StoredMessage[]) => void,
-    private readonly gapTimeout = GAP_TIMEOUT
-  ) {}
+  constructor (components: InboxComponents, init: InboxInit = {}) {
+    super()
+    this.store = components.store
+    this.clock = components.clock ?? systemClock
+    this.gapTimeout = init.gapTimeout ?? GAP_TIMEOUT
+  }
 
   start (): void {
     this.stopped = false
@@ -49,7 +84,7 @@ export class Inbox {
 
   stop (): void {
     this.stopped = true
-    clearTimeout(this.gapTimer)
+    this.clock.clearTimeout(this.gapTimer)
     clearImmediate(this.flushing)
     clearImmediate(this.releasing)
     this.flushing = undefined
@@ -72,7 +107,7 @@ export class Inbox {
           contentType: message.contentType,
           replyTo: message.replyTo == null ? undefined : idToString(message.replyTo),
           sentAt: message.sentAt,
-          receivedAt: Date.now(),
+          receivedAt: this.clock.now(),
           path: message.path,
           request: options.request === true
         }
@@ -85,8 +120,8 @@ export class Inbox {
   /** The /im `onRefused` hook: a refused message still fills its seq (in turn with the messages around it). */
   refused (refusal: Refusal): void {
     const seq = Number(refusal.seq)
-    if (seq < 1 || !Number.isSafeInteger(seq)) return
-    this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: Date.now() } })
+    if (!isOrderedSeq(seq)) return
+    this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() } })
   }
 
   /** Everything that arrives before the event loop turns goes into one transaction. */
@@ -126,28 +161,32 @@ export class Inbox {
     })
   }
 
+  private present (messages: StoredMessage[]): void {
+    if (messages.length > 0) this.safeDispatchEvent('presented', { detail: messages })
+  }
+
   private after (presented: StoredMessage[]): void {
-    if (presented.length > 0) this.present(presented)
+    this.present(presented)
     this.armGapTimer()
   }
 
   private armGapTimer (): void {
-    clearTimeout(this.gapTimer)
+    this.clock.clearTimeout(this.gapTimer)
+    this.gapTimer = undefined
     // a release under way re-arms the timer when it is done
     if (this.releasing != null || this.stopped) return
     const oldest = this.store.oldestGap()
     if (oldest == null) return
-    this.gapTimer = setTimeout(() => { this.releaseExpiredGaps() }, Math.max(0, oldest + this.gapTimeout - Date.now()))
-    this.gapTimer.unref?.()
+    this.gapTimer = this.clock.setTimeout(() => { this.releaseExpiredGaps() }, untilGapExpires(oldest, this.gapTimeout, this.clock.now()))
   }
 
   /** Presents what expired gaps hold, a page at a time, so that a flood of held messages is never all in memory at once. */
   private releaseExpiredGaps (): void {
     this.releasing = undefined
     if (this.stopped) return
-    const { presented, more } = this.store.releaseGaps(Date.now(), this.gapTimeout, RELEASE_PAGE)
+    const { presented, more } = this.store.releaseGaps(this.clock.now(), this.gapTimeout, RELEASE_PAGE)
     if (more) {
-      if (presented.length > 0) this.present(presented)
+      this.present(presented)
       this.releasing = setImmediate(() => { this.releaseExpiredGaps() })
       return
     }

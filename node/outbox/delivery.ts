@@ -1,28 +1,20 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
-import { Ack } from '../../protocols/im/index.js'
+import { systemClock, timeoutSignal } from '../../common/clock.js'
+import { DEFAULT_CONTENT_TYPE } from '../../protocols/im/index.js'
 import { idFromString } from '../message-id.js'
-import type { StatusChange } from '../types.js'
+import { endsRound, OutboxMachine } from './machine.js'
+import type { OutboxMachineInit, Sent, Transition } from './machine.js'
+import type { Clock, ClockTimer } from '../../common/clock.js'
+import type { Acknowledgement, ImService, OutboundMessage } from '../../protocols/im/index.js'
 import type { Router } from '../network/router.js'
-import type { OutboxEntry, Store } from '../store/index.js'
-import type { Acknowledgement, ImService, OutboundMessage, Path } from '../../protocols/im/index.js'
-import type { Connection, Logger, PeerId } from '@libp2p/interface'
+import type { NewOutbound, OutboxEntry, Store, StoredMessage } from '../store/index.js'
+import type { StatusChange } from '../types.js'
+import type { ComponentLogger, Connection, Logger, PeerId } from '@libp2p/interface'
 
-export interface DeliveryInit {
-  /**
-   * First retry delay ceiling, in ms; it doubles with each attempt (full jitter).
-   *
-   * @default 1000
-   */
-  initialDelay?: number
+export { MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
 
-  /**
-   * Longest wait between two attempts, in ms.
-   *
-   * @default 300000
-   */
-  maxDelay?: number
-
+export interface DeliveryInit extends OutboxMachineInit {
   /**
    * How long finding and opening a connection to a peer may take, in ms.
    *
@@ -31,29 +23,26 @@ export interface DeliveryInit {
   connectTimeout?: number
 }
 
+/** What the engine uses of the store: the outbox's queries and writes. */
+export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record'>
+
+export interface DeliveryComponents {
+  store: DeliveryStore
+  router: Pick<Router, 'openConnection' | 'connect'>
+  im: Pick<ImService, 'send'>
+  logger: ComponentLogger
+  /** @default systemClock */
+  clock?: Clock
+  /** The back-off's jitter. @default Math.random */
+  random?: () => number
+}
+
 export interface DeliveryEvents {
   'message:status': CustomEvent<StatusChange>
 }
 
-/** Most outbox messages one round puts on the wire (the protocol's window). */
-const MAX_WINDOW = 64
-
 /** Longest an ack's outcome waits to be written with others (ms). */
 const RECORD_DELAY = 5
-
-/**
- * Bounds on a recipient's RATE_LIMITED `retry_after_ms`: it comes from the
- * peer, so 0 must not make the outbox spin, nor 2^32-1 overflow a timer
- * (Node runs an over-large timeout after 1 ms) or park messages for weeks.
- */
-export const MIN_RETRY_AFTER = 1_000
-export const MAX_RETRY_AFTER = 60 * 60_000
-
-/** A send and how it ended. */
-interface Settled {
-  entry: OutboxEntry
-  result: PromiseSettledResult<Acknowledgement>
-}
 
 function toOutbound (entry: OutboxEntry): OutboundMessage {
   return {
@@ -61,57 +50,52 @@ function toOutbound (entry: OutboxEntry): OutboundMessage {
     seq: entry.seq,
     sentAt: entry.sentAt,
     body: entry.body,
-    contentType: entry.contentType === 'text/plain' ? undefined : entry.contentType,
+    contentType: entry.contentType === DEFAULT_CONTENT_TYPE ? undefined : entry.contentType,
     replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo)
   }
 }
 
 /**
- * Owns the outbox state machine: queued → sending → delivered | failed.
- * Each peer's messages go out in seq order, pipelined on one stream; what is
- * not acknowledged is retried with exponential back-off and full jitter, and at
- * once when `wake` says a connection opened. Everything lives in the store, so
- * a restart resumes where the last run stopped.
+ * Delivers the outbox: the I/O around the outbox's state machine
+ * (`OutboxMachine`). Each peer's messages go out in seq order, pipelined on one
+ * stream; what is not acknowledged is retried with back-off, and at once when
+ * `wake` says a connection opened. Everything lives in the store, so a restart
+ * resumes where the last run stopped.
  */
 export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
-  private readonly initialDelay: number
-  private readonly maxDelay: number
+  private readonly store: DeliveryStore
+  private readonly router: Pick<Router, 'openConnection' | 'connect'>
+  private readonly im: Pick<ImService, 'send'>
+  private readonly log: Logger
+  private readonly clock: Clock
+  private readonly machine: OutboxMachine
   private readonly connectTimeout: number
   private readonly running = new Set<string>()
   private readonly again = new Set<string>()
   /** Peers whose outbox may have gained due messages since a round last looked (see `round`). */
   private readonly fresh = new Set<string>()
-  private readonly timers = new Map<string, ReturnType<typeof setTimeout>>()
-  /**
-   * Messages per round, per peer: halved when a round loses messages, doubled
-   * when one gets through. A relayed circuit that is cut after a few KiB would
-   * otherwise spend its whole budget on re-sending the same first messages.
-   */
-  private readonly windows = new Map<string, number>()
+  private readonly timers = new Map<string, ClockTimer>()
   /** Parsed peer IDs (parsing one costs more than a send on an open connection). */
   private readonly peerIds = new Map<string, PeerId>()
-  /** Peers that answered RATE_LIMITED, and until when they asked us to wait: a new connection does not cut that short. */
-  private readonly notBefore = new Map<string, number>()
   private controller = new AbortController()
   private stopped = true
 
-  constructor (
-    private readonly store: Store,
-    private readonly router: Router,
-    private readonly im: () => ImService,
-    private readonly log: Logger,
-    init: DeliveryInit = {}
-  ) {
+  constructor (components: DeliveryComponents, init: DeliveryInit = {}) {
     super()
-    this.initialDelay = init.initialDelay ?? 1_000
-    this.maxDelay = init.maxDelay ?? 5 * 60_000
+    this.store = components.store
+    this.router = components.router
+    this.im = components.im
+    this.log = components.logger.forComponent('parley:delivery')
+    this.clock = components.clock ?? systemClock
+    this.machine = new OutboxMachine({ clock: this.clock, random: components.random }, init)
     this.connectTimeout = init.connectTimeout ?? 30_000
   }
 
   start (): void {
     this.stopped = false
     this.controller = new AbortController()
-    this.store.requeueSending()
+    // what was on the wire when the last run stopped is queued again
+    this.machine.reset()
     for (const { peer, nextAttemptAt } of this.store.outboxPeers()) {
       this.schedule(peer, nextAttemptAt)
     }
@@ -120,21 +104,29 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   stop (): void {
     this.stopped = true
     this.controller.abort()
-    for (const timer of this.timers.values()) clearTimeout(timer)
+    for (const timer of this.timers.values()) this.clock.clearTimeout(timer)
     this.timers.clear()
+  }
+
+  /** Writes a new message to the outbox (durably, before anything goes on the wire), reports it queued, and sends it. */
+  queue (message: NewOutbound): StoredMessage {
+    const stored = this.store.enqueue(message)
+    this.emit(this.machine.queued(stored))
+    this.run(stored.peer)
+    return stored
+  }
+
+  /** A message as the user sees it: `sending` while on the wire (the store's rows say `queued`). */
+  overlay<T extends StoredMessage> (message: T): T {
+    return this.machine.overlay(message)
   }
 
   /** Something changed (a connection opened, our addresses changed): retry now. */
   wake (peer?: string): void {
     if (this.stopped) return
-    const now = Date.now()
-    for (const [p, until] of this.notBefore) {
-      if (until <= now) this.notBefore.delete(p)
-    }
-    // a peer that asked us to wait is left waiting
-    const peers = (peer == null ? this.store.outboxPeers().map(p => p.peer) : [peer]).filter(p => !this.notBefore.has(p))
+    const peers = this.machine.wakeable(peer == null ? this.store.outboxPeers().map(p => p.peer) : [peer])
     if (peers.length === 0) return
-    this.store.transaction(() => { for (const p of peers) this.store.retryNow(p, now) })
+    this.store.retryNow(peers, this.clock.now())
     for (const p of peers) this.run(p)
   }
 
@@ -142,7 +134,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   run (peer: string): void {
     if (this.stopped) return
     this.fresh.add(peer)
-    clearTimeout(this.timers.get(peer))
+    this.clock.clearTimeout(this.timers.get(peer))
     this.timers.delete(peer)
     if (this.running.has(peer)) {
       this.again.add(peer)
@@ -155,70 +147,81 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         this.running.delete(peer)
         if (this.again.delete(peer)) {
           this.run(peer)
-        } else {
-          const next = this.store.nextAttempt(peer)
-          if (next != null) this.schedule(peer, next)
+          return
         }
+        if (this.stopped) return
+        const next = this.store.nextAttempt(peer)
+        if (next != null) this.schedule(peer, next)
+        else this.forget(peer)
       })
   }
 
   private schedule (peer: string, at: number): void {
     if (this.stopped) return
-    clearTimeout(this.timers.get(peer))
-    const timer = setTimeout(() => {
+    this.clock.clearTimeout(this.timers.get(peer))
+    const timer = this.clock.setTimeout(() => {
       this.timers.delete(peer)
       this.run(peer)
-    }, Math.max(0, at - Date.now()))
+    }, Math.max(0, at - this.clock.now()))
     this.timers.set(peer, timer)
   }
 
-  private backoff (attempts: number): number {
-    return Math.random() * Math.min(this.maxDelay, this.initialDelay * 2 ** attempts)
+  /** The peer's outbox is empty and nothing is under way for it: what is kept about it goes, so that a long-running node does not pile it up. */
+  private forget (peer: string): void {
+    if (this.timers.has(peer) || this.running.has(peer)) return
+    this.fresh.delete(peer)
+    this.peerIds.delete(peer)
+    this.machine.forget(peer)
   }
 
   private emit (change: StatusChange): void {
     this.dispatchEvent(new CustomEvent('message:status', { detail: change }))
   }
 
-  private retryLater (entries: OutboxEntry[], error: string): void {
-    const changes = this.store.transaction(() => entries.map(entry => this.rescheduleOne(entry, error)))
-    for (const change of changes) this.emit(change)
+  /** Writes a transition (one transaction) and reports its changes. */
+  private apply (transition: Transition, options?: { durable: boolean }): void {
+    this.store.record(transition.writes, options)
+    for (const change of transition.changes) this.emit(change)
   }
 
-  /** Puts an entry back in the queue with back-off (inside the caller's transaction); the change to report. */
-  private rescheduleOne (entry: OutboxEntry, error: string): StatusChange {
-    this.store.reschedule([entry.id], Date.now() + this.backoff(entry.attempts), error)
-    return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason: error, attempts: entry.attempts + 1 }
-  }
-
-  private async drain (peer: string): Promise<void> {
-    const signal = this.controller.signal
+  private peerId (peer: string): PeerId {
     let peerId = this.peerIds.get(peer)
     if (peerId == null) {
       peerId = peerIdFromString(peer)
       this.peerIds.set(peer, peerId)
     }
+    return peerId
+  }
+
+  private async drain (peer: string): Promise<void> {
+    const signal = this.controller.signal
+    const peerId = this.peerId(peer)
     for (;;) {
       if (this.stopped) return
-      const window = this.windows.get(peer) ?? MAX_WINDOW
+      const window = this.machine.window(peer)
       this.fresh.delete(peer)
-      const due = this.store.due(peer, Date.now(), window)
+      const due = this.store.due(peer, this.clock.now(), window)
       if (due.length === 0) return
 
       // an open connection is used as it is; only a dial needs a time limit
       let connection = this.router.openConnection(peerId)
-      try {
-        connection ??= await this.router.connect(peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.connectTimeout)]) })
-      } catch (err: any) {
-        if (this.stopped) return
-        this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
-        this.retryLater(due, err.message)
-        continue
+      if (connection == null) {
+        const timeout = timeoutSignal(this.clock, this.connectTimeout)
+        try {
+          connection = await this.router.connect(peerId, { signal: AbortSignal.any([signal, timeout.signal]) })
+        } catch (err: any) {
+          if (this.stopped) return
+          this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
+          this.apply(this.machine.unreachable(due, err.message))
+          continue
+        } finally {
+          timeout.clear()
+        }
       }
 
       const { lost, exhausted } = await this.round(peer, connection, due, window, signal)
       if (this.stopped) return
-      this.windows.set(peer, lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_WINDOW, window * 2))
+      this.machine.roundEnded(peer, lost)
       // nothing was left when the round last looked, and nothing was queued since
       if (!lost && exhausted && !this.fresh.has(peer)) return
     }
@@ -232,18 +235,17 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * is in hand, when nothing is left in flight, or `RECORD_DELAY` ms after the
    * oldest came in; each is reported once written. The round ends when
    * nothing is in flight and nothing more is due, or once a message is lost
-   * (nothing more is sent; the caller halves the window). Resolves with
-   * whether one was lost, and whether the outbox had nothing more due when
-   * last looked at.
+   * (nothing more is sent; the window is then halved). Resolves with whether
+   * one was lost, and whether the outbox had nothing more due when last
+   * looked at.
    */
   private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal): Promise<{ lost: boolean, exhausted: boolean }> {
-    const im = this.im()
     let inFlight = 0
     let lastSeq = 0
     /** Sends settled since the loop last looked. */
-    let settled: Settled[] = []
+    let settled: Sent[] = []
     /** Outcomes not yet written, and since when the oldest waits. */
-    let unwritten: Settled[] = []
+    let unwritten: Sent[] = []
     let waitingSince = 0
     let wake: (() => void) | undefined
     let lost = false
@@ -254,118 +256,68 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       wake?.()
       wake = undefined
     }
-    /** Puts entries (already marked as sending) on the wire. */
+    /** Puts entries on the wire. */
     const start = (entries: OutboxEntry[]): void => {
-      for (const entry of entries) {
-        this.emit({ id: entry.id, peer, seq: entry.seq, status: 'sending', attempts: entry.attempts + 1 })
-      }
+      for (const change of this.machine.sending(entries)) this.emit(change)
       // all start in seq order at once: the channel writes them in that order
       for (const entry of entries) {
         inFlight++
         lastSeq = Math.max(lastSeq, entry.seq)
-        im.send(connection, toOutbound(entry), { signal }).then(
+        this.im.send(connection, toOutbound(entry), { signal }).then(
           value => { settle(entry, { status: 'fulfilled', value }) },
           (reason: unknown) => { settle(entry, { status: 'rejected', reason }) }
         )
       }
     }
 
-    this.store.markSending(first.map(e => e.id))
     start(first)
     while (inFlight > 0 || unwritten.length > 0) {
       if (settled.length === 0 && inFlight > 0) {
-        let timer: ReturnType<typeof setTimeout> | undefined
+        let timer: ClockTimer | undefined
         await new Promise<void>(resolve => {
           wake = resolve
-          if (unwritten.length > 0) timer = setTimeout(resolve, Math.max(0, waitingSince + RECORD_DELAY - Date.now()))
+          if (unwritten.length > 0) timer = this.clock.setTimeout(resolve, Math.max(0, waitingSince + RECORD_DELAY - this.clock.now()))
         })
-        clearTimeout(timer)
+        this.clock.clearTimeout(timer)
       }
       // acks read together settle together (when more are still to come)
       if (inFlight > settled.length) await new Promise(resolve => setImmediate(resolve))
       const batch = settled
       settled = []
       inFlight -= batch.length
-      if (unwritten.length === 0 && batch.length > 0) waitingSince = Date.now()
+      if (unwritten.length === 0 && batch.length > 0) waitingSince = this.clock.now()
       unwritten.push(...batch)
       // a message not delivered (or the recipient asking to wait): nothing more goes out this round
-      if (batch.some(({ result }) => result.status === 'rejected' || result.value.status === Ack.Status.RATE_LIMITED)) lost = true
+      if (batch.some(({ result }) => endsRound(result))) lost = true
       // the next messages (queued meanwhile; retries of earlier seqs wait for
       // the next round) go on the wire first, so that the recipient works on
       // them while this side waits for the disk
       if (!this.stopped && !lost && inFlight < window && (!exhausted || this.fresh.has(peer))) {
         this.fresh.delete(peer)
-        const more = this.store.due(peer, Date.now(), window - inFlight, lastSeq)
+        const more = this.store.due(peer, this.clock.now(), window - inFlight, lastSeq)
         exhausted = more.length < window - inFlight
         if (more.length > 0) {
-          this.store.markSending(more.map(e => e.id))
           start(more)
           await new Promise(resolve => setImmediate(resolve))
         }
       }
-      if (unwritten.length > 0 && (unwritten.length >= window || inFlight === 0 || lost || this.stopped || Date.now() - waitingSince >= RECORD_DELAY)) {
+      if (unwritten.length > 0 && (unwritten.length >= window || inFlight === 0 || lost || this.stopped || this.clock.now() - waitingSince >= RECORD_DELAY)) {
         const outcomes = unwritten
         unwritten = []
-        let changes: StatusChange[]
         try {
           // not waiting for the disk here is safe: the recipient already holds
           // these durably, and a mark lost to a power cut only means the message
           // goes once more after the restart and comes back DUPLICATE, then
           // delivered (a killed process loses nothing either way)
-          changes = this.store.transaction(() => this.settle(peer, outcomes), { durable: false })
+          this.apply(this.machine.settle(outcomes), { durable: false })
         } catch (err) {
           // the node stopped and closed its store meanwhile: these go again after a restart
           if (this.stopped) return { lost, exhausted }
           throw err
         }
-        for (const change of changes) this.emit(change)
       }
       if (this.stopped) return { lost, exhausted }
     }
     return { lost, exhausted }
-  }
-
-  /** Records what became of each message (inside the caller's transaction); the changes to report. */
-  private settle (peer: string, batch: Settled[]): StatusChange[] {
-    const delivered: Array<{ id: string, path: Path }> = []
-    const changes = batch.map(({ entry, result }) => {
-      if (result.status === 'fulfilled' && (result.value.status === Ack.Status.OK || result.value.status === Ack.Status.DUPLICATE)) {
-        delivered.push({ id: entry.id, path: result.value.path })
-        return { id: entry.id, peer, seq: entry.seq, status: 'delivered' as const, path: result.value.path }
-      }
-      return this.outcome(peer, entry, result)
-    })
-    this.store.markDeliveredMany(delivered, Date.now())
-    return changes
-  }
-
-  /** Records what became of one message (inside the caller's transaction); the change to report. */
-  private outcome (peer: string, entry: OutboxEntry, result: PromiseSettledResult<Acknowledgement>): StatusChange {
-    if (result.status === 'rejected') {
-      return this.rescheduleOne(entry, result.reason?.message ?? String(result.reason))
-    }
-    const ack = result.value
-    switch (ack.status) {
-      case Ack.Status.OK:
-      case Ack.Status.DUPLICATE: {
-        this.store.markDelivered(entry.id, ack.path, Date.now())
-        return { id: entry.id, peer, seq: entry.seq, status: 'delivered', path: ack.path }
-      }
-      case Ack.Status.RATE_LIMITED: {
-        const wait = Math.min(MAX_RETRY_AFTER, Math.max(MIN_RETRY_AFTER, ack.retryAfterMs ?? this.backoff(entry.attempts)))
-        const until = Date.now() + wait
-        const reason = `rate limited by the recipient (retry in ${Math.ceil(wait / 1000)} s)`
-        this.store.reschedule([entry.id], until, reason)
-        // the later messages wait too, so the conversation stays in seq order
-        this.store.deferPeer(peer, until, reason)
-        this.notBefore.set(peer, Math.max(until, this.notBefore.get(peer) ?? 0))
-        return { id: entry.id, peer, seq: entry.seq, status: 'queued', reason }
-      }
-      default: {
-        const reason = `refused by the recipient: ${ack.status}`
-        this.store.markFailed(entry.id, reason)
-        return { id: entry.id, peer, seq: entry.seq, status: 'failed', reason, path: ack.path }
-      }
-    }
   }
 }

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
+import * as ordering from '../inbox/ordering.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
+import type { OutboundStatus } from '../types.js'
 import type { StatementSync } from 'node:sqlite'
 
 /** The database cannot be used: corrupt, from a newer parley, or not a parley store. */
@@ -10,7 +12,6 @@ export class StoreError extends Error {
 }
 
 export type Direction = 'in' | 'out'
-export type OutStatus = 'queued' | 'sending' | 'delivered' | 'failed'
 export type InStatus = 'held' | 'presented'
 
 /** One message as the store keeps it, in either direction. */
@@ -25,7 +26,8 @@ export interface StoredMessage {
   sentAt: number
   receivedAt?: number
   createdAt: number
-  status: OutStatus | InStatus
+  /** An outbound row never says `sending`: that is the outbox's, laid over the rows it has on the wire. */
+  status: OutboundStatus | InStatus
   path?: 'direct' | 'relayed'
   reason?: string
   /** Inbound from a stranger, waiting for the user to accept the request. */
@@ -46,6 +48,20 @@ export interface NewOutbound {
   contentType: string
   replyTo?: string
   sentAt: number
+}
+
+/** What became of outbound messages, written together by `record`. */
+export interface OutboxWrites {
+  /** When these outcomes came: a delivered message's `receivedAt`. */
+  at: number
+  /** Acknowledged (OK or DUPLICATE): out of the outbox for good. */
+  delivered: Array<{ id: string, path: 'direct' | 'relayed' }>
+  /** Not delivered this time: one more attempt counted, and the next one at `at`. */
+  retried: Array<{ id: string, at: number, reason: string }>
+  /** Refused by the recipient for good: out of the outbox, with the reason. */
+  failed: Array<{ id: string, reason: string }>
+  /** The recipient asked to wait: every queued message of `peer` is due no earlier than `until`. */
+  deferred?: { peer: string, until: number, reason: string }
 }
 
 export interface NewInbound {
@@ -89,8 +105,7 @@ export interface RequestSummary {
 
 export type PeerState = 'accepted' | 'blocked'
 
-/** Seqs ahead of the next expected one that a refused message may fill; beyond, it is not recorded (the gap is given up in time). */
-export const REFUSED_SEQ_WINDOW = 1024
+export { REFUSED_SEQ_WINDOW } from '../inbox/ordering.js'
 
 export interface Contact {
   name: string
@@ -101,7 +116,8 @@ export interface Contact {
 
 type Row = Record<string, any>
 
-function toMessage (row: Row, sending?: ReadonlySet<string>): StoredMessage {
+/** The one mapping from a `messages` row (read, or built as it is written) to a StoredMessage. */
+function toMessage (row: Row): StoredMessage {
   return {
     id: row.id,
     peer: row.peer,
@@ -113,40 +129,81 @@ function toMessage (row: Row, sending?: ReadonlySet<string>): StoredMessage {
     sentAt: row.sent_at,
     receivedAt: row.received_at ?? undefined,
     createdAt: row.created_at,
-    // 'sending' lives in memory only (see Store.markSending)
-    status: row.status === 'queued' && row.direction === 'out' && sending?.has(row.id) === true ? 'sending' : row.status,
+    status: row.status,
     path: row.path ?? undefined,
     reason: row.reason ?? undefined,
     request: row.request === 1
   }
 }
 
-function toOutboxEntry (row: Row, sending?: ReadonlySet<string>): OutboxEntry {
+/** A `messages` row joined with its `outbox` row (see `ENTRY_SELECT`) as an OutboxEntry. */
+function toOutboxEntry (row: Row): OutboxEntry {
+  const entry = toMessage(row) as OutboxEntry
+  entry.attempts = row.attempts
+  entry.nextAttemptAt = row.next_attempt_at
+  entry.lastError = row.last_error ?? undefined
+  return entry
+}
+
+/**
+ * What an OutboxEntry is read from, `m` being its `messages` row and `o` its
+ * `outbox` row, but for the columns every entry of the outbox has alike
+ * (`peer`, `direction`, `request`: see `OUTBOX_ROW`).
+ */
+const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error'
+const ENTRY_COLUMNS = ENTRY_SELECT.split(', ').map(column => column.slice(2))
+
+/** The columns of an outbox entry's `messages` row that `ENTRY_SELECT` leaves out, as they always are. */
+const OUTBOX_ROW = { direction: 'out', request: 0 } as const
+
+/**
+ * Names the values of a row read as an array after `columns`, on top of
+ * `row`, for `toMessage`: node:sqlite builds an array far cheaper than an
+ * object, which counts on the path of every message sent.
+ */
+function named (columns: readonly string[], values: readonly unknown[], row: Row): Row {
+  for (let i = 0; i < columns.length; i++) row[columns[i]] = values[i]
+  return row
+}
+
+/** A new outbound message as its `messages` row: written as it is, and mapped by `toMessage` without reading it back. */
+function outboundRow (message: NewOutbound, seq: number): Row {
   return {
-    ...toMessage(row, sending),
-    attempts: row.attempts,
-    nextAttemptAt: row.next_attempt_at,
-    lastError: row.last_error ?? undefined
+    id: message.id,
+    peer: message.peer,
+    direction: 'out',
+    seq,
+    body: message.body,
+    content_type: message.contentType,
+    reply_to: message.replyTo ?? null,
+    sent_at: message.sentAt,
+    received_at: null,
+    created_at: message.sentAt,
+    status: 'queued',
+    path: null,
+    reason: null,
+    request: 0
   }
 }
 
-/** An inbound message as `history` will show it once presented, without reading it back. */
-function inboundAsPresented (message: NewInbound): StoredMessage {
+/** An inbound message as its `messages` row: written as it is, and mapped by `toMessage` without reading it back. */
+function inboundRow (message: NewInbound, status: InStatus, position: number | null): Row {
   return {
     id: message.id,
     peer: message.peer,
     direction: 'in',
     seq: message.seq,
     body: message.body,
-    contentType: message.contentType,
-    replyTo: message.replyTo,
-    sentAt: message.sentAt,
-    receivedAt: message.receivedAt,
-    createdAt: message.receivedAt,
-    status: 'presented',
+    content_type: message.contentType,
+    reply_to: message.replyTo ?? null,
+    sent_at: message.sentAt,
+    received_at: message.receivedAt,
+    created_at: message.receivedAt,
+    status,
     path: message.path,
-    reason: undefined,
-    request: message.request === true
+    reason: null,
+    position,
+    request: message.request === true ? 1 : 0
   }
 }
 
@@ -168,8 +225,6 @@ export class Store {
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
   private depth = 0
-  /** Outbound messages on the wire now (see `markSending`). */
-  private readonly sending = new Set<string>()
 
   /**
    * Opens (or creates) the store. `file` undefined keeps it in memory.
@@ -302,62 +357,28 @@ export class Store {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
       this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
+      const row = outboundRow(message, seq)
       this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position)
-        VALUES (?, ?, 'out', ?, ?, ?, ?, ?, ?, 'queued', ?)`)
-        .run(message.id, message.peer, seq, message.body, message.contentType, message.replyTo ?? null, message.sentAt, message.sentAt, this.nextPosition())
-      this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(message.id, message.peer, seq, message.sentAt)
-      // the row as written, without reading it back
-      return {
-        id: message.id,
-        peer: message.peer,
-        direction: 'out' as const,
-        seq,
-        body: message.body,
-        contentType: message.contentType,
-        replyTo: message.replyTo,
-        sentAt: message.sentAt,
-        receivedAt: undefined,
-        createdAt: message.sentAt,
-        status: 'queued' as const,
-        path: undefined,
-        reason: undefined,
-        request: false
-      }
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, this.nextPosition())
+      this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
+      return toMessage(row)
     })
   }
 
   private getOutbound (id: string): StoredMessage | undefined {
     const row = this.sql("SELECT * FROM messages WHERE id = ? AND direction = 'out'").get(id) as Row | undefined
-    return row == null ? undefined : toMessage(row, this.sending)
+    return row == null ? undefined : toMessage(row)
   }
 
   /** Outbox entries of `peer` due at `now`, in seq order (only those after seq `after`, if given). */
   due (peer: string, now: number, limit = 256, after = 0): OutboxEntry[] {
-    // called for every batch a sender puts on the wire: rows as arrays (cheaper than objects), read once
-    const statement = this.sql(`SELECT m.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status,
-      m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
+    // called for every batch a sender puts on the wire: rows as arrays (see `named`), read once
+    const statement = this.sql(`SELECT ${ENTRY_SELECT} FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
       WHERE o.peer = ? AND o.seq > ? AND o.next_attempt_at <= ? ORDER BY o.seq LIMIT ?`)
     statement.setReturnArrays(true)
-    return (statement.all(peer, after, now, limit) as unknown as unknown[][]).map((r: any[]) => ({
-      id: r[0],
-      peer,
-      direction: 'out' as const,
-      seq: r[1],
-      body: r[2],
-      contentType: r[3],
-      replyTo: r[4] ?? undefined,
-      sentAt: r[5],
-      receivedAt: r[6] ?? undefined,
-      createdAt: r[7],
-      status: r[8] === 'queued' && this.sending.has(r[0]) ? 'sending' : r[8],
-      path: r[9] ?? undefined,
-      reason: r[10] ?? undefined,
-      request: false,
-      attempts: r[11],
-      nextAttemptAt: r[12],
-      lastError: r[13] ?? undefined
-    }))
+    return (statement.all(peer, after, now, limit) as unknown as unknown[][]).map(values => toOutboxEntry(named(ENTRY_COLUMNS, values, { peer, ...OUTBOX_ROW })))
   }
 
   /** Each peer with queued messages and when its earliest one is due. */
@@ -378,78 +399,70 @@ export class Store {
 
   /** Everything not yet delivered or failed, oldest first. */
   outbox (): OutboxEntry[] {
-    return (this.sql(`SELECT m.*, o.attempts, o.next_attempt_at, o.last_error FROM outbox o
+    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
       JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      ORDER BY m.created_at, o.seq`).all() as Row[]).map(row => toOutboxEntry(row, this.sending))
+      ORDER BY m.created_at, o.seq`).all() as Row[]).map(row => toOutboxEntry(row))
   }
 
   /**
-   * Marks queued messages as on the wire: their status reads `sending` until
-   * they are delivered, failed or rescheduled. Kept in memory, not written: a
-   * restart queues every message on the wire again anyway, so the row stays
-   * `queued` (and a write per message is saved).
+   * Writes what became of outbound messages, all in one transaction (one
+   * commit; `durable` as `transaction` takes it). A recipient's wait is
+   * written last, so that the messages retried in the same batch wait too.
    */
-  markSending (ids: string[]): void {
-    for (const id of ids) this.sending.add(id)
+  record (writes: OutboxWrites, options: { durable?: boolean } = {}): void {
+    this.transaction(() => {
+      for (const { id, path } of writes.delivered) this.writeDelivered(id, path, writes.at)
+      for (const { id, reason } of writes.failed) this.writeFailed(id, reason)
+      for (const { id, at, reason } of writes.retried) this.writeRetried(id, at, reason)
+      const deferred = writes.deferred
+      if (deferred != null) {
+        this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(deferred.until, deferred.reason, deferred.peer)
+      }
+    }, options)
   }
 
-  /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. */
+  /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. The message as it now is. */
   markDelivered (id: string, path: 'direct' | 'relayed', at: number): StoredMessage | undefined {
-    this.sending.delete(id)
     return this.transaction(() => {
-      this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
-      this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+      this.writeDelivered(id, path, at)
       return this.getOutbound(id)
     })
   }
 
-  /** `markDelivered` for many messages, without reading them back (inside a `transaction`, one commit for all). */
-  markDeliveredMany (delivered: Array<{ id: string, path: 'direct' | 'relayed' }>, at: number): void {
-    this.transaction(() => {
-      for (const { id, path } of delivered) {
-        this.sending.delete(id)
-        this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
-        this.sql('DELETE FROM outbox WHERE id = ?').run(id)
-      }
-    })
-  }
-
-  /** Permanent failure (the recipient refused it): out of the outbox, with the reason. */
+  /** Permanent failure (the recipient refused it): out of the outbox, with the reason. The message as it now is. */
   markFailed (id: string, reason: string): StoredMessage | undefined {
-    this.sending.delete(id)
     return this.transaction(() => {
-      this.sql("UPDATE messages SET status = 'failed', reason = ? WHERE id = ? AND direction = 'out'").run(reason, id)
-      this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+      this.writeFailed(id, reason)
       return this.getOutbound(id)
     })
   }
 
-  /** Not delivered this time: try again at `nextAttemptAt`. */
-  reschedule (ids: string[], nextAttemptAt: number, error: string, countAttempt = true): void {
+  /** Not delivered this time: one more attempt counted, and the next one at `nextAttemptAt`. */
+  reschedule (ids: readonly string[], nextAttemptAt: number, error: string): void {
     this.transaction(() => {
-      for (const id of ids) {
-        this.sending.delete(id)
-        this.sql('UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?, last_error = ? WHERE id = ?')
-          .run(countAttempt ? 1 : 0, nextAttemptAt, error, id)
-        this.sql("UPDATE messages SET status = 'queued' WHERE id = ? AND direction = 'out' AND status = 'sending'").run(id)
-      }
+      for (const id of ids) this.writeRetried(id, nextAttemptAt, error)
     })
   }
 
-  /** Makes every queued message of `peer` due no earlier than `at` (the recipient asked to wait). */
-  deferPeer (peer: string, at: number, error: string): void {
-    this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(at, error, peer)
+  /** Makes every queued message of these peers due now (a connection opened). */
+  retryNow (peers: readonly string[], now: number): void {
+    this.transaction(() => {
+      for (const peer of peers) this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
+    })
   }
 
-  /** Makes every queued message of `peer` due now. */
-  retryNow (peer: string, now: number): void {
-    this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
+  private writeDelivered (id: string, path: 'direct' | 'relayed', at: number): void {
+    this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
+    this.sql('DELETE FROM outbox WHERE id = ?').run(id)
   }
 
-  /** After a restart, messages that were in flight are queued again (and rows an older parley marked `sending`). */
-  requeueSending (): void {
-    this.sending.clear()
-    this.sql("UPDATE messages SET status = 'queued' WHERE direction = 'out' AND status = 'sending'").run()
+  private writeFailed (id: string, reason: string): void {
+    this.sql("UPDATE messages SET status = 'failed', reason = ? WHERE id = ? AND direction = 'out'").run(reason, id)
+    this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+  }
+
+  private writeRetried (id: string, at: number, reason: string): void {
+    this.sql('UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?').run(at, reason, id)
   }
 
   // ---- inbound ----
@@ -495,25 +508,21 @@ export class Store {
     if (exists != null) {
       return { result: 'duplicate', presented: [] }
     }
-    const { nextInSeq, gapSince } = this.conversation(message.peer)
-    // the next seq (the usual case), or one below it that arrived after its gap
-    // was given up (shown at once, never dropped): presented now. Later seqs wait.
-    const status: InStatus = message.seq <= nextInSeq ? 'presented' : 'held'
-    if (status === 'held' && this.heldCount(message.peer, maxHeld) >= maxHeld) {
+    const order = this.inboundOrder(message.peer)
+    const lookup = this.orderLookup(message.peer)
+    const arrival = ordering.arrival(order, message.seq, maxHeld, lookup)
+    if (arrival.action === 'held-full') {
       return { result: 'held-full', presented: [] }
     }
+    const row = arrival.action === 'present'
+      ? inboundRow(message, 'presented', this.nextPosition())
+      : inboundRow(message, 'held', null)
     this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request)
       VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(message.id, message.peer, message.seq, message.body, message.contentType, message.replyTo ?? null,
-        message.sentAt, message.receivedAt, message.receivedAt, status, message.path, status === 'presented' ? this.nextPosition() : null,
-        message.request === true ? 1 : 0)
-    if (message.seq < nextInSeq) {
-      return { result: 'stored', presented: [inboundAsPresented(message)] }
-    }
-    if (message.seq === nextInSeq) {
-      return { result: 'stored', presented: [inboundAsPresented(message), ...this.advance(message.peer, message.receivedAt, nextInSeq + 1, gapSince != null)] }
-    }
-    return { result: 'stored', presented: this.advance(message.peer, message.receivedAt, nextInSeq, true) }
+      .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request)
+    const presented = arrival.action === 'present' ? [toMessage(row)] : []
+    if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
+    return { result: 'stored', presented }
   }
 
   /** A refused inbound message still fills its seq (spec section 6). */
@@ -521,53 +530,43 @@ export class Store {
     return this.transaction(() => this.refuseOne(peer, seq, now))
   }
 
-  /** Messages of `peer` held for an earlier seq, counted up to `atMost` (an index-only count, bounded). */
-  private heldCount (peer: string, atMost: number): number {
-    if (!Number.isFinite(atMost)) return 0
-    return (this.sql(`SELECT count(*) AS n FROM (SELECT 1 FROM messages INDEXED BY messages_held
-      WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT ?)`).get(peer, atMost) as Row).n
+  private refuseOne (peer: string, seq: number, now: number): StoredMessage[] {
+    const order = this.inboundOrder(peer)
+    const start = ordering.refusal(order, seq)
+    if (start == null) return []
+    this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
+    return this.advance(peer, order, start, now, this.orderLookup(peer))
   }
 
-  private refuseOne (peer: string, seq: number, now: number): StoredMessage[] {
+  private inboundOrder (peer: string): ordering.InboundOrder {
     const { nextInSeq, gapSince } = this.conversation(peer)
-    // a seq far ahead is not recorded: a peer could otherwise grow the table
-    // without end; its gap is given up after the gap timeout like any other
-    if (seq < nextInSeq || seq >= nextInSeq + REFUSED_SEQ_WINDOW) return []
-    this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
-    return this.advance(peer, now, nextInSeq, gapSince != null)
+    return { next: nextInSeq, gapSince }
+  }
+
+  /** The conversation's held messages and refused seqs, for the ordering rules (held ones are looked up on the `messages_held` index). */
+  private orderLookup (peer: string): ordering.OrderLookup<StoredMessage> {
+    return {
+      // bounded, so that the count stays cheap however many a peer made wait
+      heldCount: (atMost) => (this.sql(`SELECT count(*) AS n FROM (SELECT 1 FROM messages INDEXED BY messages_held
+        WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT ?)`).get(peer, atMost) as Row).n,
+      takeHeld: (seq) => {
+        const held = this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, seq) as Row[]
+        for (const row of held) this.present(peer, row.id)
+        return held.map(row => toMessage({ ...row, status: 'presented' }))
+      },
+      anyHeld: () => this.sql("SELECT 1 FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null,
+      takeRefused: (seq) => this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, seq).changes > 0
+    }
   }
 
   private present (peer: string, id: string): void {
     this.sql("UPDATE messages SET status = 'presented', position = ? WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
   }
 
-  /**
-   * Presents held messages from seq `next` on, while there is no gap, and
-   * records where the conversation now stands. `mayHold`: whether messages may
-   * be held (false when the conversation had no gap open and nothing new was
-   * held: then there is nothing to look up).
-   */
-  private advance (peer: string, now: number, from: number, mayHold: boolean): StoredMessage[] {
-    let next = from
-    const presented: StoredMessage[] = []
-    for (;;) {
-      const held = mayHold ? this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, next) as Row[] : []
-      if (held.length > 0) {
-        for (const row of held) this.present(peer, row.id)
-        presented.push(...held.map(r => ({ ...toMessage(r), status: 'presented' as const })))
-        next++
-        continue
-      }
-      const refused = this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, next)
-      if (refused.changes > 0) {
-        next++
-        continue
-      }
-      break
-    }
-    const stillHeld = mayHold && this.sql("SELECT 1 FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null
-    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = CASE WHEN ? THEN coalesce(gap_since, ?) ELSE NULL END WHERE peer = ?')
-      .run(next, stillHeld ? 1 : 0, now, peer)
+  /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands. */
+  private advance (peer: string, order: ordering.InboundOrder, start: ordering.AdvanceStart, now: number, lookup: ordering.OrderLookup<StoredMessage>): StoredMessage[] {
+    const { presented, order: after } = ordering.advance(order, start, now, lookup)
+    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, peer)
     return presented
   }
 
@@ -580,28 +579,20 @@ export class Store {
    */
   releaseGaps (now: number, timeout: number, limit = 256): { presented: StoredMessage[], more: boolean } {
     return this.transaction(() => {
-      const expired = this.sql('SELECT peer FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ? ORDER BY gap_since').all(now - timeout) as Row[]
+      const expired = (this.sql('SELECT peer, next_in_seq, gap_since FROM conversations WHERE gap_since IS NOT NULL AND gap_since <= ? ORDER BY gap_since')
+        .all(ordering.gapCutoff(now, timeout)) as Row[]).map(r => ({ peer: r.peer as string, order: { next: r.next_in_seq, gapSince: r.gap_since } }))
+      const { releases, more } = ordering.releaseExpired(expired, limit, (peer, atMost) =>
+        (this.sql(`SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held'
+          ORDER BY seq LIMIT ?`).all(peer, atMost) as Row[]).map(row => toMessage({ ...row, status: 'presented' })))
       const presented: StoredMessage[] = []
-      for (const { peer } of expired) {
-        const room = limit - presented.length
-        if (room <= 0) return { presented, more: true }
-        const held = (this.sql(`SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held'
-          ORDER BY seq LIMIT ?`).all(peer, room + 1) as Row[]).map(row => toMessage(row))
-        const all = held.length <= room
-        const page = all ? held : held.slice(0, room)
-        for (const m of page) this.present(peer, m.id)
-        const last = page.at(-1)?.seq ?? 0
-        if (all) {
-          this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
-          this.sql('UPDATE conversations SET gap_since = NULL, next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run(last + 1, peer)
-        } else {
-          this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq <= ?').run(peer, last)
-          this.sql('UPDATE conversations SET next_in_seq = max(next_in_seq, ?) WHERE peer = ?').run(last + 1, peer)
-        }
-        presented.push(...page.map(m => ({ ...m, status: 'presented' as const })))
-        if (!all) return { presented, more: true }
+      for (const release of releases) {
+        for (const m of release.presented) this.present(release.peer, m.id)
+        if (release.closed) this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(release.peer)
+        else this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq <= ?').run(release.peer, release.forgetRefusedThrough)
+        this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ? WHERE peer = ?').run(release.order.next, release.order.gapSince ?? null, release.peer)
+        presented.push(...release.presented)
       }
-      return { presented, more: false }
+      return { presented, more }
     })
   }
 
@@ -617,13 +608,13 @@ export class Store {
   history (peer: string, options: { limit?: number, before?: number } = {}): StoredMessage[] {
     const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND position IS NOT NULL
       ORDER BY position DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
-    return rows.map(row => toMessage(row, this.sending)).reverse()
+    return rows.map(row => toMessage(row)).reverse()
   }
 
   /** A message by id, outbound first (ids are unique per sender). */
   getMessage (id: string): StoredMessage | undefined {
     const row = this.sql("SELECT * FROM messages WHERE id = ? ORDER BY direction = 'out' DESC LIMIT 1").get(id) as Row | undefined
-    return row == null ? undefined : toMessage(row, this.sending)
+    return row == null ? undefined : toMessage(row)
   }
 
   // ---- message requests and the block list ----

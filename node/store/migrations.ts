@@ -68,6 +68,11 @@ export const MIGRATIONS: string[] = [
     state  TEXT    NOT NULL CHECK (state IN ('accepted', 'blocked')),
     since  INTEGER NOT NULL
   ) WITHOUT ROWID;
+  `,
+  // 3: an outbound row no longer says 'sending' (the outbox keeps that in memory):
+  // rows an older parley left so when it stopped go back to the queue
+  `
+  UPDATE messages SET status = 'queued' WHERE direction = 'out' AND status = 'sending';
   `
 ]
 

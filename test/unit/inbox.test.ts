@@ -1,11 +1,206 @@
-import { describe, expect, it } from 'vitest'
-import { Inbox } from '../../node/inbox/inbox.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Inbox, RELEASE_PAGE } from '../../node/inbox/inbox.js'
+import { idFromString } from '../../node/message-id.js'
 import { Store } from '../../node/store/index.js'
-import type { StoredMessage } from '../../node/store/index.js'
+import { Ack } from '../../protocols/im/index.js'
+import { FakeClock } from '../fixtures/fake-clock.js'
+import type { InboxStore } from '../../node/inbox/inbox.js'
+import type { InboundStep, StoredMessage } from '../../node/store/index.js'
+import type { InboundMessage } from '../../protocols/im/index.js'
+import type { Connection } from '@libp2p/interface'
 
 const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
+const from = peerIdFromString(PEER)
+const GAP_TIMEOUT = 60_000
+
+function id (n: number): string {
+  return `00000000-0000-7000-8000-${String(n).padStart(12, '0')}`
+}
+
+function message (seq: number, n = seq): InboundMessage {
+  return { id: idFromString(id(n)), from, seq, sentAt: seq, body: `m${seq}`, contentType: 'text/plain', path: 'direct', connection: {} as unknown as Connection }
+}
+
+const seqs = (messages: StoredMessage[]): number[] => messages.map(m => m.seq)
 
 describe('Inbox', () => {
+  const cleanup: Array<() => void> = []
+  afterEach(() => {
+    for (const fn of cleanup.splice(0)) fn()
+  })
+
+  /** An Inbox on a real in-memory store and a fake clock, recording each transaction's size and what it presents. */
+  function setup (): { inbox: Inbox, store: Store, clock: FakeClock, batches: number[], shown: StoredMessage[][], next: () => Promise<StoredMessage[]> } {
+    const store = new Store()
+    const clock = new FakeClock()
+    const batches: number[] = []
+    const counted: InboxStore = {
+      inboundBatch: (steps: InboundStep[]) => {
+        batches.push(steps.length)
+        return store.inboundBatch(steps)
+      },
+      releaseGaps: (now, timeout, limit) => store.releaseGaps(now, timeout, limit),
+      oldestGap: () => store.oldestGap()
+    }
+    const inbox = new Inbox({ store: counted, clock }, { gapTimeout: GAP_TIMEOUT })
+    const shown: StoredMessage[][] = []
+    inbox.addEventListener('presented', (evt) => { shown.push(evt.detail) })
+    inbox.start()
+    cleanup.push(() => {
+      inbox.stop()
+      store.close()
+    })
+    /** The next messages presented. */
+    const next = async (): Promise<StoredMessage[]> => new Promise(resolve => {
+      inbox.addEventListener('presented', (evt) => { resolve(evt.detail) }, { once: true })
+    })
+    return { inbox, store, clock, batches, shown, next }
+  }
+
+  it('stores the messages that arrive in one turn in one transaction, and resolves each once it is durable', async () => {
+    const { inbox, store, batches, shown } = setup()
+    const events: string[] = []
+    inbox.addEventListener('presented', (evt) => { events.push(`presented ${seqs(evt.detail).join(',')}`) })
+    const received = [message(1), message(2), message(3), message(1)].map(async (m, i) => {
+      const result = await inbox.receive(m)
+      events.push(`resolved ${i}: ${store.history(PEER).length} stored`)
+      return result
+    })
+    // nothing is written before the event loop turns
+    expect(store.history(PEER)).toEqual([])
+    expect(await Promise.all(received)).toEqual(['stored', 'stored', 'stored', 'duplicate'])
+    expect(batches).toEqual([4])
+    // shown once, in one event, before any ack could leave
+    expect(shown.map(seqs)).toEqual([[1, 2, 3]])
+    expect(events).toEqual(['presented 1,2,3', 'resolved 0: 3 stored', 'resolved 1: 3 stored', 'resolved 2: 3 stored', 'resolved 3: 3 stored'])
+  })
+
+  it('presents in seq order, holding a later seq while an earlier one is missing', async () => {
+    const { inbox, store, shown } = setup()
+    expect(await inbox.receive(message(1))).toBe('stored')
+    expect(await inbox.receive(message(3))).toBe('stored')
+    expect(shown.map(seqs)).toEqual([[1]])
+    expect(seqs(store.history(PEER))).toEqual([1])
+    expect(await inbox.receive(message(2))).toBe('stored')
+    // two in one turn, the later first
+    await Promise.all([inbox.receive(message(5)), inbox.receive(message(4))])
+    expect(shown.map(seqs)).toEqual([[1], [2, 3], [4, 5]])
+    expect(seqs(store.history(PEER))).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it('does not present a duplicate again', async () => {
+    const { inbox, shown } = setup()
+    expect(await inbox.receive(message(1))).toBe('stored')
+    expect(await inbox.receive(message(1))).toBe('duplicate')
+    expect(shown.map(seqs)).toEqual([[1]])
+  })
+
+  it('gives a gap up gapTimeout after it opened, on the clock, and shows the missing seq at once when it turns up late', async () => {
+    const { inbox, clock, shown } = setup()
+    const opened = clock.now()
+    await inbox.receive(message(1))
+    await inbox.receive(message(3))
+    clock.advance(1_000)
+    await inbox.receive(message(4))
+    expect(clock.nextAt).toBe(opened + GAP_TIMEOUT)
+    clock.advance(GAP_TIMEOUT - 1_000 - 1)
+    expect(shown.map(seqs)).toEqual([[1]])
+    clock.advance(1)
+    expect(shown.map(seqs)).toEqual([[1], [3, 4]])
+    // `receivedAt` is the clock's
+    expect(shown[1].map(m => m.receivedAt)).toEqual([opened, opened + 1_000])
+    expect(clock.pending).toBe(0)
+    await inbox.receive(message(2))
+    await inbox.receive(message(5))
+    expect(shown.map(seqs)).toEqual([[1], [3, 4], [2], [5]])
+  })
+
+  it('disarms the gap timer when the gap fills', async () => {
+    const { inbox, clock } = setup()
+    await inbox.receive(message(1))
+    await inbox.receive(message(3))
+    expect(clock.pending).toBe(1)
+    await inbox.receive(message(2))
+    expect(clock.pending).toBe(0)
+  })
+
+  it('presents an expired flood of held messages RELEASE_PAGE at a time, in seq order', async () => {
+    const { inbox, store, clock, shown } = setup()
+    const count = 2 * RELEASE_PAGE + 88
+    await inbox.receive(message(1))
+    await Promise.all(Array.from({ length: count }, async (_, i) => inbox.receive(message(i + 3))))
+    expect(shown.map(seqs)).toEqual([[1]])
+    const all = Promise.withResolvers<void>()
+    inbox.addEventListener('presented', () => { if (shown.flat().length === count + 1) all.resolve() })
+    clock.advance(GAP_TIMEOUT)
+    await all.promise
+    expect(shown.slice(1).map(page => page.length)).toEqual([RELEASE_PAGE, RELEASE_PAGE, 88])
+    expect(shown.slice(1).flatMap(seqs)).toEqual(Array.from({ length: count }, (_, i) => i + 3))
+    expect(store.oldestGap()).toBeUndefined()
+    expect(clock.pending).toBe(0)
+  })
+
+  it('lets a refused seq fill a gap, and ignores seqs outside 1 to 2^53 - 1', async () => {
+    const { inbox, batches, next } = setup()
+    await inbox.receive(message(1))
+    await inbox.receive(message(3))
+    const presented = next()
+    inbox.refused({ from, id: idFromString(id(2)), seq: 2n, status: Ack.Status.TOO_LARGE })
+    expect(seqs(await presented)).toEqual([3])
+    inbox.refused({ from, id: idFromString(id(9)), seq: 0n, status: Ack.Status.INVALID })
+    inbox.refused({ from, id: idFromString(id(9)), seq: 2n ** 53n, status: Ack.Status.INVALID })
+    await inbox.receive(message(4))
+    expect(batches).toEqual([1, 1, 1, 1])
+  })
+
+  it('answers held-full when the sender has maxHeld held, but takes the seq that fills the gap', async () => {
+    const { inbox, shown } = setup()
+    await inbox.receive(message(1))
+    expect(await inbox.receive(message(3), { maxHeld: 2 })).toBe('stored')
+    expect(await inbox.receive(message(4), { maxHeld: 2 })).toBe('stored')
+    expect(await inbox.receive(message(5), { maxHeld: 2 })).toBe('held-full')
+    expect(await inbox.receive(message(2), { maxHeld: 2 })).toBe('stored')
+    expect(await inbox.receive(message(5), { maxHeld: 2 })).toBe('stored')
+    expect(shown.map(seqs)).toEqual([[1], [2, 3, 4], [5]])
+  })
+
+  it('rejects the receives not yet stored when it stops, and any after, and clears its gap timer', async () => {
+    const { inbox, store, clock } = setup()
+    await inbox.receive(message(1))
+    await inbox.receive(message(3))
+    expect(clock.pending).toBe(1)
+    const pending = inbox.receive(message(2))
+    inbox.stop()
+    await expect(pending).rejects.toThrow('the node is stopping')
+    await expect(inbox.receive(message(4))).rejects.toThrow('the node is stopped')
+    expect(clock.pending).toBe(0)
+    expect(seqs(store.history(PEER))).toEqual([1])
+  })
+
+  it('rejects only the step that failed, and the whole batch when its commit fails', async () => {
+    const clock = new FakeClock()
+    const failed = new Error('constraint failed')
+    let commit: 'per-step' | 'fails' = 'per-step'
+    const store: InboxStore = {
+      inboundBatch: (steps) => {
+        if (commit === 'fails') throw new Error('disk I/O error')
+        return steps.map((_, i) => i === 0 ? failed : { result: 'stored' as const, presented: [] })
+      },
+      releaseGaps: () => ({ presented: [], more: false }),
+      oldestGap: () => undefined
+    }
+    const inbox = new Inbox({ store, clock })
+    inbox.start()
+    cleanup.push(() => { inbox.stop() })
+    const [first, second] = await Promise.allSettled([inbox.receive(message(1)), inbox.receive(message(2))])
+    expect(first).toEqual({ status: 'rejected', reason: failed })
+    expect(second).toEqual({ status: 'fulfilled', value: 'stored' })
+    commit = 'fails'
+    const results = await Promise.allSettled([inbox.receive(message(3)), inbox.receive(message(4))])
+    expect(results.map(r => r.status === 'rejected' && r.reason.message)).toEqual(['disk I/O error', 'disk I/O error'])
+  })
+
   it('gives up an expired gap a page at a time, so a flood of held messages is never in memory at once', async () => {
     const store = new Store()
     const long = Date.now() - 120_000
@@ -15,10 +210,11 @@ describe('Inbox', () => {
     }
     const pages: StoredMessage[][] = []
     const done = Promise.withResolvers<void>()
-    const inbox = new Inbox(store, (messages) => {
-      pages.push(messages)
+    const inbox = new Inbox({ store }, { gapTimeout: 60_000 })
+    inbox.addEventListener('presented', (evt) => {
+      pages.push(evt.detail)
       if (pages.flat().length === 1_000) done.resolve()
-    }, 60_000)
+    })
     inbox.start()
     await done.promise
     inbox.stop()

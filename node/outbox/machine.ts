@@ -1,0 +1,223 @@
+/**
+ * The outbox's state machine, without I/O, in the spirit of js-waku's
+ * `@waku/sds`: no SQL, no libp2p, no timers. Time comes from an injected
+ * clock and jitter from an injected `random`; what a transition changes comes
+ * back as data (the writes for the store, the changes to report), so that the
+ * delivery engine only carries it out.
+ *
+ * An outbound message is `queued` (its row says so, durably), `sending` while
+ * on the wire (kept here in memory only: a restart queues every message on the
+ * wire again anyway, so no row ever says `sending`), then `delivered` (OK or
+ * DUPLICATE) or `failed` (refused for good). A send that gets no ack puts it
+ * back in the queue with exponential back-off and full jitter; RATE_LIMITED
+ * puts the whole peer back until the time it asked for. Per peer, the machine
+ * keeps how many messages a round may keep unacknowledged (halved when a round
+ * loses one, doubled when one gets through) and until when the peer asked us
+ * to wait.
+ */
+import { backoff } from '../../common/backoff.js'
+import { Ack, MAX_UNACKED } from '../../protocols/im/index.js'
+import type { Clock } from '../../common/clock.js'
+import type { Acknowledgement } from '../../protocols/im/index.js'
+import type { OutboxEntry, OutboxWrites, StoredMessage } from '../store/index.js'
+import type { StatusChange } from '../types.js'
+
+/**
+ * Bounds on a recipient's RATE_LIMITED `retry_after_ms`: it comes from the
+ * peer, so 0 must not make the outbox spin, nor 2^32-1 overflow a timer
+ * (Node runs an over-large timeout after 1 ms) or park messages for weeks.
+ */
+export const MIN_RETRY_AFTER = 1_000
+export const MAX_RETRY_AFTER = 60 * 60_000
+
+/** How one send ended: the recipient's ack, or the error that came instead. */
+export type SendResult = PromiseSettledResult<Pick<Acknowledgement, 'status' | 'retryAfterMs' | 'path'>>
+
+/** What the machine needs of an outbox entry. */
+export type Entry = Pick<OutboxEntry, 'id' | 'peer' | 'seq' | 'attempts'>
+
+/** A send and how it ended. */
+export interface Sent {
+  entry: Entry
+  result: SendResult
+}
+
+/** What a transition does: the writes for the store (one transaction), and the changes to report once they are written. */
+export interface Transition {
+  writes: OutboxWrites
+  changes: StatusChange[]
+}
+
+export interface OutboxMachineInit {
+  /**
+   * First retry delay ceiling, in ms; it doubles with each attempt (full jitter).
+   *
+   * @default 1000
+   */
+  initialDelay?: number
+
+  /**
+   * Longest wait between two attempts, in ms.
+   *
+   * @default 300000
+   */
+  maxDelay?: number
+}
+
+export interface OutboxMachineComponents {
+  clock: Pick<Clock, 'now'>
+  /** @default Math.random */
+  random?: () => number
+}
+
+/** Whether a send's result ends the round: the message was lost, or the recipient asked to wait (nothing more goes out). */
+export function endsRound (result: SendResult): boolean {
+  return result.status === 'rejected' || result.value.status === Ack.Status.RATE_LIMITED
+}
+
+function errorMessage (reason: unknown): string {
+  return (reason as Error | undefined)?.message ?? String(reason)
+}
+
+export class OutboxMachine {
+  private readonly initialDelay: number
+  private readonly maxDelay: number
+  private readonly clock: Pick<Clock, 'now'>
+  private readonly random: () => number
+  /** Messages on the wire now: their rows say `queued`, their status is `sending`. */
+  private readonly onWire = new Set<string>()
+  /**
+   * Messages per round, per peer, where it is below the protocol's window. A
+   * relayed circuit that is cut after a few KiB would otherwise spend its whole
+   * budget on re-sending the same first messages.
+   */
+  private readonly windows = new Map<string, number>()
+  /** Peers that answered RATE_LIMITED, and until when they asked us to wait: a new connection does not cut that short. */
+  private readonly notBefore = new Map<string, number>()
+
+  constructor (components: OutboxMachineComponents, init: OutboxMachineInit = {}) {
+    this.clock = components.clock
+    this.random = components.random ?? Math.random
+    this.initialDelay = init.initialDelay ?? 1_000
+    this.maxDelay = init.maxDelay ?? 5 * 60_000
+  }
+
+  /** The change to report for a message just written to the outbox. */
+  queued (message: Pick<StoredMessage, 'id' | 'peer' | 'seq'>): StatusChange {
+    return { id: message.id, peer: message.peer, seq: message.seq, status: 'queued' }
+  }
+
+  /** Puts entries on the wire; the changes to report. */
+  sending (entries: readonly Entry[]): StatusChange[] {
+    return entries.map(entry => {
+      this.onWire.add(entry.id)
+      return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'sending', attempts: entry.attempts + 1 }
+    })
+  }
+
+  /** A message as the user sees it: `sending` while it is on the wire (its row says `queued`). */
+  overlay<T extends Pick<StoredMessage, 'id' | 'direction' | 'status'>> (message: T): T {
+    return message.direction === 'out' && message.status === 'queued' && this.onWire.has(message.id) ? { ...message, status: 'sending' } : message
+  }
+
+  /** After a restart: nothing is on the wire. */
+  reset (): void {
+    this.onWire.clear()
+  }
+
+  /** How many messages the next round to `peer` may keep unacknowledged. */
+  window (peer: string): number {
+    return this.windows.get(peer) ?? MAX_UNACKED
+  }
+
+  /** A round to `peer` ended: its window is halved if it lost a message, doubled otherwise. */
+  roundEnded (peer: string, lost: boolean): void {
+    const window = this.window(peer)
+    const next = lost ? Math.max(1, Math.floor(window / 2)) : Math.min(MAX_UNACKED, window * 2)
+    if (next < MAX_UNACKED) this.windows.set(peer, next)
+    else this.windows.delete(peer)
+  }
+
+  /** The peers among `peers` that may be tried again at once: one that asked us to wait is left waiting. */
+  wakeable (peers: readonly string[]): string[] {
+    const now = this.clock.now()
+    for (const [peer, until] of this.notBefore) {
+      if (until <= now) this.notBefore.delete(peer)
+    }
+    return peers.filter(peer => !this.notBefore.has(peer))
+  }
+
+  /** Forgets what is kept about `peer` (its outbox is empty): its window, and its wait once over. */
+  forget (peer: string): void {
+    this.windows.delete(peer)
+    if ((this.notBefore.get(peer) ?? 0) <= this.clock.now()) this.notBefore.delete(peer)
+  }
+
+  /** How many peers something is kept about (what `forget` prunes). */
+  get trackedPeers (): number {
+    return new Set([...this.windows.keys(), ...this.notBefore.keys()]).size
+  }
+
+  /** The peer could not be reached: each entry is tried again after its back-off. */
+  unreachable (entries: readonly Entry[], reason: string): Transition {
+    const transition = empty(this.clock.now())
+    for (const entry of entries) transition.changes.push(this.retry(transition.writes, entry, reason))
+    return transition
+  }
+
+  /** What became of sends, in the order given. */
+  settle (sent: readonly Sent[]): Transition {
+    const now = this.clock.now()
+    const transition = empty(now)
+    const { writes, changes } = transition
+    for (const { entry, result } of sent) {
+      this.onWire.delete(entry.id)
+      if (result.status === 'rejected') {
+        changes.push(this.retry(writes, entry, errorMessage(result.reason)))
+        continue
+      }
+      const ack = result.value
+      switch (ack.status) {
+        case Ack.Status.OK:
+        case Ack.Status.DUPLICATE:
+          writes.delivered.push({ id: entry.id, path: ack.path })
+          changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'delivered', path: ack.path })
+          break
+        case Ack.Status.RATE_LIMITED: {
+          const wait = Math.min(MAX_RETRY_AFTER, Math.max(MIN_RETRY_AFTER, ack.retryAfterMs ?? this.backoff(entry.attempts)))
+          const until = now + wait
+          const reason = `rate limited by the recipient (retry in ${Math.ceil(wait / 1000)} s)`
+          writes.retried.push({ id: entry.id, at: until, reason })
+          // the later messages wait too, so the conversation stays in seq order
+          if (writes.deferred == null || until >= writes.deferred.until) writes.deferred = { peer: entry.peer, until, reason }
+          this.notBefore.set(entry.peer, Math.max(until, this.notBefore.get(entry.peer) ?? 0))
+          changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason })
+          break
+        }
+        default: {
+          const reason = `refused by the recipient: ${ack.status}`
+          writes.failed.push({ id: entry.id, reason })
+          changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'failed', reason, path: ack.path })
+        }
+      }
+    }
+    return transition
+  }
+
+  /** Back in the queue after its back-off (and no earlier than its peer asked us to wait); the change to report. */
+  private retry (writes: OutboxWrites, entry: Entry, reason: string): StatusChange {
+    this.onWire.delete(entry.id)
+    const at = Math.max(writes.at + this.backoff(entry.attempts), this.notBefore.get(entry.peer) ?? 0)
+    writes.retried.push({ id: entry.id, at, reason })
+    return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason, attempts: entry.attempts + 1 }
+  }
+
+  /** The delay before the next attempt of an entry tried `attempts` times before this failure. */
+  private backoff (attempts: number): number {
+    return backoff(attempts + 1, { first: this.initialDelay, max: this.maxDelay, jitter: 'full' }, this.random)
+  }
+}
+
+function empty (at: number): Transition {
+  return { writes: { at, delivered: [], retried: [], failed: [] }, changes: [] }
+}

@@ -1,0 +1,476 @@
+import { defaultLogger } from '@libp2p/logger'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { idToString } from '../../node/message-id.js'
+import { DeliveryEngine } from '../../node/outbox/delivery.js'
+import { Store } from '../../node/store/index.js'
+import { Ack, MAX_UNACKED } from '../../protocols/im/index.js'
+import { FakeClock } from '../fixtures/fake-clock.js'
+import { until } from '../fixtures/wait.js'
+import type { ClockTimer } from '../../common/clock.js'
+import type { DeliveryComponents } from '../../node/outbox/delivery.js'
+import type { StatusChange } from '../../node/types.js'
+import type { Acknowledgement, OutboundMessage } from '../../protocols/im/index.js'
+import type { AbortOptions, Connection } from '@libp2p/interface'
+
+const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
+const CONNECTION = { id: 'stub-connection' } as unknown as Connection
+/** Waits in these tests end on events; this only bounds a wait that never ends. */
+const WAIT = 5_000
+
+/** A FakeClock that says when a timer is set, so that a test can wait for one. */
+class WatchedClock extends FakeClock {
+  readonly events = new EventTarget()
+
+  constructor () {
+    super()
+    const set = this.setTimeout
+    this.setTimeout = (fn: () => void, ms: number): ClockTimer => {
+      const timer = set(fn, ms)
+      this.events.dispatchEvent(new Event('timer'))
+      return timer
+    }
+  }
+}
+
+interface Call {
+  message: OutboundMessage
+  resolve: (value: Acknowledgement) => void
+  reject: (err: Error) => void
+}
+
+/**
+ * The /im service's `send`, answered by the test: each send waits until the
+ * test acks or fails it (or, with `autoAck`, is acked OK at once). Like the
+ * real one, a send rejects when its signal aborts, unless `abortable` is off (a
+ * process that dies answers nothing).
+ */
+class StubIm extends EventTarget {
+  readonly sent: OutboundMessage[] = []
+  readonly pending: Call[] = []
+  /** How many sends were unanswered as each send started. */
+  readonly inFlightAtSend: number[] = []
+  autoAck?: Ack.Status
+  abortable = true
+
+  send = async (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> => {
+    const { promise, resolve, reject } = Promise.withResolvers<Acknowledgement>()
+    const call = { message, resolve, reject }
+    this.sent.push(message)
+    if (this.autoAck != null) {
+      resolve({ id: message.id, status: this.autoAck, path: 'direct', connection })
+    } else {
+      this.pending.push(call)
+      if (this.abortable) options.signal?.addEventListener('abort', () => { this.settle(call, () => { reject(options.signal?.reason) }) })
+    }
+    this.inFlightAtSend.push(this.pending.length)
+    this.dispatchEvent(new Event('send'))
+    return promise
+  }
+
+  get seqs (): number[] {
+    return this.sent.map(m => m.seq)
+  }
+
+  /** Answers the pending send of `seq`. */
+  ack (seq: number, status = Ack.Status.OK, retryAfterMs?: number): void {
+    const call = this.find(seq)
+    this.settle(call, () => { call.resolve({ id: call.message.id, status, retryAfterMs, path: 'relayed', connection: CONNECTION }) })
+  }
+
+  /** Fails the pending send of `seq`, as a reset stream would. */
+  fail (seq: number, message = 'stream reset'): void {
+    const call = this.find(seq)
+    this.settle(call, () => { call.reject(new Error(message)) })
+  }
+
+  /** Acks every pending send OK, in seq order. */
+  ackAll (): void {
+    for (const call of [...this.pending]) this.ack(call.message.seq)
+  }
+
+  async sends (count: number): Promise<void> {
+    await until(() => this.sent.length >= count, { on: [this, 'send'], what: () => `${count} sends (${this.sent.length} so far)`, timeout: WAIT })
+  }
+
+  private find (seq: number): Call {
+    const call = this.pending.find(c => c.message.seq === seq)
+    if (call == null) throw new Error(`no pending send of seq ${seq}`)
+    return call
+  }
+
+  private settle (call: Call, answer: () => void): void {
+    const at = this.pending.indexOf(call)
+    if (at === -1) return
+    this.pending.splice(at, 1)
+    answer()
+  }
+}
+
+/** The router: an open connection to the peer, or a dial the test decides. */
+class StubRouter extends EventTarget {
+  open = true
+  dials = 0
+  dial: (options: AbortOptions) => Promise<Connection> = async () => CONNECTION
+
+  openConnection = (): Connection | undefined => this.open ? CONNECTION : undefined
+
+  connect = async (peer: unknown, options: AbortOptions = {}): Promise<Connection> => {
+    this.dials++
+    this.dispatchEvent(new Event('dial'))
+    return this.dial(options)
+  }
+
+  async dialled (count: number): Promise<void> {
+    await until(() => this.dials >= count, { on: [this, 'dial'], what: `${count} dials`, timeout: WAIT })
+  }
+}
+
+function messageId (n: number): string {
+  return idToString(new Uint8Array(16).fill(0).map((_, i) => i === 15 ? n % 256 : i === 14 ? Math.floor(n / 256) : 0))
+}
+
+describe('DeliveryEngine', () => {
+  const cleanup: Array<() => void> = []
+  afterEach(() => {
+    for (const fn of cleanup.splice(0)) fn()
+  })
+
+  function setup (components: Partial<DeliveryComponents> = {}) {
+    const clock = new WatchedClock()
+    const store = new Store()
+    const im = new StubIm()
+    const router = new StubRouter()
+    const engine = new DeliveryEngine({ store, router, im, logger: defaultLogger(), clock, random: () => 0.5, ...components }, { initialDelay: 1_000, maxDelay: 60_000, connectTimeout: 30_000 })
+    const changes: StatusChange[] = []
+    engine.addEventListener('message:status', evt => { changes.push(evt.detail) })
+    let next = 1
+    cleanup.push(() => {
+      engine.stop()
+      store.close()
+    })
+    return {
+      clock,
+      store,
+      im,
+      router,
+      engine,
+      changes,
+      /** Queues `count` messages through the engine; their ids. */
+      queue: (count: number): string[] => Array.from({ length: count }, () => {
+        const n = next++
+        return engine.queue({ peer: PEER, id: messageId(n), body: `m${n}`, contentType: 'text/plain', sentAt: clock.now() }).id
+      }),
+      /** Writes `count` messages to the outbox without waking the engine; their ids. */
+      enqueue: (count: number): string[] => Array.from({ length: count }, () => {
+        const n = next++
+        return store.enqueue({ peer: PEER, id: messageId(n), body: `m${n}`, contentType: 'text/plain', sentAt: clock.now() }).id
+      }),
+      /** Waits until the engine has set a timer to run the outbox at `at`, and nothing else. */
+      scheduled: async (at: number): Promise<void> => {
+        await until(() => clock.pending === 1 && clock.nextAt === at, { on: [clock.events, 'timer'], what: () => `a timer at ${at} (${clock.pending} pending, next at ${clock.nextAt})`, timeout: WAIT })
+      },
+      /** Lets the outcomes waiting for others (RECORD_DELAY) be written. */
+      recordDelay: async (): Promise<void> => {
+        await until(() => clock.pending > 0, { on: [clock.events, 'timer'], what: 'the record timer', timeout: WAIT })
+        clock.advance(5)
+      },
+      statuses: (id: string): string[] => changes.filter(c => c.id === id).map(c => c.status),
+      /** Waits until every one of `ids` was reported with `status`. */
+      reported: async (ids: string[], status: StatusChange['status']): Promise<void> => {
+        await until(() => ids.every(id => changes.some(c => c.id === id && c.status === status)), { on: [engine, 'message:status'], what: `${ids.length} messages ${status}`, timeout: WAIT })
+      }
+    }
+  }
+
+  it('queues a message, reports it queued, sends it and reports it delivered; a row on the wire shows as sending', async () => {
+    const t = setup()
+    t.engine.start()
+    const [id] = t.queue(1)
+    expect(t.statuses(id)).toEqual(['queued', 'sending'])
+    expect(t.im.seqs).toEqual([1])
+    expect(t.im.sent[0]).toMatchObject({ body: 'm1', contentType: undefined })
+    expect(t.store.getMessage(id)?.status).toBe('queued')
+    expect(t.engine.overlay(t.store.getMessage(id)!).status).toBe('sending')
+    expect(t.engine.overlay(t.store.outbox()[0]).status).toBe('sending')
+
+    t.im.ack(1)
+    await t.reported([id], 'delivered')
+    expect(t.changes.filter(c => c.id === id)).toEqual([
+      { id, peer: PEER, seq: 1, status: 'queued' },
+      { id, peer: PEER, seq: 1, status: 'sending', attempts: 1 },
+      { id, peer: PEER, seq: 1, status: 'delivered', path: 'relayed' }
+    ])
+    expect(t.engine.overlay(t.store.getMessage(id)!)).toMatchObject({ status: 'delivered', path: 'relayed' })
+    expect(t.store.outbox()).toEqual([])
+  })
+
+  it('sends in seq order: messages queued while one is on the wire follow it once an ack comes', async () => {
+    const t = setup()
+    t.engine.start()
+    const ids = t.queue(3)
+    expect(t.im.seqs).toEqual([1])
+    t.im.ack(1)
+    await t.im.sends(3)
+    expect(t.im.seqs).toEqual([1, 2, 3])
+    t.im.ackAll()
+    await t.reported(ids, 'delivered')
+    expect(t.store.history(PEER).map(m => [m.seq, m.status])).toEqual([[1, 'delivered'], [2, 'delivered'], [3, 'delivered']])
+  })
+
+  it('keeps up to the protocol\'s window unacknowledged, the next going out as acks come back', async () => {
+    const t = setup()
+    const ids = t.enqueue(MAX_UNACKED + 6)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(MAX_UNACKED)
+    expect(t.im.pending).toHaveLength(MAX_UNACKED)
+    expect(t.im.seqs).toEqual(ids.slice(0, MAX_UNACKED).map((_, i) => i + 1))
+
+    t.im.ack(1)
+    await t.im.sends(MAX_UNACKED + 1)
+    expect(t.im.pending).toHaveLength(MAX_UNACKED)
+    t.im.autoAck = Ack.Status.OK
+    t.im.ackAll()
+    await t.reported(ids, 'delivered')
+    expect(t.im.seqs).toEqual(ids.map((_, i) => i + 1))
+    expect(Math.max(...t.im.inFlightAtSend)).toBe(MAX_UNACKED)
+  })
+
+  it('writes outcomes together without waiting for the disk: when nothing is left in flight, or RECORD_DELAY after the first', async () => {
+    const t = setup()
+    const record = vi.spyOn(t.store, 'record')
+    const ids = t.enqueue(3)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(3)
+
+    t.im.ack(1)
+    // its outcome waits for others (a timer of RECORD_DELAY), and is not reported before it is written
+    await until(() => t.clock.pending > 0, { on: [t.clock.events, 'timer'], what: 'the record timer', timeout: WAIT })
+    expect(t.statuses(ids[0])).not.toContain('delivered')
+    t.clock.advance(4)
+    expect(t.statuses(ids[0])).not.toContain('delivered')
+    t.clock.advance(1)
+    await t.reported([ids[0]], 'delivered')
+    expect(record).toHaveBeenCalledTimes(1)
+    expect(record.mock.calls[0][0].delivered.map(d => d.id)).toEqual([ids[0]])
+
+    t.im.ack(2)
+    t.im.ack(3)
+    await t.reported(ids, 'delivered')
+    expect(record).toHaveBeenCalledTimes(2)
+    expect(record.mock.calls[1][0].delivered.map(d => d.id)).toEqual(ids.slice(1))
+    expect(record.mock.calls.map(call => call[1])).toEqual([{ durable: false }, { durable: false }])
+  })
+
+  it('halves the window when a round loses a message, and doubles it when a round gets through', async () => {
+    const t = setup()
+    const ids = t.enqueue(200)
+    t.engine.start()
+    t.clock.advance(0)
+
+    // round 1: the full window; seq 1 is lost
+    await t.im.sends(64)
+    const lostAt = t.clock.now()
+    t.im.fail(1)
+    for (let seq = 2; seq <= 64; seq++) t.im.ack(seq)
+    // round 2: half as many; seq 65 is lost
+    await t.im.sends(64 + 32)
+    expect(t.im.pending.map(c => c.message.seq)).toEqual(Array.from({ length: 32 }, (_, i) => 65 + i))
+    t.im.fail(65)
+    for (let seq = 66; seq <= 96; seq++) t.im.ack(seq)
+    // round 3: half again, and acks keep it full to the end of the outbox
+    await t.im.sends(96 + 16)
+    expect(t.im.pending).toHaveLength(16)
+    t.im.autoAck = Ack.Status.OK
+    t.im.ackAll()
+    await t.reported(ids.slice(96), 'delivered')
+
+    // round 3 got through: the next round may keep twice as many in flight
+    await t.scheduled(lostAt + 500)
+    t.im.autoAck = undefined
+    const later = t.enqueue(40)
+    t.engine.run(PEER)
+    await t.im.sends(200 + 32)
+    expect(t.im.pending).toHaveLength(32)
+    t.im.autoAck = Ack.Status.OK
+    t.im.ackAll()
+    await t.reported(later, 'delivered')
+
+    // the two lost messages are tried again after their back-off
+    await t.scheduled(lostAt + 500)
+    t.clock.advance(500)
+    await t.reported([ids[0], ids[64]], 'delivered')
+    expect(t.im.seqs.slice(-2)).toEqual([1, 65])
+    expect(t.store.outbox()).toEqual([])
+  })
+
+  it('retries with back-off when the peer cannot be reached, and at once on wake() after a connection opens', async () => {
+    const t = setup()
+    t.router.open = false
+    t.router.dial = async () => { throw new Error('no addresses') }
+    t.engine.start()
+    const [id] = t.queue(1)
+    await t.reported([id], 'queued')
+    await until(() => t.changes.filter(c => c.status === 'queued').length === 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+    expect(t.changes.at(-1)).toEqual({ id, peer: PEER, seq: 1, status: 'queued', reason: 'no addresses', attempts: 1 })
+    expect(t.store.outbox()[0]).toMatchObject({ attempts: 1, nextAttemptAt: t.clock.now() + 500, lastError: 'no addresses' })
+
+    // random() * min(maxDelay, initialDelay * 2^attempts), random() = 0.5
+    t.clock.advance(499)
+    expect(t.router.dials).toBe(1)
+    t.clock.advance(1)
+    await t.router.dialled(2)
+    await until(() => t.store.outbox()[0].attempts === 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+    expect(t.store.outbox()[0].nextAttemptAt).toBe(t.clock.now() + 1_000)
+    expect(t.im.sent).toEqual([])
+
+    // a connection to the peer opened: no need to wait
+    t.router.open = true
+    t.engine.wake(PEER)
+    await t.im.sends(1)
+    t.im.ack(1)
+    await t.reported([id], 'delivered')
+  })
+
+  it('gives up a dial after connectTimeout on its clock', async () => {
+    const t = setup()
+    t.router.open = false
+    t.router.dial = async ({ signal }) => new Promise((resolve, reject) => {
+      signal?.addEventListener('abort', () => { reject(signal.reason) })
+    })
+    t.engine.start()
+    const [id] = t.queue(1)
+    await t.router.dialled(1)
+    t.clock.advance(29_999)
+    expect(t.statuses(id)).toEqual(['queued'])
+    t.clock.advance(1)
+    await until(() => t.statuses(id).length === 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+    expect(t.changes.at(-1)).toMatchObject({ status: 'queued', reason: 'The operation was aborted due to timeout' })
+  })
+
+  it('defers the whole peer on RATE_LIMITED for as long as it asks, and wake() does not cut that short', async () => {
+    const t = setup()
+    const ids = t.enqueue(3)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(3)
+    const limitedAt = t.clock.now()
+    t.im.ack(1, Ack.Status.RATE_LIMITED, 10_000)
+    t.im.fail(2)
+    t.im.ack(3)
+    await t.reported([ids[2]], 'delivered')
+    const reason = 'rate limited by the recipient (retry in 10 s)'
+    expect(t.changes.find(c => c.id === ids[0] && c.status === 'queued' && c.reason != null)).toEqual({ id: ids[0], peer: PEER, seq: 1, status: 'queued', reason })
+    // seq 2's own back-off is shorter, but the peer asked to wait: it waits too
+    expect(t.store.outbox().map(e => [e.seq, e.nextAttemptAt])).toEqual([[1, limitedAt + 10_000], [2, limitedAt + 10_000]])
+    await t.scheduled(limitedAt + 10_000)
+
+    t.engine.wake(PEER)
+    t.engine.wake()
+    t.clock.advance(9_999)
+    t.engine.wake(PEER)
+    expect(t.im.sent).toHaveLength(3)
+    t.clock.advance(1)
+    await t.im.sends(5)
+    expect(t.im.seqs.slice(3)).toEqual([1, 2])
+    t.im.ackAll()
+    await t.reported(ids.slice(0, 2), 'delivered')
+  })
+
+  it('fails a message the recipient refuses, and goes on with the next', async () => {
+    const t = setup()
+    const ids = t.enqueue(2)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(2)
+    t.im.ack(1, Ack.Status.BLOCKED)
+    t.im.ack(2)
+    await t.reported([ids[1]], 'delivered')
+    await t.reported([ids[0]], 'failed')
+    expect(t.changes.find(c => c.id === ids[0] && c.status === 'failed')).toEqual({ id: ids[0], peer: PEER, seq: 1, status: 'failed', reason: 'refused by the recipient: BLOCKED', path: 'relayed' })
+    expect(t.store.getMessage(ids[0])).toMatchObject({ status: 'failed', reason: 'refused by the recipient: BLOCKED' })
+    expect(t.store.outbox()).toEqual([])
+  })
+
+  it('after a restart, queues again and sends again what was on the wire', async () => {
+    const t = setup()
+    t.im.abortable = false
+    const ids = t.enqueue(2)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(2)
+    t.im.ack(1, Ack.Status.DUPLICATE)
+    await t.recordDelay()
+    await t.reported([ids[0]], 'delivered')
+    expect(t.engine.overlay(t.store.getMessage(ids[1])!).status).toBe('sending')
+    // the process dies: the send is never answered
+    t.engine.stop()
+
+    const im = new StubIm()
+    const restarted = new DeliveryEngine({ store: t.store, router: t.router, im, logger: defaultLogger(), clock: t.clock }, {})
+    cleanup.push(() => { restarted.stop() })
+    expect(restarted.overlay(t.store.getMessage(ids[1])!).status).toBe('queued')
+    restarted.start()
+    t.clock.advance(0)
+    await im.sends(1)
+    expect(im.seqs).toEqual([2])
+    expect(restarted.overlay(t.store.getMessage(ids[1])!).status).toBe('sending')
+    im.ack(2)
+    await until(() => t.store.getMessage(ids[1])?.status === 'delivered', { on: [restarted, 'message:status'], timeout: WAIT })
+  })
+
+  it('stops mid-round: nothing more goes out, what was answered is written, the rest stays queued', async () => {
+    const t = setup()
+    const ids = t.enqueue(3)
+    t.engine.start()
+    t.clock.advance(0)
+    await t.im.sends(3)
+    t.im.ack(1)
+    await until(() => t.clock.pending > 0, { on: [t.clock.events, 'timer'], what: 'the record timer', timeout: WAIT })
+
+    t.engine.stop()
+    // the aborted sends come back rejected and the round writes what it has
+    await t.reported(ids.slice(1), 'queued')
+    expect(t.statuses(ids[0])).toEqual(['sending', 'delivered'])
+    expect(t.store.getMessage(ids[0])?.status).toBe('delivered')
+    expect(t.store.outbox().map(e => e.seq)).toEqual([2, 3])
+    expect(t.clock.pending).toBe(0)
+
+    // a message queued now is kept, and waits for the next start
+    const [later] = t.queue(1)
+    t.engine.wake()
+    t.clock.advance(60_000)
+    expect(t.im.sent).toHaveLength(3)
+    expect(t.statuses(later)).toEqual(['queued'])
+  })
+
+  it('forgets a peer whose outbox emptied: its next round has the full window again', async () => {
+    const t = setup()
+    const [id] = t.enqueue(1)
+    t.engine.start()
+    t.clock.advance(0)
+    // lost twice (the window halves to 32, then 16), then delivered (back to 32)
+    await t.im.sends(1)
+    t.im.fail(1)
+    await t.scheduled(t.clock.now() + 500)
+    t.clock.advance(500)
+    await t.im.sends(2)
+    t.im.fail(1)
+    await t.scheduled(t.clock.now() + 1_000)
+    t.clock.advance(1_000)
+    await t.im.sends(3)
+    t.im.ack(1)
+    await t.reported([id], 'delivered')
+    // the round's end runs on after its last report
+    await new Promise(resolve => setImmediate(resolve))
+
+    const ids = t.enqueue(MAX_UNACKED + 1)
+    t.engine.run(PEER)
+    await t.im.sends(3 + MAX_UNACKED)
+    expect(t.im.pending).toHaveLength(MAX_UNACKED)
+    t.im.autoAck = Ack.Status.OK
+    t.im.ackAll()
+    await t.reported(ids, 'delivered')
+  })
+})

@@ -1,0 +1,70 @@
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { Store } from '../../node/store/index.js'
+import { useTempDirs } from '../fixtures/dirs.js'
+import type { NewInbound } from '../../node/store/index.js'
+
+const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
+
+function inbound (seq: number, receivedAt = 1000 + seq): NewInbound {
+  return { peer: PEER, id: `00000000-0000-7000-8000-${String(seq).padStart(12, '0')}`, seq, body: `m${seq}`, contentType: 'text/plain', sentAt: seq, receivedAt, path: 'direct' }
+}
+
+/** The statements the store runs, by their first words. */
+function recordStatements (store: Store): string[] {
+  const statements: string[] = []
+  const target = store as unknown as { sql: (text: string) => unknown }
+  const sql = target.sql.bind(store)
+  target.sql = (text) => {
+    statements.push(text.replace(/\s+/g, ' ').split(' ').slice(0, 3).join(' '))
+    return sql(text)
+  }
+  return statements
+}
+
+describe('Store, inbound side', () => {
+  const tempDir = useTempDirs()
+
+  it('runs the same few statements for each in-order message, with no held lookup while no gap is open', () => {
+    const store = new Store()
+    for (let seq = 1; seq <= 100; seq++) store.receive(inbound(seq))
+    const statements = recordStatements(store)
+    store.receive(inbound(101))
+    expect(statements).toEqual([
+      'SELECT 1 FROM', // dedup on (sender, id)
+      'SELECT next_out_seq, next_in_seq,', // where the conversation stands
+      'INSERT INTO messages', // the message
+      'DELETE FROM refused_seqs', // a refused message may have filled the seq after it
+      'UPDATE conversations SET' // where it then stands
+    ])
+    store.close()
+  })
+
+  it('keeps where each conversation stands across a restart: its next seq, its open gap and what it holds', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    let store = new Store(file)
+    store.receive(inbound(1))
+    store.receive(inbound(4))
+    store.refuseSeq(PEER, 3, 2000)
+    store.close()
+    store = new Store(file)
+    expect(store.oldestGap()).toBe(1004)
+    expect(store.receive(inbound(2)).presented.map(m => m.seq)).toEqual([2, 4])
+    expect(store.oldestGap()).toBeUndefined()
+    expect(store.history(PEER).map(m => [m.seq, m.status])).toEqual([[1, 'presented'], [2, 'presented'], [4, 'presented']])
+    store.close()
+  })
+
+  it('returns presented messages as history reads them back', () => {
+    const store = new Store()
+    const presented = [
+      ...store.receive({ ...inbound(2), replyTo: '00000000-0000-7000-8000-00000000000a', request: true }).presented,
+      ...store.receive({ ...inbound(1), path: 'relayed' }).presented,
+      ...store.receive(inbound(4)).presented,
+      ...store.releaseGaps(1004 + 60_000, 60_000).presented
+    ]
+    expect(presented.map(m => m.seq)).toEqual([1, 2, 4])
+    expect(presented).toEqual(store.history(PEER))
+    store.close()
+  })
+})

@@ -1,0 +1,78 @@
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { describe, expect, it } from 'vitest'
+import { Store } from '../../node/store/index.js'
+import { MIGRATIONS } from '../../node/store/migrations.js'
+import { useTempDirs } from '../fixtures/dirs.js'
+import type { OutboxWrites } from '../../node/store/index.js'
+
+const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
+const OTHER = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
+
+function writes (more: Partial<OutboxWrites>): OutboxWrites {
+  return { at: 0, delivered: [], retried: [], failed: [], ...more }
+}
+
+describe('Store: the outbox', () => {
+  const tempDir = useTempDirs()
+
+  it('returns a new message as it reads it back, and reads an entry the same whether due or listed', () => {
+    const store = new Store()
+    const written = store.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/markdown', replyTo: 'r', sentAt: 10 })
+    expect(written).toEqual(store.getMessage('a'))
+    expect(written).toEqual({
+      id: 'a', peer: PEER, direction: 'out', seq: 1, body: 'x', contentType: 'text/markdown', replyTo: 'r', sentAt: 10, createdAt: 10, status: 'queued', request: false
+    })
+    store.reschedule(['a'], 10, 'stream reset')
+    const [due] = store.due(PEER, 10)
+    expect(due).toEqual(store.outbox()[0])
+    expect(due).toMatchObject({ ...written, attempts: 1, nextAttemptAt: 10, lastError: 'stream reset' })
+    store.close()
+  })
+
+  it('records a batch of outcomes at once, the recipient\'s wait last so that the batch\'s retries wait too', () => {
+    const store = new Store()
+    for (const id of ['a', 'b', 'c', 'd', 'e']) store.enqueue({ peer: PEER, id, body: id, contentType: 'text/plain', sentAt: 1 })
+    store.enqueue({ peer: OTHER, id: 'z', body: 'z', contentType: 'text/plain', sentAt: 1 })
+    store.record(writes({
+      at: 100,
+      delivered: [{ id: 'a', path: 'relayed' }],
+      failed: [{ id: 'b', reason: 'refused by the recipient: BLOCKED' }],
+      retried: [{ id: 'c', at: 50_000, reason: 'rate limited' }, { id: 'd', at: 600, reason: 'stream reset' }],
+      deferred: { peer: PEER, until: 50_000, reason: 'rate limited' }
+    }), { durable: false })
+    expect(store.getMessage('a')).toMatchObject({ status: 'delivered', path: 'relayed', receivedAt: 100 })
+    expect(store.getMessage('b')).toMatchObject({ status: 'failed', reason: 'refused by the recipient: BLOCKED' })
+    expect(store.outbox().map(e => [e.id, e.attempts, e.nextAttemptAt, e.lastError])).toEqual([
+      ['z', 0, 1, undefined],
+      ['c', 1, 50_000, 'rate limited'],
+      ['d', 1, 50_000, 'rate limited'],
+      ['e', 0, 50_000, 'rate limited']
+    ])
+    expect(store.outboxPeers()).toEqual([{ peer: PEER, nextAttemptAt: 50_000 }, { peer: OTHER, nextAttemptAt: 1 }].sort((x, y) => x.peer < y.peer ? -1 : 1))
+    expect(store.nextAttempt(PEER)).toBe(50_000)
+
+    store.retryNow([PEER], 700)
+    expect(store.due(PEER, 700).map(e => e.id)).toEqual(['c', 'd', 'e'])
+    store.close()
+  })
+
+  it('queues again a message an older parley left marked sending', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    // a store as parley left it at schema version 2
+    const db = new DatabaseSync(file)
+    for (const [v, migration] of MIGRATIONS.slice(0, 2).entries()) {
+      db.exec(migration)
+      db.exec(`PRAGMA user_version = ${v + 1}`)
+    }
+    db.exec(`INSERT INTO conversations (peer, next_out_seq) VALUES ('${PEER}', 2);
+      INSERT INTO messages (id, peer, direction, seq, body, content_type, sent_at, created_at, status, position)
+        VALUES ('a', '${PEER}', 'out', 1, 'x', 'text/plain', 1, 1, 'sending', 1);
+      INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES ('a', '${PEER}', 1, 1);`)
+    db.close()
+    const store = new Store(file)
+    expect(store.getMessage('a')?.status).toBe('queued')
+    expect(store.due(PEER, 1).map(e => [e.id, e.status])).toEqual([['a', 'queued']])
+    store.close()
+  })
+})
