@@ -6,6 +6,7 @@ import { v7 as uuidv7 } from 'uuid'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
 import { makePrivateFiles } from '../common/private-files.js'
+import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, connectionPath, isMediaType, utf8Length } from '../protocols/im/index.js'
 import { resolveNodeConfig } from './config.js'
@@ -18,16 +19,18 @@ import { decodeInvite, encodeInvite, isInvite, MAX_INVITE_ADDRS } from './invite
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
 import { isMessageId } from './message-id.js'
-import { isUsable, PathUpgrader, transportOf } from './network/paths.js'
+import { isUsable, PathUpgrader, pathUpgraderComponents, transportOf } from './network/paths.js'
 import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
-import { Router } from './network/router.js'
+import { Reception } from './reception.js'
+import { StorageMonitor } from './storage-monitor.js'
+import { Router, routerComponents } from './network/router.js'
 import { Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
 import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
-import type { BlockedPeer, ContactInfo, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Receipt, SendOptions, StatusChange } from './types.js'
-import type { Admission, InboundMessage, Path, Refusal, StoreResult } from '../protocols/im/index.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Receipt, SendOptions, StatusChange } from './types.js'
+import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -46,10 +49,6 @@ function parsePeer (peer: PeerId | string): PeerId {
 function checkMessageId (id: unknown, field: string): asserts id is string {
   if (!isMessageId(id)) throw new InvalidMessageError(`${field} "${String(id)}" is not a message id (32 hex digits as 8-4-4-4-12, as \`history --json\` shows them)`)
 }
-
-/** How often the store's size is checked against its limit, ms, and after how many bytes stored since the last check. */
-const STORAGE_CHECK_INTERVAL = 1_000
-const STORAGE_CHECK_BYTES = 64 * 1024
 
 function toHistoryEntry (self: string, m: StoredMessage): HistoryEntry {
   return {
@@ -79,46 +78,45 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   readonly peerId: PeerId
   readonly libp2p: NodeLibp2p
   private readonly log: Logger
-  private readonly router: Router
+  private readonly store: Store
+  private readonly config: ResolvedNodeConfig
+  private readonly policy: Policy
+  private readonly storage: StorageMonitor
   private readonly paths: PathUpgrader
   private readonly engine: DeliveryEngine
   private readonly inbox: Inbox
+  private readonly closeDatastore: () => Promise<void>
   private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
-  private storageTimer?: ReturnType<typeof setInterval>
-  /** Body bytes stored since the store's size was last checked. */
-  private storedSinceCheck = 0
   private stopped = false
 
-  constructor (
-    libp2p: NodeLibp2p,
-    private readonly store: Store,
-    private readonly config: ResolvedNodeConfig,
-    private readonly closeDatastore: () => Promise<void>,
-    private readonly policy: Policy
-  ) {
+  /** Takes parts `createNode` built and wired; use `createNode`. */
+  constructor (parts: NodeParts) {
     super()
-    this.libp2p = libp2p
-    this.peerId = libp2p.peerId
-    this.log = libp2p.logger.forComponent('parley:node')
-    this.router = new Router(libp2p, libp2p.logger.forComponent('parley:router'))
-    this.paths = new PathUpgrader(libp2p, libp2p.logger.forComponent('parley:paths'))
-    this.inbox = new Inbox(store, (messages) => { this.present(messages) }, config.gapTimeout)
-    this.engine = new DeliveryEngine(store, this.router, () => libp2p.services.im, libp2p.logger.forComponent('parley:delivery'), config.retry)
+    this.libp2p = parts.libp2p
+    this.peerId = parts.libp2p.peerId
+    this.log = parts.libp2p.logger.forComponent('parley:node')
+    this.store = parts.store
+    this.config = parts.config
+    this.policy = parts.policy
+    this.storage = parts.storage
+    this.paths = parts.paths
+    this.engine = parts.engine
+    this.inbox = parts.inbox
+    this.closeDatastore = parts.closeDatastore
 
     this.paths.addEventListener('path:change', (evt) => {
       this.dispatchEvent(new CustomEvent('path:change', { detail: evt.detail }))
     })
     this.engine.addEventListener('message:status', (evt) => { this.onStatus(evt.detail) })
+    this.inbox.addEventListener('presented', (evt) => { this.present(evt.detail) })
     // a new connection to a peer, or a change in our own reachability: retry at once
-    libp2p.addEventListener('connection:open', (evt) => { this.engine.wake(evt.detail.remotePeer.toString()) })
-    libp2p.addEventListener('self:peer:update', () => { this.engine.wake() })
+    this.libp2p.addEventListener('connection:open', (evt) => { this.engine.wake(evt.detail.remotePeer.toString()) })
+    this.libp2p.addEventListener('self:peer:update', () => { this.engine.wake() })
   }
 
-  /** Starts receiving and the outbox (called by `createNode`). */
+  /** Starts the node's own parts once libp2p runs (called by `createNode`, once). */
   start (): void {
-    this.checkStorage()
-    this.storageTimer = setInterval(() => { this.checkStorage() }, STORAGE_CHECK_INTERVAL)
-    this.storageTimer.unref?.()
+    this.storage.start()
     // an invite's addresses were put in the peer store when it was added; put
     // them back in case the peer store was not kept (no data dir)
     // (only the contact's own addresses, and no more than an invite may carry:
@@ -223,7 +221,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
    * Accepts a stranger's message request: its messages become ordinary ones
    * and the stranger's quota no longer applies. With `name`, also adds a contact.
    */
-  async acceptRequest (peer: PeerId | string, options: { name?: string } = {}): Promise<{ peerId: string, accepted: number, contact?: ContactInfo }> {
+  async acceptRequest (peer: PeerId | string, options: { name?: string } = {}): Promise<AcceptedRequest> {
     const peerId = this.resolvePeer(peer).toString()
     if (this.policy.isBlocked(peerId)) throw new InvalidPeerIdError(`${peerId} is blocked; unblock it first (\`parley unblock\`)`)
     const accepted = this.accept(peerId)
@@ -232,7 +230,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   }
 
   /** Declines a message request: its messages are deleted. The stranger may write again (block it to stop that). */
-  declineRequest (peer: PeerId | string): { peerId: string, deleted: number } {
+  declineRequest (peer: PeerId | string): DeletedRequests {
     const peerId = this.resolvePeer(peer).toString()
     const deleted = this.store.deleteRequests(peerId)
     this.policy.clearRequests(peerId)
@@ -243,7 +241,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
    * Blocks a peer (peer ID or contact name): its waiting requests are deleted
    * and everything it sends from now on is answered BLOCKED and never shown.
    */
-  block (peer: PeerId | string): { peerId: string, deleted: number } {
+  block (peer: PeerId | string): DeletedRequests {
     const peerId = this.resolvePeer(peer)
     if (peerId.equals(this.peerId)) throw new InvalidPeerIdError('cannot block this node itself')
     const key = peerId.toString()
@@ -290,18 +288,6 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.policy.trust(peer, isTrusted(this.store, peer))
   }
 
-  /** Reads the store's size and tells the policy whether it is full; the size. */
-  private checkStorage (): number {
-    this.storedSinceCheck = 0
-    const used = this.store.usedBytes()
-    const full = used >= this.config.limits.maxStoreBytes
-    if (full !== this.policy.full) {
-      this.log[full ? 'error' : 'trace'](full ? 'message store full (limit %d bytes): inbound messages are answered RATE_LIMITED' : 'message store below its limit (%d bytes) again', this.config.limits.maxStoreBytes)
-      this.policy.setStoreFull(full)
-    }
-    return used
-  }
-
   contacts (): ContactInfo[] {
     return this.store.contacts().map(c => ({ name: c.name, peerId: c.peer, addrs: c.addrs }))
   }
@@ -328,51 +314,6 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** The best open path to a peer right now, if connected. */
   pathTo (peer: PeerId | string): Path | undefined {
     return this.paths.pathTo(parsePeer(peer))
-  }
-
-  /** Receiving side of the /im service (see createNode). */
-  handlers (): Parameters<typeof createNodeLibp2p>[3] {
-    return {
-      admit: (peer) => this.admit(peer),
-      store: async (message) => this.receive(message),
-      onRefused: (refusal) => { this.refused(refusal) }
-    }
-  }
-
-  private admit (peer: PeerId): Admission {
-    const verdict = this.policy.admit(peer.toString())
-    if (verdict == null) return { status: 'accept' }
-    return verdict.status === 'rate-limit' ? { status: 'rate-limit', retryAfterMs: verdict.retryAfterMs } : { status: 'block' }
-  }
-
-  /** Stores what the policy lets in: a stranger's message as a request, up to its quota; the rest is answered RATE_LIMITED. */
-  private async receive (message: InboundMessage): Promise<StoreResult> {
-    const peer = message.from.toString()
-    const bytes = utf8Length(message.body)
-    const verdict = this.policy.check(peer, bytes)
-    if (verdict.status !== 'accept') {
-      // blocked since admission: it waits like a rate-limited one, and is answered BLOCKED next time
-      return { status: 'rate-limited', retryAfterMs: verdict.status === 'rate-limit' ? verdict.retryAfterMs : this.config.limits.retryAfterMs }
-    }
-    let result: Awaited<ReturnType<Inbox['receive']>>
-    try {
-      result = await this.inbox.receive(message, { request: verdict.request, maxHeld: this.config.limits.maxHeldPerPeer })
-    } finally {
-      this.policy.settle(peer, bytes, verdict.request, result! === 'stored')
-    }
-    if (result === 'stored') {
-      this.storedSinceCheck += bytes
-      if (this.storedSinceCheck >= STORAGE_CHECK_BYTES) this.checkStorage()
-    }
-    // too many held for an earlier seq: the missing one must still get through, so the peer is not told to wait as a whole
-    if (result === 'held-full') return { status: 'rate-limited', retryAfterMs: this.config.limits.retryAfterMs }
-    return result
-  }
-
-  private refused (refusal: Refusal): void {
-    // a blocked peer's messages are not even recorded as filling their seq
-    if (this.policy.isBlocked(refusal.from.toString())) return
-    this.inbox.refused(refusal)
   }
 
   /**
@@ -423,7 +364,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     // writing to a peer accepts it, as answering a message request does
     const key = to.toString()
     if (!this.policy.isTrusted(key) && !this.policy.isBlocked(key)) this.accept(key)
-    const message = this.store.enqueue({
+    const message = this.engine.queue({
       peer: to.toString(),
       id: uuidv7(),
       body,
@@ -431,8 +372,6 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       replyTo: options.replyTo,
       sentAt: Date.now()
     })
-    this.onStatus({ id: message.id, peer: message.peer, seq: message.seq, status: 'queued' })
-    this.engine.run(message.peer)
     return message.id
   }
 
@@ -455,7 +394,11 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     } catch (err: any) {
       if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError') throw err
       const lastError = this.store.outbox().find(e => e.id === id)?.lastError
-      throw new DeliveryTimeoutError(`message ${id} is not acknowledged yet${options.signal?.aborted === true ? ' (the wait was aborted)' : ` after ${timeout} ms`}; it stays queued and will be delivered when the peer is reachable${lastError == null ? '' : ` (last attempt: ${lastError})`}`)
+      // not an AbortError even when the caller aborted: the message is not
+      // cancelled, it stays queued, and that is what the caller must learn;
+      // the abort's own reason is kept as the cause
+      const aborted = options.signal?.aborted === true
+      throw new DeliveryTimeoutError(`message ${id} is not acknowledged yet${aborted ? ' (the wait was aborted)' : ` after ${timeout} ms`}; it stays queued and will be delivered when the peer is reachable${lastError == null ? '' : ` (last attempt: ${lastError})`}`, aborted ? { cause: options.signal?.reason } : undefined)
     }
   }
 
@@ -471,6 +414,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.dispatchEvent(new CustomEvent('message:status', { detail: change }))
   }
 
+  /** Emits the messages the inbox presents, in order. */
   private present (messages: StoredMessage[]): void {
     for (const m of messages) {
       this.dispatchEvent(new CustomEvent('message', {
@@ -493,14 +437,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** The conversation with `peer`, oldest first: up to `limit` messages written before `before` (ms). */
   history (peer: PeerId | string, options: { limit?: number, before?: number } = {}): HistoryEntry[] {
     const self = this.peerId.toString()
-    return this.store.history(this.resolvePeer(peer).toString(), options).map(m => toHistoryEntry(self, m))
+    return this.store.history(this.resolvePeer(peer).toString(), options).map(m => toHistoryEntry(self, this.engine.overlay(m)))
   }
 
   /** Messages not yet delivered or failed, oldest first. */
   outbox (): OutboxItem[] {
     const self = this.peerId.toString()
     return this.store.outbox().map((e: OutboxEntry) => ({
-      ...toHistoryEntry(self, e),
+      ...toHistoryEntry(self, this.engine.overlay(e)),
       attempts: e.attempts,
       nextAttemptAt: e.nextAttemptAt,
       lastError: e.lastError
@@ -511,7 +455,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   getMessage (id: string): HistoryEntry | undefined {
     checkMessageId(id, 'id')
     const m = this.store.getMessage(id)
-    return m == null ? undefined : toHistoryEntry(this.peerId.toString(), m)
+    return m == null ? undefined : toHistoryEntry(this.peerId.toString(), this.engine.overlay(m))
   }
 
   status (): NodeStatus {
@@ -522,7 +466,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       connections: this.libp2p.getConnections().length,
       dhtPeers: (this.libp2p.services.dht as SingleKadDHT).routingTable.size,
       outbox: this.store.outboxSize(),
-      storage: { usedBytes: this.checkStorage(), limitBytes: this.config.limits.maxStoreBytes, full: this.policy.full },
+      storage: { usedBytes: this.storage.check(), limitBytes: this.config.limits.maxStoreBytes, full: this.policy.full },
       requests: this.policy.requestUsage().peers,
       blocked: this.policy.blockedCount
     }
@@ -531,7 +475,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    clearInterval(this.storageTimer)
+    this.storage.stop()
     this.engine.stop()
     this.inbox.stop()
     this.paths.stop()
@@ -574,13 +518,36 @@ function loadPolicy (store: Store, config: ResolvedNodeConfig): Policy {
 /** Name of the message store inside a data dir. */
 export const STORE_FILE = 'messages.db'
 
-/** Starts a parley node. Without `dataDir` everything is in memory. */
+/** The parts of a node, built by `createNode` in the order they depend on each other. */
+export interface NodeParts {
+  /** Created, not yet started. */
+  libp2p: NodeLibp2p
+  store: Store
+  config: ResolvedNodeConfig
+  policy: Policy
+  storage: StorageMonitor
+  inbox: Inbox
+  paths: PathUpgrader
+  engine: DeliveryEngine
+  closeDatastore: () => Promise<void>
+}
+
+/**
+ * Starts a parley node. Without `dataDir` everything is in memory.
+ *
+ * The parts are built in the order data flows: the store and the policy
+ * first, then what receives (the inbox and the /im callbacks), then libp2p
+ * (created stopped, so nothing is served yet), then what sends (router, path
+ * upgrader, delivery engine); only then does libp2p start.
+ */
 export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> {
   const resolved = resolveNodeConfig(config)
   const privateKey = await loadIdentity(resolved.dataDir)
   // the datastore's lock also keeps a second process off this data dir
   const { datastore, close } = await openDatastore(resolved.dataDir)
+  const logger = defaultLogger()
   let store: Store | undefined
+  let libp2p: NodeLibp2p | undefined
   try {
     store = new Store(resolved.dataDir == null ? undefined : join(resolved.dataDir, STORE_FILE))
     if (resolved.dataDir != null) {
@@ -589,12 +556,15 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
       await makePrivateFiles([db, `${db}-wal`, `${db}-shm`, `${db}-journal`])
     }
     const policy = loadPolicy(store, resolved)
+    const storage = new StorageMonitor({ store, policy, log: logger.forComponent('parley:storage') }, resolved.limits.maxStoreBytes)
+    const inbox = new Inbox({ store }, { gapTimeout: resolved.gapTimeout })
+    const reception = new Reception({ policy, inbox, storage }, resolved.limits)
+
     const relayPeers = new Set(resolved.relays.map(r => r.getComponents().filter(c => c.name === 'p2p').at(-1)?.value))
-    // libp2p starts serving /im before the node object exists; until then, no ack
-    // is sent and the sender retries
-    const started: { node?: ParleyNode } = {}
-    const libp2p = await createNodeLibp2p(resolved, privateKey, datastore, {
-      admit: (peer, options) => started.node?.handlers().admit?.(peer, options) ?? { status: 'rate-limit', retryAfterMs: 1_000 },
+    libp2p = await createNodeLibp2p(resolved, privateKey, datastore, logger, {
+      admit: reception.admit,
+      store: reception.store,
+      onRefused: reception.onRefused,
       // the connection guard's exemptions: the relays this node reserves on, contacts and accepted peers
       trust: {
         isTrusted: (peer) => {
@@ -602,27 +572,28 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
           return relayPeers.has(key) || policy.isTrusted(key)
         },
         isDenied: (peer) => policy.isDenied(peer.toString())
-      },
-      store: async (message, options) => {
-        if (started.node == null) throw new Error('the node is still starting')
-        return started.node.handlers().store(message, options)
-      },
-      onRefused: (refusal) => started.node?.handlers().onRefused?.(refusal)
+      }
     })
-    const node = new ParleyNode(libp2p, store, resolved, close, policy)
+    const network = libp2p
     policy.onAbuse = (peer) => {
       // it kept sending while told to wait: drop its connections (a parley sender
       // waits and comes back), and refuse strangers from its IP for as long as it
       // is refused itself, or it would come back under a fresh identity
       const peerId = peerIdFromString(peer)
       const until = Date.now() + resolved.limits.abusePenaltyMs
-      for (const connection of libp2p.getConnections(peerId)) libp2p.services.connectionGuard.penalize(connection.remoteAddr, until)
-      libp2p.hangUp(peerId).catch(() => {})
+      for (const connection of network.getConnections(peerId)) network.services.connectionGuard.penalize(connection.remoteAddr, until)
+      network.hangUp(peerId).catch(() => {})
     }
-    started.node = node
+
+    const router = new Router(routerComponents(libp2p))
+    const paths = new PathUpgrader(pathUpgraderComponents(libp2p))
+    const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger }, resolved.retry)
+    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, paths, engine, closeDatastore: close })
+    await libp2p.start()
     node.start()
     return node
   } catch (err) {
+    await Promise.resolve(libp2p?.stop()).catch(() => {})
     store?.close()
     await close()
     throw err

@@ -23,7 +23,7 @@ import type { PeerRecordPublisher } from '../../protocols/peer-record/index.js'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Datastore } from 'interface-datastore'
 
 export interface NodeServices extends Record<string, unknown> {
@@ -53,7 +53,7 @@ export type NodeHandlers = Pick<ImInit, 'store' | 'admit' | 'onRefused'> & {
 }
 
 /**
- * Assembles the user's libp2p node: every transport parley can use, circuit
+ * Assembles the user's libp2p node, created stopped: every transport parley can use, circuit
  * relay reservations on the configured relays, the DHT in client mode (a node
  * behind NAT is no use as a DHT server), parley's own protocols, and the
  * connection guard (limits on strangers' connections; see connection-guard.ts).
@@ -62,6 +62,7 @@ export async function createNodeLibp2p (
   config: ResolvedNodeConfig,
   privateKey: PrivateKey,
   datastore: Datastore,
+  logger: ComponentLogger,
   handlers: NodeHandlers
 ): Promise<NodeLibp2p> {
   guardWebRTCListenerLeak()
@@ -71,8 +72,11 @@ export async function createNodeLibp2p (
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
 
   return createLibp2p<NodeServices>({
+    // the caller builds what the /im callbacks need, then starts it
+    start: false,
     privateKey,
     datastore,
+    logger,
     addresses: {
       listen: [...config.listen, ...relayListen],
       announce: config.announce

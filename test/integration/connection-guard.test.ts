@@ -1,3 +1,4 @@
+import { defaultLogger } from '@libp2p/logger'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { noise } from '@libp2p/noise'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -10,6 +11,7 @@ import { PROTOCOL } from '../../protocols/im/index.js'
 import { resolveNodeConfig } from '../../node/config.js'
 import { createNodeLibp2p } from '../../node/network/libp2p.js'
 import { LOOPBACK_TCP, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import { TRUSTED_TAG } from '../../node/network/connection-guard.js'
 import type { ConnectionLimits } from '../../node/network/connection-guard.js'
 import type { NodeLibp2p } from '../../node/network/libp2p.js'
@@ -30,10 +32,11 @@ function useVictims (): (limits: ConnectionLimits, trusted: () => PeerId | undef
   return async (limits, trusted) => {
     const received: InboundMessage[] = []
     const config = resolveNodeConfig({ listen: [LOOPBACK_TCP], relays: [], iceBindAddress: '127.0.0.1', connectionLimits: limits })
-    const libp2p = await createNodeLibp2p(config, await generateKeyPair('Ed25519'), new MemoryDatastore(), {
+    const libp2p = await createNodeLibp2p(config, await generateKeyPair('Ed25519'), new MemoryDatastore(), defaultLogger(), {
       store: async (message) => { received.push(message); return 'stored' },
       trust: { isTrusted: (peer) => trusted()?.equals(peer) === true }
     })
+    await libp2p.start()
     running.push(libp2p)
     return { libp2p, received }
   }
@@ -71,33 +74,17 @@ async function flood (attackers: Libp2p[], victim: NodeLibp2p): Promise<Connecti
 /** Resolves once the victim has decided on `count` inbound connections: let in (still open) or refused. */
 async function decided (victim: NodeLibp2p, count: number): Promise<void> {
   const guard = victim.services.connectionGuard
-  const done = (): boolean => victim.getConnections().filter(c => c.direction === 'inbound').length + Object.values(guard.refused).reduce((a, b) => a + b, 0) >= count
-  if (done()) return
-  await new Promise<void>(resolve => {
-    const check = (): void => {
-      if (!done()) return
-      victim.removeEventListener('connection:open', check)
-      guard.removeEventListener('connection:refused', check)
-      resolve()
-    }
-    victim.addEventListener('connection:open', check)
-    guard.addEventListener('connection:refused', check)
+  const seen = (): number => victim.getConnections().filter(c => c.direction === 'inbound').length + Object.values(guard.refused).reduce((a, b) => a + b, 0)
+  await until(() => seen() >= count, {
+    on: [[victim, 'connection:open'], [guard, 'connection:refused']],
+    what: () => `the victim to decide on ${count} inbound connections (${seen()} so far)`
   })
 }
 
-/** Resolves once every one of `peers` has no connection left to `node`. */
-async function allClosed (node: NodeLibp2p, peers: PeerId[], signal: AbortSignal): Promise<void> {
-  const open = (): boolean => peers.some(p => node.getConnections(p).length > 0)
-  if (!open()) return
-  await new Promise<void>((resolve, reject) => {
-    const onClose = (): void => {
-      if (open()) return
-      node.removeEventListener('connection:close', onClose)
-      resolve()
-    }
-    node.addEventListener('connection:close', onClose)
-    signal.addEventListener('abort', () => { reject(new Error('connections still open')) }, { once: true })
-  })
+/** Resolves once every one of `peers` has no connection left to `node`, failing after `timeout` ms. */
+async function allClosed (node: NodeLibp2p, peers: PeerId[], timeout: number): Promise<void> {
+  const open = (): number => peers.reduce((n, p) => n + node.getConnections(p).length, 0)
+  await until(() => open() === 0, { on: [node, 'connection:close'], timeout, what: () => `the connections to close (${open()} still open)` })
 }
 
 describe('strangers opening many connections from one IP address', () => {
@@ -141,8 +128,7 @@ describe('strangers opening many connections from one IP address', () => {
     // one stranger keeps an /im stream open: it is using the connection
     await busy.getConnections(target.peerId)[0].newStream(PROTOCOL)
 
-    const signal = AbortSignal.timeout(15_000)
-    await allClosed(target, idle.map(a => a.peerId), signal)
+    await allClosed(target, idle.map(a => a.peerId), 15_000)
     expect(target.getConnections(busy.peerId).map(c => c.status)).toEqual(['open'])
     expect(target.getConnections(honest.peerId).some(c => c.status === 'open')).toBe(true)
     // and the contact is tagged so that libp2p's pruner closes its connections last
