@@ -1,7 +1,6 @@
 import { createInterface } from 'node:readline'
 import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
 import type { ApiClient } from './client.js'
-import type { HistoryEntry } from '../node/types.js'
 
 /**
  * `parley chat <peer>`: the conversation so far, then a prompt. Typed lines are
@@ -10,13 +9,13 @@ import type { HistoryEntry } from '../node/types.js'
  * relayed.
  */
 export async function runChat (client: ApiClient, peer: string): Promise<void> {
-  const history: HistoryEntry[] = await client.get(`/v1/history/${encodeURIComponent(peer)}?limit=20`)
-  const contacts: Array<{ name: string, peerId: string }> = await client.get('/v1/contacts')
+  const history = await client.history(peer, { limit: 20 })
+  const contacts = await client.contacts()
   const peerId = contacts.find(c => c.name === peer)?.peerId ?? peer
   // names and everything from the peer are made terminal-safe before they are printed
   const name = terminalSafe(contacts.find(c => c.peerId === peerId)?.name ?? shortPeer(peerId), { indent: false })
-  const peers: Array<{ peerId: string, path: string }> = await client.get('/v1/peers')
-  let path = peers.find(p => p.peerId === peerId)?.path ?? 'not connected'
+  const peers = await client.peers()
+  let path: string = peers.find(p => p.peerId === peerId)?.path ?? 'not connected'
 
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY })
   const setPrompt = (): void => { rl.setPrompt(`[${name} · ${path}] > `) }
@@ -40,15 +39,15 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
       overflowed = false
       for await (const { event, data } of client.events(controller.signal)) {
         if (event === 'message' && data.from === peerId) {
-          say(`${name}${data.request === true ? ' (request)' : ''}: ${terminalSafe(String(data.body))}${contentTypeNote(data.contentType)} (${terminalSafe(String(data.path), { indent: false })})`)
+          say(`${name}${data.request === true ? ' (request)' : ''}: ${terminalSafe(data.body)}${contentTypeNote(data.contentType)} (${terminalSafe(data.path, { indent: false })})`)
         } else if (event === 'status' && mine.has(data.id) && (data.status === 'delivered' || data.status === 'failed')) {
-          const reason = data.status === 'failed' && data.reason != null ? ` ${terminalSafe(String(data.reason), { indent: false })}` : ''
-          say(`  ${tick(data.status)} ${data.status as string}${data.path != null ? ` (${data.path as string})` : ''}${reason}: ${mine.get(data.id) ?? ''}`)
+          const reason = data.status === 'failed' && data.reason != null ? ` ${terminalSafe(data.reason, { indent: false })}` : ''
+          say(`  ${tick(data.status)} ${data.status}${data.path != null ? ` (${data.path})` : ''}${reason}: ${mine.get(data.id) ?? ''}`)
           mine.delete(data.id)
         } else if (event === 'path' && data.peer === peerId) {
-          path = terminalSafe(String(data.path ?? 'not connected'), { indent: false })
+          path = terminalSafe(data.path ?? 'not connected', { indent: false })
           setPrompt()
-          say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(String(data.transport), { indent: false })})` : ''}`)
+          say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(data.transport, { indent: false })})` : ''}`)
         } else if (event === 'overflow') {
           overflowed = true
           say('-- this chat fell behind and missed some events (see `parley history`); reconnecting')
@@ -65,7 +64,7 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
       continue
     }
     try {
-      const { body } = await client.request('POST', '/v1/messages', { to: peer, body: text })
+      const { body } = await client.send({ to: peer, body: text })
       const shown = terminalSafe(text, { indent: false })
       mine.set(body.id, shown.length > 30 ? `${shown.slice(0, 30)}…` : shown)
       say(`me: ${shown} ${tick(body.status)}`)

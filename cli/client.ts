@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { BlockedPeer, ContactInfo, MessageRequest } from '../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo } from '../node/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -14,12 +16,23 @@ export class DaemonNotRunningError extends Error {
 export class ApiError extends Error {
   static override name = 'ApiError'
   override name = 'ApiError'
-  constructor (message: string, readonly status: number, readonly code: string, readonly body: any) {
+  constructor (message: string, readonly status: number, readonly code: string, readonly body: Partial<ErrorBody> | undefined) {
     super(message)
   }
 }
 
-/** The CLI's way to the daemon: the URL and token from `<dataDir>/api.json`. */
+/** What `call` puts in a request: the route's path parameters, querystring and body, as the contract types them. */
+interface CallOptions<R extends ApiRoute> {
+  params: RouteParams<R>
+  query?: RouteQuery<R>
+  body?: RouteBody<R>
+}
+
+/**
+ * The CLI's way to the daemon: the URL and token from `<dataDir>/api.json`,
+ * and a method per route of the API's contract (daemon/api/contract.ts),
+ * returning what the contract says the route answers.
+ */
 export class ApiClient {
   private constructor (readonly url: string, private readonly token: string) {}
 
@@ -45,57 +58,108 @@ export class ApiClient {
     }
   }
 
-  async request<T = any> (method: string, path: string, body?: unknown): Promise<{ status: number, body: T }> {
-    const response = await this.fetch(path, { method, body: body === undefined ? undefined : JSON.stringify(body) })
+  /**
+   * Calls a route: its answer and status, or an `ApiError` for an error
+   * status (4xx, 5xx) other than the route's own replies (a refused send's 422).
+   */
+  async call<R extends ApiRoute> (route: R, options: CallOptions<R>): Promise<RouteAnswer<R>> {
+    const { method } = splitRoute(route)
+    const query = new URLSearchParams()
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined) query.set(key, String(value))
+    }
+    const path = routePath(route, options.params) + (query.size > 0 ? `?${query.toString()}` : '')
+    const response = await this.fetch(path, { method, body: options.body === undefined ? undefined : JSON.stringify(options.body) })
     const text = await response.text()
+    // the daemon answers what the contract says: the server is type-checked against it
     const parsed = text === '' ? undefined : JSON.parse(text)
     if (response.status >= 400 && response.status !== 422) {
       throw new ApiError(parsed?.message ?? `HTTP ${response.status}`, response.status, parsed?.error ?? 'Error', parsed)
     }
-    return { status: response.status, body: parsed }
+    return { status: response.status, body: parsed } as RouteAnswer<R>
   }
 
-  async get<T = any> (path: string): Promise<T> {
-    return (await this.request<T>('GET', path)).body
+  async id (): Promise<IdResponse> {
+    return (await this.call('GET /v1/id', { params: {} })).body
+  }
+
+  async status (): Promise<NodeStatus> {
+    return (await this.call('GET /v1/status', { params: {} })).body
+  }
+
+  async peers (): Promise<PeerInfo[]> {
+    return (await this.call('GET /v1/peers', { params: {} })).body
+  }
+
+  async outbox (): Promise<OutboxItem[]> {
+    return (await this.call('GET /v1/outbox', { params: {} })).body
+  }
+
+  async invite (): Promise<InviteResponse> {
+    return (await this.call('GET /v1/invite', { params: {} })).body
+  }
+
+  /**
+   * Sends a message. With `wait` (seconds), the daemon waits that long for
+   * the ack: 200 with the receipt, 202 when still on its way, 422 when the
+   * recipient refused it.
+   */
+  async send (message: SendBody): Promise<RouteAnswer<'POST /v1/messages'>> {
+    return this.call('POST /v1/messages', { params: {}, body: message })
+  }
+
+  /** The conversation with a peer (peer ID or contact name), oldest first. */
+  async history (peer: string, query: RouteQuery<'GET /v1/history/:peer'> = {}): Promise<HistoryEntry[]> {
+    return (await this.call('GET /v1/history/:peer', { params: { peer }, query })).body
+  }
+
+  async contacts (): Promise<ContactInfo[]> {
+    return (await this.call('GET /v1/contacts', { params: {} })).body
   }
 
   /** Adds a contact from a peer ID or invite; `replace` repoints a name that is another peer's (else a 409 ApiError, code ContactExistsError). */
   async addContact (name: string, peer: string, options: { replace?: boolean } = {}): Promise<ContactInfo> {
-    return (await this.request<ContactInfo>('POST', '/v1/contacts', { name, peer, ...(options.replace === true ? { replace: true } : {}) })).body
+    const body: AddContactBody = { name, peer, ...(options.replace === true ? { replace: true } : {}) }
+    return (await this.call('POST /v1/contacts', { params: {}, body })).body
+  }
+
+  /** Removes a contact (a 404 ApiError, code UnknownContactError, when no contact has the name). */
+  async removeContact (name: string): Promise<RemovedContact> {
+    return (await this.call('DELETE /v1/contacts/:name', { params: { name } })).body
   }
 
   /** Strangers whose messages wait for a decision. */
   async requests (): Promise<MessageRequest[]> {
-    return this.get('/v1/requests')
+    return (await this.call('GET /v1/requests', { params: {} })).body
   }
 
   /** Accepts a stranger's messages (peer ID or contact name); with `name`, also adds the peer as a contact. */
-  async acceptRequest (peer: string, options: { name?: string } = {}): Promise<{ peerId: string, accepted: number, contact?: ContactInfo }> {
-    return (await this.request('POST', `/v1/requests/${encodeURIComponent(peer)}/accept`, options.name == null ? {} : { name: options.name })).body
+  async acceptRequest (peer: string, options: { name?: string } = {}): Promise<AcceptedRequest> {
+    return (await this.call('POST /v1/requests/:peer/accept', { params: { peer }, body: options.name == null ? {} : { name: options.name } })).body
   }
 
   /** Declines a message request: its messages are deleted. */
-  async declineRequest (peer: string): Promise<{ peerId: string, deleted: number }> {
-    return (await this.request('DELETE', `/v1/requests/${encodeURIComponent(peer)}`)).body
+  async declineRequest (peer: string): Promise<DeletedRequests> {
+    return (await this.call('DELETE /v1/requests/:peer', { params: { peer } })).body
   }
 
   async blocked (): Promise<BlockedPeer[]> {
-    return this.get('/v1/blocked')
+    return (await this.call('GET /v1/blocked', { params: {} })).body
   }
 
   /** Blocks a peer (peer ID or contact name); its waiting requests are deleted. */
-  async block (peer: string): Promise<{ peerId: string, deleted: number }> {
-    return (await this.request('POST', '/v1/blocked', { peer })).body
+  async block (peer: string): Promise<DeletedRequests> {
+    return (await this.call('POST /v1/blocked', { params: {}, body: { peer } })).body
   }
 
   /** Lifts a block (a 404 ApiError when the peer was not blocked). */
-  async unblock (peer: string): Promise<{ unblocked: string }> {
-    return (await this.request('DELETE', `/v1/blocked/${encodeURIComponent(peer)}`)).body
+  async unblock (peer: string): Promise<UnblockResult> {
+    return (await this.call('DELETE /v1/blocked/:peer', { params: { peer } })).body
   }
 
   /** Server-Sent Events from /v1/events, as `{ event, data }`, until `signal` aborts. */
-  async * events (signal?: AbortSignal): AsyncGenerator<{ event: string, data: any }> {
-    const response = await this.fetch('/v1/events', { signal })
+  async * events (signal?: AbortSignal): AsyncGenerator<ApiEvent> {
+    const response = await this.fetch(routePath('GET /v1/events', {}), { signal })
     if (response.body == null || response.status !== 200) {
       throw new ApiError(`the event stream answered HTTP ${response.status}`, response.status, 'Error', undefined)
     }
@@ -114,7 +178,8 @@ export class ApiClient {
             if (line.startsWith('event: ')) event = line.slice(7)
             else if (line.startsWith('data: ')) data.push(line.slice(6))
           }
-          if (data.length > 0) yield { event, data: JSON.parse(data.join('\n')) }
+          // the daemon sends the events the contract lists (ApiEvents)
+          if (data.length > 0) yield { event, data: JSON.parse(data.join('\n')) } as ApiEvent
         }
       }
     } catch (err: any) {

@@ -4,12 +4,12 @@ import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
-import type { HistoryEntry, MessageRequest } from '../node/types.js'
+import type { MessageRequest } from '../node/types.js'
 
-/** Exit codes of `parley send`: delivered, error, still queued after --wait. */
+/** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
 const EXIT_QUEUED = 2
 
-function positiveNumber (value: string): number {
+function nonNegativeNumber (value: string): number {
   const n = Number(value)
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('must be a number >= 0')
   return n
@@ -114,28 +114,31 @@ export function nodeCommands (program: Command): void {
     .description('print this node\'s peer ID and addresses')
     .option('--json', 'as JSON: {"peerId", "addrs"}')
     .action(async (opts, command: Command) => {
-      const id = await (await clientOf(command)).get('/v1/id')
-      print(opts.json === true, id, () => [safe(id.peerId), ...id.addrs.map((a: string) => `  ${safe(a)}`)].join('\n'))
+      const id = await (await clientOf(command)).id()
+      print(opts.json === true, id, () => [safe(id.peerId), ...id.addrs.map(a => `  ${safe(a)}`)].join('\n'))
     })
 
   program.command('send')
     .description('send a message; exit 0 when delivered, 2 when still queued after --wait, 1 on error')
     .argument('<peer>', 'peer ID or contact name')
     .argument('<text>', 'the message')
-    .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', positiveNumber, 30)
+    .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', nonNegativeNumber, 30)
     .option('--json', 'print {"id","status","path"}')
     .action(async (peer: string, text: string, opts, command: Command) => {
       const client = await clientOf(command)
-      const { status, body } = await client.request('POST', '/v1/messages', { to: peer, body: text, wait: opts.wait })
-      const result = { id: body.id, status: body.status, path: body.path }
-      if (status === 422) {
-        print(opts.json === true, { ...result, reason: body.message }, () => `not delivered: ${safe(body.message)}`)
+      const answer = await client.send({ to: peer, body: text, wait: opts.wait })
+      const { body } = answer
+      // only a receipt (200) has a path
+      const path = 'path' in body ? body.path : undefined
+      const result = { id: body.id, status: body.status, path }
+      if (answer.status === 422) {
+        print(opts.json === true, { ...result, reason: answer.body.message }, () => `not delivered: ${safe(answer.body.message)}`)
         process.exitCode = 1
         return
       }
       print(opts.json === true, result, () => body.status === 'delivered'
-        ? `delivered (${body.path as string}) ${body.id as string}`
-        : `queued ${body.id as string}: not acknowledged within ${opts.wait as number} s; the daemon keeps trying`)
+        ? `delivered (${String(path)}) ${body.id}`
+        : `queued ${body.id}: not acknowledged within ${opts.wait as number} s; the daemon keeps trying`)
       if (body.status !== 'delivered') process.exitCode = EXIT_QUEUED
     })
 
@@ -146,7 +149,7 @@ export function nodeCommands (program: Command): void {
     .option('--json', 'as a JSON array')
     .action(async (peer: string, opts, command: Command) => {
       const client = await clientOf(command)
-      const entries: HistoryEntry[] = await client.get(`/v1/history/${encodeURIComponent(peer)}?limit=${opts.limit as number}`)
+      const entries = await client.history(peer, { limit: opts.limit })
       print(opts.json === true, entries, () => entries.length === 0 ? '(no messages yet)' : entries.map(m => historyLine(m)).join('\n'))
     })
 
@@ -165,9 +168,9 @@ export function nodeCommands (program: Command): void {
         } else if (event === 'ready') {
           console.log(`watching ${safe(data.peerId)} (Ctrl-C to stop)`)
         } else if (event === 'message') {
-          console.log(`[${clock(data.receivedAt)}] ${safe(data.from)}${data.request === true ? ' (request)' : ''} (${safe(data.path)}): ${terminalSafe(String(data.body))}${contentTypeNote(data.contentType)}`)
+          console.log(`[${clock(data.receivedAt)}] ${safe(data.from)}${data.request === true ? ' (request)' : ''} (${safe(data.path)}): ${terminalSafe(data.body)}${contentTypeNote(data.contentType)}`)
         } else if (event === 'status') {
-          console.log(`[${clock(Date.now())}] message ${safe(data.id)} to ${safe(shortPeer(String(data.peer)))}: ${safe(data.status)}${data.path != null ? ` (${safe(data.path)})` : ''}${data.status === 'failed' && data.reason != null ? `: ${safe(data.reason)}` : ''}`)
+          console.log(`[${clock(Date.now())}] message ${safe(data.id)} to ${safe(shortPeer(data.peer))}: ${safe(data.status)}${data.path != null ? ` (${safe(data.path)})` : ''}${data.status === 'failed' && data.reason != null ? `: ${safe(data.reason)}` : ''}`)
         } else if (event === 'path') {
           console.log(`[${clock(Date.now())}] ${safe(data.peer)}: ${data.path == null ? 'disconnected' : `path now ${safe(data.path)}`}`)
         }
@@ -189,27 +192,27 @@ export function nodeCommands (program: Command): void {
     .description('connected peers and how each is reached')
     .option('--json', 'as a JSON array of {peerId, path, transport, remoteAddr, rtt}')
     .action(async (opts, command: Command) => {
-      const peers = await (await clientOf(command)).get('/v1/peers')
+      const peers = await (await clientOf(command)).peers()
       print(opts.json === true, peers, () => peers.length === 0
         ? '(no connected peers)'
-        : peers.map((p: any) => `${safe(p.peerId)}  ${safe(p.path)}  ${safe(p.transport)}  ${p.rtt != null ? `${Number(p.rtt)} ms` : ''}\n    ${safe(p.remoteAddr)}`).join('\n'))
+        : peers.map(p => `${safe(p.peerId)}  ${safe(p.path)}  ${safe(p.transport)}  ${p.rtt != null ? `${Number(p.rtt)} ms` : ''}\n    ${safe(p.remoteAddr)}`).join('\n'))
     })
 
   program.command('status')
     .description('reachability, relay reservations, DHT peers, outbox size, storage, message requests')
     .option('--json', 'as JSON')
     .action(async (opts, command: Command) => {
-      const s = await (await clientOf(command)).get('/v1/status')
+      const s = await (await clientOf(command)).status()
       print(opts.json === true, s, () => [
-        ...(s.storage?.full === true ? ['STORAGE FULL: the message store is at its limit; incoming messages are refused and sending fails until room is made'] : []),
-        `peer ID: ${s.peerId as string}`,
+        ...(s.storage.full ? ['STORAGE FULL: the message store is at its limit; incoming messages are refused and sending fails until room is made'] : []),
+        `peer ID: ${s.peerId}`,
         `reachable at: ${s.addrs.length === 0 ? '(nowhere yet)' : ''}`,
-        ...s.addrs.map((a: string) => `  ${safe(a)}`),
+        ...s.addrs.map(a => `  ${safe(a)}`),
         `relays: ${s.relays.length === 0 ? '(none configured)' : ''}`,
-        ...s.relays.map((r: any) => `  ${r.reserved === true ? 'reserved' : 'NOT reserved'}  ${safe(r.relay)}`),
-        `connections: ${s.connections as number}   DHT peers: ${s.dhtPeers as number}   outbox: ${s.outbox as number}`,
-        ...(s.storage == null ? [] : [`storage: ${bytes(s.storage.usedBytes)} of ${bytes(s.storage.limitBytes)} (${Math.floor(100 * s.storage.usedBytes / Math.max(1, s.storage.limitBytes))}%)${s.storage.full === true ? ' FULL' : ''}`]),
-        ...(s.requests == null ? [] : [`message requests: ${s.requests as number}${s.requests > 0 ? ' (see `parley requests`)' : ''}   blocked: ${(s.blocked ?? 0) as number}`])
+        ...s.relays.map(r => `  ${r.reserved ? 'reserved' : 'NOT reserved'}  ${safe(r.relay)}`),
+        `connections: ${s.connections}   DHT peers: ${s.dhtPeers}   outbox: ${s.outbox}`,
+        `storage: ${bytes(s.storage.usedBytes)} of ${bytes(s.storage.limitBytes)} (${Math.floor(100 * s.storage.usedBytes / Math.max(1, s.storage.limitBytes))}%)${s.storage.full ? ' FULL' : ''}`,
+        `message requests: ${s.requests}${s.requests > 0 ? ' (see `parley requests`)' : ''}   blocked: ${s.blocked}`
       ].join('\n'))
     })
 
@@ -226,7 +229,7 @@ export function nodeCommands (program: Command): void {
         added = await client.addContact(name, peer, { replace: opts.replace === true })
       } catch (err) {
         if (err instanceof ApiError && err.code === 'ContactExistsError') {
-          const current = (await client.get<Array<{ name: string, peerId: string }>>('/v1/contacts').catch(() => [])).find(c => c.name === name)
+          const current = (await client.contacts().catch(() => [])).find(c => c.name === name)
           throw new Error(`"${safe(name)}" is already the contact for ${current?.peerId ?? 'another peer'}; nothing changed. To point it at the new peer instead, run again with --replace: parley contacts add --replace "${safe(name)}" <peer>`)
         }
         throw err
@@ -237,14 +240,14 @@ export function nodeCommands (program: Command): void {
     .description('list contacts')
     .option('--json', 'as JSON')
     .action(async (opts, command: Command) => {
-      const list = await (await clientOf(command)).get('/v1/contacts')
-      print(opts.json === true, list, () => list.length === 0 ? '(no contacts)' : list.map((c: any) => `${safe(c.name)}  ${safe(c.peerId)}`).join('\n'))
+      const list = await (await clientOf(command)).contacts()
+      print(opts.json === true, list, () => list.length === 0 ? '(no contacts)' : list.map(c => `${safe(c.name)}  ${safe(c.peerId)}`).join('\n'))
     })
   contacts.command('rm')
     .description('remove a contact')
     .argument('<name>')
     .action(async (name: string, _opts, command: Command) => {
-      await (await clientOf(command)).request('DELETE', `/v1/contacts/${encodeURIComponent(name)}`)
+      await (await clientOf(command)).removeContact(name)
       console.log(`removed ${safe(name)}`)
     })
 
@@ -303,6 +306,6 @@ export function nodeCommands (program: Command): void {
   program.command('invite')
     .description('print a one-line invite (peer ID and addresses) for a friend\'s `contacts add`')
     .action(async (_opts, command: Command) => {
-      console.log((await (await clientOf(command)).get('/v1/invite')).invite)
+      console.log((await (await clientOf(command)).invite()).invite)
     })
 }

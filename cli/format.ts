@@ -80,12 +80,12 @@ export function contentTypeNote (contentType: string | undefined): string {
   return ` [${terminalSafe(contentType, { indent: false })}]`
 }
 
-/** A byte count for people: 1.5 MiB. */
 /** "1 message", "3 messages". */
 export function count (n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`
 }
 
+/** A byte count for people: 1.5 MiB. */
 export function bytes (n: number): string {
   if (!Number.isFinite(n)) return '?'
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']

@@ -1,8 +1,10 @@
 /**
- * Configuration in layers, shared by the relay and (later) the node's daemon:
+ * Configuration in layers, shared by the relay and the node's daemon:
  * defaults < JSON config file < `PARLEY_*` environment < command-line flags,
  * merged and then checked against one zod schema, so that every bad value is
- * reported with its key path, the reason, and where it came from.
+ * reported with its key path, the reason, and where it came from. The
+ * programmatic options of `createNode` and `createRelay` go through the same
+ * check as a single layer.
  */
 import { readFile } from 'node:fs/promises'
 import { isMultiaddr, multiaddr } from '@multiformats/multiaddr'
@@ -286,9 +288,39 @@ export function parseConfig<S extends z.ZodType> (schema: S, layers: Array<Confi
   return result.data
 }
 
+/*
+ * The pieces the node's, the daemon's and the relay's schemas are built from,
+ * so that a kind of value is checked, and its error worded, in one place.
+ */
+
 /** A positive integer, with the wording the errors use. */
 export function positiveInt (): z.ZodInt {
   return z.int({ error: 'must be a positive integer' }).positive({ error: 'must be a positive integer' })
+}
+
+/** A positive number (a rate may be fractional). */
+export function positiveNumber (): z.ZodNumber {
+  return z.number({ error: 'must be a positive number' }).positive({ error: 'must be a positive number' })
+}
+
+/** A positive duration in milliseconds (timers take fractions too). */
+export function positiveMs (): z.ZodNumber {
+  return z.number({ error: 'must be a positive number of milliseconds' }).positive({ error: 'must be a positive number of milliseconds' })
+}
+
+/** A libp2p protocol id, such as the DHT's. */
+export function protocolId (): z.ZodString {
+  return z.string({ error: 'must be a protocol id starting with /, such as /parley/kad/1.0.0' })
+    .regex(/^\/\S+$/, { error: 'must be a protocol id starting with /, such as /parley/kad/1.0.0' })
+}
+
+/**
+ * A table of limits: each of `keys` optional and checked by `value`, any
+ * other key refused (a misspelt limit would otherwise leave its default in
+ * place, unnoticed).
+ */
+export function limitTable<K extends string, V extends z.ZodType> (keys: readonly K[], value: V): z.ZodObject<{ [P in K]: z.ZodOptional<V> }, z.core.$strict> {
+  return z.strictObject(Object.fromEntries(keys.map(key => [key, value.optional()])) as { [P in K]: z.ZodOptional<V> })
 }
 
 /** A string (or Multiaddr) that parses as a multiaddr; the reason names what is wrong with it. */

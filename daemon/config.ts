@@ -1,11 +1,8 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, multiaddrString, parseConfig, readConfigFile } from '../common/config.js'
-import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
-import { NODE_DEFAULTS } from '../node/config.js'
-import { CONNECTION_LIMIT_DEFAULTS } from '../node/network/connection-guard.js'
-import { DEFAULT_LIMITS } from '../node/policy.js'
+import { CONFIG_FILE, envLayer, flagLayer, parseConfig, readConfigFile } from '../common/config.js'
+import { NODE_DEFAULTS, nodeConfigSchema } from '../node/config.js'
 import type { ConfigBinding } from '../common/config.js'
 import type { NodeConfig } from '../node/config.js'
 
@@ -16,36 +13,29 @@ export function defaultDataDir (env: NodeJS.ProcessEnv = process.env): string {
   return join(xdg, 'parley')
 }
 
-const iceServer = z.object({
-  urls: z.union([z.string(), z.array(z.string())]),
-  username: z.string().optional(),
-  credential: z.string().optional()
-}).strict()
-
-/** `limits` in the config file: any of the node's policy limits (SECURITY.md lists them with their defaults). */
-const limitsSchema = z.object(Object.fromEntries(Object.keys(DEFAULT_LIMITS).map(key => [key, z.number().positive().optional()]))).strict()
-
-/** `connectionLimits` in the config file: caps on strangers' inbound connections (SECURITY.md). */
-const connectionLimitsSchema = z.object(Object.fromEntries(Object.keys(CONNECTION_LIMIT_DEFAULTS).map(key => [key, z.int().positive().optional()]))).strict()
-
-/** What the daemon's config file, `PARLEY_*` variables and flags may set. */
-export const daemonConfigSchema = z.object({
-  listen: z.array(multiaddrString()).default(NODE_DEFAULTS.listen),
-  announce: z.array(multiaddrString()).default([]),
-  relays: z.array(multiaddrString(hasPeerId)).default([]),
-  bootstrap: z.array(multiaddrString()).optional(),
-  iceServers: z.array(iceServer).default([]),
-  iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
-  dhtProtocol: z.string().startsWith('/').default(DEFAULT_DHT_PROTOCOL),
-  apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0),
-  heartbeatInterval: z.int().positive({ error: 'must be a positive number of milliseconds' }).default(NODE_DEFAULTS.heartbeatInterval),
-  limits: limitsSchema.default({}),
-  connectionLimits: connectionLimitsSchema.default({})
-}).strict()
+/**
+ * What the daemon's config file, `PARLEY_*` variables and flags may set: the
+ * node's options that make sense for a long-running daemon, checked by the
+ * node's own schema (the node fills in their defaults), and the API's port.
+ */
+export const daemonConfigSchema = nodeConfigSchema.pick({
+  listen: true,
+  announce: true,
+  relays: true,
+  bootstrap: true,
+  iceServers: true,
+  iceBindAddress: true,
+  dhtProtocol: true,
+  heartbeatInterval: true,
+  limits: true,
+  connectionLimits: true
+}).extend({
+  apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0)
+})
 
 export type DaemonConfig = z.output<typeof daemonConfigSchema>
 
-/** The file a first run writes: every key with its default, for people to edit. */
+/** The file a first run writes: the keys people edit most, with their defaults (the node's schema lists the rest). */
 export const DEFAULT_CONFIG_FILE = {
   listen: NODE_DEFAULTS.listen,
   announce: [],
@@ -108,18 +98,8 @@ export async function loadDaemonConfig (dataDir: string, flags: DaemonFlags, env
   return parseConfig(daemonConfigSchema, [file, environment, flagValues])
 }
 
+/** The node's options from a checked daemon config: all but the API's port. */
 export function toNodeConfig (dataDir: string, config: DaemonConfig): NodeConfig {
-  return {
-    dataDir,
-    listen: config.listen,
-    announce: config.announce,
-    relays: config.relays,
-    bootstrap: config.bootstrap,
-    iceServers: config.iceServers as RTCIceServer[],
-    iceBindAddress: config.iceBindAddress,
-    dhtProtocol: config.dhtProtocol,
-    heartbeatInterval: config.heartbeatInterval,
-    limits: config.limits as NodeConfig['limits'],
-    connectionLimits: config.connectionLimits as NodeConfig['connectionLimits']
-  }
+  const { apiPort, ...node } = config
+  return { dataDir, ...node }
 }

@@ -1,8 +1,14 @@
-import { isIP } from 'node:net'
+/**
+ * The node's programmatic options (`createNode`): what each one is, its
+ * default, and the zod schema that checks it. The daemon's config file,
+ * environment and flags are checked by a schema picked from this one
+ * (daemon/config.ts), so that each key is checked in one place.
+ */
 import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { hasPeerId, limitTable, multiaddrString, parseConfig, positiveInt, positiveMs, positiveNumber, protocolId } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
-import { InvalidConfigError } from '../common/errors.js'
-import { resolveConnectionLimits } from './network/connection-guard.js'
+import { CONNECTION_LIMIT_DEFAULTS } from './network/connection-guard.js'
 import { DEFAULT_LIMITS } from './policy.js'
 import type { ConnectionLimits } from './network/connection-guard.js'
 import type { PolicyLimits } from './policy.js'
@@ -149,69 +155,68 @@ export const NODE_DEFAULTS = {
   gapTimeout: 60_000
 }
 
-export function parseMultiaddr (value: string | Multiaddr, key: string): Multiaddr {
-  if (typeof value !== 'string') {
-    return value
-  }
-  try {
-    return multiaddr(value)
-  } catch (err: any) {
-    throw new InvalidConfigError(`${key}: "${value}" is not a valid multiaddr (${err.message})`)
-  }
-}
+/** One STUN/TURN server, as `RTCIceServer` has it. */
+export const iceServerSchema = z.strictObject({
+  urls: z.union([z.string(), z.array(z.string())], { error: 'must be a STUN/TURN URL or a list of them, such as stun:stun.l.google.com:19302' }),
+  username: z.string().optional(),
+  credential: z.string().optional()
+})
 
-function positive (value: number | undefined, fallback: number, key: string): number {
-  const n = value ?? fallback
-  if (!Number.isFinite(n) || n <= 0) {
-    throw new InvalidConfigError(`${key}: must be a positive number of milliseconds, got ${String(value)}`)
-  }
-  return n
-}
+/** `limits`: any of the policy limits (SECURITY.md lists them with their defaults). */
+export const policyLimitsSchema = limitTable(Object.keys(DEFAULT_LIMITS) as Array<keyof PolicyLimits>, positiveNumber())
 
-function resolveLimits (limits: Partial<PolicyLimits> = {}): PolicyLimits {
-  if (typeof limits !== 'object' || limits === null) throw new InvalidConfigError('limits: must be an object')
-  for (const [key, value] of Object.entries(limits)) {
-    if (!(key in DEFAULT_LIMITS)) throw new InvalidConfigError(`limits.${key}: unknown limit; known: ${Object.keys(DEFAULT_LIMITS).join(', ')}`)
-    if (typeof value !== 'number' || !(value > 0)) throw new InvalidConfigError(`limits.${key}: must be a positive number, got ${String(value)}`)
-  }
-  return { ...DEFAULT_LIMITS, ...limits }
-}
+/** `connectionLimits`: caps on strangers' inbound connections (SECURITY.md). */
+export const connectionLimitsSchema = limitTable(Object.keys(CONNECTION_LIMIT_DEFAULTS) as Array<keyof ConnectionLimits>, positiveInt())
 
+/**
+ * How each key of NodeConfig is checked. `satisfies` keeps it in step with
+ * the interface: a key added to one and not the other fails to compile.
+ */
+export const nodeConfigShape = {
+  dataDir: z.string().optional(),
+  listen: z.array(multiaddrString()).optional(),
+  announce: z.array(multiaddrString()).optional(),
+  relays: z.array(multiaddrString(hasPeerId)).optional(),
+  bootstrap: z.array(multiaddrString()).optional(),
+  iceServers: z.array(iceServerSchema).optional(),
+  iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
+  dhtProtocol: protocolId().optional(),
+  sendTimeout: positiveMs().optional(),
+  heartbeatInterval: positiveMs().optional(),
+  retry: z.strictObject({ initialDelay: positiveMs().optional(), maxDelay: positiveMs().optional() }).optional(),
+  gapTimeout: positiveMs().optional(),
+  limits: policyLimitsSchema.optional(),
+  connectionLimits: connectionLimitsSchema.optional()
+} satisfies Record<keyof NodeConfig, z.ZodType>
+
+/** NodeConfig's schema: unknown keys are errors, not silently ignored. */
+export const nodeConfigSchema = z.strictObject(nodeConfigShape)
+
+/** What passed the schema: a NodeConfig with every address a string. */
+export type CheckedNodeConfig = z.output<typeof nodeConfigSchema>
+
+/**
+ * Checks a programmatic config and fills in the defaults. Throws an
+ * `InvalidConfigError` naming each bad key and the reason.
+ */
 export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig {
-  const listen = config.listen ?? NODE_DEFAULTS.listen
-  listen.forEach((ma, i) => parseMultiaddr(ma, `listen[${i}]`))
-  const announce = config.announce ?? []
-  announce.forEach((ma, i) => parseMultiaddr(ma, `announce[${i}]`))
-  const relays = (config.relays ?? []).map((ma, i) => parseMultiaddr(ma, `relays[${i}]`))
-  relays.forEach((ma, i) => {
-    if (ma.getComponents().find(c => c.name === 'p2p') == null) {
-      throw new InvalidConfigError(`relays[${i}]: "${ma.toString()}" must end in /p2p/<relay peer id>`)
-    }
-  })
-  const bootstrap = (config.bootstrap ?? relays).map((ma, i) => parseMultiaddr(ma, `bootstrap[${i}]`))
-  if (config.iceServers != null && !Array.isArray(config.iceServers)) {
-    throw new InvalidConfigError('iceServers: must be an array of RTCIceServer objects')
-  }
-  if (config.iceBindAddress != null && isIP(config.iceBindAddress) === 0) {
-    throw new InvalidConfigError(`iceBindAddress: "${String(config.iceBindAddress)}" is not an IP address`)
-  }
+  // keys set to undefined are dropped on the way in: they leave the defaults in place
+  const checked: CheckedNodeConfig = parseConfig(nodeConfigSchema, [{ source: 'createNode options', values: config as Record<string, unknown> }])
+  const relays = (checked.relays ?? []).map(ma => multiaddr(ma))
   return {
-    dataDir: config.dataDir,
-    listen,
-    announce,
+    dataDir: checked.dataDir,
+    listen: checked.listen ?? NODE_DEFAULTS.listen,
+    announce: checked.announce ?? [],
     relays,
-    bootstrap,
-    iceServers: config.iceServers ?? [],
-    iceBindAddress: config.iceBindAddress,
-    dhtProtocol: config.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
-    sendTimeout: positive(config.sendTimeout, NODE_DEFAULTS.sendTimeout, 'sendTimeout'),
-    heartbeatInterval: positive(config.heartbeatInterval, NODE_DEFAULTS.heartbeatInterval, 'heartbeatInterval'),
-    retry: {
-      initialDelay: positive(config.retry?.initialDelay, NODE_DEFAULTS.retry.initialDelay, 'retry.initialDelay'),
-      maxDelay: positive(config.retry?.maxDelay, NODE_DEFAULTS.retry.maxDelay, 'retry.maxDelay')
-    },
-    gapTimeout: positive(config.gapTimeout, NODE_DEFAULTS.gapTimeout, 'gapTimeout'),
-    limits: resolveLimits(config.limits),
-    connectionLimits: resolveConnectionLimits(config.connectionLimits)
+    bootstrap: checked.bootstrap == null ? relays : checked.bootstrap.map(ma => multiaddr(ma)),
+    iceServers: checked.iceServers ?? [],
+    iceBindAddress: checked.iceBindAddress,
+    dhtProtocol: checked.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
+    sendTimeout: checked.sendTimeout ?? NODE_DEFAULTS.sendTimeout,
+    heartbeatInterval: checked.heartbeatInterval ?? NODE_DEFAULTS.heartbeatInterval,
+    retry: { ...NODE_DEFAULTS.retry, ...checked.retry },
+    gapTimeout: checked.gapTimeout ?? NODE_DEFAULTS.gapTimeout,
+    limits: { ...DEFAULT_LIMITS, ...checked.limits },
+    connectionLimits: { ...CONNECTION_LIMIT_DEFAULTS, ...checked.connectionLimits }
   }
 }

@@ -60,7 +60,7 @@ export class InvalidInviteError extends Error {
   override name = 'InvalidInviteError'
 }
 
-/** No contact has this name. */
+/** No contact has this name (the API's `DELETE /v1/contacts/:name` answers it with 404). */
 export class UnknownContactError extends Error {
   static override name = 'UnknownContactError'
   override name = 'UnknownContactError'

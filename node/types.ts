@@ -124,6 +124,21 @@ export interface BlockedPeer {
   name?: string
 }
 
+/** What `acceptRequest` did: the stranger's waiting messages joined the history. */
+export interface AcceptedRequest {
+  peerId: string
+  /** Messages that left the request and joined the history. */
+  accepted: number
+  /** The contact added, when a name was given. */
+  contact?: ContactInfo
+}
+
+/** What `declineRequest` and `block` did to a peer's waiting request messages. */
+export interface DeletedRequests {
+  peerId: string
+  deleted: number
+}
+
 /** A contact: a name for a peer, and the addresses its invite gave. */
 export interface ContactInfo {
   name: string

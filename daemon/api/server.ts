@@ -1,25 +1,38 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { createServer } from '../../common/node-http.js'
-import { z } from 'zod'
-import type { ParleyNode } from '../../node/node.js'
+import { UnknownContactError } from '../../node/errors.js'
+import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
+import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Receipt, SendOptions } from '../../node/types.js'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { z } from 'zod'
 
 /** Errors from the node that mean "your request was wrong": 400 with the reason. */
 const BAD_REQUEST = new Set([
   'InvalidPeerIdError', 'EmptyMessageError', 'MessageTooLargeError', 'InvalidMessageError',
-  'UnknownContactError', 'InvalidInviteError', 'InvalidContactNameError', 'UnknownPeerError'
+  'InvalidInviteError', 'InvalidContactNameError'
 ])
 
 /** Other errors from the node with a status of their own. */
 const ERROR_STATUS: Record<string, number> = {
+  // DELETE of a contact name nobody has
+  UnknownContactError: 404,
   // the name is taken by another peer and `replace` was not set
   ContactExistsError: 409,
   // the message store is at its size limit
   StorageFullError: 507
 }
 
-/** Largest request body read, as JSON (a message body is at most 64 KiB of UTF-8). */
+/**
+ * Largest request body read. A message body is at most 32 KiB of UTF-8
+ * (the protocol's MAX_BODY_BYTES), and JSON's escapes can make that six
+ * times longer: 1 MiB leaves room to spare and still bounds what a client
+ * can make the daemon hold.
+ */
 const MAX_REQUEST_BYTES = 1024 * 1024
+
+/** Past this much, the rest of a body too large is no longer read and dropped: the connection is cut. */
+const MAX_DRAINED_BYTES = 16 * MAX_REQUEST_BYTES
 
 /**
  * The Host headers the API answers: its own loopback names, with any port.
@@ -41,6 +54,39 @@ export const API_LIMITS = {
 
 /** A comment line on every event stream this often, so that a dead one is noticed. */
 const EVENTS_KEEP_ALIVE = 15_000
+
+/** The node's events the API streams at `/v1/events`. */
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change'>
+
+/**
+ * What the API server needs of a node: a ParleyNode has all of it, and a
+ * test can serve the API from a stub with just this.
+ */
+export interface ApiNode {
+  readonly peerId: { toString(): string }
+  readonly multiaddrs: ReadonlyArray<{ toString(): string }>
+  status(): NodeStatus
+  peers(): PeerInfo[]
+  outbox(): OutboxItem[]
+  invite(): string
+  queue(peer: string, body: string, options: Pick<SendOptions, 'contentType' | 'replyTo'>): string
+  waitFor(id: string, options: Pick<SendOptions, 'timeout'>): Promise<Receipt>
+  getMessage(id: string): HistoryEntry | undefined
+  history(peer: string, options: { limit?: number, before?: number }): HistoryEntry[]
+  contacts(): ContactInfo[]
+  addContact(name: string, peerOrInvite: string, options: { replace?: boolean }): Promise<ContactInfo>
+  /** False when no contact has this name. */
+  removeContact(name: string): boolean
+  requests(): MessageRequest[]
+  acceptRequest(peer: string, options: { name?: string }): Promise<AcceptedRequest>
+  declineRequest(peer: string): DeletedRequests
+  blocked(): BlockedPeer[]
+  block(peer: string): DeletedRequests
+  /** False when the peer was not blocked. */
+  unblock(peer: string): boolean
+  addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
+  removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
+}
 
 export interface ApiServerInit {
   /**
@@ -118,9 +164,9 @@ export interface ApiServer {
   close(): Promise<void>
 }
 
-/** An answer other than 200 with the handler's result. */
-class Reply {
-  constructor (readonly status: number, readonly body: unknown) {}
+/** An answer other than 200 with the handler's result (one of the route's `replies` in the contract). */
+class Reply<Status extends number, Body> {
+  constructor (readonly status: Status, readonly body: Body) {}
 }
 
 /** A request the API refuses: `status` with `{ error, message }`. */
@@ -130,40 +176,8 @@ class HttpError extends Error {
   }
 }
 
-const sendSchema = z.strictObject({
-  to: z.string().min(1),
-  body: z.string(),
-  contentType: z.string().optional(),
-  replyTo: z.string().optional(),
-  // seconds to wait for the ack
-  wait: z.number().min(0).max(3600).optional()
-})
-
-const historyQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(10_000).optional(),
-  before: z.coerce.number().int().min(0).optional()
-})
-
-const contactSchema = z.strictObject({
-  name: z.string().min(1).max(64),
-  // peer ID or invite
-  peer: z.string().min(1),
-  // repoint a name that is another peer's contact
-  replace: z.boolean().optional()
-})
-
-const acceptSchema = z.strictObject({
-  // also add the peer as a contact with this name
-  name: z.string().min(1).max(64).optional()
-}).optional()
-
-const blockSchema = z.strictObject({
-  // peer ID or contact name
-  peer: z.string().min(1)
-})
-
 /** Validates `value` (the request's `where`: body or querystring), or a 400 saying what is wrong. */
-function parse<T> (schema: z.ZodType<T>, value: unknown, where: string): T {
+function parse<S extends z.ZodType> (schema: S, value: unknown, where: string): z.output<S> {
   const result = schema.safeParse(value)
   if (result.success) return result.data
   const issues = result.error.issues.map(issue => {
@@ -173,111 +187,108 @@ function parse<T> (schema: z.ZodType<T>, value: unknown, where: string): T {
   throw new HttpError(400, 'BadRequest', issues.join('; '))
 }
 
-interface Request {
-  params: Record<string, string>
-  query: Record<string, string>
-  body: unknown
+/** A request as its route's handler gets it: parameters decoded, body and querystring checked. */
+interface Request<R extends ApiRoute> {
+  params: RouteParams<R>
+  query: RouteQuery<R>
+  body: CheckedBody<R>
   raw: IncomingMessage
   res: ServerResponse
 }
 
 /** Handlers answer with a JSON result (200), a `Reply`, or STREAMING once they own the response. */
 const STREAMING = Symbol('streaming')
-type Handler = (request: Request) => unknown
+
+type Replies<R extends ApiRoute> = ApiRoutes[R] extends { replies: infer Map } ? { [S in keyof Map]: S extends number ? Reply<S, Map[S]> : never }[keyof Map] : never
+type Answer<R extends ApiRoute> = ApiRoutes[R]['response'] | Replies<R> | typeof STREAMING
+type Handler<R extends ApiRoute> = (request: Request<R>) => Answer<R> | Promise<Answer<R>>
+
+/** One handler per route of the contract: a route left out, or an answer of the wrong shape, does not compile. */
+type Handlers = { [R in ApiRoute]: Handler<R> }
 
 interface Route {
   method: string
   segments: string[]
-  handler: Handler
+  schemas: RequestSchemas
+  handler: Handler<ApiRoute>
 }
+
+/** Each route's request schemas, looked up by any route (most have none). */
+const SCHEMAS: Partial<Record<ApiRoute, RequestSchemas>> = REQUEST_SCHEMAS
 
 /**
  * The daemon's local API: JSON over HTTP on 127.0.0.1 only, every request
  * carrying the bearer token that the daemon writes to its data dir. The CLI
  * talks to the node through this and nothing else.
  */
-export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}): Promise<ApiServer> {
+export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): Promise<ApiServer> {
   const token = init.token ?? randomBytes(32).toString('hex')
   const limits = { ...API_LIMITS, ...definedOnly(init) }
   const expected = Buffer.from(`Bearer ${token}`)
-  const routes: Route[] = []
-  const route = (method: string, path: string, handler: Handler): void => {
-    routes.push({ method, segments: path.split('/').slice(1), handler })
+
+  const handlers: Handlers = {
+    'GET /v1/id': () => ({ peerId: node.peerId.toString(), addrs: node.multiaddrs.map(a => a.toString()) }),
+    'GET /v1/status': () => node.status(),
+    'GET /v1/peers': () => node.peers(),
+    'GET /v1/outbox': () => node.outbox(),
+    'GET /v1/invite': () => ({ invite: node.invite() }),
+
+    'POST /v1/messages': async ({ body: { to, body: text, contentType, replyTo, wait } }) => {
+      const id = node.queue(to, text, { contentType, replyTo })
+      if (wait == null || wait === 0) {
+        return new Reply(202, { id, status: node.getMessage(id)?.status ?? 'queued' })
+      }
+      try {
+        return await node.waitFor(id, { timeout: wait * 1000 })
+      } catch (err: any) {
+        if (err.name === 'DeliveryTimeoutError') {
+          return new Reply(202, { id, status: node.getMessage(id)?.status ?? 'queued', message: err.message })
+        }
+        if (err.name === 'MessageRejectedError') {
+          return new Reply(422, { id, status: 'failed' as const, error: err.name, message: err.message })
+        }
+        throw err
+      }
+    },
+
+    'GET /v1/messages/:id': ({ params }) => {
+      const message = node.getMessage(params.id)
+      if (message == null) throw new HttpError(404, 'NotFound', `no message with id ${params.id}`)
+      return message
+    },
+
+    'GET /v1/history/:peer': ({ params, query }) => node.history(params.peer, query),
+
+    'GET /v1/contacts': () => node.contacts(),
+    'POST /v1/contacts': ({ body: { name, peer, replace } }) => node.addContact(name, peer, { replace }),
+    'DELETE /v1/contacts/:name': ({ params }) => {
+      if (!node.removeContact(params.name)) throw new UnknownContactError(`no contact named "${params.name}"`)
+      return { removed: params.name }
+    },
+
+    // message requests: strangers' messages waiting for the user's decision
+    'GET /v1/requests': () => node.requests(),
+    'POST /v1/requests/:peer/accept': ({ params, body }) => node.acceptRequest(params.peer, { name: body?.name }),
+    'DELETE /v1/requests/:peer': ({ params }) => node.declineRequest(params.peer),
+
+    'GET /v1/blocked': () => node.blocked(),
+    'POST /v1/blocked': ({ body }) => node.block(body.peer),
+    'DELETE /v1/blocked/:peer': ({ params }) => {
+      if (!node.unblock(params.peer)) throw new HttpError(404, 'NotFound', `${params.peer} is not blocked`)
+      return { unblocked: params.peer }
+    },
+
+    // live events as Server-Sent Events: message, status, path; a client that
+    // falls behind is sent `overflow` and dropped (see eventStream)
+    'GET /v1/events': ({ raw, res }) => {
+      eventStream(node, raw, res, limits)
+      return STREAMING
+    }
   }
 
-  route('GET', '/v1/id', () => ({ peerId: node.peerId.toString(), addrs: node.multiaddrs.map(a => a.toString()) }))
-  route('GET', '/v1/status', () => node.status())
-  route('GET', '/v1/peers', () => node.peers())
-  route('GET', '/v1/outbox', () => node.outbox())
-  route('GET', '/v1/invite', () => ({ invite: node.invite() }))
-
-  route('POST', '/v1/messages', async ({ body }) => {
-    const { to, body: text, contentType, replyTo, wait } = parse(sendSchema, body, 'body')
-    const id = node.queue(to, text, { contentType, replyTo })
-    if (wait == null || wait === 0) {
-      return new Reply(202, { id, status: node.getMessage(id)?.status ?? 'queued' })
-    }
-    try {
-      return await node.waitFor(id, { timeout: wait * 1000 })
-    } catch (err: any) {
-      if (err.name === 'DeliveryTimeoutError') {
-        return new Reply(202, { id, status: node.getMessage(id)?.status ?? 'queued', message: err.message })
-      }
-      if (err.name === 'MessageRejectedError') {
-        return new Reply(422, { id, status: 'failed', error: err.name, message: err.message })
-      }
-      throw err
-    }
-  })
-
-  route('GET', '/v1/messages/:id', ({ params }) => {
-    const message = node.getMessage(params.id)
-    if (message == null) throw new HttpError(404, 'NotFound', `no message with id ${params.id}`)
-    return message
-  })
-
-  route('GET', '/v1/history/:peer', ({ params, query }) => node.history(params.peer, parse(historyQuery, query, 'querystring')))
-
-  route('GET', '/v1/contacts', () => node.contacts())
-
-  route('POST', '/v1/contacts', ({ body }) => {
-    const { name, peer, replace } = parse(contactSchema, body, 'body')
-    return node.addContact(name, peer, { replace })
-  })
-
-  route('DELETE', '/v1/contacts/:name', ({ params }) => {
-    if (!node.removeContact(params.name)) {
-      throw new HttpError(404, 'UnknownContactError', `no contact named "${params.name}"`)
-    }
-    return { removed: params.name }
-  })
-
-  // message requests: strangers' messages waiting for the user's decision
-  route('GET', '/v1/requests', () => node.requests())
-
-  route('POST', '/v1/requests/:peer/accept', async ({ params, body }) => {
-    const options = parse(acceptSchema, body, 'body')
-    return node.acceptRequest(params.peer, { name: options?.name })
-  })
-
-  route('DELETE', '/v1/requests/:peer', ({ params }) => node.declineRequest(params.peer))
-
-  route('GET', '/v1/blocked', () => node.blocked())
-
-  route('POST', '/v1/blocked', ({ body }) => node.block(parse(blockSchema, body, 'body').peer))
-
-  route('DELETE', '/v1/blocked/:peer', ({ params }) => {
-    if (!node.unblock(params.peer)) {
-      throw new HttpError(404, 'NotFound', `${params.peer} is not blocked`)
-    }
-    return { unblocked: params.peer }
-  })
-
-  // live events as Server-Sent Events: message, status, path; a client that
-  // falls behind is sent `overflow` and dropped (see eventStream)
-  route('GET', '/v1/events', ({ raw, res }) => {
-    eventStream(node, raw, res, limits)
-    return STREAMING
+  const routes: Route[] = (Object.keys(handlers) as ApiRoute[]).map(key => {
+    const { method, path } = splitRoute(key)
+    return { method, segments: path.split('/').slice(1), schemas: SCHEMAS[key] ?? {}, handler: handlers[key] as Handler<ApiRoute> }
   })
 
   const server = createServer({
@@ -309,7 +320,14 @@ export async function startApiServer (node: ParleyNode, init: ApiServerInit = {}
       const url = new URL(raw.url ?? '/', 'http://127.0.0.1')
       const found = match(raw.method ?? 'GET', url.pathname)
       const body = raw.method === 'POST' ? await readJson(raw, limits.bodyTimeout) : undefined
-      result = await found.route.handler({ params: found.params, query: Object.fromEntries(url.searchParams), body, raw, res })
+      const { schemas } = found.route
+      result = await found.route.handler({
+        params: found.params,
+        query: schemas.query == null ? undefined : parse(schemas.query, Object.fromEntries(url.searchParams), 'querystring'),
+        body: schemas.body == null ? undefined : parse(schemas.body, body, 'body'),
+        raw,
+        res
+      } as Request<ApiRoute>)
       if (result === STREAMING) return
       if (result instanceof Reply) {
         status = result.status
@@ -395,6 +413,11 @@ function definedOnly (init: ApiServerInit): Partial<typeof API_LIMITS> {
   return Object.fromEntries(Object.entries(init).filter(([key, value]) => value !== undefined && key in API_LIMITS))
 }
 
+/** One Server-Sent Event of the contract's ApiEvents. */
+function eventText<E extends keyof ApiEvents> (event: E, data: ApiEvents[E]): string {
+  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+}
+
 /**
  * Serves `/v1/events` on `res` until the client goes. Each subscriber's
  * unsent backlog is bounded: an event that would take it past
@@ -404,7 +427,7 @@ function definedOnly (init: ApiServerInit): Partial<typeof API_LIMITS> {
  * them within `overflowGrace`, the connection is destroyed. Without this, one
  * stuck client and a flood of messages grow the daemon's memory until it dies.
  */
-function eventStream (node: ParleyNode, raw: IncomingMessage, res: ServerResponse, limits: typeof API_LIMITS): void {
+function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, limits: typeof API_LIMITS): void {
   // the stream ends the connection when it ends: no keep-alive after it
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'close' })
   let open = true
@@ -417,12 +440,9 @@ function eventStream (node: ParleyNode, raw: IncomingMessage, res: ServerRespons
     }
     res.write(chunk)
   }
-  const write = (event: string) => (evt: CustomEvent<unknown>) => {
-    send(`event: ${event}\ndata: ${JSON.stringify(evt.detail)}\n\n`)
-  }
-  const onMessage = write('message')
-  const onStatus = write('status')
-  const onPath = write('path')
+  const onMessage = (evt: ApiNodeEvents['message']): void => { send(eventText('message', evt.detail)) }
+  const onStatus = (evt: ApiNodeEvents['message:status']): void => { send(eventText('status', evt.detail)) }
+  const onPath = (evt: ApiNodeEvents['path:change']): void => { send(eventText('path', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false
@@ -433,14 +453,16 @@ function eventStream (node: ParleyNode, raw: IncomingMessage, res: ServerRespons
   }
   const overflow = (): void => {
     unsubscribe()
-    const data = { message: `this event stream fell over ${limits.maxEventBacklog} bytes behind and was dropped; reconnect, and read what was missed with /v1/history`, backlog: res.writableLength }
-    res.end(`event: overflow\ndata: ${JSON.stringify(data)}\n\n`)
+    res.end(eventText('overflow', {
+      message: `this event stream fell over ${limits.maxEventBacklog} bytes behind and was dropped; reconnect, and read what was missed with /v1/history`,
+      backlog: res.writableLength
+    }))
     const grace = setTimeout(() => { res.destroy() }, limits.overflowGrace)
     grace.unref()
     res.once('close', () => { clearTimeout(grace) })
   }
   // a first event, so a client knows the stream is live before anything happens
-  send(`event: ready\ndata: ${JSON.stringify({ peerId: node.peerId.toString() })}\n\n`)
+  send(eventText('ready', { peerId: node.peerId.toString() }))
   node.addEventListener('message', onMessage)
   node.addEventListener('message:status', onStatus)
   node.addEventListener('path:change', onPath)
@@ -470,7 +492,7 @@ async function readJson (raw: IncomingMessage, timeout: number): Promise<unknown
       size += chunk.length
       // the rest of a body too large is read and dropped, so that the client is
       // still there to read the answer (up to a point: then the connection goes)
-      if (size > 16 * MAX_REQUEST_BYTES) {
+      if (size > MAX_DRAINED_BYTES) {
         raw.destroy()
         done(new HttpError(413, 'PayloadTooLarge', `the request body is over ${MAX_REQUEST_BYTES} bytes`))
       } else if (size <= MAX_REQUEST_BYTES) {

@@ -1,8 +1,20 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { loadDaemonConfig, toNodeConfig } from '../../daemon/config.js'
+import { parseConfig } from '../../common/config.js'
+import { daemonConfigSchema, loadDaemonConfig, toNodeConfig } from '../../daemon/config.js'
+import { resolveNodeConfig } from '../../node/config.js'
 import { useTempDirs } from '../fixtures/dirs.js'
+
+/** The message `check` throws with, or `accepted`. */
+function problem (check: () => unknown): string {
+  try {
+    check()
+  } catch (err: any) {
+    return err.message
+  }
+  return 'accepted'
+}
 
 describe('the daemon config', () => {
   const tempDir = useTempDirs()
@@ -21,5 +33,23 @@ describe('the daemon config', () => {
     await expect(loadDaemonConfig(dir, {}, {})).rejects.toThrow(/limits.*maxStoreGigabytes/)
     await writeFile(join(dir, 'config.json'), JSON.stringify({ connectionLimits: { maxInboundPerIp: -1 } }))
     await expect(loadDaemonConfig(dir, {}, {})).rejects.toThrow(/connectionLimits\.maxInboundPerIp/)
+  })
+
+  it('checks each of its node keys with the node\'s own rules, and takes no node key a daemon has no use for', () => {
+    for (const values of [
+      { relays: ['/ip4/127.0.0.1/tcp/4001'] },
+      { heartbeatInterval: -5 },
+      { limits: { strangerBurst: 0 } },
+      { connectionLimits: { idleTimeout: 0.5 } },
+      { iceBindAddress: 'localhost' },
+      { dhtProtocol: ' /kad' }
+    ]) {
+      const fromDaemon = problem(() => parseConfig(daemonConfigSchema, [{ source: 'x', values }]))
+      expect(fromDaemon).not.toBe('accepted')
+      expect(fromDaemon).toBe(problem(() => resolveNodeConfig(values)).replace('createNode options', 'x'))
+    }
+    expect(problem(() => parseConfig(daemonConfigSchema, [{ source: 'x', values: { sendTimeout: 1_000 } }]))).toMatch(/^sendTimeout: unknown key/)
+    // the node fills in the defaults; the daemon only its API port
+    expect(parseConfig(daemonConfigSchema, [{ source: 'x', values: {} }])).toEqual({ apiPort: 0 })
   })
 })

@@ -1,0 +1,193 @@
+/**
+ * The daemon's local HTTP API as one contract: each route, what its request
+ * carries and what it answers. The server (server.ts) checks requests with
+ * these schemas and must serve every route with these answers (the compiler
+ * holds it to them); the CLI's client (cli/client.ts) builds its requests
+ * from the same routes and returns the same types.
+ *
+ * The CLI loads this for `parley send`: zod and types only, never the node.
+ */
+import { z } from 'zod'
+import type { PathChange } from '../../node/network/paths.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
+
+// ---- what requests carry ----
+
+/** `POST /v1/messages`. */
+export const sendBody = z.strictObject({
+  /** Peer ID or contact name. */
+  to: z.string().min(1),
+  body: z.string(),
+  contentType: z.string().optional(),
+  replyTo: z.string().optional(),
+  /** Seconds to wait for the ack; 0 or none answers at once (202). */
+  wait: z.number().min(0).max(3600).optional()
+})
+export type SendBody = z.input<typeof sendBody>
+
+/** `GET /v1/history/:peer?limit=&before=`. */
+export const historyQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+  before: z.coerce.number().int().min(0).optional()
+})
+
+/** `POST /v1/contacts`. */
+export const addContactBody = z.strictObject({
+  name: z.string().min(1).max(64),
+  /** Peer ID or invite. */
+  peer: z.string().min(1),
+  /** Repoint a name that is another peer's contact. */
+  replace: z.boolean().optional()
+})
+export type AddContactBody = z.input<typeof addContactBody>
+
+/** `POST /v1/requests/:peer/accept`; no body at all accepts without adding a contact. */
+export const acceptBody = z.strictObject({
+  /** Also add the peer as a contact with this name. */
+  name: z.string().min(1).max(64).optional()
+}).optional()
+
+/** `POST /v1/blocked`. */
+export const blockBody = z.strictObject({
+  /** Peer ID or contact name. */
+  peer: z.string().min(1)
+})
+
+/** The schemas a route's request is checked with. */
+export interface RequestSchemas {
+  body?: z.ZodType
+  query?: z.ZodType
+}
+
+/** The routes whose body or querystring is checked, and the schema that checks it. */
+export const REQUEST_SCHEMAS = {
+  'POST /v1/messages': { body: sendBody },
+  'GET /v1/history/:peer': { query: historyQuery },
+  'POST /v1/contacts': { body: addContactBody },
+  'POST /v1/requests/:peer/accept': { body: acceptBody },
+  'POST /v1/blocked': { body: blockBody }
+} satisfies { [R in ApiRoute]?: RequestSchemas }
+
+// ---- what answers carry ----
+
+export interface IdResponse {
+  peerId: string
+  addrs: string[]
+}
+
+export interface InviteResponse {
+  invite: string
+}
+
+/** 202 from `POST /v1/messages`: stored and on its way, not acknowledged (yet). */
+export interface SendQueued {
+  id: string
+  status: HistoryEntry['status']
+  /** Why the wait ended without an ack, when there was one. */
+  message?: string
+}
+
+/** 422 from `POST /v1/messages`: the recipient refused the message for good. */
+export interface SendRefused {
+  id: string
+  status: 'failed'
+  error: string
+  message: string
+}
+
+export interface RemovedContact {
+  removed: string
+}
+
+export interface UnblockResult {
+  unblocked: string
+}
+
+/** Every refusal and failure (4xx, 5xx): the error's name and what to do. */
+export interface ErrorBody {
+  error: string
+  message: string
+}
+
+/** `GET /v1/events` (Server-Sent Events): each event's name and its `data`. */
+export interface ApiEvents {
+  /** First, once the stream is live. */
+  ready: { peerId: string }
+  message: ReceivedMessage
+  status: StatusChange
+  path: PathChange
+  /** Last: the stream fell too far behind and is ended; read what was missed from the history. */
+  overflow: { message: string, backlog: number }
+}
+
+/** One event of the stream, as `{ event, data }`. */
+export type ApiEvent = { [E in keyof ApiEvents]: { event: E, data: ApiEvents[E] } }[keyof ApiEvents]
+
+/**
+ * Every route, as `METHOD /path` with `:name` for a path parameter, and its
+ * 200 answer; `replies` are answers with another status that are not errors.
+ */
+export interface ApiRoutes {
+  'GET /v1/id': { response: IdResponse }
+  'GET /v1/status': { response: NodeStatus }
+  'GET /v1/peers': { response: PeerInfo[] }
+  'GET /v1/outbox': { response: OutboxItem[] }
+  'GET /v1/invite': { response: InviteResponse }
+  /** 200 once acknowledged within `wait`. */
+  'POST /v1/messages': { response: Receipt, replies: { 202: SendQueued, 422: SendRefused } }
+  'GET /v1/messages/:id': { response: HistoryEntry }
+  'GET /v1/history/:peer': { response: HistoryEntry[] }
+  'GET /v1/contacts': { response: ContactInfo[] }
+  'POST /v1/contacts': { response: ContactInfo }
+  'DELETE /v1/contacts/:name': { response: RemovedContact }
+  /** Message requests: strangers' messages waiting for the user's decision. */
+  'GET /v1/requests': { response: MessageRequest[] }
+  'POST /v1/requests/:peer/accept': { response: AcceptedRequest }
+  'DELETE /v1/requests/:peer': { response: DeletedRequests }
+  'GET /v1/blocked': { response: BlockedPeer[] }
+  'POST /v1/blocked': { response: DeletedRequests }
+  'DELETE /v1/blocked/:peer': { response: UnblockResult }
+  /** A `text/event-stream` of these, until the client goes. */
+  'GET /v1/events': { response: ApiEvent }
+}
+
+export type ApiRoute = keyof ApiRoutes
+
+/** `'GET /v1/history/:peer'` → `'peer'`. */
+type ParamNames<Path extends string> =
+  Path extends `${string}:${infer Name}/${infer Rest}` ? Name | ParamNames<Rest>
+    : Path extends `${string}:${infer Name}` ? Name : never
+
+/** The path parameters of a route, by name (decoded). */
+export type RouteParams<R extends ApiRoute> = Record<ParamNames<R>, string>
+
+type Schemas = typeof REQUEST_SCHEMAS
+type SchemaOf<R extends ApiRoute, Part extends 'body' | 'query'> = R extends keyof Schemas ? Schemas[R] extends Record<Part, infer S extends z.ZodType> ? S : undefined : undefined
+
+/** What a client sends as the route's body (`undefined`: none). */
+export type RouteBody<R extends ApiRoute> = SchemaOf<R, 'body'> extends z.ZodType ? z.input<SchemaOf<R, 'body'>> : undefined
+
+/** The route's body once the server has checked it. */
+export type CheckedBody<R extends ApiRoute> = SchemaOf<R, 'body'> extends z.ZodType ? z.output<SchemaOf<R, 'body'>> : undefined
+
+/** The route's querystring: what a client puts in it, and the server reads once checked. */
+export type RouteQuery<R extends ApiRoute> = SchemaOf<R, 'query'> extends z.ZodType ? z.output<SchemaOf<R, 'query'>> : undefined
+
+type Replies<R extends ApiRoute> = ApiRoutes[R] extends { replies: infer Map } ? Map : Record<never, never>
+
+/** Each answer of a route that is not an error, with its status. */
+export type RouteAnswer<R extends ApiRoute> =
+  | { status: 200, body: ApiRoutes[R]['response'] }
+  | { [S in keyof Replies<R>]: { status: S, body: Replies<R>[S] } }[keyof Replies<R>]
+
+/** The method and the path pattern of a route: `'GET /v1/id'` → `['GET', '/v1/id']`. */
+export function splitRoute (route: ApiRoute): { method: string, path: string } {
+  const space = route.indexOf(' ')
+  return { method: route.slice(0, space), path: route.slice(space + 1) }
+}
+
+/** The path of a route with its parameters filled in, each percent-encoded. */
+export function routePath<R extends ApiRoute> (route: R, params: RouteParams<R>): string {
+  const values: Record<string, string> = params
+  return splitRoute(route).path.replace(/:([A-Za-z]+)/g, (_, name: string) => encodeURIComponent(values[name]))
+}
