@@ -3,6 +3,7 @@ import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
 
 const run = promisify(execFile)
@@ -11,20 +12,20 @@ async function tmux (...args: string[]): Promise<string> {
   return (await run('tmux', args)).stdout
 }
 
-/** Polls the pane until `pattern` shows (a terminal has no events to wait on). */
-async function screenShows (session: string, pattern: RegExp, timeoutMs = 30_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const screen = await tmux('capture-pane', '-p', '-t', session)
-    if (pattern.test(screen)) return screen
-    if (Date.now() > deadline) throw new Error(`the screen never showed ${String(pattern)}:\n${screen}`)
-    await new Promise(resolve => setTimeout(resolve, 200))
-  }
+/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
+async function screenShows (session: string, pattern: RegExp, timeout = 30_000): Promise<string> {
+  let screen = ''
+  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
+    every: 200,
+    timeout,
+    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
+  })
+  return screen
 }
 
 describe('parley chat in a terminal', () => {
-  useProcesses()
   const tempDir = useTempDirs()
+  useProcesses()
   const session = `parley-chat-${process.pid}`
   afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
 

@@ -8,8 +8,8 @@ import { CLI, NODE, runCli, startRelayProcess, useProcesses } from '../fixtures/
 import { startDaemonProcess } from './daemon.js'
 
 describe('the parley CLI and daemon, as processes', () => {
-  useProcesses()
   const tempDir = useTempDirs()
+  useProcesses()
 
   it('sends between two daemons through a relay: delivered, in both histories, streamed by watch', async () => {
     const relay = await startRelayProcess(['--listen', '/ip4/127.0.0.1/tcp/0', '--no-metrics', '--data-dir', await tempDir()])

@@ -46,8 +46,8 @@ async function watch (daemon: DaemonProcess, json: boolean): Promise<Watch> {
 }
 
 describe('message requests, blocks and contacts from the CLI', () => {
-  useProcesses()
   const tempDir = useTempDirs()
+  useProcesses()
 
   it('lists a stranger\'s message as a request; accept, decline, block, unblock; contacts add --replace', async () => {
     const bob = await startDaemonProcess(await tempDir())

@@ -1,8 +1,9 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, expect, it } from 'vitest'
 import { INVITE_PREFIX } from '../../node/invite.js'
-import { nextMessages, until, useNetwork } from '../fixtures/network.js'
-import type { ParleyNode, ReceivedMessage } from '../../index.js'
+import { collect, nextMessages, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
+import type { ParleyNode } from '../../index.js'
 import type { StatusChange } from '../../node/types.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { PeerInfo } from '@libp2p/interface'
@@ -30,20 +31,13 @@ async function firstOutcome (node: ParleyNode, id: string): Promise<StatusChange
   })
 }
 
-/** Everything a node receives, from now on. */
-function inbox (node: ParleyNode): ReceivedMessage[] {
-  const got: ReceivedMessage[] = []
-  node.addEventListener('message', evt => { got.push(evt.detail) })
-  return got
-}
-
 describe('an address that names another peer', () => {
   const net = useNetwork()
   const fast = { retry: { initialDelay: 100, maxDelay: 1_000 } }
 
   it('in an invite does not send a contact\'s messages to that peer', async () => {
     const [alice, bob, mallory] = await Promise.all([net.node({ relays: [], ...fast }), net.node({ relays: [] }), net.node({ relays: [] })])
-    const malloryGot = inbox(mallory)
+    const malloryGot = collect(mallory)
     const bobGets = nextMessages(bob, 1)
 
     // Bob's peer ID with Mallory's address, as Mallory would hand it out
@@ -74,7 +68,7 @@ describe('an address that names another peer', () => {
       net.node({ relays: [] })
     ])
     const routingTable = (alice.libp2p.services.dht as SingleKadDHT).routingTable
-    await until(() => routingTable.size > 0, routingTable as unknown as EventTarget, 'peer:add')
+    await until(() => routingTable.size > 0, { on: [routingTable as unknown as EventTarget, 'peer:add'], what: 'a peer in the routing table' })
     return { alice, bob, mallory }
   }
 
@@ -83,7 +77,7 @@ describe('an address that names another peer', () => {
 
   it('is not kept in the peer store, as libp2p keeps a DHT lookup\'s answer', async () => {
     const { alice, bob, mallory } = await dhtNodes()
-    const malloryGot = inbox(mallory)
+    const malloryGot = collect(mallory)
 
     // what libp2p's peer routing does with a lookup's answer: Bob "at" Mallory's address
     await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: [tcpAddress(mallory)] })
@@ -99,7 +93,7 @@ describe('an address that names another peer', () => {
 
   it('in a DHT lookup\'s answer is not dialled for the peer; the peer\'s real address is', async () => {
     const { alice, bob, mallory } = await dhtNodes()
-    const malloryGot = inbox(mallory)
+    const malloryGot = collect(mallory)
 
     // a hostile DHT server answers the lookup for Bob with Mallory's address, and
     // a record "of Bob" gives Mallory's bare address (only Mallory answers there)

@@ -5,7 +5,8 @@ import { idToString } from '../../node/message-id.js'
 import { DEFAULT_LIMITS } from '../../node/policy.js'
 import { MAX_BODY_BYTES } from '../../protocols/im/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { collect, nextMessages, until, useNetwork } from '../fixtures/network.js'
+import { collect, nextMessages, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import { rawMessage, useRawImClients } from '../fixtures/raw-im.js'
 import type { StatusChange } from '../../node/types.js'
 
@@ -18,9 +19,9 @@ async function dirBytes (dir: string): Promise<number> {
 }
 
 describe('a stranger', () => {
+  const tempDir = useTempDirs()
   const net = useNetwork()
   const rawClient = useRawImClients()
-  const tempDir = useTempDirs()
 
   it('cannot fill the disk: its messages wait as a request up to a quota, the rest is answered RATE_LIMITED', async () => {
     const dataDir = await tempDir()
@@ -38,7 +39,7 @@ describe('a stranger', () => {
     // the rest is not lost for an honest sender: it is told to come back later
     expect(acks.slice(ok).every(a => a.status === 'RATE_LIMITED' && (a.retryAfterMs ?? 0) > 0)).toBe(true)
 
-    await until(() => got.length >= ok, bob, 'message')
+    await until(() => got.length >= ok, { on: [bob, 'message'], what: () => `bob to receive ${ok} messages (he has ${got.length})` })
     expect(got.every(m => m.request === true && m.from === mallory.peerId)).toBe(true)
     expect(bob.requests()).toEqual([expect.objectContaining({ peerId: mallory.peerId, messages: ok, bytes: ok * MAX_BODY_BYTES })])
     expect(bob.status().requests).toBe(1)
@@ -65,7 +66,7 @@ describe('a stranger', () => {
     const mallory = await rawClient()
     const stream = await mallory.open(bob.multiaddrs)
     expect((await stream.send([rawMessage(1, 'buy my stuff')]))[0].status).toBe('OK')
-    await until(() => got.length === 1, bob, 'message')
+    await until(() => got.length === 1, { on: [bob, 'message'], what: 'bob to receive a message' })
 
     expect(bob.block(mallory.peerId)).toEqual({ peerId: mallory.peerId, deleted: 1 })
     expect(bob.requests()).toEqual([])
@@ -87,8 +88,8 @@ describe('a stranger', () => {
     const stream = await mallory.open(bob.multiaddrs)
     // a flood that ignores RATE_LIMITED: the connection goes before it is through
     await expect(stream.send(Array.from({ length: 500 }, (_, i) => rawMessage(i + 1, 'spam')))).rejects.toThrow()
-    await until(() => bob.libp2p.getConnections(mallory.libp2p.peerId).length === 0, bob.libp2p, 'connection:close')
-    await until(() => mallory.libp2p.getConnections(bob.peerId).length === 0, mallory.libp2p, 'connection:close')
+    await until(() => bob.libp2p.getConnections(mallory.libp2p.peerId).length === 0, { on: [bob.libp2p, 'connection:close'], what: 'bob to close his connections to mallory' })
+    await until(() => mallory.libp2p.getConnections(bob.peerId).length === 0, { on: [mallory.libp2p, 'connection:close'], what: 'mallory\'s connections to bob to close' })
     await expect(mallory.open(bob.multiaddrs)).rejects.toThrow()
     // nor under a fresh identity from the same IP; a contact there is still welcome
     const again = await rawClient()
@@ -106,7 +107,7 @@ describe('a stranger', () => {
     const stranger = await rawClient()
     const stream = await stranger.open(bob.multiaddrs)
     await stream.send([rawMessage(1, 'hi'), rawMessage(2, 'are you there?')])
-    await until(() => got.length === 2, bob, 'message')
+    await until(() => got.length === 2, { on: [bob, 'message'], what: () => `bob to receive 2 messages (he has ${got.length})` })
     expect(bob.declineRequest(stranger.peerId)).toEqual({ peerId: stranger.peerId, deleted: 2 })
     expect(bob.requests()).toEqual([])
     expect(bob.history(stranger.peerId)).toEqual([])
@@ -121,15 +122,15 @@ describe('a stranger', () => {
     alice.addEventListener('message:status', (evt) => { if (evt.detail.reason?.startsWith('rate limited') === true) limited.push(evt.detail) })
 
     const ids = Array.from({ length: 15 }, (_, i) => alice.queue(bob.peerId, `note ${i + 1}`))
-    await until(() => got.length >= 10, bob, 'message')
-    await until(() => limited.length > 0, alice, 'message:status')
+    await until(() => got.length >= 10, { on: [bob, 'message'], what: () => `bob to receive 10 messages (he has ${got.length})` })
+    await until(() => limited.length > 0, { on: [alice, 'message:status'], what: 'alice to be told to wait' })
     expect(got.every(m => m.request === true)).toBe(true)
     expect(alice.getMessage(ids[14])?.status).toBe('queued')
 
     const accepted = await bob.acceptRequest(alice.peerId, { name: 'alice' })
     expect(accepted).toMatchObject({ peerId: alice.peerId.toString(), accepted: 10, contact: { name: 'alice' } })
     expect(bob.requests()).toEqual([])
-    await until(() => got.length >= 15, bob, 'message')
+    await until(() => got.length >= 15, { on: [bob, 'message'], what: () => `bob to receive 15 messages (he has ${got.length})` })
     expect(got.map(m => m.body)).toEqual(Array.from({ length: 15 }, (_, i) => `note ${i + 1}`))
     expect(got.slice(10).every(m => m.request == null)).toBe(true)
     expect(bob.history(alice.peerId).every(m => m.request == null)).toBe(true)
@@ -177,7 +178,7 @@ describe('a stranger', () => {
     expect(ahead.map(a => a.status)).toEqual(['OK', 'OK', 'OK', 'OK', 'OK', 'RATE_LIMITED', 'RATE_LIMITED'])
     // the missing one still gets through, and frees the rest
     expect((await stream.send([rawMessage(2, 'two')])).map(a => a.status)).toEqual(['OK'])
-    await until(() => got.length === 7, bob, 'message')
+    await until(() => got.length === 7, { on: [bob, 'message'], what: () => `bob to receive 7 messages (he has ${got.length})` })
     expect(got.map(m => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7])
   })
 })
@@ -243,8 +244,8 @@ describe('a full message store', () => {
 })
 
 describe('a data dir', () => {
-  const net = useNetwork()
   const tempDir = useTempDirs()
+  const net = useNetwork()
 
   it('keeps the message store (and its WAL) to its owner, whatever mode the dir had', async () => {
     const dataDir = join(await tempDir(), 'data')

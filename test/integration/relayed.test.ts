@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
+import { nextMessages, reserved, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 
 describe('two nodes reachable only through a relay', () => {
   const net = useNetwork()
@@ -16,25 +17,17 @@ describe('two nodes reachable only through a relay', () => {
     // alice knows bob's relayed addresses only (as an invite would give them)
     await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
 
-    // when each kind of connection to bob opened, to time the upgrade
-    const opened: Record<string, number> = {}
-    alice.libp2p.addEventListener('connection:open', (evt) => {
-      if (!evt.detail.remotePeer.equals(bob.peerId)) return
-      opened[evt.detail.remoteAddr.toString().includes('/webrtc') ? 'webrtc' : 'relayed'] ??= Date.now()
-    })
-
     const bobGets = nextMessages(bob, 1)
     const first = await alice.send(bob.peerId, 'first, over the relay')
     expect(first.path).toBe('relayed')
     expect((await bobGets)[0]).toMatchObject({ body: 'first, over the relay', path: 'relayed', from: alice.peerId.toString() })
 
-    await until(() => alice.pathTo(bob.peerId) === 'direct', alice, 'path:change')
+    await until(() => alice.pathTo(bob.peerId) === 'direct', { on: [alice, 'path:change'], what: 'the path from alice to bob to become direct' })
     const webrtc = alice.libp2p.getConnections(bob.peerId).find(c => c.remoteAddr.toString().includes('/webrtc'))
     expect(webrtc?.status).toBe('open')
     // ICE used loopback on both ends (the fixture binds it there) and nothing else
     const pair = (webrtc as any).maConn.peerConnection.selectedCandidatePair()
     expect([pair.local.address, pair.remote.address]).toEqual(['127.0.0.1', '127.0.0.1'])
-    console.info(`relayed -> WebRTC upgrade: ${opened.webrtc - opened.relayed} ms from the relayed connection to the WebRTC one`)
 
     const later = nextMessages(bob, 1)
     const second = await alice.send(bob.peerId, 'second, peer to peer')

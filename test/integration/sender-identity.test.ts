@@ -1,6 +1,6 @@
 import * as lp from 'it-length-prefixed'
-import { parse as parseUuid } from 'uuid'
 import { describe, expect, it } from 'vitest'
+import { idFromString } from '../../node/message-id.js'
 import { ChatMessage, Frame, PROTOCOL } from '../../protocols/im/index.js'
 import { nextMessages, useNetwork } from '../fixtures/network.js'
 import { varint } from '../unit/im-helpers.js'
@@ -43,7 +43,7 @@ describe('sender identity', () => {
     // in an unknown field: none of it may make bob think the message is alice's
     const aliceId = new TextEncoder().encode(alice.peerId.toString())
     const forged = frameWithUnknownField({
-      id: new Uint8Array(parseUuid(real.id)),
+      id: idFromString(real.id),
       seq: 1n, // mallory's conversation with bob starts at 1 like any other
       sentAt: BigInt(Date.now()),
       body: `from: ${alice.peerId.toString()} - meet at midnight`

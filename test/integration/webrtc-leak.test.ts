@@ -1,6 +1,7 @@
 import { getEventListeners } from 'node:events'
 import { describe, expect, it } from 'vitest'
 import { reserved, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import type { ParleyNode } from '../../index.js'
 
 /** The abort listeners the WebRTC transport keeps on its lifetime signal (js-libp2p #3567). */
@@ -8,10 +9,6 @@ function webrtcShutdownListeners (node: ParleyNode): number {
   const transports: any[] = (node.libp2p as any).components.transportManager.getTransports()
   const webrtc = transports.find(t => t[Symbol.toStringTag] === '@libp2p/webrtc')
   return getEventListeners(webrtc.shutdownController.signal, 'abort').length
-}
-
-async function eventually (check: () => boolean): Promise<void> {
-  while (!check()) await new Promise(resolve => setTimeout(resolve, 50))
 }
 
 describe('WebRTC connections', () => {
@@ -33,13 +30,13 @@ describe('WebRTC connections', () => {
     const connection = await alice.libp2p.dial(webrtcAddr!, { signal: AbortSignal.timeout(60_000) })
     expect(connection.remoteAddr.toString()).toContain('/webrtc')
     // the transport registers its listener right after the connection opens
-    await eventually(() => webrtcShutdownListeners(alice) === baseline + 1)
+    await until(() => webrtcShutdownListeners(alice) === baseline + 1, { every: 50, what: 'alice\'s transport to register its listener' })
     await alice.libp2p.hangUp(bob.peerId)
     // the listener goes when the peer connection closes, which no event reports:
     // poll. Without the guard it stays for the life of the transport.
-    await eventually(() => webrtcShutdownListeners(alice) === baseline)
+    await until(() => webrtcShutdownListeners(alice) === baseline, { every: 50, what: () => `alice's transport to drop its listener (${webrtcShutdownListeners(alice) - baseline} left)` })
     // the answering side closes its peer connection once it sees it closed or
     // failed, which libdatachannel may take its ICE timeout to notice
-    await eventually(() => webrtcShutdownListeners(bob) === bobBaseline)
+    await until(() => webrtcShutdownListeners(bob) === bobBaseline, { every: 50, what: () => `bob's transport to drop its listener (${webrtcShutdownListeners(bob) - bobBaseline} left)` })
   })
 })

@@ -1,12 +1,13 @@
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createNode } from '../../index.js'
+import { useTempDirs } from '../fixtures/dirs.js'
 import { reserved } from '../fixtures/network.js'
 import { freePorts, httpGet, metricValue, runCli, startRelayProcess, useProcesses } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { bareNode, reserve } from './hop.js'
 import type { ParleyNode } from '../../index.js'
 import type { AddressInfo, Server } from 'node:net'
@@ -15,6 +16,7 @@ import type { AddressInfo, Server } from 'node:net'
 const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws', '--metrics', '127.0.0.1:0', '--inbound-connections-per-second', '1000']
 
 describe('parley relay (the process)', () => {
+  const tempDir = useTempDirs()
   useProcesses()
   let cleanup: Array<() => Promise<unknown>> = []
   afterEach(async () => {
@@ -22,12 +24,6 @@ describe('parley relay (the process)', () => {
     cleanup = []
     await Promise.allSettled(steps.map(async step => step()))
   })
-
-  async function tempDir (): Promise<string> {
-    const dir = await mkdtemp(join(tmpdir(), 'parley-relay-'))
-    cleanup.push(async () => rm(dir, { recursive: true, force: true }))
-    return dir
-  }
 
   it('prints its peer ID and addresses, serves /metrics and /healthz, and on SIGTERM ends reservations and exits 0', async () => {
     const relay = await startRelayProcess(['--data-dir', await tempDir(), ...LOOPBACK])
@@ -48,9 +44,7 @@ describe('parley relay (the process)', () => {
     // its roles, as identify tells them: relay, DHT server (the bootstrap node), AutoNAT, identify, ping
     const relayPeer = peerIdFromString(relay.peerId)
     const protocols = async (): Promise<string[]> => (await client.peerStore.get(relayPeer)).protocols
-    while (!(await protocols()).includes('/libp2p/circuit/relay/0.2.0/hop')) {
-      await new Promise(resolve => { client.addEventListener('peer:identify', resolve, { once: true }) })
-    }
+    await until(async () => (await protocols()).includes('/libp2p/circuit/relay/0.2.0/hop'), { on: [client, 'peer:identify'], what: 'the relay to be identified as one' })
     expect(await protocols()).toEqual(expect.arrayContaining([
       '/libp2p/circuit/relay/0.2.0/hop', '/parley/kad/1.0.0', '/libp2p/autonat/1.0.0', '/ipfs/id/1.0.0', '/ipfs/ping/1.0.0'
     ]))

@@ -1,12 +1,10 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createRelay, loadRelayConfig, resolveRelayConfig, RELAY_DEFAULTS } from '../../index.js'
-import { mergeLayers, parseConfig } from '../../common/config.js'
+import { useTempDirs } from '../fixtures/dirs.js'
 import { ROOT } from '../fixtures/processes.js'
-import { z } from 'zod'
 
 /** The error `fn` throws (sync or async); fails if it does not throw. */
 async function thrown (fn: () => unknown): Promise<Error & { issues?: string[] }> {
@@ -19,16 +17,7 @@ async function thrown (fn: () => unknown): Promise<Error & { issues?: string[] }
 }
 
 describe('relay config', () => {
-  let dirs: string[] = []
-  afterEach(async () => {
-    await Promise.all(dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
-    dirs = []
-  })
-  async function tempDir (): Promise<string> {
-    const dir = await mkdtemp(join(tmpdir(), 'parley-relay-config-'))
-    dirs.push(dir)
-    return dir
-  }
+  const tempDir = useTempDirs()
 
   it('fills in the defaults, with the relay-v2 circuit limits of 2 min and 128 KiB', () => {
     const config = resolveRelayConfig({})
@@ -163,26 +152,5 @@ describe('relay config', () => {
     expect((await thrown(async () => loadRelayConfig({ config: join(dir, 'list.json') }, {}))).message).toMatch(/must hold a JSON object/)
     // a data dir without a config file is fine
     expect((await loadRelayConfig({ dataDir: dir }, {})).config).toMatchObject({ dataDir: dir })
-  })
-})
-
-describe('common config layers', () => {
-  it('merges objects key by key and replaces lists whole', () => {
-    const merged = mergeLayers([
-      { source: 'a', values: { listen: ['x', 'y'], limits: { a: 1, b: 2 } } },
-      undefined,
-      { source: 'b', values: { listen: ['z'], limits: { b: 3, c: undefined } }, origins: { 'limits.b': 'FLAG_B' } }
-    ])
-    expect(merged.values).toEqual({ listen: ['z'], limits: { a: 1, b: 3 } })
-    expect(merged.origins.get('limits.a')).toBe('a')
-    expect(merged.origins.get('limits.b')).toBe('FLAG_B')
-    expect(merged.origins.get('listen')).toBe('b')
-  })
-
-  it('validates nested keys of any schema with path, reason and source', () => {
-    const schema = z.strictObject({ retry: z.strictObject({ maxDelay: z.int().positive({ error: 'must be a positive integer' }) }).optional() })
-    expect(() => parseConfig(schema, [{ source: 'config file x.json', values: { retry: { maxDelay: -1 } } }]))
-      .toThrow('retry.maxDelay: must be a positive integer, got -1 (from config file x.json)')
-    expect(parseConfig(schema, [{ source: 'flags', values: { retry: { maxDelay: 5 } } }])).toEqual({ retry: { maxDelay: 5 } })
   })
 })

@@ -3,6 +3,7 @@ import drain from 'it-drain'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { useNetwork } from '../fixtures/network.js'
 import { httpGet, metricValue } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { bareNode, connect, reserve } from './hop.js'
 import type { ParleyRelay, RelayConfig } from '../../index.js'
 import type { Connection, Libp2p } from '@libp2p/interface'
@@ -10,13 +11,9 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 
 const SINK = '/parley-test/sink/1.0.0'
 
-/** Resolves once `check()` holds, checking every 20 ms (a condition, not a fixed wait). */
-async function eventually (check: () => boolean | Promise<boolean>, what: string, timeout = 20_000): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
+/** Resolves once `check()` holds, checking every 20 ms, for up to 20 s. */
+async function eventually (check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  await until(check, { every: 20, what, timeout: 20_000 })
 }
 
 async function ipv6Loopback (): Promise<boolean> {

@@ -11,6 +11,7 @@ import { ConnectionGate } from '../../relay/connections.js'
 import { RelayMetrics } from '../../relay/metrics.js'
 import { useNetwork } from '../fixtures/network.js'
 import { httpGet, metricValue } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { bareNode, connect, reserve } from './hop.js'
 import type { ParleyRelay, RelayConfig } from '../../index.js'
 import type { BareNodeOptions } from './hop.js'
@@ -19,18 +20,14 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 
 const DEFAULTS = RELAY_DEFAULTS.limits
 
-/** Resolves once `check()` holds, checking every 20 ms (a condition, not a fixed wait). */
 /** 'connected' or 'refused': what became of `node`'s dial to `addr`. */
 async function dialOutcome (node: Libp2p, addr: Multiaddr): Promise<'connected' | 'refused'> {
   return node.dial(addr).then(() => 'connected', () => 'refused')
 }
 
-async function eventually (check: () => boolean | Promise<boolean>, what: string, timeout = 20_000): Promise<void> {
-  const deadline = Date.now() + timeout
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
+/** Resolves once `check()` holds, checking every 20 ms, for up to 20 s. */
+async function eventually (check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  await until(check, { every: 20, what, timeout: 20_000 })
 }
 
 describe('relay limits per source, as shipped', () => {

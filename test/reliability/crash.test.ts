@@ -5,7 +5,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { loadIdentity } from '../../common/identity.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { LOOPBACK_TCP, until, useNetwork } from '../fixtures/network.js'
+import { LOOPBACK_TCP, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import type { ReceivedMessage } from '../../index.js'
 import type { ChildProcess } from 'node:child_process'
 
@@ -19,8 +20,8 @@ interface Sender {
 }
 
 describe('a sender killed with messages queued and in flight', () => {
-  const net = useNetwork()
   const tempDir = useTempDirs()
+  const net = useNetwork()
   const children: ChildProcess[] = []
   afterEach(() => { for (const c of children.splice(0)) c.kill('SIGKILL') })
 
@@ -63,7 +64,7 @@ describe('a sender killed with messages queued and in flight', () => {
     const first = startSender([...args, '100'])
     await first.line(l => l.queued === 100)
     // let some get through, then kill it mid-flight: no chance to clean up
-    await until(() => got.length >= 5, bob, 'message')
+    await until(() => got.length >= 5, { on: [bob, 'message'], what: 'bob to receive 5 messages before the crash' })
     first.child.kill('SIGKILL')
     await new Promise(resolve => first.child.once('exit', resolve))
     const beforeCrash = got.length
@@ -71,12 +72,11 @@ describe('a sender killed with messages queued and in flight', () => {
 
     const second = startSender([...args, '0'])
     await second.line(l => l.outbox === 0)
-    await until(() => got.length >= 100, bob, 'message')
+    await until(() => got.length >= 100, { on: [bob, 'message'], what: () => `bob to receive all 100 messages (he has ${got.length})` })
 
     expect(got.map(m => m.body)).toEqual(Array.from({ length: 100 }, (_, i) => `msg ${i + 1}`))
     expect(got.map(m => m.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
     expect(new Set(got.map(m => m.id)).size).toBe(100)
     expect(new Set(got.map(m => m.from)).size).toBe(1)
-    console.info(`${beforeCrash} delivered before SIGKILL, ${100 - beforeCrash} after the restart`)
   })
 })

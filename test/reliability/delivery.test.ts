@@ -1,30 +1,22 @@
 import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { collect, LOOPBACK_TCP, nextMessages, reserved, until, useNetwork } from '../fixtures/network.js'
+import { collect, LOOPBACK_TCP, nextMessages, reserved, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import type { ParleyNode } from '../../index.js'
 import type { StatusChange } from '../../node/types.js'
 
 /** Quick retries so that tests do not wait minutes for back-off. */
 const FAST_RETRY = { initialDelay: 100, maxDelay: 1_000 }
 
+/** Resolves once every one of `ids` is delivered. */
 async function delivered (node: ParleyNode, ids: string[]): Promise<void> {
-  const pending = new Set(ids.filter(id => node.getMessage(id)?.status !== 'delivered'))
-  if (pending.size === 0) return
-  await new Promise<void>(resolve => {
-    const onStatus = (evt: CustomEvent<StatusChange>): void => {
-      if (evt.detail.status === 'delivered') pending.delete(evt.detail.id)
-      if (pending.size === 0) {
-        node.removeEventListener('message:status', onStatus)
-        resolve()
-      }
-    }
-    node.addEventListener('message:status', onStatus)
-  })
+  const left = (): number => ids.filter(id => node.getMessage(id)?.status !== 'delivered').length
+  await until(() => left() === 0, { on: [node, 'message:status'], what: () => `${left()} of ${ids.length} messages to be delivered` })
 }
 
 describe('reliable delivery', () => {
-  const net = useNetwork()
   const tempDir = useTempDirs()
+  const net = useNetwork()
 
   it('delivers 20 messages sent while the recipient was stopped, once each and in order, when it comes back', async () => {
     const relay = await net.relay()
@@ -46,7 +38,7 @@ describe('reliable delivery', () => {
     const got = collect(bob)
     await delivered(alice, ids)
 
-    await until(() => got.length >= 20, bob, 'message')
+    await until(() => got.length >= 20, { on: [bob, 'message'], what: () => `bob to receive 20 messages (he has ${got.length})` })
     expect(got.map(m => m.body)).toEqual(ids.map((_, i) => `offline ${i + 1}`))
     expect(got.map(m => m.seq)).toEqual(ids.map((_, i) => i + 1))
     expect(new Set(got.map(m => m.id)).size).toBe(20)
@@ -123,7 +115,7 @@ describe('reliable delivery', () => {
     const bodies = Array.from({ length: 60 }, (_, i) => `burst ${String(i + 1).padStart(2, '0')} ${'x'.repeat(280)}`)
     const receipts = await Promise.all(bodies.map(async body => alice.send(bob.peerId, body, { timeout: 90_000 })))
     expect(receipts.every(r => r.path === 'relayed')).toBe(true)
-    await until(() => got.length >= 60, bob, 'message')
+    await until(() => got.length >= 60, { on: [bob, 'message'], what: () => `bob to receive 60 messages (he has ${got.length})` })
     expect(got.map(m => m.body)).toEqual(bodies)
     expect(circuits.size).toBeGreaterThan(1)
   })
