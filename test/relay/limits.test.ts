@@ -207,7 +207,6 @@ describe('relay limits', () => {
     expect(relay.circuits).toBe(0)
     // the relay carried the limit and at most what alice sent beyond it (plus framing)
     const relayed = metricValue(text, 'parley_relay_relayed_bytes_total')
-    console.info(`data limit ${circuitBytes} B: alice wrote ${sent} B before the cut, the relay carried ${relayed} B`)
     expect(relayed).toBeGreaterThan(circuitBytes)
     expect(relayed).toBeLessThan(sent + 16 * 1024)
   })
