@@ -4,7 +4,7 @@ import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
 import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo } from '../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark } from '../node/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -155,6 +155,16 @@ export class ApiClient {
   /** Lifts a block (a 404 ApiError when the peer was not blocked). */
   async unblock (peer: string): Promise<UnblockResult> {
     return (await this.call('DELETE /v1/blocked/:peer', { params: { peer } })).body
+  }
+
+  /** The inbox: conversations with unread counts, the latest activity first. */
+  async conversations (): Promise<Conversation[]> {
+    return (await this.call('GET /v1/conversations', { params: {} })).body
+  }
+
+  /** Marks the conversation with a peer (peer ID or contact name) read, up to the message `upTo` or everything. */
+  async markRead (peer: string, options: { upTo?: string } = {}): Promise<ReadMark> {
+    return (await this.call('POST /v1/conversations/:peer/read', { params: { peer }, body: options.upTo == null ? {} : { upTo: options.upTo } })).body
   }
 
   /** Server-Sent Events from /v1/events, as `{ event, data }`, until `signal` aborts. */

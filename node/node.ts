@@ -25,11 +25,11 @@ import { Policy } from './policy.js'
 import { Reception } from './reception.js'
 import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
-import { Store } from './store/index.js'
+import { PREVIEW_CHARS, Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
 import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Receipt, SendOptions, StatusChange } from './types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { Logger, PeerId } from '@libp2p/interface'
@@ -438,6 +438,48 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   history (peer: PeerId | string, options: { limit?: number, before?: number } = {}): HistoryEntry[] {
     const self = this.peerId.toString()
     return this.store.history(this.resolvePeer(peer).toString(), options).map(m => toHistoryEntry(self, this.engine.overlay(m)))
+  }
+
+  // ---- the inbox: conversations and read marks ----
+
+  /** Every conversation with a message in its history, the latest activity first (see `Conversation`). */
+  conversations (): Conversation[] {
+    return this.store.conversations().map(({ last, name, unread, request }) => {
+      const chars = Array.from(last.body)
+      const preview = chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join('')}…` : last.body
+      return {
+        peerId: last.peer,
+        ...(name == null ? {} : { name }),
+        last: {
+          id: last.id,
+          direction: last.direction,
+          preview,
+          contentType: last.contentType,
+          at: last.createdAt,
+          status: last.direction === 'in' ? 'received' : this.engine.overlay(last).status as HistoryEntry['status']
+        },
+        unread,
+        request
+      }
+    })
+  }
+
+  /**
+   * Marks the conversation with `peer` read up to the message `upTo` (by
+   * default, everything in its history so far). A mark never moves back.
+   * Sending to a peer marks its conversation read up to the message sent.
+   *
+   * @throws InvalidMessageError when `upTo` is not a message of this conversation
+   */
+  markRead (peer: PeerId | string, options: { upTo?: string } = {}): ReadMark {
+    const peerId = this.resolvePeer(peer).toString()
+    let position: number | undefined
+    if (options.upTo != null) {
+      checkMessageId(options.upTo, 'upTo')
+      position = this.store.positionOf(peerId, options.upTo)
+      if (position == null) throw new InvalidMessageError(`upTo: ${options.upTo} is not a message of the conversation with ${peerId} (see \`parley history --json\`)`)
+    }
+    return { peerId, unread: this.store.markRead(peerId, position) }
   }
 
   /** Messages not yet delivered or failed, oldest first. */

@@ -161,3 +161,32 @@ export interface ParleyNodeEvents {
   'message:status': CustomEvent<StatusChange>
   'path:change': CustomEvent<PathChange>
 }
+
+/** One conversation of the inbox, as `conversations` lists it. */
+export interface Conversation {
+  peerId: string
+  /** The user's contact name for the peer (the first by name), when it has one. */
+  name?: string
+  /** The last message of the conversation's history, in either direction. */
+  last: {
+    id: string
+    direction: 'in' | 'out'
+    /** The body, cut to 100 characters (the cut ends with `…`). */
+    preview: string
+    contentType: string
+    /** This node's clock when the message was written: sent or received. */
+    at: number
+    status: HistoryEntry['status']
+  }
+  /** Inbound messages after the read mark; a message request's are not counted (see `requests`). */
+  unread: number
+  /** The peer is a stranger whose messages wait as a message request. */
+  request: boolean
+}
+
+/** What `markRead` did. */
+export interface ReadMark {
+  peerId: string
+  /** Inbound messages still unread after the mark (0 when everything was marked). */
+  unread: number
+}

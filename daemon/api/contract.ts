@@ -9,7 +9,7 @@
  */
 import { z } from 'zod'
 import type { PathChange } from '../../node/network/paths.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
 
 // ---- what requests carry ----
 
@@ -53,6 +53,13 @@ export const blockBody = z.strictObject({
   peer: z.string().min(1)
 })
 
+/** `POST /v1/conversations/:peer/read`; no body at all marks everything read. */
+export const markReadBody = z.strictObject({
+  /** Mark read up to this message (its id) rather than everything. */
+  upTo: z.string().max(64).optional()
+}).optional()
+export type MarkReadBody = z.input<typeof markReadBody>
+
 /** The schemas a route's request is checked with. */
 export interface RequestSchemas {
   body?: z.ZodType
@@ -65,7 +72,8 @@ export const REQUEST_SCHEMAS = {
   'GET /v1/history/:peer': { query: historyQuery },
   'POST /v1/contacts': { body: addContactBody },
   'POST /v1/requests/:peer/accept': { body: acceptBody },
-  'POST /v1/blocked': { body: blockBody }
+  'POST /v1/blocked': { body: blockBody },
+  'POST /v1/conversations/:peer/read': { body: markReadBody }
 } satisfies { [R in ApiRoute]?: RequestSchemas }
 
 // ---- what answers carry ----
@@ -147,6 +155,9 @@ export interface ApiRoutes {
   'GET /v1/blocked': { response: BlockedPeer[] }
   'POST /v1/blocked': { response: DeletedRequests }
   'DELETE /v1/blocked/:peer': { response: UnblockResult }
+  /** The inbox: conversations with unread counts, the latest activity first. */
+  'GET /v1/conversations': { response: Conversation[] }
+  'POST /v1/conversations/:peer/read': { response: ReadMark }
   /** A `text/event-stream` of these, until the client goes. */
   'GET /v1/events': { response: ApiEvent }
 }

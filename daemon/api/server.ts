@@ -3,7 +3,7 @@ import { createServer } from '../../common/node-http.js'
 import { UnknownContactError } from '../../node/errors.js'
 import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
 import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Receipt, SendOptions } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, SendOptions } from '../../node/types.js'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 
@@ -84,6 +84,8 @@ export interface ApiNode {
   block(peer: string): DeletedRequests
   /** False when the peer was not blocked. */
   unblock(peer: string): boolean
+  conversations(): Conversation[]
+  markRead(peer: string, options: { upTo?: string }): ReadMark
   addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
   removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
 }
@@ -277,6 +279,10 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       if (!node.unblock(params.peer)) throw new HttpError(404, 'NotFound', `${params.peer} is not blocked`)
       return { unblocked: params.peer }
     },
+
+    // the inbox: conversations, unread counts, read marks
+    'GET /v1/conversations': () => node.conversations(),
+    'POST /v1/conversations/:peer/read': ({ params, body }) => node.markRead(params.peer, { upTo: body?.upTo }),
 
     // live events as Server-Sent Events: message, status, path; a client that
     // falls behind is sent `overflow` and dropped (see eventStream)

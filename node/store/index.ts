@@ -105,6 +105,21 @@ export interface RequestSummary {
 
 export type PeerState = 'accepted' | 'blocked'
 
+/** How many characters of the last message's body `conversations` reads. */
+export const PREVIEW_CHARS = 100
+
+/** One conversation as `conversations` lists it. */
+export interface ConversationRow {
+  /** The last message of its history; `body` is at most PREVIEW_CHARS + 1 characters. */
+  last: StoredMessage
+  /** The first contact naming the peer. */
+  name?: string
+  /** Inbound messages after the read mark, message requests not counted. */
+  unread: number
+  /** The peer has messages waiting as a message request. */
+  request: boolean
+}
+
 export { REFUSED_SEQ_WINDOW } from '../inbox/ordering.js'
 
 export interface Contact {
@@ -356,11 +371,13 @@ export class Store {
   enqueue (message: NewOutbound): StoredMessage {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
-      this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
+      const position = this.nextPosition()
+      // a user who writes has read what came before: the read mark moves up to the new message
+      this.sql('UPDATE conversations SET next_out_seq = ?, read_position = ? WHERE peer = ?').run(seq + 1, position, message.peer)
       const row = outboundRow(message, seq)
       this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, this.nextPosition())
+        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position)
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
       return toMessage(row)
     })
@@ -615,6 +632,62 @@ export class Store {
   getMessage (id: string): StoredMessage | undefined {
     const row = this.sql("SELECT * FROM messages WHERE id = ? ORDER BY direction = 'out' DESC LIMIT 1").get(id) as Row | undefined
     return row == null ? undefined : toMessage(row)
+  }
+
+  // ---- conversations and read marks ----
+
+  /**
+   * Every conversation with a message in its history, the latest activity
+   * first: its last message (body cut to `PREVIEW_CHARS` + 1 characters, so
+   * that the caller can tell it was cut), the contact naming its peer (the
+   * first by name), and how many inbound messages came after the read mark,
+   * message requests not counted. Each conversation costs a few index
+   * lookups (see the query-plan test), its unread messages aside: never a
+   * pass over its whole history.
+   */
+  conversations (): ConversationRow[] {
+    const rows = this.sql(`SELECT m.peer, m.id, m.direction, substr(m.body, 1, ${PREVIEW_CHARS + 1}) AS body, m.content_type, m.created_at, m.status,
+        m.path, m.reason, m.seq, m.sent_at, m.received_at, m.request, m.position, c.read_position,
+        (SELECT name FROM contacts WHERE contacts.peer = c.peer ORDER BY name LIMIT 1) AS contact_name,
+        (SELECT count(*) FROM messages u INDEXED BY messages_by_position
+          WHERE u.peer = c.peer AND u.position > c.read_position AND u.direction = 'in' AND u.request = 0) AS unread,
+        EXISTS (SELECT 1 FROM messages r INDEXED BY messages_requests WHERE r.request = 1 AND r.peer = c.peer) AS is_request
+      FROM conversations c
+      -- CROSS JOIN: conversations outside, each one's last message looked up, never the other way round
+      CROSS JOIN messages m INDEXED BY messages_by_position
+      WHERE m.peer = c.peer AND m.position = (SELECT max(position) FROM messages x INDEXED BY messages_by_position WHERE x.peer = c.peer)
+      ORDER BY m.position DESC`).all() as Row[]
+    return rows.map(r => ({
+      last: toMessage(r),
+      name: r.contact_name ?? undefined,
+      unread: r.unread,
+      request: r.is_request === 1
+    }))
+  }
+
+  /** The history position of a message of the conversation with `peer`, if it has a place there. */
+  positionOf (peer: string, id: string): number | undefined {
+    const row = this.sql('SELECT position FROM messages WHERE id = ? AND peer = ? AND position IS NOT NULL ORDER BY direction LIMIT 1').get(id, peer) as Row | undefined
+    return row?.position ?? undefined
+  }
+
+  /**
+   * Moves the conversation's read mark up to `position` (default: its last
+   * message); never back. The inbound messages still unread after it.
+   */
+  markRead (peer: string, position?: number): number {
+    return this.transaction(() => {
+      const upTo = position ?? (this.sql('SELECT max(position) AS p FROM messages WHERE peer = ?').get(peer) as Row).p ?? 0
+      this.sql('UPDATE conversations SET read_position = max(read_position, ?) WHERE peer = ?').run(upTo, peer)
+      return this.unread(peer)
+    })
+  }
+
+  /** Inbound messages of the conversation after its read mark, message requests not counted. */
+  unread (peer: string): number {
+    const row = this.sql(`SELECT count(*) AS n FROM conversations c JOIN messages u INDEXED BY messages_by_position
+      ON u.peer = c.peer AND u.position > c.read_position WHERE c.peer = ? AND u.direction = 'in' AND u.request = 0`).get(peer) as Row
+    return row.n
   }
 
   // ---- message requests and the block list ----

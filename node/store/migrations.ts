@@ -73,6 +73,13 @@ export const MIGRATIONS: string[] = [
   // rows an older parley left so when it stopped go back to the queue
   `
   UPDATE messages SET status = 'queued' WHERE direction = 'out' AND status = 'sending';
+  `,
+  // 4: read marks: the history position up to which the user has read each conversation.
+  // History kept from before had no marks; it counts as read, or an upgrade would
+  // greet the user with every message they ever got as unread
+  `
+  ALTER TABLE conversations ADD COLUMN read_position INTEGER NOT NULL DEFAULT 0;
+  UPDATE conversations SET read_position = coalesce((SELECT max(position) FROM messages WHERE messages.peer = conversations.peer), 0);
   `
 ]
 

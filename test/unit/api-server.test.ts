@@ -16,7 +16,7 @@ import { API_FILE } from '../../daemon/api/file.js'
 import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Receipt, ReceivedMessage } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage } from '../../node/types.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 const TOKEN = 'unit-test-token'
@@ -35,6 +35,8 @@ const STATUS: NodeStatus = {
   requests: 0,
   blocked: 0
 }
+
+const CONVERSATION: Conversation = { peerId: ALICE, name: 'alice', last: { id: MESSAGE_ID, direction: 'in', preview: 'hi', contentType: 'text/plain', at: 2, status: 'received' }, unread: 1, request: false }
 
 const ENTRY: HistoryEntry = { id: MESSAGE_ID, from: ME, to: ALICE, direction: 'out', seq: 1, body: 'hi', contentType: 'text/plain', sentAt: 1, status: 'queued' }
 
@@ -88,6 +90,11 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   blocked = (): BlockedPeer[] => []
   block = (peer: string): DeletedRequests => ({ peerId: peer, deleted: 0 })
   unblock = (peer: string): boolean => peer === ALICE
+  conversations = (): Conversation[] => [CONVERSATION]
+  markRead = (peer: string, options: { upTo?: string }): ReadMark => {
+    this.record('markRead', peer, options)
+    return { peerId: peer, unread: options.upTo == null ? 0 : 1 }
+  }
 }
 
 interface Answer {
@@ -269,6 +276,17 @@ describe('the API server', () => {
     expect(await post(`/v1/requests/${ALICE}/accept`, {})).toMatchObject({ status: 200, body: { peerId: ALICE, accepted: 2 } })
     expect(await post(`/v1/requests/${ALICE}/accept`, { body: { name: 'alice' } })).toMatchObject({ status: 200 })
     expect(node.calls).toEqual([['acceptRequest', ALICE, { name: undefined }], ['acceptRequest', ALICE, { name: 'alice' }]])
+  })
+
+  it('lists the conversations and marks one read, everything or up to a message, the body checked', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'GET', '/v1/conversations')).toMatchObject({ status: 200, body: [CONVERSATION] })
+    expect(await call(api, 'POST', '/v1/conversations/alice/read')).toMatchObject({ status: 200, body: { peerId: 'alice', unread: 0 } })
+    expect(await call(api, 'POST', `/v1/conversations/${ALICE}/read`, { body: { upTo: MESSAGE_ID } })).toMatchObject({ status: 200, body: { peerId: ALICE, unread: 1 } })
+    expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 5 } })).toMatchObject({ status: 400, body: { message: expect.stringContaining('body.upTo') } })
+    expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 'x'.repeat(65) } })).toMatchObject({ status: 400 })
+    expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { all: true } })).toMatchObject({ status: 400, body: { message: 'body: unknown all' } })
+    expect(node.calls).toEqual([['markRead', 'alice', { upTo: undefined }], ['markRead', ALICE, { upTo: MESSAGE_ID }]])
   })
 
   it('maps the node\'s errors to statuses, each as {error, message}', async () => {
