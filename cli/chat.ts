@@ -27,6 +27,12 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
 
   console.log(`chat with ${name} (${terminalSafe(peerId, { indent: false })}); Ctrl-D or /quit to leave`)
   for (const m of history) console.log(historyLine(m, new Map([[peerId, name]])))
+  // opening a conversation reads it; then each message shown is read as it comes (see `markRead`)
+  const markRead = (upTo: string): void => {
+    client.markRead(peer, { upTo }).catch((err: Error) => { say(`-- could not mark read: ${terminalSafe(err.message, { indent: false })}`) })
+  }
+  const last = history.at(-1)
+  if (last != null) markRead(last.id)
   setPrompt()
   rl.prompt()
 
@@ -40,6 +46,7 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
       for await (const { event, data } of client.events(controller.signal)) {
         if (event === 'message' && data.from === peerId) {
           say(`${name}${data.request === true ? ' (request)' : ''}: ${terminalSafe(data.body)}${contentTypeNote(data.contentType)} (${terminalSafe(data.path, { indent: false })})`)
+          markRead(data.id)
         } else if (event === 'status' && mine.has(data.id) && (data.status === 'delivered' || data.status === 'failed')) {
           const reason = data.status === 'failed' && data.reason != null ? ` ${terminalSafe(data.reason, { indent: false })}` : ''
           say(`  ${tick(data.status)} ${data.status}${data.path != null ? ` (${data.path})` : ''}${reason}: ${mine.get(data.id) ?? ''}`)

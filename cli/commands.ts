@@ -3,8 +3,8 @@ import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from '../daemon/config.js'
-import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
-import type { MessageRequest } from '../node/types.js'
+import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, peerLabel, terminalSafe } from './format.js'
+import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
 const EXIT_QUEUED = 2
@@ -55,6 +55,17 @@ function requestsTable (list: MessageRequest[]): string {
     '',
     'accept: parley requests accept <peer> [--name <name>]   decline: parley requests decline <peer>   block: parley block <peer>'
   ].join('\n')
+}
+
+/**
+ * Opening a conversation reads it, as in most messengers: `history` and
+ * `chat` move the read mark up to the last message they show (unless
+ * `--keep-unread`). Only what was shown: a message arriving meanwhile stays unread.
+ */
+async function markShownRead (client: ApiClient, peer: string, shown: HistoryEntry[], keepUnread: boolean): Promise<void> {
+  const last = shown.at(-1)
+  if (keepUnread || last == null) return
+  await client.markRead(peer, { upTo: last.id })
 }
 
 /** The user-facing commands that talk to a running daemon, plus `init` and `node` that run one. */
@@ -143,22 +154,28 @@ export function nodeCommands (program: Command): void {
     })
 
   program.command('history')
-    .description('the conversation with a peer, oldest first')
+    .description('the conversation with a peer, oldest first; marks it read up to the last message shown')
     .argument('<peer>', 'peer ID or contact name')
     .option('--limit <n>', 'at most this many (the newest)', positiveInt, 50)
     .option('--json', 'as a JSON array')
+    .option('--keep-unread', 'leave the read mark where it is (history, with --json too, marks read otherwise)')
     .action(async (peer: string, opts, command: Command) => {
       const client = await clientOf(command)
       const entries = await client.history(peer, { limit: opts.limit })
-      print(opts.json === true, entries, () => entries.length === 0 ? '(no messages yet)' : entries.map(m => historyLine(m)).join('\n'))
+      // the user's own names for peers, fetched once
+      const names = opts.json === true ? new Map<string, string>() : contactNames(await client.contacts())
+      print(opts.json === true, entries, () => entries.length === 0 ? '(no messages yet)' : entries.map(m => historyLine(m, names)).join('\n'))
+      await markShownRead(client, peer, entries, opts.keepUnread === true)
     })
 
   program.command('watch')
-    .description('print incoming messages and events as they happen; a stranger\'s message is marked (request)')
+    .description('print incoming messages and events as they happen, peers by your contact names; a stranger\'s message is marked (request); marks nothing read')
     .option('--json', 'one JSON object a line: {"event", ...data}')
     .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.')
     .action(async (opts, command: Command) => {
       const client = await clientOf(command)
+      // the user's own names for peers, as they were when the watch began
+      const names = opts.json === true ? new Map<string, string>() : contactNames(await client.contacts())
       const controller = new AbortController()
       process.once('SIGINT', () => { controller.abort() })
       process.once('SIGTERM', () => { controller.abort() })
@@ -168,11 +185,11 @@ export function nodeCommands (program: Command): void {
         } else if (event === 'ready') {
           console.log(`watching ${safe(data.peerId)} (Ctrl-C to stop)`)
         } else if (event === 'message') {
-          console.log(`[${clock(data.receivedAt)}] ${safe(data.from)}${data.request === true ? ' (request)' : ''} (${safe(data.path)}): ${terminalSafe(data.body)}${contentTypeNote(data.contentType)}`)
+          console.log(`[${clock(data.receivedAt)}] ${peerLabel(data.from, names, peerId => peerId)}${data.request === true ? ' (request)' : ''} (${safe(data.path)}): ${terminalSafe(data.body)}${contentTypeNote(data.contentType)}`)
         } else if (event === 'status') {
-          console.log(`[${clock(Date.now())}] message ${safe(data.id)} to ${safe(shortPeer(data.peer))}: ${safe(data.status)}${data.path != null ? ` (${safe(data.path)})` : ''}${data.status === 'failed' && data.reason != null ? `: ${safe(data.reason)}` : ''}`)
+          console.log(`[${clock(Date.now())}] message ${safe(data.id)} to ${peerLabel(data.peer, names)}: ${safe(data.status)}${data.path != null ? ` (${safe(data.path)})` : ''}${data.status === 'failed' && data.reason != null ? `: ${safe(data.reason)}` : ''}`)
         } else if (event === 'path') {
-          console.log(`[${clock(Date.now())}] ${safe(data.peer)}: ${data.path == null ? 'disconnected' : `path now ${safe(data.path)}`}`)
+          console.log(`[${clock(Date.now())}] ${peerLabel(data.peer, names, peerId => peerId)}: ${data.path == null ? 'disconnected' : `path now ${safe(data.path)}`}`)
         }
         if (event === 'overflow') {
           console.error(`parley: ${safe(data.message)}`)
@@ -186,6 +203,26 @@ export function nodeCommands (program: Command): void {
     .argument('<peer>', 'peer ID or contact name')
     .action(async (peer: string, _opts, command: Command) => {
       await runChat(await clientOf(command), peer)
+    })
+
+  // ---- the inbox: conversations and read marks ----
+  program.command('conversations')
+    .alias('ls')
+    .description('your conversations, the latest first: name, unread messages, when, the last message')
+    .option('--json', 'as a JSON array of {peerId, name?, last: {id, direction, preview, contentType, at, status}, unread, request}')
+    .addHelpText('after', '\nUnread counts leave out message requests (see `parley requests`). `history` and `chat` mark a conversation read,\n`parley read` does it without showing it, and sending to a peer marks its conversation read.')
+    .action(async (opts, command: Command) => {
+      const list = await (await clientOf(command)).conversations()
+      print(opts.json === true, list, () => conversationsTable(list))
+    })
+  program.command('read')
+    .description('mark the conversation with a peer read (everything so far, or up to a message)')
+    .argument('<peer>', 'peer ID or contact name')
+    .option('--up-to <id>', 'only up to this message (its id, as `history --json` shows it)')
+    .option('--json', 'print {"peerId", "unread"}')
+    .action(async (peer: string, opts, command: Command) => {
+      const result = await (await clientOf(command)).markRead(peer, { upTo: opts.upTo })
+      print(opts.json === true, result, () => `marked read: ${safe(peer)}${result.unread > 0 ? ` (${count(result.unread, 'message')} after it still unread)` : ''}`)
     })
 
   program.command('peers')

@@ -1,4 +1,4 @@
-import type { HistoryEntry } from '../node/types.js'
+import type { Conversation, HistoryEntry } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {
@@ -104,4 +104,32 @@ export function date (ms: number | undefined): string {
   const d = new Date(ms)
   const pad = (n: number): string => String(n).padStart(2, '0')
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`
+}
+
+/** Each peer's name among the user's contacts: the first contact naming it (as the daemon lists them, by name). */
+export function contactNames (contacts: ReadonlyArray<{ name: string, peerId: string }>): Map<string, string> {
+  const names = new Map<string, string>()
+  for (const contact of contacts) {
+    if (!names.has(contact.peerId)) names.set(contact.peerId, contact.name)
+  }
+  return names
+}
+
+/** How a peer is shown: the user's name for it, or `fallback` (the peer ID cut short, or whole); terminal-safe either way. */
+export function peerLabel (peerId: string, names: ReadonlyMap<string, string>, fallback: (peerId: string) => string = shortPeer): string {
+  return terminalSafe(names.get(peerId) ?? fallback(peerId), { indent: false })
+}
+
+/** The inbox as a table: who, unread count, when and the last message, each on one terminal-safe line. */
+export function conversationsTable (list: Conversation[]): string {
+  if (list.length === 0) return '(no conversations yet)'
+  const rows = list.map(c => {
+    const who = `${terminalSafe(c.name ?? shortPeer(c.peerId), { indent: false })}${c.request ? ' (request)' : ''}`
+    const text = `${c.last.direction === 'out' ? 'me: ' : ''}${terminalSafe(c.last.preview, { indent: false })}${contentTypeNote(c.last.contentType)}`
+    return [who, c.unread > 0 ? String(c.unread) : '', date(c.last.at), Array.from(text).length > 60 ? `${Array.from(text).slice(0, 59).join('')}…` : text]
+  })
+  const header = ['NAME', 'UNREAD', 'LAST', 'MESSAGE']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i])).join('  ')
+  return [line(header), ...rows.map(line)].join('\n')
 }
