@@ -53,5 +53,18 @@ describe('parley chat in a terminal', () => {
     expect((await bob.cli(['send', 'alice', 'evil\x1b[2K\rme: fake\nsecond line'])).code).toBe(0)
     const defused = await screenShows(session, /bob: evil\\x1b\[2K\\x0dme: fake\n {4}second line \((direct|relayed)\)/)
     expect(defused).not.toMatch(/^me: fake/m)
+
+    // the chat read bob's messages as it showed them; leaving it, one more stays unread
+    let unread: number | undefined
+    await until(async () => (unread = JSON.parse((await alice.cli(['ls', '--json'])).stdout)[0]?.unread) === 0, {
+      every: 200,
+      timeout: 30_000,
+      what: () => `the chat to mark bob's messages read; ${String(unread)} unread`
+    })
+    await tmux('send-keys', '-t', session, '/quit', 'Enter')
+    // the session ends with the chat
+    await until(async () => tmux('has-session', '-t', session).then(() => false, () => true), { every: 200, timeout: 30_000, what: () => 'the chat to quit' })
+    expect((await bob.cli(['send', 'alice', 'while away'])).code).toBe(0)
+    expect(JSON.parse((await alice.cli(['ls', '--json'])).stdout)).toEqual([expect.objectContaining({ name: 'bob', unread: 1 })])
   })
 })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { CONTINUATION_INDENT, historyLine, terminalSafe } from '../../cli/format.js'
-import type { HistoryEntry } from '../../node/types.js'
+import { CONTINUATION_INDENT, contactNames, conversationsTable, historyLine, peerLabel, terminalSafe } from '../../cli/format.js'
+import type { Conversation, HistoryEntry } from '../../node/types.js'
 
 /** Every code point a terminal acts on rather than prints, but line feed and tab. */
 // eslint-disable-next-line no-control-regex
@@ -96,5 +96,39 @@ describe('historyLine', () => {
     const line = historyLine(entry('hi', { request: true }), new Map([[entry('').from, 'eve\x1b[8m']]))
     expect(line).toMatch(/^\[\d\d:\d\d:\d\d\] eve\\x1b\[8m \(request\): hi \(relayed\)$/)
     expect(historyLine(entry('hi'))).not.toContain('(request)')
+  })
+})
+
+describe('the inbox\'s formatting', () => {
+  const PEER = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
+  const OTHER = '12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp'
+
+  it('names a peer by its first contact, terminal-safe, or falls back to its short or whole ID', () => {
+    const names = contactNames([{ name: 'al\x1b[2Jice', peerId: PEER }, { name: 'zed', peerId: PEER }])
+    expect(peerLabel(PEER, names)).toBe('al\\x1b[2Jice')
+    expect(peerLabel(OTHER, names)).toBe('…c6iDEp')
+    expect(peerLabel(OTHER, names, id => id)).toBe(OTHER)
+  })
+
+  it('prints one terminal-safe row a conversation: name or short peer, unread, date, the last message cut to one line', () => {
+    const conversation = (over: Partial<Conversation>): Conversation => ({
+      peerId: PEER,
+      last: { id: 'x', direction: 'in', preview: 'hi', contentType: 'text/plain', at: 0, status: 'received' },
+      unread: 0,
+      request: false,
+      ...over
+    })
+    const table = conversationsTable([
+      conversation({ name: 'bob\u202e', unread: 3, last: { id: 'a', direction: 'in', preview: `two\nlines\x1b]0;x\x07${'y'.repeat(100)}`, contentType: 'text/plain', at: 0, status: 'received' } }),
+      conversation({ peerId: OTHER, request: true, last: { id: 'b', direction: 'out', preview: 'mine', contentType: 'image/png', at: 0, status: 'delivered' } })
+    ])
+    const rows = table.split('\n')
+    expect(rows).toHaveLength(3)
+    expect(rows[0]).toMatch(/^NAME\s+UNREAD\s+LAST\s+MESSAGE$/)
+    expect(rows[1]).toMatch(/^bob\\u202e\s+3\s+\S+ \S+\s+two\\nlines\\x1b\]0;x\\x07y+…$/)
+    expect(Array.from(rows[1].split(/\s{2,}/).at(-1) ?? '')).toHaveLength(60)
+    expect(rows[2]).toMatch(/^…c6iDEp \(request\)\s+\S+ \S+\s+me: mine \[image\/png\]$/)
+    expect(table).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]/) // eslint-disable-line no-control-regex
+    expect(conversationsTable([])).toBe('(no conversations yet)')
   })
 })
