@@ -402,10 +402,15 @@ export class Store {
       .map(r => ({ peer: r.peer, nextAttemptAt: r.next, oldestAt: r.oldest }))
   }
 
-  /** When the earliest outbox entry of `peer` is due and when its oldest was written, if it has any. */
+  /**
+   * When the earliest outbox entry of `peer` is due and when its oldest was
+   * written, if it has any. The oldest is the first in seq order (seqs are
+   * given as messages are written): one index lookup, not a scan.
+   */
   outboxScheduleOf (peer: string): { nextAttemptAt: number, oldestAt: number } | undefined {
-    const row = this.sql(`SELECT min(o.next_attempt_at) AS next, min(m.created_at) AS oldest FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer WHERE o.peer = ?`).get(peer) as Row
+    const row = this.sql(`SELECT (SELECT min(next_attempt_at) FROM outbox WHERE peer = ?1) AS next,
+      (SELECT m.created_at FROM outbox o JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+        WHERE o.peer = ?1 ORDER BY o.seq LIMIT 1) AS oldest`).get(peer) as Row
     return row.next == null ? undefined : { nextAttemptAt: row.next, oldestAt: row.oldest }
   }
 
