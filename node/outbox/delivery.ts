@@ -107,8 +107,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     // what was on the wire when the last run stopped is queued again
     this.machine.reset()
     for (const { peer, nextAttemptAt, oldestAt } of this.store.outboxSchedule()) {
-      this.expiries.set(peer, this.machine.expiresAt(oldestAt))
-      this.schedule(peer, nextAttemptAt)
+      const expiresAt = this.machine.expiresAt(oldestAt)
+      this.expiries.set(peer, expiresAt)
+      this.schedule(peer, Math.min(nextAttemptAt, expiresAt))
     }
   }
 

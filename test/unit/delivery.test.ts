@@ -534,4 +534,24 @@ describe('DeliveryEngine', () => {
     expect(t.engine.cancel(second)).toBe('absent')
     expect(t.statuses(first)).toEqual(['queued', 'failed'])
   })
+
+  it('after a restart, fails at once what expired while it was stopped, without trying to send it', async () => {
+    const t = setup({}, { messageExpiry: 60_000 })
+    t.router.open = false
+    t.router.dial = async () => { throw new Error('no addresses') }
+    const [old] = t.enqueue(1)
+    t.clock.advance(30_000)
+    const [recent] = t.enqueue(1)
+    t.store.reschedule([old, recent], t.clock.now() + 3_600_000, 'no addresses')
+    t.clock.advance(30_000)
+    t.engine.start()
+    await t.scheduled(t.clock.now())
+    t.clock.advance(0)
+    await t.reported([old], 'failed')
+    expect(t.store.getMessage(old)).toMatchObject({ status: 'failed', reason: 'expired: not delivered within 1 minute' })
+    expect(t.router.dials).toBe(0)
+    // the next wake-up is when the other expires
+    await t.scheduled(t.clock.now() + 30_000)
+    expect(t.store.outbox().map(e => e.id)).toEqual([recent])
+  })
 })
