@@ -95,6 +95,11 @@ export class ApiClient {
     return (await this.call('GET /v1/outbox', { params: {} })).body
   }
 
+  /** Cancels a message waiting in the outbox; the message as it now is. */
+  async cancel (id: string): Promise<HistoryEntry> {
+    return (await this.call('DELETE /v1/messages/:id', { params: { id } })).body
+  }
+
   async invite (): Promise<InviteResponse> {
     return (await this.call('GET /v1/invite', { params: {} })).body
   }

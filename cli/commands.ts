@@ -3,7 +3,7 @@ import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { defaultDataDir } from '../daemon/config.js'
-import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, peerLabel, terminalSafe } from './format.js'
+import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, terminalSafe } from './format.js'
 import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
@@ -151,6 +151,28 @@ export function nodeCommands (program: Command): void {
         ? `delivered (${String(path)}) ${body.id}`
         : `queued ${body.id}: not acknowledged within ${opts.wait as number} s; the daemon keeps trying`)
       if (body.status !== 'delivered') process.exitCode = EXIT_QUEUED
+    })
+
+  program.command('outbox')
+    .description('messages not yet delivered: recipient, status, attempts, next attempt, age, last error')
+    .option('--json', 'as a JSON array of {id, to, name?, status, attempts, nextAttemptAt, lastError?, sentAt, ...}')
+    .addHelpText('after', '\nA message not delivered within the node\'s messageExpiry (7 days unless configured) fails on its own.')
+    .action(async (opts, command: Command) => {
+      const client = await clientOf(command)
+      const [items, contacts] = await Promise.all([client.outbox(), client.contacts()])
+      const names = new Map(contacts.map(c => [c.peerId, c.name]))
+      const named = items.map(m => names.has(m.to) ? { ...m, name: names.get(m.to) } : m)
+      print(opts.json === true, named, () => outboxTable(items, names, Date.now()))
+    })
+
+  program.command('cancel')
+    .description('take a message waiting in the outbox back: it fails as "cancelled by the sender"')
+    .argument('<id>', 'the message id (see `parley outbox`)')
+    .option('--json', 'print the message as it now is')
+    .addHelpText('after', '\nA message on the wire right now cannot be cancelled (the recipient may already have it); nor one delivered or failed.')
+    .action(async (id: string, opts, command: Command) => {
+      const message = await (await clientOf(command)).cancel(id)
+      print(opts.json === true, message, () => `cancelled ${safe(message.id)} to ${safe(message.to)}`)
     })
 
   program.command('history')

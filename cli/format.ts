@@ -1,4 +1,4 @@
-import type { Conversation, HistoryEntry } from '../node/types.js'
+import type { Conversation, HistoryEntry, OutboxItem } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {
@@ -132,4 +132,39 @@ export function conversationsTable (list: Conversation[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
   const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i])).join('  ')
   return [line(header), ...rows.map(line)].join('\n')
+}
+
+/** A length of time for people, to one unit: 45 s, 12 min, 3 h, 6 d. */
+export function span (ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000))
+  if (s < 60) return `${s} s`
+  if (s < 3600) return `${Math.floor(s / 60)} min`
+  if (s < 86_400) return `${Math.floor(s / 3600)} h`
+  return `${Math.floor(s / 86_400)} d`
+}
+
+/**
+ * The outbox as a table: each waiting message with its recipient (the
+ * contact's name where there is one), status, attempts, when it is tried
+ * next, its age and the last attempt's error, then how to cancel one.
+ */
+export function outboxTable (items: OutboxItem[], names: Map<string, string>, now: number): string {
+  if (items.length === 0) return '(the outbox is empty: every message sent was delivered or failed)'
+  const one = (text: string, max: number): string => {
+    const line = terminalSafe(text, { indent: false })
+    return line.length > max ? `${line.slice(0, max - 1)}…` : line
+  }
+  const rows = items.map(m => [
+    m.id,
+    one(names.get(m.to) ?? shortPeer(m.to), 24),
+    m.status,
+    String(m.attempts),
+    m.status === 'sending' ? 'now' : m.nextAttemptAt <= now ? 'due' : `in ${span(m.nextAttemptAt - now)}`,
+    span(now - m.sentAt),
+    m.lastError == null ? '' : one(m.lastError, 60)
+  ])
+  const header = ['ID', 'TO', 'STATUS', 'TRIES', 'NEXT', 'AGE', 'LAST ERROR']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : c.padEnd(widths[i])).join('  ').trimEnd()
+  return [line(header), ...rows.map(line), '', 'cancel one: parley cancel <id>'].join('\n')
 }

@@ -27,6 +27,7 @@ export const daemonConfigSchema = nodeConfigSchema.pick({
   iceBindAddress: true,
   dhtProtocol: true,
   heartbeatInterval: true,
+  messageExpiry: true,
   limits: true,
   connectionLimits: true
 }).extend({
@@ -52,7 +53,8 @@ const ENV: Record<string, ConfigBinding> = {
   PARLEY_API_PORT: { key: 'apiPort', kind: 'number' },
   PARLEY_ICE_BIND_ADDRESS: { key: 'iceBindAddress', kind: 'string' },
   PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
-  PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' }
+  PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' },
+  PARLEY_MESSAGE_EXPIRY: { key: 'messageExpiry', kind: 'number' }
 }
 
 export interface DaemonFlags {

@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { hasPeerId, limitTable, multiaddrString, parseConfig, positiveInt, positiveMs, positiveNumber, protocolId } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import { CONNECTION_LIMIT_DEFAULTS } from './network/connection-guard.js'
+import { DEFAULT_MESSAGE_EXPIRY } from './outbox/machine.js'
 import { DEFAULT_LIMITS } from './policy.js'
 import type { ConnectionLimits } from './network/connection-guard.js'
 import type { PolicyLimits } from './policy.js'
@@ -110,6 +111,15 @@ export interface NodeConfig {
   gapTimeout?: number
 
   /**
+   * How long an undelivered message is tried before it fails as expired, in
+   * ms (counted from when it was sent; a message to a wrong or dead peer ID
+   * would otherwise wait for ever).
+   *
+   * @default 604800000 (7 days)
+   */
+  messageExpiry?: number
+
+  /**
    * What strangers and contacts may make this node store, and how fast (see
    * SECURITY.md): message-request quotas, rate limits, held messages per
    * sender, the store's size.
@@ -142,6 +152,7 @@ export interface ResolvedNodeConfig {
   heartbeatInterval: number
   retry: { initialDelay: number, maxDelay: number }
   gapTimeout: number
+  messageExpiry: number
   limits: PolicyLimits
   connectionLimits: Required<ConnectionLimits>
 }
@@ -152,7 +163,8 @@ export const NODE_DEFAULTS = {
   sendTimeout: 60_000,
   heartbeatInterval: 10_000,
   retry: { initialDelay: 1_000, maxDelay: 5 * 60_000 },
-  gapTimeout: 60_000
+  gapTimeout: 60_000,
+  messageExpiry: DEFAULT_MESSAGE_EXPIRY
 }
 
 /** One STUN/TURN server, as `RTCIceServer` has it. */
@@ -185,6 +197,8 @@ export const nodeConfigShape = {
   heartbeatInterval: positiveMs().optional(),
   retry: z.strictObject({ initialDelay: positiveMs().optional(), maxDelay: positiveMs().optional() }).optional(),
   gapTimeout: positiveMs().optional(),
+  // a timer's longest wait is no limit: the outbox re-arms one that is too long
+  messageExpiry: positiveMs().optional(),
   limits: policyLimitsSchema.optional(),
   connectionLimits: connectionLimitsSchema.optional()
 } satisfies Record<keyof NodeConfig, z.ZodType>
@@ -216,6 +230,7 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     heartbeatInterval: checked.heartbeatInterval ?? NODE_DEFAULTS.heartbeatInterval,
     retry: { ...NODE_DEFAULTS.retry, ...checked.retry },
     gapTimeout: checked.gapTimeout ?? NODE_DEFAULTS.gapTimeout,
+    messageExpiry: checked.messageExpiry ?? NODE_DEFAULTS.messageExpiry,
     limits: { ...DEFAULT_LIMITS, ...checked.limits },
     connectionLimits: { ...CONNECTION_LIMIT_DEFAULTS, ...checked.connectionLimits }
   }

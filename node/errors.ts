@@ -83,3 +83,30 @@ export class StorageFullError extends Error {
   static override name = 'StorageFullError'
   override name = 'StorageFullError'
 }
+
+/** The sender cancelled the message before it was delivered (`send` rejects with this). */
+export class MessageCancelledError extends Error {
+  static override name = 'MessageCancelledError'
+  override name = 'MessageCancelledError'
+}
+
+/** The message was not delivered within the node's `messageExpiry` and failed (`send` rejects with this). */
+export class MessageExpiredError extends Error {
+  static override name = 'MessageExpiredError'
+  override name = 'MessageExpiredError'
+}
+
+/** No message has this id (the API answers it with 404). */
+export class UnknownMessageError extends Error {
+  static override name = 'UnknownMessageError'
+  override name = 'UnknownMessageError'
+}
+
+/** The message cannot be cancelled: it is delivered, failed, received, or on the wire now (the API answers it with 409). */
+export class MessageNotCancellableError extends Error {
+  static override name = 'MessageNotCancellableError'
+  override name = 'MessageNotCancellableError'
+  constructor (message: string, readonly status: string) {
+    super(message)
+  }
+}

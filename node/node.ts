@@ -10,11 +10,12 @@ import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, DEFAULT_CONTENT_TYPE, connectionPath, isMediaType, utf8Length } from '../protocols/im/index.js'
 import { resolveNodeConfig } from './config.js'
-import { DeliveryEngine } from './outbox/delivery.js'
+import { CANCELLED_REASON, DeliveryEngine, EXPIRED_REASON_PREFIX } from './outbox/delivery.js'
 import {
   ContactExistsError, DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
   MessageTooLargeError, NodeStoppedError, InvalidContactNameError, StorageFullError
 } from './errors.js'
+import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownMessageError } from './errors.js'
 import { decodeInvite, encodeInvite, isInvite, MAX_INVITE_ADDRS } from './invite.js'
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
@@ -392,7 +393,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     try {
       return await raceSignal(waiter.promise, signal)
     } catch (err: any) {
-      if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError') throw err
+      if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError' || err.name === 'MessageCancelledError' || err.name === 'MessageExpiredError') throw err
       const lastError = this.store.outbox().find(e => e.id === id)?.lastError
       // not an AbortError even when the caller aborted: the message is not
       // cancelled, it stays queued, and that is what the caller must learn;
@@ -407,6 +408,12 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (waiter != null && change.status === 'delivered') {
       this.waiting.delete(change.id)
       waiter.resolve({ id: change.id, status: 'delivered', path: change.path ?? 'direct' })
+    } else if (waiter != null && change.status === 'failed' && change.reason === CANCELLED_REASON) {
+      this.waiting.delete(change.id)
+      waiter.reject(new MessageCancelledError(`message ${change.id} was cancelled by the sender before it was delivered`))
+    } else if (waiter != null && change.status === 'failed' && change.reason?.startsWith(EXPIRED_REASON_PREFIX) === true) {
+      this.waiting.delete(change.id)
+      waiter.reject(new MessageExpiredError(`message ${change.id} ${change.reason}`))
     } else if (waiter != null && change.status === 'failed') {
       this.waiting.delete(change.id)
       waiter.reject(new MessageRejectedError(`the recipient refused message ${change.id}: ${change.reason ?? 'no reason given'}`, change.reason ?? 'failed'))
@@ -491,6 +498,28 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       nextAttemptAt: e.nextAttemptAt,
       lastError: e.lastError
     }))
+  }
+
+  /**
+   * Takes a message that waits in the outbox back: it fails with the reason
+   * "cancelled by the sender" (a `send` waiting for it rejects with
+   * MessageCancelledError). One on the wire now cannot be: the recipient may
+   * already hold it (MessageNotCancellableError, as for one delivered or
+   * failed). The message as it now is.
+   */
+  cancel (id: string): HistoryEntry {
+    checkMessageId(id, 'id')
+    const message = this.store.getMessage(id)
+    if (message?.direction !== 'out') throw new UnknownMessageError(`no message sent with id ${id}`)
+    const outcome = this.engine.cancel(id)
+    if (outcome === 'sending') {
+      throw new MessageNotCancellableError(`message ${id} is on the wire now and may already be delivered; see how it ended with \`parley outbox\` or the history`, 'sending')
+    }
+    const now = this.store.getMessage(id) ?? message
+    if (outcome === 'absent') {
+      throw new MessageNotCancellableError(`message ${id} is ${now.status}${now.reason == null ? '' : ` (${now.reason})`}: only a message still waiting in the outbox can be cancelled`, now.status)
+    }
+    return toHistoryEntry(this.peerId.toString(), now)
   }
 
   /** A message by id, sent or received. */
@@ -629,7 +658,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
 
     const router = new Router(routerComponents(libp2p))
     const paths = new PathUpgrader(pathUpgraderComponents(libp2p))
-    const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger }, resolved.retry)
+    const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger }, { ...resolved.retry, messageExpiry: resolved.messageExpiry })
     const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, paths, engine, closeDatastore: close })
     await libp2p.start()
     node.start()

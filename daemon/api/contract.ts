@@ -95,7 +95,7 @@ export interface SendQueued {
   message?: string
 }
 
-/** 422 from `POST /v1/messages`: the recipient refused the message for good. */
+/** 422 from `POST /v1/messages`: the message failed for good (the recipient refused it, it was cancelled or it expired) while the request waited. */
 export interface SendRefused {
   id: string
   status: 'failed'
@@ -144,6 +144,8 @@ export interface ApiRoutes {
   /** 200 once acknowledged within `wait`. */
   'POST /v1/messages': { response: Receipt, replies: { 202: SendQueued, 422: SendRefused } }
   'GET /v1/messages/:id': { response: HistoryEntry }
+  /** Cancels a message waiting in the outbox: it is answered as it now is (failed, "cancelled by the sender"); 404 unknown, 409 not cancellable. */
+  'DELETE /v1/messages/:id': { response: HistoryEntry }
   'GET /v1/history/:peer': { response: HistoryEntry[] }
   'GET /v1/contacts': { response: ContactInfo[] }
   'POST /v1/contacts': { response: ContactInfo }

@@ -20,7 +20,10 @@ const ERROR_STATUS: Record<string, number> = {
   // the name is taken by another peer and `replace` was not set
   ContactExistsError: 409,
   // the message store is at its size limit
-  StorageFullError: 507
+  StorageFullError: 507,
+  // cancelling a message id nobody sent, or one no longer waiting in the outbox
+  UnknownMessageError: 404,
+  MessageNotCancellableError: 409
 }
 
 /**
@@ -72,6 +75,8 @@ export interface ApiNode {
   queue(peer: string, body: string, options: Pick<SendOptions, 'contentType' | 'replyTo'>): string
   waitFor(id: string, options: Pick<SendOptions, 'timeout'>): Promise<Receipt>
   getMessage(id: string): HistoryEntry | undefined
+  /** Takes a queued message out of the outbox (see ParleyNode.cancel). */
+  cancel(id: string): HistoryEntry
   history(peer: string, options: { limit?: number, before?: number }): HistoryEntry[]
   contacts(): ContactInfo[]
   addContact(name: string, peerOrInvite: string, options: { replace?: boolean }): Promise<ContactInfo>
@@ -246,7 +251,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         if (err.name === 'DeliveryTimeoutError') {
           return new Reply(202, { id, status: node.getMessage(id)?.status ?? 'queued', message: err.message })
         }
-        if (err.name === 'MessageRejectedError') {
+        if (err.name === 'MessageRejectedError' || err.name === 'MessageCancelledError' || err.name === 'MessageExpiredError') {
           return new Reply(422, { id, status: 'failed' as const, error: err.name, message: err.message })
         }
         throw err
@@ -258,6 +263,8 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       if (message == null) throw new HttpError(404, 'NotFound', `no message with id ${params.id}`)
       return message
     },
+
+    'DELETE /v1/messages/:id': ({ params }) => node.cancel(params.id),
 
     'GET /v1/history/:peer': ({ params, query }) => node.history(params.peer, query),
 

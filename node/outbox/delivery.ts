@@ -12,7 +12,13 @@ import type { NewOutbound, OutboxEntry, Store, StoredMessage } from '../store/in
 import type { StatusChange } from '../types.js'
 import type { ComponentLogger, Connection, Logger, PeerId } from '@libp2p/interface'
 
-export { MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
+export { CANCELLED_REASON, DEFAULT_MESSAGE_EXPIRY, EXPIRED_REASON_PREFIX, MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
+
+/** Longest a timer of the outbox is set for: Node runs a longer one after 1 ms; a wake-up with nothing due just sets the next. */
+const MAX_TIMER = 2 ** 31 - 1
+
+/** What `cancel` found: the message taken out of the outbox, one on the wire now, or none in the outbox. */
+export type CancelOutcome = 'cancelled' | 'sending' | 'absent'
 
 export interface DeliveryInit extends OutboxMachineInit {
   /**
@@ -24,7 +30,7 @@ export interface DeliveryInit extends OutboxMachineInit {
 }
 
 /** What the engine uses of the store: the outbox's queries and writes. */
-export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record'>
+export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record' | 'outboxSchedule' | 'outboxScheduleOf' | 'writtenBy' | 'outboxEntry'>
 
 export interface DeliveryComponents {
   store: DeliveryStore
@@ -75,6 +81,10 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** Peers whose outbox may have gained due messages since a round last looked (see `round`). */
   private readonly fresh = new Set<string>()
   private readonly timers = new Map<string, ClockTimer>()
+  /** When each peer's oldest queued message expires, as last read (never later than it is): the expiry sweep runs only once it is past. */
+  private readonly expiries = new Map<string, number>()
+  /** Messages cancelled while their peer's outbox runs, which a round may still hold from before (see `drain`). */
+  private readonly withdrawn = new Map<string, Set<string>>()
   /** Parsed peer IDs (parsing one costs more than a send on an open connection). */
   private readonly peerIds = new Map<string, PeerId>()
   private controller = new AbortController()
@@ -96,8 +106,10 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.controller = new AbortController()
     // what was on the wire when the last run stopped is queued again
     this.machine.reset()
-    for (const { peer, nextAttemptAt } of this.store.outboxPeers()) {
-      this.schedule(peer, nextAttemptAt)
+    for (const { peer, nextAttemptAt, oldestAt } of this.store.outboxSchedule()) {
+      const expiresAt = this.machine.expiresAt(oldestAt)
+      this.expiries.set(peer, expiresAt)
+      this.schedule(peer, Math.min(nextAttemptAt, expiresAt))
     }
   }
 
@@ -106,11 +118,15 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.controller.abort()
     for (const timer of this.timers.values()) this.clock.clearTimeout(timer)
     this.timers.clear()
+    this.expiries.clear()
+    this.withdrawn.clear()
   }
 
   /** Writes a new message to the outbox (durably, before anything goes on the wire), reports it queued, and sends it. */
   queue (message: NewOutbound): StoredMessage {
     const stored = this.store.enqueue(message)
+    // an earlier message of the peer, if any, expires no later than this one
+    if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
     this.emit(this.machine.queued(stored))
     this.run(stored.peer)
     return stored
@@ -119,6 +135,26 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** A message as the user sees it: `sending` while on the wire (the store's rows say `queued`). */
   overlay<T extends StoredMessage> (message: T): T {
     return this.machine.overlay(message)
+  }
+
+  /**
+   * Takes a queued message out of the outbox: it fails as cancelled by the
+   * sender. One on the wire now is left to its outcome (the recipient may
+   * already hold it): 'sending'. 'absent' when it is not in the outbox
+   * (delivered, failed, or no such message).
+   */
+  cancel (id: string): CancelOutcome {
+    const entry = this.store.outboxEntry(id)
+    if (entry == null) return 'absent'
+    if (this.machine.isSending(id)) return 'sending'
+    this.apply(this.machine.cancel(entry))
+    // a round waiting for a dial may hold it from before: it must not go out
+    if (this.running.has(entry.peer)) {
+      let ids = this.withdrawn.get(entry.peer)
+      if (ids == null) this.withdrawn.set(entry.peer, ids = new Set())
+      ids.add(id)
+    }
+    return 'cancelled'
   }
 
   /** Something changed (a connection opened, our addresses changed): retry now. */
@@ -149,10 +185,18 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
           this.run(peer)
           return
         }
+        this.withdrawn.delete(peer)
         if (this.stopped) return
-        const next = this.store.nextAttempt(peer)
-        if (next != null) this.schedule(peer, next)
-        else this.forget(peer)
+        const next = this.store.outboxScheduleOf(peer)
+        if (next != null) {
+          const expiresAt = this.machine.expiresAt(next.oldestAt)
+          this.expiries.set(peer, expiresAt)
+          // the outbox wakes when its oldest message expires even if the peer is never reachable
+          this.schedule(peer, Math.min(next.nextAttemptAt, expiresAt))
+        } else {
+          this.expiries.delete(peer)
+          this.forget(peer)
+        }
       })
   }
 
@@ -162,7 +206,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     const timer = this.clock.setTimeout(() => {
       this.timers.delete(peer)
       this.run(peer)
-    }, Math.max(0, at - this.clock.now()))
+    }, Math.min(MAX_TIMER, Math.max(0, at - this.clock.now())))
     this.timers.set(peer, timer)
   }
 
@@ -198,10 +242,16 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     const peerId = this.peerId(peer)
     for (;;) {
       if (this.stopped) return
+      this.sweep(peer)
       const window = this.machine.window(peer)
       this.fresh.delete(peer)
-      const due = this.store.due(peer, this.clock.now(), window)
-      if (due.length === 0) return
+      const found = this.store.due(peer, this.clock.now(), window)
+      if (found.length === 0) return
+      // one due but expired since the sweep fails here, without a query of its own
+      const { live, transition } = this.machine.expire(found)
+      if (transition.changes.length > 0) this.apply(transition)
+      let due = live
+      if (due.length === 0) continue
 
       // an open connection is used as it is; only a dial needs a time limit
       let connection = this.router.openConnection(peerId)
@@ -211,12 +261,15 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
           connection = await this.router.connect(peerId, { signal: AbortSignal.any([signal, timeout.signal]) })
         } catch (err: any) {
           if (this.stopped) return
+          due = this.notWithdrawn(peer, due)
           this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
           this.apply(this.machine.unreachable(due, err.message))
           continue
         } finally {
           timeout.clear()
         }
+        due = this.notWithdrawn(peer, due)
+        if (due.length === 0) continue
       }
 
       const { lost, exhausted } = await this.round(peer, connection, due, window, signal)
@@ -225,6 +278,26 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       // nothing was left when the round last looked, and nothing was queued since
       if (!lost && exhausted && !this.fresh.has(peer)) return
     }
+  }
+
+  /** The entries less those cancelled while a dial was under way. */
+  private notWithdrawn (peer: string, entries: OutboxEntry[]): OutboxEntry[] {
+    const withdrawn = this.withdrawn.get(peer)
+    return withdrawn == null ? entries : entries.filter(entry => !withdrawn.has(entry.id))
+  }
+
+  /**
+   * Fails the peer's expired messages in one transaction, due or not, once
+   * the oldest one's expiry (as last read) is past: one indexed query at most
+   * per run of the outbox, none while nothing has expired.
+   */
+  private sweep (peer: string): void {
+    const expiresAt = this.expiries.get(peer)
+    if (expiresAt == null || expiresAt > this.clock.now()) return
+    // the next expiry is read again when this run ends
+    this.expiries.delete(peer)
+    const { transition } = this.machine.expire(this.store.writtenBy(peer, this.machine.expiredBy()))
+    if (transition.changes.length > 0) this.apply(transition)
   }
 
   /**

@@ -36,6 +36,27 @@ export type SendResult = PromiseSettledResult<Pick<Acknowledgement, 'status' | '
 /** What the machine needs of an outbox entry. */
 export type Entry = Pick<OutboxEntry, 'id' | 'peer' | 'seq' | 'attempts'>
 
+/** What the machine needs to tell whether an entry expired: when this node wrote it. */
+export type AgedEntry = Entry & Pick<OutboxEntry, 'createdAt'>
+
+/** The reason a message cancelled by its sender fails with. */
+export const CANCELLED_REASON = 'cancelled by the sender'
+
+/** How the reason of a message failed as expired begins. */
+export const EXPIRED_REASON_PREFIX = 'expired:'
+
+/** How long an undelivered message is tried before it fails as expired, by default: a week (ms). */
+export const DEFAULT_MESSAGE_EXPIRY = 7 * 24 * 60 * 60_000
+
+/** A duration for people: whole days, hours, minutes or seconds where it is one. */
+export function humanDuration (ms: number): string {
+  const units: Array<[number, string]> = [[86_400_000, 'day'], [3_600_000, 'hour'], [60_000, 'minute'], [1_000, 'second']]
+  for (const [size, name] of units) {
+    if (ms >= size && ms % size === 0) return `${ms / size} ${name}${ms === size ? '' : 's'}`
+  }
+  return `${ms} ms`
+}
+
 /** A send and how it ended. */
 export interface Sent {
   entry: Entry
@@ -62,6 +83,13 @@ export interface OutboxMachineInit {
    * @default 300000
    */
   maxDelay?: number
+
+  /**
+   * How long after it was written an undelivered message fails as expired, in ms.
+   *
+   * @default DEFAULT_MESSAGE_EXPIRY (7 days)
+   */
+  messageExpiry?: number
 }
 
 export interface OutboxMachineComponents {
@@ -82,6 +110,7 @@ function errorMessage (reason: unknown): string {
 export class OutboxMachine {
   private readonly initialDelay: number
   private readonly maxDelay: number
+  private readonly messageExpiry: number
   private readonly clock: Pick<Clock, 'now'>
   private readonly random: () => number
   /** Messages on the wire now: their rows say `queued`, their status is `sending`. */
@@ -100,6 +129,48 @@ export class OutboxMachine {
     this.random = components.random ?? Math.random
     this.initialDelay = init.initialDelay ?? 1_000
     this.maxDelay = init.maxDelay ?? 5 * 60_000
+    this.messageExpiry = init.messageExpiry ?? DEFAULT_MESSAGE_EXPIRY
+  }
+
+  /** When an entry written at `createdAt` expires if still undelivered. */
+  expiresAt (createdAt: number): number {
+    return createdAt + this.messageExpiry
+  }
+
+  /** Entries written at or before this time have expired. */
+  expiredBy (): number {
+    return this.clock.now() - this.messageExpiry
+  }
+
+  /** The entries, less those that expired: those fail (in the transition) with a reason that says after how long. */
+  expire<T extends AgedEntry> (entries: readonly T[]): { live: T[], transition: Transition } {
+    const now = this.clock.now()
+    const transition = empty(now)
+    const live: T[] = []
+    for (const entry of entries) {
+      if (this.expiresAt(entry.createdAt) > now || this.onWire.has(entry.id)) {
+        live.push(entry)
+        continue
+      }
+      const reason = `${EXPIRED_REASON_PREFIX} not delivered within ${humanDuration(this.messageExpiry)}`
+      transition.writes.failed.push({ id: entry.id, reason })
+      transition.changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'failed', reason })
+    }
+    return { live, transition }
+  }
+
+  /** Whether an entry is on the wire now: its outcome is up to the recipient, so it cannot be cancelled. */
+  isSending (id: string): boolean {
+    return this.onWire.has(id)
+  }
+
+  /** The sender takes a queued entry back: it fails as cancelled. Throws if it is on the wire. */
+  cancel (entry: Entry): Transition {
+    if (this.onWire.has(entry.id)) throw new Error(`message ${entry.id} is on the wire`)
+    const transition = empty(this.clock.now())
+    transition.writes.failed.push({ id: entry.id, reason: CANCELLED_REASON })
+    transition.changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'failed', reason: CANCELLED_REASON })
+    return transition
   }
 
   /** The change to report for a message just written to the outbox. */

@@ -409,6 +409,43 @@ export class Store {
     return (this.sql('SELECT min(next_attempt_at) AS next FROM outbox WHERE peer = ?').get(peer) as Row).next ?? undefined
   }
 
+  /**
+   * Each peer with queued messages, when its earliest one is due, and when the
+   * oldest was written (from which the outbox tells when it expires).
+   */
+  outboxSchedule (): Array<{ peer: string, nextAttemptAt: number, oldestAt: number }> {
+    return (this.sql(`SELECT o.peer, min(o.next_attempt_at) AS next, min(m.created_at) AS oldest FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer GROUP BY o.peer`).all() as Row[])
+      .map(r => ({ peer: r.peer, nextAttemptAt: r.next, oldestAt: r.oldest }))
+  }
+
+  /**
+   * When the earliest outbox entry of `peer` is due and when its oldest was
+   * written, if it has any. The oldest is the first in seq order (seqs are
+   * given as messages are written): one index lookup, not a scan.
+   */
+  outboxScheduleOf (peer: string): { nextAttemptAt: number, oldestAt: number } | undefined {
+    const row = this.sql(`SELECT (SELECT min(next_attempt_at) FROM outbox WHERE peer = ?1) AS next,
+      (SELECT m.created_at FROM outbox o JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+        WHERE o.peer = ?1 ORDER BY o.seq LIMIT 1) AS oldest`).get(peer) as Row
+    return row.next == null ? undefined : { nextAttemptAt: row.next, oldestAt: row.oldest }
+  }
+
+  /** Outbox entries of `peer` written at or before `writtenBy`, due or not, in seq order (the expiry sweep). */
+  writtenBy (peer: string, writtenBy: number): OutboxEntry[] {
+    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      WHERE o.peer = ? AND m.created_at <= ? ORDER BY o.seq`).all(peer, writtenBy) as Row[]).map(row => toOutboxEntry(row))
+  }
+
+  /** One outbox entry by message id, if it is still in the outbox. */
+  outboxEntry (id: string): OutboxEntry | undefined {
+    const row = this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      WHERE o.id = ?`).get(id) as Row | undefined
+    return row == null ? undefined : toOutboxEntry(row)
+  }
+
   /** How many messages wait in the outbox. */
   outboxSize (): number {
     return (this.sql('SELECT count(*) AS n FROM outbox').get() as Row).n

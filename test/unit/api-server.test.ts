@@ -14,6 +14,7 @@ import { ApiClient, ApiError } from '../../cli/client.js'
 import { startApiServer } from '../../daemon/api/server.js'
 import { API_FILE } from '../../daemon/api/file.js'
 import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
+import { MessageCancelledError, MessageNotCancellableError, UnknownMessageError } from '../../node/errors.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage } from '../../node/types.js'
@@ -68,6 +69,12 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   }
 
   getMessage = (id: string): HistoryEntry | undefined => id === MESSAGE_ID ? ENTRY : undefined
+  cancel = (id: string): HistoryEntry => {
+    this.record('cancel', id)
+    if (id !== MESSAGE_ID) throw new UnknownMessageError(`no message sent with id ${id}`)
+    return { ...ENTRY, status: 'failed', reason: 'cancelled by the sender' }
+  }
+
   history = (peer: string, options: { limit?: number, before?: number }): HistoryEntry[] => {
     this.record('history', peer, options)
     return [ENTRY]
@@ -306,6 +313,24 @@ describe('the API server', () => {
     expect(await call(api, 'DELETE', `/v1/blocked/${ME}`)).toMatchObject({ status: 404, body: { error: 'NotFound', message: `${ME} is not blocked` } })
     expect(await call(api, 'DELETE', `/v1/requests/${ALICE}`)).toMatchObject({ status: 200, body: { peerId: ALICE, deleted: 1 } })
     expect(await call(api, 'POST', '/v1/blocked', { body: { peer: ALICE } })).toMatchObject({ status: 200, body: { peerId: ALICE, deleted: 0 } })
+  })
+
+  it('cancels a queued message: 200 with it failed, 404 for an id nobody sent, 409 for one not cancellable; a waiting send answers 422', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'DELETE', `/v1/messages/${MESSAGE_ID}`)).toMatchObject({ status: 200, body: { id: MESSAGE_ID, status: 'failed', reason: 'cancelled by the sender' } })
+    expect(node.calls).toContainEqual(['cancel', MESSAGE_ID])
+    const other = '0190f5c8-7d3a-7a8b-8c9d-000000000002'
+    expect(await call(api, 'DELETE', `/v1/messages/${other}`)).toMatchObject({ status: 404, body: { error: 'UnknownMessageError', message: `no message sent with id ${other}` } })
+    node.cancel = () => { throw new MessageNotCancellableError(`message ${MESSAGE_ID} is delivered: only a message still waiting in the outbox can be cancelled`, 'delivered') }
+    expect(await call(api, 'DELETE', `/v1/messages/${MESSAGE_ID}`)).toMatchObject({ status: 409, body: { error: 'MessageNotCancellableError' } })
+
+    node.waitFor = async () => { throw new MessageCancelledError(`message ${MESSAGE_ID} was cancelled by the sender before it was delivered`) }
+    expect(await call(api, 'POST', '/v1/messages', { body: { to: ALICE, body: 'hi', wait: 5 } })).toMatchObject({ status: 422, body: { id: MESSAGE_ID, status: 'failed', error: 'MessageCancelledError' } })
+
+    const dir = await tempDir()
+    await writeFile(join(dir, API_FILE), JSON.stringify({ url: api.url, token: TOKEN }))
+    const client = await ApiClient.forDataDir(dir)
+    await expect(client.cancel(MESSAGE_ID)).rejects.toMatchObject({ name: 'ApiError', status: 409, code: 'MessageNotCancellableError' })
   })
 
   it('answers 404 for a path it does not serve and 405 for a method a path does not take', async () => {

@@ -53,3 +53,19 @@ describe('the daemon config', () => {
     expect(parseConfig(daemonConfigSchema, [{ source: 'x', values: {} }])).toEqual({ apiPort: 0 })
   })
 })
+
+describe('the message expiry', () => {
+  const tempDir = useTempDirs()
+
+  it('is a week by default, set in ms by createNode, config.json or PARLEY_MESSAGE_EXPIRY, and checked as the node checks it', async () => {
+    expect(resolveNodeConfig().messageExpiry).toBe(7 * 24 * 60 * 60_000)
+    expect(resolveNodeConfig({ messageExpiry: 60_000 }).messageExpiry).toBe(60_000)
+    expect(problem(() => resolveNodeConfig({ messageExpiry: 0 }))).toMatch(/messageExpiry: must be a positive number of milliseconds/)
+
+    const dir = await tempDir()
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ messageExpiry: 86_400_000 }))
+    expect(toNodeConfig(dir, await loadDaemonConfig(dir, {}, {})).messageExpiry).toBe(86_400_000)
+    expect(toNodeConfig(dir, await loadDaemonConfig(dir, {}, { PARLEY_MESSAGE_EXPIRY: '3600000' })).messageExpiry).toBe(3_600_000)
+    await expect(loadDaemonConfig(dir, {}, { PARLEY_MESSAGE_EXPIRY: '-1' })).rejects.toThrow(/messageExpiry.*PARLEY_MESSAGE_EXPIRY|PARLEY_MESSAGE_EXPIRY.*messageExpiry/)
+  })
+})

@@ -7,7 +7,7 @@ import { Ack, MAX_UNACKED } from '../../protocols/im/index.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import { until } from '../fixtures/wait.js'
 import type { ClockTimer } from '../../common/clock.js'
-import type { DeliveryComponents } from '../../node/outbox/delivery.js'
+import type { DeliveryComponents, DeliveryInit } from '../../node/outbox/delivery.js'
 import type { StatusChange } from '../../node/types.js'
 import type { Acknowledgement, OutboundMessage } from '../../protocols/im/index.js'
 import type { AbortOptions, Connection } from '@libp2p/interface'
@@ -135,12 +135,12 @@ describe('DeliveryEngine', () => {
     for (const fn of cleanup.splice(0)) fn()
   })
 
-  function setup (components: Partial<DeliveryComponents> = {}) {
+  function setup (components: Partial<DeliveryComponents> = {}, init: DeliveryInit = {}) {
     const clock = new WatchedClock()
     const store = new Store()
     const im = new StubIm()
     const router = new StubRouter()
-    const engine = new DeliveryEngine({ store, router, im, logger: defaultLogger(), clock, random: () => 0.5, ...components }, { initialDelay: 1_000, maxDelay: 60_000, connectTimeout: 30_000 })
+    const engine = new DeliveryEngine({ store, router, im, logger: defaultLogger(), clock, random: () => 0.5, ...components }, { initialDelay: 1_000, maxDelay: 60_000, connectTimeout: 30_000, ...init })
     const changes: StatusChange[] = []
     engine.addEventListener('message:status', evt => { changes.push(evt.detail) })
     let next = 1
@@ -472,5 +472,86 @@ describe('DeliveryEngine', () => {
     t.im.autoAck = Ack.Status.OK
     t.im.ackAll()
     await t.reported(ids, 'delivered')
+  })
+
+  it('fails a message to a peer never reachable as expired at its deadline, not before, on a timer of its own; the later ones go on, in order', async () => {
+    // retries an hour apart: only the expiry's own timer can fail the first message on time
+    const t = setup({}, { initialDelay: 2 * 3_600_000, maxDelay: 4 * 3_600_000, messageExpiry: 10 * 60_000 })
+    t.router.open = false
+    t.router.dial = async () => { throw new Error('no addresses') }
+    t.engine.start()
+    const start = t.clock.now()
+    const [first] = t.queue(1)
+    await until(() => t.store.outbox()[0]?.attempts === 1, { on: [t.engine, 'message:status'], what: 'the first attempt', timeout: WAIT })
+    t.clock.advance(60_000)
+    const [second] = t.queue(1)
+    await until(() => t.store.outbox()[1]?.attempts === 1, { on: [t.engine, 'message:status'], what: 'the second attempt', timeout: WAIT })
+    await t.scheduled(start + 10 * 60_000)
+
+    t.clock.advance(start + 10 * 60_000 - 1 - t.clock.now())
+    expect(t.statuses(first)).not.toContain('failed')
+    t.clock.advance(1)
+    await t.reported([first], 'failed')
+    const reason = 'expired: not delivered within 10 minutes'
+    expect(t.changes.at(-1)).toEqual({ id: first, peer: PEER, seq: 1, status: 'failed', reason })
+    expect(t.store.getMessage(first)).toMatchObject({ status: 'failed', reason })
+    expect(t.store.outbox().map(e => e.id)).toEqual([second])
+    expect(t.statuses(second)).not.toContain('failed')
+    // and wakes again when the next one expires
+    await t.scheduled(start + 11 * 60_000)
+
+    t.router.open = true
+    t.engine.wake(PEER)
+    await t.im.sends(1)
+    expect(t.im.seqs).toEqual([2])
+    t.im.ack(2)
+    await t.reported([second], 'delivered')
+  })
+
+  it('cancels a queued message, even one a round holds while it dials; one on the wire is left to its outcome', async () => {
+    const t = setup()
+    t.router.open = false
+    const dial = Promise.withResolvers<Connection>()
+    t.router.dial = async () => dial.promise
+    t.engine.start()
+    const [first, second] = t.queue(2)
+    await t.router.dialled(1)
+
+    expect(t.engine.cancel(first)).toBe('cancelled')
+    expect(t.changes.at(-1)).toEqual({ id: first, peer: PEER, seq: 1, status: 'failed', reason: 'cancelled by the sender' })
+    expect(t.store.getMessage(first)).toMatchObject({ status: 'failed', reason: 'cancelled by the sender' })
+    expect(t.store.outbox().map(e => e.id)).toEqual([second])
+    expect(t.engine.cancel(first)).toBe('absent')
+    expect(t.engine.cancel(messageId(99))).toBe('absent')
+
+    // the dial the round waited on opens: the cancelled message stays out
+    dial.resolve(CONNECTION)
+    await t.im.sends(1)
+    expect(t.im.seqs).toEqual([2])
+    expect(t.engine.cancel(second)).toBe('sending')
+    t.im.ack(2)
+    await t.reported([second], 'delivered')
+    expect(t.engine.cancel(second)).toBe('absent')
+    expect(t.statuses(first)).toEqual(['queued', 'failed'])
+  })
+
+  it('after a restart, fails at once what expired while it was stopped, without trying to send it', async () => {
+    const t = setup({}, { messageExpiry: 60_000 })
+    t.router.open = false
+    t.router.dial = async () => { throw new Error('no addresses') }
+    const [old] = t.enqueue(1)
+    t.clock.advance(30_000)
+    const [recent] = t.enqueue(1)
+    t.store.reschedule([old, recent], t.clock.now() + 3_600_000, 'no addresses')
+    t.clock.advance(30_000)
+    t.engine.start()
+    await t.scheduled(t.clock.now())
+    t.clock.advance(0)
+    await t.reported([old], 'failed')
+    expect(t.store.getMessage(old)).toMatchObject({ status: 'failed', reason: 'expired: not delivered within 1 minute' })
+    expect(t.router.dials).toBe(0)
+    // the next wake-up is when the other expires
+    await t.scheduled(t.clock.now() + 30_000)
+    expect(t.store.outbox().map(e => e.id)).toEqual([recent])
   })
 })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { CONTINUATION_INDENT, contactNames, conversationsTable, historyLine, peerLabel, terminalSafe } from '../../cli/format.js'
-import type { Conversation, HistoryEntry } from '../../node/types.js'
+import { CONTINUATION_INDENT, contactNames, conversationsTable, historyLine, outboxTable, peerLabel, span, terminalSafe } from '../../cli/format.js'
+import type { Conversation, HistoryEntry, OutboxItem } from '../../node/types.js'
 
 /** Every code point a terminal acts on rather than prints, but line feed and tab. */
 // eslint-disable-next-line no-control-regex
@@ -130,5 +130,27 @@ describe('the inbox\'s formatting', () => {
     expect(rows[2]).toMatch(/^…c6iDEp \(request\)\s+\S+ \S+\s+me: mine \[image\/png\]$/)
     expect(table).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]/) // eslint-disable-line no-control-regex
     expect(conversationsTable([])).toBe('(no conversations yet)')
+  })
+})
+
+describe('the outbox table', () => {
+  const NOW = 1_700_000_000_000
+  const PEER = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
+  const item = (more: Partial<OutboxItem>): OutboxItem => ({ id: '0190f5c8-7d3a-7a8b-8c9d-000000000001', from: TRUSTED, to: PEER, direction: 'out', seq: 1, body: 'hi', contentType: 'text/plain', sentAt: NOW - 3 * 3_600_000, status: 'queued', attempts: 4, nextAttemptAt: NOW + 90_000, ...more })
+
+  it('shows each message with its recipient\'s name, status, tries, next attempt, age and last error, one terminal-safe line each', () => {
+    const table = outboxTable([
+      item({ lastError: 'no addresses\x1b[2K' }),
+      item({ id: '0190f5c8-7d3a-7a8b-8c9d-000000000002', to: TRUSTED, status: 'sending', attempts: 0, sentAt: NOW - 5_000 })
+    ], new Map([[PEER, 'bob\nme: fake']]), NOW).split('\n')
+    expect(table[0]).toMatch(/^ID +TO +STATUS +TRIES +NEXT +AGE +LAST ERROR$/)
+    expect(table[1]).toMatch(/^0190f5c8-7d3a-7a8b-8c9d-000000000001 +bob\\nme: fake +queued +4 +in 1 min +3 h +no addresses\\x1b\[2K$/)
+    expect(table[2]).toMatch(/^0190f5c8-7d3a-7a8b-8c9d-000000000002 +…LvKXtf +sending +0 +now +5 s$/)
+    expect(table.at(-1)).toBe('cancel one: parley cancel <id>')
+    expect(outboxTable([], new Map(), NOW)).toMatch(/^\(the outbox is empty/)
+  })
+
+  it('says lengths of time to one unit', () => {
+    expect([span(-5), span(45_000), span(12 * 60_000), span(3 * 3_600_000 + 1), span(6 * 86_400_000)]).toEqual(['0 s', '45 s', '12 min', '3 h', '6 d'])
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_RETRY_AFTER, MIN_RETRY_AFTER, OutboxMachine, endsRound } from '../../node/outbox/machine.js'
+import { CANCELLED_REASON, MAX_RETRY_AFTER, MIN_RETRY_AFTER, OutboxMachine, endsRound, humanDuration } from '../../node/outbox/machine.js'
 import { Ack, MAX_UNACKED } from '../../protocols/im/index.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import type { Entry, SendResult } from '../../node/outbox/machine.js'
@@ -182,5 +182,54 @@ describe('outbox machine', () => {
     clock.advance(5_000)
     m.forget(PEER)
     expect(m.trackedPeers).toBe(0)
+  })
+
+  describe('expiry and cancel', () => {
+    const DAY = 24 * 60 * 60_000
+    const aged = (seq: number, createdAt: number): Entry & { createdAt: number } => ({ ...entry(seq), createdAt })
+
+    it('fails an entry as expired at its deadline, not before, saying after how long; the later ones live on', () => {
+      const { machine: m, clock } = machine({ messageExpiry: 7 * DAY })
+      const start = clock.now()
+      const entries = [aged(1, start), aged(2, start + 1_000)]
+      expect(m.expiresAt(start)).toBe(start + 7 * DAY)
+
+      clock.advance(7 * DAY - 1)
+      expect(m.expire(entries)).toEqual({ live: entries, transition: { writes: { at: clock.now(), delivered: [], retried: [], failed: [] }, changes: [] } })
+
+      clock.advance(1)
+      expect(m.expiredBy()).toBe(start)
+      const { live, transition } = m.expire(entries)
+      expect(live).toEqual([entries[1]])
+      const reason = 'expired: not delivered within 7 days'
+      expect(transition.writes.failed).toEqual([{ id: 'm1', reason }])
+      expect(transition.changes).toEqual([{ id: 'm1', peer: PEER, seq: 1, status: 'failed', reason }])
+    })
+
+    it('leaves an entry on the wire to its outcome, even past its deadline', () => {
+      const { machine: m, clock } = machine({ messageExpiry: 1_000 })
+      const first = aged(1, clock.now())
+      m.sending([first])
+      clock.advance(5_000)
+      expect(m.expire([first]).live).toEqual([first])
+    })
+
+    it('says the configured duration in people\'s units', () => {
+      expect(humanDuration(7 * DAY)).toBe('7 days')
+      expect(humanDuration(DAY)).toBe('1 day')
+      expect(humanDuration(90 * 60_000)).toBe('90 minutes')
+      expect(humanDuration(1_500)).toBe('1500 ms')
+    })
+
+    it('cancels a queued entry as failed by the sender, and refuses one on the wire', () => {
+      const { machine: m } = machine()
+      expect(m.cancel(entry(1))).toMatchObject({
+        writes: { failed: [{ id: 'm1', reason: CANCELLED_REASON }] },
+        changes: [{ id: 'm1', peer: PEER, seq: 1, status: 'failed', reason: 'cancelled by the sender' }]
+      })
+      m.sending([entry(2)])
+      expect(m.isSending('m2')).toBe(true)
+      expect(() => m.cancel(entry(2))).toThrow(/on the wire/)
+    })
   })
 })

@@ -57,6 +57,25 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
+  it('tells the outbox when each peer\'s oldest message was written, finds those written by a time, and one entry by id', () => {
+    const store = new Store()
+    store.enqueue({ peer: PEER, id: 'a', body: 'a', contentType: 'text/plain', sentAt: 10 })
+    store.enqueue({ peer: PEER, id: 'b', body: 'b', contentType: 'text/plain', sentAt: 20 })
+    store.enqueue({ peer: OTHER, id: 'z', body: 'z', contentType: 'text/plain', sentAt: 5 })
+    store.reschedule(['a'], 500, 'no addresses')
+    expect(store.outboxSchedule()).toEqual([{ peer: PEER, nextAttemptAt: 20, oldestAt: 10 }, { peer: OTHER, nextAttemptAt: 5, oldestAt: 5 }].sort((x, y) => x.peer < y.peer ? -1 : 1))
+    expect(store.outboxScheduleOf(PEER)).toEqual({ nextAttemptAt: 20, oldestAt: 10 })
+    expect(store.writtenBy(PEER, 15).map(e => e.id)).toEqual(['a'])
+    expect(store.writtenBy(PEER, 20).map(e => [e.id, e.attempts])).toEqual([['a', 1], ['b', 0]])
+    expect(store.outboxEntry('b')).toEqual(store.outbox().find(e => e.id === 'b'))
+    store.record(writes({ failed: [{ id: 'a', reason: 'cancelled by the sender' }] }))
+    expect(store.outboxEntry('a')).toBeUndefined()
+    expect(store.outboxScheduleOf(PEER)).toEqual({ nextAttemptAt: 20, oldestAt: 20 })
+    store.record(writes({ delivered: [{ id: 'b', path: 'direct' }] }))
+    expect(store.outboxScheduleOf(PEER)).toBeUndefined()
+    store.close()
+  })
+
   it('queues again a message an older parley left marked sending', async () => {
     const file = join(await tempDir(), 'messages.db')
     // a store as parley left it at schema version 2
