@@ -28,6 +28,7 @@ const STATUS: NodeStatus = {
   peerId: ME,
   addrs: ['/ip4/127.0.0.1/tcp/4001'],
   relays: [{ relay: '/ip4/127.0.0.1/tcp/4002/p2p/' + ALICE, reserved: true, failures: 0 }],
+  reachability: { reachable: true, via: 'relay', relay: '/ip4/127.0.0.1/tcp/4002/p2p/' + ALICE, reasons: [] },
   connections: 1,
   dhtPeers: 0,
   outbox: 0,
