@@ -1,4 +1,4 @@
-import type { HistoryEntry } from '../node/types.js'
+import type { HistoryEntry, Reachability } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {
@@ -104,4 +104,18 @@ export function date (ms: number | undefined): string {
   const d = new Date(ms)
   const pad = (n: number): string => String(n).padStart(2, '0')
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`
+}
+
+/** The `status` lines on whether other machines can reach this node, and what to do when they cannot. */
+export function reachabilityLines (r: Reachability): string[] {
+  const safe = (text: string): string => terminalSafe(text, { indent: false })
+  const head = r.via === 'relay'
+    ? `reachable through relay ${safe(r.relay ?? '')}`
+    : r.via === 'public address'
+      ? `reachable at public address ${safe(r.address ?? '')}`
+      : 'NOT reachable from outside your LAN:'
+  const fix = r.reachable || r.reasons.some(reason => reason.startsWith('no relay configured'))
+    ? []
+    : ['  check the relay is up and its address right (`parley relays`), or add another with `parley relays add <relay link>`']
+  return [head, ...r.reasons.map(reason => `  ${safe(reason)}`), ...fix]
 }

@@ -94,9 +94,12 @@ export function decodeRelayLink (input: string): RelayLink {
   if (text.length > MAX_RELAY_LINK_LENGTH) {
     throw new InvalidRelayLinkError(`the relay link is ${text.length} characters long, over the ${MAX_RELAY_LINK_LENGTH}-character limit: \`parley relay\` never writes one this long; ${what}`)
   }
+  const payload = text.slice(RELAY_LINK_PREFIX.length)
+  // Buffer skips characters outside base64url: a cut or pasted-over link must not pass for a whole one
+  if (!/^[A-Za-z0-9_-]+$/.test(payload)) throw new InvalidRelayLinkError(what)
   let parsed: any
   try {
-    parsed = JSON.parse(Buffer.from(text.slice(RELAY_LINK_PREFIX.length), 'base64url').toString('utf8'))
+    parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
   } catch {
     throw new InvalidRelayLinkError(what)
   }
