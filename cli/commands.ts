@@ -2,8 +2,9 @@ import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
+import { reportReachability } from './relays.js'
 import { defaultDataDir } from '../daemon/config.js'
-import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, terminalSafe } from './format.js'
+import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, reachabilityLines, terminalSafe } from './format.js'
 import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
@@ -112,6 +113,7 @@ export function nodeCommands (program: Command): void {
       }
       printAddrs()
       node.libp2p.addEventListener('self:peer:update', printAddrs)
+      await reportReachability(node, dataDir, flags.relay)
       node.addEventListener('message', (evt) => {
         console.log(`[${clock(evt.detail.receivedAt)}] message from ${evt.detail.from}${evt.detail.request === true ? ' (request)' : ''} (${evt.detail.path})`)
       })
@@ -265,6 +267,7 @@ export function nodeCommands (program: Command): void {
       print(opts.json === true, s, () => [
         ...(s.storage.full ? ['STORAGE FULL: the message store is at its limit; incoming messages are refused and sending fails until room is made'] : []),
         `peer ID: ${s.peerId}`,
+        ...reachabilityLines(s.reachability),
         `reachable at: ${s.addrs.length === 0 ? '(nowhere yet)' : ''}`,
         ...s.addrs.map(a => `  ${safe(a)}`),
         `relays: ${s.relays.length === 0 ? '(none configured)' : ''}`,

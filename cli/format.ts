@@ -1,4 +1,4 @@
-import type { Conversation, HistoryEntry, OutboxItem } from '../node/types.js'
+import type { Conversation, HistoryEntry, OutboxItem, Reachability } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {
@@ -167,4 +167,18 @@ export function outboxTable (items: OutboxItem[], names: Map<string, string>, no
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
   const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : c.padEnd(widths[i])).join('  ').trimEnd()
   return [line(header), ...rows.map(line), '', 'cancel one: parley cancel <id>'].join('\n')
+}
+
+/** The `status` lines on whether other machines can reach this node, and what to do when they cannot. */
+export function reachabilityLines (r: Reachability): string[] {
+  const safe = (text: string): string => terminalSafe(text, { indent: false })
+  const head = r.via === 'relay'
+    ? `reachable through relay ${safe(r.relay ?? '')}`
+    : r.via === 'public address'
+      ? `reachable at public address ${safe(r.address ?? '')}`
+      : 'NOT reachable from outside your LAN:'
+  const fix = r.reachable || r.reasons.some(reason => reason.startsWith('no relay configured'))
+    ? []
+    : ['  check the relay is up and its address right (`parley relays`), or add another with `parley relays add <relay link>`']
+  return [head, ...r.reasons.map(reason => `  ${safe(reason)}`), ...fix]
 }

@@ -5,12 +5,14 @@
  */
 import { Command } from 'commander'
 import { nodeCommands } from './commands.js'
+import { relaysCommands } from './relays.js'
 import { relayCommand } from '../relay/cli.js'
 
 const program = new Command('parley')
   .description('A decentralized instant messenger on libp2p: direct when it can, relayed when it must')
   .showHelpAfterError()
 nodeCommands(program)
+relaysCommands(program)
 program.addCommand(relayCommand())
 
 program.parseAsync().catch((err: Error) => {

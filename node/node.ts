@@ -23,6 +23,7 @@ import { isMessageId } from './message-id.js'
 import { isUsable, PathUpgrader, pathUpgraderComponents, transportOf } from './network/paths.js'
 import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
+import { computeReachability } from './reachability.js'
 import { Reception } from './reception.js'
 import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
@@ -30,7 +31,7 @@ import { PREVIEW_CHARS, Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
 import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { Logger, PeerId } from '@libp2p/interface'
@@ -89,6 +90,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   private readonly closeDatastore: () => Promise<void>
   private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
   private stopped = false
+  private lastReachability = ''
 
   /** Takes parts `createNode` built and wired; use `createNode`. */
   constructor (parts: NodeParts) {
@@ -113,6 +115,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     // a new connection to a peer, or a change in our own reachability: retry at once
     this.libp2p.addEventListener('connection:open', (evt) => { this.engine.wake(evt.detail.remotePeer.toString()) })
     this.libp2p.addEventListener('self:peer:update', () => { this.engine.wake() })
+    this.libp2p.addEventListener('self:peer:update', () => { this.checkReachability() })
+    this.libp2p.services.reservations.addEventListener('change', () => { this.checkReachability() })
   }
 
   /** Starts the node's own parts once libp2p runs (called by `createNode`, once). */
@@ -132,6 +136,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.paths.start()
     this.inbox.start()
     this.engine.start()
+    this.lastReachability = JSON.stringify(this.reachability())
   }
 
   /** The addresses this node can be reached at, relay circuit addresses included. */
@@ -534,6 +539,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       peerId: this.peerId.toString(),
       addrs: this.multiaddrs.map(a => a.toString()),
       relays: this.libp2p.services.reservations.status(),
+      reachability: this.reachability(),
       connections: this.libp2p.getConnections().length,
       dhtPeers: (this.libp2p.services.dht as SingleKadDHT).routingTable.size,
       outbox: this.store.outboxSize(),
@@ -541,6 +547,22 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       requests: this.policy.requestUsage().peers,
       blocked: this.policy.blockedCount
     }
+  }
+
+  /** Whether this node can be reached from outside its LAN, and why not (see node/reachability.ts). */
+  reachability (): Reachability {
+    const keeper = this.libp2p.services.reservations
+    const relays = keeper.status().map(r => ({ ...r, lastError: keeper.lastError(r.relay) }))
+    return computeReachability(relays, this.multiaddrs.map(a => a.toString()))
+  }
+
+  /** Emits `reachability` when it changed since the last time (a reservation made or lost, a public address). */
+  private checkReachability (): void {
+    const now = this.reachability()
+    const key = JSON.stringify(now)
+    if (key === this.lastReachability) return
+    this.lastReachability = key
+    this.dispatchEvent(new CustomEvent('reachability', { detail: now }))
   }
 
   async stop (): Promise<void> {

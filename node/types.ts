@@ -92,10 +92,26 @@ export interface Receipt {
   path: Path
 }
 
+/**
+ * Whether other machines, outside this node's LAN, can reach it: through a
+ * relay it holds a reservation on, at a public address, or not at all.
+ */
+export interface Reachability {
+  reachable: boolean
+  via: 'relay' | 'public address' | 'lan only'
+  /** The relay reached through (its address), when `via` is `relay`. */
+  relay?: string
+  /** The public address, when `via` is `public address`. */
+  address?: string
+  /** What stands in the way: relays without a reservation and why, no relay configured, no public address. */
+  reasons: string[]
+}
+
 export interface NodeStatus {
   peerId: string
   addrs: string[]
   relays: RelayReservationStatus[]
+  reachability: Reachability
   connections: number
   dhtPeers: number
   outbox: number
@@ -160,6 +176,8 @@ export interface ParleyNodeEvents {
   message: CustomEvent<ReceivedMessage>
   'message:status': CustomEvent<StatusChange>
   'path:change': CustomEvent<PathChange>
+  /** This node became reachable from outside its LAN, or stopped being, or the reason changed. */
+  reachability: CustomEvent<Reachability>
 }
 
 /** One conversation of the inbox, as `conversations` lists it. */

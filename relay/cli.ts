@@ -1,5 +1,6 @@
 import { Command } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
+import { encodeRelayLink } from '../common/relay-link.js'
 import { LIMIT_OPTIONS, loadRelayConfig, RELAY_DEFAULTS } from './config.js'
 import type { RelayFlags, RelayLimits } from './config.js'
 
@@ -55,6 +56,7 @@ createRelay's options, limits under "limits"; see relay/config.sample.json.`)
     console.log(`relay peer ID: ${relay.peerId.toString()}`)
     console.log('give nodes one of these addresses (--relay):')
     for (const addr of relay.multiaddrs) console.log(`  ${addr.toString()}`)
+    console.log(`give nodes this line: parley relays add ${encodeRelayLink(relay.peerId, relay.multiaddrs)}`)
     const limitsLine = Object.entries(relay.config.limits).map(([key, value]) => `${key}=${value}`).join(' ')
     console.log(`limits: ${limitsLine}`)
     if (relay.metricsUrl != null) {

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod'
 import type { PathChange } from '../../node/network/paths.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
 
 // ---- what requests carry ----
 
@@ -124,6 +124,8 @@ export interface ApiEvents {
   message: ReceivedMessage
   status: StatusChange
   path: PathChange
+  /** This node became reachable from outside its LAN or stopped being, or why not changed. */
+  reachability: Reachability
   /** Last: the stream fell too far behind and is ended; read what was missed from the history. */
   overflow: { message: string, backlog: number }
 }

@@ -59,7 +59,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -456,6 +456,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onMessage = (evt: ApiNodeEvents['message']): void => { send(eventText('message', evt.detail)) }
   const onStatus = (evt: ApiNodeEvents['message:status']): void => { send(eventText('status', evt.detail)) }
   const onPath = (evt: ApiNodeEvents['path:change']): void => { send(eventText('path', evt.detail)) }
+  const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false
@@ -463,6 +464,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('message', onMessage)
     node.removeEventListener('message:status', onStatus)
     node.removeEventListener('path:change', onPath)
+    node.removeEventListener('reachability', onReachability)
   }
   const overflow = (): void => {
     unsubscribe()
@@ -479,6 +481,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('message', onMessage)
   node.addEventListener('message:status', onStatus)
   node.addEventListener('path:change', onPath)
+  node.addEventListener('reachability', onReachability)
   raw.on('close', unsubscribe)
   res.on('close', unsubscribe)
 }

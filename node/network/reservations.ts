@@ -1,4 +1,5 @@
 import { CODE_P2P, CODE_P2P_CIRCUIT } from '@multiformats/multiaddr'
+import { TypedEventEmitter } from 'main-event'
 import { backoff } from '../../common/backoff.js'
 import { systemClock } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
@@ -54,9 +55,16 @@ export interface RelayReservationStatus {
   failures: number
 }
 
-export interface ReservationKeeper {
+export interface ReservationKeeperEvents {
+  /** A relay's reservation was made or lost, or an attempt failed in a new way. */
+  change: CustomEvent<RelayReservationStatus[]>
+}
+
+export interface ReservationKeeper extends TypedEventTarget<ReservationKeeperEvents> {
   /** Each configured relay and whether this node holds a reservation on it now. */
   status(): RelayReservationStatus[]
+  /** Why the last attempt on this relay (its address as `status` gives it) got no reservation; none once it holds one. */
+  lastError(relay: string): string | undefined
 }
 
 interface RelayState {
@@ -65,6 +73,7 @@ interface RelayState {
   failures: number
   nextAttempt: number
   reserving: boolean
+  lastError?: string
   /** The check due when the back-off is over. */
   retry?: ClockTimer
 }
@@ -77,7 +86,7 @@ interface RelayState {
  * connection, or a periodic check) and listens on the relay's circuit address
  * again, with back-off, which makes the transport reserve anew.
  */
-class DefaultReservationKeeper implements Startable, ReservationKeeper {
+class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents> implements Startable, ReservationKeeper {
   readonly [Symbol.toStringTag] = 'parley/reservation-keeper'
   private readonly log: Logger
   private readonly relays: RelayState[]
@@ -88,8 +97,11 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
   private readonly random: () => number
   private timer?: ClockTimer
   private started = false
+  /** The status last announced by a `change` event. */
+  private announced = ''
 
   constructor (private readonly components: ReservationKeeperComponents, init: ReservationKeeperInit) {
+    super()
     this.log = components.logger.forComponent('parley:reservations')
     this.checkInterval = init.checkInterval ?? 5_000
     this.initialDelay = init.initialDelay ?? 1_000
@@ -157,6 +169,20 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
     return this.relays.map(r => ({ relay: r.addr.toString(), reserved: reserved.has(r.id), failures: r.failures }))
   }
 
+  lastError (relay: string): string | undefined {
+    const state = this.relays.find(r => r.addr.toString() === relay)
+    return state == null || this.reservedRelays().has(state.id) ? undefined : state.lastError
+  }
+
+  /** Emits `change` when a reservation came or went or the reason for a missing one changed (not at each attempt). */
+  private announce (): void {
+    const status = this.status()
+    const key = JSON.stringify(status.map(({ failures, ...rest }) => ({ ...rest, failed: failures > 0, lastError: this.lastError(rest.relay) })))
+    if (key === this.announced) return
+    this.announced = key
+    this.safeDispatchEvent('change', { detail: status })
+  }
+
   private check (): void {
     if (!this.started) return
     const reserved = this.reservedRelays()
@@ -165,12 +191,14 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
       if (reserved.has(relay.id)) {
         relay.failures = 0
         relay.nextAttempt = 0
+        relay.lastError = undefined
         continue
       }
       if (relay.reserving || now < relay.nextAttempt) continue
       relay.reserving = true
       this.reserve(relay).finally(() => { relay.reserving = false })
     }
+    this.announce()
   }
 
   private async reserve (relay: RelayState): Promise<void> {
@@ -178,16 +206,22 @@ class DefaultReservationKeeper implements Startable, ReservationKeeper {
     try {
       // NO_FATAL fault tolerance: listen resolves even when the relay is still down
       await this.components.transportManager.listen([relay.addr.encapsulate('/p2p-circuit')])
+      // the transport does not say why: the dial failed or the relay refused
+      relay.lastError = 'the relay could not be reached or refused a reservation'
     } catch (err: any) {
       this.log('reserving on %s failed - %e', relay.id, err)
+      relay.lastError = String(err?.message ?? err)
     }
     if (this.reservedRelays().has(relay.id)) {
       this.log('reservation on %s restored', relay.id)
       relay.failures = 0
       relay.nextAttempt = 0
+      relay.lastError = undefined
+      this.announce()
       return
     }
     relay.failures++
+    this.announce()
     const delay = backoff(relay.failures, { first: this.initialDelay, max: this.maxDelay, jitter: 'equal' }, this.random)
     relay.nextAttempt = this.clock.now() + delay
     if (!this.started) return

@@ -29,6 +29,7 @@ const STATUS: NodeStatus = {
   peerId: ME,
   addrs: ['/ip4/127.0.0.1/tcp/4001'],
   relays: [{ relay: '/ip4/127.0.0.1/tcp/4002/p2p/' + ALICE, reserved: true, failures: 0 }],
+  reachability: { reachable: true, via: 'relay', relay: '/ip4/127.0.0.1/tcp/4002/p2p/' + ALICE, reasons: [] },
   connections: 1,
   dhtPeers: 0,
   outbox: 0,
@@ -383,6 +384,19 @@ describe('the API server', () => {
     stream.close()
     await closed
     for (const event of ['message', 'message:status', 'path:change'] as const) expect(node.listenerCount(event)).toBe(0)
+  })
+
+  it('streams the node\'s reachability changes', async () => {
+    const { node, api } = await serve()
+    const stream = await subscribe(api)
+    expect(await stream.next()).toEqual({ event: 'ready', data: { peerId: ME } })
+    const lanOnly = { reachable: false, via: 'lan only' as const, reasons: ['no public address announced or confirmed'] }
+    node.safeDispatchEvent('reachability', { detail: lanOnly })
+    expect(await stream.next()).toEqual({ event: 'reachability', data: lanOnly })
+    const closed = new Promise(resolve => stream.server.once('close', resolve))
+    stream.close()
+    await closed
+    expect(node.listenerCount('reachability')).toBe(0)
   })
 
   it('drops a subscriber whose unsent backlog would pass maxEventBacklog: what fitted, a last overflow event, the end', async () => {
