@@ -62,6 +62,16 @@ describe('the installed parley command', () => {
     expect(help.stdout).toContain('--data-dir')
   })
 
+  it('runs from a checkout installed with `npm install -g .`: a link to the checkout, and the bin linked through it', async () => {
+    const prefix = await tempDir()
+    await mkdir(join(prefix, 'lib', 'node_modules'), { recursive: true })
+    await symlink(ROOT, join(prefix, 'lib', 'node_modules', 'parley-im'), 'dir')
+    await mkdir(join(prefix, 'bin'))
+    await symlink(join('..', 'lib', 'node_modules', 'parley-im', 'parley'), join(prefix, 'bin', 'parley'))
+    const version = await runWithSystemPath(join(prefix, 'bin', 'parley'), ['--version'])
+    expect(version).toMatchObject({ code: 0, stdout: expect.stringContaining(`(Node.js v${PINNED})`) })
+  })
+
   it('runs from the checkout\'s ./parley symlinked into a bin dir, on the pinned Node.js', async () => {
     const bin = await tempDir()
     await symlink(join(ROOT, 'parley'), join(bin, 'parley'))
