@@ -23,6 +23,14 @@ const program = new Command('parley')
   // the Node.js too: the command runs on the one parley pins, not necessarily the system's
   .version(`parley ${packageVersion()} (Node.js ${process.version})`, '-V, --version', 'print the version and the Node.js it runs on')
   .showHelpAfterError()
+  // a usage error (a bad option value) comes before any action runs: --json on
+  // the command line is all there is to go by; set before the commands, which inherit it
+  .configureOutput({
+    outputError: (text, write) => {
+      if (process.argv.slice(2).includes('--json')) console.log(JSON.stringify({ error: { name: 'UsageError', message: text.replace(/^error: /, '').trim() } }))
+      else write(text)
+    }
+  })
 nodeCommands(program)
 program.addCommand(relayCommand())
 program.addHelpText('after', `

@@ -62,6 +62,10 @@ describe('the parley CLI on day one', () => {
     const noDaemon = await runCli(['--data-dir', await tempDir(), 'peers', '--json'])
     expect(noDaemon).toMatchObject({ code: 1, stderr: '' })
     expect(JSON.parse(noDaemon.stdout)).toEqual({ error: { name: expect.any(String), message: expect.any(String) } })
+    // a usage error, found before any command runs, too
+    const usage = await daemon.cli(['history', 'nobody', '--before', 'soon', '--json'])
+    expect(usage.code).toBe(1)
+    expect(JSON.parse(usage.stdout)).toEqual({ error: { name: 'UsageError', message: expect.stringMatching(/^option '--before <time>' argument 'soon' is invalid/) } })
     // and without --json, for people, as before
     const human = await daemon.cli(['send', 'nobody', 'hi'])
     expect(human).toMatchObject({ code: 1, stdout: '' })
