@@ -5,6 +5,7 @@ import { runChat } from './chat.js'
 import { reportReachability } from './relays.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, reachabilityLines, terminalSafe } from './format.js'
+import { isBlankMessage, peerKind, timeArgument } from './input.js'
 import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
@@ -69,9 +70,16 @@ async function markShownRead (client: ApiClient, peer: string, shown: HistoryEnt
   await client.markRead(peer, { upTo: last.id })
 }
 
+/** A help text's examples section, one command a line. */
+function examples (...lines: string[]): string {
+  return `\nExamples:\n${lines.map(l => `  ${l}`).join('\n')}`
+}
+
 /** The user-facing commands that talk to a running daemon, plus `init` and `node` that run one. */
 export function nodeCommands (program: Command): void {
   program.option('--data-dir <dir>', 'the node\'s data dir (env PARLEY_HOME; default ~/.local/share/parley)')
+  // --data-dir goes before or after the command: every command's --help lists it
+  program.configureHelp({ showGlobalOptions: true })
 
   program.command('init')
     .description('create the data dir, identity and a config file with the defaults')
@@ -92,6 +100,10 @@ export function nodeCommands (program: Command): void {
     .option('--ice-bind-address <ip>', 'local IP address WebRTC uses, the only one it offers peers (env PARLEY_ICE_BIND_ADDRESS); default: every interface')
     .option('--api-port <n>', 'port of the local API on 127.0.0.1, 0 for any (env PARLEY_API_PORT)')
     .addHelpText('after', '\nSettings: defaults < <data dir>/config.json < PARLEY_* environment < flags.')
+    .addHelpText('after', examples(
+      'parley node --relay /dns4/relay.example.org/tcp/4001/p2p/12D3KooW…',
+      'parley --data-dir /tmp/alice node --listen /ip4/0.0.0.0/tcp/4002',
+      'PARLEY_HOME=/tmp/bob parley node --api-port 7070'))
     .action(async (flags, command: Command) => {
       const dataDir = dataDirOf(command)
       // loaded here: the commands that only talk to a daemon need none of libp2p
@@ -136,8 +148,14 @@ export function nodeCommands (program: Command): void {
     .argument('<peer>', 'peer ID or contact name')
     .argument('<text>', 'the message')
     .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', nonNegativeNumber, 30)
-    .option('--json', 'print {"id","status","path"}')
+    .option('--json', 'print {"id","status","path"}; an error as {"error":{"name","message"}}')
+    .addHelpText('after', examples(
+      'parley send bob "hello"              # bob: a contact name',
+      'parley send 12D3KooW… "hi" --wait 0  # queue it and return at once',
+      'parley send bob "ok?" --json         # {"id":"…","status":"delivered","path":"direct"}'))
     .action(async (peer: string, text: string, opts, command: Command) => {
+      // the rule chat follows too: a message of only whitespace is not one
+      if (isBlankMessage(text)) throw Object.assign(new Error('the message is empty (only whitespace): nothing sent'), { name: 'EmptyMessageError' })
       const client = await clientOf(command)
       const answer = await client.send({ to: peer, body: text, wait: opts.wait })
       const { body } = answer
@@ -181,11 +199,16 @@ export function nodeCommands (program: Command): void {
     .description('the conversation with a peer, oldest first; marks it read up to the last message shown')
     .argument('<peer>', 'peer ID or contact name')
     .option('--limit <n>', 'at most this many (the newest)', positiveInt, 50)
+    .option('--before <time>', 'only messages created before this: an ISO date or time, or ms since 1970', timeArgument)
     .option('--json', 'as a JSON array')
     .option('--keep-unread', 'leave the read mark where it is (history, with --json too, marks read otherwise)')
+    .addHelpText('after', examples(
+      'parley history bob',
+      'parley history bob --limit 10 --before 2026-12-01T12:00:00Z  # page back',
+      'parley history 12D3KooW… --json --keep-unread'))
     .action(async (peer: string, opts, command: Command) => {
       const client = await clientOf(command)
-      const entries = await client.history(peer, { limit: opts.limit })
+      const entries = await client.history(peer, { limit: opts.limit, ...(opts.before != null ? { before: opts.before as number } : {}) })
       // the user's own names for peers, fetched once
       const names = opts.json === true ? new Map<string, string>() : contactNames(await client.contacts())
       print(opts.json === true, entries, () => entries.length === 0 ? '(no messages yet)' : entries.map(m => historyLine(m, names)).join('\n'))
@@ -195,6 +218,7 @@ export function nodeCommands (program: Command): void {
   program.command('watch')
     .description('print incoming messages and events as they happen, peers by your contact names; a stranger\'s message is marked (request); marks nothing read')
     .option('--json', 'one JSON object a line: {"event", ...data}')
+    .addHelpText('after', examples('parley watch', 'parley watch --json | jq -c \'select(.event == "message")\''))
     .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.')
     .action(async (opts, command: Command) => {
       const client = await clientOf(command)
@@ -225,6 +249,7 @@ export function nodeCommands (program: Command): void {
   program.command('chat')
     .description('an interactive chat with a peer: history, live messages, delivery ticks and the path')
     .argument('<peer>', 'peer ID or contact name')
+    .addHelpText('after', examples('parley chat bob', 'parley --data-dir /tmp/alice chat 12D3KooW…'))
     .action(async (peer: string, _opts, command: Command) => {
       await runChat(await clientOf(command), peer)
     })
@@ -251,12 +276,13 @@ export function nodeCommands (program: Command): void {
 
   program.command('peers')
     .description('connected peers and how each is reached')
-    .option('--json', 'as a JSON array of {peerId, path, transport, remoteAddr, rtt}')
+    .option('--json', 'as a JSON array of {peerId, path, transport, remoteAddr, rtt, relay}')
+    .addHelpText('after', '\nA relay this node is configured with is shown as "relay", not as a path to a person. A WebRTC\nconnection shows where its data goes (the ICE pair), not the relay that signalled it.')
     .action(async (opts, command: Command) => {
       const peers = await (await clientOf(command)).peers()
       print(opts.json === true, peers, () => peers.length === 0
         ? '(no connected peers)'
-        : peers.map(p => `${safe(p.peerId)}  ${safe(p.path)}  ${safe(p.transport)}  ${p.rtt != null ? `${Number(p.rtt)} ms` : ''}\n    ${safe(p.remoteAddr)}`).join('\n'))
+        : peers.map(p => `${safe(p.peerId)}  ${safe(peerKind(p))}  ${safe(p.transport)}  ${p.rtt != null ? `${Number(p.rtt)} ms` : ''}\n    ${safe(p.remoteAddr)}`).join('\n'))
     })
 
   program.command('status')
@@ -284,6 +310,7 @@ export function nodeCommands (program: Command): void {
     .argument('<name>')
     .argument('<peer>', 'peer ID or invite (parley:…)')
     .option('--replace', 'if the name is another peer\'s contact, point it at this peer instead')
+    .addHelpText('after', examples('parley contacts add bob parley:eyJwIjoi…   # an invite from `parley invite`', 'parley contacts add carol 12D3KooW…'))
     .action(async (name: string, peer: string, opts, command: Command) => {
       const client = await clientOf(command)
       let added

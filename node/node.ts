@@ -20,7 +20,7 @@ import { decodeInvite, encodeInvite, isInvite, MAX_INVITE_ADDRS } from './invite
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
 import { isMessageId } from './message-id.js'
-import { isUsable, PathUpgrader, pathUpgraderComponents, transportOf } from './network/paths.js'
+import { isUsable, PathUpgrader, pathUpgraderComponents, remoteAddrOf, transportOf } from './network/paths.js'
 import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
 import { computeReachability } from './reachability.js'
@@ -301,6 +301,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Connected peers, each with its best path. */
   peers (): PeerInfo[] {
     const byPeer = new Map<string, PeerInfo>()
+    // the relays this node is configured with, told apart from the people it talks to
+    const relayIds = new Set(this.config.relays.map(r => r.getComponents().filter(c => c.name === 'p2p').at(-1)?.value))
     for (const connection of this.libp2p.getConnections()) {
       if (!isUsable(connection)) continue
       const key = connection.remotePeer.toString()
@@ -308,8 +310,9 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
         peerId: key,
         path: connectionPath(connection),
         transport: transportOf(connection),
-        remoteAddr: connection.remoteAddr.toString(),
-        rtt: connection.rtt
+        remoteAddr: remoteAddrOf(connection),
+        rtt: connection.rtt,
+        relay: relayIds.has(key)
       }
       const known = byPeer.get(key)
       if (known == null || (known.path === 'relayed' && info.path === 'direct')) byPeer.set(key, info)

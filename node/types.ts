@@ -170,6 +170,8 @@ export interface PeerInfo {
   remoteAddr: string
   /** Round-trip time of the last heartbeat, in ms, once measured. */
   rtt?: number
+  /** True for a relay this node is configured to use (not a person to talk to). */
+  relay?: boolean
 }
 
 export interface ParleyNodeEvents {

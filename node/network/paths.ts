@@ -81,6 +81,22 @@ export function isUsable (connection: Connection): boolean {
   return pc == null || pc.connectionState === 'connected'
 }
 
+/**
+ * Where a connection's data goes, for people to read. A WebRTC connection's
+ * remoteAddr is the relay circuit its offer was signalled over, not where its
+ * data flows: that is the ICE pair's remote candidate.
+ */
+export function remoteAddrOf (connection: Connection): string {
+  if (!connection.remoteAddr.getComponents().some(c => c.name === 'webrtc')) return connection.remoteAddr.toString()
+  try {
+    const remote = peerConnectionOf(connection)?.selectedCandidatePair?.()?.remote
+    if (typeof remote?.address === 'string' && Number.isInteger(remote.port)) {
+      return `/${remote.address.includes(':') ? 'ip6' : 'ip4'}/${remote.address}/udp/${Number(remote.port)}/webrtc`
+    }
+  } catch {}
+  return 'webrtc (via relay signalling)'
+}
+
 /** A short name of the transport a connection runs on, for people to read. */
 export function transportOf (connection: Connection): string {
   const names = connection.remoteAddr.getComponents().map(c => c.name)

@@ -12,14 +12,14 @@ describe('README', () => {
   it('programmatic example runs as written against the built package', async () => {
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
     const example = readme.match(/```js\n([\s\S]*?)```/)?.[1]
-    expect(example).toContain("from 'parley'")
+    expect(example).toContain("from 'parley-im'")
 
-    // in a directory of its own, where `import … from 'parley'` finds the
-    // package as an installed dependency would be (node_modules/parley, a link
+    // in a directory of its own, where `import … from 'parley-im'` finds the
+    // package as an installed dependency would be (node_modules/parley-im, a link
     // to this package: its package.json and built dist/, as a user would get them)
     const dir = await tempDir()
     await mkdir(join(dir, 'node_modules'))
-    await symlink(ROOT, join(dir, 'node_modules', 'parley'), 'dir')
+    await symlink(ROOT, join(dir, 'node_modules', 'parley-im'), 'dir')
     const file = join(dir, 'readme-example.mjs')
     await writeFile(file, example ?? '')
     const { stdout } = await promisify(execFile)(process.execPath, [file], { cwd: dir, timeout: 60_000 })
