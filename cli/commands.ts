@@ -5,6 +5,8 @@ import { runChat } from './chat.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
 import type { MessageRequest } from '../node/types.js'
+import { checkBodySize, readBody } from './body-input.js'
+import { MAX_BODY_BYTES } from '../protocols/im/constants.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
 const EXIT_QUEUED = 2
@@ -55,6 +57,28 @@ function requestsTable (list: MessageRequest[]): string {
     '',
     'accept: parley requests accept <peer> [--name <name>]   decline: parley requests decline <peer>   block: parley block <peer>'
   ].join('\n')
+}
+
+const SEND_STDIN_HELP = `
+A long message (up to ${MAX_BODY_BYTES} bytes of UTF-8) can come from stdin; one trailing newline is dropped:
+  parley send bob - < letter.txt
+  echo "hello" | parley send bob`
+
+/**
+ * The body of \`parley send\`: the argument, or stdin for \`-\` or for no
+ * argument when stdin is not a terminal (a pipe or a file), read with a bound.
+ */
+async function bodyOf (argument: string | undefined): Promise<string> {
+  if (argument != null && argument !== '-') {
+    checkBodySize(argument)
+    return argument
+  }
+  if (argument == null && process.stdin.isTTY) {
+    throw new Error('no message given: pass it as an argument, or pipe it in (`parley send <peer> - < file`)')
+  }
+  const body = await readBody(process.stdin)
+  if (body === '') throw new Error('the message on stdin is empty; nothing was sent')
+  return body
 }
 
 /** The user-facing commands that talk to a running daemon, plus `init` and `node` that run one. */
@@ -121,10 +145,12 @@ export function nodeCommands (program: Command): void {
   program.command('send')
     .description('send a message; exit 0 when delivered, 2 when still queued after --wait, 1 on error')
     .argument('<peer>', 'peer ID or contact name')
-    .argument('<text>', 'the message')
+    .argument('[text]', 'the message; `-` (or none, with stdin not a terminal) reads it from stdin')
     .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', nonNegativeNumber, 30)
     .option('--json', 'print {"id","status","path"}')
-    .action(async (peer: string, text: string, opts, command: Command) => {
+    .addHelpText('after', SEND_STDIN_HELP)
+    .action(async (peer: string, argument: string | undefined, opts, command: Command) => {
+      const text = await bodyOf(argument)
       const client = await clientOf(command)
       const answer = await client.send({ to: peer, body: text, wait: opts.wait })
       const { body } = answer
