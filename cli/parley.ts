@@ -15,5 +15,7 @@ program.addCommand(relayCommand())
 
 program.parseAsync().catch((err: Error) => {
   console.error(`parley: ${err.message}`)
+  // the stack is for whoever debugs parley, not for its users
+  if (process.env.PARLEY_DEBUG != null || process.env.DEBUG != null) console.error(err.stack)
   process.exitCode = 1
 })
