@@ -6,6 +6,7 @@ import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
 import type { MessageRequest } from '../node/types.js'
 import { checkBodySize, readBody } from './body-input.js'
+import { liveEvents } from './live-events.js'
 import { MAX_BODY_BYTES } from '../protocols/im/constants.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
@@ -182,13 +183,21 @@ export function nodeCommands (program: Command): void {
   program.command('watch')
     .description('print incoming messages and events as they happen; a stranger\'s message is marked (request)')
     .option('--json', 'one JSON object a line: {"event", ...data}')
-    .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.')
+    .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.\n' +
+      'When the daemon stops, watch waits for it and goes on once it is back (with --json: {"event":"disconnected"} and\n{"event":"reconnected"} lines). It is live only: what arrived while it was reconnecting is in `parley history`.')
     .action(async (opts, command: Command) => {
       const client = await clientOf(command)
       const controller = new AbortController()
       process.once('SIGINT', () => { controller.abort() })
       process.once('SIGTERM', () => { controller.abort() })
-      for await (const { event, data } of client.events(controller.signal)) {
+      for await (const { event, data } of liveEvents(dataDirOf(command), { client, signal: controller.signal })) {
+        // across a daemon restart: said once each way, then the stream goes on
+        if (event === 'disconnected' || event === 'reconnected') {
+          print(opts.json === true, { event, ...data }, () => event === 'disconnected'
+            ? `-- ${data.message}`
+            : '-- reconnected (watch is live only: what arrived before this line is in `parley history`)')
+          continue
+        }
         if (opts.json === true) {
           console.log(JSON.stringify({ event, ...data }))
         } else if (event === 'ready') {
@@ -203,6 +212,7 @@ export function nodeCommands (program: Command): void {
         if (event === 'overflow') {
           console.error(`parley: ${safe(data.message)}`)
           process.exitCode = 1
+          break
         }
       }
     })
@@ -211,7 +221,7 @@ export function nodeCommands (program: Command): void {
     .description('an interactive chat with a peer: history, live messages, delivery ticks and the path')
     .argument('<peer>', 'peer ID or contact name')
     .action(async (peer: string, _opts, command: Command) => {
-      await runChat(await clientOf(command), peer)
+      await runChat(await clientOf(command), peer, dataDirOf(command))
     })
 
   program.command('peers')
