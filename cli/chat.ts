@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline'
 import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
 import { liveEvents } from './live-events.js'
-import type { ApiClient } from './client.js'
+import { ApiClient } from './client.js'
 
 /**
  * `parley chat <peer>`: the conversation so far, then a prompt. Typed lines are
@@ -56,7 +56,7 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
   const events = (async () => {
     // the stream is taken again when it drops: the daemon dropped a reader that
     // fell behind (a suspended terminal), or stopped and is started again
-    for await (const live of liveEvents(dataDir, { client, signal: controller.signal })) {
+    for await (const live of liveEvents(dataDir, { client, connect: ApiClient.forDataDir, signal: controller.signal })) {
       const { event, data } = live
       if (live.event === 'reconnected') {
         client = live.client

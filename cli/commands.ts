@@ -190,7 +190,7 @@ export function nodeCommands (program: Command): void {
       const controller = new AbortController()
       process.once('SIGINT', () => { controller.abort() })
       process.once('SIGTERM', () => { controller.abort() })
-      for await (const { event, data } of liveEvents(dataDirOf(command), { client, signal: controller.signal })) {
+      for await (const { event, data } of liveEvents(dataDirOf(command), { client, connect: ApiClient.forDataDir, signal: controller.signal })) {
         // across a daemon restart: said once each way, then the stream goes on
         if (event === 'disconnected' || event === 'reconnected') {
           print(opts.json === true, { event, ...data }, () => event === 'disconnected'

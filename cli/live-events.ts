@@ -6,29 +6,35 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backoff } from '../common/backoff.js'
-import { ApiClient, ApiError, DaemonNotRunningError } from './client.js'
+import { ApiError, DaemonNotRunningError } from './client.js'
+import type { ApiClient } from './client.js'
 import type { ApiEvent } from '../daemon/api/contract.js'
 import type { BackoffInit } from '../common/backoff.js'
 
 /** Retries of a stopped daemon: soon at first (a restart takes a second or two), then every few seconds. */
 export const RECONNECT_BACKOFF: BackoffInit = { first: 250, max: 5_000, jitter: 'equal' }
 
+/** What liveEvents needs of a client: its event stream (ApiClient, or a stub). */
+export type EventSource = Pick<ApiClient, 'events'>
+
 /** What the stream says about itself, besides the daemon's events. */
-export type ConnectionEvent =
+export type ConnectionEvent<C extends EventSource = ApiClient> =
   /** The stream dropped and the daemon cannot be reached; once per outage. */
   | { event: 'disconnected', data: { message: string } }
   /** A new stream is live (instead of a second `ready`); `client` talks to the daemon now running. */
-  | { event: 'reconnected', data: { peerId: string }, client: ApiClient }
+  | { event: 'reconnected', data: { peerId: string }, client: C }
 
-export type LiveEvent = ApiEvent | ConnectionEvent
+export type LiveEvent<C extends EventSource = ApiClient> = ApiEvent | ConnectionEvent<C>
 
-export interface LiveEventsInit {
+export interface LiveEventsInit<C extends EventSource> {
   signal: AbortSignal
   /** The first client; the first stream is taken with it, without retries (no daemon at all is an error). */
-  client: ApiClient
+  client: C
+  /** A client for the daemon now running: api.json read again. */
+  connect: (dataDir: string) => Promise<C>
   backoff?: BackoffInit
   /** For tests. */
-  connect?: (dataDir: string) => Promise<ApiClient>
+  random?: () => number
 }
 
 /** A daemon that stopped or restarted, as opposed to a real error (a bug, a refused request). */
@@ -43,10 +49,9 @@ function isDaemonGone (err: unknown): boolean {
  * reader that fell behind) is taken again; while it cannot be, one
  * `disconnected` is yielded, and `reconnected` when it is back.
  */
-export async function * liveEvents (dataDir: string, init: LiveEventsInit): AsyncGenerator<LiveEvent> {
-  const { signal } = init
-  const connect = init.connect ?? (async (dir: string) => ApiClient.forDataDir(dir))
-  let client: ApiClient | undefined = init.client
+export async function * liveEvents<C extends EventSource> (dataDir: string, init: LiveEventsInit<C>): AsyncGenerator<LiveEvent<C>> {
+  const { signal, connect } = init
+  let client: C | undefined = init.client
   // a stream has been live once: from then on, a daemon that is gone is waited for
   let connected = false
   let failures = 0
@@ -82,7 +87,7 @@ export async function * liveEvents (dataDir: string, init: LiveEventsInit): Asyn
         yield { event: 'disconnected', data: { message: 'daemon stopped; waiting for it to come back…' } }
       }
       try {
-        await sleep(backoff(failures, init.backoff ?? RECONNECT_BACKOFF), undefined, { signal })
+        await sleep(backoff(failures, init.backoff ?? RECONNECT_BACKOFF, init.random), undefined, { signal })
       } catch {
         return
       }

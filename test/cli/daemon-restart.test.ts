@@ -1,9 +1,28 @@
+import { execFile } from 'node:child_process'
 import { createServer } from 'node:net'
-import { describe, expect, it } from 'vitest'
+import { promisify } from 'node:util'
+import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { freePorts, runCli, startCli, useProcesses } from '../fixtures/processes.js'
+import { CLI, NODE, freePorts, runCli, startCli, useProcesses } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
 import type { Server } from 'node:net'
+
+const run = promisify(execFile)
+
+async function tmux (...args: string[]): Promise<string> {
+  return (await run('tmux', args)).stdout
+}
+
+/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
+async function screenShows (session: string, pattern: RegExp): Promise<string> {
+  let screen = ''
+  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
+    every: 200,
+    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
+  })
+  return screen
+}
 
 /** Any line of a stack trace, as Node prints them. */
 const STACK_LINE = /^\s+at \S/m
@@ -11,6 +30,8 @@ const STACK_LINE = /^\s+at \S/m
 describe('the daemon and its clients', () => {
   const tempDir = useTempDirs()
   useProcesses()
+  const session = `parley-restart-${process.pid}`
+  afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
 
   it('says plainly that a listen port is in use, and exits 1', async () => {
     const busy = await new Promise<Server>((resolve, reject) => {
@@ -73,5 +94,32 @@ describe('the daemon and its clients', () => {
     expect(json.child.exitCode).toBe(null)
     expect(human.child.exitCode).toBe(null)
     expect(json.stderr() + human.stderr()).toBe('')
+  })
+
+  it('keeps chat going across a daemon restart: nothing missed, nothing shown twice, sending works again', async () => {
+    const [alicePort] = await freePorts(1)
+    const aliceDir = await tempDir()
+    const aliceArgs = ['--listen', `/ip4/127.0.0.1/tcp/${alicePort}`]
+    let alice = await startDaemonProcess(aliceDir, aliceArgs)
+    const bob = await startDaemonProcess(await tempDir())
+    await alice.cli(['contacts', 'add', 'bob', (await bob.cli(['invite'])).stdout.trim()])
+    await bob.cli(['contacts', 'add', 'alice', (await alice.cli(['invite'])).stdout.trim()])
+
+    await tmux('new-session', '-d', '-s', session, '-x', '160', '-y', '40', `${NODE} ${CLI} --data-dir ${aliceDir} chat bob`)
+    await screenShows(session, /\[bob · [^\]]+\] >/)
+
+    await alice.stop()
+    await screenShows(session, /-- daemon stopped; waiting for it to come back…/)
+    // written while alice's node is down: bob's node keeps it and delivers it once they are connected again
+    expect((await bob.cli(['send', 'alice', 'while you were away', '--wait', '0'])).code).toBe(2)
+
+    alice = await startDaemonProcess(aliceDir, aliceArgs)
+    await screenShows(session, /-- reconnected/)
+    await tmux('send-keys', '-t', session, 'back again', 'Enter')
+    await screenShows(session, /✓ delivered \((direct|relayed)\): back again/)
+    const screen = await screenShows(session, /bob: while you were away/)
+    expect(screen.match(/bob: while you were away/g)).toHaveLength(1)
+    expect(screen.match(/daemon stopped/g)).toHaveLength(1)
+    expect(JSON.parse((await bob.cli(['history', 'alice', '--json'])).stdout).map((m: any) => m.body)).toEqual(['while you were away', 'back again'])
   })
 })
