@@ -33,7 +33,7 @@ describe('the daemon and its clients', () => {
   const session = `parley-restart-${process.pid}`
   afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
 
-  it('says plainly that a listen port is in use, and exits 1', async () => {
+  it('says plainly that a listen port or the API port is in use, and exits 1', async () => {
     const busy = await new Promise<Server>((resolve, reject) => {
       const server = createServer()
       server.once('error', reject)
@@ -45,6 +45,9 @@ describe('the daemon and its clients', () => {
       expect(taken.code).toBe(1)
       expect(taken.stderr.trim()).toBe(`parley: port ${port} is already in use (another parley node?): choose another with --listen /ip4/127.0.0.1/tcp/<port>, or stop the other one (listen address /ip4/127.0.0.1/tcp/${port})`)
       expect(taken.stdout).toBe('')
+      const api = await runCli(['node', '--data-dir', await tempDir(), '--listen', '/ip4/127.0.0.1/tcp/0', '--api-port', String(port)])
+      expect(api.code).toBe(1)
+      expect(api.stderr.trim()).toBe(`parley: the API port ${port} on 127.0.0.1 is already in use (another parley node?): choose another with --api-port <n> (0 for any), or stop the other one`)
     } finally {
       await new Promise(resolve => busy.close(resolve))
     }
