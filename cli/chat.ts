@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline'
 import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
-import type { ApiClient } from './client.js'
+import { liveEvents } from './live-events.js'
+import { ApiClient } from './client.js'
 
 /**
  * `parley chat <peer>`: the conversation so far, then a prompt. Typed lines are
@@ -8,7 +9,7 @@ import type { ApiClient } from './client.js'
  * the peer acknowledges it, and the header says whether the path is direct or
  * relayed.
  */
-export async function runChat (client: ApiClient, peer: string): Promise<void> {
+export async function runChat (client: ApiClient, peer: string, dataDir: string): Promise<void> {
   const history = await client.history(peer, { limit: 20 })
   const contacts = await client.contacts()
   const peerId = contacts.find(c => c.name === peer)?.peerId ?? peer
@@ -27,7 +28,7 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
 
   console.log(`chat with ${name} (${terminalSafe(peerId, { indent: false })}); Ctrl-D or /quit to leave`)
   for (const m of history) console.log(historyLine(m, new Map([[peerId, name]])))
-  // opening a conversation reads it; then each message shown is read as it comes (see `markRead`)
+  // opening a conversation reads it; then each message shown is read as it comes
   const markRead = (upTo: string): void => {
     client.markRead(peer, { upTo }).catch((err: Error) => { say(`-- could not mark read: ${terminalSafe(err.message, { indent: false })}`) })
   }
@@ -38,27 +39,48 @@ export async function runChat (client: ApiClient, peer: string): Promise<void> {
 
   const controller = new AbortController()
   const mine = new Map<string, string>()
+  // what has been shown from the peer, so that catching up after a reconnect shows nothing twice
+  const shown = new Set(history.map(m => m.id))
+  const showIncoming = (m: { id: string, body: string, contentType?: string, request?: boolean, path?: string }): void => {
+    if (shown.has(m.id)) return
+    shown.add(m.id)
+    say(`${name}${m.request === true ? ' (request)' : ''}: ${terminalSafe(m.body)}${contentTypeNote(m.contentType)}${m.path != null ? ` (${terminalSafe(m.path, { indent: false })})` : ''}`)
+    markRead(m.id)
+  }
+  const showOutcome = (id: string, status: string, path: string | undefined, reason: string | undefined): void => {
+    if (!mine.has(id) || (status !== 'delivered' && status !== 'failed')) return
+    const why = status === 'failed' && reason != null ? ` ${terminalSafe(reason, { indent: false })}` : ''
+    say(`  ${tick(status)} ${status}${path != null ? ` (${path})` : ''}${why}: ${mine.get(id) ?? ''}`)
+    mine.delete(id)
+  }
+  /** After a reconnect (a daemon restart, or an overflow): what the stream missed, from the history. */
+  const catchUp = async (): Promise<void> => {
+    for (const m of await client.history(peer, { limit: 100 })) {
+      if (m.direction === 'in') showIncoming(m)
+      else showOutcome(m.id, m.status, undefined, undefined)
+    }
+  }
   const events = (async () => {
-    // the daemon drops an event stream that falls behind (a suspended
-    // terminal): say so and take a new one
-    for (let overflowed = true; overflowed && !controller.signal.aborted;) {
-      overflowed = false
-      for await (const { event, data } of client.events(controller.signal)) {
-        if (event === 'message' && data.from === peerId) {
-          say(`${name}${data.request === true ? ' (request)' : ''}: ${terminalSafe(data.body)}${contentTypeNote(data.contentType)} (${terminalSafe(data.path, { indent: false })})`)
-          markRead(data.id)
-        } else if (event === 'status' && mine.has(data.id) && (data.status === 'delivered' || data.status === 'failed')) {
-          const reason = data.status === 'failed' && data.reason != null ? ` ${terminalSafe(data.reason, { indent: false })}` : ''
-          say(`  ${tick(data.status)} ${data.status}${data.path != null ? ` (${data.path})` : ''}${reason}: ${mine.get(data.id) ?? ''}`)
-          mine.delete(data.id)
-        } else if (event === 'path' && data.peer === peerId) {
-          path = terminalSafe(data.path ?? 'not connected', { indent: false })
-          setPrompt()
-          say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(data.transport, { indent: false })})` : ''}`)
-        } else if (event === 'overflow') {
-          overflowed = true
-          say('-- this chat fell behind and missed some events (see `parley history`); reconnecting')
-        }
+    // the stream is taken again when it drops: the daemon dropped a reader that
+    // fell behind (a suspended terminal), or stopped and is started again
+    for await (const live of liveEvents(dataDir, { client, connect: ApiClient.forDataDir, signal: controller.signal })) {
+      const { event, data } = live
+      if (live.event === 'reconnected') {
+        client = live.client
+        say('-- reconnected')
+        await catchUp()
+      } else if (event === 'disconnected') {
+        say(`-- ${data.message}`)
+      } else if (event === 'message' && data.from === peerId) {
+        showIncoming(data)
+      } else if (event === 'status') {
+        showOutcome(data.id, data.status, data.path ?? undefined, data.reason ?? undefined)
+      } else if (event === 'path' && data.peer === peerId) {
+        path = terminalSafe(data.path ?? 'not connected', { indent: false })
+        setPrompt()
+        say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(data.transport, { indent: false })})` : ''}`)
+      } else if (event === 'overflow') {
+        say('-- this chat fell behind and missed some events; reconnecting')
       }
     }
   })().catch((err: Error) => { say(`-- ${terminalSafe(err.message, { indent: false })}`) })

@@ -4,8 +4,11 @@ import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { reportReachability } from './relays.js'
 import { defaultDataDir } from '../daemon/config.js'
+import { checkBodySize, readBody } from './body-input.js'
 import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, reachabilityLines, terminalSafe } from './format.js'
 import { isBlankMessage, peerKind, timeArgument } from './input.js'
+import { liveEvents } from './live-events.js'
+import { MAX_BODY_BYTES } from '../protocols/im/constants.js'
 import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
 /** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
@@ -73,6 +76,28 @@ async function markShownRead (client: ApiClient, peer: string, shown: HistoryEnt
 /** A help text's examples section, one command a line. */
 function examples (...lines: string[]): string {
   return `\nExamples:\n${lines.map(l => `  ${l}`).join('\n')}`
+}
+
+const SEND_STDIN_HELP = `
+A long message (up to ${MAX_BODY_BYTES} bytes of UTF-8) can come from stdin; one trailing newline is dropped:
+  parley send bob - < letter.txt
+  echo "hello" | parley send bob`
+
+/**
+ * The body of \`parley send\`: the argument, or stdin for \`-\` or for no
+ * argument when stdin is not a terminal (a pipe or a file), read with a bound.
+ */
+async function bodyOf (argument: string | undefined): Promise<string> {
+  if (argument != null && argument !== '-') {
+    checkBodySize(argument)
+    return argument
+  }
+  if (argument == null && process.stdin.isTTY) {
+    throw new Error('no message given: pass it as an argument, or pipe it in (`parley send <peer> - < file`)')
+  }
+  const body = await readBody(process.stdin)
+  if (body === '') throw new Error('the message on stdin is empty; nothing was sent')
+  return body
 }
 
 /** The user-facing commands that talk to a running daemon, plus `init` and `node` that run one. */
@@ -146,14 +171,16 @@ export function nodeCommands (program: Command): void {
   program.command('send')
     .description('send a message; exit 0 when delivered, 2 when still queued after --wait, 1 on error')
     .argument('<peer>', 'peer ID or contact name')
-    .argument('<text>', 'the message')
+    .argument('[text]', 'the message; `-` (or none, with stdin not a terminal) reads it from stdin')
     .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', nonNegativeNumber, 30)
     .option('--json', 'print {"id","status","path"}; an error as {"error":{"name","message"}}')
     .addHelpText('after', examples(
       'parley send bob "hello"              # bob: a contact name',
       'parley send 12D3KooW… "hi" --wait 0  # queue it and return at once',
       'parley send bob "ok?" --json         # {"id":"…","status":"delivered","path":"direct"}'))
-    .action(async (peer: string, text: string, opts, command: Command) => {
+    .addHelpText('after', SEND_STDIN_HELP)
+    .action(async (peer: string, argument: string | undefined, opts, command: Command) => {
+      const text = await bodyOf(argument)
       // the rule chat follows too: a message of only whitespace is not one
       if (isBlankMessage(text)) throw Object.assign(new Error('the message is empty (only whitespace): nothing sent'), { name: 'EmptyMessageError' })
       const client = await clientOf(command)
@@ -219,7 +246,8 @@ export function nodeCommands (program: Command): void {
     .description('print incoming messages and events as they happen, peers by your contact names; a stranger\'s message is marked (request); marks nothing read')
     .option('--json', 'one JSON object a line: {"event", ...data}')
     .addHelpText('after', examples('parley watch', 'parley watch --json | jq -c \'select(.event == "message")\''))
-    .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.')
+    .addHelpText('after', '\nA watch that stops reading (a suspended terminal) is dropped by the daemon once over 1 MiB behind: it gets an\n"overflow" event and exits 1; what it missed is in `parley history`.\n' +
+      'When the daemon stops, watch waits for it and goes on once it is back (with --json: {"event":"disconnected"} and\n{"event":"reconnected"} lines). It is live only: what arrived while it was reconnecting is in `parley history`.')
     .action(async (opts, command: Command) => {
       const client = await clientOf(command)
       // the user's own names for peers, as they were when the watch began
@@ -227,7 +255,14 @@ export function nodeCommands (program: Command): void {
       const controller = new AbortController()
       process.once('SIGINT', () => { controller.abort() })
       process.once('SIGTERM', () => { controller.abort() })
-      for await (const { event, data } of client.events(controller.signal)) {
+      for await (const { event, data } of liveEvents(dataDirOf(command), { client, connect: ApiClient.forDataDir, signal: controller.signal })) {
+        // across a daemon restart: said once each way, then the stream goes on
+        if (event === 'disconnected' || event === 'reconnected') {
+          print(opts.json === true, { event, ...data }, () => event === 'disconnected'
+            ? `-- ${data.message}`
+            : '-- reconnected (watch is live only: what arrived before this line is in `parley history`)')
+          continue
+        }
         if (opts.json === true) {
           console.log(JSON.stringify({ event, ...data }))
         } else if (event === 'ready') {
@@ -242,6 +277,7 @@ export function nodeCommands (program: Command): void {
         if (event === 'overflow') {
           console.error(`parley: ${safe(data.message)}`)
           process.exitCode = 1
+          break
         }
       }
     })
@@ -251,7 +287,7 @@ export function nodeCommands (program: Command): void {
     .argument('<peer>', 'peer ID or contact name')
     .addHelpText('after', examples('parley chat bob', 'parley --data-dir /tmp/alice chat 12D3KooW…'))
     .action(async (peer: string, _opts, command: Command) => {
-      await runChat(await clientOf(command), peer)
+      await runChat(await clientOf(command), peer, dataDirOf(command))
     })
 
   // ---- the inbox: conversations and read marks ----

@@ -55,5 +55,7 @@ program.parseAsync().catch((err: Error) => {
   } else {
     console.error(`parley: ${err.message}`)
   }
+  // the stack is for whoever debugs parley, not for its users
+  if (process.env.PARLEY_DEBUG != null || process.env.DEBUG != null) console.error(err.stack)
   process.exitCode = 1
 })

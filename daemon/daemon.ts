@@ -7,6 +7,7 @@ import { API_FILE } from './api/file.js'
 import { startApiServer } from './api/server.js'
 import { DEFAULT_CONFIG_FILE, loadDaemonConfig, toNodeConfig } from './config.js'
 import { createNode } from '../node/node.js'
+import { ListenError, checkListenPorts } from './listen-check.js'
 import type { DaemonFlags } from './config.js'
 import type { ParleyNode } from '../node/node.js'
 import type { ApiServer } from './api/server.js'
@@ -39,12 +40,17 @@ export interface Daemon {
 export async function startDaemon (dataDir: string, flags: DaemonFlags): Promise<Daemon> {
   await initDataDir(dataDir)
   const config = await loadDaemonConfig(dataDir, flags)
+  // a port in use is said plainly here, before libp2p would skip it quietly
+  await checkListenPorts(config.listen ?? [])
   const node = await createNode(toNodeConfig(dataDir, config))
   let api: ApiServer
   try {
     api = await startApiServer(node, { port: config.apiPort, token: randomBytes(32).toString('hex') })
-  } catch (err) {
+  } catch (err: any) {
     await node.stop()
+    if (err.code === 'EADDRINUSE') {
+      throw new ListenError(`the API port ${String(config.apiPort)} on 127.0.0.1 is already in use (another parley node?): choose another with --api-port <n> (0 for any), or stop the other one`)
+    }
     throw err
   }
   const apiFile = join(dataDir, API_FILE)
