@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
+import { backupCommands } from './backup.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { bytes, clock, contentTypeNote, count, date, historyLine, shortPeer, terminalSafe } from './format.js'
 import type { MessageRequest } from '../node/types.js'
@@ -308,4 +309,6 @@ export function nodeCommands (program: Command): void {
     .action(async (_opts, command: Command) => {
       console.log((await (await clientOf(command)).invite()).invite)
     })
+
+  backupCommands(program)
 }
