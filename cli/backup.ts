@@ -54,10 +54,16 @@ export function backupCommands (program: Command): void {
     .action(async (file: string, opts: { passphraseFile?: string, force?: boolean }, command: Command) => {
       const dataDir = dataDirOf(command)
       const { checkRestoreTarget, restoreDataDir } = await import('../daemon/backup/data-dir.js')
-      const { openBackup, readBackupFile, unpackArchive } = await import('../daemon/backup/format.js')
+      const { checkBackupHeader, openBackup, readBackupFile, unpackArchive } = await import('../daemon/backup/format.js')
       const force = opts.force === true
       await checkRestoreTarget(dataDir, force)
       const bytes = await readBackupFile(file)
+      try {
+        // before asking for the passphrase: a file that is no backup needs none
+        checkBackupHeader(bytes)
+      } catch (err: any) {
+        throw new Error(`cannot import ${file}: ${err.message as string}; nothing was written`)
+      }
       const passphrase = await readPassphrase({ passphraseFile: opts.passphraseFile, confirm: false })
       let archive
       try {

@@ -18,6 +18,7 @@ import { STORE_FILE } from '../../node/node.js'
 import { checkStoreSnapshot, snapshotStore } from '../../node/store/snapshot.js'
 import { API_FILE } from '../api/file.js'
 import { BackupFormatError, packArchive } from './format.js'
+import type { OpenDatastore } from '../../common/datastore.js'
 import type { BackupArchive, BackupFileName } from './format.js'
 
 /** What a data dir's node state is made of: one of these present means there is a node to overwrite. */
@@ -88,12 +89,25 @@ export class DataDirNotEmptyError extends Error {
   override name = 'DataDirNotEmptyError'
 }
 
+async function lockDataDir (dataDir: string): Promise<OpenDatastore> {
+  try {
+    return await openDatastore(dataDir)
+  } catch (err: any) {
+    throw new DataDirBusyError(`a parley node (or another parley process) is using ${dataDir}: stop it first, then import again; nothing was written (${err.message as string})`)
+  }
+}
+
 /**
- * Refuses early, before a passphrase is asked for: the data dir holds a node
- * and `force` is off. (restoreDataDir checks again under the lock.)
+ * Refuses early, before a passphrase is asked for: a node runs on the data
+ * dir, or it holds a node and `force` is off. (restoreDataDir checks again
+ * under the lock.)
  */
 export async function checkRestoreTarget (dataDir: string, force: boolean): Promise<void> {
-  if (force) return
+  if (await exists(join(dataDir, 'datastore'))) await (await lockDataDir(dataDir)).close()
+  if (!force) await refuseNodeThere(dataDir)
+}
+
+async function refuseNodeThere (dataDir: string): Promise<void> {
   const present = []
   for (const name of NODE_FILES) {
     if (await exists(join(dataDir, name))) present.push(name)
@@ -141,15 +155,10 @@ export function checkArchive (archive: BackupArchive): void {
 export async function restoreDataDir (dataDir: string, archive: BackupArchive, options: { force: boolean }): Promise<{ peerId: string, files: BackupFileName[] }> {
   checkArchive(archive)
   await makePrivateDir(dataDir)
-  let lock
-  try {
-    lock = await openDatastore(dataDir)
-  } catch (err: any) {
-    throw new DataDirBusyError(`a parley node (or another parley process) is using ${dataDir}: stop it first, then import again; nothing was written (${err.message as string})`)
-  }
+  const lock = await lockDataDir(dataDir)
   const staged: string[] = []
   try {
-    await checkRestoreTarget(dataDir, options.force)
+    if (!options.force) await refuseNodeThere(dataDir)
     const stage = async (name: BackupFileName, bytes: Uint8Array): Promise<string> => {
       const path = join(dataDir, `${name}.import`)
       await rm(path, { force: true })

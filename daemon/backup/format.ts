@@ -92,6 +92,25 @@ export async function sealBackup (plaintext: Uint8Array, passphrase: string, par
  * @throws BackupFormatError when it is not a parley backup, a newer format, truncated, or does not authenticate (wrong passphrase, damaged or altered)
  */
 export async function openBackup (file: Uint8Array, passphrase: string): Promise<Uint8Array> {
+  const params = checkBackupHeader(file)
+  const head = file.subarray(0, HEADER_BYTES)
+  const salt = file.subarray(13, 13 + SALT_BYTES)
+  const nonce = file.subarray(14 + SALT_BYTES, HEADER_BYTES)
+  const key = await deriveKey(passphrase, salt, params)
+  try {
+    return xchacha20poly1305(key, nonce, head).decrypt(file.subarray(HEADER_BYTES))
+  } catch {
+    throw new BackupFormatError('wrong passphrase, or the file is damaged or was altered (it does not authenticate)')
+  }
+}
+
+/**
+ * What can be checked of a backup file without its passphrase (magic,
+ * version, algorithms, lengths, scrypt's cost); its scrypt parameters.
+ *
+ * @throws BackupFormatError when it is not a backup this parley can read
+ */
+export function checkBackupHeader (file: Uint8Array): ScryptParams {
   if (file.length < 8 || new TextDecoder().decode(file.subarray(0, 8)) !== BACKUP_MAGIC) {
     throw new BackupFormatError('not a parley backup (no PARLEYBK header)')
   }
@@ -103,15 +122,7 @@ export async function openBackup (file: Uint8Array, passphrase: string): Promise
   if (file.length > MAX_BACKUP_BYTES) throw new BackupFormatError(`the backup is over the ${MAX_BACKUP_BYTES}-byte limit`)
   const params = { logN: file[10], r: file[11], p: file[12] }
   checkScrypt(params)
-  const head = file.subarray(0, HEADER_BYTES)
-  const salt = file.subarray(13, 13 + SALT_BYTES)
-  const nonce = file.subarray(14 + SALT_BYTES, HEADER_BYTES)
-  const key = await deriveKey(passphrase, salt, params)
-  try {
-    return xchacha20poly1305(key, nonce, head).decrypt(file.subarray(HEADER_BYTES))
-  } catch {
-    throw new BackupFormatError('wrong passphrase, or the file is damaged or was altered (it does not authenticate)')
-  }
+  return params
 }
 
 /**
