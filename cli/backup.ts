@@ -57,7 +57,9 @@ export function backupCommands (program: Command): void {
       const { checkBackupHeader, openBackup, readBackupFile, unpackArchive } = await import('../daemon/backup/format.js')
       const force = opts.force === true
       await checkRestoreTarget(dataDir, force)
-      const bytes = await readBackupFile(file)
+      const bytes = await readBackupFile(file).catch((err: Error) => {
+        throw new Error(`cannot read ${file}: ${err.message}`)
+      })
       try {
         // before asking for the passphrase: a file that is no backup needs none
         checkBackupHeader(bytes)

@@ -30,8 +30,9 @@ async function readPassphraseFile (path: string): Promise<string> {
 /** Reads a line from the terminal with echo off; Ctrl-C or Ctrl-D aborts. */
 async function promptHidden (prompt: string): Promise<string> {
   const input = process.stdin
-  process.stderr.write(prompt)
+  // echo off before the prompt shows: keys typed as soon as it appears are not echoed
   input.setRawMode(true)
+  process.stderr.write(prompt)
   input.resume()
   input.setEncoding('utf8')
   try {

@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { runCli, useProcesses } from '../fixtures/processes.js'
+import { CLI, NODE, runCli, useProcesses } from '../fixtures/processes.js'
+import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
 import type { DaemonProcess } from './daemon.js'
 
@@ -18,6 +21,20 @@ async function api (daemon: DaemonProcess, method: string, path: string, body?: 
   const answer = await response.json()
   if (response.status >= 400) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(answer)}`)
   return answer
+}
+
+async function tmux (...args: string[]): Promise<string> {
+  return (await promisify(execFile)('tmux', args)).stdout
+}
+
+/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
+async function screenShows (session: string, pattern: RegExp): Promise<string> {
+  let screen = ''
+  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
+    every: 200,
+    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
+  })
+  return screen
 }
 
 describe('parley export and import, as processes', () => {
@@ -123,5 +140,38 @@ describe('parley export and import, as processes', () => {
     const notBackup = await runCli(['--data-dir', target, 'import', join(dataDir, 'config.json')], { env: { PARLEY_PASSPHRASE: 'pw' } })
     expect(notBackup).toMatchObject({ code: 1, stderr: expect.stringContaining('not a parley backup') })
     await expect(stat(target)).rejects.toThrow(/ENOENT/)
+  })
+
+  describe('on a terminal', () => {
+    const session = `parley-backup-${process.pid}`
+    afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
+
+    it('asks for the passphrase twice without echo, and refuses two that differ', async () => {
+      const dataDir = await tempDir()
+      expect((await runCli(['--data-dir', dataDir, 'init'])).code).toBe(0)
+      const backup = join(dataDir, 'backup')
+      const exportOnTerminal = `${NODE} ${CLI} --data-dir ${dataDir} export ${backup}; echo "exit=$?"; sleep 600`
+
+      await tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '20', exportOnTerminal)
+      await screenShows(session, /^passphrase:/m)
+      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
+      await screenShows(session, /^passphrase again:/m)
+      await tmux('send-keys', '-t', session, 'other words', 'Enter')
+      expect(await screenShows(session, /exit=1/)).toMatch(/the two passphrases differ/)
+      await expect(stat(backup)).rejects.toThrow(/ENOENT/)
+      await tmux('kill-session', '-t', session)
+
+      await tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '20', exportOnTerminal)
+      await screenShows(session, /^passphrase:/m)
+      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
+      await screenShows(session, /^passphrase again:/m)
+      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
+      const screen = await screenShows(session, /exit=0/)
+      expect(screen).toMatch(/exported 12D3KooW/)
+      expect(screen).not.toContain('secret')
+
+      const imported = await runCli(['--data-dir', join(await tempDir(), 'moved'), 'import', backup], { env: { PARLEY_PASSPHRASE: 'secret words' } })
+      expect(imported.code).toBe(0)
+    })
   })
 })
