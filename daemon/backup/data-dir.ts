@@ -6,7 +6,6 @@
  * address and token).
  */
 import { access, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
@@ -64,8 +63,8 @@ export async function archiveDataDir (dataDir: string, now = new Date()): Promis
   if (config != null) files.set('config.json', config)
   const store = join(dataDir, STORE_FILE)
   if (await exists(store)) {
-    // a private scratch dir: the copy is the whole history, in clear
-    const scratch = await mkdtemp(join(tmpdir(), 'parley-export-'))
+    // inside the data dir (0700): the copy is the whole history, in clear, and stays where the store is
+    const scratch = await mkdtemp(join(dataDir, '.export-'))
     try {
       const copy = join(scratch, STORE_FILE)
       snapshotStore(store, copy)

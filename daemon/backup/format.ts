@@ -156,7 +156,7 @@ export type BackupFileName = typeof BACKUP_FILES[number]
 const manifestSchema = z.strictObject({
   format: z.literal('parley-backup'),
   version: z.literal(BACKUP_VERSION),
-  createdAt: z.string().max(64),
+  createdAt: z.iso.datetime(),
   peerId: z.string().max(128),
   files: z.array(z.strictObject({
     name: z.enum(BACKUP_FILES),

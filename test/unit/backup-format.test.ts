@@ -109,6 +109,7 @@ describe('the backup file format', () => {
     expect(() => unpackArchive(rawArchive({ ...manifest, files: [{ name: 'config.json', size: 0 }] }))).toThrow(/no identity.key/)
     expect(() => unpackArchive(rawArchive({ ...manifest, extra: true, files: [] }))).toThrow(/malformed/)
     expect(() => unpackArchive(rawArchive('not an object'))).toThrow(/malformed/)
+    expect(() => unpackArchive(rawArchive({ ...manifest, createdAt: '\x1b]0;retitled\x07', files: [] }))).toThrow(/malformed/)
     const notJson = new Uint8Array(8)
     new DataView(notJson.buffer).setUint32(0, 4)
     expect(() => unpackArchive(notJson)).toThrow(/not JSON/)
