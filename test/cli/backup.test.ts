@@ -92,6 +92,7 @@ describe('parley export and import, as processes', () => {
       expect((await stat(join(moved, file))).mode & 0o777, file).toBe(0o600)
     }
     expect((await stat(moved)).mode & 0o777).toBe(0o700)
+    expect(await readFile(join(moved, 'config.json'), 'utf8')).toBe(await readFile(join(alice.dataDir, 'config.json'), 'utf8'))
     const twice = await runCli(['--data-dir', moved, 'import', backup, '--passphrase-file', passphraseFile])
     expect(twice).toMatchObject({ code: 1, stderr: expect.stringMatching(/already holds a parley node .*--force/) })
 
