@@ -3,6 +3,7 @@ import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { reportReachability } from './relays.js'
+import { backupCommands } from './backup.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { checkBodySize, readBody } from './body-input.js'
 import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, reachabilityLines, terminalSafe } from './format.js'
@@ -433,4 +434,6 @@ export function nodeCommands (program: Command): void {
     .action(async (_opts, command: Command) => {
       console.log((await (await clientOf(command)).invite()).invite)
     })
+
+  backupCommands(program)
 }
