@@ -3,7 +3,7 @@ import { TypedEventEmitter } from 'main-event'
 import { backoff } from '../../common/backoff.js'
 import { systemClock } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
-import type { ComponentLogger, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { TransportManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -26,7 +26,12 @@ export interface ReservationKeeperInit {
   initialDelay?: number
 
   /**
-   * @default 30000
+   * The longest wait between attempts while a relay stays unreachable, in ms.
+   * It bounds how long a relay that came back goes unused when nothing else
+   * (libp2p's reconnect queue gives up after about 30 s) connects to it first;
+   * an attempt on a relay that is down costs one refused TCP connection.
+   *
+   * @default 10000
    */
   maxDelay?: number
 
@@ -84,7 +89,8 @@ interface RelayState {
  * restart, network loss) without making it again (js-libp2p #3601, #2676).
  * This service notices a missing reservation (address change, closed relay
  * connection, or a periodic check) and listens on the relay's circuit address
- * again, with back-off, which makes the transport reserve anew.
+ * again, with back-off, which makes the transport reserve anew; a direct
+ * connection to the relay cuts the back-off short.
  */
 class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents> implements Startable, ReservationKeeper {
   readonly [Symbol.toStringTag] = 'parley/reservation-keeper'
@@ -105,7 +111,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     this.log = components.logger.forComponent('parley:reservations')
     this.checkInterval = init.checkInterval ?? 5_000
     this.initialDelay = init.initialDelay ?? 1_000
-    this.maxDelay = init.maxDelay ?? 30_000
+    this.maxDelay = init.maxDelay ?? 10_000
     this.clock = init.clock ?? systemClock
     this.random = init.random ?? Math.random
     this.relays = init.relays.map(addr => ({
@@ -116,6 +122,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
       reserving: false
     }))
     this.check = this.check.bind(this)
+    this.onConnectionOpen = this.onConnectionOpen.bind(this)
   }
 
   start (): void {
@@ -126,7 +133,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     if (this.relays.length === 0) return
     this.components.events.addEventListener('self:peer:update', this.check)
     this.components.events.addEventListener('connection:close', this.check)
-    this.components.events.addEventListener('connection:open', this.check)
+    this.components.events.addEventListener('connection:open', this.onConnectionOpen)
     this.schedulePeriodicCheck()
   }
 
@@ -147,7 +154,26 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     }
     this.components.events.removeEventListener('self:peer:update', this.check)
     this.components.events.removeEventListener('connection:close', this.check)
-    this.components.events.removeEventListener('connection:open', this.check)
+    this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
+  }
+
+  /**
+   * A direct connection to a relay we hold no reservation on means the relay
+   * is reachable again (libp2p's reconnect queue dials a restarted relay, or
+   * it dials us): reserve now rather than at the end of a back-off that grew
+   * while it was down, which by then can be up to `maxDelay`.
+   */
+  private onConnectionOpen (evt: CustomEvent<Connection>): void {
+    const { remotePeer, remoteAddr } = evt.detail
+    const relayed = remoteAddr?.getComponents().some(c => c.code === CODE_P2P_CIRCUIT) ?? true
+    const relay = this.relays.find(r => r.id === remotePeer?.toString())
+    if (relay != null && !relayed && !relay.reserving && relay.nextAttempt !== 0) {
+      this.log('connected to %s during its back-off, reserving now', relay.id)
+      relay.nextAttempt = 0
+      this.clock.clearTimeout(relay.retry)
+      relay.retry = undefined
+    }
+    this.check()
   }
 
   /** Relay ids this node advertises a circuit address through. */

@@ -132,6 +132,50 @@ describe('the reservation keeper', async () => {
     expect(delays).toEqual([750, 1_500, 3_000, 6_000, 6_000, 6_000])
   })
 
+  it('reserves at once when a direct connection to the relay opens during the back-off: the relay is back', async () => {
+    const { clock, transports, events } = await start({ relays: [addrB], checkInterval: 3_600_000, initialDelay: 1_000, maxDelay: 30_000 })
+    // a long outage: the back-off has grown to 16 s
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    for (let attempt = 1; attempt < 5; attempt++) {
+      clock.advance((clock.nextAt ?? 0) - clock.now())
+      await flush()
+    }
+    expect(transports.listen).toHaveBeenCalledTimes(5)
+    expect((clock.nextAt ?? 0) - clock.now()).toBe(12_000)
+
+    transports.up.add(relayB.toString())
+    // a connection to someone else, or to the relay through another relay, says nothing about the relay's own address
+    events.safeDispatchEvent('connection:open', { detail: { remotePeer: relayA, remoteAddr: addrA } as any })
+    events.safeDispatchEvent('connection:open', { detail: { remotePeer: relayB, remoteAddr: circuitA.encapsulate(`/p2p/${relayB}`) } as any })
+    await flush()
+    expect(transports.listen).toHaveBeenCalledTimes(5)
+
+    // libp2p's reconnect queue (or the relay itself) connected: the relay is up again
+    events.safeDispatchEvent('connection:open', { detail: { remotePeer: relayB, remoteAddr: addrB } as any })
+    await flush()
+    expect(transports.listen).toHaveBeenCalledTimes(6)
+    expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: true, failures: 0 }])
+    // the back-off's timer went with it: only the periodic check is left
+    expect(clock.pending).toBe(1)
+  })
+
+  it('tries a relay that stays down at least every 10 s by default, so that one that came back is used soon', async () => {
+    const { clock, events } = await start({ relays: [addrB], checkInterval: 3_600_000, random: () => 0.999 })
+    events.safeDispatchEvent('connection:close', { detail: {} as any })
+    await flush()
+    const delays: number[] = []
+    for (let attempt = 1; attempt <= 8; attempt++) {
+      const delay = (clock.nextAt ?? 0) - clock.now()
+      delays.push(delay)
+      clock.advance(delay)
+      await flush()
+    }
+    expect(keeper?.status()[0].failures).toBe(9)
+    expect(Math.max(...delays)).toBeLessThanOrEqual(10_000)
+    expect(delays.at(-1)).toBeGreaterThan(9_000)
+  })
+
   it('waits between half the delay and the whole of it', async () => {
     const low = await start({ relays: [addrB], checkInterval: 3_600_000, random: () => 0 })
     low.events.safeDispatchEvent('connection:close', { detail: {} as any })
