@@ -4,7 +4,7 @@ import { backoff } from '../../common/backoff.js'
 import { systemClock } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
-import type { TransportManager } from '@libp2p/interface-internal'
+import type { ConnectionManager, TransportManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 export interface ReservationKeeperInit {
@@ -49,6 +49,13 @@ export interface ReservationKeeperInit {
 export interface ReservationKeeperComponents {
   /** Its listening addresses show which relays hold a reservation; listening on a circuit address makes one. */
   transportManager: Pick<TransportManager, 'getAddrs' | 'listen'>
+  /**
+   * Dials the relay before a reservation is asked for: libp2p keeps every
+   * circuit listener it creates, even one whose relay could not be reached,
+   * so a relay that stays down would otherwise leave one more behind at each
+   * attempt. Without it, the keeper listens straight away.
+   */
+  connectionManager?: Pick<ConnectionManager, 'openConnection'>
   events: TypedEventTarget<Libp2pEvents>
   logger: ComponentLogger
 }
@@ -230,6 +237,8 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   private async reserve (relay: RelayState): Promise<void> {
     this.log('no reservation on %s, reserving again (attempt %d)', relay.id, relay.failures + 1)
     try {
+      // a relay that cannot be reached gets no listener (see `connectionManager`), and its own error
+      await this.components.connectionManager?.openConnection(relay.addr)
       // NO_FATAL fault tolerance: listen resolves even when the relay is still down
       await this.components.transportManager.listen([relay.addr.encapsulate('/p2p-circuit')])
       // the transport does not say why: the dial failed or the relay refused

@@ -246,4 +246,37 @@ describe('the reservation keeper', async () => {
     expect(transports.listen).not.toHaveBeenCalled()
     expect(keeper?.status()).toEqual([])
   })
+
+  it('dials a relay before asking it for a reservation: one it cannot reach gets no listener, and its error is kept', async () => {
+    const clock = new FakeClock()
+    const transports = new FakeTransports()
+    transports.up.add(relayB.toString())
+    const dialled: string[] = []
+    keeper = reservationKeeper({ relays: [addrA, addrB], clock, random: () => 0.5 })({
+      transportManager: transports,
+      connectionManager: {
+        openConnection: vi.fn(async (target) => {
+          dialled.push(target.toString())
+          if (target.toString() === addrA.toString()) throw new Error('connection refused')
+          return {} as any
+        })
+      },
+      events: new TypedEventEmitter<Libp2pEvents>(),
+      logger: defaultLogger()
+    }) as ReservationKeeper & Startable
+    await keeper.start()
+    await keeper.afterStart?.()
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      clock.advance(10_000)
+      await flush()
+    }
+    expect(dialled.filter(d => d === addrA.toString()).length).toBeGreaterThanOrEqual(2)
+    // relay A was never listened on, however often it was tried; relay B was, once
+    expect(transports.listenedOn()).toEqual([circuitB.toString()])
+    expect(keeper.lastError(addrA.toString())).toBe('connection refused')
+    expect(keeper.status()).toEqual([
+      { relay: addrA.toString(), reserved: false, failures: expect.any(Number) },
+      { relay: addrB.toString(), reserved: true, failures: 0 }
+    ])
+  })
 })
