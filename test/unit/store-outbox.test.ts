@@ -94,4 +94,28 @@ describe('Store: the outbox', () => {
     expect(store.due(PEER, 1).map(e => [e.id, e.status])).toEqual([['a', 'queued']])
     store.close()
   })
+
+  it('plans every query of the send path on an index: none scans the messages or the outbox, however long the history', () => {
+    const store = new Store()
+    // the send path as the delivery engine walks it: queue, read what is due,
+    // record outcomes, reschedule, wake, expire, cancel
+    for (const id of ['a', 'b', 'c', 'd']) store.enqueue({ peer: PEER, id, body: id, contentType: 'text/plain', sentAt: 1 })
+    store.due(PEER, 10, 64)
+    store.due(PEER, 10, 64, 2)
+    store.record(writes({ at: 5, delivered: [{ id: 'a', path: 'direct' }], retried: [{ id: 'b', at: 50, reason: 'reset' }], failed: [{ id: 'c', reason: 'refused' }], deferred: { peer: PEER, until: 60, reason: 'wait' } }))
+    store.nextAttempt(PEER)
+    store.outboxScheduleOf(PEER)
+    store.retryNow([PEER], 70)
+    store.writtenBy(PEER, 1)
+    store.outboxEntry('d')
+    const db = (store as any).db as DatabaseSync
+    const statements = [...((store as any).statements as Map<string, unknown>).keys()]
+    expect(statements.length).toBeGreaterThan(8)
+    for (const sql of statements) {
+      const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail))
+      // a SCAN of either table grows with the history; a SEARCH on an index does not
+      expect({ sql, scans: plan.filter(step => /^SCAN (messages|outbox|m|o)\b/.test(step)) }).toEqual({ sql, scans: [] })
+    }
+    store.close()
+  })
 })
