@@ -1,6 +1,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { isLoopback, isPrivate } from '@libp2p/utils'
 import { CODE_IP4, CODE_IP6, CODE_P2P_CIRCUIT, CODE_WEBRTC, multiaddr } from '@multiformats/multiaddr'
+import { decodeLinkPayload, encodeLinkPayload } from '../common/link-payload.js'
 import { InvalidInviteError } from './errors.js'
 import { addressesOf } from './network/peer-addresses.js'
 import type { PeerId } from '@libp2p/interface'
@@ -41,7 +42,7 @@ function inviteRank (addr: Multiaddr): number {
 }
 
 function encode (peerId: PeerId, addrs: string[]): string {
-  return INVITE_PREFIX + Buffer.from(JSON.stringify({ p: peerId.toString(), a: addrs })).toString('base64url')
+  return INVITE_PREFIX + encodeLinkPayload({ p: peerId.toString(), a: addrs })
 }
 
 /**
@@ -87,13 +88,8 @@ export function decodeInvite (input: string): Invite {
   if (text.length > MAX_INVITE_LENGTH) {
     throw new InvalidInviteError(`the invite is ${text.length} characters long, over the ${MAX_INVITE_LENGTH}-character limit: \`parley invite\` never writes one this long, so it is damaged or not from parley; ask for a new one`)
   }
-  let parsed: any
-  try {
-    parsed = JSON.parse(Buffer.from(text.slice(INVITE_PREFIX.length), 'base64url').toString('utf8'))
-  } catch {
-    throw new InvalidInviteError(what)
-  }
-  if (typeof parsed?.p !== 'string' || !Array.isArray(parsed.a) || !parsed.a.every((a: unknown) => typeof a === 'string')) throw new InvalidInviteError(what)
+  const parsed = decodeLinkPayload(text.slice(INVITE_PREFIX.length))
+  if (parsed == null) throw new InvalidInviteError(what)
   if (parsed.a.length > MAX_INVITE_ADDRS) {
     throw new InvalidInviteError(`the invite carries ${parsed.a.length} addresses, over the limit of ${MAX_INVITE_ADDRS}: \`parley invite\` never writes that many, so it is damaged or not from parley; ask for a new one`)
   }
