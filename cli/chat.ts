@@ -48,10 +48,12 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
     markRead(m.id)
   }
   const showOutcome = (id: string, status: string, path: string | undefined, reason: string | undefined): void => {
-    if (!mine.has(id) || (status !== 'delivered' && status !== 'failed')) return
+    if (!mine.has(id) || (status !== 'delivered' && status !== 'failed' && status !== 'stored')) return
     const why = status === 'failed' && reason != null ? ` ${terminalSafe(reason, { indent: false })}` : ''
-    say(`  ${tick(status)} ${status}${path != null ? ` (${path})` : ''}${why}: ${mine.get(id) ?? ''}`)
-    mine.delete(id)
+    const note = status === 'stored' ? ' in their mailbox (they are offline)' : ''
+    say(`  ${tick(status)} ${status}${note}${path != null && status !== 'stored' ? ` (${path})` : ''}${why}: ${mine.get(id) ?? ''}`)
+    // a stored message is still followed: its delivery is news too
+    if (status !== 'stored') mine.delete(id)
   }
   /** After a reconnect (a daemon restart, or an overflow): what the stream missed, from the history. */
   const catchUp = async (): Promise<void> => {

@@ -12,7 +12,7 @@ import { liveEvents } from './live-events.js'
 import { MAX_BODY_BYTES } from '../protocols/im/constants.js'
 import type { HistoryEntry, MessageRequest } from '../node/types.js'
 
-/** `parley send` exits 0 when delivered, 1 on an error, and this when the message is still queued after --wait. */
+/** `parley send` exits 0 when delivered or stored in the recipient's mailbox, 1 on an error, and this when the message is still queued after --wait. */
 const EXIT_QUEUED = 2
 
 function nonNegativeNumber (value: string): number {
@@ -170,7 +170,7 @@ export function nodeCommands (program: Command): void {
     })
 
   program.command('send')
-    .description('send a message; exit 0 when delivered, 2 when still queued after --wait, 1 on error')
+    .description('send a message; exit 0 when delivered (or stored in the recipient\'s mailbox while they are offline), 2 when still queued after --wait, 1 on error')
     .argument('<peer>', 'peer ID or contact name')
     .argument('[text]', 'the message; `-` (or none, with stdin not a terminal) reads it from stdin')
     .option('--wait <seconds>', 'how long to wait for the recipient\'s ack', nonNegativeNumber, 30)
@@ -197,8 +197,10 @@ export function nodeCommands (program: Command): void {
       }
       print(opts.json === true, result, () => body.status === 'delivered'
         ? `delivered (${String(path)}) ${body.id}`
-        : `queued ${body.id}: not acknowledged within ${opts.wait as number} s; the daemon keeps trying`)
-      if (body.status !== 'delivered') process.exitCode = EXIT_QUEUED
+        : body.status === 'stored'
+          ? `stored ${body.id}: the recipient is offline; it waits sealed in their mailbox, and turns delivered when they fetch it`
+          : `queued ${body.id}: not acknowledged within ${opts.wait as number} s; the daemon keeps trying`)
+      if (body.status !== 'delivered' && body.status !== 'stored') process.exitCode = EXIT_QUEUED
     })
 
   program.command('outbox')

@@ -14,6 +14,8 @@ export function clock (ms: number | undefined): string {
 export function tick (status: HistoryEntry['status']): string {
   switch (status) {
     case 'delivered': return '✓'
+    // in the recipient's mailbox: out of the sender's hands, not yet read off it
+    case 'stored': return '✉'
     case 'failed': return '✗'
     case 'received': return ''
     default: return '…'

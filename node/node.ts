@@ -390,6 +390,10 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (current?.status === 'delivered') {
       return { id, status: 'delivered', path: current.path ?? 'direct' }
     }
+    // the recipient was unreachable, and a mailbox host holds it sealed: the sender may go
+    if (current?.status === 'stored') {
+      return { id, status: 'stored', path: 'mailbox' }
+    }
     let waiter = this.waiting.get(id)
     if (waiter == null) {
       waiter = Promise.withResolvers<Receipt>()
@@ -416,6 +420,9 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (waiter != null && change.status === 'delivered') {
       this.waiting.delete(change.id)
       waiter.resolve({ id: change.id, status: 'delivered', path: change.path ?? 'direct' })
+    } else if (waiter != null && change.status === 'stored') {
+      this.waiting.delete(change.id)
+      waiter.resolve({ id: change.id, status: 'stored', path: 'mailbox' })
     } else if (waiter != null && change.status === 'failed' && change.reason === CANCELLED_REASON) {
       this.waiting.delete(change.id)
       waiter.reject(new MessageCancelledError(`message ${change.id} was cancelled by the sender before it was delivered`))

@@ -10,10 +10,17 @@ import type { AbortOptions } from '@libp2p/interface'
 
 /**
  * Where an outbound message stands: written to the outbox (`queued`), on the
- * wire (`sending`), acknowledged by the recipient (`delivered`), or refused by
- * it for good (`failed`).
+ * wire (`sending`), sealed and left in the recipient's mailbox on a relay while
+ * the recipient is offline (`stored`), acknowledged by the recipient
+ * (`delivered`), or refused by it for good (`failed`).
  */
-export type OutboundStatus = 'queued' | 'sending' | 'delivered' | 'failed'
+export type OutboundStatus = 'queued' | 'sending' | 'stored' | 'delivered' | 'failed'
+
+/**
+ * How a message travelled: over a direct connection, over a relay circuit, or
+ * through a mailbox (sealed, stored on a relay, fetched later).
+ */
+export type MessagePath = Path | 'mailbox'
 
 /** A change in an outbound message's state. */
 export interface StatusChange {
@@ -21,7 +28,7 @@ export interface StatusChange {
   peer: string
   status: OutboundStatus
   seq: number
-  path?: Path
+  path?: MessagePath
   /** Why it failed, or why the last attempt did not get through. */
   reason?: string
   attempts?: number
@@ -40,7 +47,7 @@ export interface ReceivedMessage {
   sentAt: number
   /** This node's clock when it stored the message. */
   receivedAt: number
-  path: Path
+  path: MessagePath
   replyTo?: string
   /** From a stranger: a message request, shown apart until the user accepts, declines or blocks it. */
   request?: true
@@ -57,9 +64,9 @@ export interface HistoryEntry {
   contentType: string
   sentAt: number
   receivedAt?: number
-  /** out: queued | sending | delivered | failed; in: received */
+  /** out: queued | sending | stored | delivered | failed; in: received */
   status: OutboundStatus | 'received'
-  path?: Path
+  path?: MessagePath
   reason?: string
   replyTo?: string
   /** A stranger's message waiting for the user's decision (see `requests`). */
@@ -85,12 +92,14 @@ export interface SendOptions extends AbortOptions {
   timeout?: number
 }
 
-/** What `send` resolves with once the recipient acknowledged the message. */
-export interface Receipt {
-  id: string
-  status: 'delivered'
-  path: Path
-}
+/**
+ * What `send` resolves with: the recipient acknowledged the message
+ * (`delivered`, with the path it took), or could not be reached in time but a
+ * mailbox host holds it sealed for the recipient (`stored`, path `mailbox`).
+ */
+export type Receipt =
+  | { id: string, status: 'delivered', path: MessagePath }
+  | { id: string, status: 'stored', path: 'mailbox' }
 
 /**
  * Whether other machines, outside this node's LAN, can reach it: through a

@@ -6,11 +6,11 @@ import { idFromString } from '../message-id.js'
 import { endsRound, OutboxMachine } from './machine.js'
 import type { OutboxMachineInit, Sent, Transition } from './machine.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
-import type { Acknowledgement, ImService, OutboundMessage } from '../../protocols/im/index.js'
+import type { Ack, Acknowledgement, ImService, OutboundMessage } from '../../protocols/im/index.js'
 import type { Router } from '../network/router.js'
 import type { NewOutbound, OutboxEntry, Store, StoredMessage } from '../store/index.js'
 import type { StatusChange } from '../types.js'
-import type { ComponentLogger, Connection, Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId } from '@libp2p/interface'
 
 export { CANCELLED_REASON, DEFAULT_MESSAGE_EXPIRY, EXPIRED_REASON_PREFIX, MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
 
@@ -27,16 +27,46 @@ export interface DeliveryInit extends OutboxMachineInit {
    * @default 30000
    */
   connectTimeout?: number
+
+  /**
+   * How long a peer may be unreachable (dials failing or still under way)
+   * before its waiting messages are left in its mailbox, in ms.
+   *
+   * @default 5000
+   */
+  mailboxAfter?: number
+
+  /**
+   * A message in a mailbox is left there anew this long before its host
+   * would drop it, in ms.
+   *
+   * @default 86400000 (a day)
+   */
+  redepositBefore?: number
 }
 
+/**
+ * Leaves messages sealed in their recipient's mailbox (node/mailbox): the
+ * ones a host confirmed, with until when it keeps each. It throws, or
+ * confirms none, when the recipient has no mailbox or no host took them.
+ */
+export interface Depositor {
+  deposit(peer: string, entries: readonly OutboxEntry[], options: AbortOptions): Promise<Array<{ id: string, until: number }>>
+}
+
+/** A mailbox receipt's answer to one message. */
+export interface ReceiptAnswer { id: string, status: Ack.Status }
+
 /** What the engine uses of the store: the outbox's queries and writes. */
-export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record' | 'outboxSchedule' | 'outboxScheduleOf' | 'writtenBy' | 'outboxEntry'>
+export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record' | 'outboxSchedule' | 'outboxScheduleOf' | 'writtenBy' | 'outboxEntry' | 'undeposited' | 'outbound'>
 
 export interface DeliveryComponents {
   store: DeliveryStore
   router: Pick<Router, 'openConnection' | 'connect'>
   im: Pick<ImService, 'send'>
   logger: ComponentLogger
+  /** Leaves messages for unreachable peers in their mailboxes. @default none: they wait in the outbox */
+  mailbox?: Depositor
   /** @default systemClock */
   clock?: Clock
   /** The back-off's jitter. @default Math.random */
@@ -76,6 +106,13 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly clock: Clock
   private readonly machine: OutboxMachine
   private readonly connectTimeout: number
+  private readonly mailbox?: Depositor
+  private readonly mailboxAfter: number
+  private readonly redepositBefore: number
+  /** Since when each peer has had no connection while its outbox wanted one: its messages go to its mailbox once that is `mailboxAfter` old. */
+  private readonly unreachableSince = new Map<string, number>()
+  private readonly depositTimers = new Map<string, ClockTimer>()
+  private readonly depositing = new Set<string>()
   private readonly running = new Set<string>()
   private readonly again = new Set<string>()
   /** Peers whose outbox may have gained due messages since a round last looked (see `round`). */
@@ -99,6 +136,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.clock = components.clock ?? systemClock
     this.machine = new OutboxMachine({ clock: this.clock, random: components.random }, init)
     this.connectTimeout = init.connectTimeout ?? 30_000
+    this.mailbox = components.mailbox
+    this.mailboxAfter = init.mailboxAfter ?? 5_000
+    this.redepositBefore = init.redepositBefore ?? 24 * 60 * 60_000
   }
 
   start (): void {
@@ -118,6 +158,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.controller.abort()
     for (const timer of this.timers.values()) this.clock.clearTimeout(timer)
     this.timers.clear()
+    for (const timer of this.depositTimers.values()) this.clock.clearTimeout(timer)
+    this.depositTimers.clear()
+    this.unreachableSince.clear()
     this.expiries.clear()
     this.withdrawn.clear()
   }
@@ -155,6 +198,23 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       ids.add(id)
     }
     return 'cancelled'
+  }
+
+  /**
+   * The recipient's receipt for messages of ours that it took from its
+   * mailbox (the receipt came sealed and signed by `peer`): each answered
+   * message of that conversation is delivered, failed, or queued again.
+   */
+  receipt (peer: string, answers: readonly ReceiptAnswer[]): void {
+    const answered = []
+    for (const { id, status } of answers) {
+      const message = this.store.outbound(peer, id)
+      if (message != null) answered.push({ message, status })
+    }
+    const transition = this.machine.receipt(answered)
+    if (transition.changes.length === 0) return
+    this.apply(transition)
+    if (transition.writes.unstored != null && transition.writes.unstored.length > 0) this.run(peer)
   }
 
   /** Something changed (a connection opened, our addresses changed): retry now. */
@@ -213,6 +273,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** The peer's outbox is empty and nothing is under way for it: what is kept about it goes, so that a long-running node does not pile it up. */
   private forget (peer: string): void {
     if (this.timers.has(peer) || this.running.has(peer)) return
+    this.unreachableSince.delete(peer)
+    this.clock.clearTimeout(this.depositTimers.get(peer))
+    this.depositTimers.delete(peer)
     this.fresh.delete(peer)
     this.peerIds.delete(peer)
     this.machine.forget(peer)
@@ -256,6 +319,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       // an open connection is used as it is; only a dial needs a time limit
       let connection = this.router.openConnection(peerId)
       if (connection == null) {
+        // a dial that fails, or takes long, sends the messages to the mailbox meanwhile
+        this.depositLater(peer)
         const timeout = timeoutSignal(this.clock, this.connectTimeout)
         try {
           connection = await this.router.connect(peerId, { signal: AbortSignal.any([signal, timeout.signal]) })
@@ -271,12 +336,70 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         due = this.notWithdrawn(peer, due)
         if (due.length === 0) continue
       }
+      this.reached(peer)
 
       const { lost, exhausted } = await this.round(peer, connection, due, window, signal)
       if (this.stopped) return
       this.machine.roundEnded(peer, lost)
       // nothing was left when the round last looked, and nothing was queued since
       if (!lost && exhausted && !this.fresh.has(peer)) return
+    }
+  }
+
+  /** A connection to the peer is open: its mailbox is not needed now. */
+  private reached (peer: string): void {
+    this.unreachableSince.delete(peer)
+    this.clock.clearTimeout(this.depositTimers.get(peer))
+    this.depositTimers.delete(peer)
+  }
+
+  /**
+   * Deposits the peer's waiting messages in its mailbox once it has been
+   * unreachable for `mailboxAfter` (at once when it has been for longer).
+   */
+  private depositLater (peer: string): void {
+    if (this.mailbox == null || this.depositTimers.has(peer)) return
+    const now = this.clock.now()
+    let since = this.unreachableSince.get(peer)
+    if (since == null) this.unreachableSince.set(peer, since = now)
+    const deposit = (): void => {
+      this.deposit(peer).catch(err => { this.log.error('depositing for %s failed unexpectedly - %e', peer, err) })
+    }
+    const wait = since + this.mailboxAfter - now
+    if (wait <= 0) {
+      deposit()
+      return
+    }
+    this.depositTimers.set(peer, this.clock.setTimeout(() => {
+      this.depositTimers.delete(peer)
+      if (this.unreachableSince.has(peer)) deposit()
+    }, wait))
+  }
+
+  /** Seals and leaves the peer's messages that no mailbox holds (or holds not much longer) in its mailbox. */
+  private async deposit (peer: string): Promise<void> {
+    if (this.mailbox == null || this.stopped || this.depositing.has(peer)) return
+    this.depositing.add(peer)
+    try {
+      const entries = this.store.undeposited(peer, this.clock.now() + this.redepositBefore).filter(e => !this.machine.isSending(e.id))
+      if (entries.length === 0) return
+      let stored: Array<{ id: string, until: number }>
+      try {
+        stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal })
+      } catch (err: any) {
+        if (this.stopped) return
+        this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)
+        return
+      }
+      if (this.stopped || stored.length === 0) return
+      const byId = new Map(entries.map(e => [e.id, e]))
+      const deposits = stored.flatMap(({ id, until }) => {
+        const entry = byId.get(id)
+        return entry == null ? [] : [{ entry, until }]
+      })
+      this.apply(this.machine.stored(deposits))
+    } finally {
+      this.depositing.delete(peer)
     }
   }
 

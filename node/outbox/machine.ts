@@ -33,8 +33,11 @@ export const MAX_RETRY_AFTER = 60 * 60_000
 /** How one send ended: the recipient's ack, or the error that came instead. */
 export type SendResult = PromiseSettledResult<Pick<Acknowledgement, 'status' | 'retryAfterMs' | 'path'>>
 
-/** What the machine needs of an outbox entry. */
-export type Entry = Pick<OutboxEntry, 'id' | 'peer' | 'seq' | 'attempts'>
+/** What the machine needs of an outbox entry (its status: whether a mailbox holds it). */
+export type Entry = Pick<OutboxEntry, 'id' | 'peer' | 'seq' | 'attempts'> & Partial<Pick<OutboxEntry, 'status'>>
+
+/** A message a mailbox receipt answers. */
+export type Answered = Pick<StoredMessage, 'id' | 'peer' | 'seq' | 'status'>
 
 /** What the machine needs to tell whether an entry expired: when this node wrote it. */
 export type AgedEntry = Entry & Pick<OutboxEntry, 'createdAt'>
@@ -178,12 +181,60 @@ export class OutboxMachine {
     return { id: message.id, peer: message.peer, seq: message.seq, status: 'queued' }
   }
 
-  /** Puts entries on the wire; the changes to report. */
+  /**
+   * Puts entries on the wire; the changes to report. One a mailbox holds
+   * stays `stored` for the user while direct delivery is tried again: it has
+   * left the sender's hands, and only the recipient's ack changes that.
+   */
   sending (entries: readonly Entry[]): StatusChange[] {
-    return entries.map(entry => {
+    const changes: StatusChange[] = []
+    for (const entry of entries) {
       this.onWire.add(entry.id)
-      return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'sending', attempts: entry.attempts + 1 }
-    })
+      if (entry.status !== 'stored') changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'sending', attempts: entry.attempts + 1 })
+    }
+    return changes
+  }
+
+  /** Entries sealed and left in the recipient's mailbox, until when the host keeps each. */
+  stored (deposits: ReadonlyArray<{ entry: Entry, until: number }>): Transition {
+    const transition = empty(this.clock.now())
+    for (const { entry, until } of deposits) {
+      (transition.writes.stored ??= []).push({ id: entry.id, until })
+      if (entry.status !== 'stored') transition.changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'stored', path: 'mailbox' })
+    }
+    return transition
+  }
+
+  /**
+   * The recipient's receipt for messages that reached it through its mailbox:
+   * OK or DUPLICATE is `delivered` (path `mailbox`); RATE_LIMITED puts the
+   * message back in the queue, to be deposited anew; any other status fails it.
+   * Messages already delivered or failed are left as they are.
+   */
+  receipt (answers: ReadonlyArray<{ message: Answered, status: Ack.Status }>): Transition {
+    const transition = empty(this.clock.now())
+    const { writes, changes } = transition
+    for (const { message, status } of answers) {
+      if (message.status === 'delivered' || message.status === 'failed') continue
+      const change = { id: message.id, peer: message.peer, seq: message.seq }
+      switch (status) {
+        case Ack.Status.OK:
+        case Ack.Status.DUPLICATE:
+          writes.delivered.push({ id: message.id, path: 'mailbox' })
+          changes.push({ ...change, status: 'delivered', path: 'mailbox' })
+          break
+        case Ack.Status.RATE_LIMITED:
+          (writes.unstored ??= []).push(message.id)
+          changes.push({ ...change, status: 'queued', reason: 'the recipient\'s node asked to wait; it will be left in the mailbox again' })
+          break
+        default: {
+          const reason = `refused by the recipient: ${Ack.Status[status] ?? status}`
+          writes.failed.push({ id: message.id, reason })
+          changes.push({ ...change, status: 'failed', reason, path: 'mailbox' })
+        }
+      }
+    }
+    return transition
   }
 
   /** A message as the user sees it: `sending` while it is on the wire (its row says `queued`). */
@@ -232,8 +283,13 @@ export class OutboxMachine {
   /** The peer could not be reached: each entry is tried again after its back-off. */
   unreachable (entries: readonly Entry[], reason: string): Transition {
     const transition = empty(this.clock.now())
-    for (const entry of entries) transition.changes.push(this.retry(transition.writes, entry, reason))
+    for (const entry of entries) this.report(transition.changes, entry, this.retry(transition.writes, entry, reason))
     return transition
+  }
+
+  /** A change for the user, but none while a mailbox holds the message (it stays `stored`). */
+  private report (changes: StatusChange[], entry: Entry, change: StatusChange): void {
+    if (change.status !== 'queued' || entry.status !== 'stored') changes.push(change)
   }
 
   /** What became of sends, in the order given. */
@@ -244,7 +300,7 @@ export class OutboxMachine {
     for (const { entry, result } of sent) {
       this.onWire.delete(entry.id)
       if (result.status === 'rejected') {
-        changes.push(this.retry(writes, entry, errorMessage(result.reason)))
+        this.report(changes, entry, this.retry(writes, entry, errorMessage(result.reason)))
         continue
       }
       const ack = result.value
@@ -262,7 +318,7 @@ export class OutboxMachine {
           // the later messages wait too, so the conversation stays in seq order
           if (writes.deferred == null || until >= writes.deferred.until) writes.deferred = { peer: entry.peer, until, reason }
           this.notBefore.set(entry.peer, Math.max(until, this.notBefore.get(entry.peer) ?? 0))
-          changes.push({ id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason })
+          this.report(changes, entry, { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason })
           break
         }
         default: {

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import * as ordering from '../inbox/ordering.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
-import type { OutboundStatus } from '../types.js'
+import type { MessagePath, OutboundStatus } from '../types.js'
 import type { StatementSync } from 'node:sqlite'
 
 /** The database cannot be used: corrupt, from a newer parley, or not a parley store. */
@@ -28,7 +28,7 @@ export interface StoredMessage {
   createdAt: number
   /** An outbound row never says `sending`: that is the outbox's, laid over the rows it has on the wire. */
   status: OutboundStatus | InStatus
-  path?: 'direct' | 'relayed'
+  path?: MessagePath
   reason?: string
   /** Inbound from a stranger, waiting for the user to accept the request. */
   request: boolean
@@ -39,6 +39,8 @@ export interface OutboxEntry extends StoredMessage {
   attempts: number
   nextAttemptAt: number
   lastError?: string
+  /** Until when a mailbox host keeps it sealed for the recipient, if it was deposited. */
+  storedUntil?: number
 }
 
 export interface NewOutbound {
@@ -55,13 +57,17 @@ export interface OutboxWrites {
   /** When these outcomes came: a delivered message's `receivedAt`. */
   at: number
   /** Acknowledged (OK or DUPLICATE): out of the outbox for good. */
-  delivered: Array<{ id: string, path: 'direct' | 'relayed' }>
+  delivered: Array<{ id: string, path: MessagePath }>
   /** Not delivered this time: one more attempt counted, and the next one at `at`. */
   retried: Array<{ id: string, at: number, reason: string }>
   /** Refused by the recipient for good: out of the outbox, with the reason. */
   failed: Array<{ id: string, reason: string }>
   /** The recipient asked to wait: every queued message of `peer` is due no earlier than `until`. */
   deferred?: { peer: string, until: number, reason: string }
+  /** Left sealed in the recipient's mailbox until `until`: `stored`, and still in the outbox (direct delivery goes on). */
+  stored?: Array<{ id: string, until: number }>
+  /** No longer in a mailbox (its recipient's node asked to wait): `queued` again, to be deposited anew. */
+  unstored?: string[]
 }
 
 export interface NewInbound {
@@ -73,7 +79,7 @@ export interface NewInbound {
   replyTo?: string
   sentAt: number
   receivedAt: number
-  path: 'direct' | 'relayed'
+  path: MessagePath
   /** From a stranger: kept as a message request. @default false */
   request?: boolean
 }
@@ -157,6 +163,7 @@ function toOutboxEntry (row: Row): OutboxEntry {
   entry.attempts = row.attempts
   entry.nextAttemptAt = row.next_attempt_at
   entry.lastError = row.last_error ?? undefined
+  entry.storedUntil = row.stored_until ?? undefined
   return entry
 }
 
@@ -165,7 +172,7 @@ function toOutboxEntry (row: Row): OutboxEntry {
  * `outbox` row, but for the columns every entry of the outbox has alike
  * (`peer`, `direction`, `request`: see `OUTBOX_ROW`).
  */
-const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error'
+const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error, o.stored_until'
 const ENTRY_COLUMNS = ENTRY_SELECT.split(', ').map(column => column.slice(2))
 
 /** The columns of an outbox entry's `messages` row that `ENTRY_SELECT` leaves out, as they always are. */
@@ -472,11 +479,45 @@ export class Store {
       if (deferred != null) {
         this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(deferred.until, deferred.reason, deferred.peer)
       }
+      for (const { id, until } of writes.stored ?? []) this.writeStored(id, until)
+      for (const id of writes.unstored ?? []) this.writeUnstored(id)
     }, options)
   }
 
+  /**
+   * Outbox entries of `peer` that no mailbox holds, or whose deposit ends
+   * before `before`, in seq order: what a deposit round seals and leaves.
+   */
+  undeposited (peer: string, before: number, limit = 256): OutboxEntry[] {
+    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
+      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      WHERE o.peer = ? AND (o.stored_until IS NULL OR o.stored_until < ?) ORDER BY o.seq LIMIT ?`).all(peer, before, limit) as Row[]).map(row => toOutboxEntry(row))
+  }
+
+  /** An outbound message to `peer` by id, in the outbox or not (a mailbox receipt names it). */
+  outbound (peer: string, id: string): StoredMessage | undefined {
+    const row = this.sql("SELECT * FROM messages WHERE peer = ? AND direction = 'out' AND id = ?").get(peer, id) as Row | undefined
+    return row == null ? undefined : toMessage(row)
+  }
+
+  // ---- mailbox records of other peers ----
+
+  /** The signed mailbox record last verified for `peer`, if any. */
+  mailboxRecord (peer: string): { record: Uint8Array, seq: number, updatedAt: number } | undefined {
+    const row = this.sql('SELECT record, seq, updated_at FROM mailbox_records WHERE peer = ?').get(peer) as Row | undefined
+    return row == null ? undefined : { record: new Uint8Array(row.record), seq: row.seq, updatedAt: row.updated_at }
+  }
+
+  /** Keeps a verified mailbox record of `peer`, unless the one kept is as new or newer. Whether it was kept. */
+  saveMailboxRecord (peer: string, record: Uint8Array, seq: number, at: number): boolean {
+    const result = this.sql(`INSERT INTO mailbox_records (peer, record, seq, updated_at) VALUES (?, ?, ?, ?)
+      ON CONFLICT (peer) DO UPDATE SET record = excluded.record, seq = excluded.seq, updated_at = excluded.updated_at
+      WHERE excluded.seq > mailbox_records.seq`).run(peer, record, seq, at)
+    return Number(result.changes) > 0
+  }
+
   /** The message was acknowledged (OK or DUPLICATE): out of the outbox for good. The message as it now is. */
-  markDelivered (id: string, path: 'direct' | 'relayed', at: number): StoredMessage | undefined {
+  markDelivered (id: string, path: MessagePath, at: number): StoredMessage | undefined {
     return this.transaction(() => {
       this.writeDelivered(id, path, at)
       return this.getOutbound(id)
@@ -505,7 +546,18 @@ export class Store {
     })
   }
 
-  private writeDelivered (id: string, path: 'direct' | 'relayed', at: number): void {
+  private writeStored (id: string, until: number): void {
+    // a message delivered (or failed) meanwhile keeps that status
+    this.sql("UPDATE messages SET status = 'stored', path = 'mailbox' WHERE id = ? AND direction = 'out' AND status IN ('queued', 'stored')").run(id)
+    this.sql('UPDATE outbox SET stored_until = ? WHERE id = ?').run(until, id)
+  }
+
+  private writeUnstored (id: string): void {
+    this.sql("UPDATE messages SET status = 'queued', path = NULL WHERE id = ? AND direction = 'out' AND status = 'stored'").run(id)
+    this.sql('UPDATE outbox SET stored_until = NULL WHERE id = ?').run(id)
+  }
+
+  private writeDelivered (id: string, path: MessagePath, at: number): void {
     this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
     this.sql('DELETE FROM outbox WHERE id = ?').run(id)
   }

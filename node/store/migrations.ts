@@ -80,6 +80,19 @@ export const MIGRATIONS: string[] = [
   `
   ALTER TABLE conversations ADD COLUMN read_position INTEGER NOT NULL DEFAULT 0;
   UPDATE conversations SET read_position = coalesce((SELECT max(position) FROM messages WHERE messages.peer = conversations.peer), 0);
+  `,
+  // 5: mailboxes. An outbound message left sealed in its recipient's mailbox is
+  // 'stored' (and keeps its outbox row: direct delivery is still tried), until
+  // when its deposit lasts; and the mailbox records of the people we write to
+  // (which key to seal to, which relays to deposit on), as last verified
+  `
+  ALTER TABLE outbox ADD COLUMN stored_until INTEGER;  -- NULL: not in a mailbox
+  CREATE TABLE mailbox_records (
+    peer        TEXT    NOT NULL PRIMARY KEY,
+    record      BLOB    NOT NULL,   -- the signed record, as received
+    seq         INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+  ) WITHOUT ROWID;
   `
 ]
 

@@ -27,8 +27,10 @@ export interface InboundMessage {
   body: string
   contentType: string
   replyTo?: Uint8Array
-  path: Path
-  connection: Connection
+  /** How it came: on an /im stream over a direct or relayed connection, or sealed through the recipient's mailbox (protocols/mailbox). */
+  path: Path | 'mailbox'
+  /** The connection it came on; none for a message fetched from a mailbox. */
+  connection?: Connection
 }
 
 /**

@@ -554,4 +554,156 @@ describe('DeliveryEngine', () => {
     await t.scheduled(t.clock.now() + 30_000)
     expect(t.store.outbox().map(e => e.id)).toEqual([recent])
   })
+
+  describe('mailboxes', () => {
+    /** A mailbox that takes what it is given (until `until`), or refuses with `refuse`. */
+    function stubMailbox () {
+      const mailbox = new EventTarget() as EventTarget & { deposited: string[][], refuse?: Error, until: number, deposit: DeliveryComponents['mailbox'] extends infer D ? D extends { deposit: infer F } ? F : never : never }
+      mailbox.deposited = []
+      mailbox.until = 10_000_000
+      mailbox.deposit = async (peer, entries) => {
+        mailbox.deposited.push(entries.map(e => e.id))
+        mailbox.dispatchEvent(new Event('deposit'))
+        if (mailbox.refuse != null) throw mailbox.refuse
+        return entries.map(e => ({ id: e.id, until: mailbox.until }))
+      }
+      return mailbox
+    }
+
+    it('leaves messages in the mailbox once the peer has been unreachable for mailboxAfter, and they stay stored while direct delivery goes on', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 5_000 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const ids = t.queue(2)
+      await t.router.dialled(1)
+      // the first retry (500 ms) fails too: not yet 5 s
+      t.clock.advance(500)
+      await t.router.dialled(2)
+      expect(mailbox.deposited).toEqual([])
+      t.clock.advance(4_500)
+      await t.reported(ids, 'stored')
+      expect(mailbox.deposited).toEqual([ids])
+      for (const id of ids) {
+        expect(t.store.getMessage(id)).toMatchObject({ status: 'stored', path: 'mailbox' })
+        expect(t.engine.overlay(t.store.getMessage(id)!).status).toBe('stored')
+      }
+      expect(t.store.outbox().map(e => e.storedUntil)).toEqual([mailbox.until, mailbox.until])
+
+      // direct delivery goes on, without telling the user it is queued or sending again
+      const reported = t.changes.length
+      t.router.open = true
+      t.engine.wake(PEER)
+      await t.im.sends(2)
+      t.im.ackAll()
+      await until(() => t.changes.length === reported + 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+      expect(t.changes.slice(reported).map(c => c.status)).toEqual(['delivered', 'delivered'])
+      // nothing more to deposit
+      expect(mailbox.deposited).toHaveLength(1)
+    })
+
+    it('deposits nothing when a connection opens within mailboxAfter', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 5_000 })
+      t.router.open = false
+      let answer: ((c: Connection) => void) | undefined
+      t.router.dial = async () => new Promise(resolve => { answer = resolve })
+      t.engine.start()
+      const [id] = t.queue(1)
+      await t.router.dialled(1)
+      t.clock.advance(4_999)
+      answer?.(CONNECTION)
+      await t.im.sends(1)
+      t.clock.advance(10_000)
+      t.im.ack(1)
+      await t.reported([id], 'delivered')
+      expect(mailbox.deposited).toEqual([])
+      expect(t.statuses(id)).not.toContain('stored')
+    })
+
+    it('deposits while a slow dial is still under way', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 5_000 })
+      t.router.open = false
+      t.router.dial = async ({ signal }) => new Promise((resolve, reject) => { signal?.addEventListener('abort', () => { reject(signal.reason) }) })
+      t.engine.start()
+      const [id] = t.queue(1)
+      await t.router.dialled(1)
+      t.clock.advance(5_000)
+      await t.reported([id], 'stored')
+      // stored once: the new deposit is not news to the user
+      expect(t.statuses(id).filter(status => status === 'stored')).toHaveLength(1)
+    })
+
+    it('keeps messages queued when no mailbox takes them, and tries again at the next failed round', async () => {
+      const mailbox = stubMailbox()
+      mailbox.refuse = new Error('no mailbox record')
+      const t = setup({ mailbox }, { mailboxAfter: 0 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const [id] = t.queue(1)
+      await t.router.dialled(1)
+      await until(() => mailbox.deposited.length === 1, { on: [mailbox, 'deposit'], timeout: WAIT })
+      await until(() => t.store.outbox()[0].attempts === 1, { on: [t.engine, 'message:status'], timeout: WAIT })
+      expect(t.store.getMessage(id)?.status).toBe('queued')
+      mailbox.refuse = undefined
+      t.clock.advance(500)
+      await t.reported([id], 'stored')
+      expect(mailbox.deposited).toHaveLength(2)
+    })
+
+    it('a receipt from the recipient delivers (path mailbox), RATE_LIMITED puts it back to be deposited anew, a refusal fails it; a receipt naming another conversation\'s message changes nothing', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 0 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const ids = t.queue(3)
+      await t.router.dialled(1)
+      await t.reported(ids, 'stored')
+      const other = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
+      t.engine.receipt(other, [{ id: ids[0], status: Ack.Status.OK }])
+      expect(t.store.getMessage(ids[0])?.status).toBe('stored')
+
+      t.engine.receipt(PEER, [{ id: ids[0], status: Ack.Status.OK }, { id: ids[1], status: Ack.Status.BLOCKED }, { id: ids[2], status: Ack.Status.RATE_LIMITED }])
+      expect(t.store.getMessage(ids[0])).toMatchObject({ status: 'delivered', path: 'mailbox' })
+      expect(t.store.getMessage(ids[1])).toMatchObject({ status: 'failed', reason: 'refused by the recipient: BLOCKED' })
+      expect(t.store.getMessage(ids[2])).toMatchObject({ status: 'queued' })
+      expect(t.store.outbox().map(e => e.id)).toEqual([ids[2]])
+      // deposited anew at the next failed round
+      t.clock.advance(60_000)
+      await until(() => mailbox.deposited.some(d => d.length === 1 && d[0] === ids[2]), { on: [mailbox, 'deposit'], timeout: WAIT })
+      await until(() => t.store.getMessage(ids[2])?.status === 'stored', { on: [t.engine, 'message:status'], timeout: WAIT })
+      // a receipt for a message delivered already changes nothing
+      const reported = t.changes.length
+      t.engine.receipt(PEER, [{ id: ids[0], status: Ack.Status.BLOCKED }])
+      expect(t.changes.length).toBe(reported)
+      expect(t.store.getMessage(ids[0])?.status).toBe('delivered')
+    })
+
+    it('deposits anew what a host keeps for less than redepositBefore', async () => {
+      const mailbox = stubMailbox()
+      mailbox.until = 2_000
+      const t = setup({ mailbox }, { mailboxAfter: 0, redepositBefore: 1_000 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const [id] = t.queue(1)
+      await t.router.dialled(1)
+      await t.reported([id], 'stored')
+      expect(mailbox.deposited).toHaveLength(1)
+      mailbox.until = 100_000
+      // the next failed round (500 ms) is before 2,000 - 1,000: nothing to deposit
+      t.clock.advance(500)
+      await t.router.dialled(2)
+      // the one after (at 1,500) is past it
+      t.clock.advance(1_000)
+      await until(() => mailbox.deposited.length === 2, { on: [mailbox, 'deposit'], timeout: WAIT })
+      await until(() => t.store.outbox()[0].storedUntil === 100_000, { on: [t.engine, 'message:status'], what: 'the new deposit written', timeout: WAIT })
+      // stored once: the new deposit is not news to the user
+      expect(t.statuses(id).filter(status => status === 'stored')).toHaveLength(1)
+    })
+  })
 })
