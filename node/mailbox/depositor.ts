@@ -1,0 +1,124 @@
+/**
+ * Leaves messages sealed in their recipient's mailbox: seals each /im
+ * ChatMessage to the recipient's current mailbox key and deposits it on the
+ * recipient's hosts (several, in parallel), in seq order on each host. A
+ * message is stored once one host confirmed it; the outbox keeps trying
+ * direct delivery either way.
+ */
+import { systemClock } from '../../common/clock.js'
+import { ChatMessage } from '../../protocols/im/pb/im.js'
+import { DEFAULT_CONTENT_TYPE } from '../../protocols/im/index.js'
+import { idFromString } from '../message-id.js'
+import { sealingKey } from './directory.js'
+import type { MailboxDirectory, VerifiedRecord } from './directory.js'
+import type { Clock } from '../../common/clock.js'
+import type { Depositor } from '../outbox/delivery.js'
+import type { OutboxEntry } from '../store/index.js'
+import type { AbortOptions, ComponentLogger, Logger, PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** What a sealed envelope carries: a ChatMessage (encoded), or a receipt for messages that came through our mailbox. */
+export type MailboxContent = { message: Uint8Array } | { receipt: Array<{ id: Uint8Array, status: number }> }
+
+/** A mailbox host, and where to dial it. */
+export interface MailboxHost { peerId: PeerId, addrs: Multiaddr[] }
+
+/** What the depositor needs of the mailbox protocol's client. */
+export interface DepositTransport {
+  /** Deposits an envelope in `mailbox` on `host`; until when the host keeps it. Throws when refused or unreachable. */
+  deposit(host: MailboxHost, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions): Promise<{ expiresAt: number }>
+}
+
+export interface MailboxDepositorComponents {
+  directory: Pick<MailboxDirectory, 'get'>
+  transport: DepositTransport
+  /** Seals `content` for `recipient` with its mailbox key (signed by this node, with this node's own record to answer to). */
+  seal: (recipient: PeerId, recipientKey: Uint8Array, content: MailboxContent) => Promise<Uint8Array>
+  /** Parses a peer ID string (the outbox names peers by string). */
+  peerId: (peer: string) => PeerId
+  logger: ComponentLogger
+  /** @default systemClock */
+  clock?: Pick<Clock, 'now'>
+}
+
+export interface MailboxDepositorInit {
+  /**
+   * Hosts of one recipient deposited on at most.
+   *
+   * @default 3
+   */
+  maxHosts?: number
+}
+
+/** The message as it goes on the wire, for sealing. */
+function chatMessage (entry: OutboxEntry): Uint8Array {
+  return ChatMessage.encode({
+    id: idFromString(entry.id),
+    seq: BigInt(entry.seq),
+    sentAt: BigInt(entry.sentAt),
+    body: entry.body,
+    contentType: entry.contentType === DEFAULT_CONTENT_TYPE ? undefined : entry.contentType,
+    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo)
+  })
+}
+
+export class MailboxDepositor implements Depositor {
+  private readonly components: MailboxDepositorComponents
+  private readonly clock: Pick<Clock, 'now'>
+  private readonly log: Logger
+  private readonly maxHosts: number
+
+  constructor (components: MailboxDepositorComponents, init: MailboxDepositorInit = {}) {
+    this.components = components
+    this.clock = components.clock ?? systemClock
+    this.log = components.logger.forComponent('parley:mailbox:deposit')
+    this.maxHosts = init.maxHosts ?? 3
+  }
+
+  async deposit (peer: string, entries: readonly OutboxEntry[], options: AbortOptions = {}): Promise<Array<{ id: string, until: number }>> {
+    const { record, key } = await this.recordOf(peer, options)
+    const recipient = this.components.peerId(peer)
+    const sealed: Array<{ id: string, envelope: Uint8Array }> = []
+    for (const entry of entries) {
+      sealed.push({ id: entry.id, envelope: await this.components.seal(recipient, key, { message: chatMessage(entry) }) })
+    }
+    // each host gets them in seq order; the hosts at once
+    const until = new Map<string, number>()
+    const errors: string[] = []
+    await Promise.all(record.hosts.slice(0, this.maxHosts).map(async host => {
+      for (const { id, envelope } of sealed) {
+        try {
+          const { expiresAt } = await this.components.transport.deposit(host, recipient, envelope, options)
+          until.set(id, Math.max(until.get(id) ?? 0, expiresAt))
+        } catch (err: any) {
+          // a full mailbox, a rate limit or an unreachable host: the rest would fare no better there
+          errors.push(`${host.peerId.toString()}: ${err.message as string}`)
+          this.log('mailbox host %p of %s refused or failed - %s', host.peerId, peer, err.message)
+          return
+        }
+      }
+    }))
+    if (until.size === 0) throw new Error(`no mailbox host of ${peer} took the messages (${errors.join('; ')})`)
+    return sealed.flatMap(({ id }) => until.has(id) ? [{ id, until: until.get(id) ?? 0 }] : [])
+  }
+
+  /**
+   * Tells `peer` (a sender whose messages came through our mailbox) how they
+   * were answered, through its own mailbox. Whether a host took it.
+   */
+  async depositReceipt (peer: string, answers: Array<{ id: Uint8Array, status: number }>, options: AbortOptions = {}): Promise<boolean> {
+    const { record, key } = await this.recordOf(peer, options)
+    const recipient = this.components.peerId(peer)
+    const envelope = await this.components.seal(recipient, key, { receipt: answers })
+    const results = await Promise.allSettled(record.hosts.slice(0, this.maxHosts).map(async host => this.components.transport.deposit(host, recipient, envelope, options)))
+    return results.some(result => result.status === 'fulfilled')
+  }
+
+  private async recordOf (peer: string, options: AbortOptions): Promise<{ record: VerifiedRecord, key: Uint8Array }> {
+    const record = await this.components.directory.get(peer, options)
+    const key = record == null ? undefined : sealingKey(record, this.clock.now())
+    if (record == null || key == null) throw new Error(`${peer} has no mailbox that this node knows of`)
+    if (record.hosts.length === 0) throw new Error(`${peer}'s mailbox record names no host`)
+    return { record, key }
+  }
+}
