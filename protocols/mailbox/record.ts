@@ -222,7 +222,7 @@ export async function openMailboxRecord (bytes: Uint8Array, options: OpenMailbox
   }
   const keys = record.keys
     .filter(k => k.expiresAt > BigInt(now))
-    .map(k => ({ publicKey: k.publicKey, expiresAt: k.expiresAt > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(k.expiresAt) }))
+    .map(k => ({ publicKey: Uint8Array.from(k.publicKey), expiresAt: k.expiresAt > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(k.expiresAt) }))
   if (keys.length === 0) {
     throw new InvalidMailboxRecordError('every key of the record has expired')
   }
