@@ -3,6 +3,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify, identifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { mailboxRecordSelectors, mailboxRecordValidators } from '../protocols/mailbox/record.js'
 import { guardRecordStore, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import type { PeerDiscovery } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -27,12 +28,16 @@ export function basicServices (): { identify: ReturnType<typeof identify>, ident
   }
 }
 
+/** The signed records parley's DHT stores, by namespace: peer records and mailbox records, under the same rules. */
+const recordValidators = { ...peerRecordValidators, ...mailboxRecordValidators }
+const recordSelectors = { ...peerRecordSelectors, ...mailboxRecordSelectors }
+
 /** Where kad-dht keeps its data in the libp2p datastore (its default, named). */
 const DHT_DATASTORE_PREFIX = '/dht'
 
 /**
- * parley's DHT: its own protocol id, parley peer records accepted (validated
- * and selected), and every address kept. parley's DHT is its own network;
+ * parley's DHT: its own protocol id, parley peer and mailbox records accepted
+ * (validated and selected), and every address kept. parley's DHT is its own network;
  * peers on one LAN (or loopback) should find each other's private addresses too.
  *
  * kad-dht stores whatever validly signed record a PUT_VALUE brings, over the one
@@ -48,14 +53,14 @@ export function parleyDHT (protocol: string, clientMode: boolean): ReturnType<ty
     // starts 1 s after start: a message sent by a node just started sat that out
     initialQuerySelfInterval: 0,
     datastorePrefix: DHT_DATASTORE_PREFIX,
-    validators: peerRecordValidators,
-    selectors: peerRecordSelectors
+    validators: recordValidators,
+    selectors: recordSelectors
   })
   return (components) => {
     const datastore = guardRecordStore(components.datastore, {
       prefix: `${DHT_DATASTORE_PREFIX}/record`,
-      validators: peerRecordValidators,
-      selectors: peerRecordSelectors
+      validators: recordValidators,
+      selectors: recordSelectors
     })
     // libp2p's components object resolves each name on access; kad-dht reads
     // `components.datastore` on every use, so this view hands it the guard
