@@ -20,6 +20,7 @@ export function relayCommand (): Command {
     .option('--dht-protocol <id>', `DHT protocol id (env PARLEY_DHT_PROTOCOL; default ${RELAY_DEFAULTS.dhtProtocol})`)
     .option('--metrics <host:port>', `serve /metrics and /healthz here (env PARLEY_METRICS; default ${RELAY_DEFAULTS.cliMetrics})`)
     .option('--no-metrics', 'serve no metrics endpoint')
+    .option('--no-mailbox', 'serve no mailboxes (store-and-forward for offline nodes; env PARLEY_MAILBOX=false)')
     .option('--shutdown-timeout <ms>', `how long a stop waits for connections to close (env PARLEY_SHUTDOWN_TIMEOUT; default ${RELAY_DEFAULTS.shutdownTimeout})`)
   for (const limit of LIMIT_OPTIONS) {
     command.option(`${limit.flag} ${limit.arg}`, `limit: ${limit.help} (env ${limit.env}; default ${limit.default})`)
@@ -59,6 +60,12 @@ createRelay's options, limits under "limits"; see relay/config.sample.json.`)
     console.log(`give nodes this line: parley relays add ${encodeRelayLink(relay.peerId, relay.multiaddrs)}`)
     const limitsLine = Object.entries(relay.config.limits).map(([key, value]) => `${key}=${value}`).join(' ')
     console.log(`limits: ${limitsLine}`)
+    if (relay.config.mailbox.enabled) {
+      const { maxMailboxes, maxEnvelopesPerMailbox, maxBytesPerMailbox, maxEnvelopeBytes } = relay.config.mailbox
+      console.log(`mailboxes: on (${relay.config.dataDir == null ? 'in memory: lost on restart, give --data-dir' : 'stored in the data dir'}) maxMailboxes=${maxMailboxes} maxEnvelopesPerMailbox=${maxEnvelopesPerMailbox} maxBytesPerMailbox=${maxBytesPerMailbox} maxEnvelopeBytes=${maxEnvelopeBytes}`)
+    } else {
+      console.log('mailboxes: off')
+    }
     if (relay.metricsUrl != null) {
       console.log(`metrics: ${relay.metricsUrl}/metrics health: ${relay.metricsUrl}/healthz`)
       if (!LOOPBACK.test(relay.config.metrics?.host ?? '')) {

@@ -3,6 +3,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { CONFIG_FILE, envLayer, flagLayer, hasPeerId, limitTable, mergeLayers, multiaddrString, parseConfig, positiveInt, protocolId, readConfigFile } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
+import { MAILBOX_DEFAULTS } from './mailbox/limits.js'
+import type { MailboxLimits } from './mailbox/limits.js'
 import type { ConfigBinding, ConfigLayer, ConfigValueKind } from '../common/config.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -223,6 +225,19 @@ export interface RelayConfig {
   shutdownTimeout?: number
 
   limits?: RelayLimits
+
+  /** The mailbox host (/parley/mailbox/1.0.0): on unless `enabled: false`; its limits. */
+  mailbox?: RelayMailboxConfig
+}
+
+/** The `mailbox` section: every key optional, defaults in MAILBOX_DEFAULTS (relay/mailbox/limits.ts). */
+export interface RelayMailboxConfig extends Partial<MailboxLimits> {
+  /**
+   * Serve mailboxes (`--no-mailbox`, `PARLEY_MAILBOX=false` turn it off).
+   *
+   * @default true
+   */
+  enabled?: boolean
 }
 
 export interface ResolvedRelayConfig {
@@ -234,6 +249,7 @@ export interface ResolvedRelayConfig {
   metrics?: { host: string, port: number }
   shutdownTimeout: number
   limits: Required<RelayLimits>
+  mailbox: MailboxLimits & { enabled: boolean }
 }
 
 export const RELAY_DEFAULTS = {
@@ -316,6 +332,7 @@ export const RELAY_ENV: Record<string, ConfigBinding> = {
   PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
   PARLEY_METRICS: { key: 'metrics', kind: 'string' },
   PARLEY_SHUTDOWN_TIMEOUT: { key: 'shutdownTimeout', kind: 'number' },
+  PARLEY_MAILBOX: { key: 'mailbox.enabled', kind: 'boolean' },
   ...Object.fromEntries(LIMIT_OPTIONS.map(o => [o.env, { key: `limits.${o.key}`, kind: 'number' as ConfigValueKind }]))
 }
 
@@ -351,6 +368,14 @@ const metricsSchema = z.preprocess(
 
 const limitsSchema = limitTable(Object.keys(RELAY_DEFAULTS.limits) as Array<keyof RelayLimits>, positiveInt())
 
+/** The mailbox section: the limits (positive integers; the share a percentage, envelopes within the spec's 64 KiB) and `enabled`. */
+const mailboxSchema = z.strictObject({
+  ...limitTable(Object.keys(MAILBOX_DEFAULTS) as Array<keyof MailboxLimits>, positiveInt()).shape,
+  enabled: z.boolean({ error: 'must be true or false' }).optional(),
+  depositorSharePercent: positiveInt().max(100, { error: 'must be a percentage, 1 to 100' }).optional(),
+  maxEnvelopeBytes: positiveInt().max(MAILBOX_DEFAULTS.maxEnvelopeBytes, { error: `must be at most ${MAILBOX_DEFAULTS.maxEnvelopeBytes} (the protocol's limit)` }).optional()
+})
+
 /** The relay's whole configuration: unknown keys are errors, not silently ignored. */
 export const relayConfigSchema = z.strictObject({
   dataDir: z.string().min(1, { error: 'must be a directory path' }).optional(),
@@ -360,8 +385,18 @@ export const relayConfigSchema = z.strictObject({
   dhtProtocol: protocolId().optional(),
   metrics: metricsSchema.optional(),
   shutdownTimeout: positiveInt().optional(),
-  limits: limitsSchema.optional()
+  limits: limitsSchema.optional(),
+  mailbox: mailboxSchema.optional()
 })
+
+/** The mailbox section with its defaults filled in. */
+function withMailboxDefaults (section: z.output<typeof mailboxSchema> | undefined): MailboxLimits & { enabled: boolean } {
+  const mailbox = { ...MAILBOX_DEFAULTS, enabled: true }
+  for (const [key, value] of Object.entries(section ?? {})) {
+    if (value != null) (mailbox as Record<string, unknown>)[key] = value
+  }
+  return mailbox
+}
 
 /** Fills in the defaults; `config` has passed `relayConfigSchema`. */
 function withDefaults (config: z.output<typeof relayConfigSchema>): ResolvedRelayConfig {
@@ -377,7 +412,8 @@ function withDefaults (config: z.output<typeof relayConfigSchema>): ResolvedRela
     dhtProtocol: config.dhtProtocol ?? RELAY_DEFAULTS.dhtProtocol,
     metrics: config.metrics == null || config.metrics === false ? undefined : parseHostPort(config.metrics),
     shutdownTimeout: config.shutdownTimeout ?? RELAY_DEFAULTS.shutdownTimeout,
-    limits
+    limits,
+    mailbox: withMailboxDefaults(config.mailbox)
   }
 }
 
@@ -401,6 +437,8 @@ export interface RelayFlags {
   metrics?: string | false
   shutdownTimeout?: string
   limits?: Partial<Record<keyof RelayLimits, string>>
+  /** false for `--no-mailbox`. */
+  mailbox?: boolean
 }
 
 /** A checked relay config from every layer, and where each value came from. */
@@ -426,7 +464,9 @@ export async function loadRelayConfig (flags: RelayFlags = {}, env: NodeJS.Proce
     bootstrap: { value: flags.bootstrap, flag: '--bootstrap' },
     dhtProtocol: { value: flags.dhtProtocol, flag: '--dht-protocol' },
     metrics: { value: flags.metrics, flag: flags.metrics === false ? '--no-metrics' : '--metrics' },
-    shutdownTimeout: { value: flags.shutdownTimeout, flag: '--shutdown-timeout', kind: 'number' }
+    shutdownTimeout: { value: flags.shutdownTimeout, flag: '--shutdown-timeout', kind: 'number' },
+    // commander sets `mailbox: true` when `--no-mailbox` is absent: only the flag itself counts
+    'mailbox.enabled': { value: flags.mailbox === false ? false : undefined, flag: '--no-mailbox' }
   }
   for (const option of LIMIT_OPTIONS) {
     flagValues[`limits.${option.key}`] = { value: flags.limits?.[option.key], flag: option.flag, kind: 'number' }

@@ -1,5 +1,7 @@
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { RelayLimits } from './config.js'
+import type { MailboxObserver, MailboxRequestKind } from './mailbox/service.js'
+import type { MailboxTotals } from './mailbox/store.js'
 
 /** Why a relay request was refused (label `reason` of `parley_relay_refusals_total`). */
 export type RefusalReason =
@@ -72,6 +74,7 @@ export class RelayMetrics {
   readonly circuitsOpened: Counter
   readonly circuitsClosed: Counter<'reason'>
   readonly relayedBytes: Counter
+  readonly mailbox: MailboxMetrics
   private sources?: RelayMetricSources
 
   constructor (limits: Required<RelayLimits>) {
@@ -161,6 +164,8 @@ export class RelayMetrics {
       registers
     })
     for (const [key, value] of Object.entries(limits)) limit.set({ limit: key }, value)
+
+    this.mailbox = new MailboxMetrics(this.registry)
   }
 
   /** Connects the gauges to the running relay. */
@@ -186,5 +191,80 @@ export class RelayMetrics {
     return values
       .filter(v => Object.entries(labels).every(([k, l]) => (v.labels as Record<string, unknown>)[k] === l))
       .reduce((sum, v) => sum + v.value, 0)
+  }
+}
+
+/** The mailbox refusals counted from the start, at 0 until they happen. */
+const MAILBOX_REFUSALS: Array<{ request: MailboxRequestKind, status: string }> = [
+  ...['INVALID', 'TOO_LARGE', 'NO_SUCH_MAILBOX', 'QUOTA_EXCEEDED', 'RATE_LIMITED'].map(status => ({ request: 'deposit' as const, status })),
+  { request: 'register', status: 'UNAVAILABLE' },
+  { request: 'open', status: 'NO_SUCH_MAILBOX' },
+  { request: 'open', status: 'UNAVAILABLE' }
+]
+
+/**
+ * The mailbox host's figures (`parley_relay_mailbox*`): what it holds, and
+ * deposits, refusals and expiries. Counts only: no label names a peer.
+ */
+export class MailboxMetrics implements MailboxObserver {
+  readonly deposits: Counter
+  readonly depositedBytes: Counter
+  readonly refusals: Counter<'request' | 'status'>
+  readonly expiries: Counter<'kind'>
+  private held?: () => MailboxTotals
+
+  constructor (registry: Registry) {
+    const registers = [registry]
+    const metrics = this
+    this.deposits = new Counter({ name: 'parley_relay_mailbox_deposits_total', help: 'Envelopes deposited (stored)', registers })
+    this.depositedBytes = new Counter({ name: 'parley_relay_mailbox_deposited_bytes_total', help: 'Bytes of the envelopes deposited', registers })
+    this.refusals = new Counter({
+      name: 'parley_relay_mailbox_refusals_total',
+      help: 'Mailbox requests refused, by request (register|deposit|open|invalid) and the status answered',
+      labelNames: ['request', 'status'],
+      registers
+    })
+    for (const labels of MAILBOX_REFUSALS) this.refusals.inc(labels, 0)
+    this.expiries = new Counter({
+      name: 'parley_relay_mailbox_expired_total',
+      help: 'What the sweep deleted because it expired: kind envelope (an envelope of a mailbox that expired counts too) or mailbox',
+      labelNames: ['kind'],
+      registers
+    })
+    this.expiries.inc({ kind: 'envelope' }, 0)
+    this.expiries.inc({ kind: 'mailbox' }, 0)
+    const gauge = (name: string, help: string, read: (held: MailboxTotals) => number): void => {
+      new Gauge({ // eslint-disable-line no-new
+        name,
+        help,
+        registers,
+        collect () {
+          const held = metrics.held?.()
+          this.set(held == null ? 0 : read(held))
+        }
+      })
+    }
+    gauge('parley_relay_mailboxes', 'Mailboxes registered now', held => held.mailboxes)
+    gauge('parley_relay_mailbox_envelopes', 'Envelopes stored now, all mailboxes', held => held.envelopes)
+    gauge('parley_relay_mailbox_bytes', 'Envelope bytes stored now, all mailboxes', held => held.bytes)
+  }
+
+  /** Connects the gauges to the mailbox store. */
+  bind (held: () => MailboxTotals): void {
+    this.held = held
+  }
+
+  deposited (size: number): void {
+    this.deposits.inc()
+    this.depositedBytes.inc(size)
+  }
+
+  refused (request: MailboxRequestKind, status: string): void {
+    this.refusals.inc({ request, status })
+  }
+
+  expired (swept: { envelopes: number, mailboxes: number }): void {
+    this.expiries.inc({ kind: 'envelope' }, swept.envelopes)
+    this.expiries.inc({ kind: 'mailbox' }, swept.mailboxes)
   }
 }

@@ -13,6 +13,10 @@ import { ConnectionGate } from './connections.js'
 import { guardedRelayServer, RelayGuard } from './guard.js'
 import { startMetricsEndpoint } from './http.js'
 import { RelayMetrics } from './metrics.js'
+import { systemClock } from '../common/clock.js'
+import { mailboxService } from './mailbox/service.js'
+import { MailboxStore } from './mailbox/store.js'
+import type { MailboxService } from './mailbox/service.js'
 import type { RelayConfig, ResolvedRelayConfig } from './config.js'
 import type { Health, MetricsEndpoint } from './http.js'
 import type { CircuitRelayService } from '@libp2p/circuit-relay-v2'
@@ -29,6 +33,8 @@ export interface RelayServices extends Record<string, unknown> {
   autoNAT: unknown
   dht: KadDHT
   relay: CircuitRelayService
+  /** The mailbox host, unless the config turned it off. */
+  mailbox?: MailboxService
 }
 
 export type RelayLibp2p = Libp2p<RelayServices>
@@ -82,6 +88,11 @@ export class ParleyRelay {
   /** Circuits (relayed connections) open now. */
   get circuits (): number {
     return this.guard.circuits
+  }
+
+  /** The mailbox host (/parley/mailbox/1.0.0), unless `mailbox.enabled` is false. */
+  get mailbox (): MailboxService | undefined {
+    return this.libp2p.services.mailbox
   }
 
   /** `http://host:port` of `/metrics` and `/healthz`, when the endpoint is on. */
@@ -152,7 +163,20 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
   const guard = new RelayGuard({ limits, metrics })
   const gate = new ConnectionGate({ limits, metrics })
   const privateKey = await loadIdentity(resolved.dataDir)
-  const { datastore, close } = await openDatastore(resolved.dataDir)
+  const { datastore, close: closeDatastore } = await openDatastore(resolved.dataDir)
+  // the mailboxes: in the data dir beside the datastore (in memory without one)
+  let mailboxStore: MailboxStore | undefined
+  try {
+    mailboxStore = resolved.mailbox.enabled ? await MailboxStore.open({ dataDir: resolved.dataDir, clock: systemClock }) : undefined
+  } catch (err) {
+    guard.stop()
+    await closeDatastore()
+    throw err
+  }
+  const close = async (): Promise<void> => {
+    mailboxStore?.close()
+    await closeDatastore()
+  }
   let libp2p: RelayLibp2p
   try {
     libp2p = await createLibp2p<RelayServices>({
@@ -196,7 +220,10 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
             defaultDurationLimit: limits.circuitDuration,
             defaultDataLimit: BigInt(limits.circuitBytes)
           }
-        })
+        }),
+        ...(mailboxStore == null
+          ? {}
+          : { mailbox: mailboxService({ store: mailboxStore, limits: resolved.mailbox, clock: systemClock, observer: metrics.mailbox }) })
       }
     })
   } catch (err) {
@@ -213,6 +240,10 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
     circuits: () => guard.circuits,
     connections: () => node.getConnections()
   })
+  if (mailboxStore != null) {
+    const store = mailboxStore
+    metrics.mailbox.bind(() => store.held)
+  }
   // a reservation is only of use while its peer is connected (js-libp2p keeps
   // it until it expires): end it with the peer's last connection
   node.addEventListener('peer:disconnect', evt => { guard.endReservation(evt.detail) })

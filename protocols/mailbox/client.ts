@@ -1,0 +1,259 @@
+/**
+ * What a node uses to talk to its mailbox hosts and its contacts' (spec §5–§6):
+ * register its own mailbox, deposit sealed envelopes in someone's, and open its
+ * own to receive what is stored and what arrives. Envelopes are opaque bytes
+ * here (./envelope.ts seals and opens them).
+ *
+ * Everything read from a host is bounded and checked before use: frame size,
+ * envelopes per push, id and envelope sizes, one answer per request.
+ */
+import { Response } from './pb/mailbox.js'
+import {
+  MAILBOX_PROTOCOL, MAX_DELETE_IDS, MAX_ENVELOPE_BYTES, MAX_ID_BYTES, MAX_PUSH_ENVELOPES,
+  readFrames, requestFrame, RESPONSE_LIMITS, sendFrame
+} from './protocol.js'
+import type { MailboxInfo, Request } from './pb/mailbox.js'
+import type { AbortOptions, ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+export { MAILBOX_PROTOCOL } from './protocol.js'
+export type { MailboxInfo } from './pb/mailbox.js'
+
+/** The host refused a request, and said why. */
+export class MailboxRefusedError extends Error {
+  static override name = 'MailboxRefusedError'
+  override name = 'MailboxRefusedError'
+  readonly status: Response.Status
+  readonly retryAfterMs?: number
+  readonly reason?: string
+
+  constructor (status: Response.Status, reason?: string, retryAfterMs?: number) {
+    super(`mailbox host refused: ${status}${reason != null ? ` (${reason})` : ''}${retryAfterMs != null ? `, retry after ${retryAfterMs} ms` : ''}`)
+    this.status = status
+    this.reason = reason
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+/** The host broke the protocol: an oversized or undecodable frame, a missing answer, a malformed push. */
+export class MailboxProtocolError extends Error {
+  static override name = 'MailboxProtocolError'
+  override name = 'MailboxProtocolError'
+}
+
+/** What opens streams to hosts: libp2p itself satisfies it. */
+export interface MailboxDialer {
+  dialProtocol (peer: PeerId, protocol: string, options?: AbortOptions): Promise<Stream>
+}
+
+/** One envelope pushed by the host. */
+export interface StoredEnvelopeInfo {
+  id: Uint8Array
+  storedAt: number
+  expiresAt: number
+  envelope: Uint8Array
+}
+
+/**
+ * An open mailbox: iterate it for batches of envelopes (the stored ones oldest
+ * first, then new ones as they are deposited); delete each once it is durable.
+ * The host pushes at most the window of envelopes not yet deleted.
+ */
+export interface MailboxSession extends AsyncIterable<StoredEnvelopeInfo[]> {
+  readonly info: MailboxInfo
+  delete (ids: Uint8Array[]): Promise<void>
+  close (): Promise<void>
+}
+
+export interface MailboxClientComponents {
+  dialer: MailboxDialer
+  logger: ComponentLogger
+}
+
+/** A uint64 from the wire as a number of ms (far beyond any clock if it does not fit). */
+function ms (value: bigint | undefined): number {
+  if (value == null) return 0
+  return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value)
+}
+
+function decodeResponse (buf: Uint8ArrayList): Response {
+  try {
+    return Response.decode(buf, RESPONSE_LIMITS)
+  } catch (err: any) {
+    throw new MailboxProtocolError(`undecodable response: ${String(err.message)}`)
+  }
+}
+
+function refused (response: Response): MailboxRefusedError {
+  return new MailboxRefusedError(response.status, response.reason, response.retryAfterMs)
+}
+
+/** Checks a pushed batch against the spec's bounds. */
+function checkPush (response: Response): StoredEnvelopeInfo[] {
+  if (response.status !== Response.Status.OK) throw refused(response)
+  if (response.envelopes.length === 0 || response.envelopes.length > MAX_PUSH_ENVELOPES) {
+    throw new MailboxProtocolError(`a push must carry 1 to ${MAX_PUSH_ENVELOPES} envelopes, got ${response.envelopes.length}`)
+  }
+  return response.envelopes.map(e => {
+    if (e.id.byteLength === 0 || e.id.byteLength > MAX_ID_BYTES) throw new MailboxProtocolError(`an envelope id must be 1 to ${MAX_ID_BYTES} bytes, got ${e.id.byteLength}`)
+    if (e.envelope.byteLength === 0 || e.envelope.byteLength > MAX_ENVELOPE_BYTES) throw new MailboxProtocolError(`a pushed envelope must be 1 to ${MAX_ENVELOPE_BYTES} bytes, got ${e.envelope.byteLength}`)
+    return { id: e.id, storedAt: ms(e.storedAt), expiresAt: ms(e.expiresAt), envelope: e.envelope }
+  })
+}
+
+/** One request/response exchange over a fresh stream. */
+class Exchange {
+  private readonly frames: AsyncIterator<Uint8ArrayList>
+
+  constructor (readonly stream: Stream) {
+    this.frames = readFrames(stream)[Symbol.asyncIterator]()
+  }
+
+  async request (request: Partial<Request>, options: AbortOptions): Promise<Response> {
+    await sendFrame(this.stream, requestFrame(request), options)
+    return this.read(options)
+  }
+
+  /** The next response; the stream ending first is a protocol error (every request is answered). */
+  async read (options: AbortOptions = {}): Promise<Response | never> {
+    const next = await this.next(options)
+    if (next == null) throw new MailboxProtocolError('the host closed the stream without answering')
+    return next
+  }
+
+  /** The next response, or undefined when the host ended the stream. */
+  async next (options: AbortOptions = {}): Promise<Response | undefined> {
+    options.signal?.throwIfAborted()
+    const onAbort = (): void => { this.stream.abort(options.signal?.reason ?? new Error('aborted')) }
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      const next = await this.frames.next()
+      if (next.done === true) return undefined
+      return decodeResponse(next.value)
+    } catch (err: any) {
+      if (options.signal?.aborted === true) throw options.signal.reason
+      if (err instanceof MailboxProtocolError) throw err
+      throw err.name === 'InvalidDataLengthError' ? new MailboxProtocolError(`the host sent an oversized frame: ${String(err.message)}`) : err
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
+    }
+  }
+}
+
+export class MailboxClient {
+  private readonly dialer: MailboxDialer
+  private readonly log: Logger
+
+  constructor (components: MailboxClientComponents) {
+    this.dialer = components.dialer
+    this.log = components.logger.forComponent('parley:mailbox:client')
+  }
+
+  /** Creates or renews this node's mailbox on `host`; resolves with its fill level and lease. */
+  async register (host: PeerId, options: AbortOptions = {}): Promise<MailboxInfo> {
+    const response = await this.once(host, { register: {} }, options)
+    if (response.status !== Response.Status.OK) throw refused(response)
+    if (response.info == null) throw new MailboxProtocolError('a Register answer without info')
+    return response.info
+  }
+
+  /**
+   * Deposits a sealed envelope in `mailbox`'s mailbox on `host`; resolves with
+   * the host's id for it and when the host will drop it. Throws
+   * MailboxRefusedError with the host's status.
+   */
+  async deposit (host: PeerId, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions & { ttlMs?: number } = {}): Promise<{ id: Uint8Array, expiresAt: number }> {
+    if (envelope.byteLength > MAX_ENVELOPE_BYTES) throw new MailboxRefusedError(Response.Status.TOO_LARGE, `the envelope is ${envelope.byteLength} bytes, over the protocol's ${MAX_ENVELOPE_BYTES}`)
+    const ttlMs = BigInt(Math.max(0, Math.floor(options.ttlMs ?? 0)))
+    const response = await this.once(host, { deposit: { mailbox: mailbox.toMultihash().bytes, envelope: envelope as Uint8Array<ArrayBuffer>, ttlMs } }, options)
+    if (response.status !== Response.Status.OK) throw refused(response)
+    if (response.id == null || response.id.byteLength === 0 || response.id.byteLength > MAX_ID_BYTES || response.expiresAt == null) {
+      throw new MailboxProtocolError('a Deposit answer without a valid id and expiry')
+    }
+    return { id: response.id, expiresAt: ms(response.expiresAt) }
+  }
+
+  /**
+   * Opens this node's mailbox on `host`. Iteration yields pushed batches and
+   * ends when the host closes the stream or the session is closed; it throws
+   * if the host breaks the protocol.
+   */
+  async open (host: PeerId, options: AbortOptions & { window?: number } = {}): Promise<MailboxSession> {
+    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
+    const exchange = new Exchange(stream)
+    let response: Response
+    try {
+      response = await exchange.request({ open: { window: Math.max(0, Math.floor(options.window ?? 0)) } }, options)
+      if (response.status !== Response.Status.OK) throw refused(response)
+      if (response.info == null) throw new MailboxProtocolError('an Open answer without info')
+      if (response.envelopes.length > 0) throw new MailboxProtocolError('an Open answer must carry no envelopes')
+    } catch (err: any) {
+      if (err instanceof MailboxRefusedError) await stream.close().catch(() => { stream.abort(err) })
+      else stream.abort(err)
+      throw err
+    }
+    return new OpenSession(exchange, response.info, this.log)
+  }
+
+  private async once (host: PeerId, request: Partial<Request>, options: AbortOptions): Promise<Response> {
+    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
+    try {
+      const response = await new Exchange(stream).request(request, options)
+      await stream.close(options)
+      return response
+    } catch (err: any) {
+      stream.abort(err)
+      throw err
+    }
+  }
+}
+
+class OpenSession implements MailboxSession {
+  private closed = false
+  /** Aborted by `close` once our side is flushed: ends a read still waiting for the host. */
+  private readonly stopped = new AbortController()
+
+  constructor (private readonly exchange: Exchange, readonly info: MailboxInfo, private readonly log: Logger) {}
+
+  async * [Symbol.asyncIterator] (): AsyncGenerator<StoredEnvelopeInfo[]> {
+    while (!this.closed) {
+      let response: Response | undefined
+      try {
+        response = await this.exchange.next({ signal: this.stopped.signal })
+      } catch (err: any) {
+        if (this.closed) return
+        this.exchange.stream.abort(err)
+        throw err
+      }
+      if (response == null || this.closed) return
+      let batch: StoredEnvelopeInfo[]
+      try {
+        batch = checkPush(response)
+      } catch (err: any) {
+        this.log('mailbox host broke the protocol - %e', err)
+        this.closed = true
+        this.exchange.stream.abort(err)
+        throw err
+      }
+      yield batch
+    }
+  }
+
+  async delete (ids: Uint8Array[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += MAX_DELETE_IDS) {
+      await sendFrame(this.exchange.stream, requestFrame({ delete: { ids: ids.slice(i, i + MAX_DELETE_IDS) as Array<Uint8Array<ArrayBuffer>> } }))
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    // the host ends the session when our side closes; what it still pushes is dropped
+    try {
+      await this.exchange.stream.close({ signal: AbortSignal.timeout(5_000) })
+    } catch (err: any) {
+      this.exchange.stream.abort(err)
+    }
+    this.stopped.abort(new DOMException('the mailbox session was closed', 'AbortError'))
+  }
+}

@@ -1,0 +1,256 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { loadRelayConfig } from '../../relay/config.js'
+import { MailboxClient, MailboxRefusedError } from '../../protocols/mailbox/client.js'
+import { Response } from '../../protocols/mailbox/pb/mailbox.js'
+import { useTempDirs } from '../fixtures/dirs.js'
+import { useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
+import { bareNode } from './hop.js'
+import type { MailboxSession, StoredEnvelopeInfo } from '../../protocols/mailbox/client.js'
+import type { ParleyRelay, RelayConfig } from '../../index.js'
+import type { Libp2p } from '@libp2p/interface'
+
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
+const text = (data: Uint8Array): string => new TextDecoder().decode(data)
+
+/** Reads batches from a session until `count` envelopes came. */
+async function receive (session: MailboxSession, count: number): Promise<StoredEnvelopeInfo[]> {
+  const got: StoredEnvelopeInfo[] = []
+  if (count === 0) return got
+  for await (const batch of session) {
+    got.push(...batch)
+    if (got.length >= count) break
+  }
+  return got
+}
+
+async function refusal (promise: Promise<unknown>): Promise<MailboxRefusedError> {
+  try {
+    await promise
+  } catch (err: any) {
+    expect(err).toBeInstanceOf(MailboxRefusedError)
+    return err
+  }
+  throw new Error('expected a refusal')
+}
+
+describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
+  const tempDir = useTempDirs()
+  const net = useNetwork()
+  let peers: Libp2p[] = []
+  let sessions: MailboxSession[] = []
+
+  afterEach(async () => {
+    const closing = sessions
+    sessions = []
+    await Promise.allSettled(closing.map(async s => { await s.close() }))
+    const stopping = peers
+    peers = []
+    await Promise.allSettled(stopping.map(async p => { await p.stop() }))
+  })
+
+  /** A bare libp2p peer connected to the relay, and a MailboxClient on it. */
+  async function client (relay: ParleyRelay): Promise<{ node: Libp2p, mailbox: MailboxClient }> {
+    const node = await bareNode()
+    peers.push(node)
+    await node.dial(relay.multiaddrs[0])
+    return { node, mailbox: new MailboxClient({ dialer: node, logger: node.logger }) }
+  }
+
+  async function open (c: { mailbox: MailboxClient }, relay: ParleyRelay, window?: number): Promise<MailboxSession> {
+    const session = await c.mailbox.open(relay.peerId, { window })
+    sessions.push(session)
+    return session
+  }
+
+  async function relayWith (config: RelayConfig = {}): Promise<ParleyRelay> {
+    return net.relay({ metrics: '127.0.0.1:0', ...config })
+  }
+
+  it('registers, takes a deposit from another peer, delivers it on open, and forgets it once deleted; new deposits are pushed at once', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+
+    const info = await bob.mailbox.register(relay.peerId)
+    expect(info).toMatchObject({ envelopes: 0, bytes: 0n, maxEnvelopes: 1000, maxBytes: 16n * 1024n * 1024n })
+    expect(Number(info.expiresAt)).toBeGreaterThan(Date.now() + 29 * 24 * 3600_000)
+
+    const stored = await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('sealed 1'))
+    expect(stored.id.byteLength).toBeGreaterThan(0)
+    expect(stored.id.byteLength).toBeLessThanOrEqual(32)
+    // the default TTL: 14 days
+    expect(stored.expiresAt).toBeGreaterThan(Date.now() + 13 * 24 * 3600_000)
+    expect(stored.expiresAt).toBeLessThanOrEqual(Date.now() + 14 * 24 * 3600_000)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('sealed 2'), { ttlMs: 60_000 })
+
+    const session = await open(bob, relay)
+    expect(session.info.envelopes).toBe(2)
+    const iterator = session[Symbol.asyncIterator]()
+    const first: StoredEnvelopeInfo[] = []
+    while (first.length < 2) first.push(...((await iterator.next()).value as StoredEnvelopeInfo[]))
+    expect(first.map(e => text(e.envelope))).toEqual(['sealed 1', 'sealed 2'])
+    expect(first[0].id).toEqual(stored.id)
+
+    // deposited while the owner has its mailbox open: pushed at once
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('sealed 3'))
+    const pushed = (await iterator.next()).value as StoredEnvelopeInfo[]
+    expect(pushed.map(e => text(e.envelope))).toEqual(['sealed 3'])
+
+    await session.delete([...first, ...pushed].map(e => e.id))
+    await until(() => relay.metrics.value('parley_relay_mailbox_envelopes').then(n => n === 0), { every: 20, what: 'the deleted envelopes to be gone' })
+    await session.close()
+    expect((await iterator.next()).done).toBe(true)
+
+    const again = await open(bob, relay)
+    expect(again.info.envelopes).toBe(0)
+    expect(await relay.metrics.value('parley_relay_mailbox_deposits_total')).toBe(3)
+    expect(await relay.metrics.value('parley_relay_mailboxes')).toBe(1)
+  })
+
+  it('pushes no more than the window until the owner deletes', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    for (let i = 0; i < 5; i++) await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes(`m${i}`))
+
+    const session = await open(bob, relay, 2)
+    const iterator = session[Symbol.asyncIterator]()
+    const batch = (await iterator.next()).value as StoredEnvelopeInfo[]
+    expect(batch.map(e => text(e.envelope))).toEqual(['m0', 'm1'])
+    // nothing more comes until a delete frees the window
+    await session.delete([batch[0].id])
+    const next = (await iterator.next()).value as StoredEnvelopeInfo[]
+    expect(next.map(e => text(e.envelope))).toEqual(['m2'])
+  })
+
+  it('keeps mailboxes and envelopes across a restart on the same data dir', async () => {
+    const dataDir = await tempDir()
+    const first = await relayWith({ dataDir })
+    const bob = await client(first)
+    const alice = await client(first)
+    await bob.mailbox.register(first.peerId)
+    await alice.mailbox.deposit(first.peerId, bob.node.peerId, bytes('survives'))
+    await first.stop()
+
+    const second = await relayWith({ dataDir })
+    expect(second.peerId.equals(first.peerId)).toBe(true)
+    await bob.node.dial(second.multiaddrs[0])
+    const session = await open(bob, second)
+    expect(session.info.envelopes).toBe(1)
+    expect((await receive(session, 1)).map(e => text(e.envelope))).toEqual(['survives'])
+  })
+
+  it('keeps no depositor peer ID in its files, in any form grep finds', async () => {
+    const dataDir = await tempDir()
+    const relay = await relayWith({ dataDir })
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    for (let i = 0; i < 3; i++) await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes(`from alice ${i}`))
+
+    const files = (await readdir(dataDir)).filter(f => f.startsWith('mailboxes.sqlite'))
+    expect(files).toContain('mailboxes.sqlite')
+    const id = alice.node.peerId
+    const forms = [Buffer.from(id.toString()), Buffer.from(id.toMultihash().bytes), Buffer.from(id.toCID().toString())]
+    for (const file of files) {
+      const content = await readFile(join(dataDir, file))
+      for (const form of forms) expect({ file, found: content.includes(form) }).toEqual({ file, found: false })
+    }
+    // what it does keep: the owner's mailbox
+    const db = Buffer.concat(await Promise.all(files.map(async f => readFile(join(dataDir, f)))))
+    expect(db.includes(Buffer.from(bob.node.peerId.toMultihash().bytes))).toBe(true)
+  })
+
+  it('refuses a depositor past its share of one mailbox with QUOTA_EXCEEDED, while another depositor still gets in', async () => {
+    const relay = await relayWith({ mailbox: { maxEnvelopesPerMailbox: 8, depositorSharePercent: 25 } })
+    const bob = await client(relay)
+    const flooder = await client(relay)
+    const carol = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+
+    await flooder.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('f1'))
+    await flooder.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('f2'))
+    const err = await refusal(flooder.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('f3')))
+    expect(err.status).toBe(Response.Status.QUOTA_EXCEEDED)
+    expect(err.reason).toMatch(/share/)
+
+    await carol.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('c1'))
+    expect(await relay.metrics.value('parley_relay_mailbox_refusals_total', { request: 'deposit', status: 'QUOTA_EXCEEDED' })).toBe(1)
+  })
+
+  it('refuses an envelope over the size limit with TOO_LARGE, and a deposit to an unregistered peer with NO_SUCH_MAILBOX', async () => {
+    const relay = await relayWith({ mailbox: { maxEnvelopeBytes: 1000 } })
+    const bob = await client(relay)
+    const alice = await client(relay)
+    expect((await refusal(alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('early')))).status).toBe(Response.Status.NO_SUCH_MAILBOX)
+    expect((await refusal(bob.mailbox.open(relay.peerId))).status).toBe(Response.Status.NO_SUCH_MAILBOX)
+
+    await bob.mailbox.register(relay.peerId)
+    const tooLarge = await refusal(alice.mailbox.deposit(relay.peerId, bob.node.peerId, new Uint8Array(1001)))
+    expect(tooLarge.status).toBe(Response.Status.TOO_LARGE)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, new Uint8Array(1000))
+    // over the protocol's 64 KiB the client does not even send it
+    expect((await refusal(alice.mailbox.deposit(relay.peerId, bob.node.peerId, new Uint8Array(65_537)))).status).toBe(Response.Status.TOO_LARGE)
+  })
+
+  it('lets no other peer receive or delete an owner\'s envelopes', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const mallory = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    const { id } = await mallory.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('for bob'))
+
+    // Open names the mailbox of the connection's own peer: mallory has none
+    expect((await refusal(mallory.mailbox.open(relay.peerId))).status).toBe(Response.Status.NO_SUCH_MAILBOX)
+    // with a mailbox of its own, mallory's Delete of bob's id touches only mallory's
+    await mallory.mailbox.register(relay.peerId)
+    const own = await open(mallory, relay)
+    await own.delete([id])
+    await own.close()
+
+    const session = await open(bob, relay)
+    expect((await receive(session, 1)).map(e => e.id)).toEqual([id])
+  })
+
+  it('rate-limits deposits per peer with RATE_LIMITED and a retry-after', async () => {
+    const relay = await relayWith({ mailbox: { depositsPerSecondPerPeer: 1, depositBurstPerPeer: 2 } })
+    const bob = await client(relay)
+    const alice = await client(relay)
+    const carol = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('1'))
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('2'))
+    const err = await refusal(alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('3')))
+    expect(err.status).toBe(Response.Status.RATE_LIMITED)
+    expect(err.retryAfterMs).toBeGreaterThan(0)
+    expect(err.retryAfterMs).toBeLessThanOrEqual(1000)
+    // another peer has a bucket of its own
+    await carol.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('c'))
+  })
+
+  it('sweeps expired envelopes and counts them', async () => {
+    const relay = await relayWith({ mailbox: { sweepInterval: 20 } })
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('short-lived'), { ttlMs: 1 })
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('kept'))
+    await until(async () => await relay.metrics.value('parley_relay_mailbox_expired_total', { kind: 'envelope' }) === 1, { every: 20, what: 'the sweep to delete the expired envelope' })
+    expect(await relay.metrics.value('parley_relay_mailbox_envelopes')).toBe(1)
+    const session = await open(bob, relay)
+    expect((await receive(session, 1)).map(e => text(e.envelope))).toEqual(['kept'])
+  })
+
+  it('serves no mailboxes when turned off (--no-mailbox)', async () => {
+    const { config } = await loadRelayConfig({ mailbox: false }, {})
+    expect(config.mailbox?.enabled).toBe(false)
+    const relay = await relayWith({ mailbox: { enabled: false } })
+    expect(relay.mailbox).toBeUndefined()
+    const bob = await client(relay)
+    await expect(bob.mailbox.register(relay.peerId)).rejects.toMatchObject({ name: 'UnsupportedProtocolError' })
+  })
+})
