@@ -232,7 +232,11 @@ export class MailboxKeys {
     const due = newest == null || now >= newest.createdAt + this.rotateEvery
     let keys = this.keys
     if (due) {
-      const pair = await generateMailboxKeyPair()
+      let pair = await generateMailboxKeyPair()
+      // a key id names one key: never two held at once (a 2^-64 chance, but cheap to rule out)
+      while (this.keys.some(k => uint8ArrayEquals(mailboxKeyId(k.publicKey), mailboxKeyId(pair.publicKey)))) {
+        pair = await generateMailboxKeyPair()
+      }
       // published for one period past its rotation, so that a record a week
       // old (in an invite, say) still names a key senders may use
       keys = [{ ...pair, createdAt: now, expiresAt: now + 2 * this.rotateEvery }, ...keys]

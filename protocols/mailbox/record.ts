@@ -51,6 +51,15 @@ export class InvalidMailboxRecordError extends Error {
   override name = 'InvalidMailboxRecordError'
 }
 
+/**
+ * A record that was valid once but no longer is (too old, or every key expired):
+ * a reader holding it in an old invite loses the mailbox, not the invite.
+ */
+export class ExpiredMailboxRecordError extends InvalidMailboxRecordError {
+  static override name = 'ExpiredMailboxRecordError'
+  override name = 'ExpiredMailboxRecordError'
+}
+
 export interface MailboxHostInfo {
   peerId: PeerId
   /** Without a trailing `/p2p/<host>`. */
@@ -218,13 +227,13 @@ export async function openMailboxRecord (bytes: Uint8Array, options: OpenMailbox
     throw new InvalidMailboxRecordError(`record signed in the future: seq ${record.seq}, now ${now}`)
   }
   if (options.ignoreAge !== true && record.seq < BigInt(now - MAILBOX_RECORD_VALIDITY)) {
-    throw new InvalidMailboxRecordError(`record expired: signed at ${record.seq}, valid for ${MAILBOX_RECORD_VALIDITY} ms`)
+    throw new ExpiredMailboxRecordError(`record expired: signed at ${record.seq}, valid for ${MAILBOX_RECORD_VALIDITY} ms`)
   }
   const keys = record.keys
     .filter(k => k.expiresAt > BigInt(now))
     .map(k => ({ publicKey: Uint8Array.from(k.publicKey), expiresAt: k.expiresAt > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(k.expiresAt) }))
   if (keys.length === 0) {
-    throw new InvalidMailboxRecordError('every key of the record has expired')
+    throw new ExpiredMailboxRecordError('every key of the record has expired')
   }
   const seen = new Set<string>()
   const hosts = record.hosts.map(h => {

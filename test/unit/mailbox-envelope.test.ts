@@ -6,6 +6,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { concat, fromString, toString } from 'uint8arrays'
 import { describe, expect, it } from 'vitest'
+import { MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES } from '../../protocols/im/constants.js'
 import { ChatMessage } from '../../protocols/im/pb/im.js'
 import {
   ENVELOPE_INFO_PREFIX, ENVELOPE_VERSION, InvalidEnvelopeError, MAX_ENVELOPE_BYTES, MAX_RECEIPT_ENTRIES, MAX_REPLY_RECORD_BYTES,
@@ -138,6 +139,20 @@ describe('mailbox envelope', async () => {
     await expect(sealForBob({ content: { message: new Uint8Array(MAX_ENVELOPE_BYTES) } })).rejects.toThrow(/over 65536/)
     await expect(sealForBob({ recipientKey: new Uint8Array(31) })).rejects.toThrow(/32 bytes/)
     await expect(sealForBob({ content: {} as any })).rejects.toThrow(/exactly one/)
+  })
+
+  it('fits the largest /im message with the largest reply record', async () => {
+    const largest = ChatMessage.encode({
+      id: new Uint8Array(16).fill(0xff),
+      seq: 2n ** 64n - 1n,
+      sentAt: 2n ** 64n - 1n,
+      body: 'é'.repeat(MAX_BODY_BYTES / 2),
+      contentType: 'x'.repeat(MAX_CONTENT_TYPE_BYTES),
+      replyTo: new Uint8Array(16).fill(0xff)
+    })
+    const envelope = await sealForBob({ content: { message: largest }, replyRecord: new Uint8Array(MAX_REPLY_RECORD_BYTES), createdAt: Number.MAX_SAFE_INTEGER })
+    expect(envelope.length).toBeLessThan(38_000)
+    expect((await openAsBob(envelope)).message?.body).toHaveLength(MAX_BODY_BYTES / 2)
   })
 
   it('keeps the body and the sender out of the envelope bytes', async () => {
