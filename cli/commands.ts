@@ -6,7 +6,7 @@ import { reportReachability } from './relays.js'
 import { backupCommands } from './backup.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { checkBodySize, readBody } from './body-input.js'
-import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, reachabilityLines, terminalSafe } from './format.js'
+import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, mailboxLines, reachabilityLines, terminalSafe } from './format.js'
 import { isBlankMessage, peerKind, timeArgument } from './input.js'
 import { liveEvents } from './live-events.js'
 import { MAX_BODY_BYTES } from '../protocols/im/constants.js'
@@ -121,6 +121,7 @@ export function nodeCommands (program: Command): void {
     .option('--listen <multiaddr>', 'address to listen on, repeatable (env PARLEY_LISTEN)', collect)
     .option('--announce <multiaddr>', 'address to announce instead, repeatable (env PARLEY_ANNOUNCE)', collect)
     .option('--relay <multiaddr>', 'relay to hold a reservation on, repeatable (env PARLEY_RELAYS)', collect)
+    .option('--mailbox <multiaddr>', 'relay that keeps your mailbox while you are offline, repeatable (env PARLEY_MAILBOXES); default: your relays', collect)
     .option('--bootstrap <multiaddr>', 'DHT bootstrap peer, repeatable (env PARLEY_BOOTSTRAP); default: the relays', collect)
     .option('--ice-servers <json>', 'STUN/TURN servers for WebRTC, a JSON array of RTCIceServer (env PARLEY_ICE_SERVERS)')
     .option('--ice-bind-address <ip>', 'local IP address WebRTC uses, the only one it offers peers (env PARLEY_ICE_BIND_ADDRESS); default: every interface')
@@ -325,7 +326,7 @@ export function nodeCommands (program: Command): void {
     })
 
   program.command('status')
-    .description('reachability, relay reservations, DHT peers, outbox size, storage, message requests')
+    .description('reachability, relay reservations, mailboxes, DHT peers, outbox size, storage, message requests')
     .option('--json', 'as JSON')
     .action(async (opts, command: Command) => {
       const s = await (await clientOf(command)).status()
@@ -339,7 +340,8 @@ export function nodeCommands (program: Command): void {
         ...s.relays.map(r => `  ${r.reserved ? 'reserved' : 'NOT reserved'}  ${safe(r.relay)}`),
         `connections: ${s.connections}   DHT peers: ${s.dhtPeers}   outbox: ${s.outbox}`,
         `storage: ${bytes(s.storage.usedBytes)} of ${bytes(s.storage.limitBytes)} (${Math.floor(100 * s.storage.usedBytes / Math.max(1, s.storage.limitBytes))}%)${s.storage.full ? ' FULL' : ''}`,
-        `message requests: ${s.requests}${s.requests > 0 ? ' (see `parley requests`)' : ''}   blocked: ${s.blocked}`
+        `message requests: ${s.requests}${s.requests > 0 ? ' (see `parley requests`)' : ''}   blocked: ${s.blocked}`,
+        ...mailboxLines(s.mailboxes)
       ].join('\n'))
     })
 

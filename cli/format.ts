@@ -1,4 +1,4 @@
-import type { Conversation, HistoryEntry, OutboxItem, Reachability } from '../node/types.js'
+import type { Conversation, HistoryEntry, NodeStatus, OutboxItem, Reachability } from '../node/types.js'
 
 /** Short peer IDs for people: the last 6 characters, like git's short hashes. */
 export function shortPeer (peerId: string): string {
@@ -183,4 +183,15 @@ export function reachabilityLines (r: Reachability): string[] {
     ? []
     : ['  check the relay is up and its address right (`parley relays`), or add another with `parley relays add <relay link>`']
   return [head, ...r.reasons.map(reason => `  ${safe(reason)}`), ...fix]
+}
+
+/** `parley status`'s mailbox lines: each host, whether a session is open, and how full the mailbox is. */
+export function mailboxLines (mailboxes: NodeStatus['mailboxes']): string[] {
+  const safe = (text: string): string => terminalSafe(text, { indent: false })
+  if (mailboxes.length === 0) return ['mailboxes: (none: messages sent while you are offline wait in their senders\' outboxes; a relay with `parley relays add` gives you one)']
+  return ['mailboxes:', ...mailboxes.map(m => {
+    const fill = m.fill == null ? '' : `  ${m.fill.envelopes}/${m.fill.maxEnvelopes} envelopes, ${bytes(m.fill.bytes)} of ${bytes(m.fill.maxBytes)}`
+    const state = m.connected ? 'open' : `NOT open${m.lastError != null ? ` (${safe(m.lastError)})` : ''}`
+    return `  ${state}  ${safe(m.host)}${fill}${m.received > 0 ? `  ${m.received} fetched` : ''}`
+  })]
 }

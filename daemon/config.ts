@@ -22,6 +22,8 @@ export const daemonConfigSchema = nodeConfigSchema.pick({
   listen: true,
   announce: true,
   relays: true,
+  mailboxes: true,
+  mailboxAfter: true,
   bootstrap: true,
   iceServers: true,
   iceBindAddress: true,
@@ -49,6 +51,7 @@ const ENV: Record<string, ConfigBinding> = {
   PARLEY_LISTEN: { key: 'listen', kind: 'list' },
   PARLEY_ANNOUNCE: { key: 'announce', kind: 'list' },
   PARLEY_RELAYS: { key: 'relays', kind: 'list' },
+  PARLEY_MAILBOXES: { key: 'mailboxes', kind: 'list' },
   PARLEY_BOOTSTRAP: { key: 'bootstrap', kind: 'list' },
   PARLEY_API_PORT: { key: 'apiPort', kind: 'number' },
   PARLEY_ICE_BIND_ADDRESS: { key: 'iceBindAddress', kind: 'string' },
@@ -61,6 +64,7 @@ export interface DaemonFlags {
   listen?: string[]
   announce?: string[]
   relay?: string[]
+  mailbox?: string[]
   bootstrap?: string[]
   apiPort?: string
   iceServers?: string
@@ -92,6 +96,7 @@ export async function loadDaemonConfig (dataDir: string, flags: DaemonFlags, env
     listen: { value: flags.listen, flag: '--listen' },
     announce: { value: flags.announce, flag: '--announce' },
     relays: { value: flags.relay, flag: '--relay' },
+    mailboxes: { value: flags.mailbox, flag: '--mailbox' },
     bootstrap: { value: flags.bootstrap, flag: '--bootstrap' },
     apiPort: { value: flags.apiPort, flag: '--api-port', kind: 'number' },
     iceServers: { value: parseIceJson(flags.iceServers, '--ice-servers'), flag: '--ice-servers' },

@@ -42,6 +42,24 @@ export interface NodeConfig {
   relays?: Array<string | Multiaddr>
 
   /**
+   * Relays that keep this node's mailbox (`/ip4/…/tcp/…/p2p/<relay id>`):
+   * people who write while this node is offline leave their messages there,
+   * sealed for it. An empty list: no mailbox (messages to this node wait in
+   * their senders' outboxes until it is online).
+   *
+   * @default the relays
+   */
+  mailboxes?: Array<string | Multiaddr>
+
+  /**
+   * How long a recipient may be unreachable before a message to it is left in
+   * its mailbox instead (it is still delivered directly if it comes back), in ms.
+   *
+   * @default 5000
+   */
+  mailboxAfter?: number
+
+  /**
    * Peers to join the DHT through (usually the relays).
    *
    * @default the relays
@@ -144,6 +162,8 @@ export interface ResolvedNodeConfig {
   listen: string[]
   announce: string[]
   relays: Multiaddr[]
+  mailboxes: Multiaddr[]
+  mailboxAfter: number
   bootstrap: Multiaddr[]
   iceServers: RTCIceServer[]
   iceBindAddress?: string
@@ -164,7 +184,8 @@ export const NODE_DEFAULTS = {
   heartbeatInterval: 10_000,
   retry: { initialDelay: 1_000, maxDelay: 5 * 60_000 },
   gapTimeout: 60_000,
-  messageExpiry: DEFAULT_MESSAGE_EXPIRY
+  messageExpiry: DEFAULT_MESSAGE_EXPIRY,
+  mailboxAfter: 5_000
 }
 
 /** One STUN/TURN server, as `RTCIceServer` has it. */
@@ -189,6 +210,8 @@ export const nodeConfigShape = {
   listen: z.array(multiaddrString()).optional(),
   announce: z.array(multiaddrString()).optional(),
   relays: z.array(multiaddrString(hasPeerId)).optional(),
+  mailboxes: z.array(multiaddrString(hasPeerId)).max(8, { error: 'at most 8 mailbox hosts' }).optional(),
+  mailboxAfter: positiveMs().optional(),
   bootstrap: z.array(multiaddrString()).optional(),
   iceServers: z.array(iceServerSchema).optional(),
   iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
@@ -222,6 +245,8 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     listen: checked.listen ?? NODE_DEFAULTS.listen,
     announce: checked.announce ?? [],
     relays,
+    mailboxes: checked.mailboxes == null ? relays : checked.mailboxes.map(ma => multiaddr(ma)),
+    mailboxAfter: checked.mailboxAfter ?? NODE_DEFAULTS.mailboxAfter,
     bootstrap: checked.bootstrap == null ? relays : checked.bootstrap.map(ma => multiaddr(ma)),
     iceServers: checked.iceServers ?? [],
     iceBindAddress: checked.iceBindAddress,

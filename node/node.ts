@@ -24,6 +24,7 @@ import { isUsable, PathUpgrader, pathUpgraderComponents, remoteAddrOf, transport
 import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
 import { computeReachability } from './reachability.js'
+import { Mailboxes } from './mailbox/index.js'
 import { Reception } from './reception.js'
 import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
@@ -34,7 +35,7 @@ import type { OutboxEntry, StoredMessage } from './store/index.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
-import type { Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 function parsePeer (peer: PeerId | string): PeerId {
@@ -87,6 +88,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   private readonly paths: PathUpgrader
   private readonly engine: DeliveryEngine
   private readonly inbox: Inbox
+  private readonly reception: Reception
+  private readonly mailboxes: Mailboxes
   private readonly closeDatastore: () => Promise<void>
   private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
   private stopped = false
@@ -105,6 +108,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.paths = parts.paths
     this.engine = parts.engine
     this.inbox = parts.inbox
+    this.reception = parts.reception
+    this.mailboxes = parts.mailboxes
     this.closeDatastore = parts.closeDatastore
 
     this.paths.addEventListener('path:change', (evt) => {
@@ -114,6 +119,9 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.inbox.addEventListener('presented', (evt) => { this.present(evt.detail) })
     // a new connection to a peer, or a change in our own reachability: retry at once
     this.libp2p.addEventListener('connection:open', (evt) => { this.engine.wake(evt.detail.remotePeer.toString()) })
+    this.mailboxes.addEventListener('change', (evt) => { this.dispatchEvent(new CustomEvent('mailbox:change', { detail: evt.detail })) })
+    // a connection to one of our mailbox hosts: fetch what waits there now
+    this.libp2p.addEventListener('connection:open', (evt) => { this.mailboxes.connected(evt.detail.remotePeer) })
     this.libp2p.addEventListener('self:peer:update', () => { this.engine.wake() })
     this.libp2p.addEventListener('self:peer:update', () => { this.checkReachability() })
     this.libp2p.services.reservations.addEventListener('change', () => { this.checkReachability() })
@@ -136,6 +144,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.paths.start()
     this.inbox.start()
     this.engine.start()
+    this.mailboxes.start({ reception: this.reception, engine: this.engine })
     this.lastReachability = JSON.stringify(this.reachability())
   }
 
@@ -555,8 +564,18 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       outbox: this.store.outboxSize(),
       storage: { usedBytes: this.storage.check(), limitBytes: this.config.limits.maxStoreBytes, full: this.policy.full },
       requests: this.policy.requestUsage().peers,
-      blocked: this.policy.blockedCount
+      blocked: this.policy.blockedCount,
+      mailboxes: this.mailboxes.status()
     }
+  }
+
+  /**
+   * What this node knows of a peer's mailbox, where messages to it wait while
+   * it is offline (looked up in the DHT when not known): the relays keeping
+   * it, or undefined when the peer has none that this node can find.
+   */
+  async mailboxOf (peer: PeerId | string, options: AbortOptions = {}): Promise<{ hosts: string[], seq: number } | undefined> {
+    return this.mailboxes.mailboxOf(this.resolvePeer(peer), options)
   }
 
   /** Whether this node can be reached from outside its LAN, and why not (see node/reachability.ts). */
@@ -586,6 +605,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       waiter.reject(new NodeStoppedError('the node stopped before the message was acknowledged; it stays queued for the next start'))
     }
     this.waiting.clear()
+    await this.mailboxes.stop()
     await this.libp2p.stop()
     this.store.close()
     await this.closeDatastore()
@@ -630,8 +650,10 @@ export interface NodeParts {
   policy: Policy
   storage: StorageMonitor
   inbox: Inbox
+  reception: Reception
   paths: PathUpgrader
   engine: DeliveryEngine
+  mailboxes: Mailboxes
   closeDatastore: () => Promise<void>
 }
 
@@ -690,8 +712,17 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
 
     const router = new Router(routerComponents(libp2p))
     const paths = new PathUpgrader(pathUpgraderComponents(libp2p))
-    const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger }, { ...resolved.retry, messageExpiry: resolved.messageExpiry })
-    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, paths, engine, closeDatastore: close })
+    const mailboxes = await Mailboxes.create({
+      peerId: libp2p.peerId,
+      privateKey,
+      peerStore: libp2p.peerStore,
+      dialProtocol: async (peer, protocol, options) => network.dialProtocol(peer, protocol, options),
+      contentRouting: libp2p.contentRouting,
+      store,
+      logger
+    }, { dataDir: resolved.dataDir, hosts: resolved.mailboxes })
+    const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger, mailbox: mailboxes.depositor }, { ...resolved.retry, messageExpiry: resolved.messageExpiry, mailboxAfter: resolved.mailboxAfter })
+    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, closeDatastore: close })
     await libp2p.start()
     node.start()
     return node

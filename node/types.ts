@@ -3,6 +3,7 @@
  * from the node itself so that the daemon's API contract and the CLI can use
  * them without loading libp2p.
  */
+import type { MailboxStatus } from './mailbox/receiver.js'
 import type { PathChange } from './network/paths.js'
 import type { RelayReservationStatus } from './network/reservations.js'
 import type { Path } from '../protocols/im/index.js'
@@ -129,6 +130,8 @@ export interface NodeStatus {
   /** Strangers with messages waiting for a decision. */
   requests: number
   blocked: number
+  /** The relays keeping this node's mailbox, and how full each is. */
+  mailboxes: MailboxStatus[]
 }
 
 /** A stranger's messages waiting for the user to accept, decline or block them. */
@@ -189,6 +192,8 @@ export interface ParleyNodeEvents {
   'path:change': CustomEvent<PathChange>
   /** This node became reachable from outside its LAN, or stopped being, or the reason changed. */
   reachability: CustomEvent<Reachability>
+  /** One of this node's mailboxes changed: a session with its host opened or ended, envelopes were fetched. */
+  'mailbox:change': CustomEvent<MailboxStatus>
 }
 
 /** One conversation of the inbox, as `conversations` lists it. */

@@ -104,14 +104,15 @@ export class MailboxDepositor implements Depositor {
 
   /**
    * Tells `peer` (a sender whose messages came through our mailbox) how they
-   * were answered, through its own mailbox. Whether a host took it.
+   * were answered, through its own mailbox. Throws when no host took it.
    */
   async depositReceipt (peer: string, answers: Array<{ id: Uint8Array, status: number }>, options: AbortOptions = {}): Promise<boolean> {
     const { record, key } = await this.recordOf(peer, options)
     const recipient = this.components.peerId(peer)
     const envelope = await this.components.seal(recipient, key, { receipt: answers })
     const results = await Promise.allSettled(record.hosts.slice(0, this.maxHosts).map(async host => this.components.transport.deposit(host, recipient, envelope, options)))
-    return results.some(result => result.status === 'fulfilled')
+    if (results.some(result => result.status === 'fulfilled')) return true
+    throw new Error(`no mailbox host of ${peer} took the receipt (${results.map(r => r.status === 'rejected' ? String(r.reason?.message ?? r.reason) : '').join('; ')})`)
   }
 
   private async recordOf (peer: string, options: AbortOptions): Promise<{ record: VerifiedRecord, key: Uint8Array }> {

@@ -207,8 +207,10 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     state.failures = 0
     state.status = { ...state.status, connected: true, fill: session.info, lastError: undefined }
     this.changed(state)
+    this.log('mailbox on %p open: %d envelopes wait', state.host.peerId, session.info.envelopes)
     for await (const batch of session) {
       if (this.stopped) return
+      this.log('%d envelopes from %p', batch.length, state.host.peerId)
       await this.handleBatch(batch, session)
       state.status.received += batch.length
       this.changed(state)
@@ -218,9 +220,6 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
   private async handleBatch (batch: SessionEnvelope[], session: ReceiveSession): Promise<void> {
     // stored concurrently (the inbox commits them together), in the order they came
     const handled = await Promise.all(batch.map(async item => this.handle(item.envelope)))
-    const removable = batch.filter((_, i) => handled[i].remove).map(item => item.id)
-    // only what is durable here leaves the host
-    if (removable.length > 0) await session.delete(removable)
     const answers = new Map<string, Array<{ id: Uint8Array, status: number }>>()
     for (const { answer } of handled) {
       if (answer == null) continue
@@ -228,14 +227,23 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
       if (list == null) answers.set(answer.sender, list = [])
       list.push({ id: answer.id, status: ackStatusNumber(answer.status) })
     }
+    // the receipts leave before the envelopes are deleted: a node stopped in
+    // between fetches them again, finds them stored (DUPLICATE) and answers again
+    const receipts: Array<Promise<void>> = []
     for (const [sender, list] of answers) {
       for (let i = 0; i < list.length; i += MAX_RECEIPT_ENTRIES) {
         const part = list.slice(i, i + MAX_RECEIPT_ENTRIES)
-        // the sender's direct retries get their answer anyway: a receipt that cannot be left is not an error
-        this.components.depositor.depositReceipt(sender, part, { signal: this.controller.signal })
-          .catch(err => { this.log('no receipt for %s - %s', sender, err.message) })
+        receipts.push(this.components.depositor.depositReceipt(sender, part, { signal: this.controller.signal })
+          .then(() => { this.log('receipt for %d messages left for %s', part.length, sender) })
+          // the sender's direct retries get their answer anyway: a receipt that cannot be left is no reason to keep the envelopes
+          .catch(err => { this.log('no receipt for %s - %s', sender, err.message) }))
       }
     }
+    await Promise.all(receipts)
+    if (this.stopped) return
+    // only what is durable here leaves the host
+    const removable = batch.filter((_, i) => handled[i].remove).map(item => item.id)
+    if (removable.length > 0) await session.delete(removable)
   }
 
   private async handle (envelope: Uint8Array): Promise<Handled> {

@@ -35,7 +35,8 @@ const STATUS: NodeStatus = {
   outbox: 0,
   storage: { usedBytes: 10, limitBytes: 100, full: false },
   requests: 0,
-  blocked: 0
+  blocked: 0,
+  mailboxes: [{ host: ALICE, connected: true, received: 0, fill: { envelopes: 0, bytes: 0, maxEnvelopes: 1000, maxBytes: 16 << 20, expiresAt: 0 } }]
 }
 
 const CONVERSATION: Conversation = { peerId: ALICE, name: 'alice', last: { id: MESSAGE_ID, direction: 'in', preview: 'hi', contentType: 'text/plain', at: 2, status: 'received' }, unread: 1, request: false }
