@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { hasPeerId, limitTable, multiaddrString, parseConfig, positiveInt, positiveMs, positiveNumber, protocolId } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import { CONNECTION_LIMIT_DEFAULTS } from './network/connection-guard.js'
+import { MAX_RELAYS } from './network/reservations.js'
 import { DEFAULT_MESSAGE_EXPIRY } from './outbox/machine.js'
 import { DEFAULT_LIMITS } from './policy.js'
 import type { ConnectionLimits } from './network/connection-guard.js'
@@ -188,7 +189,7 @@ export const nodeConfigShape = {
   dataDir: z.string().optional(),
   listen: z.array(multiaddrString()).optional(),
   announce: z.array(multiaddrString()).optional(),
-  relays: z.array(multiaddrString(hasPeerId)).optional(),
+  relays: z.array(multiaddrString(hasPeerId)).max(MAX_RELAYS, { error: `at most ${MAX_RELAYS} relays` }).optional(),
   bootstrap: z.array(multiaddrString()).optional(),
   iceServers: z.array(iceServerSchema).optional(),
   iceBindAddress: z.union([z.ipv4(), z.ipv6()], { error: 'must be an IP address of this machine' }).optional(),
