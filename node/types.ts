@@ -180,6 +180,14 @@ export interface ParleyNodeEvents {
   'path:change': CustomEvent<PathChange>
   /** This node became reachable from outside its LAN, or stopped being, or the reason changed. */
   reachability: CustomEvent<Reachability>
+  /** A relay was added or removed (`addRelay`, `removeRelay`): the relays the node uses now, their addresses. */
+  'relays:change': CustomEvent<string[]>
+}
+
+/** One relay the node reserves on, and why it holds no reservation there when it does not. */
+export interface RelayStatus extends RelayReservationStatus {
+  /** Why the last attempt got no reservation (none once it holds one). */
+  lastError?: string
 }
 
 /** One conversation of the inbox, as `conversations` lists it. */
