@@ -174,6 +174,8 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   private started = false
   /** The status last announced by a `change` event. */
   private announced = ''
+  /** `removeRelay` calls waiting for a circuit address to go: `stop` ends their wait. */
+  private readonly removing = new Set<() => void>()
 
   constructor (private readonly components: ReservationKeeperComponents, init: ReservationKeeperInit) {
     super()
@@ -228,6 +230,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     this.components.events.removeEventListener('self:peer:update', this.check)
     this.components.events.removeEventListener('connection:close', this.check)
     this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
+    for (const done of this.removing) done()
   }
 
   /**
@@ -331,6 +334,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   private async circuitGone (id: string): Promise<void> {
     if (!this.reservedRelays().has(id)) return
     const { promise, resolve } = Promise.withResolvers<void>()
+    this.removing.add(resolve)
     const onChange = (): void => { if (!this.reservedRelays().has(id)) resolve() }
     const events = ['transport:listening', 'transport:close', 'self:peer:update', 'connection:close'] as const
     for (const name of events) this.components.events.addEventListener(name, onChange)
@@ -341,6 +345,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     try {
       await promise
     } finally {
+      this.removing.delete(resolve)
       this.clock.clearTimeout(timer)
       for (const name of events) this.components.events.removeEventListener(name, onChange)
     }

@@ -282,7 +282,7 @@ describe('the reservation keeper', async () => {
 
   describe('relays added and removed while it runs', () => {
     /** A keeper with a connection manager: a relay is dialled first (refused while down), and hanging up on one ends its reservation. */
-    async function startLive (relays: Multiaddr[] = []): Promise<{ clock: FakeClock, transports: FakeTransports, events: TypedEventEmitter<Libp2pEvents>, dialled: string[], closed: string[], merge: ReturnType<typeof vi.fn> }> {
+    async function startLive (relays: Multiaddr[] = [], options: { keepCircuit?: boolean } = {}): Promise<{ clock: FakeClock, transports: FakeTransports, events: TypedEventEmitter<Libp2pEvents>, dialled: string[], closed: string[], merge: ReturnType<typeof vi.fn> }> {
       const clock = new FakeClock()
       const transports = new FakeTransports()
       const events = new TypedEventEmitter<Libp2pEvents>()
@@ -302,7 +302,7 @@ describe('the reservation keeper', async () => {
           closeConnections: vi.fn(async (relay: PeerId) => {
             closed.push(relay.toString())
             // the relay transport drops the reservation, and its circuit address, with the connection
-            transports.drop(relay)
+            if (options.keepCircuit !== true) transports.drop(relay)
             events.safeDispatchEvent('transport:listening', { detail: {} as any })
           })
         },
@@ -401,6 +401,35 @@ describe('the reservation keeper', async () => {
       await flush()
       expect(transports.listen).toHaveBeenCalledTimes(listens)
       expect(keeper?.status()).toEqual([])
+      expect(clock.pending).toBe(0)
+    })
+
+    it('waits for the circuit address to go no longer than 5 s, nor past stop()', async () => {
+      // a transport that keeps the circuit address after the hang-up
+      const { clock, transports, events } = await startLive([addrA, addrB], { keepCircuit: true })
+      transports.up.add(relayA.toString()).add(relayB.toString())
+      clock.advance(5_000)
+      await flush()
+      let removedA = false
+      keeper?.removeRelay(relayA).then(() => { removedA = true }, () => {})
+      events.safeDispatchEvent('transport:listening', { detail: {} as any })
+      await flush()
+      expect(removedA).toBe(false)
+      clock.advance(4_999)
+      await flush()
+      expect(removedA).toBe(false)
+      clock.advance(1)
+      await flush()
+      expect(removedA).toBe(true)
+      expect(keeper?.relays().map(String)).toEqual([addrB.toString()])
+
+      let removedB = false
+      keeper?.removeRelay(relayB).then(() => { removedB = true }, () => {})
+      await flush()
+      expect(removedB).toBe(false)
+      await keeper?.stop()
+      await flush()
+      expect(removedB).toBe(true)
       expect(clock.pending).toBe(0)
     })
 
