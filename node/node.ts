@@ -604,10 +604,13 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     const key = relay.toString()
     const addr = reservations.relays().find(r => r.toString() === key || relayPeerOf(r) === key)
     if (addr == null) return false
-    const removed = await reservations.removeRelay(addr.toString())
+    const removing = reservations.removeRelay(addr.toString())
+    // the list changed as soon as the keeper let the relay go, before the hang-up ends
+    this.relaysChanged()
+    const removed = await removing
     const id = relayPeerOf(addr)
     if (id != null) connectionGuard.distrustRelay(peerIdFromString(id))
-    if (removed) this.relaysChanged()
+    this.checkReachability()
     return removed
   }
 

@@ -113,7 +113,8 @@ export interface ReservationKeeper extends TypedEventTarget<ReservationKeeperEve
    * Reserves on one more relay at once (dial, then listen on its circuit
    * address), and keeps the reservation from then on. A relay already kept
    * under another address takes the new one; the same address again changes
-   * nothing. Resolves once the first attempt settled, with the relay's status.
+   * nothing, but for trying at once one waiting out a back-off. Resolves once
+   * the first attempt settled, with the relay's status.
    *
    * @throws InvalidRelayAddressError when the address does not end in /p2p/<relay id>
    * @throws TooManyRelaysError when MAX_RELAYS are kept already
@@ -295,6 +296,11 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
       relay.failures = 0
       relay.nextAttempt = 0
       relay.lastError = undefined
+      this.clock.clearTimeout(relay.retry)
+      relay.retry = undefined
+    } else if (!relay.reserving && relay.nextAttempt !== 0) {
+      // added again while in its back-off: the user asks for it now (one attempt at a time still)
+      relay.nextAttempt = 0
       this.clock.clearTimeout(relay.retry)
       relay.retry = undefined
     }

@@ -343,6 +343,17 @@ describe('the reservation keeper', async () => {
       expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: true, failures: 0 }])
     })
 
+    it('tries at once a relay added again while it waits out its back-off', async () => {
+      const { clock, transports, dialled } = await startLive()
+      await keeper?.addRelay(addrB)
+      expect(await keeper?.addRelay(addrB)).toMatchObject({ reserved: false, failures: 2 })
+      expect(dialled).toEqual([addrB.toString(), addrB.toString()])
+      transports.up.add(relayB.toString())
+      expect(await keeper?.addRelay(addrB)).toEqual({ relay: addrB.toString(), reserved: true, failures: 0 })
+      // the back-off's timer went with it: only the periodic check is left
+      expect(clock.pending).toBe(1)
+    })
+
     it('is idempotent: the same relay again changes nothing, the same relay at a new address takes it', async () => {
       const { transports, dialled } = await startLive([addrA])
       transports.up.add(relayA.toString())
