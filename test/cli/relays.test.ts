@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { startRelayProcess, useProcesses } from '../fixtures/processes.js'
+import { runCli, startRelayProcess, useProcesses } from '../fixtures/processes.js'
 import { startDaemonProcess } from './daemon.js'
 
 describe('parley relays: reachability, relays kept in the config and applied to the running node', () => {
@@ -82,10 +82,17 @@ describe('parley relays: reachability, relays kept in the config and applied to 
     const relay = await startRelayProcess(['--listen', '/ip4/127.0.0.1/tcp/0', '--no-metrics', '--data-dir', await tempDir()])
     const addr = relay.multiaddrs[0]
     await relay.stop()
-    const node = await startDaemonProcess(await tempDir())
+    const dataDir = await tempDir()
+    // no node running: saved for its next start, and said so
+    const offline = await runCli(['--data-dir', dataDir, 'relays', 'add', `/ip4/127.0.0.1/tcp/1/p2p/${relay.peerId}`])
+    expect(offline.code).toBe(0)
+    expect(offline.stdout).toContain('the node is not running: it uses the relay from its next start')
+    const node = await startDaemonProcess(dataDir)
+    await node.waitFor(/^NOT reachable from outside your LAN:\n {2}relay .* not reserved \(/m)
+    // the same relay at another address: the saved one is replaced, and the running node takes the new one
     const added = await node.cli(['relays', 'add', addr])
     expect(added.code).toBe(0)
-    expect(added.stdout).toContain(`saved relay ${addr}`)
+    expect(added.stdout).toContain(`saved relay ${addr} in ${join(dataDir, 'config.json')} (in place of /ip4/127.0.0.1/tcp/1/p2p/${relay.peerId})`)
     expect(added.stdout).toMatch(new RegExp(`^NOT reserved on ${addr.replace(/[/.]/g, '\\$&')} yet \\(.+\\); the node keeps trying`, 'm'))
     expect(JSON.parse((await node.cli(['status', '--json'])).stdout).relays).toEqual([{ relay: addr, reserved: false, failures: expect.any(Number) }])
   })
