@@ -4,7 +4,7 @@ import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
 import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark } from '../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -170,6 +170,16 @@ export class ApiClient {
   /** Marks the conversation with a peer (peer ID or contact name) read, up to the message `upTo` or everything. */
   async markRead (peer: string, options: { upTo?: string } = {}): Promise<ReadMark> {
     return (await this.call('POST /v1/conversations/:peer/read', { params: { peer }, body: options.upTo == null ? {} : { upTo: options.upTo } })).body
+  }
+
+  /** Reserves on one more relay now (a relay link or a multiaddr ending in /p2p/<relay id>): its status once the first attempt settled. */
+  async addRelay (relay: string): Promise<RelayStatus> {
+    return (await this.call('POST /v1/relays', { params: {}, body: { relay } })).body
+  }
+
+  /** Stops using a relay (its peer ID or address) now (a 404 ApiError when the node does not use it). */
+  async removeRelay (peer: string): Promise<void> {
+    await this.call('DELETE /v1/relays/:peer', { params: { peer } })
   }
 
   /** Server-Sent Events from /v1/events, as `{ event, data }`, until `signal` aborts. */

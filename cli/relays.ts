@@ -1,17 +1,46 @@
 import { Command } from 'commander'
-import { ApiClient } from './client.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { ApiClient, ApiError, DaemonNotRunningError } from './client.js'
 import { reachabilityLines, terminalSafe } from './format.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { addConfiguredRelay, configFileOf, configuredRelays, removeConfiguredRelay } from '../daemon/relays-file.js'
+import { relayPeerOf } from '../common/relay-link.js'
 import type { ParleyNode } from '../node/node.js'
-import type { NodeStatus, Reachability } from '../node/types.js'
+import type { NodeStatus, Reachability, RelayStatus } from '../node/types.js'
 
 function dataDirOf (command: Command): string {
   return (command.optsWithGlobals() as { dataDir?: string }).dataDir ?? defaultDataDir()
 }
 
+/** The relay peer ID a saved relay address ends in. */
+function relayPeerOfText (addr: string): string | undefined {
+  try {
+    return relayPeerOf(multiaddr(addr))
+  } catch {
+    return undefined
+  }
+}
+
 function safe (text: string): string {
   return terminalSafe(text, { indent: false })
+}
+
+/** The running daemon's client, or undefined when none runs for this data dir. */
+async function runningClient (dataDir: string): Promise<ApiClient | undefined> {
+  try {
+    const client = await ApiClient.forDataDir(dataDir)
+    await client.id()
+    return client
+  } catch (err) {
+    if (err instanceof DaemonNotRunningError) return undefined
+    throw err
+  }
+}
+
+/** What a relay's first reservation attempt on the running node came to, in one line. */
+function reservationLine (status: RelayStatus): string {
+  if (status.reserved) return `reserved on ${safe(status.relay)}: your node is reachable through it now`
+  return `NOT reserved on ${safe(status.relay)} yet${status.lastError == null ? '' : ` (${safe(status.lastError)})`}; the node keeps trying (see \`parley status\`)`
 }
 
 /** The running daemon's status, or undefined when none runs for this data dir. */
@@ -26,13 +55,13 @@ async function runningStatus (dataDir: string): Promise<NodeStatus | undefined> 
 /**
  * `parley relays`: the relays saved in the config file, so that the node uses
  * them at every start. Changes are written to the file, and a running daemon
- * picks them up when it is restarted: the reservation keeper and the
- * connection guard's exemptions take their relays when the node is built.
+ * for the same data dir takes them at once through its API (POST and DELETE
+ * /v1/relays): no restart.
  */
 export function relaysCommands (program: Command): void {
   const relays = program.command('relays')
     .description('the relays your node reserves on, so that people outside your LAN can reach you (`parley relays` lists them)')
-    .addHelpText('after', '\nA relay\'s operator gives you a one-line link (parley-relay:…) that `parley relay` prints; `parley relays add <link>` saves it\nin <data dir>/config.json. Restart `parley node` to use it.')
+    .addHelpText('after', '\nA relay\'s operator gives you a one-line link (parley-relay:…) that `parley relay` prints; `parley relays add <link>` saves it\nin <data dir>/config.json, and a running node uses it at once.')
   relays.command('ls', { isDefault: true })
     .description('list the configured relays and, if the node runs, whether it holds a reservation on each (the default)')
     .option('--json', 'as JSON: {"configured": [...], "running": [{relay, reserved, failures}] or null}')
@@ -48,7 +77,7 @@ export function relaysCommands (program: Command): void {
       if (configured.length === 0) lines.push(`(no relay saved in ${configFileOf(dataDir)}; add one with \`parley relays add <relay link>\`)`)
       for (const relay of configured) {
         const state = status?.relays.find(r => r.relay === relay)
-        const note = status == null ? 'node not running' : state == null ? 'saved; restart the node to use it' : state.reserved ? 'reserved' : 'NOT reserved (see `parley status`)'
+        const note = status == null ? 'node not running' : state == null ? 'saved, not used by the running node (`parley relays add` it again)' : state.reserved ? 'reserved' : 'NOT reserved (see `parley status`)'
         lines.push(`${safe(relay)}  ${safe(note)}`)
       }
       for (const state of status?.relays ?? []) {
@@ -59,7 +88,7 @@ export function relaysCommands (program: Command): void {
       console.log(lines.join('\n'))
     })
   relays.command('add')
-    .description('save a relay in the config file (from its relay link or its multiaddr)')
+    .description('save a relay in the config file (from its relay link or its multiaddr); a running node reserves on it at once')
     .argument('<relay>', 'relay link (parley-relay:…) or multiaddr ending in /p2p/<relay peer id>')
     .action(async (input: string, _opts, command: Command) => {
       const dataDir = dataDirOf(command)
@@ -69,7 +98,18 @@ export function relaysCommands (program: Command): void {
       } else {
         console.log(`saved relay ${safe(relay)} in ${configFileOf(dataDir)}${replaced.length > 0 ? ` (in place of ${replaced.map(safe).join(', ')})` : ''}`)
       }
-      if (!unchanged) console.log('restart the node (`parley node`) to use it')
+      const client = await runningClient(dataDir)
+      if (client == null) {
+        console.log('the node is not running: it uses the relay from its next start (`parley node`)')
+        return
+      }
+      try {
+        console.log(reservationLine(await client.addRelay(relay)))
+      } catch (err: any) {
+        if (!(err instanceof ApiError)) throw err
+        // saved all the same: the next start tries it again
+        throw new Error(`saved, but the running node did not take the relay: ${safe(err.message)}`)
+      }
     })
   relays.command('remove')
     .alias('rm')
@@ -78,11 +118,23 @@ export function relaysCommands (program: Command): void {
     .action(async (input: string, _opts, command: Command) => {
       const dataDir = dataDirOf(command)
       const removed = await removeConfiguredRelay(dataDir, input)
-      if (removed.length === 0) {
+      for (const relay of removed) console.log(`removed relay ${safe(relay)} from ${configFileOf(dataDir)}`)
+      // the running node may use it under another address, or from --relay: it is named by peer ID there
+      const wanted = [...new Set(removed.length === 0 ? [input.trim()] : removed.map(r => relayPeerOfText(r) ?? r))]
+      const client = await runningClient(dataDir)
+      let stopped = 0
+      for (const relay of client == null ? [] : wanted) {
+        try {
+          await client?.removeRelay(relay)
+          stopped++
+          console.log(`the running node no longer uses relay ${safe(relay.slice(0, 200))}`)
+        } catch (err: any) {
+          if (!(err instanceof ApiError && err.status === 404)) throw err
+        }
+      }
+      if (removed.length === 0 && stopped === 0) {
         throw new Error(`no saved relay is ${safe(input.slice(0, 200))}; \`parley relays\` lists them`)
       }
-      for (const relay of removed) console.log(`removed relay ${safe(relay)} from ${configFileOf(dataDir)}`)
-      console.log('restart the node (`parley node`) to stop using it')
     })
 }
 

@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { hasPeerId, limitTable, multiaddrString, parseConfig, positiveInt, positiveMs, positiveNumber, protocolId } from '../common/config.js'
 import { DEFAULT_DHT_PROTOCOL } from '../common/constants.js'
 import { CONNECTION_LIMIT_DEFAULTS } from './network/connection-guard.js'
+import { MAX_RELAYS } from './network/reservations.js'
 import { DEFAULT_MESSAGE_EXPIRY } from './outbox/machine.js'
 import { DEFAULT_LIMITS } from './policy.js'
 import type { ConnectionLimits } from './network/connection-guard.js'
@@ -209,7 +210,7 @@ export const nodeConfigShape = {
   dataDir: z.string().optional(),
   listen: z.array(multiaddrString()).optional(),
   announce: z.array(multiaddrString()).optional(),
-  relays: z.array(multiaddrString(hasPeerId)).optional(),
+  relays: z.array(multiaddrString(hasPeerId)).max(MAX_RELAYS, { error: `at most ${MAX_RELAYS} relays` }).optional(),
   mailboxes: z.array(multiaddrString(hasPeerId)).max(8, { error: 'at most 8 mailbox hosts' }).optional(),
   mailboxAfter: positiveMs().optional(),
   bootstrap: z.array(multiaddrString()).optional(),

@@ -28,11 +28,14 @@ import { Mailboxes } from './mailbox/index.js'
 import { Reception } from './reception.js'
 import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
+import { InvalidRelayAddressError } from './network/reservations.js'
+import { relayPeerOf } from '../common/relay-link.js'
 import { PREVIEW_CHARS, Store } from './store/index.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
 import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
+import type { RelayStatus } from './types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
@@ -310,8 +313,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Connected peers, each with its best path. */
   peers (): PeerInfo[] {
     const byPeer = new Map<string, PeerInfo>()
-    // the relays this node is configured with, told apart from the people it talks to
-    const relayIds = new Set(this.config.relays.map(r => r.getComponents().filter(c => c.name === 'p2p').at(-1)?.value))
+    // the relays this node reserves on, told apart from the people it talks to
+    const relayIds = new Set(this.libp2p.services.connectionGuard.trustedRelays())
     for (const connection of this.libp2p.getConnections()) {
       if (!isUsable(connection)) continue
       const key = connection.remotePeer.toString()
@@ -578,6 +581,70 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     return this.mailboxes.mailboxOf(this.resolvePeer(peer), options)
   }
 
+  // ---- relays, changed while the node runs ----
+
+  /** The relays this node reserves on now: the configured ones, and those added since. */
+  relays (): Multiaddr[] {
+    return this.libp2p.services.reservations.relays()
+  }
+
+  /**
+   * Reserves on one more relay at once, without a restart (the caller saves
+   * it in the config for the next start): trusted by the connection guard,
+   * dialled, then listened on through its circuit address, which joins this
+   * node's addresses and so its published peer record. A relay already used
+   * under another address takes the new one. Resolves once the first attempt
+   * settled, with the relay's status: not reserved, with the reason, when it
+   * could not be reached or refused.
+   *
+   * @throws InvalidRelayAddressError when the address does not end in the relay's /p2p/<peer id>, or is this node's own
+   * @throws TooManyRelaysError when the node already uses MAX_RELAYS relays
+   */
+  async addRelay (addr: Multiaddr): Promise<RelayStatus> {
+    if (relayPeerOf(addr) === this.peerId.toString()) throw new InvalidRelayAddressError('that is this node\'s own address: a node cannot be its own relay')
+    const { reservations, connectionGuard } = this.libp2p.services
+    const before = reservations.relays().join(' ')
+    const id = relayPeerOf(addr)
+    const trustedBefore = id != null && connectionGuard.trustedRelays().includes(id)
+    // trusted before it is dialled, so that its first connection is let in and tagged like a relay's
+    if (id != null) connectionGuard.trustRelay(id)
+    const added = reservations.addRelay(addr)
+    // the list changes as soon as the keeper took the relay, before its first attempt ends
+    if (reservations.relays().join(' ') !== before) this.relaysChanged()
+    try {
+      return await added
+    } catch (err) {
+      if (id != null && !trustedBefore) connectionGuard.distrustRelay(id)
+      throw err
+    }
+  }
+
+  /**
+   * Stops using a relay (its peer ID, or its address as `status` lists it)
+   * at once: no more attempts, its connections closed, its circuit address
+   * gone from this node's addresses (and so from its next peer record), its
+   * trust withdrawn. False when the node did not use it.
+   */
+  async removeRelay (relay: string | PeerId): Promise<boolean> {
+    const { reservations, connectionGuard } = this.libp2p.services
+    const key = relay.toString()
+    const addr = reservations.relays().find(r => r.toString() === key || relayPeerOf(r) === key)
+    if (addr == null) return false
+    const removing = reservations.removeRelay(addr.toString())
+    // the list changed as soon as the keeper let the relay go, before the hang-up ends
+    this.relaysChanged()
+    const removed = await removing
+    const id = relayPeerOf(addr)
+    if (id != null) connectionGuard.distrustRelay(peerIdFromString(id))
+    this.checkReachability()
+    return removed
+  }
+
+  private relaysChanged (): void {
+    this.dispatchEvent(new CustomEvent('relays:change', { detail: this.relays().map(r => r.toString()) }))
+    this.checkReachability()
+  }
+
   /** Whether this node can be reached from outside its LAN, and why not (see node/reachability.ts). */
   reachability (): Reachability {
     const keeper = this.libp2p.services.reservations
@@ -685,17 +752,14 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     const inbox = new Inbox({ store }, { gapTimeout: resolved.gapTimeout })
     const reception = new Reception({ policy, inbox, storage }, resolved.limits)
 
-    const relayPeers = new Set(resolved.relays.map(r => r.getComponents().filter(c => c.name === 'p2p').at(-1)?.value))
     libp2p = await createNodeLibp2p(resolved, privateKey, datastore, logger, {
       admit: reception.admit,
       store: reception.store,
       onRefused: reception.onRefused,
-      // the connection guard's exemptions: the relays this node reserves on, contacts and accepted peers
+      // the connection guard's exemptions: contacts and accepted peers (and the
+      // relays this node reserves on, which the guard keeps itself: see addRelay)
       trust: {
-        isTrusted: (peer) => {
-          const key = peer.toString()
-          return relayPeers.has(key) || policy.isTrusted(key)
-        },
+        isTrusted: (peer) => policy.isTrusted(peer.toString()),
         isDenied: (peer) => policy.isDenied(peer.toString())
       }
     })

@@ -194,6 +194,14 @@ export interface ParleyNodeEvents {
   reachability: CustomEvent<Reachability>
   /** One of this node's mailboxes changed: a session with its host opened or ended, envelopes were fetched. */
   'mailbox:change': CustomEvent<MailboxStatus>
+  /** A relay was added or removed (`addRelay`, `removeRelay`): the relays the node uses now, their addresses. */
+  'relays:change': CustomEvent<string[]>
+}
+
+/** One relay the node reserves on, and why it holds no reservation there when it does not. */
+export interface RelayStatus extends RelayReservationStatus {
+  /** Why the last attempt got no reservation (none once it holds one). */
+  lastError?: string
 }
 
 /** One conversation of the inbox, as `conversations` lists it. */

@@ -7,9 +7,10 @@
  *
  * The CLI loads this for `parley send`: zod and types only, never the node.
  */
+import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import type { PathChange } from '../../node/network/paths.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, StatusChange } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, RelayStatus, StatusChange } from '../../node/types.js'
 
 // ---- what requests carry ----
 
@@ -60,6 +61,27 @@ export const markReadBody = z.strictObject({
 }).optional()
 export type MarkReadBody = z.input<typeof markReadBody>
 
+/** Longest `relay` a client may send: a relay link is at most 4096 characters (common/relay-link.ts), a multiaddr far less. */
+const MAX_RELAY_INPUT = 4096
+
+/** A relay link (checked whole by the server) or a multiaddr that ends in the relay's own /p2p/<peer id>. */
+function isRelayInput (text: string): boolean {
+  if (text.startsWith('parley-relay:')) return true
+  try {
+    const components = multiaddr(text).getComponents()
+    return components.at(-1)?.code === CODE_P2P && !components.some(c => c.code === CODE_P2P_CIRCUIT)
+  } catch {
+    return false
+  }
+}
+
+/** `POST /v1/relays`. */
+export const addRelayBody = z.strictObject({
+  /** A relay link (parley-relay:…, as `parley relay` prints it) or a multiaddr ending in /p2p/<relay peer id>. */
+  relay: z.string().trim().min(1).max(MAX_RELAY_INPUT).refine(isRelayInput, { error: 'must be a relay link (parley-relay:…) or a multiaddr ending in the relay\'s /p2p/<peer id>, not through another relay' })
+})
+export type AddRelayBody = z.input<typeof addRelayBody>
+
 /** The schemas a route's request is checked with. */
 export interface RequestSchemas {
   body?: z.ZodType
@@ -73,7 +95,8 @@ export const REQUEST_SCHEMAS = {
   'POST /v1/contacts': { body: addContactBody },
   'POST /v1/requests/:peer/accept': { body: acceptBody },
   'POST /v1/blocked': { body: blockBody },
-  'POST /v1/conversations/:peer/read': { body: markReadBody }
+  'POST /v1/conversations/:peer/read': { body: markReadBody },
+  'POST /v1/relays': { body: addRelayBody }
 } satisfies { [R in ApiRoute]?: RequestSchemas }
 
 // ---- what answers carry ----
@@ -162,6 +185,10 @@ export interface ApiRoutes {
   /** The inbox: conversations with unread counts, the latest activity first. */
   'GET /v1/conversations': { response: Conversation[] }
   'POST /v1/conversations/:peer/read': { response: ReadMark }
+  /** Reserves on one more relay now, without a restart: 200 once the first attempt settled (reserved, or not and why); 400 not a relay, 409 over the node's limit of relays. */
+  'POST /v1/relays': { response: RelayStatus }
+  /** Stops using a relay (its peer ID or address) now: 204, or 404 when the node does not use it. */
+  'DELETE /v1/relays/:peer': { response: never, replies: { 204: null } }
   /** A `text/event-stream` of these, until the client goes. */
   'GET /v1/events': { response: ApiEvent }
 }

@@ -1,16 +1,21 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { createServer } from '../../common/node-http.js'
+import { multiaddr } from '@multiformats/multiaddr'
 import { UnknownContactError } from '../../node/errors.js'
+import { relayAddressOf } from '../relays-file.js'
 import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
 import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, SendOptions } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 
 /** Errors from the node that mean "your request was wrong": 400 with the reason. */
 const BAD_REQUEST = new Set([
   'InvalidPeerIdError', 'EmptyMessageError', 'MessageTooLargeError', 'InvalidMessageError',
-  'InvalidInviteError', 'InvalidContactNameError'
+  'InvalidInviteError', 'InvalidContactNameError',
+  // a relay to add that is not one: a damaged link, an address without the relay's peer ID
+  'InvalidRelayLinkError', 'InvalidRelayAddressError', 'InvalidConfigError'
 ])
 
 /** Other errors from the node with a status of their own. */
@@ -23,7 +28,9 @@ const ERROR_STATUS: Record<string, number> = {
   StorageFullError: 507,
   // cancelling a message id nobody sent, or one no longer waiting in the outbox
   UnknownMessageError: 404,
-  MessageNotCancellableError: 409
+  MessageNotCancellableError: 409,
+  // the node already uses as many relays as it may
+  TooManyRelaysError: 409
 }
 
 /**
@@ -91,6 +98,10 @@ export interface ApiNode {
   unblock(peer: string): boolean
   conversations(): Conversation[]
   markRead(peer: string, options: { upTo?: string }): ReadMark
+  /** Reserves on one more relay now (see ParleyNode.addRelay). */
+  addRelay(addr: Multiaddr): Promise<RelayStatus>
+  /** Stops using a relay now; false when the node does not use it (see ParleyNode.removeRelay). */
+  removeRelay(relay: string): Promise<boolean>
   addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
   removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
 }
@@ -291,6 +302,13 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     'GET /v1/conversations': () => node.conversations(),
     'POST /v1/conversations/:peer/read': ({ params, body }) => node.markRead(params.peer, { upTo: body?.upTo }),
 
+    // relays, changed while the node runs (the CLI saves them in the config file too)
+    'POST /v1/relays': async ({ body }) => node.addRelay(multiaddr(relayAddressOf(body.relay))),
+    'DELETE /v1/relays/:peer': async ({ params }) => {
+      if (!await node.removeRelay(params.peer)) throw new HttpError(404, 'NotFound', `this node uses no relay ${params.peer.slice(0, 200)}; \`parley relays\` lists them`)
+      return new Reply(204, null)
+    },
+
     // live events as Server-Sent Events: message, status, path; a client that
     // falls behind is sent `overflow` and dropped (see eventStream)
     'GET /v1/events': ({ raw, res }) => {
@@ -360,6 +378,12 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         status = 500
         result = { error: err.name ?? 'Error', message: err.message }
       }
+    }
+    if (status === 204) {
+      // no content: no body, nor a length for one
+      res.writeHead(204, raw.complete ? {} : { connection: 'close' })
+      res.end()
+      return
     }
     const json = JSON.stringify(result ?? null)
     res.writeHead(status, {

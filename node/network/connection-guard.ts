@@ -9,7 +9,8 @@
  * address) and connection manager (protected peers, idle connections trimmed):
  *
  * - counts the inbound connections of peers that are not trusted (trusted:
- *   contacts and configured relays, as the node says through `TrustSource`)
+ *   contacts, as the node says through `TrustSource`, and the relays it
+ *   reserves on, which it keeps in step with `trustRelay`/`distrustRelay`)
  *   per IP address (IPv4 address, IPv6 /64), per subnet (IPv4 /24, IPv6 /48)
  *   and in all, and refuses one over a limit; a trusted peer is never refused
  *   for its address (it may share a NAT with an attacker);
@@ -27,6 +28,7 @@
  * IP address at all: neither is counted per IP (the relay limits its circuits;
  * WebRTC is signalled over such a circuit), both count per peer and in all.
  */
+import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { addressGroups } from '../../common/address-groups.js'
 import { InvalidConfigError } from '../../common/errors.js'
@@ -184,6 +186,14 @@ export interface ConnectionGuardInit {
   limits?: ConnectionLimits
   /** @default nobody is trusted */
   trust?: TrustSource
+  /**
+   * The relays this node reserves on (peer IDs): trusted like contacts. The
+   * node keeps the set in step (`trustRelay`, `distrustRelay`) as relays are
+   * added and removed.
+   *
+   * @default none
+   */
+  relays?: Iterable<PeerId | string>
 }
 
 /**
@@ -196,6 +206,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   /** Refusals since start, by reason. */
   readonly refused: Record<InboundRefusal, number> = { denied: 0, 'per-peer': 0, 'per-ip': 0, 'per-subnet': 0, 'untrusted-total': 0 }
   private readonly trust: TrustSource
+  /** The relays this node reserves on, by peer ID. */
+  private readonly relays = new Set<string>()
   /** Inbound connections from the moment they were let in (handshake still running, maybe) until they close. */
   private readonly inbound = new Map<MultiaddrConnection, Inbound>()
   /** When each inbound connection (by id) last carried a stream of its own. */
@@ -214,6 +226,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     super()
     this.limits = resolveConnectionLimits(init.limits)
     this.trust = init.trust ?? { isTrusted: () => false }
+    for (const relay of init.relays ?? []) this.relays.add(relay.toString())
     this.onOpen = this.onOpen.bind(this)
     this.onClose = this.onClose.bind(this)
     this.gater = {
@@ -254,7 +267,38 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     this.tagged.clear()
   }
 
+  /** Trusts a relay this node now reserves on. */
+  trustRelay (relay: PeerId | string): void {
+    this.relays.add(relay.toString())
+  }
+
+  /**
+   * A relay this node no longer reserves on is trusted no more (unless the
+   * trust source trusts it otherwise): its tag goes now rather than when it
+   * expires, so that the pruner may close its connections like a stranger's.
+   */
+  distrustRelay (relay: PeerId | string): void {
+    const key = relay.toString()
+    if (!this.relays.delete(key)) return
+    let peer: PeerId
+    try {
+      peer = typeof relay === 'string' ? peerIdFromString(relay) : relay
+    } catch {
+      return
+    }
+    if (this.isTrusted(peer)) return
+    this.tagged.delete(key)
+    this.components?.peerStore.merge(peer, { tags: { [TRUSTED_TAG]: undefined } })
+      .catch(err => { this.log?.error('could not untag %p - %e', peer, err) })
+  }
+
+  /** The relays trusted now, by peer ID. */
+  trustedRelays (): string[] {
+    return [...this.relays]
+  }
+
   isTrusted (peer: PeerId): boolean {
+    if (this.relays.has(peer.toString())) return true
     try {
       return this.trust.isTrusted(peer)
     } catch (err) {

@@ -13,7 +13,8 @@ import { peerRecords } from '../../protocols/peer-record/index.js'
 import { im } from '../../protocols/im/index.js'
 import { parleyAddressSorter } from './address-sorter.js'
 import { ConnectionGuard } from './connection-guard.js'
-import { reservationKeeper } from './reservations.js'
+import { MAX_RELAYS, reservationKeeper } from './reservations.js'
+import { relayPeerOf } from '../../common/relay-link.js'
 import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import type { TrustSource } from './connection-guard.js'
 import type { ReservationKeeper } from './reservations.js'
@@ -44,7 +45,7 @@ export type NodeLibp2p = Libp2p<NodeServices>
 /** What the node hands its libp2p: the /im callbacks, and who it trusts. */
 export type NodeHandlers = Pick<ImInit, 'store' | 'admit' | 'onRefused'> & {
   /**
-   * Contacts and configured relays: never refused for their IP address, their
+   * Contacts (the relays the node reserves on are trusted by the guard itself): never refused for their IP address, their
    * idle connections kept, their connections pruned last.
    *
    * @default nobody
@@ -67,7 +68,8 @@ export async function createNodeLibp2p (
 ): Promise<NodeLibp2p> {
   guardWebRTCListenerLeak()
   const { trust, ...imHandlers } = handlers
-  const guard = new ConnectionGuard({ limits: config.connectionLimits, trust })
+  // the relays it reserves on are trusted; the node keeps the set in step as relays are added and removed
+  const guard = new ConnectionGuard({ limits: config.connectionLimits, trust, relays: config.relays.flatMap(r => relayPeerOf(r) ?? []) })
   // one listen address per configured relay makes the transport reserve a slot on each
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
 
@@ -88,9 +90,9 @@ export async function createNodeLibp2p (
       webRTC({ rtcConfiguration: { iceServers: config.iceServers, ...(config.iceBindAddress == null ? {} : { bindAddress: config.iceBindAddress }) } as RTCConfiguration }),
       circuitRelayTransport({
         reservationCompletionTimeout: 10_000,
-        // reserve on every configured relay at once; with the default of 1 the
-        // queued reservations after the first were seen never to start
-        reservationConcurrency: Math.max(1, config.relays.length)
+        // reserve on every relay at once, those added later included; with the
+        // default of 1 the queued reservations after the first were seen never to start
+        reservationConcurrency: MAX_RELAYS
       })
     ],
     connectionEncrypters: [noise()],

@@ -1,14 +1,42 @@
+import { KEEP_ALIVE } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { CODE_P2P, CODE_P2P_CIRCUIT } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
+import { relayPeerOf } from '../../common/relay-link.js'
 import { backoff } from '../../common/backoff.js'
 import { systemClock } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
-import type { ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { ComponentLogger, Connection, Libp2pEvents, Logger, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { ConnectionManager, TransportManager } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
+/**
+ * The most relays a node reserves on. Each holds a connection and a slot on
+ * the relay, and each is tried again and again while it is down: a handful is
+ * plenty, and a local API client cannot make the node dial without end.
+ */
+export const MAX_RELAYS = 16
+
+/** The tag circuit-relay-v2 keeps a relay's connection (and its redial at the next start) with. */
+const RELAY_KEEP_ALIVE_TAG = `${KEEP_ALIVE}-circuit-relay`
+
+/** How long `removeRelay` waits for the relay's circuit address to leave the node's addresses, in ms. */
+const REMOVE_TIMEOUT = 5_000
+
+/** A relay address that cannot be used: it must end in the relay's own /p2p/<peer ID> and not go through another relay. */
+export class InvalidRelayAddressError extends Error {
+  static override name = 'InvalidRelayAddressError'
+  override name = 'InvalidRelayAddressError'
+}
+
+/** Adding this relay would take the node past MAX_RELAYS. */
+export class TooManyRelaysError extends Error {
+  static override name = 'TooManyRelaysError'
+  override name = 'TooManyRelaysError'
+}
+
 export interface ReservationKeeperInit {
-  /** The configured relays, each ending in /p2p/<relay id>. */
+  /** The configured relays, each ending in /p2p/<relay id>; at most MAX_RELAYS. */
   relays: Multiaddr[]
 
   /**
@@ -55,7 +83,9 @@ export interface ReservationKeeperComponents {
    * so a relay that stays down would otherwise leave one more behind at each
    * attempt. Without it, the keeper listens straight away.
    */
-  connectionManager?: Pick<ConnectionManager, 'openConnection'>
+  connectionManager?: Pick<ConnectionManager, 'openConnection'> & Partial<Pick<ConnectionManager, 'closeConnections'>>
+  /** Where a removed relay's keep-alive tag is dropped, so that libp2p neither redials it nor reserves on it at the next start. */
+  peerStore?: Pick<PeerStore, 'merge'>
   events: TypedEventTarget<Libp2pEvents>
   logger: ComponentLogger
 }
@@ -77,6 +107,26 @@ export interface ReservationKeeper extends TypedEventTarget<ReservationKeeperEve
   status(): RelayReservationStatus[]
   /** Why the last attempt on this relay (its address as `status` gives it) got no reservation; none once it holds one. */
   lastError(relay: string): string | undefined
+  /** The relays it keeps a reservation on now, in the order they were configured or added. */
+  relays(): Multiaddr[]
+  /**
+   * Reserves on one more relay at once (dial, then listen on its circuit
+   * address), and keeps the reservation from then on. A relay already kept
+   * under another address takes the new one; the same address again changes
+   * nothing, but for trying at once one waiting out a back-off. Resolves once
+   * the first attempt settled, with the relay's status.
+   *
+   * @throws InvalidRelayAddressError when the address does not end in /p2p/<relay id>
+   * @throws TooManyRelaysError when MAX_RELAYS are kept already
+   */
+  addRelay(addr: Multiaddr): Promise<RelayReservationStatus & { lastError?: string }>
+  /**
+   * Stops using a relay (its peer ID, or its address as `status` gives it):
+   * no more attempts, its keep-alive tag dropped and its connections closed,
+   * which ends the reservation and takes its circuit address out of the
+   * node's addresses. False when it was not kept.
+   */
+  removeRelay(relay: string | PeerId): Promise<boolean>
 }
 
 interface RelayState {
@@ -88,6 +138,19 @@ interface RelayState {
   lastError?: string
   /** The check due when the back-off is over. */
   retry?: ClockTimer
+  /** The attempt under way, if any. */
+  attempt?: Promise<void>
+}
+
+/** The relay's peer ID in a relay address, checked. */
+function relayIdOf (addr: Multiaddr): string {
+  const id = relayPeerOf(addr)
+  if (id == null) throw new InvalidRelayAddressError(`the relay address ${addr.toString().slice(0, 300)} must end in the relay's /p2p/<peer id>, and not go through another relay`)
+  try {
+    return peerIdFromString(id).toString()
+  } catch {
+    throw new InvalidRelayAddressError(`the relay address ${addr.toString().slice(0, 300)} ends in ${id.slice(0, 100)}, which is not a peer ID`)
+  }
 }
 
 /**
@@ -102,7 +165,7 @@ interface RelayState {
 class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents> implements Startable, ReservationKeeper {
   readonly [Symbol.toStringTag] = 'parley/reservation-keeper'
   private readonly log: Logger
-  private readonly relays: RelayState[]
+  private readonly kept: RelayState[]
   private readonly checkInterval: number
   private readonly initialDelay: number
   private readonly maxDelay: number
@@ -112,6 +175,8 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   private started = false
   /** The status last announced by a `change` event. */
   private announced = ''
+  /** `removeRelay` calls waiting for a circuit address to go: `stop` ends their wait. */
+  private readonly removing = new Set<() => void>()
 
   constructor (private readonly components: ReservationKeeperComponents, init: ReservationKeeperInit) {
     super()
@@ -121,7 +186,8 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     this.maxDelay = init.maxDelay ?? 10_000
     this.clock = init.clock ?? systemClock
     this.random = init.random ?? Math.random
-    this.relays = init.relays.map(addr => ({
+    if (init.relays.length > MAX_RELAYS) throw new TooManyRelaysError(`${init.relays.length} relays are configured, over the limit of ${MAX_RELAYS}`)
+    this.kept = init.relays.map(addr => ({
       addr,
       id: addr.getComponents().findLast(c => c.code === CODE_P2P)?.value ?? '',
       failures: 0,
@@ -137,15 +203,18 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   }
 
   afterStart (): void {
-    if (this.relays.length === 0) return
+    // relays may be added later (addRelay): the events are watched even without one
     this.components.events.addEventListener('self:peer:update', this.check)
     this.components.events.addEventListener('connection:close', this.check)
     this.components.events.addEventListener('connection:open', this.onConnectionOpen)
     this.schedulePeriodicCheck()
   }
 
+  /** The periodic check, while there is a relay to check. */
   private schedulePeriodicCheck (): void {
+    if (!this.started || this.timer != null || this.kept.length === 0) return
     this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined
       this.schedulePeriodicCheck()
       this.check()
     }, this.checkInterval)
@@ -155,13 +224,14 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     this.started = false
     this.clock.clearTimeout(this.timer)
     this.timer = undefined
-    for (const relay of this.relays) {
+    for (const relay of this.kept) {
       this.clock.clearTimeout(relay.retry)
       relay.retry = undefined
     }
     this.components.events.removeEventListener('self:peer:update', this.check)
     this.components.events.removeEventListener('connection:close', this.check)
     this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
+    for (const done of this.removing) done()
   }
 
   /**
@@ -173,7 +243,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   private onConnectionOpen (evt: CustomEvent<Connection>): void {
     const { remotePeer, remoteAddr } = evt.detail
     const relayed = remoteAddr?.getComponents().some(c => c.code === CODE_P2P_CIRCUIT) ?? true
-    const relay = this.relays.find(r => r.id === remotePeer?.toString())
+    const relay = this.kept.find(r => r.id === remotePeer?.toString())
     if (relay != null && !relayed && !relay.reserving && relay.nextAttempt !== 0) {
       this.log('connected to %s during its back-off, reserving now', relay.id)
       relay.nextAttempt = 0
@@ -199,12 +269,96 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
 
   status (): RelayReservationStatus[] {
     const reserved = this.reservedRelays()
-    return this.relays.map(r => ({ relay: r.addr.toString(), reserved: reserved.has(r.id), failures: r.failures }))
+    return this.kept.map(r => ({ relay: r.addr.toString(), reserved: reserved.has(r.id), failures: r.failures }))
   }
 
   lastError (relay: string): string | undefined {
-    const state = this.relays.find(r => r.addr.toString() === relay)
+    const state = this.kept.find(r => r.addr.toString() === relay)
     return state == null || this.reservedRelays().has(state.id) ? undefined : state.lastError
+  }
+
+  relays (): Multiaddr[] {
+    return this.kept.map(r => r.addr)
+  }
+
+  async addRelay (addr: Multiaddr): Promise<RelayReservationStatus & { lastError?: string }> {
+    const id = relayIdOf(addr)
+    let relay = this.kept.find(r => r.id === id)
+    if (relay == null) {
+      if (this.kept.length >= MAX_RELAYS) throw new TooManyRelaysError(`this node keeps ${this.kept.length} relays already, the most it uses; remove one first`)
+      relay = { addr, id, failures: 0, nextAttempt: 0, reserving: false }
+      this.kept.push(relay)
+      this.log('relay %s added', id)
+    } else if (!relay.addr.equals(addr)) {
+      // the relay moved: try its new address now, not at the end of a back-off the old one earned
+      this.log('relay %s now at %a', id, addr)
+      relay.addr = addr
+      relay.failures = 0
+      relay.nextAttempt = 0
+      relay.lastError = undefined
+      this.clock.clearTimeout(relay.retry)
+      relay.retry = undefined
+    } else if (!relay.reserving && relay.nextAttempt !== 0) {
+      // added again while in its back-off: the user asks for it now (one attempt at a time still)
+      relay.nextAttempt = 0
+      this.clock.clearTimeout(relay.retry)
+      relay.retry = undefined
+    }
+    this.schedulePeriodicCheck()
+    this.check()
+    await relay.attempt
+    return { ...this.statusOf(relay), lastError: this.lastError(relay.addr.toString()) }
+  }
+
+  async removeRelay (relay: string | PeerId): Promise<boolean> {
+    const key = relay.toString()
+    const index = this.kept.findIndex(r => r.id === key || r.addr.toString() === key)
+    if (index < 0) return false
+    const [state] = this.kept.splice(index, 1)
+    this.clock.clearTimeout(state.retry)
+    state.retry = undefined
+    if (this.kept.length === 0) {
+      this.clock.clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    this.log('relay %s removed', state.id)
+    // an attempt under way would make a reservation after the hang-up: let it end first
+    await state.attempt
+    const peer = peerIdFromString(state.id)
+    // untagged before the hang-up: libp2p redials a disconnected peer that still has a keep-alive tag
+    await this.components.peerStore?.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } })
+      .catch(err => { this.log.error('could not untag relay %s - %e', state.id, err) })
+    // the relay transport ends a reservation, and drops its circuit address, when its connection closes
+    await this.components.connectionManager?.closeConnections?.(peer)
+      .catch(err => { this.log.error('could not close the connections to relay %s - %e', state.id, err) })
+    await this.circuitGone(state.id)
+    this.announce()
+    return true
+  }
+
+  /** Resolves once no listener advertises a circuit through this relay any more (or after REMOVE_TIMEOUT). */
+  private async circuitGone (id: string): Promise<void> {
+    if (!this.reservedRelays().has(id)) return
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.removing.add(resolve)
+    const onChange = (): void => { if (!this.reservedRelays().has(id)) resolve() }
+    const events = ['transport:listening', 'transport:close', 'self:peer:update', 'connection:close'] as const
+    for (const name of events) this.components.events.addEventListener(name, onChange)
+    const timer = this.clock.setTimeout(() => {
+      this.log.error('the circuit address through removed relay %s is still listed after %d ms', id, REMOVE_TIMEOUT)
+      resolve()
+    }, REMOVE_TIMEOUT)
+    try {
+      await promise
+    } finally {
+      this.removing.delete(resolve)
+      this.clock.clearTimeout(timer)
+      for (const name of events) this.components.events.removeEventListener(name, onChange)
+    }
+  }
+
+  private statusOf (relay: RelayState): RelayReservationStatus {
+    return { relay: relay.addr.toString(), reserved: this.reservedRelays().has(relay.id), failures: relay.failures }
   }
 
   /** Emits `change` when a reservation came or went or the reason for a missing one changed (not at each attempt). */
@@ -220,7 +374,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     if (!this.started) return
     const reserved = this.reservedRelays()
     const now = this.clock.now()
-    for (const relay of this.relays) {
+    for (const relay of this.kept) {
       if (reserved.has(relay.id)) {
         relay.failures = 0
         relay.nextAttempt = 0
@@ -229,7 +383,10 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
       }
       if (relay.reserving || now < relay.nextAttempt) continue
       relay.reserving = true
-      this.reserve(relay).finally(() => { relay.reserving = false })
+      relay.attempt = this.reserve(relay).finally(() => {
+        relay.reserving = false
+        relay.attempt = undefined
+      })
     }
     this.announce()
   }
@@ -255,6 +412,8 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
       this.announce()
       return
     }
+    // removed while this attempt ran: nothing more to try
+    if (!this.kept.includes(relay)) return
     relay.failures++
     this.announce()
     const delay = backoff(relay.failures, { first: this.initialDelay, max: this.maxDelay, jitter: 'equal' }, this.random)

@@ -8,6 +8,8 @@
 import { writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ApiClient, ApiError } from '../../cli/client.js'
@@ -15,9 +17,12 @@ import { startApiServer } from '../../daemon/api/server.js'
 import { API_FILE } from '../../daemon/api/file.js'
 import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
 import { MessageCancelledError, MessageNotCancellableError, UnknownMessageError } from '../../node/errors.js'
+import { encodeRelayLink } from '../../common/relay-link.js'
+import { MAX_RELAYS, TooManyRelaysError } from '../../node/network/reservations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage } from '../../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, RelayStatus } from '../../node/types.js'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 const TOKEN = 'unit-test-token'
@@ -103,6 +108,22 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   markRead = (peer: string, options: { upTo?: string }): ReadMark => {
     this.record('markRead', peer, options)
     return { peerId: peer, unread: options.upTo == null ? 0 : 1 }
+  }
+
+  /** Relays it uses; adding past MAX_RELAYS fails as the node does. */
+  readonly relays: string[] = []
+  addRelay = async (addr: Multiaddr): Promise<RelayStatus> => {
+    this.record('addRelay', addr.toString())
+    if (!this.relays.includes(addr.toString()) && this.relays.length >= MAX_RELAYS) throw new TooManyRelaysError(`this node keeps ${MAX_RELAYS} relays already`)
+    if (!this.relays.includes(addr.toString())) this.relays.push(addr.toString())
+    return { relay: addr.toString(), reserved: false, failures: 1, lastError: 'connection refused' }
+  }
+
+  removeRelay = async (relay: string): Promise<boolean> => {
+    this.record('removeRelay', relay)
+    const before = this.relays.length
+    this.relays.splice(0, this.relays.length, ...this.relays.filter(r => r !== relay && !r.endsWith(`/p2p/${relay}`)))
+    return this.relays.length < before
   }
 }
 
@@ -427,6 +448,54 @@ describe('the API server', () => {
     expect(events.at(-1)?.data.backlog).toBeGreaterThan(0)
   })
 
+  it('adds a relay from a multiaddr or a relay link: 200 with its status once the first attempt settled', async () => {
+    const { node, api } = await serve()
+    const relayAddr = `/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}`
+    expect(await call(api, 'POST', '/v1/relays', { body: { relay: `  ${relayAddr}\n` } })).toMatchObject({
+      status: 200,
+      body: { relay: relayAddr, reserved: false, failures: 1, lastError: 'connection refused' }
+    })
+    const link = encodeRelayLink(peerIdFromString(ALICE), [multiaddr('/ip4/127.0.0.1/tcp/4003'), multiaddr('/ip4/192.0.2.1/tcp/4003')])
+    expect(await call(api, 'POST', '/v1/relays', { body: { relay: link } })).toMatchObject({ status: 200, body: { relay: `/ip4/192.0.2.1/tcp/4003/p2p/${ALICE}` } })
+    expect(node.calls).toEqual([['addRelay', relayAddr], ['addRelay', `/ip4/192.0.2.1/tcp/4003/p2p/${ALICE}`]])
+  })
+
+  it('refuses a relay that is not one with 400, before the node sees it, and one past the node\'s limit with 409', async () => {
+    const { node, api } = await serve()
+    const refused = async (body: unknown): Promise<Answer> => call(api, 'POST', '/v1/relays', { body })
+    for (const body of [
+      { relay: '/ip4/127.0.0.1/tcp/4002' },
+      { relay: `/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}/p2p-circuit/p2p/${ME}` },
+      { relay: 'not a multiaddr' },
+      { relay: '' },
+      { relay: 42 },
+      { relay: `/dns4/${'a'.repeat(5000)}/tcp/1/p2p/${ALICE}` },
+      { relay: `/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}`, extra: true },
+      {},
+      undefined
+    ]) {
+      expect((await refused(body)).status, JSON.stringify(body)?.slice(0, 100)).toBe(400)
+    }
+    expect(await refused({ relay: '/ip4/127.0.0.1/tcp/4002' })).toMatchObject({ body: { error: 'BadRequest', message: expect.stringContaining('body.relay: must be a relay link') } })
+    // a damaged link: the server reads it whole
+    expect(await refused({ relay: 'parley-relay:e30' })).toMatchObject({ status: 400, body: { error: 'InvalidRelayLinkError' } })
+    expect(node.calls).toEqual([])
+
+    for (let i = 0; i < MAX_RELAYS; i++) node.relays.push(`/ip4/127.0.0.1/tcp/${7000 + i}/p2p/${ALICE}`)
+    expect(await refused({ relay: `/ip4/127.0.0.1/tcp/4002/p2p/${ME}` })).toMatchObject({ status: 409, body: { error: 'TooManyRelaysError' } })
+  })
+
+  it('removes a relay by peer ID or address: 204 without a body, 404 for one the node does not use', async () => {
+    const { node, api } = await serve()
+    node.relays.push(`/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}`, `/ip4/127.0.0.1/tcp/4003/p2p/${ME}`)
+    const removed = await call(api, 'DELETE', `/v1/relays/${ALICE}`)
+    expect(removed).toMatchObject({ status: 204, body: undefined })
+    expect(removed.headers['content-length']).toBeUndefined()
+    expect(await call(api, 'DELETE', `/v1/relays/${encodeURIComponent(`/ip4/127.0.0.1/tcp/4003/p2p/${ME}`)}`)).toMatchObject({ status: 204 })
+    expect(await call(api, 'DELETE', `/v1/relays/${ALICE}`)).toMatchObject({ status: 404, body: { error: 'NotFound' } })
+    expect(node.relays).toEqual([])
+  })
+
   it('serves the CLI\'s client: the contract\'s routes, answers and events, end to end', async () => {
     const { node, api } = await serve()
     const dataDir = await tempDir()
@@ -445,6 +514,10 @@ describe('the API server', () => {
       ['addContact', 'bob', ALICE, {}],
       ['acceptRequest', ALICE, { name: 'al' }]
     ])
+    expect(await client.addRelay(`/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}`)).toMatchObject({ relay: `/ip4/127.0.0.1/tcp/4002/p2p/${ALICE}`, reserved: false })
+    expect(await client.removeRelay(ALICE)).toBeUndefined()
+    expect(await client.removeRelay(ALICE).catch((err: Error) => err)).toMatchObject({ status: 404 })
+
     const refused = await client.removeContact('carol').catch((err: Error) => err)
     expect(refused).toBeInstanceOf(ApiError)
     expect(refused).toMatchObject({ status: 404, code: 'UnknownContactError', message: 'no contact named "carol"' })

@@ -1,10 +1,12 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { describe, expect, it } from 'vitest'
+import { defaultLogger } from '@libp2p/logger'
+import { TypedEventEmitter } from 'main-event'
+import { describe, expect, it, vi } from 'vitest'
 import { addressGroups } from '../../common/address-groups.js'
 import { ConnectionGuard, resolveConnectionLimits } from '../../node/network/connection-guard.js'
-import type { MultiaddrConnection, PeerId } from '@libp2p/interface'
+import type { Libp2pEvents, MultiaddrConnection, PeerId } from '@libp2p/interface'
 
 async function peer (): Promise<PeerId> {
   return peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
@@ -84,6 +86,40 @@ describe('the connection guard', () => {
     const guard = new ConnectionGuard()
     expect(guard.gater.filterMultiaddrForPeer!(bob, multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${mallory}`))).toBe(false)
     expect(guard.gater.filterMultiaddrForPeer!(bob, multiaddr('/ip4/127.0.0.1/tcp/1'))).toBe(true)
+  })
+
+  it('trusts the relays the node reserves on, as they are added and removed', async () => {
+    const relay = await peer()
+    const added = await peer()
+    const friend = await peer()
+    const merge = vi.fn(async () => ({}) as any)
+    const guard = new ConnectionGuard({ limits, relays: [relay.toString()], trust: { isTrusted: p => p.equals(friend) } })
+    guard.service()({ connectionManager: {} as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge } as any, logger: defaultLogger() })
+    const deny = async (p: PeerId, port: number): Promise<boolean> => guard.gater.denyInboundEncryptedConnection!(p, maConn(`/ip4/198.51.100.7/tcp/${port}`)) as boolean
+    // the IP's room for strangers is taken
+    expect([await deny(await peer(), 1), await deny(await peer(), 2), await deny(await peer(), 3)]).toEqual([false, false, true])
+    expect(await deny(relay, 4)).toBe(false)
+    expect(await deny(added, 5)).toBe(true)
+
+    guard.trustRelay(added)
+    expect(guard.trustedRelays()).toEqual([relay.toString(), added.toString()])
+    expect(guard.isTrusted(added)).toBe(true)
+    expect(await deny(added, 6)).toBe(false)
+
+    guard.distrustRelay(added)
+    expect(guard.isTrusted(added)).toBe(false)
+    expect(await deny(added, 7)).toBe(true)
+    // its tag goes now, not when it expires
+    expect(merge).toHaveBeenCalledWith(added, { tags: { 'parley-trusted': undefined } })
+
+    // a relay that is also a contact stays trusted, and tagged
+    guard.trustRelay(friend)
+    guard.distrustRelay(friend.toString())
+    expect(guard.isTrusted(friend)).toBe(true)
+    expect(merge).toHaveBeenCalledTimes(1)
+    // removing one that is not a relay changes nothing
+    guard.distrustRelay(await peer())
+    expect(guard.trustedRelays()).toEqual([relay.toString()])
   })
 
   it('takes limits from config, naming a wrong one', () => {

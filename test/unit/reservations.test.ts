@@ -4,7 +4,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { reservationKeeper } from '../../node/network/reservations.js'
+import { MAX_RELAYS, reservationKeeper } from '../../node/network/reservations.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import type { ReservationKeeper, ReservationKeeperInit } from '../../node/network/reservations.js'
 import type { Libp2pEvents, PeerId, Startable } from '@libp2p/interface'
@@ -278,5 +278,193 @@ describe('the reservation keeper', async () => {
       { relay: addrA.toString(), reserved: false, failures: expect.any(Number) },
       { relay: addrB.toString(), reserved: true, failures: 0 }
     ])
+  })
+
+  describe('relays added and removed while it runs', () => {
+    /** A keeper with a connection manager: a relay is dialled first (refused while down), and hanging up on one ends its reservation. */
+    async function startLive (relays: Multiaddr[] = [], options: { keepCircuit?: boolean } = {}): Promise<{ clock: FakeClock, transports: FakeTransports, events: TypedEventEmitter<Libp2pEvents>, dialled: string[], closed: string[], merge: ReturnType<typeof vi.fn> }> {
+      const clock = new FakeClock()
+      const transports = new FakeTransports()
+      const events = new TypedEventEmitter<Libp2pEvents>()
+      const dialled: string[] = []
+      const closed: string[] = []
+      const merge = vi.fn(async () => ({}) as any)
+      keeper = reservationKeeper({ relays, clock, random: () => 0.5 })({
+        transportManager: transports,
+        connectionManager: {
+          openConnection: vi.fn(async (target) => {
+            const addr = target as Multiaddr
+            dialled.push(addr.toString())
+            const relay = addr.getComponents().findLast(c => c.name === 'p2p')?.value ?? ''
+            if (!transports.up.has(relay)) throw new Error('connection refused')
+            return {} as any
+          }),
+          closeConnections: vi.fn(async (relay: PeerId) => {
+            closed.push(relay.toString())
+            // the relay transport drops the reservation, and its circuit address, with the connection
+            if (options.keepCircuit !== true) transports.drop(relay)
+            events.safeDispatchEvent('transport:listening', { detail: {} as any })
+          })
+        },
+        peerStore: { merge },
+        events,
+        logger: defaultLogger()
+      }) as ReservationKeeper & Startable
+      await keeper.start()
+      await keeper.afterStart?.()
+      return { clock, transports, events, dialled, closed, merge }
+    }
+
+    it('reserves on an added relay at once, dialling it first, and keeps it from then on', async () => {
+      const { clock, transports, dialled } = await startLive()
+      expect(clock.pending).toBe(0)
+      transports.up.add(relayA.toString())
+      const status = await keeper?.addRelay(addrA)
+      expect(status).toEqual({ relay: addrA.toString(), reserved: true, failures: 0 })
+      expect(dialled).toEqual([addrA.toString()])
+      expect(transports.listenedOn()).toEqual([circuitA.toString()])
+      expect(keeper?.relays().map(String)).toEqual([addrA.toString()])
+      // kept like a configured relay: the periodic check runs now, and a lost reservation is made again
+      expect(clock.pending).toBe(1)
+      transports.drop(relayA)
+      clock.advance(5_000)
+      await flush()
+      expect(transports.listenedOn()).toEqual([circuitA.toString(), circuitA.toString()])
+    })
+
+    it('answers an added relay that cannot be reached with its error, and keeps trying it', async () => {
+      const { clock, transports } = await startLive()
+      const status = await keeper?.addRelay(addrB)
+      expect(status).toEqual({ relay: addrB.toString(), reserved: false, failures: 1, lastError: 'connection refused' })
+      expect(transports.listen).not.toHaveBeenCalled()
+      transports.up.add(relayB.toString())
+      clock.advance(750)
+      await flush()
+      expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: true, failures: 0 }])
+    })
+
+    it('tries at once a relay added again while it waits out its back-off', async () => {
+      const { clock, transports, dialled } = await startLive()
+      await keeper?.addRelay(addrB)
+      expect(await keeper?.addRelay(addrB)).toMatchObject({ reserved: false, failures: 2 })
+      expect(dialled).toEqual([addrB.toString(), addrB.toString()])
+      transports.up.add(relayB.toString())
+      expect(await keeper?.addRelay(addrB)).toEqual({ relay: addrB.toString(), reserved: true, failures: 0 })
+      // the back-off's timer went with it: only the periodic check is left
+      expect(clock.pending).toBe(1)
+    })
+
+    it('is idempotent: the same relay again changes nothing, the same relay at a new address takes it', async () => {
+      const { transports, dialled } = await startLive([addrA])
+      transports.up.add(relayA.toString())
+      await keeper?.addRelay(addrA)
+      expect(await keeper?.addRelay(addrA)).toEqual({ relay: addrA.toString(), reserved: true, failures: 0 })
+      expect(transports.listenedOn()).toEqual([circuitA.toString()])
+      const moved = multiaddr(`/ip4/127.0.0.1/tcp/6001/p2p/${relayA}`)
+      transports.drop(relayA)
+      await keeper?.addRelay(moved)
+      expect(keeper?.relays().map(String)).toEqual([moved.toString()])
+      expect(dialled.at(-1)).toBe(moved.toString())
+    })
+
+    it('refuses an address without the relay\'s peer ID, or through another relay, and more than MAX_RELAYS relays', async () => {
+      await startLive()
+      await expect(keeper?.addRelay(multiaddr('/ip4/127.0.0.1/tcp/5001'))).rejects.toMatchObject({ name: 'InvalidRelayAddressError' })
+      await expect(keeper?.addRelay(circuitA.encapsulate(`/p2p/${relayB}`))).rejects.toMatchObject({ name: 'InvalidRelayAddressError' })
+      for (let i = 0; i < MAX_RELAYS; i++) await keeper?.addRelay(multiaddr(`/ip4/127.0.0.1/tcp/${7000 + i}/p2p/${await peer()}`))
+      await expect(keeper?.addRelay(addrA)).rejects.toMatchObject({ name: 'TooManyRelaysError' })
+      expect(keeper?.relays()).toHaveLength(MAX_RELAYS)
+      // an address change of a relay already kept is no new relay
+      const kept = keeper?.relays()[0] as Multiaddr
+      await expect(keeper?.addRelay(multiaddr(kept.toString().replace('/tcp/7000/', '/tcp/7100/')))).resolves.toMatchObject({ reserved: false })
+    })
+
+    it('refuses more configured relays than MAX_RELAYS at start', async () => {
+      const many = await Promise.all(Array.from({ length: MAX_RELAYS + 1 }, async (_, i) => multiaddr(`/ip4/127.0.0.1/tcp/${7000 + i}/p2p/${await peer()}`)))
+      expect(() => reservationKeeper({ relays: many })({ transportManager: new FakeTransports(), events: new TypedEventEmitter<Libp2pEvents>(), logger: defaultLogger() })).toThrow(/over the limit of 16/)
+    })
+
+    it('stops using a removed relay: untagged, hung up on, its circuit address gone, never tried again', async () => {
+      const { clock, transports, closed, merge } = await startLive([addrA, addrB])
+      transports.up.add(relayA.toString())
+      clock.advance(5_000)
+      await flush()
+      expect(keeper?.status()).toEqual([
+        { relay: addrA.toString(), reserved: true, failures: 0 },
+        { relay: addrB.toString(), reserved: false, failures: 1 }
+      ])
+      const changes: string[] = []
+      keeper?.addEventListener('change', (evt) => { changes.push(evt.detail.map(s => s.relay).join(' ')) })
+
+      expect(await keeper?.removeRelay(relayA.toString())).toBe(true)
+      expect(merge).toHaveBeenCalledWith(relayA, { tags: { 'keep-alive-circuit-relay': undefined } })
+      expect(closed).toEqual([relayA.toString()])
+      expect(transports.getAddrs().map(String)).not.toContain(circuitA.toString())
+      expect(keeper?.status()).toEqual([{ relay: addrB.toString(), reserved: false, failures: 1 }])
+      expect(changes).toEqual([addrB.toString()])
+
+      // by its address as `status` lists it; a relay no longer kept is no error
+      expect(await keeper?.removeRelay(addrB.toString())).toBe(true)
+      expect(await keeper?.removeRelay(addrB.toString())).toBe(false)
+      expect(await keeper?.removeRelay(relayA)).toBe(false)
+      const listens = transports.listen.mock.calls.length
+      clock.advance(3_600_000)
+      await flush()
+      expect(transports.listen).toHaveBeenCalledTimes(listens)
+      expect(keeper?.status()).toEqual([])
+      expect(clock.pending).toBe(0)
+    })
+
+    it('waits for the circuit address to go no longer than 5 s, nor past stop()', async () => {
+      // a transport that keeps the circuit address after the hang-up
+      const { clock, transports, events } = await startLive([addrA, addrB], { keepCircuit: true })
+      transports.up.add(relayA.toString()).add(relayB.toString())
+      clock.advance(5_000)
+      await flush()
+      let removedA = false
+      keeper?.removeRelay(relayA).then(() => { removedA = true }, () => {})
+      events.safeDispatchEvent('transport:listening', { detail: {} as any })
+      await flush()
+      expect(removedA).toBe(false)
+      clock.advance(4_999)
+      await flush()
+      expect(removedA).toBe(false)
+      clock.advance(1)
+      await flush()
+      expect(removedA).toBe(true)
+      expect(keeper?.relays().map(String)).toEqual([addrB.toString()])
+
+      let removedB = false
+      keeper?.removeRelay(relayB).then(() => { removedB = true }, () => {})
+      await flush()
+      expect(removedB).toBe(false)
+      await keeper?.stop()
+      await flush()
+      expect(removedB).toBe(true)
+      expect(clock.pending).toBe(0)
+    })
+
+    it('lets an attempt under way end before hanging up, and does not try the removed relay again', async () => {
+      const { clock, transports, closed } = await startLive()
+      transports.up.add(relayA.toString())
+      const { promise: dialling, resolve: answer } = Promise.withResolvers<void>()
+      const slow = vi.fn(async () => { await dialling })
+      transports.listen.mockImplementationOnce(async (addrs) => {
+        await slow()
+        transports.reserve(addrs[0])
+      })
+      const added = keeper?.addRelay(addrA)
+      const removed = keeper?.removeRelay(relayA)
+      await flush()
+      expect(closed).toEqual([])
+      answer()
+      expect(await removed).toBe(true)
+      await added
+      expect(closed).toEqual([relayA.toString()])
+      expect(transports.getAddrs().map(String)).not.toContain(circuitA.toString())
+      clock.advance(3_600_000)
+      await flush()
+      expect(transports.listen).toHaveBeenCalledTimes(1)
+    })
   })
 })
