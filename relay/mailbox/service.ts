@@ -255,7 +255,12 @@ export class MailboxService implements Startable {
           break
         }
         const kind = kindOf(request)
-        if (kind === 'delete') throw new MailboxProtocolError('Delete outside an Open session')
+        if (kind === 'delete') {
+          // a Delete is the owner's, within its session: outside one it names no mailbox to act on
+          this.observer?.refused('delete', Response.Status.FORBIDDEN)
+          await sendFrame(stream, responseFrame({ status: Response.Status.FORBIDDEN, reason: 'Delete is only for the owner, within its Open session' }))
+          continue
+        }
         if (kind === 'open') {
           const session = await this.open(stream, connection, request.open?.window ?? 0)
           if (session != null) {
