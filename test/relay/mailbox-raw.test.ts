@@ -160,4 +160,60 @@ describe('mailbox host, from a client written from the spec alone', () => {
     expect(relay.mailbox?.openSessions).toBe(1)
     await second.stream.close()
   })
+
+  it('closes a stream that sends no request within the idle timeout, but never an open session', async () => {
+    const relay = await net.relay({ mailbox: { idleTimeout: 200 } })
+    const bob = await rawPeer()
+    expect((await ask(bob, relay, { register: {} })).status).toBe(Response.Status.OK)
+    const session = await open(bob, relay)
+    session.send({ open: { window: 0 } })
+    expect((await session.next())?.status).toBe(Response.Status.OK)
+
+    const idle = await open(bob, relay)
+    // the host ends the idle stream by itself
+    expect(await idle.next()).toBeUndefined()
+    // the session, idle just as long, still gets what is deposited
+    const alice = await rawPeer()
+    const { id } = await ask(alice, relay, { deposit: { mailbox: bob.peerId.toMultihash().bytes, envelope: Uint8Array.from([7]), ttlMs: 0n } })
+    expect((await session.next())?.envelopes.map(e => e.id)).toEqual([id])
+    await session.stream.close()
+  })
+
+  it('bounds open sessions: past maxSessions an Open is UNAVAILABLE with a retry-after', async () => {
+    const relay = await net.relay({ mailbox: { maxSessions: 1 } })
+    const bob = await rawPeer()
+    const carol = await rawPeer()
+    for (const owner of [bob, carol]) expect((await ask(owner, relay, { register: {} })).status).toBe(Response.Status.OK)
+    const first = await open(bob, relay)
+    first.send({ open: { window: 0 } })
+    expect((await first.next())?.status).toBe(Response.Status.OK)
+    const refused = await ask(carol, relay, { open: { window: 0 } })
+    expect(refused.status).toBe(Response.Status.UNAVAILABLE)
+    expect(refused.retryAfterMs).toBeGreaterThan(0)
+    await first.stream.close()
+    expect(await first.next()).toBeUndefined()
+    expect((await ask(carol, relay, { open: { window: 0 } })).status).toBe(Response.Status.OK)
+  })
+
+  it('refuses mailbox streams past maxStreamsPerConnection on one connection', async () => {
+    const relay = await net.relay({ mailbox: { maxStreamsPerConnection: 2 } })
+    const bob = await rawPeer()
+    const held = [await open(bob, relay), await open(bob, relay)]
+    // the third is not served: its request goes unanswered (the stream is reset or ended)
+    const third = await open(bob, relay).catch(() => undefined)
+    if (third != null) {
+      const answer = await (async () => {
+        third.send({ register: {} })
+        return third.next()
+      })().catch(() => undefined)
+      expect(answer).toBeUndefined()
+    }
+    // the two held are served, and once one goes another is
+    held[0].send({ register: {} })
+    expect((await held[0].next())?.status).toBe(Response.Status.OK)
+    await held[1].stream.close()
+    expect(await held[1].next()).toBeUndefined()
+    expect((await ask(bob, relay, { register: {} })).status).toBe(Response.Status.OK)
+    await held[0].stream.close()
+  })
 })

@@ -7,6 +7,7 @@ import { Request, Response } from '../../protocols/mailbox/pb/mailbox.js'
 import { loadRelayConfig } from '../../relay/config.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { useNetwork } from '../fixtures/network.js'
+import { httpGet, metricValue } from '../fixtures/processes.js'
 import { until } from '../fixtures/wait.js'
 import { bareNode } from './hop.js'
 import type { MailboxSession, StoredEnvelopeInfo } from '../../protocols/mailbox/client.js'
@@ -107,8 +108,15 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
 
     const again = await open(bob, relay)
     expect(again.info.envelopes).toBe(0)
-    expect(await relay.metrics.value('parley_relay_mailbox_deposits_total')).toBe(3)
-    expect(await relay.metrics.value('parley_relay_mailboxes')).toBe(1)
+    // the operator's figures, as /metrics serves them
+    const { body } = await httpGet(`${relay.metricsUrl ?? ''}/metrics`)
+    expect(metricValue(body, 'parley_relay_mailbox_deposits_total')).toBe(3)
+    expect(metricValue(body, 'parley_relay_mailbox_deposited_bytes_total')).toBe(24)
+    expect(metricValue(body, 'parley_relay_mailboxes')).toBe(1)
+    expect(metricValue(body, 'parley_relay_mailbox_envelopes')).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_bytes')).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_refusals_total', { request: 'deposit', status: 'QUOTA_EXCEEDED' })).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_expired_total', { kind: 'envelope' })).toBe(0)
   })
 
   it('pushes no more than the window until the owner deletes', async () => {
