@@ -236,7 +236,12 @@ export class MailboxService implements Startable {
     const armIdle = (): void => {
       this.clock.clearTimeout(idle)
       idle = this.clock.setTimeout(() => {
+        // our side ends gracefully; a peer that keeps its own open (or sits in
+        // the middle of a frame) is reset one more timeout later
         stream.close().catch(err => { stream.abort(err) })
+        idle = this.clock.setTimeout(() => {
+          stream.abort(new DOMException(`no request within ${this.limits.idleTimeout} ms`, 'TimeoutError'))
+        }, this.limits.idleTimeout)
       }, this.limits.idleTimeout)
     }
     try {
