@@ -324,7 +324,7 @@ export class MailboxService implements Startable {
     const now = this.clock.now()
     const mailbox = this.store.mailbox(deposit.mailbox, now)
     if (mailbox == null) return refusal({ status: Response.Status.NO_SUCH_MAILBOX, reason: 'no mailbox is registered for that peer here' })
-    const depositor = this.store.depositorTag(connection.remotePeer.toMultihash().bytes)
+    const depositor = this.store.depositorTag(deposit.mailbox, connection.remotePeer.toMultihash().bytes)
     const full = checkQuota(size, this.store.usage(deposit.mailbox), this.store.depositorUsage(deposit.mailbox, depositor), this.limits)
     if (full != null) return refusal(full)
 
