@@ -26,6 +26,8 @@ interface RawStream {
   sendRaw(bytes: Uint8Array): void
   /** The next response, or undefined when the host ended the stream. */
   next(): Promise<Response | undefined>
+  /** The byte length of each frame read so far. */
+  sizes: number[]
 }
 
 describe('mailbox host, from a client written from the spec alone', () => {
@@ -47,13 +49,17 @@ describe('mailbox host, from a client written from the spec alone', () => {
   async function open (node: Libp2p, relay: ParleyRelay): Promise<RawStream> {
     const stream = await node.dialProtocol(relay.multiaddrs[0], PROTOCOL)
     const frames = lp.decode(stream)[Symbol.asyncIterator]()
+    const sizes: number[] = []
     return {
       stream,
+      sizes,
       send (request) { stream.send(lp.encode.single(Request.encode(request))) },
       sendRaw (bytes) { stream.send(bytes) },
       async next () {
         const frame = await frames.next() as IteratorResult<Uint8ArrayList>
-        return frame.done === true ? undefined : Response.decode(frame.value)
+        if (frame.done === true) return undefined
+        sizes.push(frame.value.byteLength)
+        return Response.decode(frame.value)
       }
     }
   }
@@ -215,5 +221,26 @@ describe('mailbox host, from a client written from the spec alone', () => {
     expect(await held[1].next()).toBeUndefined()
     expect((await ask(bob, relay, { register: {} })).status).toBe(Response.Status.OK)
     await held[0].stream.close()
+  })
+
+  it('splits pushes of large envelopes so that no frame is over 1 MiB', async () => {
+    const relay = await net.relay()
+    const bob = await rawPeer()
+    const alice = await rawPeer()
+    expect((await ask(bob, relay, { register: {} })).status).toBe(Response.Status.OK)
+    const depositing = await open(alice, relay)
+    for (let i = 0; i < 20; i++) depositing.send({ deposit: { mailbox: bob.peerId.toMultihash().bytes, envelope: new Uint8Array(65_536).fill(i), ttlMs: 0n } })
+    for (let i = 0; i < 20; i++) expect((await depositing.next())?.status).toBe(Response.Status.OK)
+    await depositing.stream.close()
+
+    const session = await open(bob, relay)
+    session.send({ open: { window: 0 } })
+    expect((await session.next())?.info?.envelopes).toBe(20)
+    const pushes: number[][] = []
+    while (pushes.flat().length < 20) pushes.push((await session.next())?.envelopes.map(e => e.envelope[0]) ?? [])
+    expect(pushes.flat()).toEqual(Array.from({ length: 20 }, (_, i) => i))
+    expect(pushes.length).toBeGreaterThan(1)
+    expect(Math.max(...session.sizes)).toBeLessThanOrEqual(1_048_576)
+    await session.stream.close()
   })
 })
