@@ -199,7 +199,8 @@ const MAILBOX_REFUSALS: Array<{ request: MailboxRequestKind, status: string }> =
   ...['INVALID', 'TOO_LARGE', 'NO_SUCH_MAILBOX', 'QUOTA_EXCEEDED', 'RATE_LIMITED'].map(status => ({ request: 'deposit' as const, status })),
   { request: 'register', status: 'UNAVAILABLE' },
   { request: 'open', status: 'NO_SUCH_MAILBOX' },
-  { request: 'open', status: 'UNAVAILABLE' }
+  { request: 'open', status: 'UNAVAILABLE' },
+  { request: 'delete', status: 'FORBIDDEN' }
 ]
 
 /**

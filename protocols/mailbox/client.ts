@@ -115,7 +115,7 @@ class Exchange {
   }
 
   /** The next response; the stream ending first is a protocol error (every request is answered). */
-  async read (options: AbortOptions = {}): Promise<Response | never> {
+  async read (options: AbortOptions = {}): Promise<Response> {
     const next = await this.next(options)
     if (next == null) throw new MailboxProtocolError('the host closed the stream without answering')
     return next

@@ -20,7 +20,7 @@ import {
 } from '../../protocols/mailbox/protocol.js'
 import { checkEnvelopeSize, checkQuota, checkRegister, checkSession, DepositRateLimiter, grantedTtl, leaseExpiry } from './limits.js'
 import type { MailboxLimits, Refusal } from './limits.js'
-import type { MailboxStore } from './store.js'
+import type { MailboxStore, StoredEnvelopeRow } from './store.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { MailboxInfo } from '../../protocols/mailbox/pb/mailbox.js'
 import type { ComponentLogger, Connection, Logger, Startable, Stream } from '@libp2p/interface'
@@ -109,7 +109,7 @@ class Session {
       return
     }
     this.pumping = true
-    this.pump().catch(err => { this.end(err) }).finally(() => { this.pumping = false })
+    this.pump().catch(err => { this.end(err) })
   }
 
   /** The owner deleted these ids (hex). */
@@ -127,30 +127,40 @@ class Session {
   }
 
   private async pump (): Promise<void> {
-    do {
-      this.again = false
-      const now = this.host.now()
-      for (const [id, expiresAt] of this.unacked) {
-        if (expiresAt <= now) this.unacked.delete(id)
-      }
-      while (!this.closed && this.unacked.size < this.window) {
-        const rows = this.host.store.list(this.owner, this.lastSeq, Math.min(MAX_PUSH_ENVELOPES, this.window - this.unacked.size), now)
-        if (rows.length === 0) break
-        // as many as fit in one frame; the rest go in the next
-        const batch: StoredEnvelope[] = []
-        let size = 16
-        for (const row of rows) {
-          const entry: StoredEnvelope = { id: row.id, storedAt: BigInt(row.storedAt), expiresAt: BigInt(row.expiresAt), envelope: row.envelope }
-          const entrySize = StoredEnvelope.encode(entry).byteLength + 6
-          if (batch.length > 0 && size + entrySize > MAX_FRAME_BYTES) break
-          batch.push(entry)
-          size += entrySize
-          this.lastSeq = row.seq
-          this.unacked.set(uint8ArrayToString(row.id, 'base16'), row.expiresAt)
+    try {
+      do {
+        this.again = false
+        const now = this.host.now()
+        for (const [id, expiresAt] of this.unacked) {
+          if (expiresAt <= now) this.unacked.delete(id)
         }
-        await sendFrame(this.stream, responseFrame({ status: Response.Status.OK, envelopes: batch }))
-      }
-    } while (this.again && !this.closed)
+        while (!this.closed && this.unacked.size < this.window) {
+          const rows = this.host.store.list(this.owner, this.lastSeq, Math.min(MAX_PUSH_ENVELOPES, this.window - this.unacked.size), now)
+          if (rows.length === 0) break
+          await sendFrame(this.stream, responseFrame({ status: Response.Status.OK, envelopes: this.batch(rows) }))
+        }
+      } while (this.again && !this.closed)
+    } finally {
+      // in the same turn as the last look at `again`: no wake falls in between
+      this.pumping = false
+    }
+  }
+
+  /** As many of `rows` as fit in one frame (the rest go in the next), counted as pushed. */
+  private batch (rows: StoredEnvelopeRow[]): StoredEnvelope[] {
+    const batch: StoredEnvelope[] = []
+    let size = 16
+    for (const row of rows) {
+      const entry: StoredEnvelope = { id: row.id, storedAt: BigInt(row.storedAt), expiresAt: BigInt(row.expiresAt), envelope: row.envelope }
+      // the entry, its field tag and its length prefix
+      const entrySize = StoredEnvelope.encode(entry).byteLength + 6
+      if (batch.length > 0 && size + entrySize > MAX_FRAME_BYTES) break
+      batch.push(entry)
+      size += entrySize
+      this.lastSeq = row.seq
+      this.unacked.set(uint8ArrayToString(row.id, 'base16'), row.expiresAt)
+    }
+    return batch
   }
 }
 
@@ -236,7 +246,12 @@ export class MailboxService implements Startable {
     const armIdle = (): void => {
       this.clock.clearTimeout(idle)
       idle = this.clock.setTimeout(() => {
+        // our side ends gracefully; a peer that keeps its own open (or sits in
+        // the middle of a frame) is reset one more timeout later
         stream.close().catch(err => { stream.abort(err) })
+        idle = this.clock.setTimeout(() => {
+          stream.abort(new DOMException(`no request within ${this.limits.idleTimeout} ms`, 'TimeoutError'))
+        }, this.limits.idleTimeout)
       }, this.limits.idleTimeout)
     }
     try {
@@ -255,7 +270,12 @@ export class MailboxService implements Startable {
           break
         }
         const kind = kindOf(request)
-        if (kind === 'delete') throw new MailboxProtocolError('Delete outside an Open session')
+        if (kind === 'delete') {
+          // a Delete is the owner's, within its session: outside one it names no mailbox to act on
+          this.observer?.refused('delete', Response.Status.FORBIDDEN)
+          await sendFrame(stream, responseFrame({ status: Response.Status.FORBIDDEN, reason: 'Delete is only for the owner, within its Open session' }))
+          continue
+        }
         if (kind === 'open') {
           const session = await this.open(stream, connection, request.open?.window ?? 0)
           if (session != null) {
@@ -314,7 +334,7 @@ export class MailboxService implements Startable {
     const now = this.clock.now()
     const mailbox = this.store.mailbox(deposit.mailbox, now)
     if (mailbox == null) return refusal({ status: Response.Status.NO_SUCH_MAILBOX, reason: 'no mailbox is registered for that peer here' })
-    const depositor = this.store.depositorTag(connection.remotePeer.toMultihash().bytes)
+    const depositor = this.store.depositorTag(deposit.mailbox, connection.remotePeer.toMultihash().bytes)
     const full = checkQuota(size, this.store.usage(deposit.mailbox), this.store.depositorUsage(deposit.mailbox, depositor), this.limits)
     if (full != null) return refusal(full)
 

@@ -5,7 +5,8 @@
  *
  * Privacy: what is kept is which mailbox an envelope is for, its bytes (sealed,
  * opaque), its size and times, and a depositor tag: HMAC-SHA-256 of the
- * depositor's peer ID under a secret of this host (`mailbox-secret`, 0600), so
+ * mailbox and the depositor's peer ID under a secret of this host
+ * (`mailbox-secret`, 0600), so
  * that per-depositor quotas survive a restart without the file naming any
  * depositor. The owner's peer ID is kept: it names the mailbox.
  */
@@ -55,7 +56,7 @@ CREATE TABLE envelopes (
   size INTEGER NOT NULL,
   stored_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
-  depositor BLOB NOT NULL            -- HMAC-SHA-256(secret, depositor peer ID), never the ID
+  depositor BLOB NOT NULL            -- HMAC-SHA-256(secret, mailbox || depositor peer ID), never the ID
 );
 CREATE INDEX envelopes_by_mailbox ON envelopes (mailbox, seq);
 CREATE INDEX envelopes_by_depositor ON envelopes (mailbox, depositor, size);
@@ -81,7 +82,7 @@ export interface NewEnvelope {
   envelope: Uint8Array
   storedAt: number
   expiresAt: number
-  /** `depositorTag(peer)`. */
+  /** `depositorTag(mailbox, depositor)`. */
   depositor: Uint8Array
 }
 
@@ -157,9 +158,17 @@ export class MailboxStore {
     this.totals = { mailboxes, envelopes: envelopes.n, bytes: envelopes.bytes }
   }
 
-  /** The depositor tag of a peer ID (its multihash bytes): keyed, so the file alone cannot be matched to peers. */
-  depositorTag (peerId: Uint8Array): Uint8Array {
-    return hmac(sha256, this.secret, peerId)
+  /**
+   * The tag of a depositor (its peer ID's multihash bytes) in one mailbox:
+   * keyed, so the file alone cannot be matched to peers, and per mailbox, so
+   * that it does not even show that one unknown sender writes to several
+   * mailboxes. Multihashes delimit themselves: the concatenation is unambiguous.
+   */
+  depositorTag (mailbox: Uint8Array, depositor: Uint8Array): Uint8Array {
+    const input = new Uint8Array(mailbox.byteLength + depositor.byteLength)
+    input.set(mailbox)
+    input.set(depositor, mailbox.byteLength)
+    return hmac(sha256, this.secret, input)
   }
 
   /** Mailboxes, envelopes and envelope bytes held now. */

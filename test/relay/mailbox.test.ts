@@ -1,11 +1,13 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import * as lp from 'it-length-prefixed'
 import { afterEach, describe, expect, it } from 'vitest'
+import { MAILBOX_PROTOCOL, MailboxClient, MailboxRefusedError } from '../../protocols/mailbox/client.js'
+import { Request, Response } from '../../protocols/mailbox/pb/mailbox.js'
 import { loadRelayConfig } from '../../relay/config.js'
-import { MailboxClient, MailboxRefusedError } from '../../protocols/mailbox/client.js'
-import { Response } from '../../protocols/mailbox/pb/mailbox.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { useNetwork } from '../fixtures/network.js'
+import { httpGet, metricValue } from '../fixtures/processes.js'
 import { until } from '../fixtures/wait.js'
 import { bareNode } from './hop.js'
 import type { MailboxSession, StoredEnvelopeInfo } from '../../protocols/mailbox/client.js'
@@ -106,8 +108,15 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
 
     const again = await open(bob, relay)
     expect(again.info.envelopes).toBe(0)
-    expect(await relay.metrics.value('parley_relay_mailbox_deposits_total')).toBe(3)
-    expect(await relay.metrics.value('parley_relay_mailboxes')).toBe(1)
+    // the operator's figures, as /metrics serves them
+    const { body } = await httpGet(`${relay.metricsUrl ?? ''}/metrics`)
+    expect(metricValue(body, 'parley_relay_mailbox_deposits_total')).toBe(3)
+    expect(metricValue(body, 'parley_relay_mailbox_deposited_bytes_total')).toBe(24)
+    expect(metricValue(body, 'parley_relay_mailboxes')).toBe(1)
+    expect(metricValue(body, 'parley_relay_mailbox_envelopes')).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_bytes')).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_refusals_total', { request: 'deposit', status: 'QUOTA_EXCEEDED' })).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_expired_total', { kind: 'envelope' })).toBe(0)
   })
 
   it('pushes no more than the window until the owner deletes', async () => {
@@ -252,5 +261,57 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     expect(relay.mailbox).toBeUndefined()
     const bob = await client(relay)
     await expect(bob.mailbox.register(relay.peerId)).rejects.toMatchObject({ name: 'UnsupportedProtocolError' })
+  })
+})
+
+describe('MailboxClient against a host that breaks the protocol', () => {
+  let peers: Libp2p[] = []
+
+  afterEach(async () => {
+    const stopping = peers
+    peers = []
+    await Promise.allSettled(stopping.map(async p => { await p.stop() }))
+  })
+
+  /** A host that answers every mailbox stream with `reply(request)`: raw frames of its choosing. */
+  async function hostileHost (reply: (request: Request) => Uint8Array[]): Promise<{ host: Libp2p, client: MailboxClient }> {
+    const host = await bareNode({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const node = await bareNode()
+    peers.push(host, node)
+    await host.handle(MAILBOX_PROTOCOL, async (stream) => {
+      // one request, answered as told, then the host's side closes
+      const first = await lp.decode(stream)[Symbol.asyncIterator]().next()
+      if (first.done !== true) for (const out of reply(Request.decode(first.value))) stream.send(out)
+      await stream.close()
+    })
+    await node.dial(host.getMultiaddrs()[0])
+    return { host, client: new MailboxClient({ dialer: node, logger: node.logger }) }
+  }
+
+  const framed = (response: Partial<Response>): Uint8Array => lp.encode.single(Response.encode(response)).subarray()
+
+  it('refuses an oversized frame, a missing answer and an answer without what it must carry', async () => {
+    const oversized = await hostileHost(() => [Uint8Array.from([0x81, 0x80, 0x40])])
+    await expect(oversized.client.register(oversized.host.peerId)).rejects.toMatchObject({ name: 'MailboxProtocolError' })
+
+    const silent = await hostileHost(() => [])
+    await expect(silent.client.register(silent.host.peerId)).rejects.toMatchObject({ name: 'MailboxProtocolError' })
+
+    const noId = await hostileHost(() => [framed({ status: Response.Status.OK })])
+    await expect(noId.client.deposit(noId.host.peerId, noId.host.peerId, bytes('x'))).rejects.toMatchObject({ name: 'MailboxProtocolError' })
+  })
+
+  it('ends a session with an error when a push breaks the bounds: too many envelopes, ids over 32 bytes', async () => {
+    const info = { envelopes: 0, bytes: 0n, maxEnvelopes: 1, maxBytes: 1n, expiresAt: 1n }
+    const envelope = (id: Uint8Array): any => ({ id, storedAt: 1n, expiresAt: 2n, envelope: bytes('e') })
+    for (const push of [
+      { status: Response.Status.OK, envelopes: Array.from({ length: 65 }, () => envelope(new Uint8Array(16))) },
+      { status: Response.Status.OK, envelopes: [envelope(new Uint8Array(33))] },
+      { status: Response.Status.OK, envelopes: [] }
+    ]) {
+      const { host, client } = await hostileHost(() => [framed({ status: Response.Status.OK, info }), framed(push)])
+      const session = await client.open(host.peerId)
+      await expect(receive(session, 1)).rejects.toMatchObject({ name: 'MailboxProtocolError' })
+    }
   })
 })
