@@ -16,7 +16,7 @@ import {
   MessageTooLargeError, NodeStoppedError, InvalidContactNameError, StorageFullError
 } from './errors.js'
 import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownMessageError } from './errors.js'
-import { decodeInvite, encodeInvite, isInvite, MAX_INVITE_ADDRS } from './invite.js'
+import { encodeInvite, isInvite, MAX_INVITE_ADDRS, readInvite } from './invite.js'
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
 import { isMessageId } from './message-id.js'
@@ -171,9 +171,13 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     throw new InvalidPeerIdError(`"${peer}" is not a valid peer ID (they look like 12D3KooW…) nor a contact name; see your contacts with \`parley contacts ls\` or add one with \`parley contacts add <name> <invite>\``)
   }
 
-  /** A one-line invite with this node's peer ID and current addresses. */
+  /**
+   * A one-line invite with this node's peer ID, current addresses and signed
+   * mailbox record (so that whoever adds it can write even while this node is
+   * offline, without finding the record in the DHT).
+   */
   invite (): string {
-    return encodeInvite(this.peerId, this.multiaddrs)
+    return encodeInvite(this.peerId, this.multiaddrs, { mailboxRecord: this.mailboxes.signedRecord() })
   }
 
   /**
@@ -191,8 +195,11 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     }
     let peerId: PeerId
     let addrs: Multiaddr[] = []
+    let mailboxRecord: Uint8Array | undefined
     if (isInvite(peerOrInvite)) {
-      ({ peerId, addrs } = decodeInvite(peerOrInvite))
+      let mailbox
+      ({ peerId, addrs, mailbox } = await readInvite(peerOrInvite))
+      mailboxRecord = mailbox?.bytes
     } else {
       peerId = parsePeer(peerOrInvite)
     }
@@ -206,6 +213,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (addrs.length > 0) {
       await this.libp2p.peerStore.merge(peerId, { multiaddrs: addrs })
     }
+    // verified by readInvite; kept unless a newer one is known
+    if (mailboxRecord != null) await this.mailboxes.directory.learn(peerId.toString(), mailboxRecord).catch(err => { this.log('the mailbox record of invite of %p not kept - %e', peerId, err) })
     this.store.addContact({ name, peer: peerId.toString(), addrs: addrs.map(a => a.toString()), createdAt: Date.now() })
     if (existing != null && existing.peer !== peerId.toString()) this.updateTrust(existing.peer)
     this.accept(peerId.toString())

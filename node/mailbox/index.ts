@@ -127,7 +127,10 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
 
   static async create (components: MailboxesComponents, init: MailboxesInit): Promise<Mailboxes> {
     const keys = await MailboxKeys.open({ dataDir: init.dataDir }, { clock: components.clock ?? systemClock })
-    return new Mailboxes(components, keys, init.hosts.map(hostOf))
+    const mailboxes = new Mailboxes(components, keys, init.hosts.map(hostOf))
+    // signed before the node starts, so that its first invite carries it
+    await mailboxes.ownRecord()
+    return mailboxes
   }
 
   /** Starts publishing this node's record and draining its mailboxes; `engine` takes the receipts that come. */
@@ -191,6 +194,11 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
   async mailboxOf (peer: PeerId, options: AbortOptions = {}): Promise<{ hosts: string[], seq: number } | undefined> {
     const record = await this.directory.get(peer.toString(), options)
     return record == null ? undefined : { hosts: record.hosts.map(h => h.peerId.toString()), seq: record.seq }
+  }
+
+  /** This node's signed mailbox record as last signed (signed at start, then at least hourly), for invites; none without a mailbox host. */
+  signedRecord (): Uint8Array | undefined {
+    return this.hosts.length === 0 ? undefined : this.record
   }
 
   /** This node's signed mailbox record (for invites), or none without a mailbox host. */
