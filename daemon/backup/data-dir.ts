@@ -1,7 +1,8 @@
 /**
  * What a backup takes from a data dir and puts back: the identity key, the
  * message store (contacts, block list and accepted peers, history, outbox,
- * message requests) and config.json. Not the libp2p datastore (peer store,
+ * message requests), the mailbox keys (without them, mail sealed to this node
+ * while it moved could never be read) and config.json. Not the libp2p datastore (peer store,
  * DHT records: a cache the node rebuilds) nor api.json (a running daemon's
  * address and token).
  */
@@ -13,6 +14,7 @@ import { CONFIG_FILE } from '../../common/config.js'
 import { openDatastore } from '../../common/datastore.js'
 import { IDENTITY_FILE } from '../../common/identity.js'
 import { makePrivateDir } from '../../common/private-files.js'
+import { MAILBOX_KEYS_FILE } from '../../node/mailbox/keys.js'
 import { STORE_FILE } from '../../node/node.js'
 import { checkStoreSnapshot, snapshotStore } from '../../node/store/snapshot.js'
 import { API_FILE } from '../api/file.js'
@@ -61,6 +63,8 @@ export async function archiveDataDir (dataDir: string, now = new Date()): Promis
   const files = new Map<BackupFileName, Uint8Array>([['identity.key', identity]])
   const config = await readOptional(join(dataDir, CONFIG_FILE))
   if (config != null) files.set('config.json', config)
+  const mailboxKeys = await readOptional(join(dataDir, MAILBOX_KEYS_FILE))
+  if (mailboxKeys != null) files.set('mailbox-keys.json', mailboxKeys)
   const store = join(dataDir, STORE_FILE)
   if (await exists(store)) {
     // inside the data dir (0700): the copy is the whole history, in clear, and stays where the store is
@@ -179,9 +183,11 @@ export async function restoreDataDir (dataDir: string, archive: BackupArchive, o
     const storeFile = join(dataDir, STORE_FILE)
     await Promise.all(['-wal', '-shm', '-journal'].map(async suffix => { await rm(`${storeFile}${suffix}`, { force: true }) }))
     if (store == null) await rm(storeFile, { force: true })
+    // another identity's mailbox keys are of no use to this one
+    if (!incoming.has('mailbox-keys.json')) await rm(join(dataDir, MAILBOX_KEYS_FILE), { force: true })
     await rm(join(dataDir, API_FILE), { force: true })
     // the identity last: a data dir left half-restored by a crash still has no identity, or the old one
-    for (const name of ['config.json', 'messages.db', 'identity.key'] as const) {
+    for (const name of ['config.json', 'messages.db', 'mailbox-keys.json', 'identity.key'] as const) {
       const path = incoming.get(name)
       if (path != null) await rename(path, join(dataDir, name))
     }

@@ -150,7 +150,7 @@ export async function readBackupFile (path: string): Promise<Uint8Array> {
 // ---- the archive inside the ciphertext ----
 
 /** The files a backup may hold, by their name in the data dir. */
-export const BACKUP_FILES = ['identity.key', 'config.json', 'messages.db'] as const
+export const BACKUP_FILES = ['identity.key', 'config.json', 'messages.db', 'mailbox-keys.json'] as const
 export type BackupFileName = typeof BACKUP_FILES[number]
 
 const manifestSchema = z.strictObject({

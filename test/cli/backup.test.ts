@@ -66,7 +66,7 @@ describe('parley export and import, as processes', () => {
     const exported = await runCli(['--data-dir', alice.dataDir, 'export', backup], { env: { PARLEY_PASSPHRASE: 'correct horse battery staple' } })
     expect(exported.stderr).toBe('')
     expect(exported.code).toBe(0)
-    expect(exported.stdout).toMatch(new RegExp(`^exported ${alice.peerId} \\(identity.key, config.json, messages.db\\) to `))
+    expect(exported.stdout).toMatch(new RegExp(`^exported ${alice.peerId} \\(identity.key, config.json, mailbox-keys.json, messages.db\\) to `))
     expect((await stat(backup)).mode & 0o777).toBe(0o600)
     const bytes = await readFile(backup)
     expect(bytes.subarray(0, 8).toString()).toBe('PARLEYBK')
@@ -88,9 +88,11 @@ describe('parley export and import, as processes', () => {
     expect(imported.stderr).toBe('')
     expect(imported.code).toBe(0)
     expect(imported.stdout).toContain(`imported ${alice.peerId}`)
-    for (const file of ['identity.key', 'messages.db', 'config.json']) {
+    for (const file of ['identity.key', 'messages.db', 'config.json', 'mailbox-keys.json']) {
       expect((await stat(join(moved, file))).mode & 0o777, file).toBe(0o600)
     }
+    // mail sealed to the old machine's mailbox keys stays readable on the new one
+    expect(await readFile(join(moved, 'mailbox-keys.json'), 'utf8')).toBe(await readFile(join(alice.dataDir, 'mailbox-keys.json'), 'utf8'))
     expect((await stat(moved)).mode & 0o777).toBe(0o700)
     expect(await readFile(join(moved, 'config.json'), 'utf8')).toBe(await readFile(join(alice.dataDir, 'config.json'), 'utf8'))
     const twice = await runCli(['--data-dir', moved, 'import', backup, '--passphrase-file', passphraseFile])
