@@ -164,6 +164,8 @@ export interface ResolvedNodeConfig {
   announce: string[]
   relays: Multiaddr[]
   mailboxes: Multiaddr[]
+  /** No `mailboxes` given: the relays keep the mailbox, as they change. */
+  mailboxesFollowRelays: boolean
   mailboxAfter: number
   bootstrap: Multiaddr[]
   iceServers: RTCIceServer[]
@@ -247,6 +249,7 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     announce: checked.announce ?? [],
     relays,
     mailboxes: checked.mailboxes == null ? relays : checked.mailboxes.map(ma => multiaddr(ma)),
+    mailboxesFollowRelays: checked.mailboxes == null,
     mailboxAfter: checked.mailboxAfter ?? NODE_DEFAULTS.mailboxAfter,
     bootstrap: checked.bootstrap == null ? relays : checked.bootstrap.map(ma => multiaddr(ma)),
     iceServers: checked.iceServers ?? [],

@@ -651,6 +651,10 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   private relaysChanged (): void {
     this.dispatchEvent(new CustomEvent('relays:change', { detail: this.relays().map(r => r.toString()) }))
+    // the mailbox lives on the relays unless the config names its own hosts
+    if (this.config.mailboxesFollowRelays) {
+      this.mailboxes.setHosts(this.relays()).catch(err => { this.log.error('could not move the mailbox to the new relays - %e', err) })
+    }
     this.checkReachability()
   }
 

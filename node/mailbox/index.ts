@@ -83,7 +83,7 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
   private readonly clock: Clock
   private readonly keys: MailboxKeys
   private readonly client: MailboxClient
-  private readonly hosts: MailboxHost[]
+  private hosts: MailboxHost[]
   private readonly knownHosts = new Set<string>()
   private receiver?: MailboxReceiver
   private record?: Uint8Array
@@ -178,6 +178,19 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
     clearInterval(this.rotationTimer)
     this.publisher.stop()
     await this.receiver?.stop()
+  }
+
+  /**
+   * This node's mailbox hosts changed (a relay added or removed while it
+   * runs): the record is signed and published anew, and the mailboxes on new
+   * hosts are registered and drained.
+   */
+  async setHosts (hosts: Multiaddr[]): Promise<void> {
+    this.hosts = hosts.map(hostOf)
+    this.record = undefined
+    await this.ownRecord()
+    this.publisher.changed()
+    await this.receiver?.setHosts(this.hosts)
   }
 
   /** A connection opened: to one of this node's hosts, its mailbox is drained now. */

@@ -156,6 +156,24 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     }))
   }
 
+  /** This node's hosts changed: new ones are registered on and drained, sessions with ones gone are closed. */
+  async setHosts (hosts: MailboxHost[]): Promise<void> {
+    const wanted = new Map(hosts.map(host => [host.peerId.toString(), host]))
+    for (const [key, state] of this.hosts) {
+      if (wanted.has(key)) continue
+      this.hosts.delete(key)
+      this.clock.clearTimeout(state.timer)
+      state.timer = undefined
+      await state.session?.close().catch(() => {})
+    }
+    for (const [key, host] of wanted) {
+      if (this.hosts.has(key)) continue
+      const state: HostState = { host, status: { host: key, connected: false, received: 0 }, connecting: false, failures: 0 }
+      this.hosts.set(key, state)
+      if (!this.stopped) this.connect(state)
+    }
+  }
+
   /** The mailboxes of this node and how each stands. */
   status (): MailboxStatus[] {
     return [...this.hosts.values()].map(state => ({ ...state.status }))
@@ -185,7 +203,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
         state.session = undefined
         state.status.connected = false
         this.changed(state)
-        if (this.stopped) return
+        if (this.stopped || this.hosts.get(state.status.host) !== state) return
         // the session ended (the host went, or refused): again after a back-off, or at once on the next connection to it
         const wait = backoff(Math.max(1, state.failures), { first: 1_000, max: 60_000, jitter: 'full' }, this.random)
         state.timer = this.clock.setTimeout(() => {

@@ -142,4 +142,23 @@ describe('mailboxes', () => {
     expect((await got)[0].path).not.toBe('mailbox')
     await until(() => alice.getMessage(id)?.status === 'delivered', { on: [alice, 'message:status'], what: 'delivered' })
   })
+
+  it('follows the relays added and removed while the node runs, unless the config names its hosts', async () => {
+    const { relay, config } = await setup()
+    const alice = await net.node(config(await tempDir()))
+    const bob = await net.node({ dataDir: await tempDir(), bootstrap: [relay.multiaddrs[0].toString()] })
+    expect(bob.status().mailboxes).toEqual([])
+    await bob.addRelay(relay.multiaddrs[0])
+    await mailboxOpen(bob)
+    expect(bob.status().mailboxes.map(m => m.host)).toEqual([relay.peerId.toString()])
+    // the record others find names the new host
+    await until(async () => (await alice.mailboxOf(bob.peerId))?.hosts[0] === relay.peerId.toString(), { what: 'Bob\'s new record in the DHT', every: 200 })
+
+    await bob.removeRelay(relay.peerId.toString())
+    await until(() => bob.status().mailboxes.length === 0, { on: [[bob, 'relays:change'], [bob, 'mailbox:change']], what: 'Bob\'s mailbox gone with the relay' })
+
+    const fixed = await net.node({ dataDir: await tempDir(), bootstrap: [relay.multiaddrs[0].toString()], mailboxes: [] })
+    await fixed.addRelay(relay.multiaddrs[0])
+    expect(fixed.status().mailboxes).toEqual([])
+  })
 })
