@@ -12,7 +12,7 @@ import { idFromString } from '../message-id.js'
 import { sealingKey } from './directory.js'
 import type { MailboxDirectory, VerifiedRecord } from './directory.js'
 import type { Clock } from '../../common/clock.js'
-import type { Depositor } from '../outbox/delivery.js'
+import type { Depositor, DepositOptions } from '../outbox/delivery.js'
 import type { OutboxEntry } from '../store/index.js'
 import type { AbortOptions, ComponentLogger, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -25,8 +25,8 @@ export interface MailboxHost { peerId: PeerId, addrs: Multiaddr[] }
 
 /** What the depositor needs of the mailbox protocol's client. */
 export interface DepositTransport {
-  /** Deposits an envelope in `mailbox` on `host`; until when the host keeps it. Throws when refused or unreachable. */
-  deposit(host: MailboxHost, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions): Promise<{ expiresAt: number }>
+  /** Deposits an envelope in `mailbox` on `host`, to keep for `ttlMs` at most (none: the host's default); until when the host keeps it. Throws when refused or unreachable. */
+  deposit(host: MailboxHost, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions & { ttlMs?: number }): Promise<{ expiresAt: number }>
 }
 
 export interface MailboxDepositorComponents {
@@ -75,20 +75,23 @@ export class MailboxDepositor implements Depositor {
     this.maxHosts = init.maxHosts ?? 3
   }
 
-  async deposit (peer: string, entries: readonly OutboxEntry[], options: AbortOptions = {}): Promise<Array<{ id: string, until: number }>> {
+  async deposit (peer: string, entries: readonly OutboxEntry[], options: Partial<DepositOptions> = {}): Promise<Array<{ id: string, until: number }>> {
     const { record, key } = await this.recordOf(peer, options)
     const recipient = this.components.peerId(peer)
-    const sealed: Array<{ id: string, envelope: Uint8Array }> = []
+    const now = this.clock.now()
+    const sealed: Array<{ id: string, envelope: Uint8Array, ttlMs?: number }> = []
     for (const entry of entries) {
-      sealed.push({ id: entry.id, envelope: await this.components.seal(recipient, key, { message: chatMessage(entry) }) })
+      // kept no longer than the sender keeps trying: past that it has failed as expired
+      const ttlMs = options.expiresAt == null ? undefined : Math.max(1, options.expiresAt(entry) - now)
+      sealed.push({ id: entry.id, envelope: await this.components.seal(recipient, key, { message: chatMessage(entry) }), ttlMs })
     }
     // each host gets them in seq order; the hosts at once
     const until = new Map<string, number>()
     const errors: string[] = []
     await Promise.all(record.hosts.slice(0, this.maxHosts).map(async host => {
-      for (const { id, envelope } of sealed) {
+      for (const { id, envelope, ttlMs } of sealed) {
         try {
-          const { expiresAt } = await this.components.transport.deposit(host, recipient, envelope, options)
+          const { expiresAt } = await this.components.transport.deposit(host, recipient, envelope, { signal: options.signal, ttlMs })
           until.set(id, Math.max(until.get(id) ?? 0, expiresAt))
         } catch (err: any) {
           // a full mailbox, a rate limit or an unreachable host: the rest would fare no better there

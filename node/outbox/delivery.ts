@@ -51,7 +51,12 @@ export interface DeliveryInit extends OutboxMachineInit {
  * confirms none, when the recipient has no mailbox or no host took them.
  */
 export interface Depositor {
-  deposit(peer: string, entries: readonly OutboxEntry[], options: AbortOptions): Promise<Array<{ id: string, until: number }>>
+  deposit(peer: string, entries: readonly OutboxEntry[], options: DepositOptions): Promise<Array<{ id: string, until: number }>>
+}
+
+export interface DepositOptions extends AbortOptions {
+  /** When each entry expires undelivered (ms since epoch): a host need not keep it longer. */
+  expiresAt: (entry: OutboxEntry) => number
 }
 
 /** A mailbox receipt's answer to one message. */
@@ -385,7 +390,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       if (entries.length === 0) return
       let stored: Array<{ id: string, until: number }>
       try {
-        stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal })
+        stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal, expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
       } catch (err: any) {
         if (this.stopped) return
         this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)

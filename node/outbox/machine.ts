@@ -37,7 +37,7 @@ export type SendResult = PromiseSettledResult<Pick<Acknowledgement, 'status' | '
 export type Entry = Pick<OutboxEntry, 'id' | 'peer' | 'seq' | 'attempts'> & Partial<Pick<OutboxEntry, 'status'>>
 
 /** A message a mailbox receipt answers. */
-export type Answered = Pick<StoredMessage, 'id' | 'peer' | 'seq' | 'status'>
+export type Answered = Pick<StoredMessage, 'id' | 'peer' | 'seq' | 'status' | 'reason'>
 
 /** What the machine needs to tell whether an entry expired: when this node wrote it. */
 export type AgedEntry = Entry & Pick<OutboxEntry, 'createdAt'>
@@ -215,7 +215,9 @@ export class OutboxMachine {
     const transition = empty(this.clock.now())
     const { writes, changes } = transition
     for (const { message, status } of answers) {
-      if (message.status === 'delivered' || message.status === 'failed') continue
+      // a message failed as expired may still have been in the mailbox: the recipient's word settles it
+      const expired = message.status === 'failed' && message.reason?.startsWith(EXPIRED_REASON_PREFIX) === true
+      if (message.status === 'delivered' || (message.status === 'failed' && !(expired && (status === Ack.Status.OK || status === Ack.Status.DUPLICATE)))) continue
       const change = { id: message.id, peer: message.peer, seq: message.seq }
       switch (status) {
         case Ack.Status.OK:

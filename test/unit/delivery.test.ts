@@ -683,6 +683,21 @@ describe('DeliveryEngine', () => {
       expect(t.store.getMessage(ids[0])?.status).toBe('delivered')
     })
 
+    it('a receipt for a message failed as expired (it was still in the mailbox) makes it delivered; a refusal leaves it failed', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 0, messageExpiry: 10_000 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const ids = t.queue(2)
+      await t.reported(ids, 'stored')
+      t.clock.advance(10_000)
+      await until(() => ids.every(id => t.store.getMessage(id)?.status === 'failed'), { on: [t.engine, 'message:status'], what: 'both expired', timeout: WAIT })
+      t.engine.receipt(PEER, [{ id: ids[0], status: Ack.Status.OK }, { id: ids[1], status: Ack.Status.BLOCKED }])
+      expect(t.store.getMessage(ids[0])).toMatchObject({ status: 'delivered', path: 'mailbox' })
+      expect(t.store.getMessage(ids[1])?.status).toBe('failed')
+    })
+
     it('deposits anew what a host keeps for less than redepositBefore', async () => {
       const mailbox = stubMailbox()
       mailbox.until = 2_000

@@ -92,15 +92,15 @@ describe('MailboxDepositor', () => {
   async function setup (hostCount: number) {
     const bob = await newPeer()
     const hosts = await Promise.all(Array.from({ length: hostCount }, async (_, i) => ({ peerId: await newPeer(), addrs: [multiaddr(`/ip4/127.0.0.1/tcp/${4000 + i}`)] })))
-    const deposits: Array<{ host: string, mailbox: string, envelope: string }> = []
+    const deposits: Array<{ host: string, mailbox: string, envelope: string, ttlMs?: number }> = []
     const refusing = new Set<string>()
     const sealed: Array<{ recipient: string, key: Uint8Array, content: MailboxContent }> = []
     const depositor = new MailboxDepositor({
       directory: { get: async (peer) => peer === bob.toString() ? record(bob, hosts) : undefined },
       transport: {
-        deposit: async (host, mailbox, envelope) => {
+        deposit: async (host, mailbox, envelope, options) => {
           if (refusing.has(host.peerId.toString())) throw new Error('QUOTA_EXCEEDED')
-          deposits.push({ host: host.peerId.toString(), mailbox: mailbox.toString(), envelope: new TextDecoder().decode(envelope) })
+          deposits.push({ host: host.peerId.toString(), mailbox: mailbox.toString(), envelope: new TextDecoder().decode(envelope), ttlMs: options.ttlMs })
           return { expiresAt: 1_000 + deposits.length }
         }
       },
@@ -130,6 +130,18 @@ describe('MailboxDepositor', () => {
     expect(t.deposits.every(d => d.mailbox === t.bob.toString())).toBe(true)
     // until the latest host expiry of each
     expect(stored.every(s => s.until > 1_000)).toBe(true)
+  })
+
+  it('asks the host to keep each message no longer than until it expires for the sender', async () => {
+    const t = await setup(1)
+    const now = Date.now()
+    await t.depositor.deposit(t.bob.toString(), t.entries, { expiresAt: entry => now + 60_000 * entry.seq })
+    const ttls = t.deposits.map(d => d.ttlMs ?? 0)
+    expect(ttls).toHaveLength(3)
+    ttls.forEach((ttl, i) => {
+      expect(ttl).toBeLessThanOrEqual(60_000 * (i + 1))
+      expect(ttl).toBeGreaterThan(60_000 * (i + 1) - 5_000)
+    })
   })
 
   it('stores a message when one host takes it, and throws when none does or the recipient has no record', async () => {
