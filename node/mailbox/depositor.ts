@@ -27,6 +27,8 @@ export interface MailboxHost { peerId: PeerId, addrs: Multiaddr[] }
 export interface DepositTransport {
   /** Deposits an envelope in `mailbox` on `host`, to keep for `ttlMs` at most (none: the host's default); until when the host keeps it. Throws when refused or unreachable. */
   deposit(host: MailboxHost, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions & { ttlMs?: number }): Promise<{ expiresAt: number }>
+  /** Deposits several in order on one stream: per envelope, until when the host keeps it or the error it answered. Throws when the host cannot be reached. */
+  depositMany(host: MailboxHost, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions): Promise<Array<{ expiresAt: number } | Error>>
 }
 
 export interface MailboxDepositorComponents {
@@ -89,17 +91,24 @@ export class MailboxDepositor implements Depositor {
     const until = new Map<string, number>()
     const errors: string[] = []
     await Promise.all(record.hosts.slice(0, this.maxHosts).map(async host => {
-      for (const { id, envelope, ttlMs } of sealed) {
-        try {
-          const { expiresAt } = await this.components.transport.deposit(host, recipient, envelope, { signal: options.signal, ttlMs })
-          until.set(id, Math.max(until.get(id) ?? 0, expiresAt))
-        } catch (err: any) {
-          // a full mailbox, a rate limit or an unreachable host: the rest would fare no better there
-          errors.push(`${host.peerId.toString()}: ${err.message as string}`)
-          this.log('mailbox host %p of %s refused or failed - %s', host.peerId, peer, err.message)
+      let results: Array<{ expiresAt: number } | Error>
+      try {
+        results = await this.components.transport.depositMany(host, recipient, sealed, { signal: options.signal })
+      } catch (err: any) {
+        errors.push(`${host.peerId.toString()}: ${err.message as string}`)
+        this.log('mailbox host %p of %s failed - %s', host.peerId, peer, err.message)
+        return
+      }
+      results.forEach((result, i) => {
+        if (result instanceof Error) {
+          // a full mailbox or a rate limit: what it refused is deposited again at a later round
+          errors.push(`${host.peerId.toString()}: ${result.message}`)
           return
         }
-      }
+        const { id } = sealed[i]
+        until.set(id, Math.max(until.get(id) ?? 0, result.expiresAt))
+      })
+      if (results.some(result => result instanceof Error)) this.log('mailbox host %p of %s refused some - %s', host.peerId, peer, errors.at(-1))
     }))
     if (until.size === 0) throw new Error(`no mailbox host of ${peer} took the messages (${errors.join('; ')})`)
     return sealed.flatMap(({ id }) => until.has(id) ? [{ id, until: until.get(id) ?? 0 }] : [])

@@ -116,6 +116,10 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
         deposit: async (host, mailbox, envelope, options) => {
           await this.know(host)
           return this.client.deposit(host.peerId, mailbox, envelope, options)
+        },
+        depositMany: async (host, mailbox, envelopes, options) => {
+          await this.know(host)
+          return this.client.depositMany(host.peerId, mailbox, envelopes, options)
         }
       },
       seal: async (recipient, recipientKey, content) => this.seal(recipient, recipientKey, content),

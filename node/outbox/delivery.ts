@@ -381,28 +381,37 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     }, wait))
   }
 
-  /** Seals and leaves the peer's messages that no mailbox holds (or holds not much longer) in its mailbox. */
+  /**
+   * Seals and leaves the peer's messages that no mailbox holds (or holds not
+   * much longer) in its mailbox; again while messages queued meanwhile wait
+   * and the peer is still unreachable.
+   */
   private async deposit (peer: string): Promise<void> {
     if (this.mailbox == null || this.stopped || this.depositing.has(peer)) return
     this.depositing.add(peer)
     try {
-      const entries = this.store.undeposited(peer, this.clock.now() + this.redepositBefore).filter(e => !this.machine.isSending(e.id))
-      if (entries.length === 0) return
-      let stored: Array<{ id: string, until: number }>
-      try {
-        stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal, expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
-      } catch (err: any) {
+      const tried = new Set<string>()
+      while (!this.stopped && this.unreachableSince.has(peer)) {
+        // what a host refused this time waits for the next failed round
+        const entries = this.store.undeposited(peer, this.clock.now() + this.redepositBefore).filter(e => !this.machine.isSending(e.id) && !tried.has(e.id))
+        if (entries.length === 0) return
+        for (const entry of entries) tried.add(entry.id)
+        let stored: Array<{ id: string, until: number }>
+        try {
+          stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal, expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
+        } catch (err: any) {
+          if (this.stopped) return
+          this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)
+          return
+        }
         if (this.stopped) return
-        this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)
-        return
+        const byId = new Map(entries.map(e => [e.id, e]))
+        const deposits = stored.flatMap(({ id, until }) => {
+          const entry = byId.get(id)
+          return entry == null ? [] : [{ entry, until }]
+        })
+        if (deposits.length > 0) this.apply(this.machine.stored(deposits))
       }
-      if (this.stopped || stored.length === 0) return
-      const byId = new Map(entries.map(e => [e.id, e]))
-      const deposits = stored.flatMap(({ id, until }) => {
-        const entry = byId.get(id)
-        return entry == null ? [] : [{ entry, until }]
-      })
-      this.apply(this.machine.stored(deposits))
     } finally {
       this.depositing.delete(peer)
     }

@@ -19,6 +19,9 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 export { MAILBOX_PROTOCOL } from './protocol.js'
 export type { MailboxInfo } from './pb/mailbox.js'
 
+/** Deposits pipelined on one stream at most: bounds what one stream buffers at the host. */
+const DEPOSITS_PER_STREAM = 64
+
 /** The host refused a request, and said why. */
 export class MailboxRefusedError extends Error {
   static override name = 'MailboxRefusedError'
@@ -193,6 +196,51 @@ export class MailboxClient {
       throw err
     }
     return new OpenSession(exchange, response.info, this.log)
+  }
+
+  /**
+   * Deposits several envelopes in `mailbox`'s mailbox on `host` on one
+   * stream, the requests pipelined (the host answers them in order, §6): one
+   * result per envelope, in order, each the host's id and expiry or the
+   * MailboxRefusedError it answered. Throws when the stream fails (then none
+   * of the unanswered ones can be counted as stored).
+   */
+  async depositMany (host: PeerId, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions = {}): Promise<Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError>> {
+    const results: Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError> = []
+    for (let i = 0; i < envelopes.length; i += DEPOSITS_PER_STREAM) {
+      results.push(...await this.depositBatch(host, mailbox, envelopes.slice(i, i + DEPOSITS_PER_STREAM), options))
+    }
+    return results
+  }
+
+  private async depositBatch (host: PeerId, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions): Promise<Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError>> {
+    const results: Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError> = []
+    const sendable = envelopes.filter(({ envelope }) => envelope.byteLength <= MAX_ENVELOPE_BYTES)
+    if (sendable.length !== envelopes.length) throw new MailboxRefusedError(Response.Status.TOO_LARGE, `an envelope is over the protocol's ${MAX_ENVELOPE_BYTES} bytes`)
+    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
+    try {
+      const exchange = new Exchange(stream)
+      const owner = mailbox.toMultihash().bytes
+      for (const { envelope, ttlMs } of envelopes) {
+        await sendFrame(stream, requestFrame({ deposit: { mailbox: owner, envelope: envelope as Uint8Array<ArrayBuffer>, ttlMs: BigInt(Math.max(0, Math.floor(ttlMs ?? 0))) } }), options)
+      }
+      for (let i = 0; i < envelopes.length; i++) {
+        const response = await exchange.read(options)
+        if (response.status !== Response.Status.OK) {
+          results.push(refused(response))
+          continue
+        }
+        if (response.id == null || response.id.byteLength === 0 || response.id.byteLength > MAX_ID_BYTES || response.expiresAt == null) {
+          throw new MailboxProtocolError('a Deposit answer without a valid id and expiry')
+        }
+        results.push({ id: response.id, expiresAt: ms(response.expiresAt) })
+      }
+      await stream.close(options)
+      return results
+    } catch (err: any) {
+      stream.abort(err)
+      throw err
+    }
   }
 
   private async once (host: PeerId, request: Partial<Request>, options: AbortOptions): Promise<Response> {

@@ -8,8 +8,7 @@
  * Pure: no I/O, no clock (the sender passes `createdAt`).
  */
 import { Chacha20Poly1305 } from '@hpke/chacha20poly1305'
-import { CipherSuite, HkdfSha256 } from '@hpke/core'
-import { DhkemX25519HkdfSha256 } from '@hpke/dhkem-x25519'
+import { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core'
 import { peerIdFromMultihash, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { sha256 } from '@noble/hashes/sha2.js'
 import * as Digest from 'multiformats/hashes/digest'

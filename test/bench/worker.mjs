@@ -428,6 +428,82 @@ const handlers = {
     relay = undefined
   },
 
+  // ---- mailboxes ----
+
+  async 'parley:invite' ({ name }) {
+    return parley.get(name).invite()
+  },
+  /** Waits until every mailbox of node `name` has a session open. */
+  async 'mbox:open' ({ name, timeout = 30_000 }) {
+    const node = parley.get(name)
+    await waitFor(() => node.status().mailboxes.length > 0 && node.status().mailboxes.every(m => m.connected), node, 'mailbox:change', timeout, `${name}'s mailboxes to open`)
+  },
+  /**
+   * One message at a time from node `name` to `peer`, offline: ms from
+   * queue() to `stored` (sealed, deposited, confirmed by the host, written).
+   */
+  async 'mbox:stored' ({ name, peer, count, size, timeout = 30_000 }) {
+    const node = parley.get(name)
+    const samples = []
+    for (let i = 0; i < count; i++) {
+      const sent = {}
+      const stored = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { node.removeEventListener('message:status', on); reject(new Error('timed out waiting for stored')) }, timeout)
+        const on = (evt) => {
+          if (evt.detail.id !== sent.id || evt.detail.status !== 'stored') return
+          clearTimeout(timer)
+          node.removeEventListener('message:status', on)
+          resolve()
+        }
+        node.addEventListener('message:status', on)
+      })
+      const t0 = performance.now()
+      sent.id = node.queue(peer, body(size))
+      await stored
+      samples.push(performance.now() - t0)
+    }
+    return samples
+  },
+  /** Queues `count` messages to `peer` at once; resolves once every one is `status` (ms, and the rate). */
+  async 'mbox:burst' ({ name, peer, count, size, status, timeout = 120_000 }) {
+    const node = parley.get(name)
+    const waiting = new Set()
+    const done = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { node.removeEventListener('message:status', on); reject(new Error(`timed out: ${waiting.size} not ${status}`)) }, timeout)
+      const on = (evt) => {
+        if (evt.detail.status !== status || !waiting.delete(evt.detail.id) || waiting.size > 0) return
+        clearTimeout(timer)
+        node.removeEventListener('message:status', on)
+        resolve()
+      }
+      node.addEventListener('message:status', on)
+    })
+    const t0 = performance.now()
+    for (let i = 0; i < count; i++) waiting.add(node.queue(peer, body(size)))
+    await done
+    const ms = performance.now() - t0
+    return { ms, rate: count / (ms / 1000) }
+  },
+  /**
+   * Starts node `name` (its mailbox full) and waits for `count` messages: ms
+   * from the start call, and from its mailbox session opening, to the last.
+   */
+  async 'mbox:drain' ({ name, from, count, timeout = 120_000, ...config }) {
+    const { createNode } = await loadParley()
+    const t0 = performance.now()
+    let opened
+    const node = await createNode({ iceBindAddress: '127.0.0.1', ...config })
+    parley.set(name, node)
+    const isOpen = () => { if (opened == null && node.status().mailboxes.some(m => m.connected)) opened = performance.now() }
+    node.addEventListener('mailbox:change', isOpen)
+    isOpen()
+    // the drain starts as the node does: count from its history, not only from events to come
+    await waitFor(() => node.history(from, { limit: count }).length >= count, node, 'message', timeout, `${count} messages from the mailbox`)
+    const end = performance.now()
+    const since = opened ?? t0
+    return { fromStart: end - t0, fromOpen: end - since, rate: count / ((end - since) / 1000) }
+  },
+
   // ---- cold first message ----
 
   /**

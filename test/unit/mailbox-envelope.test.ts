@@ -167,6 +167,7 @@ describe('mailbox envelope', async () => {
   })
 
   describe('crafted by someone holding Bob\'s public mailbox key', () => {
+    // a second X25519 KEM (pure JS, @hpke/dhkem-x25519) beside the envelope's own (WebCrypto, @hpke/core): what one seals the other opens
     const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Chacha20Poly1305() })
 
     /** Seals `signed` with `signature` to Bob's key and Bob's peer ID, as a sender would: only the content is crafted. */

@@ -98,11 +98,12 @@ describe('MailboxDepositor', () => {
     const depositor = new MailboxDepositor({
       directory: { get: async (peer) => peer === bob.toString() ? record(bob, hosts) : undefined },
       transport: {
-        deposit: async (host, mailbox, envelope, options) => {
-          if (refusing.has(host.peerId.toString())) throw new Error('QUOTA_EXCEEDED')
-          deposits.push({ host: host.peerId.toString(), mailbox: mailbox.toString(), envelope: new TextDecoder().decode(envelope), ttlMs: options.ttlMs })
+        deposit: async () => { throw new Error('the depositor deposits with depositMany') },
+        depositMany: async (host, mailbox, envelopes) => envelopes.map(({ envelope, ttlMs }) => {
+          if (refusing.has(host.peerId.toString())) return new Error('QUOTA_EXCEEDED')
+          deposits.push({ host: host.peerId.toString(), mailbox: mailbox.toString(), envelope: new TextDecoder().decode(envelope), ttlMs })
           return { expiresAt: 1_000 + deposits.length }
-        }
+        })
       },
       seal: async (recipient, key, content) => {
         sealed.push({ recipient: recipient.toString(), key, content })
