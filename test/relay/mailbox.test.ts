@@ -117,6 +117,7 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     expect(metricValue(body, 'parley_relay_mailbox_bytes')).toBe(0)
     expect(metricValue(body, 'parley_relay_mailbox_refusals_total', { request: 'deposit', status: 'QUOTA_EXCEEDED' })).toBe(0)
     expect(metricValue(body, 'parley_relay_mailbox_expired_total', { kind: 'envelope' })).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_limit', { limit: 'maxEnvelopesPerMailbox' })).toBe(1000)
   })
 
   it('pushes no more than the window until the owner deletes', async () => {
