@@ -175,8 +175,11 @@ export class MailboxClient {
 
   /**
    * Opens this node's mailbox on `host`. Iteration yields pushed batches and
-   * ends when the host closes the stream or the session is closed; it throws
-   * if the host breaks the protocol.
+   * ends when the host closes the stream (it stops, or a newer session of this
+   * node replaced this one) or the session is closed; it throws when the
+   * stream is reset (the connection went) or the host breaks the protocol
+   * (MailboxProtocolError). Throws MailboxRefusedError when the host refuses
+   * the Open (NO_SUCH_MAILBOX: register first).
    */
   async open (host: PeerId, options: AbortOptions & { window?: number } = {}): Promise<MailboxSession> {
     const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
