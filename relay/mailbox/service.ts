@@ -256,9 +256,10 @@ export class MailboxService implements Startable {
     }
     try {
       for (;;) {
+        // the timer runs until the next request is read and answered: a peer
+        // that stops reading its answers idles out too
         armIdle()
         const next = await frames.next()
-        this.clock.clearTimeout(idle)
         if (next.done === true) break
         let request: Request
         try {
@@ -279,6 +280,8 @@ export class MailboxService implements Startable {
         if (kind === 'open') {
           const session = await this.open(stream, connection, request.open?.window ?? 0)
           if (session != null) {
+            // a session is quiet for as long as nothing is deposited: no idle timeout
+            this.clock.clearTimeout(idle)
             await this.serveSession(session, frames)
             return
           }
