@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises'
+import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -129,5 +129,16 @@ describe('mailbox store', () => {
       expect({ sql, scans: plan.filter(step => /^SCAN (envelopes|mailboxes|e|m)\b/.test(step)) }).toEqual({ sql, scans: [] })
     }
     store.close()
+  })
+
+  it('refuses to open a database that is not one, or a secret of the wrong size, saying which file', async () => {
+    const clock = new FakeClock()
+    const garbage = await tempDir()
+    await writeFile(join(garbage, MAILBOX_DB_FILE), 'not a database, just text long enough to have a header'.repeat(20))
+    await expect(MailboxStore.open({ dataDir: garbage, clock })).rejects.toMatchObject({ name: 'MailboxStoreError', message: expect.stringContaining(MAILBOX_DB_FILE) })
+
+    const shortSecret = await tempDir()
+    await writeFile(join(shortSecret, MAILBOX_SECRET_FILE), new Uint8Array(5))
+    await expect(MailboxStore.open({ dataDir: shortSecret, clock })).rejects.toMatchObject({ name: 'MailboxStoreError', message: expect.stringContaining(MAILBOX_SECRET_FILE) })
   })
 })
