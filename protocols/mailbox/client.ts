@@ -7,6 +7,7 @@
  * Everything read from a host is bounded and checked before use: frame size,
  * envelopes per push, id and envelope sizes, one answer per request.
  */
+import { raceSignal } from 'race-signal'
 import { Response } from './pb/mailbox.js'
 import {
   MAILBOX_PROTOCOL, MAX_DELETE_IDS, MAX_ENVELOPE_BYTES, MAX_ID_BYTES, MAX_PUSH_ENVELOPES,
@@ -39,6 +40,19 @@ export class MailboxRefusedError extends Error {
 export class MailboxProtocolError extends Error {
   static override name = 'MailboxProtocolError'
   override name = 'MailboxProtocolError'
+  /** The host closed the stream before answering: by the spec (§5) it acted on nothing unanswered. */
+  readonly hostClosed: boolean
+
+  constructor (message: string, options: { hostClosed?: boolean } = {}) {
+    super(message)
+    this.hostClosed = options.hostClosed ?? false
+  }
+}
+
+/** What reading a frame threw, as the error the client reports. */
+function readError (err: any): Error {
+  if (err instanceof MailboxProtocolError) return err
+  return err?.name === 'InvalidDataLengthError' ? new MailboxProtocolError(`the host sent an oversized frame: ${String(err.message)}`) : err
 }
 
 /** What opens streams to hosts: libp2p itself satisfies it. */
@@ -101,7 +115,7 @@ function checkPush (response: Response): StoredEnvelopeInfo[] {
   })
 }
 
-/** One request/response exchange over a fresh stream. */
+/** The Open exchange and the session's reads, on a stream of their own. */
 class Exchange {
   private readonly frames: AsyncIterator<Uint8ArrayList>
 
@@ -132,21 +146,100 @@ class Exchange {
       return decodeResponse(next.value)
     } catch (err: any) {
       if (options.signal?.aborted === true) throw options.signal.reason
-      if (err instanceof MailboxProtocolError) throw err
-      throw err.name === 'InvalidDataLengthError' ? new MailboxProtocolError(`the host sent an oversized frame: ${String(err.message)}`) : err
+      throw readError(err)
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
     }
   }
 }
 
+interface Waiting {
+  resolve(response: Response): void
+  reject(err: Error): void
+}
+
+/**
+ * One stream to a host carrying Register and Deposit requests one after
+ * another, pipelined: each is written at once and the answers come back in
+ * order (spec §6.1), so that many deposits share one stream instead of
+ * running into the host's bound on streams per connection.
+ */
+class RequestChannel {
+  private readonly waiting: Waiting[] = []
+  private ended = false
+
+  constructor (private readonly stream: Stream, private readonly onEnd: () => void) {
+    this.read().catch(() => {})
+  }
+
+  /** False once the stream has ended or our side of it is closed. */
+  get usable (): boolean {
+    return !this.ended && this.stream.writeStatus === 'writable'
+  }
+
+  async request (request: Partial<Request>, options: AbortOptions): Promise<Response> {
+    options.signal?.throwIfAborted()
+    if (this.stream.writableNeedsDrain) await this.stream.onDrain(options)
+    if (!this.usable) throw new MailboxProtocolError('the stream to the host has ended', { hostClosed: true })
+    const answer = new Promise<Response>((resolve, reject) => { this.waiting.push({ resolve, reject }) })
+    // a caller that gave up leaves its place in the queue: its answer still comes, to no one
+    answer.catch(() => {})
+    try {
+      this.stream.send(requestFrame(request))
+    } catch (err: any) {
+      // ours is the last place: nothing else ran since it was taken
+      this.waiting.pop()
+      throw err
+    }
+    return raceSignal(answer, options.signal)
+  }
+
+  close (): void {
+    this.end(new MailboxProtocolError('the client closed the stream'), true)
+  }
+
+  private async read (): Promise<void> {
+    try {
+      for await (const buf of readFrames(this.stream)) {
+        const response = decodeResponse(buf)
+        const head = this.waiting.shift()
+        if (head == null) throw new MailboxProtocolError('the host sent an answer to no request')
+        head.resolve(response)
+      }
+      this.end(new MailboxProtocolError('the host closed the stream without answering', { hostClosed: true }), true)
+    } catch (err: any) {
+      this.end(readError(err), false)
+    }
+  }
+
+  private end (err: Error, graceful: boolean): void {
+    if (this.ended) return
+    this.ended = true
+    this.onEnd()
+    for (const waiting of this.waiting.splice(0)) waiting.reject(err)
+    if (graceful) this.stream.close().catch(e => { this.stream.abort(e) })
+    else this.stream.abort(err)
+  }
+}
+
 export class MailboxClient {
   private readonly dialer: MailboxDialer
   private readonly log: Logger
+  /** The request stream to each host (by peer ID), shared by concurrent callers. */
+  private readonly channels = new Map<string, Promise<RequestChannel>>()
 
   constructor (components: MailboxClientComponents) {
     this.dialer = components.dialer
     this.log = components.logger.forComponent('parley:mailbox:client')
+  }
+
+  /** Closes the request streams to every host (open sessions are closed by their owners). */
+  async close (): Promise<void> {
+    const channels = [...this.channels.values()]
+    this.channels.clear()
+    for (const channel of await Promise.allSettled(channels)) {
+      if (channel.status === 'fulfilled') channel.value.close()
+    }
   }
 
   /** Creates or renews this node's mailbox on `host`; resolves with its fill level and lease. */
@@ -198,16 +291,42 @@ export class MailboxClient {
     return new OpenSession(exchange, response.info, this.log)
   }
 
+  /**
+   * Sends a Register or Deposit on the host's request stream and resolves with
+   * its answer. A stream the host closed (idle) before answering is replaced
+   * once: the host acted on nothing it did not answer.
+   */
   private async once (host: PeerId, request: Partial<Request>, options: AbortOptions): Promise<Response> {
-    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
-    try {
-      const response = await new Exchange(stream).request(request, options)
-      await stream.close(options)
-      return response
-    } catch (err: any) {
-      stream.abort(err)
-      throw err
+    for (let attempt = 1; ; attempt++) {
+      const channel = await this.channelTo(host, options)
+      try {
+        return await channel.request(request, options)
+      } catch (err: any) {
+        if (attempt === 1 && err instanceof MailboxProtocolError && err.hostClosed) {
+          this.log('mailbox request stream to %p ended before an answer; once more on a new one', host)
+          continue
+        }
+        throw err
+      }
     }
+  }
+
+  private async channelTo (host: PeerId, options: AbortOptions): Promise<RequestChannel> {
+    const key = host.toString()
+    const existing = this.channels.get(key)
+    if (existing != null) {
+      const channel = await existing.catch(() => undefined)
+      if (channel?.usable === true) return channel
+      if (this.channels.get(key) === existing) this.channels.delete(key)
+    }
+    const forget = (): void => {
+      if (this.channels.get(key) === opening) this.channels.delete(key)
+    }
+    const opening: Promise<RequestChannel> = this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
+      .then(stream => new RequestChannel(stream, forget))
+    this.channels.set(key, opening)
+    opening.catch(forget)
+    return opening
   }
 }
 

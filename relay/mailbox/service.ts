@@ -261,6 +261,10 @@ export class MailboxService implements Startable {
         armIdle()
         const next = await frames.next()
         if (next.done === true) break
+        // after the idle timeout closed our side nothing more is acted on: a
+        // request that cannot be answered must not have been carried out, and
+        // the client, seeing the stream end unanswered, sends it again elsewhere
+        if (stream.writeStatus !== 'writable') continue
         let request: Request
         try {
           request = Request.decode(next.value, REQUEST_LIMITS)

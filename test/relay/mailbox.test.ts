@@ -137,6 +137,21 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     expect(next.map(e => text(e.envelope))).toEqual(['m2'])
   })
 
+  it('carries many concurrent deposits from one client on one stream, each answered with its own id', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    // more than the host's 8 streams per connection at once: the client pipelines them on one
+    const stored = await Promise.all(Array.from({ length: 30 }, async (_, i) => ({ i, ...await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes(`m${i}`)) })))
+    const streams = alice.node.getConnections(relay.peerId).flatMap(c => c.streams).filter(s => s.protocol === MAILBOX_PROTOCOL)
+    expect(streams).toHaveLength(1)
+
+    const session = await open(bob, relay, 64)
+    const byId = new Map((await receive(session, 30)).map(e => [Buffer.from(e.id).toString('hex'), text(e.envelope)]))
+    for (const { i, id } of stored) expect(byId.get(Buffer.from(id).toString('hex'))).toBe(`m${i}`)
+  })
+
   it('keeps mailboxes and envelopes across a restart on the same data dir', async () => {
     const dataDir = await tempDir()
     const first = await relayWith({ dataDir })

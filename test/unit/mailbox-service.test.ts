@@ -181,6 +181,25 @@ describe('mailbox host service (in memory, fake clock)', () => {
     expect(await closed).toMatchObject({ error: expect.anything() })
   })
 
+  it('acts on nothing after it idled a stream out, and the client sends such a request again on a new stream', async () => {
+    const h = await host({ idleTimeout: 5000 })
+    const bob = await makePeer()
+    const hostId = await HOST_ID
+    const client = h.client(bob)
+    await client.register(hostId)
+    // the host closes the idle request stream; the client learns it only later
+    h.clock.advance(5000)
+    await client.register(hostId)
+    const alice = h.client(await makePeer())
+    await alice.deposit(hostId, bob, bytes('1'))
+    h.clock.advance(5000)
+    await alice.deposit(hostId, bob, bytes('2'))
+    // each deposit stored once
+    expect(h.store.usage(bob.toMultihash().bytes).envelopes).toBe(2)
+    await client.close()
+    await alice.close()
+  })
+
   it('answers requests in order on one stream, and a refusal leaves the stream usable', async () => {
     const h = await host()
     const bob = await makePeer()
