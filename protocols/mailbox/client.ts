@@ -71,7 +71,8 @@ export interface StoredEnvelopeInfo {
 /**
  * An open mailbox: iterate it for batches of envelopes (the stored ones oldest
  * first, then new ones as they are deposited); delete each once it is durable.
- * The host pushes at most the window of envelopes not yet deleted.
+ * The host pushes at most the window of envelopes not yet deleted. Leaving a
+ * `for await` early does not end the session: `close` does.
  */
 export interface MailboxSession extends AsyncIterable<StoredEnvelopeInfo[]> {
   readonly info: MailboxInfo
@@ -347,7 +348,13 @@ class OpenSession implements MailboxSession {
         this.exchange.stream.abort(err)
         throw err
       }
-      if (response == null || this.closed) return
+      if (this.closed) return
+      if (response == null) {
+        // the host ended the session: end ours too, so the stream goes
+        this.closed = true
+        await this.exchange.stream.close().catch(err => { this.exchange.stream.abort(err) })
+        return
+      }
       let batch: StoredEnvelopeInfo[]
       try {
         batch = checkPush(response)

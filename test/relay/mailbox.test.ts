@@ -152,6 +152,20 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     for (const { i, id } of stored) expect(byId.get(Buffer.from(id).toString('hex'))).toBe(`m${i}`)
   })
 
+  it('ends a session\'s iteration when a newer session of the same owner replaces it, and pushes to the newer one', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    const older = await open(bob, relay)
+    const olderBatches = older[Symbol.asyncIterator]()
+    const newer = await open(bob, relay)
+    expect((await olderBatches.next()).done).toBe(true)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('to the newer'))
+    expect((await receive(newer, 1)).map(e => text(e.envelope))).toEqual(['to the newer'])
+    expect(relay.mailbox?.openSessions).toBe(1)
+  })
+
   it('keeps mailboxes and envelopes across a restart on the same data dir', async () => {
     const dataDir = await tempDir()
     const first = await relayWith({ dataDir })
