@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { RelayLimits } from './config.js'
+import type { MailboxLimits } from './mailbox/limits.js'
 import type { MailboxObserver, MailboxRequestKind } from './mailbox/service.js'
 import type { MailboxTotals } from './mailbox/store.js'
 
@@ -212,6 +213,8 @@ export class MailboxMetrics implements MailboxObserver {
   readonly depositedBytes: Counter
   readonly refusals: Counter<'request' | 'status'>
   readonly expiries: Counter<'kind'>
+  /** The configured limits, so an alert can say "a mailbox at 90% of maxBytesPerMailbox". */
+  readonly limit: Gauge<'limit'>
   private held?: () => MailboxTotals
 
   constructor (registry: Registry) {
@@ -245,14 +248,23 @@ export class MailboxMetrics implements MailboxObserver {
         }
       })
     }
+    this.limit = new Gauge({
+      name: 'parley_relay_mailbox_limit',
+      help: 'The mailbox limits this relay was started with',
+      labelNames: ['limit'],
+      registers
+    })
     gauge('parley_relay_mailboxes', 'Mailboxes registered now', held => held.mailboxes)
     gauge('parley_relay_mailbox_envelopes', 'Envelopes stored now, all mailboxes', held => held.envelopes)
     gauge('parley_relay_mailbox_bytes', 'Envelope bytes stored now, all mailboxes', held => held.bytes)
   }
 
-  /** Connects the gauges to the mailbox store. */
-  bind (held: () => MailboxTotals): void {
+  /** Connects the gauges to the mailbox store, and shows the limits it runs with. */
+  bind (held: () => MailboxTotals, limits: MailboxLimits): void {
     this.held = held
+    for (const [key, value] of Object.entries(limits)) {
+      if (typeof value === 'number') this.limit.set({ limit: key }, value)
+    }
   }
 
   deposited (size: number): void {

@@ -242,7 +242,7 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
   })
   if (mailboxStore != null) {
     const store = mailboxStore
-    metrics.mailbox.bind(() => store.held)
+    metrics.mailbox.bind(() => store.held, resolved.mailbox)
   }
   // a reservation is only of use while its peer is connected (js-libp2p keeps
   // it until it expires): end it with the peer's last connection

@@ -174,6 +174,8 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
         this.record = undefined
         this.publisher.changed()
       }).catch(() => {})
+      // a session renews the mailbox's lease only when it opens: a node online for weeks registers again
+      this.receiver?.renew()
     }, ROTATION_CHECK)
     this.rotationTimer.unref()
   }
@@ -182,6 +184,7 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
     clearInterval(this.rotationTimer)
     this.publisher.stop()
     await this.receiver?.stop()
+    await this.client.close()
   }
 
   /**

@@ -174,6 +174,16 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     }
   }
 
+  /** Registers again on every host with an open session (the host's lease on the mailbox runs from the last Register or Open). */
+  renew (): void {
+    for (const state of this.hosts.values()) {
+      if (state.session == null) continue
+      this.components.transport.register(state.host, { signal: this.controller.signal })
+        .then(fill => { state.status.fill = fill })
+        .catch(err => { this.log('renewing the mailbox on %p failed - %s', state.host.peerId, err.message) })
+    }
+  }
+
   /** The mailboxes of this node and how each stands. */
   status (): MailboxStatus[] {
     return [...this.hosts.values()].map(state => ({ ...state.status }))

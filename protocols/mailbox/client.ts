@@ -7,6 +7,7 @@
  * Everything read from a host is bounded and checked before use: frame size,
  * envelopes per push, id and envelope sizes, one answer per request.
  */
+import { raceSignal } from 'race-signal'
 import { Response } from './pb/mailbox.js'
 import {
   MAILBOX_PROTOCOL, MAX_DELETE_IDS, MAX_ENVELOPE_BYTES, MAX_ID_BYTES, MAX_PUSH_ENVELOPES,
@@ -18,9 +19,6 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 
 export { MAILBOX_PROTOCOL } from './protocol.js'
 export type { MailboxInfo } from './pb/mailbox.js'
-
-/** Deposits pipelined on one stream at most: bounds what one stream buffers at the host. */
-const DEPOSITS_PER_STREAM = 64
 
 /** The host refused a request, and said why. */
 export class MailboxRefusedError extends Error {
@@ -42,6 +40,19 @@ export class MailboxRefusedError extends Error {
 export class MailboxProtocolError extends Error {
   static override name = 'MailboxProtocolError'
   override name = 'MailboxProtocolError'
+  /** The host closed the stream before answering: by the spec (§5) it acted on nothing unanswered. */
+  readonly hostClosed: boolean
+
+  constructor (message: string, options: { hostClosed?: boolean } = {}) {
+    super(message)
+    this.hostClosed = options.hostClosed ?? false
+  }
+}
+
+/** What reading a frame threw, as the error the client reports. */
+function readError (err: any): Error {
+  if (err instanceof MailboxProtocolError) return err
+  return err?.name === 'InvalidDataLengthError' ? new MailboxProtocolError(`the host sent an oversized frame: ${String(err.message)}`) : err
 }
 
 /** What opens streams to hosts: libp2p itself satisfies it. */
@@ -60,7 +71,8 @@ export interface StoredEnvelopeInfo {
 /**
  * An open mailbox: iterate it for batches of envelopes (the stored ones oldest
  * first, then new ones as they are deposited); delete each once it is durable.
- * The host pushes at most the window of envelopes not yet deleted.
+ * The host pushes at most the window of envelopes not yet deleted. Leaving a
+ * `for await` early does not end the session: `close` does.
  */
 export interface MailboxSession extends AsyncIterable<StoredEnvelopeInfo[]> {
   readonly info: MailboxInfo
@@ -104,7 +116,7 @@ function checkPush (response: Response): StoredEnvelopeInfo[] {
   })
 }
 
-/** One request/response exchange over a fresh stream. */
+/** The Open exchange and the session's reads, on a stream of their own. */
 class Exchange {
   private readonly frames: AsyncIterator<Uint8ArrayList>
 
@@ -135,21 +147,100 @@ class Exchange {
       return decodeResponse(next.value)
     } catch (err: any) {
       if (options.signal?.aborted === true) throw options.signal.reason
-      if (err instanceof MailboxProtocolError) throw err
-      throw err.name === 'InvalidDataLengthError' ? new MailboxProtocolError(`the host sent an oversized frame: ${String(err.message)}`) : err
+      throw readError(err)
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
     }
   }
 }
 
+interface Waiting {
+  resolve(response: Response): void
+  reject(err: Error): void
+}
+
+/**
+ * One stream to a host carrying Register and Deposit requests one after
+ * another, pipelined: each is written at once and the answers come back in
+ * order (spec §6.1), so that many deposits share one stream instead of
+ * running into the host's bound on streams per connection.
+ */
+class RequestChannel {
+  private readonly waiting: Waiting[] = []
+  private ended = false
+
+  constructor (private readonly stream: Stream, private readonly onEnd: () => void) {
+    this.read().catch(() => {})
+  }
+
+  /** False once the stream has ended or our side of it is closed. */
+  get usable (): boolean {
+    return !this.ended && this.stream.writeStatus === 'writable'
+  }
+
+  async request (request: Partial<Request>, options: AbortOptions): Promise<Response> {
+    options.signal?.throwIfAborted()
+    if (this.stream.writableNeedsDrain) await this.stream.onDrain(options)
+    if (!this.usable) throw new MailboxProtocolError('the stream to the host has ended', { hostClosed: true })
+    const answer = new Promise<Response>((resolve, reject) => { this.waiting.push({ resolve, reject }) })
+    // a caller that gave up leaves its place in the queue: its answer still comes, to no one
+    answer.catch(() => {})
+    try {
+      this.stream.send(requestFrame(request))
+    } catch (err: any) {
+      // ours is the last place: nothing else ran since it was taken
+      this.waiting.pop()
+      throw err
+    }
+    return raceSignal(answer, options.signal)
+  }
+
+  close (): void {
+    this.end(new MailboxProtocolError('the client closed the stream'), true)
+  }
+
+  private async read (): Promise<void> {
+    try {
+      for await (const buf of readFrames(this.stream)) {
+        const response = decodeResponse(buf)
+        const head = this.waiting.shift()
+        if (head == null) throw new MailboxProtocolError('the host sent an answer to no request')
+        head.resolve(response)
+      }
+      this.end(new MailboxProtocolError('the host closed the stream without answering', { hostClosed: true }), true)
+    } catch (err: any) {
+      this.end(readError(err), false)
+    }
+  }
+
+  private end (err: Error, graceful: boolean): void {
+    if (this.ended) return
+    this.ended = true
+    this.onEnd()
+    for (const waiting of this.waiting.splice(0)) waiting.reject(err)
+    if (graceful) this.stream.close().catch(e => { this.stream.abort(e) })
+    else this.stream.abort(err)
+  }
+}
+
 export class MailboxClient {
   private readonly dialer: MailboxDialer
   private readonly log: Logger
+  /** The request stream to each host (by peer ID), shared by concurrent callers. */
+  private readonly channels = new Map<string, Promise<RequestChannel>>()
 
   constructor (components: MailboxClientComponents) {
     this.dialer = components.dialer
     this.log = components.logger.forComponent('parley:mailbox:client')
+  }
+
+  /** Closes the request streams to every host (open sessions are closed by their owners). */
+  async close (): Promise<void> {
+    const channels = [...this.channels.values()]
+    this.channels.clear()
+    for (const channel of await Promise.allSettled(channels)) {
+      if (channel.status === 'fulfilled') channel.value.close()
+    }
   }
 
   /** Creates or renews this node's mailbox on `host`; resolves with its fill level and lease. */
@@ -178,8 +269,11 @@ export class MailboxClient {
 
   /**
    * Opens this node's mailbox on `host`. Iteration yields pushed batches and
-   * ends when the host closes the stream or the session is closed; it throws
-   * if the host breaks the protocol.
+   * ends when the host closes the stream (it stops, or a newer session of this
+   * node replaced this one) or the session is closed; it throws when the
+   * stream is reset (the connection went) or the host breaks the protocol
+   * (MailboxProtocolError). Throws MailboxRefusedError when the host refuses
+   * the Open (NO_SUCH_MAILBOX: register first).
    */
   async open (host: PeerId, options: AbortOptions & { window?: number } = {}): Promise<MailboxSession> {
     const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
@@ -199,60 +293,59 @@ export class MailboxClient {
   }
 
   /**
-   * Deposits several envelopes in `mailbox`'s mailbox on `host` on one
-   * stream, the requests pipelined (the host answers them in order, §6): one
-   * result per envelope, in order, each the host's id and expiry or the
-   * MailboxRefusedError it answered. Throws when the stream fails (then none
-   * of the unanswered ones can be counted as stored).
+   * Deposits several envelopes in `mailbox`'s mailbox on `host`, pipelined on
+   * the host's request stream (answered in order, §6.1): one result per
+   * envelope, in order, each the host's id and expiry or the
+   * MailboxRefusedError it answered. Throws when the host cannot be reached
+   * or breaks the protocol.
    */
   async depositMany (host: PeerId, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions = {}): Promise<Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError>> {
-    const results: Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError> = []
-    for (let i = 0; i < envelopes.length; i += DEPOSITS_PER_STREAM) {
-      results.push(...await this.depositBatch(host, mailbox, envelopes.slice(i, i + DEPOSITS_PER_STREAM), options))
-    }
-    return results
+    return Promise.all(envelopes.map(async ({ envelope, ttlMs }) => {
+      try {
+        return await this.deposit(host, mailbox, envelope, { ...options, ttlMs })
+      } catch (err: any) {
+        if (err instanceof MailboxRefusedError) return err
+        throw err
+      }
+    }))
   }
 
-  private async depositBatch (host: PeerId, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions): Promise<Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError>> {
-    const results: Array<{ id: Uint8Array, expiresAt: number } | MailboxRefusedError> = []
-    const sendable = envelopes.filter(({ envelope }) => envelope.byteLength <= MAX_ENVELOPE_BYTES)
-    if (sendable.length !== envelopes.length) throw new MailboxRefusedError(Response.Status.TOO_LARGE, `an envelope is over the protocol's ${MAX_ENVELOPE_BYTES} bytes`)
-    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
-    try {
-      const exchange = new Exchange(stream)
-      const owner = mailbox.toMultihash().bytes
-      for (const { envelope, ttlMs } of envelopes) {
-        await sendFrame(stream, requestFrame({ deposit: { mailbox: owner, envelope: envelope as Uint8Array<ArrayBuffer>, ttlMs: BigInt(Math.max(0, Math.floor(ttlMs ?? 0))) } }), options)
-      }
-      for (let i = 0; i < envelopes.length; i++) {
-        const response = await exchange.read(options)
-        if (response.status !== Response.Status.OK) {
-          results.push(refused(response))
+  /**
+   * Sends a Register or Deposit on the host's request stream and resolves with
+   * its answer. A stream the host closed (idle) before answering is replaced
+   * once: the host acted on nothing it did not answer.
+   */
+  private async once (host: PeerId, request: Partial<Request>, options: AbortOptions): Promise<Response> {
+    for (let attempt = 1; ; attempt++) {
+      const channel = await this.channelTo(host, options)
+      try {
+        return await channel.request(request, options)
+      } catch (err: any) {
+        if (attempt === 1 && err instanceof MailboxProtocolError && err.hostClosed) {
+          this.log('mailbox request stream to %p ended before an answer; once more on a new one', host)
           continue
         }
-        if (response.id == null || response.id.byteLength === 0 || response.id.byteLength > MAX_ID_BYTES || response.expiresAt == null) {
-          throw new MailboxProtocolError('a Deposit answer without a valid id and expiry')
-        }
-        results.push({ id: response.id, expiresAt: ms(response.expiresAt) })
+        throw err
       }
-      await stream.close(options)
-      return results
-    } catch (err: any) {
-      stream.abort(err)
-      throw err
     }
   }
 
-  private async once (host: PeerId, request: Partial<Request>, options: AbortOptions): Promise<Response> {
-    const stream = await this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
-    try {
-      const response = await new Exchange(stream).request(request, options)
-      await stream.close(options)
-      return response
-    } catch (err: any) {
-      stream.abort(err)
-      throw err
+  private async channelTo (host: PeerId, options: AbortOptions): Promise<RequestChannel> {
+    const key = host.toString()
+    const existing = this.channels.get(key)
+    if (existing != null) {
+      const channel = await existing.catch(() => undefined)
+      if (channel?.usable === true) return channel
+      if (this.channels.get(key) === existing) this.channels.delete(key)
     }
+    const forget = (): void => {
+      if (this.channels.get(key) === opening) this.channels.delete(key)
+    }
+    const opening: Promise<RequestChannel> = this.dialer.dialProtocol(host, MAILBOX_PROTOCOL, options)
+      .then(stream => new RequestChannel(stream, forget))
+    this.channels.set(key, opening)
+    opening.catch(forget)
+    return opening
   }
 }
 
@@ -273,7 +366,13 @@ class OpenSession implements MailboxSession {
         this.exchange.stream.abort(err)
         throw err
       }
-      if (response == null || this.closed) return
+      if (this.closed) return
+      if (response == null) {
+        // the host ended the session: end ours too, so the stream goes
+        this.closed = true
+        await this.exchange.stream.close().catch(err => { this.exchange.stream.abort(err) })
+        return
+      }
       let batch: StoredEnvelopeInfo[]
       try {
         batch = checkPush(response)

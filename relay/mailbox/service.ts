@@ -256,10 +256,15 @@ export class MailboxService implements Startable {
     }
     try {
       for (;;) {
+        // the timer runs until the next request is read and answered: a peer
+        // that stops reading its answers idles out too
         armIdle()
         const next = await frames.next()
-        this.clock.clearTimeout(idle)
         if (next.done === true) break
+        // after the idle timeout closed our side nothing more is acted on: a
+        // request that cannot be answered must not have been carried out, and
+        // the client, seeing the stream end unanswered, sends it again elsewhere
+        if (stream.writeStatus !== 'writable') continue
         let request: Request
         try {
           request = Request.decode(next.value, REQUEST_LIMITS)
@@ -279,6 +284,8 @@ export class MailboxService implements Startable {
         if (kind === 'open') {
           const session = await this.open(stream, connection, request.open?.window ?? 0)
           if (session != null) {
+            // a session is quiet for as long as nothing is deposited: no idle timeout
+            this.clock.clearTimeout(idle)
             await this.serveSession(session, frames)
             return
           }

@@ -257,6 +257,9 @@ export class MailboxStore {
 
   /** Deletes every envelope and mailbox expired by `now`; returns how many of each went. */
   sweep (now: number): { envelopes: number, mailboxes: number } {
+    // most sweeps find nothing: then no write transaction (and no sync) at all
+    const due = this.sql('SELECT EXISTS (SELECT 1 FROM envelopes WHERE expires_at <= ?) OR EXISTS (SELECT 1 FROM mailboxes WHERE expires_at <= ?) AS due').get(now, now) as Row
+    if (due.due === 0) return { envelopes: 0, mailboxes: 0 }
     this.db.exec('BEGIN IMMEDIATE')
     try {
       // the envelopes of expired mailboxes go with them (ON DELETE CASCADE): count them first

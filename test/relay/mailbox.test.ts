@@ -117,6 +117,7 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     expect(metricValue(body, 'parley_relay_mailbox_bytes')).toBe(0)
     expect(metricValue(body, 'parley_relay_mailbox_refusals_total', { request: 'deposit', status: 'QUOTA_EXCEEDED' })).toBe(0)
     expect(metricValue(body, 'parley_relay_mailbox_expired_total', { kind: 'envelope' })).toBe(0)
+    expect(metricValue(body, 'parley_relay_mailbox_limit', { limit: 'maxEnvelopesPerMailbox' })).toBe(1000)
   })
 
   it('pushes no more than the window until the owner deletes', async () => {
@@ -134,6 +135,35 @@ describe('mailbox host (/parley/mailbox/1.0.0 on the relay)', () => {
     await session.delete([batch[0].id])
     const next = (await iterator.next()).value as StoredEnvelopeInfo[]
     expect(next.map(e => text(e.envelope))).toEqual(['m2'])
+  })
+
+  it('carries many concurrent deposits from one client on one stream, each answered with its own id', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    // more than the host's 8 streams per connection at once: the client pipelines them on one
+    const stored = await Promise.all(Array.from({ length: 30 }, async (_, i) => ({ i, ...await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes(`m${i}`)) })))
+    const streams = alice.node.getConnections(relay.peerId).flatMap(c => c.streams).filter(s => s.protocol === MAILBOX_PROTOCOL)
+    expect(streams).toHaveLength(1)
+
+    const session = await open(bob, relay, 64)
+    const byId = new Map((await receive(session, 30)).map(e => [Buffer.from(e.id).toString('hex'), text(e.envelope)]))
+    for (const { i, id } of stored) expect(byId.get(Buffer.from(id).toString('hex'))).toBe(`m${i}`)
+  })
+
+  it('ends a session\'s iteration when a newer session of the same owner replaces it, and pushes to the newer one', async () => {
+    const relay = await relayWith()
+    const bob = await client(relay)
+    const alice = await client(relay)
+    await bob.mailbox.register(relay.peerId)
+    const older = await open(bob, relay)
+    const olderBatches = older[Symbol.asyncIterator]()
+    const newer = await open(bob, relay)
+    expect((await olderBatches.next()).done).toBe(true)
+    await alice.mailbox.deposit(relay.peerId, bob.node.peerId, bytes('to the newer'))
+    expect((await receive(newer, 1)).map(e => text(e.envelope))).toEqual(['to the newer'])
+    expect(relay.mailbox?.openSessions).toBe(1)
   })
 
   it('keeps mailboxes and envelopes across a restart on the same data dir', async () => {

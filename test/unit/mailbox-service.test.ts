@@ -9,6 +9,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
+import fc from 'fast-check'
 import * as lp from 'it-length-prefixed'
 import { afterEach, describe, expect, it } from 'vitest'
 import { MAILBOX_PROTOCOL, MailboxClient } from '../../protocols/mailbox/client.js'
@@ -180,6 +181,25 @@ describe('mailbox host service (in memory, fake clock)', () => {
     expect(await closed).toMatchObject({ error: expect.anything() })
   })
 
+  it('acts on nothing after it idled a stream out, and the client sends such a request again on a new stream', async () => {
+    const h = await host({ idleTimeout: 5000 })
+    const bob = await makePeer()
+    const hostId = await HOST_ID
+    const client = h.client(bob)
+    await client.register(hostId)
+    // the host closes the idle request stream; the client learns it only later
+    h.clock.advance(5000)
+    await client.register(hostId)
+    const alice = h.client(await makePeer())
+    await alice.deposit(hostId, bob, bytes('1'))
+    h.clock.advance(5000)
+    await alice.deposit(hostId, bob, bytes('2'))
+    // each deposit stored once
+    expect(h.store.usage(bob.toMultihash().bytes).envelopes).toBe(2)
+    await client.close()
+    await alice.close()
+  })
+
   it('answers requests in order on one stream, and a refusal leaves the stream usable', async () => {
     const h = await host()
     const bob = await makePeer()
@@ -196,5 +216,53 @@ describe('mailbox host service (in memory, fake clock)', () => {
     await stream.close()
     expect((await frames.next()).done).toBe(true)
     expect(h.service.openSessions).toBe(0)
+  })
+
+  it('survives hostile requests: any frames from any peer are answered or the stream is ended, and the host keeps serving with its totals true', async () => {
+    const h = await host({ depositsPerSecondPerPeer: 1000, depositBurstPerPeer: 1000, depositsPerSecondPerIp: 1000, depositBurstPerIp: 1000, maxEnvelopesPerMailbox: 20 })
+    const peers = await Promise.all([0, 1, 2].map(async () => makePeer()))
+    const owner = peers[0]
+    const hostId = await HOST_ID
+    await h.client(owner).register(hostId)
+    const id = fc.uint8Array({ minLength: 0, maxLength: 40 })
+    const mailbox = fc.oneof(fc.constantFrom(...peers.map(p => p.toMultihash().bytes)), fc.uint8Array({ maxLength: 140 }))
+    const request = fc.record({
+      register: fc.option(fc.constant({}), { nil: undefined }),
+      deposit: fc.option(fc.record({ mailbox, envelope: fc.uint8Array({ maxLength: 300 }), ttlMs: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) }), { nil: undefined }),
+      open: fc.option(fc.record({ window: fc.nat() }), { nil: undefined }),
+      delete: fc.option(fc.record({ ids: fc.array(id, { maxLength: 5 }) }), { nil: undefined })
+    })
+    const frame = fc.oneof(
+      { weight: 4, arbitrary: request.map(r => lp.encode.single(Request.encode(r as Partial<Request>)).subarray()) },
+      { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }).map(b => lp.encode.single(b).subarray()) }
+    )
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...peers), fc.array(frame, { minLength: 1, maxLength: 6 }), async (from, frames) => {
+      const stream = await h.connect(from)
+      // reading from the start, as a client does, so that no answer is missed
+      const answers = (async () => {
+        const statuses: string[] = []
+        try {
+          for await (const buf of lp.decode(stream)) statuses.push(Response.decode(buf).status)
+        } catch {
+          // the host ended the stream: what a protocol break earns
+        }
+        return statuses
+      })()
+      try {
+        for (const f of frames) stream.send(f)
+        await stream.close()
+      } catch {
+        // the host may have reset the stream already
+      }
+      for (const status of await answers) expect(Object.values(Response.Status)).toContain(status)
+    }), { seed: 0x3a11b0c5, numRuns: 150, timeout: 2000, interruptAfterTimeLimit: 30_000 })
+
+    // still serving, and its totals are what the database holds
+    await h.client(owner).register(hostId)
+    const db = (h.store as any).db
+    const envelopes = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM envelopes').get()
+    const mailboxes = db.prepare('SELECT COUNT(*) AS n FROM mailboxes').get()
+    expect(h.store.held).toEqual({ mailboxes: mailboxes.n, envelopes: envelopes.n, bytes: envelopes.bytes })
+    expect(h.store.held.mailboxes).toBeGreaterThanOrEqual(1)
   })
 })

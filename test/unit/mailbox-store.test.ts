@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises'
+import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -120,14 +120,28 @@ describe('mailbox store', () => {
     store.list(owner, 0, 10, clock.now())
     store.delete(owner, [id])
     store.sweep(clock.now())
+    // and a sweep with something to delete
+    store.deposit({ mailbox: owner, envelope: bytes('y'), storedAt: clock.now(), expiresAt: clock.now() + 10, depositor: tag })
+    expect(store.sweep(clock.now() + 100)).toEqual({ envelopes: 1, mailboxes: 0 })
     const db = (store as any).db as DatabaseSync
     // the totals counted once when the store opens are the only full reads
     const statements = [...((store as any).statements as Map<string, unknown>).keys()].filter(sql => !opening.has(sql))
-    expect(statements.length).toBeGreaterThan(9)
+    expect(statements.length).toBeGreaterThan(12)
     for (const sql of statements) {
       const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail))
       expect({ sql, scans: plan.filter(step => /^SCAN (envelopes|mailboxes|e|m)\b/.test(step)) }).toEqual({ sql, scans: [] })
     }
     store.close()
+  })
+
+  it('refuses to open a database that is not one, or a secret of the wrong size, saying which file', async () => {
+    const clock = new FakeClock()
+    const garbage = await tempDir()
+    await writeFile(join(garbage, MAILBOX_DB_FILE), 'not a database, just text long enough to have a header'.repeat(20))
+    await expect(MailboxStore.open({ dataDir: garbage, clock })).rejects.toMatchObject({ name: 'MailboxStoreError', message: expect.stringContaining(MAILBOX_DB_FILE) })
+
+    const shortSecret = await tempDir()
+    await writeFile(join(shortSecret, MAILBOX_SECRET_FILE), new Uint8Array(5))
+    await expect(MailboxStore.open({ dataDir: shortSecret, clock })).rejects.toMatchObject({ name: 'MailboxStoreError', message: expect.stringContaining(MAILBOX_SECRET_FILE) })
   })
 })
