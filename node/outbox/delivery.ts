@@ -176,6 +176,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     // an earlier message of the peer, if any, expires no later than this one
     if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
     this.emit(this.machine.queued(stored))
+    // a peer unreachable for a while: to its mailbox at once, not after the dial under way fails
+    if (this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
     this.run(stored.peer)
     return stored
   }

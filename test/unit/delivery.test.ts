@@ -603,6 +603,22 @@ describe('DeliveryEngine', () => {
       expect(mailbox.deposited).toHaveLength(1)
     })
 
+    it('a new message to a peer unreachable for mailboxAfter goes to its mailbox at once, while a slow dial is still under way', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 1_000 })
+      t.router.open = false
+      t.router.dial = async ({ signal }) => new Promise((resolve, reject) => { signal?.addEventListener('abort', () => { reject(signal.reason) }) })
+      t.engine.start()
+      const [first] = t.queue(1)
+      await t.router.dialled(1)
+      t.clock.advance(1_000)
+      await t.reported([first], 'stored')
+      // the dial is still hanging: the next message does not wait for it to fail
+      const [second] = t.queue(1)
+      await t.reported([second], 'stored')
+      expect(t.router.dials).toBe(1)
+    })
+
     it('deposits nothing when a connection opens within mailboxAfter', async () => {
       const mailbox = stubMailbox()
       const t = setup({ mailbox }, { mailboxAfter: 5_000 })
