@@ -52,6 +52,9 @@ export interface MailboxDepositorInit {
   maxHosts?: number
 }
 
+/** Envelopes sealed at once. */
+const SEAL_CONCURRENCY = 16
+
 /** The message as it goes on the wire, for sealing. */
 function chatMessage (entry: OutboxEntry): Uint8Array {
   return ChatMessage.encode({
@@ -81,19 +84,26 @@ export class MailboxDepositor implements Depositor {
     const { record, key } = await this.recordOf(peer, options)
     const recipient = this.components.peerId(peer)
     const now = this.clock.now()
+    // sealed a few at a time: WebCrypto's X25519 and the signature run on libuv's threads
     const sealed: Array<{ id: string, envelope: Uint8Array, ttlMs?: number }> = []
-    for (const entry of entries) {
-      // kept no longer than the sender keeps trying: past that it has failed as expired
-      const ttlMs = options.expiresAt == null ? undefined : Math.max(1, options.expiresAt(entry) - now)
-      sealed.push({ id: entry.id, envelope: await this.components.seal(recipient, key, { message: chatMessage(entry) }), ttlMs })
+    for (let i = 0; i < entries.length; i += SEAL_CONCURRENCY) {
+      sealed.push(...await Promise.all(entries.slice(i, i + SEAL_CONCURRENCY).map(async entry => ({
+        id: entry.id,
+        envelope: await this.components.seal(recipient, key, { message: chatMessage(entry) }),
+        // kept no longer than the sender keeps trying: past that it has failed as expired
+        ttlMs: options.expiresAt == null ? undefined : Math.max(1, options.expiresAt(entry) - now)
+      }))))
     }
+    this.log('sealed %d for %s in %d ms', sealed.length, peer, this.clock.now() - now)
     // each host gets them in seq order; the hosts at once
     const until = new Map<string, number>()
     const errors: string[] = []
     await Promise.all(record.hosts.slice(0, this.maxHosts).map(async host => {
       let results: Array<{ expiresAt: number } | Error>
       try {
+        const started = this.clock.now()
         results = await this.components.transport.depositMany(host, recipient, sealed, { signal: options.signal })
+        this.log('host %p answered %d deposits for %s in %d ms', host.peerId, results.length, peer, this.clock.now() - started)
       } catch (err: any) {
         errors.push(`${host.peerId.toString()}: ${err.message as string}`)
         this.log('mailbox host %p of %s failed - %s', host.peerId, peer, err.message)

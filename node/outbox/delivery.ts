@@ -399,8 +399,10 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         if (entries.length === 0) return
         for (const entry of entries) tried.add(entry.id)
         let stored: Array<{ id: string, until: number }>
+        const started = this.clock.now()
         try {
           stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal, expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
+          this.log('%d of %d messages for %s left in its mailbox in %d ms', stored.length, entries.length, peer, this.clock.now() - started)
         } catch (err: any) {
           if (this.stopped) return
           this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)

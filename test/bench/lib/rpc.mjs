@@ -26,6 +26,7 @@ export async function spawnWorker (label, { execArgv = [], env = {} } = {}) {
   const keep = (chunk) => { log = (log + chunk).slice(-8000) }
   child.stdout.setEncoding('utf8').on('data', keep)
   child.stderr.setEncoding('utf8').on('data', keep)
+  if (process.env.PARLEY_BENCH_STDERR != null) child.stderr.on('data', chunk => { process.stderr.write(chunk) })
   const calls = new Map()
   let seq = 0
   let readyAt
