@@ -17,13 +17,14 @@ import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { fromString as uint8ArrayFromString } from 'uint8arrays/from-string'
 import { ChatMessage } from '../im/pb/im.js'
 import { Envelope, Sealed, Signed } from './pb/mailbox.js'
+import { MAX_ENVELOPE_BYTES } from './protocol.js'
 import type { ReceiptEntry } from './pb/mailbox.js'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 export const ENVELOPE_VERSION = 1
 
-/** Largest encoded Envelope, in bytes: senders never seal a larger one, hosts and recipients refuse one. */
-export const MAX_ENVELOPE_BYTES = 65_536
+// the largest encoded Envelope is the protocol's (§5): senders never seal a larger one, hosts and recipients refuse one
+export { MAX_ENVELOPE_BYTES }
 
 /** Bytes of a raw X25519 key, public or private. */
 export const MAILBOX_KEY_BYTES = 32

@@ -4,11 +4,12 @@
  * does (protocols/peer-record/service.ts, README.md §6–§7): every answer is
  * verified again by the reader, and the newest valid one is used.
  */
+import { dhtValues } from '../peer-record/dht-values.js'
 import { systemClock } from '../../common/clock.js'
 import { mailboxRecordKey, openMailboxRecord, selectMailboxRecord } from './record.js'
 import type { MailboxRecordInfo } from './record.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
-import type { AbortOptions, ComponentLogger, ContentRouting, Logger, PeerId, RoutingOptions, Startable } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, ContentRouting, Logger, PeerId, Startable } from '@libp2p/interface'
 
 const REPUBLISH_INTERVAL = 10 * 60_000
 const PUBLISH_DELAY = 1_000
@@ -138,20 +139,8 @@ export class MailboxRecordPublisher implements Startable {
   /** `peerId`'s newest valid mailbox record in the DHT, verified here; undefined when there is none. */
   async lookup (peerId: PeerId, options: AbortOptions = {}): Promise<FoundMailboxRecord | undefined> {
     const key = mailboxRecordKey(peerId)
-    // every answer kad-dht accepted, in case its get throws after collecting
-    // them (it does when a peer refuses its "correction" put)
-    const answers: Uint8Array[] = []
-    const onProgress = (evt: { type: string, detail?: { value?: unknown } }): void => {
-      if (evt.type === 'kad-dht:query:value' && evt.detail?.value instanceof Uint8Array) {
-        answers.push(evt.detail.value)
-      }
-    }
-    try {
-      answers.unshift(await this.components.contentRouting.get(key, { ...options, onProgress } satisfies RoutingOptions))
-    } catch (err: any) {
-      options.signal?.throwIfAborted()
-      this.log('DHT get of the mailbox record of %p failed with %d answers - %e', peerId, answers.length, err)
-    }
+    const { values: answers, error } = await dhtValues(this.components.contentRouting, key, options)
+    if (error != null) this.log('DHT get of the mailbox record of %p failed with %d answers - %e', peerId, answers.length, error)
     // the answers came over the network: check each again at our own time
     const now = this.clock.now()
     const valid: FoundMailboxRecord[] = []

@@ -1,8 +1,9 @@
+import { dhtValues } from './dht-values.js'
 import { PeerRecord, RecordEnvelope } from '@libp2p/peer-record'
 import { CODE_P2P } from '@multiformats/multiaddr'
 import { peerRecordKey, selectPeerRecord, validatePeerRecord } from './record.js'
 import type { PeerRecordComponents, PeerRecordInit, PeerRecordPublisher } from './index.js'
-import type { AbortOptions, Logger, PeerId, RoutingOptions, Startable } from '@libp2p/interface'
+import type { AbortOptions, Logger, PeerId, Startable } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 const REPUBLISH_INTERVAL = 10 * 60_000
@@ -104,19 +105,8 @@ export class PeerRecordService implements Startable, PeerRecordPublisher {
 
   async lookup (peerId: PeerId, options: AbortOptions = {}): Promise<Multiaddr[]> {
     const key = peerRecordKey(peerId)
-    // every answer kad-dht accepted (it validates each), in case its get throws
-    // after collecting them: it does when a peer refuses its "correction" put
-    const answers: Uint8Array[] = []
-    const onProgress = (evt: { type: string, detail?: { value?: unknown } }): void => {
-      if (evt.type === 'kad-dht:query:value' && evt.detail?.value instanceof Uint8Array) {
-        answers.push(evt.detail.value)
-      }
-    }
-    try {
-      answers.unshift(await this.components.contentRouting.get(key, { ...options, onProgress } satisfies RoutingOptions))
-    } catch (err: any) {
-      this.log('DHT get of the peer record of %p failed with %d answers - %e', peerId, answers.length, err)
-    }
+    const { values: answers, error } = await dhtValues(this.components.contentRouting, key, options)
+    if (error != null) this.log('DHT get of the peer record of %p failed with %d answers - %e', peerId, answers.length, error)
     // the answers came over the network: check each again (signature, expiry)
     // and keep the newest
     const now = Date.now()
