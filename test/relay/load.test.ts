@@ -61,7 +61,11 @@ describe('one relay process under load', () => {
         // monitor then aborts the node's relay connection and with it the
         // reservation (a node-side issue, reported). The test measures the
         // relay, so its heartbeat stays outside the test's minute.
-        heartbeatInterval: 120_000
+        heartbeatInterval: 120_000,
+        // a dial slowed by this load past 5 s would send a message to the
+        // recipient's mailbox (and `send` would resolve `stored`): this test is
+        // about the relay's circuits, so messages wait for them
+        mailboxAfter: 120_000
       }))))
     }
     // 200 nodes reserving at once on shared cores: longer than the fixture's usual wait, within the test's 300 s
