@@ -14,6 +14,9 @@ import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId } from '
 
 export { CANCELLED_REASON, DEFAULT_MESSAGE_EXPIRY, EXPIRED_REASON_PREFIX, MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
 
+/** A dial still under way holds a deposit back this many times `mailboxAfter`. */
+const SLOW_DIAL_FACTOR = 3
+
 /** Longest a timer of the outbox is set for: Node runs a longer one after 1 ms; a wake-up with nothing due just sets the next. */
 const MAX_TIMER = 2 ** 31 - 1
 
@@ -29,8 +32,9 @@ export interface DeliveryInit extends OutboxMachineInit {
   connectTimeout?: number
 
   /**
-   * How long a peer may be unreachable (dials failing or still under way)
-   * before its waiting messages are left in its mailbox, in ms.
+   * How long a peer may be unreachable, with a dial failed, before its
+   * waiting messages are left in its mailbox, in ms (three times as long while
+   * the first dial is still under way).
    *
    * @default 5000
    */
@@ -116,6 +120,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly redepositBefore: number
   /** Since when each peer has had no connection while its outbox wanted one: its messages go to its mailbox once that is `mailboxAfter` old. */
   private readonly unreachableSince = new Map<string, number>()
+  /** Peers a dial to failed since they were last reached. */
+  private readonly dialFailed = new Set<string>()
   private readonly depositTimers = new Map<string, ClockTimer>()
   private readonly depositing = new Set<string>()
   private readonly running = new Set<string>()
@@ -166,6 +172,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const timer of this.depositTimers.values()) this.clock.clearTimeout(timer)
     this.depositTimers.clear()
     this.unreachableSince.clear()
+    this.dialFailed.clear()
     this.expiries.clear()
     this.withdrawn.clear()
   }
@@ -176,8 +183,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     // an earlier message of the peer, if any, expires no later than this one
     if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
     this.emit(this.machine.queued(stored))
-    // a peer unreachable for a while: to its mailbox at once, not after the dial under way fails
-    if (this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
+    // a peer unreachable for a while, with a dial under way now: to its
+    // mailbox as the others (at once when it is time), not after that dial ends
+    if (this.running.has(stored.peer) && this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
     this.run(stored.peer)
     return stored
   }
@@ -221,6 +229,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     const transition = this.machine.receipt(answered)
     if (transition.changes.length === 0) return
     this.apply(transition)
+    // the mailbox emptied the peer's outbox: what was learnt of its reachability
+    // is old news by the next message, which tries a dial first
+    if (this.store.outboxScheduleOf(peer) == null) this.reached(peer)
     if (transition.writes.unstored != null && transition.writes.unstored.length > 0) this.run(peer)
   }
 
@@ -281,6 +292,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private forget (peer: string): void {
     if (this.timers.has(peer) || this.running.has(peer)) return
     this.unreachableSince.delete(peer)
+    this.dialFailed.delete(peer)
     this.clock.clearTimeout(this.depositTimers.get(peer))
     this.depositTimers.delete(peer)
     this.fresh.delete(peer)
@@ -336,6 +348,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
           due = this.notWithdrawn(peer, due)
           this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
           this.apply(this.machine.unreachable(due, err.message))
+          this.depositLater(peer, true)
           continue
         } finally {
           timeout.clear()
@@ -356,23 +369,33 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   /** A connection to the peer is open: its mailbox is not needed now. */
   private reached (peer: string): void {
     this.unreachableSince.delete(peer)
+    this.dialFailed.delete(peer)
     this.clock.clearTimeout(this.depositTimers.get(peer))
     this.depositTimers.delete(peer)
   }
 
   /**
    * Deposits the peer's waiting messages in its mailbox once it has been
-   * unreachable for `mailboxAfter` (at once when it has been for longer).
+   * unreachable for `mailboxAfter` with a dial failed (a dial still under way
+   * is given three times as long: a slow connection is not a missing peer),
+   * at once when that is past. `failed`: a dial to it just failed.
    */
-  private depositLater (peer: string): void {
-    if (this.mailbox == null || this.depositTimers.has(peer)) return
+  private depositLater (peer: string, failed = false): void {
+    if (this.mailbox == null) return
     const now = this.clock.now()
     let since = this.unreachableSince.get(peer)
     if (since == null) this.unreachableSince.set(peer, since = now)
+    if (failed && !this.dialFailed.has(peer)) {
+      this.dialFailed.add(peer)
+      // sooner than the timer set while the dial was under way
+      this.clock.clearTimeout(this.depositTimers.get(peer))
+      this.depositTimers.delete(peer)
+    }
+    if (this.depositTimers.has(peer)) return
     const deposit = (): void => {
       this.deposit(peer).catch(err => { this.log.error('depositing for %s failed unexpectedly - %e', peer, err) })
     }
-    const wait = since + this.mailboxAfter - now
+    const wait = since + (this.dialFailed.has(peer) ? 1 : SLOW_DIAL_FACTOR) * this.mailboxAfter - now
     if (wait <= 0) {
       deposit()
       return

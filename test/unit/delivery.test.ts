@@ -560,7 +560,7 @@ describe('DeliveryEngine', () => {
     function stubMailbox () {
       const mailbox = new EventTarget() as EventTarget & { deposited: string[][], refuse?: Error, until: number, deposit: DeliveryComponents['mailbox'] extends infer D ? D extends { deposit: infer F } ? F : never : never }
       mailbox.deposited = []
-      mailbox.until = 10_000_000
+      mailbox.until = 1e15
       mailbox.deposit = async (peer, entries) => {
         mailbox.deposited.push(entries.map(e => e.id))
         mailbox.dispatchEvent(new Event('deposit'))
@@ -611,7 +611,7 @@ describe('DeliveryEngine', () => {
       t.engine.start()
       const [first] = t.queue(1)
       await t.router.dialled(1)
-      t.clock.advance(1_000)
+      t.clock.advance(3_000)
       await t.reported([first], 'stored')
       // the dial is still hanging: the next message does not wait for it to fail
       const [second] = t.queue(1)
@@ -638,7 +638,7 @@ describe('DeliveryEngine', () => {
       expect(t.statuses(id)).not.toContain('stored')
     })
 
-    it('deposits while a slow dial is still under way', async () => {
+    it('deposits while a slow dial is still under way, after three times mailboxAfter (a slow connection is not a missing peer)', async () => {
       const mailbox = stubMailbox()
       const t = setup({ mailbox }, { mailboxAfter: 5_000 })
       t.router.open = false
@@ -647,6 +647,8 @@ describe('DeliveryEngine', () => {
       const [id] = t.queue(1)
       await t.router.dialled(1)
       t.clock.advance(5_000)
+      expect(mailbox.deposited).toEqual([])
+      t.clock.advance(10_000)
       await t.reported([id], 'stored')
       // stored once: the new deposit is not news to the user
       expect(t.statuses(id).filter(status => status === 'stored')).toHaveLength(1)
@@ -655,17 +657,19 @@ describe('DeliveryEngine', () => {
     it('keeps messages queued when no mailbox takes them, and tries again at the next failed round', async () => {
       const mailbox = stubMailbox()
       mailbox.refuse = new Error('no mailbox record')
-      const t = setup({ mailbox }, { mailboxAfter: 0 })
+      const t = setup({ mailbox }, { mailboxAfter: 100 })
       t.router.open = false
       t.router.dial = async () => { throw new Error('no addresses') }
       t.engine.start()
       const [id] = t.queue(1)
       await t.router.dialled(1)
-      await until(() => mailbox.deposited.length === 1, { on: [mailbox, 'deposit'], timeout: WAIT })
       await until(() => t.store.outbox()[0].attempts === 1, { on: [t.engine, 'message:status'], timeout: WAIT })
+      t.clock.advance(100)
+      await until(() => mailbox.deposited.length === 1, { on: [mailbox, 'deposit'], timeout: WAIT })
       expect(t.store.getMessage(id)?.status).toBe('queued')
       mailbox.refuse = undefined
-      t.clock.advance(500)
+      // the next failed round (500 ms after the first) tries again
+      t.clock.advance(400)
       await t.reported([id], 'stored')
       expect(mailbox.deposited).toHaveLength(2)
     })
@@ -714,25 +718,53 @@ describe('DeliveryEngine', () => {
       expect(t.store.getMessage(ids[1])?.status).toBe('failed')
     })
 
+    it('once a receipt empties the outbox, the next message to that peer tries a dial first', async () => {
+      const mailbox = stubMailbox()
+      const t = setup({ mailbox }, { mailboxAfter: 100 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const [first] = t.queue(1)
+      await t.router.dialled(1)
+      await until(() => t.store.outbox()[0]?.attempts === 1, { on: [t.engine, 'message:status'], timeout: WAIT })
+      t.clock.advance(100)
+      await t.reported([first], 'stored')
+      t.engine.receipt(PEER, [{ id: first, status: Ack.Status.OK }])
+      expect(t.store.outbox()).toEqual([])
+
+      // the peer is back: the dial works, and nothing goes to the mailbox
+      t.router.dial = async () => CONNECTION
+      t.im.autoAck = Ack.Status.OK
+      const [second] = t.queue(1)
+      await t.reported([second], 'delivered')
+      expect(mailbox.deposited).toHaveLength(1)
+      expect(t.statuses(second)).not.toContain('stored')
+    })
+
     it('deposits anew what a host keeps for less than redepositBefore', async () => {
       const mailbox = stubMailbox()
-      mailbox.until = 2_000
-      const t = setup({ mailbox }, { mailboxAfter: 0, redepositBefore: 1_000 })
+      const t = setup({ mailbox }, { mailboxAfter: 100, redepositBefore: 1_000 })
+      const start = t.clock.now()
+      mailbox.until = start + 2_000
       t.router.open = false
       t.router.dial = async () => { throw new Error('no addresses') }
       t.engine.start()
       const [id] = t.queue(1)
       await t.router.dialled(1)
+      await until(() => t.store.outbox()[0].attempts === 1, { on: [t.engine, 'message:status'], timeout: WAIT })
+      t.clock.advance(100)
       await t.reported([id], 'stored')
       expect(mailbox.deposited).toHaveLength(1)
-      mailbox.until = 100_000
-      // the next failed round (500 ms) is before 2,000 - 1,000: nothing to deposit
-      t.clock.advance(500)
+      mailbox.until = start + 100_000
+      // the next failed round (at 500 ms) is before 2,000 - 1,000: nothing to deposit
+      t.clock.advance(400)
       await t.router.dialled(2)
+      await until(() => t.store.outbox()[0].attempts === 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+      expect(mailbox.deposited).toHaveLength(1)
       // the one after (at 1,500) is past it
       t.clock.advance(1_000)
       await until(() => mailbox.deposited.length === 2, { on: [mailbox, 'deposit'], timeout: WAIT })
-      await until(() => t.store.outbox()[0].storedUntil === 100_000, { on: [t.engine, 'message:status'], what: 'the new deposit written', timeout: WAIT })
+      await until(() => t.store.outbox()[0].storedUntil === start + 100_000, { on: [t.engine, 'message:status'], what: 'the new deposit written', timeout: WAIT })
       // stored once: the new deposit is not news to the user
       expect(t.statuses(id).filter(status => status === 'stored')).toHaveLength(1)
     })
