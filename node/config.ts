@@ -53,8 +53,10 @@ export interface NodeConfig {
   mailboxes?: Array<string | Multiaddr>
 
   /**
-   * How long a recipient may be unreachable before a message to it is left in
-   * its mailbox instead (it is still delivered directly if it comes back), in ms.
+   * How long a recipient may be unreachable, with a dial failed, before a
+   * message to it is left in its mailbox too (three times as long while the
+   * first dial is merely slow; it is still delivered directly if the recipient
+   * comes back), in ms.
    *
    * @default 5000
    */
