@@ -503,4 +503,48 @@ describe('NAT lab', () => {
       chat.fill(s.row)
     }
   })
+
+  /* ---------- issue 15: the networks people actually have ---------- */
+
+  /**
+   * Carrier-grade NAT: a home NAT behind a carrier NAT, both keeping the source
+   * port while it is free (endpoint-independent mapping), so the two mappings
+   * in a row are one endpoint-independent mapping and ICE punches through
+   * them as through one cone NAT.
+   */
+  function carrierNat (id: string, title: string, nat: string, hostA: Host, hostB: Host): void {
+    scenario(id, title, nat, 150_000, async (s) => {
+      const a = await start(hostA, `s${id}-${hostA.name}`, { iceServers: [STUN] })
+      const b = await start(hostB, `s${id}-${hostB.name}`, { iceServers: [STUN] })
+      const chat = new Conversation(s, a, b)
+      try {
+        const first = await chat.say(a, b)
+        if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+        s.note(`the first message went ${String(first.path)}`)
+        const dials = firstDialNote(a, b, chat.sent[0].at, first.t)
+        if (dials != null) s.note(dials)
+
+        await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 45_000, `a direct path from ${a.host.name} to ${b.host.name}`)
+        const path = await pathOf(a, b)
+        s.row.path = path.text
+        if (path.webrtc == null) throw new Error(`no WebRTC connection: ${path.text}`)
+        s.check('through-nat', !usesTurn(path.webrtc) && path.webrtc.ice?.selected?.remote?.address === b.host.publicIp,
+          `ICE should pair with ${b.host.name}'s outermost NAT address ${b.host.publicIp}: ${describeIce(path.webrtc)}`)
+        s.check('local-mapping', path.webrtc.ice?.selected?.local?.address === a.host.publicIp,
+          `${a.host.name}'s side of the pair should be its outermost NAT address ${a.host.publicIp}: ${describeIce(path.webrtc)}`)
+        for (let i = 0; i < 3; i++) {
+          await chat.sayOver(a, b, 'direct')
+          await chat.sayOver(b, a, 'direct')
+        }
+        const reported = [await a.pathTo(b), await b.pathTo(a)]
+        s.check('reports-direct', reported.every(p => p === 'direct'), `both nodes should report direct: ${reported.join(', ')}`)
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  carrierNat('15.1a', 'carrier-grade NAT on both sides', 'home cone + carrier cone ↔ home cone + carrier cone', HOSTS.cgn1a, HOSTS.cgn2a)
+  carrierNat('15.1b', 'carrier-grade NAT on one side', 'home cone + carrier cone ↔ cone', HOSTS.cgn1a, HOSTS.cone2a)
 })
