@@ -547,4 +547,62 @@ describe('NAT lab', () => {
 
   carrierNat('15.1a', 'carrier-grade NAT on both sides', 'home cone + carrier cone ↔ home cone + carrier cone', HOSTS.cgn1a, HOSTS.cgn2a)
   carrierNat('15.1b', 'carrier-grade NAT on one side', 'home cone + carrier cone ↔ cone', HOSTS.cgn1a, HOSTS.cone2a)
+
+  /**
+   * Many peers behind one NAT: four hosts on each of two LANs behind two cone
+   * NATs. Every pair across the NATs talks both ways at once; the pairs on one
+   * LAN must find each other on the LAN, not through the relay or the NAT.
+   */
+  scenario('15.6', 'four peers behind each of two cone NATs', 'cone (4 hosts) ↔ cone (4 hosts)', 240_000, async (s) => {
+    const lan = async (n: number): Promise<Agent[]> => Promise.all(['a', 'b', 'c', 'd'].map(async letter =>
+      start(HOSTS[`many${n}${letter}`], `s15.6-many${n}${letter}`, { iceServers: [STUN] })))
+    const [left, right] = await Promise.all([lan(1), lan(2)])
+    const cross = left.flatMap(a => right.map(b => new Conversation(s, a, b)))
+    const local = [left, right].flatMap(side => side.flatMap((a, i) => side.slice(i + 1).map(b => new Conversation(s, a, b))))
+    const all = [...cross, ...local]
+    try {
+      // every pair across the NATs at once, both ways
+      await Promise.all(cross.map(async chat => {
+        await chat.say(chat.a, chat.b)
+        await chat.say(chat.b, chat.a)
+      }))
+      await Promise.all(cross.map(async chat => { await chat.allDelivered(60_000) }))
+      const firsts = cross.map(chat => chat.firstDeliveryMs ?? Infinity).sort((x, y) => x - y)
+      s.row.firstDeliveryMs = firsts.at(-1)
+      s.note(`first delivery across the NATs: p50 ${Math.round(firsts[Math.floor(firsts.length / 2)])} ms, slowest ${Math.round(firsts.at(-1) ?? 0)} ms over ${cross.length} pairs`)
+
+      // the pairs across the NATs turn direct by hole punching, each through its own mappings
+      const direct = async (chat: Conversation): Promise<boolean> => (await chat.a.pathTo(chat.b)) === 'direct'
+      try {
+        await waitUntil(async () => (await Promise.all(cross.map(direct))).every(Boolean), 60_000, 'every pair across the NATs to go direct', 1_000)
+      } catch {}
+      const crossPaths = await Promise.all(cross.map(async chat => pathOf(chat.a, chat.b)))
+      const punched = crossPaths.filter(p => p.webrtc != null && !usesTurn(p.webrtc) && p.webrtc.ice?.selected?.remote?.address === '198.18.0.52').length
+      s.check('cross-direct', punched === cross.length, `every pair across the NATs should go direct through the NATs: ${punched} of ${cross.length} did`)
+      const toDirect = cross.map(chat => chat.toDirectMs).filter((t): t is number => t != null)
+      if (toDirect.length > 0) s.row.toDirectMs = Math.max(...toDirect)
+
+      // then every pair on a LAN: direct on the LAN from the first message
+      for (const chat of local) {
+        await chat.sayOver(chat.a, chat.b, 'direct')
+        await chat.sayOver(chat.b, chat.a, 'direct')
+      }
+      const localPaths = await Promise.all(local.map(async chat => pathOf(chat.a, chat.b)))
+      const onLan = localPaths.filter((p, i) => p.direct?.remoteAddr.includes(`/ip4/${local[i].b.host.ip}/`) === true).length
+      s.check('lan', onLan === local.length, `every pair on one LAN should connect on the LAN: ${onLan} of ${local.length} did (${localPaths.map(p => p.text).join('; ')})`)
+      s.row.path = `across: ${punched} of ${cross.length} pairs direct (WebRTC, srflx ↔ srflx); same LAN: ${onLan} of ${local.length} pairs direct (tcp on the LAN)`
+
+      // and once more across, now over the paths they settled on
+      await Promise.all(cross.map(async chat => {
+        await chat.say(chat.a, chat.b)
+        await chat.say(chat.b, chat.a)
+      }))
+      await Promise.all(cross.map(async chat => { await chat.allDelivered(30_000) }))
+      for (const chat of all) chat.checkClean()
+    } finally {
+      s.row.sent = all.reduce((sum, chat) => sum + chat.sent.length, 0)
+      s.row.delivered = all.reduce((sum, chat) => sum + chat.delivered, 0)
+      s.row.duplicated = all.reduce((sum, chat) => sum + chat.duplicated, 0)
+    }
+  })
 })
