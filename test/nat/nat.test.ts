@@ -605,4 +605,77 @@ describe('NAT lab', () => {
       s.row.duplicated = all.reduce((sum, chat) => sum + chat.duplicated, 0)
     }
   })
+
+  /**
+   * A router that answers unsolicited packets: a cone NAT without the INPUT
+   * drop. A peer's punch that reaches the router before the host's own packets
+   * leave is taken by the router itself (a conntrack entry on the mapped
+   * port), so MASQUERADE maps the host's flow to another port, which the
+   * peer's NAT drops: ICE fails where it succeeds through a textbook cone NAT.
+   * parley must notice, stay relayed without losing anything, and stop trying;
+   * or go direct where the order of the punches lets it. `a` sends first, so
+   * it dials over the relay and offers the WebRTC upgrade.
+   */
+  function answeringRouter (id: string, title: string, nat: string, hostA: Host, hostB: Host): void {
+    scenario(id, title, nat, 300_000, async (s) => {
+      const a = await start(hostA, `s${id}-${hostA.name}`, { iceServers: [STUN] })
+      const b = await start(hostB, `s${id}-${hostB.name}`, { iceServers: [STUN] })
+      const chat = new Conversation(s, a, b)
+      const lines = (what: string): number[] => logOf(a)
+        .filter(l => l.includes(what) && l.includes(b.peerId))
+        .map(l => Date.parse(l.slice(0, 24)))
+      const attempts = (): number[] => lines('to WebRTC via')
+      const gaveUp = (): number | undefined => lines('giving up').at(0)
+      try {
+        const first = await chat.say(a, b)
+        if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+        const startedAt = chat.sent[0].at
+        // keep talking while the upgrade is tried, until it succeeds or parley gives it up
+        // (5 attempts of up to 30 s each, 30 s of back-off between them)
+        let direct = false
+        const until = Date.now() + 210_000
+        while (Date.now() < until && gaveUp() == null && !direct) {
+          await chat.say(a, b)
+          await chat.say(b, a)
+          direct = await a.pathTo(b) === 'direct'
+          await sleep(2_000)
+        }
+        await chat.allDelivered(30_000)
+        const path = await pathOf(a, b)
+        s.row.path = path.text
+        const failedAt = lines('WebRTC upgrade to').at(0)
+        if (path.webrtc != null) {
+          s.note(`the upgrade succeeded after ${attempts().length} attempt(s): ${describeIce(path.webrtc)}`)
+          s.row.toDirectMs = chat.toDirectMs
+          for (let i = 0; i < 2; i++) {
+            await chat.sayOver(a, b, 'direct')
+            await chat.sayOver(b, a, 'direct')
+          }
+        } else {
+          const giveUp = gaveUp()
+          const tried = attempts().length
+          s.check('noticed', failedAt != null && failedAt - startedAt < 35_000, `the failed upgrade should be noticed within 35 s of the first send: ${failedAt == null ? 'never' : `${failedAt - startedAt} ms`}`)
+          s.check('gives-up', giveUp != null, `the upgrader should give up the doomed upgrade; it tried ${tried} times in ${Math.round((Date.now() - startedAt) / 1000)} s`)
+          if (failedAt != null) s.note(`the first upgrade failed ${failedAt - startedAt} ms after the first send`)
+          if (giveUp != null) {
+            s.note(`${tried} attempts, then parley gave up ${((giveUp - startedAt) / 1000).toFixed(1)} s after the first send and stayed relayed`)
+            // talk on a little: no further attempt may start
+            for (let i = 0; i < 3; i++) {
+              await chat.sayOver(a, b, 'relayed')
+              await chat.sayOver(b, a, 'relayed')
+            }
+            s.check('no-retry', attempts().length === tried, `no upgrade may be tried after giving up: ${attempts().length - tried} more`)
+          }
+          const reported = [await a.pathTo(b), await b.pathTo(a)]
+          s.check('reports-relayed', reported.every(p => p === 'relayed'), `both nodes should report relayed: ${reported.join(', ')}`)
+        }
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  answeringRouter('15.5a', 'router that answers unsolicited packets, its host dials', 'open cone → cone', HOSTS.open1a, HOSTS.cone2a)
+  answeringRouter('15.5b', 'router that answers unsolicited packets, the peer dials', 'cone → open cone', HOSTS.cone2a, HOSTS.open1a)
 })
