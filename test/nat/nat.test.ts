@@ -645,7 +645,7 @@ describe('NAT lab', () => {
         s.row.path = path.text
         const failedAt = lines('WebRTC upgrade to').at(0)
         if (path.webrtc != null) {
-          s.note(`the upgrade succeeded after ${attempts().length} attempt(s): ${describeIce(path.webrtc)}`)
+          s.note(`the upgrade succeeded after ${attempts().length} attempt(s) of ${a.host.name}'s; the connection was offered by ${path.webrtc.direction === 'outbound' ? a.host.name : b.host.name}: ${describeIce(path.webrtc)}`)
           s.row.toDirectMs = chat.toDirectMs
           for (let i = 0; i < 2; i++) {
             await chat.sayOver(a, b, 'direct')
