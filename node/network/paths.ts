@@ -16,10 +16,19 @@ const WEBRTC_SIGNALING = '/webrtc-signaling/0.0.1'
 /** A WebRTC dial (signalling, ICE, DTLS) must complete within this time. */
 const UPGRADE_TIMEOUT = 30_000
 
-/** After a failed upgrade, try again after this long, doubling up to UPGRADE_RETRY_MAX. */
+/** After a failed upgrade, try again after this long, doubling (2, 4, 8, 16 s until UPGRADE_MAX_FAILURES), never longer than UPGRADE_RETRY_MAX. */
 const UPGRADE_RETRY_FIRST = 2_000
 const UPGRADE_RETRY_MAX = 60_000
 const UPGRADE_BACKOFF: BackoffInit = { first: UPGRADE_RETRY_FIRST, max: UPGRADE_RETRY_MAX, jitter: 'none' }
+
+/**
+ * After this many failed upgrades in a row (about 30 s of retries) the peer
+ * stays relayed for as long as it stays connected: a NAT that breaks ICE (a
+ * symmetric one, a router that answers unsolicited packets) breaks every
+ * attempt alike, and each costs both sides STUN, ICE checks and signalling.
+ * A new connection to the peer starts over.
+ */
+export const UPGRADE_MAX_FAILURES = 5
 
 /** When a WebRTC connection closes, the relayed one is tried for an upgrade again after this long. */
 const REUPGRADE_DELAY = 1_000
@@ -128,8 +137,10 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
   private readonly paths = new Map<string, Path>()
   /** Peers a WebRTC dial is under way to (each entry goes when its dial ends). */
   private readonly upgrading = new Set<string>()
-  /** Failed upgrades in a row per peer, for the back-off; forgotten with the peer. */
+  /** Failed upgrades in a row per peer, for the back-off and the cap; forgotten with the peer. */
   private readonly failures = new Map<string, number>()
+  /** Open WebRTC connections whose ICE connected: closing one loses a path, closing any other was a failed upgrade. */
+  private readonly iceConnected = new Set<string>()
   /** Pending timers per peer (upgrade retries, ICE checks), cancelled when the peer's last connection closes and at stop. */
   private readonly timers = new Map<string, Set<ClockTimer>>()
   private readonly controller = new AbortController()
@@ -156,6 +167,7 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
     for (const peer of [...this.timers.keys()]) this.forget(peer)
     this.paths.clear()
     this.failures.clear()
+    this.iceConnected.clear()
   }
 
   /** The best open path to a peer, if connected. */
@@ -178,10 +190,20 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
       // counted once ICE connects; closed if it never does
       this.watchIce(connection)
     }
+    if (evt.type === 'connection:open' && pc != null && pc.connectionState === 'connected') {
+      // only a connected ICE proves the network lets the peers through
+      this.iceConnected.add(connection.id)
+      this.failures.delete(key)
+    }
     if (evt.type === 'connection:close' && pc != null) {
-      // the direct path went away: if the relayed one stays (a hang-up closes
-      // both), try to get the direct one back
-      this.schedule(key, () => { this.retryUpgrade(peer) }, REUPGRADE_DELAY)
+      if (this.iceConnected.delete(connection.id)) {
+        // the direct path went away: if the relayed one stays (a hang-up closes
+        // both), try to get the direct one back
+        this.schedule(key, () => { this.retryUpgrade(peer) }, REUPGRADE_DELAY)
+      } else if (connection.direction === 'outbound' && this.components.getConnections(peer).some(c => c.id !== connection.id)) {
+        // our upgrade's connection opened but ICE never connected: a failed upgrade like any other
+        this.upgradeFailed(peer, new Error('ICE never connected'))
+      }
     }
     const path = this.pathTo(peer)
     if (this.paths.get(key) === path) return
@@ -260,7 +282,7 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
 
   private async upgrade (peer: PeerId, relayed: Connection, listenAddrs: Multiaddr[]): Promise<void> {
     const key = peer.toString()
-    if (this.upgrading.has(key) || this.pathTo(peer) === 'direct') {
+    if (this.upgrading.has(key) || this.pathTo(peer) === 'direct' || (this.failures.get(key) ?? 0) >= UPGRADE_MAX_FAILURES) {
       return
     }
     this.upgrading.add(key)
@@ -271,7 +293,7 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
       this.log('upgrading %p to WebRTC via %s', peer, targets[0]?.toString())
       const signal = AbortSignal.any([this.controller.signal, timeout.signal])
       await this.components.dial(targets, { signal })
-      this.failures.delete(key)
+      // the failures are forgotten once ICE connects (connection:open), not here: the dial may end before it does
       this.log('upgraded %p to a direct WebRTC connection in %d ms', peer, this.clock.now() - started)
     } catch (err: any) {
       if (this.controller.signal.aborted) return
@@ -281,17 +303,28 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
         this.log('WebRTC upgrade to %p failed, and the peer is gone - %e', peer, err)
         return
       }
-      // ICE may fail for a while (a busy machine, a NAT mapping not yet open):
-      // try again with back-off for as long as the relayed connection lasts
-      const failures = (this.failures.get(key) ?? 0) + 1
-      this.failures.set(key, failures)
-      const delay = backoff(failures, UPGRADE_BACKOFF)
-      this.log('WebRTC upgrade to %p failed, staying relayed, trying again in %d ms - %e', peer, delay, err)
-      this.schedule(key, () => { this.retryUpgrade(peer) }, delay)
+      this.upgradeFailed(peer, err)
     } finally {
       timeout.clear()
       this.upgrading.delete(key)
     }
+  }
+
+  /**
+   * ICE may fail for a while (a busy machine, a NAT mapping not yet open): try
+   * again with back-off, up to UPGRADE_MAX_FAILURES attempts in a row.
+   */
+  private upgradeFailed (peer: PeerId, err: unknown): void {
+    const key = peer.toString()
+    const failures = (this.failures.get(key) ?? 0) + 1
+    this.failures.set(key, failures)
+    if (failures >= UPGRADE_MAX_FAILURES) {
+      this.log('WebRTC upgrade to %p failed %d times in a row, giving up: staying relayed while connected - %e', peer, failures, err)
+      return
+    }
+    const delay = backoff(failures, UPGRADE_BACKOFF)
+    this.log('WebRTC upgrade to %p failed, staying relayed, trying again in %d ms - %e', peer, delay, err)
+    this.schedule(key, () => { this.retryUpgrade(peer) }, delay)
   }
 }
 

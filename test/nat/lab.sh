@@ -44,6 +44,38 @@ LAB_HOSTS=(
   "sym2a sym2 198.18.4.10"
 )
 
+# The networks of issue 15, as more routers and hosts. A fifth router field
+# names the router whose LAN the router's WAN side sits on (default: the
+# internet). Kind "open-cone": a cone NAT whose router does not drop
+# unsolicited packets to itself (no INPUT drop).
+#   carrier-grade NAT: cgn1/cgn2 are carriers (cone, 198.18.0.41/.42), each
+#     with one home router (home1/home2, cone) on its carrier LAN; cgn1a and
+#     cgn2a sit behind both
+#   many peers: many1/many2 (cone), four hosts on each LAN
+#   open1: the router that answers, host open1a
+LAB_ROUTERS+=(
+  "cgn1 cone 198.18.0.41 41"
+  "home1 cone 198.18.41.10 42 cgn1"
+  "cgn2 cone 198.18.0.42 43"
+  "home2 cone 198.18.43.10 44 cgn2"
+  "many1 cone 198.18.0.51 51"
+  "many2 cone 198.18.0.52 52"
+  "open1 open-cone 198.18.0.61 61"
+)
+LAB_HOSTS+=(
+  "cgn1a home1 198.18.42.10"
+  "cgn2a home2 198.18.44.10"
+  "many1a many1 198.18.51.10"
+  "many1b many1 198.18.51.11"
+  "many1c many1 198.18.51.12"
+  "many1d many1 198.18.51.13"
+  "many2a many2 198.18.52.10"
+  "many2b many2 198.18.52.11"
+  "many2c many2 198.18.52.12"
+  "many2d many2 198.18.52.13"
+  "open1a open1 198.18.61.10"
+)
+
 lab_ns () { echo "$LAB_PREFIX-$1"; }
 
 # sysctl inside a namespace (through /proc: no procps needed); a knob the
@@ -66,7 +98,7 @@ lab_new_ns () {
 }
 
 lab_up () {
-  local inet r name kind wan octet host router ip rns hns
+  local inet r name kind wan octet upstream host router ip rns hns
   inet=$(lab_ns inet)
 
   lab_new_ns inet
@@ -97,18 +129,27 @@ lab_up () {
   fi
 
   for r in "${LAB_ROUTERS[@]}"; do
-    read -r name kind wan octet <<< "$r"
+    upstream=""
+    read -r name kind wan octet upstream <<< "$r"
     rns=$(lab_ns "$name")
     lab_new_ns "$name"
-    ip link add "w-$name" netns "$inet" type veth peer name wan netns "$rns"
-    ip -n "$inet" link set "w-$name" master br0 up
+    if [ -n "$upstream" ]; then
+      # behind another router (a home router behind a carrier NAT): everything goes up to it
+      ip link add "w-$name" netns "$(lab_ns "$upstream")" type veth peer name wan netns "$rns"
+      ip -n "$(lab_ns "$upstream")" link set "w-$name" master br-lan up
+    else
+      ip link add "w-$name" netns "$inet" type veth peer name wan netns "$rns"
+      ip -n "$inet" link set "w-$name" master br0 up
+    fi
     ip -n "$rns" addr add "$wan/24" dev wan
     ip -n "$rns" link set wan up
     ip -n "$rns" link add br-lan type bridge
     ip -n "$rns" addr add "198.18.$octet.1/24" dev br-lan
     ip -n "$rns" link set br-lan up
     lab_sysctl "$rns" net.ipv4.ip_forward 1
-    if [ "$LAB_UNROUTABLE" = drop ]; then
+    if [ -n "$upstream" ]; then
+      ip -n "$rns" route add 198.18.0.0/15 via "${wan%.*}.1"
+    elif [ "$LAB_UNROUTABLE" = drop ]; then
       ip -n "$rns" route add 198.18.0.0/15 via "$LAB_VOID_IP"
     fi
 
@@ -127,7 +168,11 @@ lab_up () {
     ip netns exec "$rns" iptables -A FORWARD -i wan -j DROP
     ip netns exec "$rns" iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     ip netns exec "$rns" iptables -A INPUT -i wan -p icmp -j ACCEPT
-    ip netns exec "$rns" iptables -A INPUT -i wan -j DROP
+    if [ "$kind" != open-cone ]; then
+      # an open-cone router lets unsolicited packets reach itself: the first
+      # punch from a peer then leaves a conntrack entry on the mapped port
+      ip netns exec "$rns" iptables -A INPUT -i wan -j DROP
+    fi
   done
 
   for h in "${LAB_HOSTS[@]}"; do

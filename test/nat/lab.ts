@@ -23,7 +23,7 @@ export const TURN_PASSWORD = 'parley-lab'
 export const STUN = { urls: `stun:${TURN_IP}:3478` }
 export const TURN = { urls: `turn:${TURN_IP}:3478?transport=udp`, username: TURN_USER, credential: TURN_PASSWORD }
 
-export type NatKind = 'cone' | 'symmetric' | 'public'
+export type NatKind = 'cone' | 'symmetric' | 'public' | 'double' | 'open-cone'
 
 export interface Host {
   name: string
@@ -42,6 +42,20 @@ export const HOSTS: Record<string, Host> = {
   cone2a: { name: 'cone2a', ip: '198.18.2.10', router: 'cone2', publicIp: '198.18.0.22', nat: 'cone' },
   sym1a: { name: 'sym1a', ip: '198.18.3.10', router: 'sym1', publicIp: '198.18.0.31', nat: 'symmetric' },
   sym2a: { name: 'sym2a', ip: '198.18.4.10', router: 'sym2', publicIp: '198.18.0.32', nat: 'symmetric' }
+}
+
+/* issue 15's networks (see lab.sh): double NAT (a home router behind a carrier
+ * NAT), two LANs of four hosts, and a cone NAT that answers unsolicited packets */
+Object.assign(HOSTS, {
+  cgn1a: { name: 'cgn1a', ip: '198.18.42.10', router: 'home1', publicIp: '198.18.0.41', nat: 'double' },
+  cgn2a: { name: 'cgn2a', ip: '198.18.44.10', router: 'home2', publicIp: '198.18.0.42', nat: 'double' },
+  open1a: { name: 'open1a', ip: '198.18.61.10', router: 'open1', publicIp: '198.18.0.61', nat: 'open-cone' }
+} satisfies Record<string, Host>)
+for (const lan of [1, 2]) {
+  for (const [i, letter] of ['a', 'b', 'c', 'd'].entries()) {
+    const name = `many${lan}${letter}`
+    HOSTS[name] = { name, ip: `198.18.5${lan}.${10 + i}`, router: `many${lan}`, publicIp: `198.18.0.5${lan}`, nat: 'cone' }
+  }
 }
 
 export const ns = (name: string): string => `${PREFIX}-${name}`

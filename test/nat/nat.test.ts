@@ -503,4 +503,179 @@ describe('NAT lab', () => {
       chat.fill(s.row)
     }
   })
+
+  /* ---------- issue 15: the networks people actually have ---------- */
+
+  /**
+   * Carrier-grade NAT: a home NAT behind a carrier NAT, both keeping the source
+   * port while it is free (endpoint-independent mapping), so the two mappings
+   * in a row are one endpoint-independent mapping and ICE punches through
+   * them as through one cone NAT.
+   */
+  function carrierNat (id: string, title: string, nat: string, hostA: Host, hostB: Host): void {
+    scenario(id, title, nat, 150_000, async (s) => {
+      const a = await start(hostA, `s${id}-${hostA.name}`, { iceServers: [STUN] })
+      const b = await start(hostB, `s${id}-${hostB.name}`, { iceServers: [STUN] })
+      const chat = new Conversation(s, a, b)
+      try {
+        const first = await chat.say(a, b)
+        if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+        s.note(`the first message went ${String(first.path)}`)
+        const dials = firstDialNote(a, b, chat.sent[0].at, first.t)
+        if (dials != null) s.note(dials)
+
+        await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 45_000, `a direct path from ${a.host.name} to ${b.host.name}`)
+        const path = await pathOf(a, b)
+        s.row.path = path.text
+        if (path.webrtc == null) throw new Error(`no WebRTC connection: ${path.text}`)
+        s.check('through-nat', !usesTurn(path.webrtc) && path.webrtc.ice?.selected?.remote?.address === b.host.publicIp,
+          `ICE should pair with ${b.host.name}'s outermost NAT address ${b.host.publicIp}: ${describeIce(path.webrtc)}`)
+        s.check('local-mapping', path.webrtc.ice?.selected?.local?.address === a.host.publicIp,
+          `${a.host.name}'s side of the pair should be its outermost NAT address ${a.host.publicIp}: ${describeIce(path.webrtc)}`)
+        for (let i = 0; i < 3; i++) {
+          await chat.sayOver(a, b, 'direct')
+          await chat.sayOver(b, a, 'direct')
+        }
+        const reported = [await a.pathTo(b), await b.pathTo(a)]
+        s.check('reports-direct', reported.every(p => p === 'direct'), `both nodes should report direct: ${reported.join(', ')}`)
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  carrierNat('15.1a', 'carrier-grade NAT on both sides', 'home cone + carrier cone ↔ home cone + carrier cone', HOSTS.cgn1a, HOSTS.cgn2a)
+  carrierNat('15.1b', 'carrier-grade NAT on one side', 'home cone + carrier cone ↔ cone', HOSTS.cgn1a, HOSTS.cone2a)
+
+  /**
+   * Many peers behind one NAT: four hosts on each of two LANs behind two cone
+   * NATs. Every pair across the NATs talks both ways at once; the pairs on one
+   * LAN must find each other on the LAN, not through the relay or the NAT.
+   */
+  scenario('15.6', 'four peers behind each of two cone NATs', 'cone (4 hosts) ↔ cone (4 hosts)', 240_000, async (s) => {
+    const lan = async (n: number): Promise<Agent[]> => Promise.all(['a', 'b', 'c', 'd'].map(async letter =>
+      start(HOSTS[`many${n}${letter}`], `s15.6-many${n}${letter}`, { iceServers: [STUN] })))
+    const [left, right] = await Promise.all([lan(1), lan(2)])
+    const cross = left.flatMap(a => right.map(b => new Conversation(s, a, b)))
+    const local = [left, right].flatMap(side => side.flatMap((a, i) => side.slice(i + 1).map(b => new Conversation(s, a, b))))
+    const all = [...cross, ...local]
+    try {
+      // every pair across the NATs at once, both ways
+      await Promise.all(cross.map(async chat => {
+        await chat.say(chat.a, chat.b)
+        await chat.say(chat.b, chat.a)
+      }))
+      await Promise.all(cross.map(async chat => { await chat.allDelivered(60_000) }))
+      const firsts = cross.map(chat => chat.firstDeliveryMs ?? Infinity).sort((x, y) => x - y)
+      s.row.firstDeliveryMs = firsts.at(-1)
+      s.note(`first delivery across the NATs: p50 ${Math.round(firsts[Math.floor(firsts.length / 2)])} ms, slowest ${Math.round(firsts.at(-1) ?? 0)} ms over ${cross.length} pairs`)
+
+      // the pairs across the NATs turn direct by hole punching, each through its own mappings
+      const direct = async (chat: Conversation): Promise<boolean> => (await chat.a.pathTo(chat.b)) === 'direct'
+      try {
+        await waitUntil(async () => (await Promise.all(cross.map(direct))).every(Boolean), 60_000, 'every pair across the NATs to go direct', 1_000)
+      } catch {}
+      const crossPaths = await Promise.all(cross.map(async chat => pathOf(chat.a, chat.b)))
+      const punched = crossPaths.filter(p => p.webrtc != null && !usesTurn(p.webrtc) && p.webrtc.ice?.selected?.remote?.address === '198.18.0.52').length
+      s.check('cross-direct', punched === cross.length, `every pair across the NATs should go direct through the NATs: ${punched} of ${cross.length} did`)
+      const toDirect = cross.map(chat => chat.toDirectMs).filter((t): t is number => t != null)
+      if (toDirect.length > 0) s.row.toDirectMs = Math.max(...toDirect)
+
+      // then every pair on a LAN: direct on the LAN from the first message
+      for (const chat of local) {
+        await chat.sayOver(chat.a, chat.b, 'direct')
+        await chat.sayOver(chat.b, chat.a, 'direct')
+      }
+      const localPaths = await Promise.all(local.map(async chat => pathOf(chat.a, chat.b)))
+      const onLan = localPaths.filter((p, i) => p.direct?.remoteAddr.includes(`/ip4/${local[i].b.host.ip}/`) === true).length
+      s.check('lan', onLan === local.length, `every pair on one LAN should connect on the LAN: ${onLan} of ${local.length} did (${localPaths.map(p => p.text).join('; ')})`)
+      s.row.path = `across: ${punched} of ${cross.length} pairs direct (WebRTC, srflx ↔ srflx); same LAN: ${onLan} of ${local.length} pairs direct (tcp on the LAN)`
+
+      // and once more across, now over the paths they settled on
+      await Promise.all(cross.map(async chat => {
+        await chat.say(chat.a, chat.b)
+        await chat.say(chat.b, chat.a)
+      }))
+      await Promise.all(cross.map(async chat => { await chat.allDelivered(30_000) }))
+      for (const chat of all) chat.checkClean()
+    } finally {
+      s.row.sent = all.reduce((sum, chat) => sum + chat.sent.length, 0)
+      s.row.delivered = all.reduce((sum, chat) => sum + chat.delivered, 0)
+      s.row.duplicated = all.reduce((sum, chat) => sum + chat.duplicated, 0)
+    }
+  })
+
+  /**
+   * A router that answers unsolicited packets: a cone NAT without the INPUT
+   * drop. A peer's punch that reaches the router before the host's own packets
+   * leave is taken by the router itself (a conntrack entry on the mapped
+   * port), so MASQUERADE maps the host's flow to another port, which the
+   * peer's NAT drops: ICE fails where it succeeds through a textbook cone NAT.
+   * parley must notice, stay relayed without losing anything, and stop trying;
+   * or go direct where the order of the punches lets it. `a` sends first, so
+   * it dials over the relay and offers the WebRTC upgrade.
+   */
+  function answeringRouter (id: string, title: string, nat: string, hostA: Host, hostB: Host): void {
+    scenario(id, title, nat, 300_000, async (s) => {
+      const a = await start(hostA, `s${id}-${hostA.name}`, { iceServers: [STUN] })
+      const b = await start(hostB, `s${id}-${hostB.name}`, { iceServers: [STUN] })
+      const chat = new Conversation(s, a, b)
+      const lines = (what: string): number[] => logOf(a)
+        .filter(l => l.includes(what) && l.includes(b.peerId))
+        .map(l => Date.parse(l.slice(0, 24)))
+      const attempts = (): number[] => lines('to WebRTC via')
+      const gaveUp = (): number | undefined => lines('giving up').at(0)
+      try {
+        const first = await chat.say(a, b)
+        if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+        const startedAt = chat.sent[0].at
+        // keep talking while the upgrade is tried, until it succeeds or parley gives it up
+        // (5 attempts of up to 30 s each, 30 s of back-off between them)
+        let direct = false
+        const until = Date.now() + 210_000
+        while (Date.now() < until && gaveUp() == null && !direct) {
+          await chat.say(a, b)
+          await chat.say(b, a)
+          direct = await a.pathTo(b) === 'direct'
+          await sleep(2_000)
+        }
+        await chat.allDelivered(30_000)
+        const path = await pathOf(a, b)
+        s.row.path = path.text
+        const failedAt = lines('WebRTC upgrade to').at(0)
+        if (path.webrtc != null) {
+          s.note(`the upgrade succeeded after ${attempts().length} attempt(s) of ${a.host.name}'s; the connection was offered by ${path.webrtc.direction === 'outbound' ? a.host.name : b.host.name}: ${describeIce(path.webrtc)}`)
+          s.row.toDirectMs = chat.toDirectMs
+          for (let i = 0; i < 2; i++) {
+            await chat.sayOver(a, b, 'direct')
+            await chat.sayOver(b, a, 'direct')
+          }
+        } else {
+          const giveUp = gaveUp()
+          const tried = attempts().length
+          s.check('noticed', failedAt != null && failedAt - startedAt < 35_000, `the failed upgrade should be noticed within 35 s of the first send: ${failedAt == null ? 'never' : `${failedAt - startedAt} ms`}`)
+          s.check('gives-up', giveUp != null, `the upgrader should give up the doomed upgrade; it tried ${tried} times in ${Math.round((Date.now() - startedAt) / 1000)} s`)
+          if (failedAt != null) s.note(`the first upgrade failed ${failedAt - startedAt} ms after the first send`)
+          if (giveUp != null) {
+            s.note(`${tried} attempts, then parley gave up ${((giveUp - startedAt) / 1000).toFixed(1)} s after the first send and stayed relayed`)
+            // talk on a little: no further attempt may start
+            for (let i = 0; i < 3; i++) {
+              await chat.sayOver(a, b, 'relayed')
+              await chat.sayOver(b, a, 'relayed')
+            }
+            s.check('no-retry', attempts().length === tried, `no upgrade may be tried after giving up: ${attempts().length - tried} more`)
+          }
+          const reported = [await a.pathTo(b), await b.pathTo(a)]
+          s.check('reports-relayed', reported.every(p => p === 'relayed'), `both nodes should report relayed: ${reported.join(', ')}`)
+        }
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  answeringRouter('15.5a', 'router that answers unsolicited packets, its host dials', 'open cone → cone', HOSTS.open1a, HOSTS.cone2a)
+  answeringRouter('15.5b', 'router that answers unsolicited packets, the peer dials', 'cone → open cone', HOSTS.cone2a, HOSTS.open1a)
 })

@@ -4,7 +4,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { TypedEventEmitter } from 'main-event'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { PathUpgrader } from '../../node/network/paths.js'
+import { PathUpgrader, UPGRADE_MAX_FAILURES } from '../../node/network/paths.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import type { PathChange, PathUpgraderComponents } from '../../node/network/paths.js'
 import type { AbortOptions, Connection, IdentifyResult, Libp2pEvents, PeerId } from '@libp2p/interface'
@@ -159,13 +159,13 @@ describe('the path upgrader', async () => {
     expect(webrtc.abort).toHaveBeenCalled()
   })
 
-  it('tries a failed upgrade again with back-off, doubling up to a minute, while the relayed connection lasts', async () => {
+  it('tries a failed upgrade again with back-off, then gives up while the relayed connection lasts', async () => {
     const network = new FakeNetwork()
     start(network)
-    relayedToBob(network)
+    const relayed = relayedToBob(network)
     await flush()
     const delays: number[] = []
-    for (let attempt = 1; attempt < 8; attempt++) {
+    for (let attempt = 1; attempt < UPGRADE_MAX_FAILURES; attempt++) {
       expect(network.dial).toHaveBeenCalledTimes(attempt)
       // the retry timer is the only one left: the failed dial's timeout was cleared
       expect(network.clock.pending).toBe(1)
@@ -177,7 +177,92 @@ describe('the path upgrader', async () => {
       network.clock.advance(1)
       await flush()
     }
-    expect(delays).toEqual([2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000])
+    expect(delays).toEqual([2_000, 4_000, 8_000, 16_000])
+
+    // the last failure leaves no timer, and nothing brings the doomed upgrade back
+    expect(network.dial).toHaveBeenCalledTimes(UPGRADE_MAX_FAILURES)
+    expect(network.clock.pending).toBe(0)
+    network.identify(relayed, [webrtcAddr])
+    network.clock.advance(3_600_000)
+    await flush()
+    expect(network.dial).toHaveBeenCalledTimes(UPGRADE_MAX_FAILURES)
+    expect(upgrader?.pathTo(bob)).toBe('relayed')
+
+    // a new connection to the peer starts over
+    network.close(relayed)
+    relayedToBob(network)
+    await flush()
+    expect(network.dial).toHaveBeenCalledTimes(UPGRADE_MAX_FAILURES + 1)
+    expect((network.clock.nextAt ?? 0) - network.clock.now()).toBe(2_000)
+  })
+
+  it('counts an upgrade whose WebRTC connection opened but never connected ICE as a failure, not as a lost path', async () => {
+    const network = new FakeNetwork()
+    start(network)
+    const webrtc = fakeConnection(bob, 'webrtc', webrtcAddr, 'outbound', { connectionState: 'connecting' })
+    network.dial.mockImplementationOnce(async () => { network.open(webrtc); return webrtc })
+    relayedToBob(network)
+    await flush()
+    expect(upgrader?.pathTo(bob)).toBe('relayed')
+
+    network.clock.advance(20_250)
+    expect(webrtc.abort).toHaveBeenCalled()
+    network.close(webrtc)
+    // the back-off's first delay, not the quick retry after a lost direct path
+    expect(network.clock.pending).toBe(1)
+    expect((network.clock.nextAt ?? 0) - network.clock.now()).toBe(2_000)
+  })
+
+  it('gives up after repeated WebRTC connections that never connect ICE', async () => {
+    const network = new FakeNetwork()
+    start(network)
+    const opened: Connection[] = []
+    network.dial.mockImplementation(async () => {
+      const webrtc = fakeConnection(bob, `webrtc-${opened.length}`, webrtcAddr, 'outbound', { connectionState: 'connecting' })
+      opened.push(webrtc)
+      network.open(webrtc)
+      return webrtc
+    })
+    relayedToBob(network)
+    await flush()
+    for (let attempt = 1; attempt <= UPGRADE_MAX_FAILURES; attempt++) {
+      expect(opened).toHaveLength(attempt)
+      network.clock.advance(20_250)
+      network.close(opened[attempt - 1])
+      network.clock.advance((network.clock.nextAt ?? network.clock.now()) - network.clock.now())
+      await flush()
+    }
+    expect(opened).toHaveLength(UPGRADE_MAX_FAILURES)
+    expect(network.clock.pending).toBe(0)
+  })
+
+  it('starts the count over once ICE connects', async () => {
+    const network = new FakeNetwork()
+    start(network)
+    relayedToBob(network)
+    await flush()
+    for (let attempt = 1; attempt < UPGRADE_MAX_FAILURES - 1; attempt++) {
+      network.clock.advance((network.clock.nextAt ?? 0) - network.clock.now())
+      await flush()
+    }
+    const webrtc = fakeConnection(bob, 'webrtc', webrtcAddr, 'outbound', { connectionState: 'connected' })
+    network.dial.mockImplementationOnce(async () => { network.open(webrtc); return webrtc })
+    network.clock.advance((network.clock.nextAt ?? 0) - network.clock.now())
+    await flush()
+    expect(upgrader?.pathTo(bob)).toBe('direct')
+
+    // the direct path is lost: the retries that follow get the whole allowance again
+    network.close(webrtc)
+    network.clock.advance(1_000)
+    await flush()
+    const before = network.dial.mock.calls.length
+    for (let failure = 1; failure < UPGRADE_MAX_FAILURES; failure++) {
+      expect(network.clock.pending).toBe(1)
+      network.clock.advance((network.clock.nextAt ?? 0) - network.clock.now())
+      await flush()
+    }
+    expect(network.dial.mock.calls.length - before).toBe(UPGRADE_MAX_FAILURES - 1)
+    expect(network.clock.pending).toBe(0)
   })
 
   it('gives up a WebRTC dial after 30 s and counts it as a failure', async () => {
