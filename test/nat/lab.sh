@@ -76,6 +76,16 @@ LAB_HOSTS+=(
   "open1a open1 198.18.61.10"
 )
 
+# Lossy link (15.3): lossy1 is a cone NAT whose WAN link loses 5 % of the
+# packets each way (iptables statistic; this kernel has no netem for delay).
+LAB_ROUTERS+=(
+  "lossy1 lossy-cone 198.18.0.71 71"
+)
+LAB_HOSTS+=(
+  "lossy1a lossy1 198.18.71.10"
+)
+LAB_LOSS=${PARLEY_NAT_LOSS:-0.05}
+
 lab_ns () { echo "$LAB_PREFIX-$1"; }
 
 # sysctl inside a namespace (through /proc: no procps needed); a knob the
@@ -168,6 +178,11 @@ lab_up () {
     ip netns exec "$rns" iptables -A FORWARD -i wan -j DROP
     ip netns exec "$rns" iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     ip netns exec "$rns" iptables -A INPUT -i wan -p icmp -j ACCEPT
+    if [ "$kind" = lossy-cone ]; then
+      # first in the chains: random loss on the WAN side, each way, before anything else
+      ip netns exec "$rns" iptables -I FORWARD 1 -i wan -m statistic --mode random --probability "$LAB_LOSS" -j DROP
+      ip netns exec "$rns" iptables -I FORWARD 1 -o wan -m statistic --mode random --probability "$LAB_LOSS" -j DROP
+    fi
     if [ "$kind" != open-cone ]; then
       # an open-cone router lets unsolicited packets reach itself: the first
       # punch from a peer then leaves a conntrack entry on the mapped port

@@ -58,6 +58,9 @@ for (const lan of [1, 2]) {
   }
 }
 
+/* 15.3: a cone NAT whose WAN link loses 5 % of the packets each way (lab.sh) */
+HOSTS.lossy1a = { name: 'lossy1a', ip: '198.18.71.10', router: 'lossy1', publicIp: '198.18.0.71', nat: 'cone' }
+
 export const ns = (name: string): string => `${PREFIX}-${name}`
 
 const ROOT = new URL('../../', import.meta.url).pathname
@@ -75,6 +78,12 @@ const DEBUG = process.env.PARLEY_NAT_DEBUG ?? 'parley:*,libp2p:circuit-relay*,li
 export function setLink (host: Host, up: boolean): void {
   if (host.router == null) throw new Error(`${host.name} has no LAN link`)
   execFileSync('ip', ['-n', ns(host.router), 'link', 'set', `l-${host.name}`, up ? 'up' : 'down'])
+}
+
+/** Packets a router's random-loss rules (lab.sh, kind lossy-cone) dropped so far, all ways. */
+export function lossDrops (router: string): number {
+  const out = execFileSync('ip', ['netns', 'exec', ns(router), 'iptables', '-L', 'FORWARD', '-v', '-n', '-x'], { encoding: 'utf8' })
+  return out.split('\n').filter(l => l.includes('statistic mode random')).reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0)
 }
 
 export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }

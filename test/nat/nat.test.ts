@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest'
-import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, killAll, setLink, sleep, waitUntil, writeResults } from './lab.js'
+import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, killAll, lossDrops, setLink, sleep, waitUntil, writeResults } from './lab.js'
 import type { AgentConfig, AgentEvent, ConnectionInfo, Host, Row } from './lab.js'
 
 /**
@@ -547,6 +547,62 @@ describe('NAT lab', () => {
 
   carrierNat('15.1a', 'carrier-grade NAT on both sides', 'home cone + carrier cone ↔ home cone + carrier cone', HOSTS.cgn1a, HOSTS.cgn2a)
   carrierNat('15.1b', 'carrier-grade NAT on one side', 'home cone + carrier cone ↔ cone', HOSTS.cgn1a, HOSTS.cone2a)
+
+  /**
+   * A lossy link: lossy1a's router drops 5 % of the packets on its WAN side,
+   * each way (lab.sh). The messages go in bursts, both ways at once, so that
+   * retransmissions overtake one another: each must still arrive once, and in
+   * the order it was sent (parley presents a conversation by seq).
+   */
+  scenario('15.3', 'lossy link, 5 % loss each way', 'cone, 5 % loss each way ↔ cone', 180_000, async (s) => {
+    const a = await start(HOSTS.lossy1a, 's15.3-lossy1a', { iceServers: [STUN] })
+    const b = await start(HOSTS.cone2a, 's15.3-cone2a', { iceServers: [STUN] })
+    const chat = new Conversation(s, a, b)
+    const burst = async (): Promise<void> => {
+      const sends: Array<Promise<AgentEvent>> = []
+      for (let i = 0; i < 5; i++) sends.push(chat.say(a, b), chat.say(b, a))
+      await Promise.all(sends)
+    }
+    try {
+      const first = await chat.say(a, b)
+      if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+      s.note(`the first message went ${String(first.path)}`)
+      // talk while the path turns direct, then on the direct path
+      for (let round = 0; round < 4; round++) await burst()
+      try {
+        await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 60_000, `a direct path from ${a.host.name} to ${b.host.name}`)
+      } catch {}
+      for (let round = 0; round < 4; round++) await burst()
+      await chat.allDelivered(60_000)
+
+      const path = await pathOf(a, b)
+      s.row.path = path.text
+      s.check('direct', path.webrtc != null && !usesTurn(path.webrtc), `loss does not stop hole punching between cone NATs; the path should go direct: ${path.text}`)
+      const results = chat.sent.map(m => m.result)
+      s.check('receipts', results.every(r => r?.event === 'sent'), `every send should resolve delivered: ${results.filter(r => r?.event !== 'sent').map(r => `${String(r?.event)} ${String(r?.error ?? '')}`).join(', ')}`)
+
+      // in order: each side received the other's messages in the order they were sent
+      for (const [from, to] of [[a, b], [b, a]]) {
+        const order = new Map(chat.sent.filter(m => m.from === from).map((m, i) => [m.body, i]))
+        const got = to.messagesFrom(from).map(e => order.get(e.body) ?? -1)
+        const outOfOrder = got.filter((n, i) => i > 0 && n <= got[i - 1]).length
+        s.check('in-order', outOfOrder === 0, `${to.host.name} should get ${from.host.name}'s messages in the order sent: ${outOfOrder} out of order`)
+      }
+
+      const latencies = chat.sent.flatMap(m => chat.received(m).slice(0, 1).map(e => e.t - m.at)).sort((x, y) => x - y)
+      const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]
+      const paths = new Map<string, number>()
+      for (const m of chat.sent) for (const e of chat.received(m).slice(0, 1)) paths.set(String(e.path), (paths.get(String(e.path)) ?? 0) + 1)
+      s.note(`delivery over ${latencies.length} messages, in bursts of 5 each way: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, slowest ${latencies.at(-1) ?? 0} ms; received ${[...paths].map(([p, n]) => `${n} ${p}`).join(', ')}`)
+      const dropped = lossDrops('lossy1')
+      s.check('lossy', dropped > 0, 'the lossy router should have dropped packets')
+      s.note(`the router dropped ${dropped} packets on the way`)
+      s.note('no added delay: this kernel has no netem qdisc (tc qdisc … netem: "Specified qdisc kind is unknown"), so only the loss is emulated')
+      chat.checkClean()
+    } finally {
+      chat.fill(s.row)
+    }
+  })
 
   /**
    * Many peers behind one NAT: four hosts on each of two LANs behind two cone
