@@ -85,6 +85,15 @@ LAB_HOSTS+=(
   "lossy1a lossy1 198.18.71.10"
 )
 LAB_LOSS=${PARLEY_NAT_LOSS:-0.05}
+# Laptop moves (15.4): roam1a starts on roam1's LAN; the scenario moves its
+# link to roam2's LAN (another cone NAT), where it gets 198.18.82.10.
+LAB_ROUTERS+=(
+  "roam1 cone 198.18.0.81 81"
+  "roam2 cone 198.18.0.82 82"
+)
+LAB_HOSTS+=(
+  "roam1a roam1 198.18.81.10"
+)
 
 lab_ns () { echo "$LAB_PREFIX-$1"; }
 

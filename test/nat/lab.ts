@@ -61,6 +61,9 @@ for (const lan of [1, 2]) {
 /* 15.3: a cone NAT whose WAN link loses 5 % of the packets each way (lab.sh) */
 HOSTS.lossy1a = { name: 'lossy1a', ip: '198.18.71.10', router: 'lossy1', publicIp: '198.18.0.71', nat: 'cone' }
 
+/* 15.4: a host that moves from roam1's LAN to roam2's (both cone NATs) */
+HOSTS.roam1a = { name: 'roam1a', ip: '198.18.81.10', router: 'roam1', publicIp: '198.18.0.81', nat: 'cone' }
+
 export const ns = (name: string): string => `${PREFIX}-${name}`
 
 const ROOT = new URL('../../', import.meta.url).pathname
@@ -84,6 +87,23 @@ export function setLink (host: Host, up: boolean): void {
 export function lossDrops (router: string): number {
   const out = execFileSync('ip', ['netns', 'exec', ns(router), 'iptables', '-L', 'FORWARD', '-v', '-n', '-x'], { encoding: 'utf8' })
   return out.split('\n').filter(l => l.includes('statistic mode random')).reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0)
+}
+
+/**
+ * Moves a host to another router's LAN, as a laptop carried to another
+ * network: its link is pulled from the old LAN (the old address goes with it)
+ * and a new one plugged into the new LAN, with address `ip`. Updates `host`.
+ */
+export function moveHost (host: Host, router: string, ip: string, publicIp: string): void {
+  if (host.router == null) throw new Error(`${host.name} has no LAN link`)
+  const link = `l-${host.name}`
+  execFileSync('ip', ['-n', ns(host.router), 'link', 'del', link])
+  execFileSync('ip', ['link', 'add', link, 'netns', ns(router), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns(host.name)])
+  execFileSync('ip', ['-n', ns(router), 'link', 'set', link, 'master', 'br-lan', 'up'])
+  execFileSync('ip', ['-n', ns(host.name), 'addr', 'add', `${ip}/24`, 'dev', 'eth0'])
+  execFileSync('ip', ['-n', ns(host.name), 'link', 'set', 'eth0', 'up'])
+  execFileSync('ip', ['-n', ns(host.name), 'route', 'add', '198.18.0.0/15', 'via', ip.replace(/\.\d+$/, '.1')])
+  Object.assign(host, { router, ip, publicIp })
 }
 
 export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest'
-import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, killAll, lossDrops, setLink, sleep, waitUntil, writeResults } from './lab.js'
+import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, killAll, lossDrops, moveHost, setLink, sleep, waitUntil, writeResults } from './lab.js'
 import type { AgentConfig, AgentEvent, ConnectionInfo, Host, Row } from './lab.js'
 
 /**
@@ -598,6 +598,70 @@ describe('NAT lab', () => {
       s.check('lossy', dropped > 0, 'the lossy router should have dropped packets')
       s.note(`the router dropped ${dropped} packets on the way`)
       s.note('no added delay: this kernel has no netem qdisc (tc qdisc … netem: "Specified qdisc kind is unknown"), so only the loss is emulated')
+      chat.checkClean()
+    } finally {
+      chat.fill(s.row)
+    }
+  })
+
+  /**
+   * Laptop moves: mid-conversation roam1a's link is pulled from roam1's LAN and
+   * plugged into roam2's (another cone NAT, another address). The node is not
+   * restarted: it must notice, reserve on the relay again, republish its
+   * record, and its peer must reach it again; nothing lost or shown twice.
+   */
+  scenario('15.4', 'laptop moves to another NAT mid-conversation', 'cone → another cone ↔ cone', 240_000, async (s) => {
+    const host = { ...HOSTS.roam1a }
+    const a = await start(host, 's15.4-roam1a', { iceServers: [STUN] })
+    const b = await start(HOSTS.cone2a, 's15.4-cone2a', { iceServers: [STUN] })
+    const chat = new Conversation(s, a, b)
+    try {
+      const first = await chat.say(a, b)
+      if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+      await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 45_000, 'a direct path from roam1a to cone2a')
+      await chat.sayOver(a, b, 'direct')
+      await chat.sayOver(b, a, 'direct')
+      const before = (await pathOf(a, b)).text
+
+      moveHost(host, 'roam2', '198.18.82.10', '198.18.0.82')
+      const movedAt = Date.now()
+      const sentBefore = chat.sent.length
+      // both write right after the move, and on while the node finds its feet
+      const after: Array<Promise<AgentEvent>> = []
+      for (let i = 0; i < 3; i++) {
+        after.push(chat.say(b, a, 150_000), chat.say(a, b, 150_000))
+        await sleep(2_000)
+      }
+      await chat.allDelivered(150_000)
+      const firstAfter = Math.min(...chat.sent.slice(sentBefore).flatMap(m => chat.received(m).map(e => e.t)))
+      s.note(`the first message after the move arrived ${firstAfter - movedAt} ms after it; the last of the 6 sent during the first 6 s ${Math.max(...chat.sent.slice(sentBefore).flatMap(m => chat.received(m).map(e => e.t))) - movedAt} ms after it`)
+      const results = await Promise.all(after)
+      s.check('receipts', results.every(r => r.event === 'sent'), `every send after the move should resolve delivered: ${results.map(r => `${r.event} ${String(r.error ?? '')}`).join(', ')}`)
+
+      let reservedMs: number | undefined
+      try {
+        await waitUntil(async () => {
+          const st = await a.status()
+          return st.circuits > 0 && st.lastPublished != null && st.lastPublished > movedAt
+        }, 60_000, 'roam1a to reserve again and republish its record', 500)
+        reservedMs = Date.now() - movedAt
+      } catch {}
+      const st = await a.status()
+      if (reservedMs != null) s.note(`roam1a held a reservation again and had republished its record ${reservedMs} ms after the move (seen by polling every 0.5 s once the messages were through)`)
+      const paths = new Map<string, number>()
+      for (const m of chat.sent.slice(sentBefore)) for (const e of chat.received(m).slice(0, 1)) paths.set(String(e.path), (paths.get(String(e.path)) ?? 0) + 1)
+      s.note(`the 6 messages sent after the move were received ${[...paths].map(([p, n]) => `${n} ${p}`).join(', ')}`)
+      const directAgain = [a, b].map(x => x.find(e => e.event === 'path' && e.peer === (x === a ? b : a).peerId && e.path === 'direct', movedAt)?.t).filter((t): t is number => t != null)
+      if (directAgain.length > 0) s.note(`direct again ${Math.min(...directAgain) - movedAt} ms after the move`)
+      s.check('republished', reservedMs != null, `roam1a should hold a reservation again and republish its record after the move: ${st.circuits} circuit addresses, last published ${st.lastPublished == null ? 'never' : `${st.lastPublished - movedAt} ms after the move`}`)
+      s.check('new-address', st.multiaddrs.some(m => m.includes('/ip4/198.18.82.10/')) && !st.multiaddrs.some(m => m.includes('/ip4/198.18.81.10/')), `roam1a should announce its new address only: ${st.multiaddrs.filter(m => !m.includes('p2p-circuit')).join(', ')}`)
+
+      for (let i = 0; i < 2; i++) {
+        await chat.say(a, b)
+        await chat.say(b, a)
+      }
+      await chat.allDelivered(30_000)
+      s.row.path = `before: ${before}; after: ${(await pathOf(a, b)).text}`
       chat.checkClean()
     } finally {
       chat.fill(s.row)
