@@ -147,7 +147,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.paths.start()
     this.inbox.start()
     this.engine.start()
-    this.mailboxes.start({ reception: this.reception, engine: this.engine })
+    this.mailboxes.start({ reception: this.reception, engine: this.engine, trusts: (peer) => this.policy.isTrusted(peer) })
     this.lastReachability = JSON.stringify(this.reachability())
   }
 

@@ -138,7 +138,7 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
   }
 
   /** Starts publishing this node's record and draining its mailboxes; `engine` takes the receipts that come. */
-  start (parts: { reception: Pick<Reception, 'admit' | 'store' | 'onRefused'>, engine: Pick<DeliveryEngine, 'receipt'> }): void {
+  start (parts: { reception: Pick<Reception, 'admit' | 'store' | 'onRefused'>, engine: Pick<DeliveryEngine, 'receipt'>, trusts: (peer: string) => boolean }): void {
     const transport: ReceiveTransport = {
       register: async (host, options) => {
         await this.know(host)
@@ -162,6 +162,7 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
       engine: parts.engine,
       directory: this.directory,
       depositor: this.depositor,
+      trusts: parts.trusts,
       logger: this.components.logger,
       clock: this.clock
     }, { hosts: this.hosts })

@@ -64,6 +64,8 @@ export interface MailboxReceiverComponents {
   engine: Pick<DeliveryEngine, 'receipt'>
   directory: Pick<MailboxDirectory, 'learn'>
   depositor: Pick<MailboxDepositor, 'depositReceipt'>
+  /** Whether this node trusts the peer (a contact, or accepted): a stranger gets receipts for stored messages only. */
+  trusts: (peer: string) => boolean
   logger: ComponentLogger
   /** @default systemClock */
   clock?: Clock
@@ -283,9 +285,14 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
       return { remove: true }
     }
     const sender = opened.sender.toString()
-    if (opened.replyRecord != null) {
+    const trusted = this.components.trusts(sender)
+    // a stranger's record is kept (and so dialled, for receipts) only for a
+    // message that made it into the store, which its request quota bounds
+    const learn = async (): Promise<void> => {
+      if (opened.replyRecord == null) return
       await this.components.directory.learn(sender, opened.replyRecord).catch(err => { this.log('%s sent a mailbox record that does not verify - %s', sender, err.message) })
     }
+    if (trusted) await learn()
     if (opened.receipt != null) {
       const answers = opened.receipt.flatMap(({ id, status }) => {
         const known = ackStatusOf(status)
@@ -296,7 +303,9 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     }
     const message = opened.message
     if (message == null) return { remove: true }
-    const answer = (status: Ack.Status): Handled => ({ remove: true, answer: { sender, id: message.id, status } })
+    // refusals are answered to the people this node trusts only: a stranger's
+    // envelopes must not make it deposit receipts wherever their record says
+    const answer = (status: Ack.Status): Handled => trusted ? { remove: true, answer: { sender, id: message.id, status } } : { remove: true }
     const { reception } = this.components
     const admission = reception.admit(opened.sender)
     // a receipt RATE_LIMITED makes the sender leave it in the mailbox again later
@@ -318,7 +327,8 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
         path: 'mailbox'
       })
       if (typeof result === 'object') return answer(Ack.Status.RATE_LIMITED)
-      return answer(result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK)
+      if (!trusted) await learn()
+      return { remove: true, answer: { sender, id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK } }
     } catch (err: any) {
       // not stored (the disk?): it stays on the host, and comes again next session
       this.log.error('could not store a message from %s\'s envelope - %e', sender, err)

@@ -205,6 +205,7 @@ describe('MailboxReceiver', () => {
     const learned: string[] = []
     let storeResult: StoreResult | Error = 'stored'
     let admission: 'accept' | 'block' | 'rate-limit' = 'accept'
+    let trusted = true
     const events = new EventTarget()
     const receiver = new MailboxReceiver({
       transport: {
@@ -234,6 +235,7 @@ describe('MailboxReceiver', () => {
           return true
         }
       },
+      trusts: () => trusted,
       logger: defaultLogger(),
       clock: new FakeClock()
     }, { hosts: [host] })
@@ -262,7 +264,8 @@ describe('MailboxReceiver', () => {
       deleted,
       events,
       setStoreResult: (result: StoreResult | Error) => { storeResult = result },
-      setAdmission: (value: typeof admission) => { admission = value }
+      setAdmission: (value: typeof admission) => { admission = value },
+      setTrusted: (value: boolean) => { trusted = value }
     }
   }
 
@@ -321,6 +324,28 @@ describe('MailboxReceiver', () => {
     await t.deleted(4)
     await until(() => t.receipts.length === 3, { on: [t.events, 'receipt'], timeout: 5_000 })
     expect(ackStatusOf(t.receipts[2].answers[0].status)).toBe(Ack.Status.BLOCKED)
+    await t.receiver.stop()
+  })
+
+  it('answers a stranger only for what it stored: its refusals are deleted unanswered and its record is not kept', async () => {
+    const t = await setup()
+    t.setTrusted(false)
+    t.opened.set('limited', t.chat(1))
+    t.opened.set('invalid', { sender: t.alice, message: { id: new Uint8Array(3), seq: 2n, sentAt: 0n, body: 'x' }, replyRecord: new TextEncoder().encode('alice record') })
+    t.setAdmission('rate-limit')
+    t.receiver.start()
+    t.session.push([t.envelope('limited'), t.envelope('invalid')])
+    await t.deleted(2)
+    expect(t.receipts).toEqual([])
+    expect(t.learned).toEqual([])
+
+    t.setAdmission('accept')
+    t.opened.set('stored', t.chat(3))
+    t.session.push([t.envelope('stored')])
+    await t.deleted(3)
+    await until(() => t.receipts.length === 1, { on: [t.events, 'receipt'], timeout: 5_000 })
+    expect(t.receipts[0].answers.map(a => ackStatusOf(a.status))).toEqual([Ack.Status.OK])
+    expect(t.learned).toEqual([`${t.alice.toString()}:alice record`])
     await t.receiver.stop()
   })
 
