@@ -98,7 +98,7 @@ describe('Store: the outbox', () => {
   it('plans every query of the send path on an index: none scans the messages or the outbox, however long the history', () => {
     const store = new Store()
     // the send path as the delivery engine walks it: queue, read what is due,
-    // record outcomes, reschedule, wake, expire, cancel
+    // record outcomes, reschedule, wake, expire, cancel, leave in a mailbox
     for (const id of ['a', 'b', 'c', 'd']) store.enqueue({ peer: PEER, id, body: id, contentType: 'text/plain', sentAt: 1 })
     store.due(PEER, 10, 64)
     store.due(PEER, 10, 64, 2)
@@ -108,6 +108,12 @@ describe('Store: the outbox', () => {
     store.retryNow([PEER], 70)
     store.writtenBy(PEER, 1)
     store.outboxEntry('d')
+    // the mailbox's part: what to deposit, stored marks, a receipt's lookups, recipients' records
+    store.undeposited(PEER, 100)
+    store.record(writes({ at: 6, stored: [{ id: 'd', until: 1_000 }], unstored: ['d'] }))
+    store.outbound(PEER, 'd')
+    store.saveMailboxRecord(PEER, new Uint8Array(4), 1, 1)
+    store.mailboxRecord(PEER)
     const db = (store as any).db as DatabaseSync
     const statements = [...((store as any).statements as Map<string, unknown>).keys()]
     expect(statements.length).toBeGreaterThan(8)
