@@ -25,9 +25,7 @@ export interface MailboxHost { peerId: PeerId, addrs: Multiaddr[] }
 
 /** What the depositor needs of the mailbox protocol's client. */
 export interface DepositTransport {
-  /** Deposits an envelope in `mailbox` on `host`, to keep for `ttlMs` at most (none: the host's default); until when the host keeps it. Throws when refused or unreachable. */
-  deposit(host: MailboxHost, mailbox: PeerId, envelope: Uint8Array, options: AbortOptions & { ttlMs?: number }): Promise<{ expiresAt: number }>
-  /** Deposits several in order on one stream: per envelope, until when the host keeps it or the error it answered. Throws when the host cannot be reached. */
+  /** Deposits envelopes in `mailbox` on `host`, in order on one stream, each kept for `ttlMs` at most (none: the host's default): per envelope, until when the host keeps it or the error it answered. Throws when the host cannot be reached. */
   depositMany(host: MailboxHost, mailbox: PeerId, envelopes: ReadonlyArray<{ envelope: Uint8Array, ttlMs?: number }>, options: AbortOptions): Promise<Array<{ expiresAt: number } | Error>>
 }
 
@@ -132,9 +130,16 @@ export class MailboxDepositor implements Depositor {
     const { record, key } = await this.recordOf(peer, options)
     const recipient = this.components.peerId(peer)
     const envelope = await this.components.seal(recipient, key, { receipt: answers })
-    const results = await Promise.allSettled(record.hosts.slice(0, this.maxHosts).map(async host => this.components.transport.deposit(host, recipient, envelope, options)))
-    if (results.some(result => result.status === 'fulfilled')) return true
-    throw new Error(`no mailbox host of ${peer} took the receipt (${results.map(r => r.status === 'rejected' ? String(r.reason?.message ?? r.reason) : '').join('; ')})`)
+    const results = await Promise.all(record.hosts.slice(0, this.maxHosts).map(async host => {
+      try {
+        const [result] = await this.components.transport.depositMany(host, recipient, [{ envelope }], options)
+        return result
+      } catch (err: any) {
+        return err as Error
+      }
+    }))
+    if (results.some(result => !(result instanceof Error))) return true
+    throw new Error(`no mailbox host of ${peer} took the receipt (${results.map(r => r instanceof Error ? r.message : '').join('; ')})`)
   }
 
   private async recordOf (peer: string, options: AbortOptions): Promise<{ record: VerifiedRecord, key: Uint8Array }> {

@@ -113,10 +113,6 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
     this.depositor = new MailboxDepositor({
       directory: this.directory,
       transport: {
-        deposit: async (host, mailbox, envelope, options) => {
-          await this.know(host)
-          return this.client.deposit(host.peerId, mailbox, envelope, options)
-        },
         depositMany: async (host, mailbox, envelopes, options) => {
           await this.know(host)
           return this.client.depositMany(host.peerId, mailbox, envelopes, options)

@@ -98,7 +98,6 @@ describe('MailboxDepositor', () => {
     const depositor = new MailboxDepositor({
       directory: { get: async (peer) => peer === bob.toString() ? record(bob, hosts) : undefined },
       transport: {
-        deposit: async () => { throw new Error('the depositor deposits with depositMany') },
         depositMany: async (host, mailbox, envelopes) => envelopes.map(({ envelope, ttlMs }) => {
           if (refusing.has(host.peerId.toString())) return new Error('QUOTA_EXCEEDED')
           deposits.push({ host: host.peerId.toString(), mailbox: mailbox.toString(), envelope: new TextDecoder().decode(envelope), ttlMs })
