@@ -123,6 +123,11 @@ export namespace Frame {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface FrameMessageGroupFieldEvent {
+    field: '$.message.group'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export interface FrameAckIdFieldEvent {
     field: '$.ack.id'
     value: Uint8Array<ArrayBuffer>
@@ -146,7 +151,7 @@ export namespace Frame {
     return decodeMessage(buf, Frame.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameMessageIdFieldEvent | FrameMessageSeqFieldEvent | FrameMessageSentAtFieldEvent | FrameMessageBodyFieldEvent | FrameMessageContentTypeFieldEvent | FrameMessageReplyToFieldEvent | FrameAckIdFieldEvent | FrameAckStatusFieldEvent | FrameAckRetryAfterMsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameMessageIdFieldEvent | FrameMessageSeqFieldEvent | FrameMessageSentAtFieldEvent | FrameMessageBodyFieldEvent | FrameMessageContentTypeFieldEvent | FrameMessageReplyToFieldEvent | FrameMessageGroupFieldEvent | FrameAckIdFieldEvent | FrameAckStatusFieldEvent | FrameAckRetryAfterMsFieldEvent> {
     return streamMessage(buf, Frame.codec(), opts)
   }
 }
@@ -158,6 +163,7 @@ export interface ChatMessage {
   body: string
   contentType?: string
   replyTo?: Uint8Array<ArrayBuffer>
+  group?: Uint8Array<ArrayBuffer>
 }
 
 export namespace ChatMessage {
@@ -200,6 +206,11 @@ export namespace ChatMessage {
           w.bytes(obj.replyTo)
         }
 
+        if (obj.group != null) {
+          w.uint32(58)
+          w.bytes(obj.group)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -239,6 +250,10 @@ export namespace ChatMessage {
             }
             case 6: {
               obj.replyTo = reader.bytes()
+              break
+            }
+            case 7: {
+              obj.group = reader.bytes()
               break
             }
             default: {
@@ -298,6 +313,13 @@ export namespace ChatMessage {
               }
               break
             }
+            case 7: {
+              yield {
+                field: `${prefix}.group`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -340,6 +362,11 @@ export namespace ChatMessage {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface ChatMessageGroupFieldEvent {
+    field: '$.group'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<ChatMessage>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChatMessage.codec())
   }
@@ -348,7 +375,7 @@ export namespace ChatMessage {
     return decodeMessage(buf, ChatMessage.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChatMessage>): Generator<ChatMessageIdFieldEvent | ChatMessageSeqFieldEvent | ChatMessageSentAtFieldEvent | ChatMessageBodyFieldEvent | ChatMessageContentTypeFieldEvent | ChatMessageReplyToFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChatMessage>): Generator<ChatMessageIdFieldEvent | ChatMessageSeqFieldEvent | ChatMessageSentAtFieldEvent | ChatMessageBodyFieldEvent | ChatMessageContentTypeFieldEvent | ChatMessageReplyToFieldEvent | ChatMessageGroupFieldEvent> {
     return streamMessage(buf, ChatMessage.codec(), opts)
   }
 }
