@@ -110,3 +110,15 @@ export class MessageNotCancellableError extends Error {
     super(message)
   }
 }
+
+/** No group with that ID (or name) on this node. */
+export class UnknownGroupError extends Error {
+  static override name = 'UnknownGroupError'
+  override name = 'UnknownGroupError'
+}
+
+/** The membership change is not allowed: this node is not an admin (or not a member), the target is not a member, the group is full. */
+export class GroupChangeRefusedError extends Error {
+  static override name = 'GroupChangeRefusedError'
+  override name = 'GroupChangeRefusedError'
+}

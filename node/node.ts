@@ -25,6 +25,7 @@ import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
 import { computeReachability } from './reachability.js'
 import { Mailboxes } from './mailbox/index.js'
+import { Groups } from './group/index.js'
 import { Reception } from './reception.js'
 import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
@@ -36,6 +37,7 @@ import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { RelayStatus } from './types.js'
+import type { GroupInfo, GroupMessage, GroupRecipientStatus, GroupSendResult } from './group/types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
@@ -93,10 +95,15 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   private readonly inbox: Inbox
   private readonly reception: Reception
   private readonly mailboxes: Mailboxes
+  private readonly groupsOf: Groups
+  /** sendGroup's waits, by carrier id: each settles with where the carrier stands. */
+  private readonly carrierWaits = new Map<string, { peer: string, settle: (status: GroupRecipientStatus) => void }>()
   private readonly closeDatastore: () => Promise<void>
   private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
   private stopped = false
   private lastReachability = ''
+  /** Peers this node has shared a group with: their trust is looked at again when a membership changes. */
+  private readonly knownGroupPeers = new Set<string>()
 
   /** Takes parts `createNode` built and wired; use `createNode`. */
   constructor (parts: NodeParts) {
@@ -113,7 +120,15 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.inbox = parts.inbox
     this.reception = parts.reception
     this.mailboxes = parts.mailboxes
+    this.groupsOf = parts.groups
     this.closeDatastore = parts.closeDatastore
+    this.groupsOf.addEventListener('group:message', (evt) => { this.dispatchEvent(new CustomEvent('group:message', { detail: evt.detail })) })
+    this.groupsOf.addEventListener('group:change', (evt) => {
+      // sharing a group trusts its members (their carriers are no message requests); leaving or a removal undoes it
+      for (const peer of new Set([...evt.detail.members, ...this.knownGroupPeers])) if (peer !== this.peerId.toString()) this.updateTrust(peer)
+      for (const peer of evt.detail.members) this.knownGroupPeers.add(peer)
+      this.dispatchEvent(new CustomEvent('group:change', { detail: evt.detail }))
+    })
 
     this.paths.addEventListener('path:change', (evt) => {
       this.dispatchEvent(new CustomEvent('path:change', { detail: evt.detail }))
@@ -132,6 +147,10 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   /** Starts the node's own parts once libp2p runs (called by `createNode`, once). */
   start (): void {
+    for (const peer of this.groupsOf.coMembers()) {
+      this.knownGroupPeers.add(peer)
+      this.updateTrust(peer)
+    }
     this.storage.start()
     // an invite's addresses were put in the peer store when it was added; put
     // them back in case the peer store was not kept (no data dir)
@@ -312,7 +331,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   }
 
   private updateTrust (peer: string): void {
-    this.policy.trust(peer, isTrusted(this.store, peer))
+    this.policy.trust(peer, isTrusted(this.store, peer) || (this.store.peerState(peer) !== 'blocked' && this.groupsOf.isMember(peer)))
   }
 
   contacts (): ContactInfo[] {
@@ -437,6 +456,10 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   }
 
   private onStatus (change: StatusChange): void {
+    if (this.groupsOf.isCarrier(change.id)) {
+      this.onCarrierStatus(change)
+      return
+    }
     const waiter = this.waiting.get(change.id)
     if (waiter != null && change.status === 'delivered') {
       this.waiting.delete(change.id)
@@ -460,6 +483,11 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Emits the messages the inbox presents, in order. */
   private present (messages: StoredMessage[]): void {
     for (const m of messages) {
+      // a group's carrier: what it carries is the group's (shown by `group:message`, never as a one-to-one message)
+      if (m.group != null) {
+        this.groupsOf.receive(m).catch(() => {})
+        continue
+      }
       this.dispatchEvent(new CustomEvent('message', {
         detail: {
           id: m.id,
@@ -674,6 +702,131 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.dispatchEvent(new CustomEvent('reachability', { detail: now }))
   }
 
+  // ---- groups (protocols/group/README.md) ----
+
+  /**
+   * Creates a group with this node as its admin and `members` (peer IDs or
+   * contact names; at most 99 besides this node). Each member is sent the
+   * group's log through the outbox.
+   */
+  async createGroup (name: string, members: Array<PeerId | string>): Promise<GroupInfo> {
+    this.checkRunning()
+    const peers = members.map(m => this.groupPeer(m))
+    return this.groupsOf.create(name, peers)
+  }
+
+  /** Adds a member (admins only); every member, the new one included, is sent the log. */
+  async addMember (group: string, peer: PeerId | string): Promise<GroupInfo> {
+    this.checkRunning()
+    return this.groupsOf.change(this.groupsOf.resolve(group), { kind: 'add', target: this.groupPeer(peer) })
+  }
+
+  /** Removes a member (admins only): it is sent the log that says so, and nothing written after. */
+  async removeMember (group: string, peer: PeerId | string): Promise<GroupInfo> {
+    this.checkRunning()
+    return this.groupsOf.change(this.groupsOf.resolve(group), { kind: 'remove', target: this.groupPeer(peer) })
+  }
+
+  /** Leaves a group: the others are told; its history stays readable here. */
+  async leaveGroup (group: string): Promise<GroupInfo> {
+    this.checkRunning()
+    return this.groupsOf.change(this.groupsOf.resolve(group), { kind: 'leave' })
+  }
+
+  /** Renames a group (admins only). */
+  async renameGroup (group: string, name: string): Promise<GroupInfo> {
+    this.checkRunning()
+    return this.groupsOf.change(this.groupsOf.resolve(group), { kind: 'rename', name })
+  }
+
+  /** Every group this node knows, those it left or was removed from included (`member: false`). */
+  groups (): GroupInfo[] {
+    return this.groupsOf.list()
+  }
+
+  /** A group by ID or by its name. @throws UnknownGroupError */
+  group (group: string): GroupInfo {
+    return this.groupsOf.get(this.groupsOf.resolve(group))
+  }
+
+  /**
+   * Sends a message to every member of a group: one carrier per member
+   * through the outbox. Resolves once each member has it (`delivered`), or a
+   * mailbox host holds it for the member (`stored`), or the member could not
+   * be reached on a first try (`queued`: the outbox keeps trying, and leaves
+   * it in the member's mailbox): it never waits for an unreachable member
+   * longer than that, nor than `timeout`.
+   */
+  async sendGroup (group: string, body: string, options: Pick<SendOptions, 'contentType' | 'timeout' | 'signal'> = {}): Promise<GroupSendResult> {
+    this.checkRunning()
+    const groupId = this.groupsOf.resolve(group)
+    const contentType = options.contentType ?? DEFAULT_CONTENT_TYPE
+    this.checkBody(body, contentType)
+    const waits: Array<{ peer: string, id: string, settled: Promise<GroupRecipientStatus> }> = []
+    const { message } = await this.groupsOf.send(groupId, body, contentType, ({ peer, id }) => {
+      waits.push({ peer, id, settled: new Promise(resolve => { this.carrierWaits.set(id, { peer, settle: resolve }) }) })
+    })
+    const timeout = options.timeout ?? this.config.sendTimeout
+    const signal = AbortSignal.any([AbortSignal.timeout(timeout), ...(options.signal == null ? [] : [options.signal])])
+    const recipients = await Promise.all(waits.map(async ({ peer, id, settled }) => {
+      try {
+        return await raceSignal(settled, signal)
+      } catch {
+        // not settled in time: it stays in the outbox
+        this.carrierWaits.delete(id)
+        return { peer, id, status: 'queued' as const }
+      }
+    }))
+    return { groupId, id: message.id, seq: message.seq, lamport: message.lamport, recipients }
+  }
+
+  /** A group's messages in display order (Lamport time, then sender and seq): the `limit` last before the Lamport time `before`. */
+  groupHistory (group: string, options: { limit?: number, before?: number } = {}): GroupMessage[] {
+    const groupId = this.groupsOf.resolve(group)
+    return this.store.groups.messages(groupId, options).map(m => ({
+      groupId,
+      id: m.id,
+      from: m.sender,
+      seq: m.seq,
+      lamport: m.lamport,
+      body: m.body,
+      contentType: m.contentType,
+      sentAt: m.sentAt,
+      receivedAt: m.receivedAt,
+      ...(m.path == null ? {} : { path: m.path as GroupMessage['path'] })
+    }))
+  }
+
+  private onCarrierStatus (change: StatusChange): void {
+    const settle = this.carrierWaits.get(change.id)?.settle
+    if (settle == null) return
+    // a first attempt that did not get through (the reason says why): the member is not reachable now
+    const unreachable = change.status === 'queued' && change.reason != null
+    if (change.status === 'delivered' || change.status === 'stored' || change.status === 'failed' || unreachable) {
+      this.carrierWaits.delete(change.id)
+      settle({ peer: change.peer, id: change.id, status: change.status, ...(change.path == null ? {} : { path: change.path }), ...(change.reason == null ? {} : { reason: change.reason }) })
+    }
+  }
+
+  private groupPeer (peer: PeerId | string): string {
+    const id = this.resolvePeer(peer)
+    return id.toString()
+  }
+
+  private checkRunning (): void {
+    if (this.stopped) throw new NodeStoppedError('the node is stopped; start a new one')
+  }
+
+  private checkBody (body: string, contentType: string): void {
+    if (typeof body !== 'string' || body.length === 0) throw new EmptyMessageError('the message is empty; write some text to send')
+    if (!body.isWellFormed()) throw new InvalidMessageError('the message has a lone UTF-16 surrogate (half of an emoji?): it is not text that UTF-8 can carry')
+    const size = utf8Length(body)
+    if (size > MAX_BODY_BYTES) throw new MessageTooLargeError(`the message is ${size} bytes of UTF-8, over the ${MAX_BODY_BYTES}-byte limit; split it into smaller messages`)
+    if (utf8Length(contentType) > MAX_CONTENT_TYPE_BYTES) throw new MessageTooLargeError(`the content type is over the ${MAX_CONTENT_TYPE_BYTES}-byte limit`)
+    if (!isMediaType(contentType)) throw new InvalidMessageError(`the content type "${contentType}" is not a media type (type/subtype, printable ASCII, e.g. text/markdown)`)
+    if (this.policy.full) throw new StorageFullError(`the message store is at its limit (${this.config.limits.maxStoreBytes} bytes, limits.maxStoreBytes): free room or raise the limit to send`)
+  }
+
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
@@ -685,6 +838,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       waiter.reject(new NodeStoppedError('the node stopped before the message was acknowledged; it stays queued for the next start'))
     }
     this.waiting.clear()
+    for (const [id, { peer, settle }] of this.carrierWaits) settle({ peer, id, status: 'queued' })
+    this.carrierWaits.clear()
     await this.mailboxes.stop()
     await this.libp2p.stop()
     this.store.close()
@@ -734,6 +889,7 @@ export interface NodeParts {
   paths: PathUpgrader
   engine: DeliveryEngine
   mailboxes: Mailboxes
+  groups: Groups
   closeDatastore: () => Promise<void>
 }
 
@@ -799,7 +955,9 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
       logger
     }, { dataDir: resolved.dataDir, hosts: resolved.mailboxes })
     const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger, mailbox: mailboxes.depositor }, { ...resolved.retry, messageExpiry: resolved.messageExpiry, mailboxAfter: resolved.mailboxAfter })
-    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, closeDatastore: close })
+    const groups = new Groups({ peerId: libp2p.peerId, privateKey, store, queue: (message) => engine.queue(message), log: logger.forComponent('parley:groups') })
+    await groups.load()
+    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, groups, closeDatastore: close })
     await libp2p.start()
     node.start()
     return node

@@ -3,6 +3,7 @@
  * from the node itself so that the daemon's API contract and the CLI can use
  * them without loading libp2p.
  */
+import type { GroupChange, GroupMessage } from './group/types.js'
 import type { MailboxStatus } from './mailbox/receiver.js'
 import type { PathChange } from './network/paths.js'
 import type { RelayReservationStatus } from './network/reservations.js'
@@ -196,6 +197,10 @@ export interface ParleyNodeEvents {
   'mailbox:change': CustomEvent<MailboxStatus>
   /** A relay was added or removed (`addRelay`, `removeRelay`): the relays the node uses now, their addresses. */
   'relays:change': CustomEvent<string[]>
+  /** A group message arrived (once per group, sender and seq; each sender's in order). */
+  'group:message': CustomEvent<GroupMessage>
+  /** A group's membership or name changed: this node changed it, or learnt of a change (a group it was put in included). */
+  'group:change': CustomEvent<GroupChange>
 }
 
 /** One relay the node reserves on, and why it holds no reservation there when it does not. */

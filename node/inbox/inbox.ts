@@ -109,7 +109,8 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
           sentAt: message.sentAt,
           receivedAt: this.clock.now(),
           path: message.path,
-          request: options.request === true
+          request: options.request === true,
+          ...(message.group == null ? {} : { group: message.group })
         }
       },
       done

@@ -61,7 +61,8 @@ function chatMessage (entry: OutboxEntry): Uint8Array {
     sentAt: BigInt(entry.sentAt),
     body: entry.body,
     contentType: entry.contentType === DEFAULT_CONTENT_TYPE ? undefined : entry.contentType,
-    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo)
+    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo),
+    group: entry.group as Uint8Array<ArrayBuffer> | undefined
   })
 }
 

@@ -310,7 +310,8 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     const admission = reception.admit(opened.sender)
     // a receipt RATE_LIMITED makes the sender leave it in the mailbox again later
     if (admission.status === 'rate-limit') return answer(Ack.Status.RATE_LIMITED)
-    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message)
+    // this node's record announces /im/1.1.0 (protocols/group/README.md): it reads group payloads from its mailbox
+    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message, { groups: true })
     if (refusal != null) {
       reception.onRefused({ from: opened.sender, seq: message.seq, id: message.id, status: refusal })
       return answer(refusal)
@@ -324,6 +325,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
         body: message.body,
         contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
         replyTo: message.replyTo,
+        ...(message.group == null ? {} : { group: message.group }),
         path: 'mailbox'
       })
       if (typeof result === 'object') return answer(Ack.Status.RATE_LIMITED)

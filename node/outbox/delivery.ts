@@ -96,7 +96,8 @@ function toOutbound (entry: OutboxEntry): OutboundMessage {
     sentAt: entry.sentAt,
     body: entry.body,
     contentType: entry.contentType === DEFAULT_CONTENT_TYPE ? undefined : entry.contentType,
-    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo)
+    replyTo: entry.replyTo == null ? undefined : idFromString(entry.replyTo),
+    ...(entry.group == null ? {} : { group: entry.group as Uint8Array<ArrayBuffer> })
   }
 }
 

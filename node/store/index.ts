@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import * as ordering from '../inbox/ordering.js'
+import { GroupStore } from './groups.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
 import type { MessagePath, OutboundStatus } from '../types.js'
 import type { StatementSync } from 'node:sqlite'
@@ -32,6 +33,8 @@ export interface StoredMessage {
   reason?: string
   /** Inbound from a stranger, waiting for the user to accept the request. */
   request: boolean
+  /** A group carrier's payload: the message is no one-to-one message. */
+  group?: Uint8Array
 }
 
 /** A message waiting in the outbox, with its retry state. */
@@ -50,6 +53,8 @@ export interface NewOutbound {
   contentType: string
   replyTo?: string
   sentAt: number
+  /** A group carrier's payload: the message takes a seq but no history position. */
+  group?: Uint8Array
 }
 
 /** What became of outbound messages, written together by `record`. */
@@ -82,6 +87,8 @@ export interface NewInbound {
   path: MessagePath
   /** From a stranger: kept as a message request. @default false */
   request?: boolean
+  /** A group carrier's payload (see migration 6): stored, ordered, never in the history. */
+  group?: Uint8Array
 }
 
 /** What `receive` did with one inbound message. */
@@ -153,7 +160,8 @@ function toMessage (row: Row): StoredMessage {
     status: row.status,
     path: row.path ?? undefined,
     reason: row.reason ?? undefined,
-    request: row.request === 1
+    request: row.request === 1,
+    ...(row.group_payload == null ? {} : { group: row.group_payload })
   }
 }
 
@@ -172,7 +180,7 @@ function toOutboxEntry (row: Row): OutboxEntry {
  * `outbox` row, but for the columns every entry of the outbox has alike
  * (`peer`, `direction`, `request`: see `OUTBOX_ROW`).
  */
-const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, o.attempts, o.next_attempt_at, o.last_error, o.stored_until'
+const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, m.group_payload, o.attempts, o.next_attempt_at, o.last_error, o.stored_until'
 const ENTRY_COLUMNS = ENTRY_SELECT.split(', ').map(column => column.slice(2))
 
 /** The columns of an outbox entry's `messages` row that `ENTRY_SELECT` leaves out, as they always are. */
@@ -204,7 +212,8 @@ function outboundRow (message: NewOutbound, seq: number): Row {
     status: 'queued',
     path: null,
     reason: null,
-    request: 0
+    request: 0,
+    group_payload: message.group ?? null
   }
 }
 
@@ -224,8 +233,10 @@ function inboundRow (message: NewInbound, status: InStatus, position: number | n
     status,
     path: message.path,
     reason: null,
-    position,
-    request: message.request === true ? 1 : 0
+    position: message.group == null ? position : null,
+    // a carrier is no message request: what it carries is the group's to judge
+    request: message.request === true && message.group == null ? 1 : 0,
+    group_payload: message.group ?? null
   }
 }
 
@@ -247,6 +258,8 @@ export class Store {
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
   private depth = 0
+  /** The groups' tables; their writes join this store's transactions. */
+  readonly groups: GroupStore
 
   /**
    * Opens (or creates) the store. `file` undefined keeps it in memory.
@@ -264,6 +277,7 @@ export class Store {
     try {
       this.migrate(existed)
       this.position = (this.db.prepare('SELECT max(position) AS p FROM messages').get() as Row).p ?? 0
+      this.groups = new GroupStore(this.db)
     } catch (err: any) {
       this.db.close()
       if (err instanceof StoreError) throw err
@@ -378,13 +392,18 @@ export class Store {
   enqueue (message: NewOutbound): StoredMessage {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
-      const position = this.nextPosition()
-      // a user who writes has read what came before: the read mark moves up to the new message
-      this.sql('UPDATE conversations SET next_out_seq = ?, read_position = ? WHERE peer = ?').run(seq + 1, position, message.peer)
       const row = outboundRow(message, seq)
-      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position)
+      let position: number | null = null
+      if (message.group == null) {
+        position = this.nextPosition()
+        // a user who writes has read what came before: the read mark moves up to the new message
+        this.sql('UPDATE conversations SET next_out_seq = ?, read_position = ? WHERE peer = ?').run(seq + 1, position, message.peer)
+      } else {
+        this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
+      }
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
       return toMessage(row)
     })
@@ -623,9 +642,9 @@ export class Store {
     const row = arrival.action === 'present'
       ? inboundRow(message, 'presented', this.nextPosition())
       : inboundRow(message, 'held', null)
-    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request)
-      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request)
+    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request, group_payload)
+      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request, row.group_payload)
     const presented = arrival.action === 'present' ? [toMessage(row)] : []
     if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
     return { result: 'stored', presented }
@@ -666,7 +685,8 @@ export class Store {
   }
 
   private present (peer: string, id: string): void {
-    this.sql("UPDATE messages SET status = 'presented', position = ? WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
+    // a group carrier takes no place in the history
+    this.sql("UPDATE messages SET status = 'presented', position = CASE WHEN group_payload IS NULL THEN ? END WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
   }
 
   /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands. */

@@ -93,6 +93,51 @@ export const MIGRATIONS: string[] = [
     seq         INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
   ) WITHOUT ROWID;
+  `,
+  // 6: groups (protocols/group/README.md). A group message or membership change
+  // goes to each member as an /im message of its own, a carrier: a `messages`
+  // row with the payload, which takes the conversation's seq (so that the
+  // outbox and the inbox order it) but never a history position (so that it
+  // is in no one-to-one history, preview or unread count). Each group's log
+  // of signed ops, its messages, and those that wait for ops not known yet
+  `
+  ALTER TABLE messages ADD COLUMN group_payload BLOB;  -- set: a carrier, never in the history
+  CREATE TABLE groups (
+    id          TEXT    NOT NULL PRIMARY KEY,    -- hex SHA-256 of the create op
+    joined_at   INTEGER NOT NULL,
+    next_seq    INTEGER NOT NULL DEFAULT 1,      -- this node's next seq as a sender in the group
+    lamport     INTEGER NOT NULL DEFAULT 0       -- the highest Lamport time seen in the group
+  ) WITHOUT ROWID;
+  CREATE TABLE group_ops (
+    group_id    TEXT    NOT NULL,
+    hash        TEXT    NOT NULL,                -- hex SHA-256 of op
+    op          BLOB    NOT NULL,                -- the encoded Op, as signed
+    signature   BLOB    NOT NULL,
+    PRIMARY KEY (group_id, hash)
+  ) WITHOUT ROWID;
+  CREATE TABLE group_messages (
+    group_id      TEXT    NOT NULL,
+    sender        TEXT    NOT NULL,
+    seq           INTEGER NOT NULL,              -- the sender's seq in the group: the exactly-once key with the two above
+    id            TEXT    NOT NULL,              -- hex, 16 bytes
+    lamport       INTEGER NOT NULL,
+    body          TEXT    NOT NULL,
+    content_type  TEXT    NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    received_at   INTEGER NOT NULL,
+    path          TEXT,                          -- how it came (NULL: this node's own)
+    PRIMARY KEY (group_id, sender, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX group_messages_order ON group_messages (group_id, lamport, sender, seq);
+  -- payloads whose ops are not known yet: looked at again when the log grows
+  CREATE TABLE group_pending (
+    group_id     TEXT    NOT NULL,
+    received_at  INTEGER NOT NULL,
+    sender       TEXT    NOT NULL,               -- the carrier's authenticated sender
+    path         TEXT    NOT NULL,
+    payload      BLOB    NOT NULL
+  );
+  CREATE INDEX group_pending_by_group ON group_pending (group_id, received_at);
   `
 ]
 

@@ -1,6 +1,12 @@
 /** The protocol id negotiated with multistream-select (spec section 1). */
 export const PROTOCOL = '/im/1.0.0'
 
+/** The same exchange, where a ChatMessage may also carry a group payload (`group`, protocols/group/README.md). */
+export const GROUP_PROTOCOL = '/im/1.1.0'
+
+/** Largest `group` field: what fits in a frame beside the ChatMessage's other fields. */
+export const MAX_GROUP_BYTES = 61_440
+
 /** Largest protobuf `Frame` a peer may send, length prefix excluded (section 2). */
 export const MAX_FRAME_BYTES = 65_536
 

@@ -1,10 +1,11 @@
 import { serviceCapabilities } from '@libp2p/interface'
 import {
-  ACK_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_INBOUND_STREAMS, MAX_OUTBOUND_STREAMS, MAX_UNACKED, PROTOCOL
+  ACK_TIMEOUT_MS, GROUP_PROTOCOL, IDLE_TIMEOUT_MS, MAX_INBOUND_STREAMS, MAX_OUTBOUND_STREAMS, MAX_UNACKED, PROTOCOL
 } from './constants.js'
 import { InboundStream } from './inbound.js'
 import { OutboundChannel } from './outbound.js'
 import { pathOf } from './path.js'
+import { Ack } from './pb/im.js'
 import type { Acknowledgement, ImComponents, ImInit, ImService as ImServiceInterface, OutboundMessage } from './index.js'
 import type { AbortOptions, Connection, Logger, Startable, Stream } from '@libp2p/interface'
 
@@ -40,16 +41,20 @@ export class DefaultImService implements Startable, ImServiceInterface {
   readonly [serviceCapabilities]: string[] = ['parley/im']
 
   async start (): Promise<void> {
-    await this.components.registrar.handle(PROTOCOL, this.handleStream, {
-      maxInboundStreams: this.maxInboundStreams,
-      maxOutboundStreams: this.maxOutboundStreams,
-      runOnLimitedConnection: this.runOnLimitedConnection
-    })
+    // one handler for both versions: 1.1.0 is 1.0.0 plus the `group` field, which the handler accepts only on 1.1.0 streams
+    for (const protocol of [PROTOCOL, GROUP_PROTOCOL]) {
+      await this.components.registrar.handle(protocol, this.handleStream, {
+        maxInboundStreams: this.maxInboundStreams,
+        maxOutboundStreams: this.maxOutboundStreams,
+        runOnLimitedConnection: this.runOnLimitedConnection
+      })
+    }
     this.started = true
   }
 
   async stop (): Promise<void> {
     await this.components.registrar.unhandle(PROTOCOL)
+    await this.components.registrar.unhandle(GROUP_PROTOCOL)
     for (const channel of this.channels.values()) {
       channel.then(c => { c.close() }, () => {})
     }
@@ -63,13 +68,18 @@ export class DefaultImService implements Startable, ImServiceInterface {
 
   async send (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> {
     const channel = await this.channelFor(connection, options)
+    if (message.group != null && channel.protocol !== GROUP_PROTOCOL) {
+      // the peer speaks only /im/1.0.0 and would show it as an empty one-to-one message: it is never sent
+      return { id: message.id, status: Ack.Status.INVALID, path: pathOf(connection), connection }
+    }
     const ack = await channel.send({
       id: message.id,
       seq: BigInt(message.seq),
       sentAt: BigInt(message.sentAt),
       body: message.body,
       contentType: message.contentType,
-      replyTo: message.replyTo
+      replyTo: message.replyTo,
+      group: message.group
     }, options)
     return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: pathOf(connection), connection }
   }
@@ -87,7 +97,8 @@ export class DefaultImService implements Startable, ImServiceInterface {
       }
     }
 
-    const opening = connection.newStream(PROTOCOL, {
+    // the newest version the peer speaks: multistream-select takes the first it knows
+    const opening = connection.newStream([GROUP_PROTOCOL, PROTOCOL], {
       ...options,
       runOnLimitedConnection: this.runOnLimitedConnection
     }).then(stream => {

@@ -1,7 +1,7 @@
 import { setMaxListeners } from '@libp2p/interface'
 import { raceSignal } from 'race-signal'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { DEFAULT_CONTENT_TYPE } from './constants.js'
+import { DEFAULT_CONTENT_TYPE, GROUP_PROTOCOL } from './constants.js'
 import { ProtocolViolationError, ReceiverError } from './errors.js'
 import { decodeFrame, encodeFrame, readFrames } from './frames.js'
 import { pathOf } from './path.js'
@@ -202,7 +202,7 @@ export class InboundStream {
       return answered({ id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs })
     }
 
-    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message)
+    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message, { groups: this.stream.protocol === GROUP_PROTOCOL })
     if (refusal != null) {
       this.init.handlers.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
       return answered({ id: message.id, status: refusal })
@@ -218,6 +218,7 @@ export class InboundStream {
         body: message.body,
         contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
         replyTo: message.replyTo,
+        ...(message.group == null ? {} : { group: message.group }),
         path: pathOf(this.connection),
         connection: this.connection
       }, options)

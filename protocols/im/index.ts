@@ -10,7 +10,7 @@ import type { Ack } from './pb/im.js'
 import type { AbortOptions, ComponentLogger, Connection, PeerId } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
 
-export { PROTOCOL, MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, MAX_FRAME_BYTES, MAX_UNACKED, ID_BYTES, DEFAULT_CONTENT_TYPE } from './constants.js'
+export { PROTOCOL, GROUP_PROTOCOL, MAX_GROUP_BYTES, MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, MAX_FRAME_BYTES, MAX_UNACKED, ID_BYTES, DEFAULT_CONTENT_TYPE } from './constants.js'
 export { AckTimeoutError, ProtocolViolationError, ReceiverError, StreamEndedError } from './errors.js'
 export { connectionPath } from './path.js'
 export type { Path } from './path.js'
@@ -27,6 +27,8 @@ export interface InboundMessage {
   body: string
   contentType: string
   replyTo?: Uint8Array
+  /** An encoded group payload (only on /im/1.1.0, or from a mailbox; the body is then empty). */
+  group?: Uint8Array
   /** How it came: on an /im stream over a direct or relayed connection, or sealed through the recipient's mailbox (protocols/mailbox). */
   path: Path | 'mailbox'
   /** The connection it came on; none for a message fetched from a mailbox. */
@@ -67,6 +69,8 @@ export interface OutboundMessage {
   body: string
   contentType?: string
   replyTo?: Uint8Array<ArrayBuffer>
+  /** An encoded group payload: sent only on a stream negotiated as /im/1.1.0; to a peer that speaks only 1.0.0 it is answered INVALID without being sent. */
+  group?: Uint8Array<ArrayBuffer>
 }
 
 /** The recipient's answer to one message, with the path it travelled. */

@@ -63,6 +63,11 @@ export class OutboundChannel {
     this.startIdleTimer()
   }
 
+  /** The protocol id the stream was negotiated as (which /im version the peer speaks). */
+  get protocol (): string {
+    return this.stream.protocol
+  }
+
   get open (): boolean {
     return this.failure == null
   }

@@ -1,4 +1,4 @@
-import { ID_BYTES, MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES } from './constants.js'
+import { ID_BYTES, MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_BYTES } from './constants.js'
 import { Ack } from './pb/im.js'
 import type { ChatMessage } from './pb/im.js'
 
@@ -44,7 +44,12 @@ export function isMediaType (text: string): boolean {
  * Checks a received message against the limits of spec section 6. Returns the
  * refusing Ack status, or `undefined` when the message is acceptable.
  */
-export function refusalFor (message: ChatMessage): Ack.Status | undefined {
+export function refusalFor (message: ChatMessage, options: { groups?: boolean } = {}): Ack.Status | undefined {
+  if (message.group != null) {
+    // only a /im/1.1.0 peer may send one (a 1.0.0 receiver would show it as an empty one-to-one message)
+    if (options.groups !== true || message.body !== '') return Ack.Status.INVALID
+    if (message.group.byteLength > MAX_GROUP_BYTES) return Ack.Status.TOO_LARGE
+  }
   if (message.id.byteLength !== ID_BYTES) {
     return Ack.Status.INVALID
   }

@@ -116,6 +116,8 @@ export function link (init: {
   onInbound(stream: Stream, connection: Connection): Promise<void> | void
   remoteAddr?: Multiaddr | string
   limits?: ConnectionLimits
+  /** What multistream-select settles on: the receiver's only version, or by default the first the sender proposes. */
+  protocol?: string
 }): Link {
   const pairs: Link['pairs'] = []
   const handled: Link['handled'] = []
@@ -132,6 +134,9 @@ export function link (init: {
     newStream: async (protocol, options) => {
       newStreamCalls.push({ protocol, options })
       const [outbound, inbound] = await streamPair()
+      const negotiated = init.protocol ?? (Array.isArray(protocol) ? protocol[0] : protocol)
+      Object.assign(outbound, { protocol: negotiated })
+      Object.assign(inbound, { protocol: negotiated })
       pairs.push([outbound, inbound])
       handled.push(Promise.resolve().then(async () => { await init.onInbound(inbound, receiverConnection) }))
       return outbound

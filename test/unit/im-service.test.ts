@@ -2,7 +2,7 @@ import { streamPair } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as lp from 'it-length-prefixed'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { Ack, ChatMessage, Frame, MAX_FRAME_BYTES, PROTOCOL, connectionPath } from '../../protocols/im/index.js'
+import { Ack, ChatMessage, Frame, GROUP_PROTOCOL, MAX_FRAME_BYTES, PROTOCOL, connectionPath } from '../../protocols/im/index.js'
 import {
   FrameReader, fakeConnection, hex, link, makePeer, messageId, outboundMessage, startService, streamClosed, varint, writeRawFrame
 } from './im-helpers.js'
@@ -32,6 +32,7 @@ async function pair (opts: {
   sender?: Partial<ImInit>
   remoteAddr?: string
   limits?: Connection['limits']
+  protocol?: string
 } = {}) {
   const stored: InboundMessage[] = []
   const store = vi.fn<ImInit['store']>(opts.store ?? (async (message) => {
@@ -48,14 +49,16 @@ async function pair (opts: {
     receiverPeer,
     remoteAddr: opts.remoteAddr,
     limits: opts.limits,
+    protocol: opts.protocol,
     onInbound: receiver.handle
   })
   return { receiver, sender, store, stored, onRefused, senderPeer, receiverPeer, net }
 }
 
 /** An initiator stream wired straight into the receiver's handler. */
-async function rawStream (receiver: ServiceUnderTest, connection: Connection): Promise<{ outbound: Stream, inbound: Stream, handled: Promise<void>, acks: FrameReader }> {
+async function rawStream (receiver: ServiceUnderTest, connection: Connection, protocol = PROTOCOL): Promise<{ outbound: Stream, inbound: Stream, handled: Promise<void>, acks: FrameReader }> {
   const [outbound, inbound] = await streamPair()
+  Object.assign(inbound, { protocol })
   const handled = receiver.handle(inbound, connection)
   return { outbound, inbound, handled, acks: new FrameReader(outbound) }
 }
@@ -73,10 +76,36 @@ describe('/im/1.0.0 service', () => {
   it('registers its handler on start, for limited connections too', async () => {
     const { registrar } = await service({ store: async () => 'stored' })
 
-    expect(registrar.handles).toHaveLength(1)
-    expect(registrar.handles[0].protocol).toBe(PROTOCOL)
-    expect(registrar.handles[0].options?.runOnLimitedConnection).toBe(true)
+    // both versions: 1.1.0 is 1.0.0 with the group field
+    expect(registrar.handles.map(h => h.protocol)).toEqual([PROTOCOL, GROUP_PROTOCOL])
+    expect(registrar.handles.every(h => h.options?.runOnLimitedConnection === true)).toBe(true)
     expect(typeof registrar.handler()).toBe('function')
+  })
+
+  it('carries a group payload on /im/1.1.0, and never sends one to a peer that speaks only /im/1.0.0', async () => {
+    const group = new Uint8Array([1, 2, 3])
+    const newer = await pair()
+    const ack = await newer.sender.service.send(newer.net.senderConnection, { ...outboundMessage(), body: '', group })
+    expect(ack.status).toBe(Ack.Status.OK)
+    expect(newer.stored[0].group).toEqual(group)
+
+    const older = await pair({ protocol: PROTOCOL })
+    const refused = await older.sender.service.send(older.net.senderConnection, { ...outboundMessage(), body: '', group })
+    expect(refused.status).toBe(Ack.Status.INVALID)
+    expect(older.stored).toHaveLength(0)
+    expect(older.onRefused).not.toHaveBeenCalled()
+    // a one-to-one message still goes
+    expect((await older.sender.service.send(older.net.senderConnection, outboundMessage())).status).toBe(Ack.Status.OK)
+  })
+
+  it('answers INVALID a group payload on a /im/1.0.0 stream, or beside a body', async () => {
+    const { receiver, net } = await pair({ protocol: PROTOCOL })
+    const old = await rawStream(receiver, net.receiverConnection, PROTOCOL)
+    writeRawFrame(old.outbound, { message: chatMessage({ body: '', group: new Uint8Array([1]) }) })
+    expect((await old.acks.next())?.ack?.status).toBe(Ack.Status.INVALID)
+    const newer = await rawStream(receiver, net.receiverConnection, GROUP_PROTOCOL)
+    writeRawFrame(newer.outbound, { message: chatMessage({ body: 'text too', group: new Uint8Array([1]) }) })
+    expect((await newer.acks.next())?.ack?.status).toBe(Ack.Status.INVALID)
   })
 
   it('opens the outbound stream with the protocol and runOnLimitedConnection', async () => {
@@ -86,7 +115,8 @@ describe('/im/1.0.0 service', () => {
 
     expect(ack.status).toBe(Ack.Status.OK)
     expect(net.newStreamCalls).toHaveLength(1)
-    expect(net.newStreamCalls[0].protocol).toBe(PROTOCOL)
+    // the newest version first, so that multistream-select settles on what both speak
+    expect(net.newStreamCalls[0].protocol).toEqual([GROUP_PROTOCOL, PROTOCOL])
     expect(net.newStreamCalls[0].options?.runOnLimitedConnection).toBe(true)
   })
 
