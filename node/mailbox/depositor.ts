@@ -7,7 +7,7 @@
  */
 import { systemClock } from '../../common/clock.js'
 import { ChatMessage } from '../../protocols/im/pb/im.js'
-import { DEFAULT_CONTENT_TYPE } from '../../protocols/im/index.js'
+import { DEFAULT_CONTENT_TYPE, GROUP_PROTOCOL } from '../../protocols/im/index.js'
 import { idFromString } from '../message-id.js'
 import { sealingKey } from './directory.js'
 import type { MailboxDirectory, VerifiedRecord } from './directory.js'
@@ -79,8 +79,11 @@ export class MailboxDepositor implements Depositor {
     this.maxHosts = init.maxHosts ?? 3
   }
 
-  async deposit (peer: string, entries: readonly OutboxEntry[], options: Partial<DepositOptions> = {}): Promise<Array<{ id: string, until: number }>> {
+  async deposit (peer: string, all: readonly OutboxEntry[], options: Partial<DepositOptions> = {}): Promise<Array<{ id: string, until: number }>> {
     const { record, key } = await this.recordOf(peer, options)
+    // a recipient whose record does not say it reads group carriers would show one as an empty message: they wait for a stream
+    const entries = record.reads?.includes(GROUP_PROTOCOL) === true ? all : all.filter(e => e.group == null)
+    if (entries.length === 0) return []
     const recipient = this.components.peerId(peer)
     const now = this.clock.now()
     // sealed a few at a time: WebCrypto's X25519 and the signature run on libuv's threads

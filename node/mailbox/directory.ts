@@ -19,6 +19,8 @@ export interface VerifiedRecord {
   /** Newest first. */
   keys: Array<{ publicKey: Uint8Array, expiresAt: number }>
   hosts: Array<{ peerId: PeerId, addrs: Multiaddr[] }>
+  /** /im versions the owner reads from its mailbox besides /im/1.0.0. */
+  reads?: string[]
   /** The signed record as received, to keep and to pass on. */
   bytes: Uint8Array
 }

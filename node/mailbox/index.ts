@@ -13,6 +13,7 @@ import { MailboxClient } from '../../protocols/mailbox/client.js'
 import { openEnvelope, sealEnvelope } from '../../protocols/mailbox/envelope.js'
 import { MailboxRecordPublisher } from '../../protocols/mailbox/publisher.js'
 import { openMailboxRecord, signMailboxRecord } from '../../protocols/mailbox/record.js'
+import { GROUP_PROTOCOL } from '../../protocols/im/index.js'
 import { MailboxDepositor } from './depositor.js'
 import { MailboxDirectory } from './directory.js'
 import { MailboxKeys } from './keys.js'
@@ -106,7 +107,7 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
       verify: async (bytes, peer) => {
         // a record from an invite or an envelope may be days old: its keys say how long it serves
         const record = await openMailboxRecord(bytes, { now: this.clock.now(), peerId: peerIdFromString(peer), ignoreAge: true })
-        return { peer, seq: record.seq, keys: record.keys, hosts: record.hosts, bytes }
+        return { peer, seq: record.seq, keys: record.keys, hosts: record.hosts, reads: record.reads ?? [], bytes }
       },
       lookup: async (peer, options) => (await this.publisher.lookup(peerIdFromString(peer), options))?.bytes
     })
@@ -224,7 +225,8 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
     if (this.record == null || this.clock.now() - this.lastSeq >= RESIGN_AFTER) {
       // seq is the signing time, always higher than the last one's
       this.lastSeq = Math.max(this.clock.now(), this.lastSeq + 1)
-      this.record = await signMailboxRecord(this.components.privateKey, { seq: this.lastSeq, keys: this.keys.published(), hosts: this.hosts })
+      // this node reads group carriers from its mailbox (protocols/group/README.md section 2)
+      this.record = await signMailboxRecord(this.components.privateKey, { seq: this.lastSeq, keys: this.keys.published(), hosts: this.hosts, reads: [GROUP_PROTOCOL] })
     }
     return this.record
   }

@@ -41,6 +41,10 @@ export const MAILBOX_RECORD_MAX_CLOCK_SKEW = 60 * 60_000
 export const MAX_MAILBOX_RECORD_BYTES = 4096
 /** Most keys a record lists. */
 export const MAX_MAILBOX_RECORD_KEYS = 4
+
+/** Protocol versions a record says its owner reads, at most; each at most MAX_MAILBOX_READS_BYTES. */
+export const MAX_MAILBOX_READS = 4
+export const MAX_MAILBOX_READS_BYTES = 32
 /** Most hosts a record lists. */
 export const MAX_MAILBOX_RECORD_HOSTS = 8
 /** Most addresses per host. */
@@ -80,6 +84,8 @@ export interface MailboxRecordInfo {
   /** Newest first; senders seal to the first. From openMailboxRecord: only those not expired. */
   keys: MailboxRecordKey[]
   hosts: MailboxHostInfo[]
+  /** /im versions the owner reads from its mailbox besides /im/1.0.0 (a sender deposits nothing else). */
+  reads?: string[]
 }
 
 export interface OpenMailboxRecordOptions {
@@ -168,7 +174,8 @@ export async function signMailboxRecord (privateKey: PrivateKey, record: Omit<Ma
     hosts: record.hosts.map(h => ({
       peerId: h.peerId.toMultihash().bytes as Uint8Array<ArrayBuffer>,
       addrs: h.addrs.map(a => withoutPeer(a, h.peerId).bytes as Uint8Array<ArrayBuffer>)
-    }))
+    })),
+    reads: checkReads(record.reads ?? [])
   })
   const bytes = (await RecordEnvelope.seal(new MailboxRecordPayload(payload), privateKey)).marshal()
   if (bytes.length > MAX_MAILBOX_RECORD_BYTES) {
@@ -208,7 +215,7 @@ export async function openMailboxRecord (bytes: Uint8Array, options: OpenMailbox
   let record: MailboxRecord
   try {
     record = MailboxRecord.decode(envelope.payload, {
-      limits: { keys: MAX_MAILBOX_RECORD_KEYS, hosts: MAX_MAILBOX_RECORD_HOSTS, hosts$: { addrs: MAX_MAILBOX_HOST_ADDRS } }
+      limits: { keys: MAX_MAILBOX_RECORD_KEYS, hosts: MAX_MAILBOX_RECORD_HOSTS, hosts$: { addrs: MAX_MAILBOX_HOST_ADDRS }, reads: MAX_MAILBOX_READS }
     })
   } catch (err: any) {
     throw new InvalidMailboxRecordError(`undecodable mailbox record: ${err.message}`)
@@ -248,7 +255,14 @@ export async function openMailboxRecord (bytes: Uint8Array, options: OpenMailbox
     }
     return { peerId: host, addrs }
   })
-  return { peerId, seq: Number(record.seq), keys, hosts }
+  return { peerId, seq: Number(record.seq), keys, hosts, reads: checkReads(record.reads) }
+}
+
+function checkReads (reads: string[]): string[] {
+  if (reads.length > MAX_MAILBOX_READS || reads.some(r => uint8ArrayFromString(r).length > MAX_MAILBOX_READS_BYTES)) {
+    throw new InvalidMailboxRecordError(`a record lists at most ${MAX_MAILBOX_READS} protocol versions it reads, each at most ${MAX_MAILBOX_READS_BYTES} bytes`)
+  }
+  return reads
 }
 
 /**

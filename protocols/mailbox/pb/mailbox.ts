@@ -1937,6 +1937,7 @@ export interface MailboxRecord {
   seq: bigint
   keys: MailboxKey[]
   hosts: MailboxHost[]
+  reads: string[]
 }
 
 export namespace MailboxRecord {
@@ -1973,6 +1974,13 @@ export namespace MailboxRecord {
           }
         }
 
+        if (obj.reads != null && obj.reads.length > 0) {
+          for (const value of obj.reads) {
+            w.uint32(42)
+            w.string(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -1981,7 +1989,8 @@ export namespace MailboxRecord {
           peerId: uint8ArrayAlloc(0),
           seq: 0n,
           keys: [],
-          hosts: []
+          hosts: [],
+          reads: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -2018,6 +2027,14 @@ export namespace MailboxRecord {
               }))
               break
             }
+            case 5: {
+              if (opts.limits?.reads != null && obj.reads.length === opts.limits.reads) {
+                throw new MaxLengthError('Decode error - repeated field "reads" had too many elements')
+              }
+
+              obj.reads.push(reader.string())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -2029,7 +2046,8 @@ export namespace MailboxRecord {
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
           keys: 0,
-          hosts: 0
+          hosts: 0,
+          reads: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -2088,6 +2106,21 @@ export namespace MailboxRecord {
 
               break
             }
+            case 5: {
+              if (opts.limits?.reads != null && obj.reads === opts.limits.reads) {
+                throw new MaxLengthError('Streaming decode error - repeated field "reads" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.reads[]`,
+                index: obj.reads,
+                value: reader.string()
+              }
+
+              obj.reads++
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -2134,6 +2167,12 @@ export namespace MailboxRecord {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface MailboxRecordReadsFieldEvent {
+    field: '$.reads[]'
+    index: number
+    value: string
+  }
+
   export function encode (obj: Partial<MailboxRecord>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, MailboxRecord.codec())
   }
@@ -2142,7 +2181,7 @@ export namespace MailboxRecord {
     return decodeMessage(buf, MailboxRecord.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<MailboxRecord>): Generator<MailboxRecordPeerIdFieldEvent | MailboxRecordSeqFieldEvent | MailboxRecordKeysPublicKeyFieldEvent | MailboxRecordKeysExpiresAtFieldEvent | MailboxRecordHostsPeerIdFieldEvent | MailboxRecordHostsAddrsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<MailboxRecord>): Generator<MailboxRecordPeerIdFieldEvent | MailboxRecordSeqFieldEvent | MailboxRecordKeysPublicKeyFieldEvent | MailboxRecordKeysExpiresAtFieldEvent | MailboxRecordHostsPeerIdFieldEvent | MailboxRecordHostsAddrsFieldEvent | MailboxRecordReadsFieldEvent> {
     return streamMessage(buf, MailboxRecord.codec(), opts)
   }
 }
