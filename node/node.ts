@@ -556,7 +556,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Messages not yet delivered or failed, oldest first. */
   outbox (): OutboxItem[] {
     const self = this.peerId.toString()
-    return this.store.outbox().map((e: OutboxEntry) => ({
+    // a group's carriers are the group's (see `groupOutbox`)
+    return this.store.outbox().filter(e => e.group == null).map((e: OutboxEntry) => ({
       ...toHistoryEntry(self, this.engine.overlay(e)),
       attempts: e.attempts,
       nextAttemptAt: e.nextAttemptAt,
@@ -747,6 +748,24 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** A group by ID or by its name. @throws UnknownGroupError */
   group (group: string): GroupInfo {
     return this.groupsOf.get(this.groupsOf.resolve(group))
+  }
+
+  /** Group carriers (messages and membership changes on their way to a member) still in the outbox. */
+  groupOutbox (): Array<{ peer: string, id: string, attempts: number, lastError?: string }> {
+    return this.store.outbox().filter(e => e.group != null).map(e => ({ peer: e.peer, id: e.id, attempts: e.attempts, ...(e.lastError == null ? {} : { lastError: e.lastError }) }))
+  }
+
+  /**
+   * Queues a message for every member of a group (one carrier each, written
+   * durably before this resolves) and returns without waiting for any.
+   */
+  async queueGroup (group: string, body: string, options: Pick<SendOptions, 'contentType'> = {}): Promise<Omit<GroupSendResult, 'recipients'> & { carriers: Array<{ peer: string, id: string }> }> {
+    this.checkRunning()
+    const groupId = this.groupsOf.resolve(group)
+    const contentType = options.contentType ?? DEFAULT_CONTENT_TYPE
+    this.checkBody(body, contentType)
+    const { message, carriers } = await this.groupsOf.send(groupId, body, contentType)
+    return { groupId, id: message.id, seq: message.seq, lamport: message.lamport, carriers }
   }
 
   /**

@@ -57,6 +57,7 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
   /** (group, peer, heads) a stale sender was sent the log for: once each, not once per message. */
   private readonly answered = new Set<string>()
   private incoming: Promise<void> = Promise.resolve()
+  private sending: Promise<unknown> = Promise.resolve()
 
   constructor (private readonly components: GroupsComponents) {
     super()
@@ -196,6 +197,13 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
    * transaction with this node's own copy (so a crash leaves all or none).
    */
   async send (groupId: string, body: string, contentType = DEFAULT_CONTENT_TYPE, watch?: (carrier: Carrier) => void): Promise<{ message: GroupMessage, carriers: Carrier[] }> {
+    // one at a time: each takes the next seq and Lamport time the one before left
+    const turn = this.sending.then(async () => this.sendNow(groupId, body, contentType, watch))
+    this.sending = turn.catch(() => {})
+    return turn
+  }
+
+  private async sendNow (groupId: string, body: string, contentType: string, watch?: (carrier: Carrier) => void): Promise<{ message: GroupMessage, carriers: Carrier[] }> {
     const log = this.logOf(groupId)
     const state = log.state
     if (!state.members.has(this.self)) throw new GroupChangeRefusedError(`this node is no longer a member of group ${groupId}; it cannot write to it`)
