@@ -9,6 +9,7 @@
  */
 import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
+import type { GroupChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, RelayStatus, StatusChange } from '../../node/types.js'
 
@@ -82,6 +83,29 @@ export const addRelayBody = z.strictObject({
 })
 export type AddRelayBody = z.input<typeof addRelayBody>
 
+/** `POST /v1/groups`. */
+export const createGroupBody = z.strictObject({
+  name: z.string().min(1).max(128),
+  /** Peer IDs or contact names, this node aside: at most 99. */
+  members: z.array(z.string().min(1).max(256)).max(99)
+})
+export type CreateGroupBody = z.input<typeof createGroupBody>
+
+/** `POST /v1/groups/:group/members`. */
+export const addMemberBody = z.strictObject({
+  /** Peer ID or contact name. */
+  peer: z.string().min(1).max(256)
+})
+
+/** `POST /v1/groups/:group/messages`. */
+export const sendGroupBody = z.strictObject({
+  body: z.string(),
+  contentType: z.string().optional(),
+  /** Seconds to wait for the members (each delivered, stored in its mailbox, or found unreachable); 0 or none answers at once (202). */
+  wait: z.number().min(0).max(3600).optional()
+})
+export type SendGroupBody = z.input<typeof sendGroupBody>
+
 /** The schemas a route's request is checked with. */
 export interface RequestSchemas {
   body?: z.ZodType
@@ -96,7 +120,11 @@ export const REQUEST_SCHEMAS = {
   'POST /v1/requests/:peer/accept': { body: acceptBody },
   'POST /v1/blocked': { body: blockBody },
   'POST /v1/conversations/:peer/read': { body: markReadBody },
-  'POST /v1/relays': { body: addRelayBody }
+  'POST /v1/relays': { body: addRelayBody },
+  'POST /v1/groups': { body: createGroupBody },
+  'POST /v1/groups/:group/members': { body: addMemberBody },
+  'POST /v1/groups/:group/messages': { body: sendGroupBody },
+  'GET /v1/groups/:group/history': { query: historyQuery }
 } satisfies { [R in ApiRoute]?: RequestSchemas }
 
 // ---- what answers carry ----
@@ -108,6 +136,15 @@ export interface IdResponse {
 
 export interface InviteResponse {
   invite: string
+}
+
+/** 202 from `POST /v1/groups/:group/messages`: written to every member's outbox, not waited for. */
+export interface GroupQueued {
+  groupId: string
+  id: string
+  seq: number
+  lamport: number
+  carriers: Array<{ peer: string, id: string }>
 }
 
 /** 202 from `POST /v1/messages`: stored and on its way, not acknowledged (yet). */
@@ -149,6 +186,10 @@ export interface ApiEvents {
   path: PathChange
   /** This node became reachable from outside its LAN or stopped being, or why not changed. */
   reachability: Reachability
+  /** A group message arrived. */
+  'group-message': GroupMessage
+  /** A group's membership or name changed (or this node was put in a group). */
+  'group-change': GroupChange
   /** Last: the stream fell too far behind and is ended; read what was missed from the history. */
   overflow: { message: string, backlog: number }
 }
@@ -189,6 +230,17 @@ export interface ApiRoutes {
   'POST /v1/relays': { response: RelayStatus }
   /** Stops using a relay (its peer ID or address) now: 204, or 404 when the node does not use it. */
   'DELETE /v1/relays/:peer': { response: never, replies: { 204: null } }
+  /** Groups (protocols/group/README.md); `:group` is a group ID or a group's name. */
+  'GET /v1/groups': { response: GroupInfo[] }
+  /** 403 when a member is not allowed to (`GroupChangeRefusedError`), 404 unknown group. */
+  'POST /v1/groups': { response: GroupInfo }
+  'GET /v1/groups/:group': { response: GroupInfo }
+  'POST /v1/groups/:group/members': { response: GroupInfo }
+  'DELETE /v1/groups/:group/members/:peer': { response: GroupInfo }
+  'POST /v1/groups/:group/leave': { response: GroupInfo }
+  /** 200 once every member is delivered, stored in its mailbox or found unreachable, within `wait`; 202 at once without `wait`. */
+  'POST /v1/groups/:group/messages': { response: GroupSendResult, replies: { 202: GroupQueued } }
+  'GET /v1/groups/:group/history': { response: GroupMessage[] }
   /** A `text/event-stream` of these, until the client goes. */
   'GET /v1/events': { response: ApiEvent }
 }

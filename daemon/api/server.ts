@@ -4,7 +4,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { UnknownContactError } from '../../node/errors.js'
 import { relayAddressOf } from '../relays-file.js'
 import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
-import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
+import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
+import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -30,7 +31,11 @@ const ERROR_STATUS: Record<string, number> = {
   UnknownMessageError: 404,
   MessageNotCancellableError: 409,
   // the node already uses as many relays as it may
-  TooManyRelaysError: 409
+  TooManyRelaysError: 409,
+  // a group ID or name this node does not know
+  UnknownGroupError: 404,
+  // a membership change or message the group's rules do not allow this node
+  GroupChangeRefusedError: 403
 }
 
 /**
@@ -66,7 +71,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -102,6 +107,15 @@ export interface ApiNode {
   addRelay(addr: Multiaddr): Promise<RelayStatus>
   /** Stops using a relay now; false when the node does not use it (see ParleyNode.removeRelay). */
   removeRelay(relay: string): Promise<boolean>
+  groups(): GroupInfo[]
+  group(group: string): GroupInfo
+  createGroup(name: string, members: string[]): Promise<GroupInfo>
+  addMember(group: string, peer: string): Promise<GroupInfo>
+  removeMember(group: string, peer: string): Promise<GroupInfo>
+  leaveGroup(group: string): Promise<GroupInfo>
+  queueGroup(group: string, body: string, options: { contentType?: string }): Promise<GroupQueued>
+  sendGroup(group: string, body: string, options: { contentType?: string, timeout?: number }): Promise<GroupSendResult>
+  groupHistory(group: string, options: { limit?: number, before?: number }): GroupMessage[]
   addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
   removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
 }
@@ -309,6 +323,19 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       return new Reply(204, null)
     },
 
+    // groups: `:group` is an ID or a name
+    'GET /v1/groups': () => node.groups(),
+    'POST /v1/groups': async ({ body }) => node.createGroup(body.name, body.members),
+    'GET /v1/groups/:group': ({ params }) => node.group(params.group),
+    'POST /v1/groups/:group/members': async ({ params, body }) => node.addMember(params.group, body.peer),
+    'DELETE /v1/groups/:group/members/:peer': async ({ params }) => node.removeMember(params.group, params.peer),
+    'POST /v1/groups/:group/leave': async ({ params }) => node.leaveGroup(params.group),
+    'POST /v1/groups/:group/messages': async ({ params, body: { body: text, contentType, wait } }) => {
+      if (wait == null || wait === 0) return new Reply(202, await node.queueGroup(params.group, text, { contentType }))
+      return node.sendGroup(params.group, text, { contentType, timeout: wait * 1000 })
+    },
+    'GET /v1/groups/:group/history': ({ params, query }) => node.groupHistory(params.group, query),
+
     // live events as Server-Sent Events: message, status, path; a client that
     // falls behind is sent `overflow` and dropped (see eventStream)
     'GET /v1/events': ({ raw, res }) => {
@@ -481,6 +508,8 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onStatus = (evt: ApiNodeEvents['message:status']): void => { send(eventText('status', evt.detail)) }
   const onPath = (evt: ApiNodeEvents['path:change']): void => { send(eventText('path', evt.detail)) }
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
+  const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
+  const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false
@@ -489,6 +518,8 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('message:status', onStatus)
     node.removeEventListener('path:change', onPath)
     node.removeEventListener('reachability', onReachability)
+    node.removeEventListener('group:message', onGroupMessage)
+    node.removeEventListener('group:change', onGroupChange)
   }
   const overflow = (): void => {
     unsubscribe()
@@ -506,6 +537,8 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('message:status', onStatus)
   node.addEventListener('path:change', onPath)
   node.addEventListener('reachability', onReachability)
+  node.addEventListener('group:message', onGroupMessage)
+  node.addEventListener('group:change', onGroupChange)
   raw.on('close', unsubscribe)
   res.on('close', unsubscribe)
 }

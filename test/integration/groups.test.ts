@@ -1,8 +1,13 @@
 // Group conversations with real nodes on loopback: membership through signed
 // ops, messages fanned out through each member's outbox, shown once and never
 // in a one-to-one history.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
+import { Ack } from '../../protocols/im/index.js'
 import { collect, useNetwork } from '../fixtures/network.js'
+import { addOp, carrier, GROUP_IM, signedMessage, signedOp } from '../fixtures/raw-group.js'
+import { useRawImClients } from '../fixtures/raw-im.js'
 import { until } from '../fixtures/wait.js'
 import type { GroupChange, GroupMessage, ParleyNode } from '../../index.js'
 
@@ -31,6 +36,7 @@ async function knows (node: ParleyNode, groupId: string, check: (members: string
 
 describe('groups', () => {
   const net = useNetwork()
+  const rawClient = useRawImClients()
 
   it('a group of three: created, written to by each, shown once in order, in no one-to-one history', async () => {
     const [alice, bob, carol] = await Promise.all([net.node(), net.node(), net.node()])
@@ -87,5 +93,49 @@ describe('groups', () => {
     await expect(carol.sendGroup(group.id, 'still here?')).rejects.toThrow(/no longer a member/)
     // only an admin changes the membership
     await expect(bob.addMember(group.id, carol.peerId)).rejects.toThrow(/not allowed/)
+  })
+
+  it('a member written from the spec is read; forged ops (non-admin signer, wrong key) and messages (bad signature, another sender) are refused and never shown', async () => {
+    const [alice, bob] = await Promise.all([net.node(), net.node()])
+    const malloryKey = await generateKeyPair('Ed25519')
+    const mallory = await rawClient({ privateKey: malloryKey })
+    const malloryId = peerIdFromPrivateKey(malloryKey)
+    const eve = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    await introduce([alice, bob])
+    const group = await alice.createGroup('club', [bob.peerId, malloryId])
+    await knows(bob, group.id)
+    const atBob = groupMessages(bob)
+    const changes: GroupChange[] = []
+    bob.addEventListener('group:change', evt => { changes.push(evt.detail) })
+    const groupId = Uint8Array.from(Buffer.from(group.id, 'hex'))
+    const heads = [groupId]
+
+    const stream = await mallory.open(bob.multiaddrs, GROUP_IM)
+    const acks = await stream.send([
+      // a member who is no admin adds someone
+      carrier(1, { ops: [await signedOp(malloryKey, addOp(groupId, malloryId, eve, heads, 2))] }),
+      // the same op in alice's name, signed with mallory's key
+      carrier(2, { ops: [await signedOp(malloryKey, addOp(groupId, alice.peerId, eve, heads, 2))] }),
+      // a message whose signature is not the sender's
+      carrier(3, { message: await signedMessage(malloryKey, { group: groupId, sender: malloryId, seq: 1, lamport: 2, heads, body: 'forged signature' }, new Uint8Array(64).fill(1)) }),
+      // a message in alice's name
+      carrier(4, { message: await signedMessage(malloryKey, { group: groupId, sender: alice.peerId, seq: 1, lamport: 2, heads, body: 'forged sender' }) }),
+      // and a genuine one
+      carrier(5, { message: await signedMessage(malloryKey, { group: groupId, sender: malloryId, seq: 1, lamport: 2, heads, body: 'hello from a foreign client' }) })
+    ])
+    // carriers are acknowledged once stored: what they hold is judged after
+    expect(acks.map(a => a.status)).toEqual(Array(5).fill(Ack.Status.OK))
+    await until(() => atBob.length === 1, { on: [bob, 'group:message'], what: 'bob to show the genuine message' })
+    expect(atBob[0]).toMatchObject({ from: malloryId.toString(), seq: 1, body: 'hello from a foreign client', groupId: group.id })
+    expect(bob.groupHistory(group.id).map(m => m.body)).toEqual(['hello from a foreign client'])
+    expect(bob.group(group.id).members).not.toContain(eve.toString())
+    expect(bob.group(group.id).members).toHaveLength(3)
+    expect(changes).toEqual([])
+    expect(bob.history(malloryId)).toEqual([])
+
+    // on /im/1.0.0 a carrier is INVALID
+    const old = await mallory.open(bob.multiaddrs)
+    const [refused] = await old.send([carrier(6, { message: await signedMessage(malloryKey, { group: groupId, sender: malloryId, seq: 2, lamport: 3, heads, body: 'on 1.0.0' }) })])
+    expect(refused.status).toBe(Ack.Status.INVALID)
   })
 })

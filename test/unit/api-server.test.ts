@@ -17,10 +17,13 @@ import { startApiServer } from '../../daemon/api/server.js'
 import { API_FILE } from '../../daemon/api/file.js'
 import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
 import { MessageCancelledError, MessageNotCancellableError, UnknownMessageError } from '../../node/errors.js'
+import { GroupChangeRefusedError, UnknownGroupError } from '../../node/errors.js'
 import { encodeRelayLink } from '../../common/relay-link.js'
 import { MAX_RELAYS, TooManyRelaysError } from '../../node/network/reservations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
+import type { GroupQueued } from '../../daemon/api/contract.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
+import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, RelayStatus } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -125,7 +128,50 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
     this.relays.splice(0, this.relays.length, ...this.relays.filter(r => r !== relay && !r.endsWith(`/p2p/${relay}`)))
     return this.relays.length < before
   }
+
+  groups = (): GroupInfo[] => [GROUP]
+  group = (group: string): GroupInfo => {
+    if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
+    return GROUP
+  }
+
+  createGroup = async (name: string, members: string[]): Promise<GroupInfo> => {
+    this.record('createGroup', name, members)
+    return { ...GROUP, name }
+  }
+
+  addMember = async (group: string, peer: string): Promise<GroupInfo> => {
+    this.record('addMember', group, peer)
+    throw new GroupChangeRefusedError('add is not allowed: only an admin changes the membership')
+  }
+
+  removeMember = async (group: string, peer: string): Promise<GroupInfo> => {
+    this.record('removeMember', group, peer)
+    return this.group(group)
+  }
+
+  leaveGroup = async (group: string): Promise<GroupInfo> => {
+    this.record('leaveGroup', group)
+    return { ...this.group(group), member: false }
+  }
+
+  queueGroup = async (group: string, body: string, options: { contentType?: string }): Promise<GroupQueued> => {
+    this.record('queueGroup', group, body, options)
+    return { groupId: GROUP.id, id: MESSAGE_ID, seq: 1, lamport: 2, carriers: [{ peer: ALICE, id: MESSAGE_ID }] }
+  }
+
+  sendGroup = async (group: string, body: string, options: { contentType?: string, timeout?: number }): Promise<GroupSendResult> => {
+    this.record('sendGroup', group, body, options)
+    return { groupId: GROUP.id, id: MESSAGE_ID, seq: 1, lamport: 2, recipients: [{ peer: ALICE, id: MESSAGE_ID, status: 'delivered', path: 'direct' }] }
+  }
+
+  groupHistory = (group: string, options: { limit?: number, before?: number }): GroupMessage[] => {
+    this.record('groupHistory', group, options)
+    return []
+  }
 }
+
+const GROUP: GroupInfo = { id: 'ab'.repeat(32), name: 'family', members: [ALICE, ME].sort(), admins: [ME], creator: ME, member: true }
 
 interface Answer {
   status: number
@@ -288,6 +334,30 @@ describe('the API server', () => {
     node.waitFor = async () => { throw new Error('the store broke') }
     expect(await call(api, 'POST', '/v1/messages', { body: { to: 'alice', body: 'hi', wait: 1 } }))
       .toMatchObject({ status: 500, body: { error: 'Error', message: 'the store broke' } })
+  })
+
+  it('serves groups: create, members, messages (202 at once, 200 after waiting), history; 404 unknown, 403 not allowed', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'GET', '/v1/groups')).toMatchObject({ status: 200, body: [GROUP] })
+    expect(await call(api, 'POST', '/v1/groups', { body: { name: 'trip', members: ['alice', ALICE] } })).toMatchObject({ status: 200, body: { name: 'trip' } })
+    expect(await call(api, 'GET', '/v1/groups/family')).toMatchObject({ status: 200, body: GROUP })
+    expect(await call(api, 'GET', '/v1/groups/nope')).toMatchObject({ status: 404, body: { error: 'UnknownGroupError' } })
+    expect(await call(api, 'POST', '/v1/groups/family/members', { body: { peer: 'bob' } })).toMatchObject({ status: 403, body: { error: 'GroupChangeRefusedError' } })
+    expect(await call(api, 'DELETE', `/v1/groups/family/members/${ALICE}`)).toMatchObject({ status: 200 })
+    expect(await call(api, 'POST', '/v1/groups/family/leave')).toMatchObject({ status: 200, body: { member: false } })
+    expect(await call(api, 'POST', '/v1/groups/family/messages', { body: { body: 'hi all' } })).toMatchObject({ status: 202, body: { id: MESSAGE_ID, carriers: [{ peer: ALICE }] } })
+    expect(await call(api, 'POST', '/v1/groups/family/messages', { body: { body: 'hi all', wait: 2 } })).toMatchObject({ status: 200, body: { recipients: [{ status: 'delivered' }] } })
+    expect(await call(api, 'GET', '/v1/groups/family/history?limit=5')).toMatchObject({ status: 200, body: [] })
+    expect(await call(api, 'POST', '/v1/groups', { body: { name: 'big', members: Array(100).fill(ALICE) } })).toMatchObject({ status: 400, body: { message: expect.stringContaining('body.members') } })
+    expect(node.calls).toEqual([
+      ['createGroup', 'trip', ['alice', ALICE]],
+      ['addMember', 'family', 'bob'],
+      ['removeMember', 'family', ALICE],
+      ['leaveGroup', 'family'],
+      ['queueGroup', 'family', 'hi all', { contentType: undefined }],
+      ['sendGroup', 'family', 'hi all', { contentType: undefined, timeout: 2000 }],
+      ['groupHistory', 'family', { limit: 5 }]
+    ])
   })
 
   it('refuses a body that does not fit its route with 400 naming the field, before the node sees it', async () => {
