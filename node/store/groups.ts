@@ -142,7 +142,9 @@ export class GroupStore {
   }
 
   pending (group: string): PendingPayload[] {
-    return (this.sql('SELECT rowid, * FROM group_pending WHERE group_id = ? ORDER BY received_at, rowid').all(group) as Row[])
+    // in the order they were kept, which is the order they were presented: not by
+    // received_at, which a carrier held for an earlier seq keeps from its arrival
+    return (this.sql('SELECT rowid, * FROM group_pending WHERE group_id = ? ORDER BY rowid').all(group) as Row[])
       .map(r => ({ rowid: r.rowid, group: r.group_id, sender: r.sender, path: r.path, receivedAt: r.received_at, payload: r.payload }))
   }
 

@@ -137,7 +137,7 @@ export const MIGRATIONS: string[] = [
     path         TEXT    NOT NULL,
     payload      BLOB    NOT NULL
   );
-  CREATE INDEX group_pending_by_group ON group_pending (group_id, received_at);
+  CREATE INDEX group_pending_by_group ON group_pending (group_id);
   `
 ]
 
