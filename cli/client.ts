@@ -2,9 +2,10 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
-import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, UnblockResult } from '../daemon/api/contract.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
+import type { GroupInfo, GroupMessage } from '../node/group/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -111,6 +112,42 @@ export class ApiClient {
    */
   async send (message: SendBody): Promise<RouteAnswer<'POST /v1/messages'>> {
     return this.call('POST /v1/messages', { params: {}, body: message })
+  }
+
+  // ---- groups ----
+
+  async groups (): Promise<GroupInfo[]> {
+    return (await this.call('GET /v1/groups', { params: {} })).body
+  }
+
+  /** A group by ID or name (a 404 ApiError, code UnknownGroupError, when there is none). */
+  async group (group: string): Promise<GroupInfo> {
+    return (await this.call('GET /v1/groups/:group', { params: { group } })).body
+  }
+
+  async createGroup (name: string, members: string[]): Promise<GroupInfo> {
+    return (await this.call('POST /v1/groups', { params: {}, body: { name, members } })).body
+  }
+
+  async addMember (group: string, peer: string): Promise<GroupInfo> {
+    return (await this.call('POST /v1/groups/:group/members', { params: { group }, body: { peer } })).body
+  }
+
+  async removeMember (group: string, peer: string): Promise<GroupInfo> {
+    return (await this.call('DELETE /v1/groups/:group/members/:peer', { params: { group, peer } })).body
+  }
+
+  async leaveGroup (group: string): Promise<GroupInfo> {
+    return (await this.call('POST /v1/groups/:group/leave', { params: { group } })).body
+  }
+
+  /** Sends to a group: with `wait` (seconds) 200 once each member is delivered, stored or found unreachable; 202 at once without. */
+  async sendGroup (group: string, message: SendGroupBody): Promise<RouteAnswer<'POST /v1/groups/:group/messages'>> {
+    return this.call('POST /v1/groups/:group/messages', { params: { group }, body: message })
+  }
+
+  async groupHistory (group: string, query: RouteQuery<'GET /v1/groups/:group/history'> = {}): Promise<GroupMessage[]> {
+    return (await this.call('GET /v1/groups/:group/history', { params: { group }, query })).body
   }
 
   /** The conversation with a peer (peer ID or contact name), oldest first. */

@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import { collect, stopOnSignals } from '../common/cli.js'
 import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
+import { groupCommands, groupTarget, runGroupChat } from './group.js'
 import { reportReachability } from './relays.js'
 import { backupCommands } from './backup.js'
 import { defaultDataDir } from '../daemon/config.js'
@@ -287,11 +288,14 @@ export function nodeCommands (program: Command): void {
     })
 
   program.command('chat')
-    .description('an interactive chat with a peer: history, live messages, delivery ticks and the path')
-    .argument('<peer>', 'peer ID or contact name')
-    .addHelpText('after', examples('parley chat bob', 'parley --data-dir /tmp/alice chat 12D3KooW…'))
+    .description('an interactive chat with a peer or a group: history, live messages, delivery ticks and the path')
+    .argument('<peer>', 'peer ID or contact name, or a group\'s name or ID (a contact\'s name wins over a group\'s)')
+    .addHelpText('after', examples('parley chat bob', 'parley --data-dir /tmp/alice chat 12D3KooW…', 'parley chat family  # a group'))
     .action(async (peer: string, _opts, command: Command) => {
-      await runChat(await clientOf(command), peer, dataDirOf(command))
+      const client = await clientOf(command)
+      const group = await groupTarget(client, peer)
+      if (group != null) await runGroupChat(client, group, dataDirOf(command))
+      else await runChat(client, peer, dataDirOf(command))
     })
 
   // ---- the inbox: conversations and read marks ----
@@ -440,4 +444,5 @@ export function nodeCommands (program: Command): void {
     })
 
   backupCommands(program)
+  groupCommands(program, { clientOf, dataDirOf })
 }
