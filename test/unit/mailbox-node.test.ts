@@ -89,14 +89,14 @@ describe('MailboxDirectory', () => {
 })
 
 describe('MailboxDepositor', () => {
-  async function setup (hostCount: number) {
+  async function setup (hostCount: number, reads?: string[]) {
     const bob = await newPeer()
     const hosts = await Promise.all(Array.from({ length: hostCount }, async (_, i) => ({ peerId: await newPeer(), addrs: [multiaddr(`/ip4/127.0.0.1/tcp/${4000 + i}`)] })))
     const deposits: Array<{ host: string, mailbox: string, envelope: string, ttlMs?: number }> = []
     const refusing = new Set<string>()
     const sealed: Array<{ recipient: string, key: Uint8Array, content: MailboxContent }> = []
     const depositor = new MailboxDepositor({
-      directory: { get: async (peer) => peer === bob.toString() ? record(bob, hosts) : undefined },
+      directory: { get: async (peer) => peer === bob.toString() ? { ...record(bob, hosts), ...(reads == null ? {} : { reads }) } : undefined },
       transport: {
         depositMany: async (host, mailbox, envelopes) => envelopes.map(({ envelope, ttlMs }) => {
           if (refusing.has(host.peerId.toString())) return new Error('QUOTA_EXCEEDED')
@@ -114,6 +114,21 @@ describe('MailboxDepositor', () => {
     const entries = [1, 2, 3].map(seq => ({ id: idToString(new Uint8Array(16).fill(seq)), peer: bob.toString(), seq, body: `m${seq}`, contentType: 'text/plain', sentAt: seq }) as OutboxEntry)
     return { bob, hosts, deposits, refusing, sealed, depositor, entries }
   }
+
+  it('leaves a group carrier only for a recipient whose record reads /im/1.1.0', async () => {
+    const t = await setup(1)
+    const carrier = { ...t.entries[1], body: '', group: new Uint8Array([1, 2, 3]) }
+    const entries = [t.entries[0], carrier, t.entries[2]]
+    // the record says nothing of /im/1.1.0: the carrier waits for a stream
+    const stored = await t.depositor.deposit(t.bob.toString(), entries)
+    expect(stored.map(s => s.id)).toEqual([t.entries[0].id, t.entries[2].id])
+    expect(t.sealed.map(s => 'message' in s.content && ChatMessage.decode(s.content.message).group)).toEqual([undefined, undefined])
+
+    const reader = await setup(1, ['/im/1.1.0'])
+    const all = await reader.depositor.deposit(reader.bob.toString(), [reader.entries[0], { ...reader.entries[1], body: '', group: new Uint8Array([1, 2, 3]) }])
+    expect(all).toHaveLength(2)
+    expect(reader.sealed.map(s => 'message' in s.content && ChatMessage.decode(s.content.message).group)).toEqual([undefined, new Uint8Array([1, 2, 3])])
+  })
 
   it('seals each message once to the newest key and leaves it on every host (up to 3), in seq order', async () => {
     const t = await setup(4)

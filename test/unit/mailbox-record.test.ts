@@ -55,6 +55,14 @@ describe('mailbox record', async () => {
     await expect(openMailboxRecord(bytes, { now })).resolves.toBeDefined()
   })
 
+  it('says which /im versions its owner reads (none but 1.0.0 when absent), at most 4 of at most 32 bytes', async () => {
+    expect((await openMailboxRecord(await signMailboxRecord(bob.privateKey, content()), { now })).reads).toEqual([])
+    const reads = await openMailboxRecord(await signMailboxRecord(bob.privateKey, content({ reads: ['/im/1.1.0'] })), { now })
+    expect(reads.reads).toEqual(['/im/1.1.0'])
+    await expect(signMailboxRecord(bob.privateKey, content({ reads: ['/a', '/b', '/c', '/d', '/e'] }))).rejects.toThrow(/at most 4/)
+    await expect(signMailboxRecord(bob.privateKey, content({ reads: ['/' + 'x'.repeat(32)] }))).rejects.toThrow(/at most 32 bytes/)
+  })
+
   it('keeps only the keys not expired; refuses a record whose keys all have', async () => {
     const bytes = await signMailboxRecord(bob.privateKey, content())
     expect((await openMailboxRecord(bytes, { now: now + 2 * DAY, ignoreAge: true })).keys.map(k => k.publicKey)).toEqual([key1.publicKey])
