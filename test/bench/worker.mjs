@@ -252,6 +252,53 @@ const handlers = {
     await (await loadLibs()).handleEcho(libp2pOf(name))
   },
 
+  // ---- groups ----
+
+  /** Node `name` may dial each of `peers` ([peer ID, addrs]) directly. */
+  async 'group:peers' ({ name, peers }) {
+    const { multiaddr, peerIdFromString } = await loadLibs()
+    const node = parley.get(name)
+    await Promise.all(peers.map(async ([peer, addrs]) => node.libp2p.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })))
+  },
+  async 'group:create' ({ name, group, members }) {
+    return parley.get(name).createGroup(group, members)
+  },
+  /** Waits until node `name` knows the group `id`. */
+  async 'group:known' ({ name, id, timeout = 60_000 }) {
+    const node = parley.get(name)
+    const deadline = Date.now() + timeout
+    while (!node.groups().some(g => g.id === id)) {
+      if (Date.now() > deadline) throw new Error(`${name} does not know group ${id}`)
+      await new Promise(resolve => { node.addEventListener('group:change', resolve, { once: true }); setTimeout(resolve, 500) })
+    }
+  },
+  /** `count` group sends one after the other: each sendGroup → every member delivered, in ms. */
+  async 'group:send' ({ name, id, count, size }) {
+    const node = parley.get(name)
+    const text = body(size)
+    const samples = []
+    for (let i = 0; i < count; i++) {
+      const start = performance.now()
+      const result = await node.sendGroup(id, text, { timeout: 60_000 })
+      samples.push(performance.now() - start)
+      const late = result.recipients.filter(r => r.status !== 'delivered')
+      if (late.length > 0) throw new Error(`${late.length} members not delivered: ${late.map(r => r.status).join(', ')}`)
+    }
+    return samples
+  },
+  /** Baseline: the same message as one-to-one messages to each of `peers` at once, until every one is acknowledged, in ms. */
+  async 'group:oneToOne' ({ name, peers, count, size }) {
+    const node = parley.get(name)
+    const text = body(size)
+    const samples = []
+    for (let i = 0; i < count; i++) {
+      const start = performance.now()
+      await Promise.all(peers.map(async peer => node.send(peer, text, { timeout: 60_000 })))
+      samples.push(performance.now() - start)
+    }
+    return samples
+  },
+
   // ---- connections and round trips ----
 
   /** Dials `peer` at `addrs` from node `name`; one connection is then used by every method. */
