@@ -457,6 +457,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   private onStatus (change: StatusChange): void {
     if (this.groupsOf.isCarrier(change.id)) {
+      if (change.status === 'delivered' || change.status === 'failed') this.groupsOf.carrierSettled(change.id)
       this.onCarrierStatus(change)
       return
     }
@@ -861,6 +862,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.carrierWaits.clear()
     await this.mailboxes.stop()
     await this.libp2p.stop()
+    // what arrived is handled before the store closes under it
+    await this.groupsOf.settled()
     this.store.close()
     await this.closeDatastore()
   }
@@ -975,7 +978,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     }, { dataDir: resolved.dataDir, hosts: resolved.mailboxes })
     const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger, mailbox: mailboxes.depositor }, { ...resolved.retry, messageExpiry: resolved.messageExpiry, mailboxAfter: resolved.mailboxAfter })
     const groups = new Groups({ peerId: libp2p.peerId, privateKey, store, queue: (message) => engine.queue(message), log: logger.forComponent('parley:groups') })
-    await groups.load()
+    await groups.load(store.outbox().filter(e => e.group != null).map(e => e.id))
     const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, groups, closeDatastore: close })
     await libp2p.start()
     node.start()

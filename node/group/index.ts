@@ -26,6 +26,8 @@ import type { Logger, PeerId, PrivateKey } from '@libp2p/interface'
 export const MAX_PENDING_PER_GROUP = 256
 /** Groups with waiting payloads this node is not (yet) in: what a stranger can make it keep. */
 export const MAX_PENDING_UNKNOWN_GROUPS = 16
+/** (group, peer, heads) a stale sender was answered for, remembered at most. */
+const MAX_ANSWERED = 10_000
 
 export interface GroupsComponents {
   peerId: PeerId
@@ -52,7 +54,7 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
   private readonly self: string
   private readonly logs = new Map<string, MembershipLog>()
   private readonly clock: Pick<Clock, 'now'>
-  /** Carrier ids this node queued: their statuses are a group's, not a one-to-one message's. */
+  /** Carrier ids in this node's outbox: their statuses are a group's, not a one-to-one message's. */
   private readonly carriers = new Set<string>()
   /** (group, peer, heads) a stale sender was sent the log for: once each, not once per message. */
   private readonly answered = new Set<string>()
@@ -65,8 +67,9 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     this.clock = components.clock ?? systemClock
   }
 
-  /** Reads every group's log from the store (each op checked again: the store is not trusted more than a peer). */
-  async load (): Promise<void> {
+  /** Reads every group's log from the store (each op checked again: the store is not trusted more than a peer); `carriers`: those still in the outbox. */
+  async load (carriers: Iterable<string> = []): Promise<void> {
+    for (const id of carriers) this.carriers.add(id)
     const { groups } = this.components.store
     for (const row of groups.all()) {
       const ops: VerifiedOp[] = []
@@ -106,6 +109,11 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
 
   isCarrier (id: string): boolean {
     return this.carriers.has(id)
+  }
+
+  /** A carrier's status changed: once it is out of the outbox for good it is forgotten here. */
+  carrierSettled (id: string): void {
+    this.carriers.delete(id)
   }
 
   list (): GroupInfo[] {
@@ -390,6 +398,8 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     if (known == null || known.size === log.size) return
     const key = `${log.id} ${peer} ${log.state.heads.join(',')}`
     if (this.answered.has(key)) return
+    // a bound on what stale senders can make this node remember: past it, the next answers may repeat once
+    if (this.answered.size >= MAX_ANSWERED) this.answered.clear()
     this.answered.add(key)
     this.components.store.transaction(() => this.fanOut([peer], { ops: log.all() }))
   }

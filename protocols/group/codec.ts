@@ -16,6 +16,8 @@ import {
   HASH_BYTES, MAX_LOG_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_OP_BYTES, MAX_OPS, MAX_PARENTS, MAX_PAYLOAD_BYTES,
   MESSAGE_DOMAIN, MESSAGE_ID_BYTES, NONCE_BYTES, OP_DOMAIN
 } from './constants.js'
+import { isMediaType } from '../im/validate.js'
+import { MAX_CONTENT_TYPE_BYTES } from '../im/constants.js'
 import { GroupMessage, GroupPayload, Op, SignedGroupMessage, SignedOp } from './pb/group.js'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
@@ -207,6 +209,11 @@ export async function verifyMessage (signed: SignedGroupMessage, maxBodyBytes: n
   if (heads.length === 0) throw new InvalidGroupPayloadError('a group message names the heads it was sent under')
   if (uint8ArrayFromString(message.body).length > maxBodyBytes) throw new InvalidGroupPayloadError(`the body is over ${maxBodyBytes} bytes`)
   if (message.body.length === 0) throw new InvalidGroupPayloadError('the body is empty')
+  // the decoder turns ill-formed UTF-8 into lone surrogates: text nobody can show or send back
+  if (!message.body.isWellFormed()) throw new InvalidGroupPayloadError('the body is not well-formed UTF-8')
+  if (message.contentType != null && (uint8ArrayFromString(message.contentType).length > MAX_CONTENT_TYPE_BYTES || !isMediaType(message.contentType))) {
+    throw new InvalidGroupPayloadError('the content type is not a media type of at most 128 bytes')
+  }
   await verifySignature(sender, MESSAGE_DOMAIN_BYTES, signed.message, signed.signature)
   return {
     group: hex(message.group),
