@@ -5,6 +5,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
 import { Ack } from '../../protocols/im/index.js'
+import { useTempDirs } from '../fixtures/dirs.js'
 import { collect, useNetwork } from '../fixtures/network.js'
 import { addOp, carrier, GROUP_IM, signedMessage, signedOp } from '../fixtures/raw-group.js'
 import { useRawImClients } from '../fixtures/raw-im.js'
@@ -35,6 +36,7 @@ async function knows (node: ParleyNode, groupId: string, check: (members: string
 }
 
 describe('groups', () => {
+  const tempDir = useTempDirs()
   const net = useNetwork()
   const rawClient = useRawImClients()
 
@@ -137,5 +139,31 @@ describe('groups', () => {
     const old = await mallory.open(bob.multiaddrs)
     const [refused] = await old.send([carrier(6, { message: await signedMessage(malloryKey, { group: groupId, sender: malloryId, seq: 2, lamport: 3, heads, body: 'on 1.0.0' }) })])
     expect(refused.status).toBe(Ack.Status.INVALID)
+  })
+
+  it('a member offline during a removal, writing before it hears of it, is answered with the log and writes no more to the removed member', async () => {
+    const bobDir = await tempDir()
+    const [alice, carol, dave] = await Promise.all([net.node(), net.node(), net.node()])
+    let bob = await net.node({ dataDir: bobDir })
+    await introduce([alice, bob, carol, dave])
+    const group = await alice.createGroup('club', [bob.peerId, carol.peerId, dave.peerId])
+    await Promise.all([knows(bob, group.id), knows(carol, group.id), knows(dave, group.id)])
+    await bob.stop()
+    await alice.removeMember(group.id, dave.peerId)
+    await Promise.all([carol, dave].map(async n => { await knows(n, group.id, members => members.length === 3) }))
+    // alice goes away before bob is back: bob cannot hear of the removal from her
+    await alice.stop()
+    bob = await net.node({ dataDir: bobDir })
+    await introduce([bob, carol, dave])
+    const atDave = groupMessages(dave)
+    const first = await bob.sendGroup(group.id, 'written under the old membership')
+    expect(first.recipients.map(r => r.peer).sort()).toEqual([alice, carol, dave].map(n => n.peerId.toString()).sort())
+    // carol answers with the log she holds
+    await knows(bob, group.id, members => !members.includes(dave.peerId.toString()))
+    const second = await bob.sendGroup(group.id, 'written knowing of it', { timeout: 5_000 })
+    expect(second.recipients.map(r => r.peer).sort()).toEqual([alice, carol].map(n => n.peerId.toString()).sort())
+    await until(() => carol.groupHistory(group.id).length === 2, { on: [carol, 'group:message'], what: 'carol to get both' })
+    // dave knew he was removed: neither is shown to him
+    expect(atDave).toEqual([])
   })
 })
