@@ -8,7 +8,7 @@ import { randomBytes } from '@noble/hashes/utils.js'
 import { TypedEventEmitter } from 'main-event'
 import { v7 as uuidv7 } from 'uuid'
 import { systemClock } from '../../common/clock.js'
-import { decodePayload, encodePayload, fromHex, hex, InvalidGroupPayloadError, signMessage, verifyMessage, verifyOp } from '../../protocols/group/codec.js'
+import { decodePayload, encodePayload, fromHex, hex, signMessage, verifyMessage, verifyOp } from '../../protocols/group/codec.js'
 import { MAX_MEMBERS } from '../../protocols/group/constants.js'
 import { DEFAULT_CONTENT_TYPE, MAX_BODY_BYTES } from '../../protocols/im/index.js'
 import { GroupChangeRefusedError, UnknownGroupError } from '../errors.js'
@@ -430,5 +430,3 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     this.dispatchEvent(new CustomEvent('group:change', { detail: { ...this.info(log), ops: ops.map(o => o.kind) } }))
   }
 }
-
-export { InvalidGroupPayloadError }
