@@ -93,6 +93,12 @@ export const MIGRATIONS: string[] = [
     seq         INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
   ) WITHOUT ROWID;
+  `,
+  // 6: open gaps found without reading every conversation: the gap timer asks
+  // for the oldest after every inbound batch, and a store holds thousands of
+  // conversations, almost none with a gap
+  `
+  CREATE INDEX conversations_gaps ON conversations (gap_since) WHERE gap_since IS NOT NULL;
   `
 ]
 
