@@ -446,7 +446,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       return await raceSignal(waiter.promise, signal)
     } catch (err: any) {
       if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError' || err.name === 'MessageCancelledError' || err.name === 'MessageExpiredError') throw err
-      const lastError = this.store.outbox().find(e => e.id === id)?.lastError
+      const lastError = this.store.outboxEntry(id)?.lastError
       // not an AbortError even when the caller aborted: the message is not
       // cancelled, it stays queued, and that is what the caller must learn;
       // the abort's own reason is kept as the cause

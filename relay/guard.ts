@@ -161,6 +161,8 @@ export class RelayGuard {
    * however upstream passes its arguments.
    */
   private readonly circuitContext = new AsyncLocalStorage<CircuitContext>()
+  /** The address groups of each held reservation (the store's reservation objects live as long as the reservation). */
+  private readonly groupsOf = new WeakMap<object, AddressGroups | undefined>()
 
   constructor (init: RelayGuardInit) {
     this.limits = init.limits
@@ -233,7 +235,13 @@ export class RelayGuard {
   }
 
   private * reservationGroups (): Generator<AddressGroups | undefined> {
-    for (const [, reservation] of this.server?.reservations ?? []) yield addressGroups(reservation.addr)
+    for (const [, reservation] of this.server?.reservations ?? []) {
+      // every new reservation counts the held ones by address: reading each
+      // one's address once, not once per newcomer, keeps filling a relay with
+      // N reservations from costing N² address parses
+      if (!this.groupsOf.has(reservation)) this.groupsOf.set(reservation, addressGroups(reservation.addr))
+      yield this.groupsOf.get(reservation)
+    }
   }
 
   private async onHop (handleHop: HandleHop, opts: HopOptions, options: AbortOptions): Promise<void> {

@@ -440,8 +440,10 @@ export class Store {
    * oldest was written (from which the outbox tells when it expires).
    */
   outboxSchedule (): Array<{ peer: string, nextAttemptAt: number, oldestAt: number }> {
+    // CROSS JOIN: outbox first, whatever the planner guesses, so that the cost
+    // follows the outbox's size and not the history's
     return (this.sql(`SELECT o.peer, min(o.next_attempt_at) AS next, min(m.created_at) AS oldest FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer GROUP BY o.peer`).all() as Row[])
+      CROSS JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer GROUP BY o.peer`).all() as Row[])
       .map(r => ({ peer: r.peer, nextAttemptAt: r.next, oldestAt: r.oldest }))
   }
 
@@ -479,8 +481,9 @@ export class Store {
 
   /** Everything not yet delivered or failed, oldest first. */
   outbox (): OutboxEntry[] {
+    // CROSS JOIN: read from the outbox, not the whole history (see outboxSchedule)
     return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
+      CROSS JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
       ORDER BY m.created_at, o.seq`).all() as Row[]).map(row => toOutboxEntry(row))
   }
 
@@ -724,7 +727,7 @@ export class Store {
 
   /** When the oldest open gap expires (its `gap_since`), if any. */
   oldestGap (): number | undefined {
-    const row = this.sql('SELECT min(gap_since) AS since FROM conversations').get() as Row
+    const row = this.sql('SELECT min(gap_since) AS since FROM conversations WHERE gap_since IS NOT NULL').get() as Row
     return row.since ?? undefined
   }
 
@@ -776,7 +779,7 @@ export class Store {
 
   /** The history position of a message of the conversation with `peer`, if it has a place there. */
   positionOf (peer: string, id: string): number | undefined {
-    const row = this.sql('SELECT position FROM messages WHERE id = ? AND peer = ? AND position IS NOT NULL ORDER BY direction LIMIT 1').get(id, peer) as Row | undefined
+    const row = this.sql('SELECT position FROM messages INDEXED BY messages_by_id WHERE id = ? AND peer = ? AND position IS NOT NULL ORDER BY direction LIMIT 1').get(id, peer) as Row | undefined
     return row?.position ?? undefined
   }
 

@@ -138,6 +138,12 @@ export const MIGRATIONS: string[] = [
     payload      BLOB    NOT NULL
   );
   CREATE INDEX group_pending_by_group ON group_pending (group_id);
+  `,
+  // 7: open gaps found without reading every conversation: the gap timer asks
+  // for the oldest after every inbound batch, and a store holds thousands of
+  // conversations, almost none with a gap
+  `
+  CREATE INDEX conversations_gaps ON conversations (gap_since) WHERE gap_since IS NOT NULL;
   `
 ]
 

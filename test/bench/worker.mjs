@@ -105,6 +105,62 @@ const handlers = {
     }
     return samples
   },
+  /**
+   * Fills the message store of a data dir through the store's own API, as a
+   * year of use would: `conversations` peers with `perConversation` messages
+   * each (half sent and delivered, half received), plus `bigCount` messages
+   * with `bigPeer`, one a second from `since`. Returns the rows written.
+   */
+  async 'store:fill' ({ dataDir, conversations, perConversation, bigPeer, bigCount, since }) {
+    const { Store } = await import(new URL('./node/store/index.js', import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')).href)
+    const { generateKeyPair } = await import('@libp2p/crypto/keys')
+    const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
+    const store = new Store(`${dataDir}/messages.db`)
+    const text = body(200)
+    let rows = 0
+    const fill = (peer, count, start) => {
+      let seq = 0
+      for (let i = 0; i < count; i++) {
+        const at = start + i * 1000
+        if (i % 2 === 0) {
+          const m = store.enqueue({ peer, id: crypto.randomUUID(), body: text, contentType: 'text/plain', sentAt: at })
+          store.markDelivered(m.id, 'direct', at)
+        } else {
+          store.receive({ peer, id: crypto.randomUUID(), seq: ++seq, body: text, contentType: 'text/plain', sentAt: at, receivedAt: at, path: 'direct' })
+        }
+        rows++
+      }
+    }
+    try {
+      for (let c = 0; c < conversations; c += 100) {
+        const peers = await Promise.all(Array.from({ length: Math.min(100, conversations - c) }, async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()))
+        store.transaction(() => { for (const peer of peers) fill(peer, perConversation, since) }, { durable: false })
+      }
+      for (let i = 0; i < bigCount; i += 10_000) {
+        store.transaction(() => fill(bigPeer, Math.min(10_000, bigCount - i), since + i * 1000), { durable: false })
+      }
+      store.transaction(() => {}, { durable: true })
+    } finally {
+      store.close()
+    }
+    return { rows }
+  },
+  /** Times `repeat` calls of a read of node `name`: history (a page, `before`), status or conversations; ms each. */
+  async 'parley:timeReads' ({ name, read, peer, limit = 50, before, repeat = 20 }) {
+    const node = parley.get(name)
+    const calls = {
+      history: () => node.history(peer, { limit, before }),
+      status: () => node.status(),
+      conversations: () => node.conversations()
+    }
+    const samples = []
+    for (let i = 0; i < repeat; i++) {
+      const start = performance.now()
+      calls[read]()
+      samples.push(performance.now() - start)
+    }
+    return samples
+  },
   async usage () {
     return { memory: process.memoryUsage(), cpu: process.cpuUsage() }
   },

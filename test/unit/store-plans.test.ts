@@ -1,0 +1,178 @@
+import { readFileSync } from 'node:fs'
+import { DatabaseSync } from 'node:sqlite'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { Store } from '../../node/store/index.js'
+
+/**
+ * Every statement the store prepares, planned by SQLite: none may read a whole
+ * table, or a whole index, of what grows with the history (`messages`), with
+ * the number of conversations (`conversations`, `contacts`, `peer_states`) or
+ * with the outbox, but where the statement's purpose is to list that table
+ * (ALLOWED_SCANS says which and why). A year of history makes a scan on the
+ * send or receive path the one cost that does not stay flat.
+ */
+
+/** Statements allowed to scan a table, with the reason. Matched on the statement's text. */
+const ALLOWED_SCANS: Array<{ statement: RegExp, table: string, why: string }> = [
+  { statement: /^SELECT peer, min\(next_attempt_at\) AS next FROM outbox GROUP BY peer/, table: 'outbox', why: 'the outbox resumes every peer with queued messages: it lists the outbox, which is bounded' },
+  { statement: /^SELECT o\.peer, min\(o\.next_attempt_at\)/, table: 'outbox', why: 'the same, with the oldest message of each peer' },
+  { statement: /^SELECT count\(\*\) AS n FROM outbox$/, table: 'outbox', why: 'the outbox\'s size, on its smallest index' },
+  { statement: /FROM outbox o\s+CROSS JOIN messages m[\s\S]*ORDER BY m\.created_at, o\.seq$/, table: 'outbox', why: '`parley outbox` lists the outbox' },
+  { statement: /^SELECT m\.peer, m\.id, m\.direction, substr\(m\.body/, table: 'conversations', why: '`parley conversations` lists the conversations' },
+  { statement: /^SELECT m\.peer, m\.id, m\.direction, substr\(m\.body/, table: 'conversation', why: 'the same listing: each conversation\'s max(position) is one seek, its request flag one EXISTS on the partial index of requests' },
+  { statement: /^SELECT body FROM messages WHERE request = 1 AND peer = \? ORDER BY created_at LIMIT 1$/, table: 'conversation', why: 'a request\'s preview: the first row of the partial index of requests' },
+  { statement: /^SELECT peer, count\(\*\) AS n, sum\(length/, table: 'messages', why: 'message requests: a scan of the partial index of request rows only, which the policy bounds' },
+  { statement: /^UPDATE messages SET request = 0 WHERE request = 1 AND peer = \?$/, table: 'conversation', why: 'accepting a request: a stranger\'s conversation is its requests, which the policy bounds' },
+  { statement: /^DELETE FROM messages WHERE request = 1 AND peer = \? AND direction = 'in'$/, table: 'conversation', why: 'declining or blocking a stranger deletes its requests, which the policy bounds' },
+  { statement: /^SELECT max\(position\) AS p FROM messages WHERE peer = \?$/, table: 'conversation', why: 'max() on the (peer, position) index is one seek to its end' },
+  { statement: /^SELECT peer, state, since FROM peer_states ORDER BY since$/, table: 'peer_states', why: '`parley blocked` lists them' },
+  { statement: /^SELECT \* FROM contacts ORDER BY name$/, table: 'contacts', why: '`parley contacts` lists them' }
+]
+
+/** Methods the workload below need not call: they prepare no statement of their own. */
+const NOT_STATEMENTS = new Set(['constructor', 'close', 'transaction'])
+
+/** Table names by the aliases a statement gives them (`FROM outbox o`, `JOIN messages m`). */
+function aliases (sql: string): Map<string, string> {
+  const names = new Map<string, string>()
+  for (const [, table, alias] of sql.matchAll(/\b(?:FROM|JOIN)\s+(\w+)(?:\s+(?!INDEXED|WHERE|ON|JOIN|CROSS|ORDER|GROUP|LIMIT|SET|VALUES)(\w+))?/gi)) {
+    names.set(table, table)
+    if (alias != null) names.set(alias, table)
+  }
+  return names
+}
+
+/**
+ * What each statement's plan reads in full: a table or a whole index (`SCAN`),
+ * or a whole conversation's messages (a search of `messages` on the peer alone,
+ * or the peer and direction: `conversation`).
+ */
+function scans (db: DatabaseSync, sql: string): string[] {
+  const names = aliases(sql)
+  const found: string[] = []
+  for (const { detail } of db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>) {
+    const scan = /^SCAN (\w+)/.exec(detail)?.[1]
+    if (scan != null && scan !== 'CONSTANT') found.push(names.get(scan) ?? scan)
+    const search = /^SEARCH (\w+) .*\((peer=\?(?: AND direction=\?)?)\)$/.exec(detail)
+    if (search != null && names.get(search[1]) === 'messages') found.push('conversation')
+  }
+  return found
+}
+
+/** Runs every query and write of the store once, on a store with a little of everything in it. */
+function workload (store: Store): void {
+  const now = 1_700_000_000_000
+  for (let p = 0; p < 3; p++) {
+    const peer = `peer${p}`
+    for (let i = 0; i < 20; i++) {
+      const m = store.enqueue({ peer, id: `o${p}-${i}`, body: 'x', contentType: 'text/plain', sentAt: now })
+      if (i % 2 === 0) store.markDelivered(m.id, 'direct', now)
+    }
+    store.record({
+      at: now,
+      delivered: [{ id: `o${p}-1`, path: 'direct' }],
+      retried: [{ id: `o${p}-3`, at: now + 1, reason: 'x' }],
+      failed: [{ id: `o${p}-5`, reason: 'x' }],
+      deferred: { peer, until: now + 5, reason: 'r' },
+      stored: [{ id: `o${p}-7`, until: now + 9 }],
+      unstored: [`o${p}-7`]
+    })
+    store.due(peer, now + 10)
+    store.nextAttempt(peer)
+    store.outboxScheduleOf(peer)
+    store.writtenBy(peer, now)
+    store.outboxEntry(`o${p}-9`)
+    store.undeposited(peer, now + 10)
+    store.outbound(peer, `o${p}-9`)
+    store.saveMailboxRecord(peer, new Uint8Array(3), 1, now)
+    store.mailboxRecord(peer)
+    store.markFailed(`o${p}-11`, 'gone')
+    store.reschedule([`o${p}-13`], now + 3, 'x')
+    store.retryNow([peer], now)
+    // seq 2 missing: a gap, with messages held behind it
+    for (let i = 1; i < 20; i++) {
+      store.receive({ peer, id: `i${p}-${i}`, seq: i === 1 ? 1 : i + 1, body: 'y', contentType: 'text/plain', sentAt: now, receivedAt: now, path: 'direct', request: p === 2 })
+    }
+    store.inboundBatch([{ kind: 'refuse', peer, seq: 40, now }])
+    store.refuseSeq(peer, 41, now)
+    store.history(peer, { limit: 5 })
+    store.history(peer, { limit: 5, before: now + 1 })
+    store.positionOf(peer, `i${p}-1`)
+    store.markRead(peer)
+    store.markRead(peer, 3)
+    store.unread(peer)
+    store.setPeerState(peer, 'accepted', now)
+    store.peerState(peer)
+    store.addContact({ name: `c${p}`, peer, addrs: [], createdAt: now })
+    store.contactsOf(peer)
+    store.contact(`c${p}`)
+  }
+  store.outboxPeers()
+  store.outboxSchedule()
+  store.outboxSize()
+  store.outbox()
+  store.oldestGap()
+  store.releaseGaps(now + 1e9, 1)
+  store.getMessage('o0-1')
+  store.conversations()
+  store.requests()
+  store.acceptRequests('peer2')
+  store.deleteRequests('peer2')
+  store.peerStates()
+  store.usedBytes()
+  store.contacts()
+  store.removeContact('c0')
+  store.setPeerState('peer1', undefined, now)
+}
+
+describe('the store\'s query plans', () => {
+  const store = new Store()
+  const called = new Set<string>()
+  const watched = new Proxy(store, {
+    get (target, name, receiver) {
+      const value = Reflect.get(target, name, receiver)
+      if (typeof value !== 'function' || typeof name !== 'string') return value
+      return (...args: unknown[]) => {
+        called.add(name)
+        return value.apply(target, args)
+      }
+    }
+  })
+  workload(watched)
+  const db = (store as any).db as DatabaseSync
+  const statements = [...((store as any).statements as Map<string, unknown>).keys()].filter(sql => !sql.startsWith('PRAGMA'))
+
+  it('the workload calls every method of the store (a new one joins it, and its statements are checked)', () => {
+    // private helpers are called through the public ones
+    const source = readFileSync(fileURLToPath(new URL('../../node/store/index.ts', import.meta.url)), 'utf8')
+    const privates = new Set([...source.matchAll(/^ {2}private (?:readonly )?(\w+)/gm)].map(match => match[1]))
+    const methods = Object.getOwnPropertyNames(Store.prototype)
+      .filter(name => !NOT_STATEMENTS.has(name) && !privates.has(name) && typeof (Store.prototype as any)[name] === 'function')
+    expect(methods.filter(name => !called.has(name))).toEqual([])
+    expect(statements.length).toBeGreaterThan(40)
+  })
+
+  it('no statement reads a whole table but those whose purpose is to list it', () => {
+    const offending: string[] = []
+    for (const sql of statements) {
+      const text = sql.replace(/\s+/g, ' ').trim()
+      for (const table of scans(db, sql)) {
+        if (ALLOWED_SCANS.some(allowed => allowed.table === table && allowed.statement.test(text))) continue
+        offending.push(`${table}: ${text}`)
+      }
+    }
+    expect(offending).toEqual([])
+  })
+
+  it('finds the oldest open gap on its partial index, not by reading every conversation', () => {
+    const plan = db.prepare('EXPLAIN QUERY PLAN SELECT min(gap_since) AS since FROM conversations WHERE gap_since IS NOT NULL').all().map((r: any) => r.detail).join('; ')
+    expect(plan).toMatch(/conversations_gaps/)
+  })
+
+  it('an allowed scan still names a statement the store prepares (no stale entries)', () => {
+    for (const allowed of ALLOWED_SCANS) {
+      expect(statements.some(sql => allowed.statement.test(sql.replace(/\s+/g, ' ').trim())), allowed.why).toBe(true)
+    }
+  })
+})
