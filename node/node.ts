@@ -124,8 +124,9 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.closeDatastore = parts.closeDatastore
     this.groupsOf.addEventListener('group:message', (evt) => { this.dispatchEvent(new CustomEvent('group:message', { detail: evt.detail })) })
     this.groupsOf.addEventListener('group:change', (evt) => {
-      // sharing a group trusts its members (their carriers are no message requests); leaving or a removal undoes it
-      for (const peer of new Set([...evt.detail.members, ...this.knownGroupPeers])) if (peer !== this.peerId.toString()) this.updateTrust(peer)
+      // sharing a group that this node or one of its contacts stands behind trusts its members (their
+      // carriers are no message requests); leaving or a removal undoes it
+      for (const peer of new Set([...evt.detail.members, ...this.knownGroupPeers])) if (peer !== this.peerId.toString()) this.trustOne(peer)
       for (const peer of evt.detail.members) this.knownGroupPeers.add(peer)
       this.dispatchEvent(new CustomEvent('group:change', { detail: evt.detail }))
     })
@@ -149,7 +150,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   start (): void {
     for (const peer of this.groupsOf.coMembers()) {
       this.knownGroupPeers.add(peer)
-      this.updateTrust(peer)
+      this.trustOne(peer)
     }
     this.storage.start()
     // an invite's addresses were put in the peer store when it was added; put
@@ -331,7 +332,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   }
 
   private updateTrust (peer: string): void {
-    this.policy.trust(peer, isTrusted(this.store, peer) || (this.store.peerState(peer) !== 'blocked' && this.groupsOf.isMember(peer)))
+    this.trustOne(peer)
+    // a contact added, accepted or blocked may be what stands behind a group: its members' trust follows
+    for (const member of this.knownGroupPeers) if (member !== peer) this.trustOne(member)
+  }
+
+  private trustOne (peer: string): void {
+    this.policy.trust(peer, isTrusted(this.store, peer) ||
+      (this.store.peerState(peer) !== 'blocked' && this.groupsOf.sharesVouchedGroup(peer, (backer) => isTrusted(this.store, backer))))
   }
 
   contacts (): ContactInfo[] {

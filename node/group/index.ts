@@ -88,11 +88,19 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     }
   }
 
-  /** Whether `peer` shares a group with this node (both members now). */
-  isMember (peer: string): boolean {
+  /**
+   * Whether `peer` shares a group with this node (both members now) that
+   * someone this node trusts stands behind: created by this node or by a peer
+   * `vouched` for, or with such a peer among its admins. A stranger who puts
+   * this node in a group of its own, with any number of identities of its own,
+   * makes none of them trusted.
+   */
+  sharesVouchedGroup (peer: string, vouched: (peer: string) => boolean): boolean {
     for (const log of this.logs.values()) {
-      const members = log.state.members
-      if (members.has(this.self) && members.has(peer)) return true
+      const { members, admins, creator } = log.state
+      if (!members.has(this.self) || !members.has(peer)) continue
+      const backer = (p: string): boolean => p === this.self || vouched(p)
+      if (backer(creator) || [...admins].some(backer)) return true
     }
     return false
   }

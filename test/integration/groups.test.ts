@@ -166,4 +166,23 @@ describe('groups', () => {
     // dave knew he was removed: neither is shown to him
     expect(atDave).toEqual([])
   })
+
+  it('a group makes its members trusted only when this node or a contact stands behind it, never a stranger\'s group', async () => {
+    const [stranger, bob, carol] = await Promise.all([net.node(), net.node(), net.node()])
+    await introduce([stranger, bob, carol])
+    // a stranger puts bob in a group with carol (who could be another identity of the stranger's)
+    const group = await stranger.createGroup('spam', [bob.peerId, carol.peerId])
+    await knows(bob, group.id)
+    await carol.send(bob.peerId, 'one')
+    await until(() => bob.requests().some(r => r.peerId === carol.peerId.toString()), { on: [bob, 'message'], what: 'carol\'s message as a request' })
+    expect(bob.requests().find(r => r.peerId === carol.peerId.toString())?.messages).toBe(1)
+
+    // once the group's creator is bob's contact, its members are trusted: no more requests from carol
+    await bob.addContact('creator', stranger.peerId.toString())
+    const shown = collect(bob)
+    await carol.send(bob.peerId, 'two')
+    await until(() => shown.some(m => m.body === 'two'), { on: [bob, 'message'], what: 'carol\'s second message' })
+    expect(shown.find(m => m.body === 'two')?.request).toBeUndefined()
+    expect(bob.requests().find(r => r.peerId === carol.peerId.toString())?.messages).toBe(1)
+  })
 })
