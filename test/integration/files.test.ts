@@ -1,8 +1,13 @@
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { fileUntil, sha256Of, writeTestFile } from '../fixtures/files.js'
 import { useNetwork } from '../fixtures/network.js'
+import { useRawFileSenders } from '../fixtures/raw-file.js'
+import { FileRequest } from '../../protocols/file/index.js'
+import { MAX_CORRUPT_CHUNKS } from '../../node/files/transfers.js'
+import type { RawFileSender } from '../fixtures/raw-file.js'
 import type { FileInfo, ParleyNode } from '../../index.js'
 
 const MiB = 1024 * 1024
@@ -95,5 +100,61 @@ describe('files between two nodes', () => {
     const failed = await fileUntil(bob, sent.id, f => f.status === 'failed', 'the transfer to fail')
     expect(failed.reason).toMatch(/changed/)
     expect((await fileUntil(alice, sent.id, f => f.status === 'failed', 'the offer to fail')).reason).toMatch(/changed/)
+  })
+})
+
+describe('files from a sender written from the spec', () => {
+  const tempDir = useTempDirs()
+  const net = useNetwork()
+  const rawSender = useRawFileSenders()
+
+  async function setUp (size: number): Promise<{ bob: ParleyNode, raw: RawFileSender, content: Uint8Array, contentSha: string }> {
+    const dir = await tempDir()
+    const bob = await net.node({ dataDir: join(dir, 'bob') })
+    const raw = await rawSender()
+    await bob.libp2p.peerStore.merge(raw.libp2p.peerId, { multiaddrs: raw.libp2p.getMultiaddrs() })
+    await bob.addContact('raw', raw.libp2p.peerId.toString())
+    const content = new Uint8Array(size)
+    for (let i = 0; i < size; i++) content[i] = (i * 31 + (i >> 12)) & 0xff
+    return { bob, raw, content, contentSha: createHash('sha256').update(content).digest('hex') }
+  }
+
+  it('a corrupted chunk is refused and fetched again; the file completes intact', async () => {
+    const { bob, raw, content, contentSha } = await setUp(1 * MiB)
+    raw.corruptOnce.add(5)
+    const { id, ack } = await raw.offer(bob.multiaddrs, content, 'data.bin')
+    expect(ack.status).toBe('OK')
+    const done = await fileUntil(bob, id, f => f.status === 'complete', 'the file to complete')
+    expect(await sha256Of(done.path as string)).toBe(contentSha)
+    const chunkRequests = raw.requests.filter(r => r.kind === FileRequest.Kind.CHUNKS)
+    // asked again from the refused chunk, not from the start
+    expect(chunkRequests.map(r => r.first)).toEqual([0, 5])
+    expect(raw.finished).toEqual([FileRequest.Outcome.COMPLETE])
+  })
+
+  it('a sender whose chunks keep failing their hash is given up on, with the reason', async () => {
+    const { bob, raw, content } = await setUp(256 * 1024)
+    raw.corruptAlways.add(3)
+    const { id } = await raw.offer(bob.multiaddrs, content, 'bad.bin')
+    const failed = await fileUntil(bob, id, f => f.status === 'failed', 'the transfer to fail')
+    expect(failed.reason).toMatch(/do not match their hashes/)
+    expect(raw.requests.filter(r => r.kind === FileRequest.Kind.CHUNKS && r.first === 3)).toHaveLength(MAX_CORRUPT_CHUNKS - 1)
+  })
+
+  it('a transfer cut mid-way resumes from the last verified chunk', async () => {
+    const { bob, raw, content, contentSha } = await setUp(8 * MiB)
+    raw.cutAfterChunks = 100
+    const { id } = await raw.offer(bob.multiaddrs, content, 'cut.bin')
+    const done = await fileUntil(bob, id, f => f.status === 'complete', 'the file to complete after the cut')
+    expect(await sha256Of(done.path as string)).toBe(contentSha)
+    const chunkRequests = raw.requests.filter(r => r.kind === FileRequest.Kind.CHUNKS)
+    expect(chunkRequests.length).toBeGreaterThanOrEqual(2)
+    // the second attempt asks for what the first did not verify, and only that
+    const resumedAt = chunkRequests[1].first
+    expect(resumedAt).toBeGreaterThan(0)
+    expect(resumedAt).toBeLessThanOrEqual(100)
+    expect(resumedAt + chunkRequests[1].count).toBe(256)
+    // the hash list was fetched once, and kept across the cut
+    expect(raw.requests.filter(r => r.kind === FileRequest.Kind.HASHES)).toHaveLength(1)
   })
 })
