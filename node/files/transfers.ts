@@ -98,6 +98,9 @@ const CHUNK_OVERHEAD_BYTES = 256
 /** Least time between two `file:progress` events of one transfer. */
 export const PROGRESS_INTERVAL_MS = 250
 
+/** An offer not fetched within this long is withdrawn: its file is no longer served. */
+export const OFFER_TTL_MS = 7 * 24 * 60 * 60_000
+
 export const WAITING_FOR_DIRECT = 'waiting for a direct connection: the only path is a relay whose limit is too small for a chunk'
 
 export class UnknownFileError extends Error {
@@ -343,6 +346,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   private offered (id: string, peer: PeerId): OfferedFile | undefined {
     const row = this.store.files.one(id, 'out', peer.toString())
     if (row == null || !SERVABLE.includes(row.status) || row.hashes == null || row.path == null) return undefined
+    if (row.createdAt + OFFER_TTL_MS < this.components.clock.now()) return undefined
     const path = row.path
     return {
       size: row.size,
