@@ -479,9 +479,17 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     let budget = connection.limits?.bytes == null ? Infinity : Number(connection.limits.bytes) - CIRCUIT_MARGIN_BYTES
     const perChunk = CHUNK_BYTES + CHUNK_OVERHEAD_BYTES
     if (chunks > 0 && budget < perChunk) {
-      // a relay that cannot carry even one chunk: the path upgrader may yet find a direct path
+      // a circuit used up by earlier requests is closed for a fresh one; if even
+      // a fresh one cannot carry a chunk, only a direct path (the path upgrader's,
+      // or a later dial) can: the transfer waits for it
+      if (!this.freshCircuit.has(row.id)) {
+        this.freshCircuit.add(row.id)
+        await connection.close().catch(err => { connection.abort(err) })
+        return { delay: 0, reason: 'resuming over a new relayed circuit' }
+      }
       return { delay: 30_000, reason: WAITING_FOR_DIRECT }
     }
+    this.freshCircuit.delete(row.id)
     let stream: FileFetchStream
     try {
       stream = new FileFetchStream(await connection.newStream(FILE_PROTOCOL, { signal, runOnLimitedConnection: true }))
@@ -589,6 +597,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   }
 
   private readonly corrupt = new Map<string, number>()
+  /** Transfers whose last connection was a circuit just dialled: too small for a chunk means waiting for a direct path. */
+  private readonly freshCircuit = new Set<string>()
 
   private complete (row: FileRow, path: string): void {
     this.store.transaction(() => {
