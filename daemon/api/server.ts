@@ -7,6 +7,7 @@ import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
 import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 
@@ -30,7 +31,12 @@ const ERROR_STATUS: Record<string, number> = {
   UnknownMessageError: 404,
   MessageNotCancellableError: 409,
   // the node already uses as many relays as it may
-  TooManyRelaysError: 409
+  TooManyRelaysError: 409,
+  // files: an id nobody offered, a transfer not in a state for it, the quota, a file over the protocol's bound
+  UnknownFileError: 404,
+  FileStateError: 409,
+  FileQuotaError: 507,
+  FileTooLargeError: 413
 }
 
 /**
@@ -66,7 +72,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'file:offer' | 'file:progress' | 'file:status'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -102,6 +108,12 @@ export interface ApiNode {
   addRelay(addr: Multiaddr): Promise<RelayStatus>
   /** Stops using a relay now; false when the node does not use it (see ParleyNode.removeRelay). */
   removeRelay(relay: string): Promise<boolean>
+  /** Files (see ParleyNode.sendFile and the rest). */
+  sendFile(peer: string, path: string, options: SendFileOptions): Promise<{ id: string, status: FileInfo['status'] }>
+  acceptFile(id: string): FileInfo
+  cancelFile(id: string): FileInfo
+  file(id: string): FileInfo | undefined
+  files(options: { direction?: 'in' | 'out', peer?: string, limit?: number }): FileInfo[]
   addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
   removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
 }
@@ -309,6 +321,26 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       return new Reply(204, null)
     },
 
+    // files: offers made and received, their transfers
+    'POST /v1/files': async ({ body: { to, path, ...options } }) => {
+      try {
+        return await node.sendFile(to, path, options)
+      } catch (err: any) {
+        if (typeof err.code === 'string' && ['ENOENT', 'EACCES', 'EISDIR', 'EPERM', 'ENOTDIR'].includes(err.code)) {
+          throw new HttpError(400, 'FileUnreadable', `the daemon cannot read ${path}: ${String(err.code)}`)
+        }
+        throw err
+      }
+    },
+    'GET /v1/files': ({ query }) => node.files(query),
+    'GET /v1/files/:id': ({ params }) => {
+      const file = node.file(params.id)
+      if (file == null) throw new HttpError(404, 'NotFound', `no file with id ${params.id.slice(0, 64)}`)
+      return file
+    },
+    'POST /v1/files/:id/accept': ({ params }) => node.acceptFile(params.id),
+    'DELETE /v1/files/:id': ({ params }) => node.cancelFile(params.id),
+
     // live events as Server-Sent Events: message, status, path; a client that
     // falls behind is sent `overflow` and dropped (see eventStream)
     'GET /v1/events': ({ raw, res }) => {
@@ -481,6 +513,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onStatus = (evt: ApiNodeEvents['message:status']): void => { send(eventText('status', evt.detail)) }
   const onPath = (evt: ApiNodeEvents['path:change']): void => { send(eventText('path', evt.detail)) }
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
+  const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file:offer', evt.detail)) }
+  const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file:progress', evt.detail)) }
+  const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file:status', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false
@@ -489,6 +524,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('message:status', onStatus)
     node.removeEventListener('path:change', onPath)
     node.removeEventListener('reachability', onReachability)
+    node.removeEventListener('file:offer', onFileOffer)
+    node.removeEventListener('file:progress', onFileProgress)
+    node.removeEventListener('file:status', onFileStatus)
   }
   const overflow = (): void => {
     unsubscribe()
@@ -506,6 +544,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('message:status', onStatus)
   node.addEventListener('path:change', onPath)
   node.addEventListener('reachability', onReachability)
+  node.addEventListener('file:offer', onFileOffer)
+  node.addEventListener('file:progress', onFileProgress)
+  node.addEventListener('file:status', onFileStatus)
   raw.on('close', unsubscribe)
   res.on('close', unsubscribe)
 }
