@@ -4,6 +4,7 @@ import { ApiClient, ApiError } from './client.js'
 import { runChat } from './chat.js'
 import { reportReachability } from './relays.js'
 import { backupCommands } from './backup.js'
+import { fileCommands } from './files.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { checkBodySize, readBody } from './body-input.js'
 import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, mailboxLines, reachabilityLines, terminalSafe } from './format.js'
@@ -440,4 +441,5 @@ export function nodeCommands (program: Command): void {
     })
 
   backupCommands(program)
+  fileCommands(program, clientOf)
 }

@@ -7,8 +7,7 @@ import { z } from 'zod'
 import { isMediaType, MAX_CONTENT_TYPE_BYTES, utf8Length } from '../../protocols/im/index.js'
 import { MAX_FILE_BYTES } from '../../protocols/file/index.js'
 
-/** The content type of an offer message. */
-export const FILE_OFFER_TYPE = 'application/vnd.parley.file-offer+json'
+export { FILE_OFFER_TYPE } from './content-type.js'
 
 /** Longest file name an offer may carry, in bytes of UTF-8. */
 export const MAX_FILE_NAME_BYTES = 255

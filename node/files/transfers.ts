@@ -18,7 +18,8 @@ import {
   MAX_REQUEST_CHUNKS, MAX_REQUEST_HASHES
 } from '../../protocols/file/index.js'
 import { digestFile, sha256OfFile, writeAndDigest } from './hashing.js'
-import { encodeOffer, FILE_OFFER_TYPE, parseOffer } from './offer.js'
+import { FILE_OFFER_TYPE } from './content-type.js'
+import { encodeOffer, parseOffer } from './offer.js'
 import { bytesToHex } from '@noble/hashes/utils.js'
 import type { FileDigest } from './hashing.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
@@ -464,8 +465,9 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     let row = initial
     const existing = this.store.files.completePathOf(row.sha256)
     if (existing != null) {
-      // already here: the same content is kept once
+      // already here: the same content is kept once, and the sender may stop offering it
       this.complete(row, existing)
+      this.tellSender(row, 'complete')
       return 'done'
     }
     const peerId = this.components.peerIdOf(row.peer)
