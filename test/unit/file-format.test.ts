@@ -21,7 +21,7 @@ describe('file lines for the terminal', () => {
   it('never print a peer\'s control characters', () => {
     const hostile = { ...file, name: 'evil\u001b[2J\u0007.jpg', reason: 'x\u001b]0;owned\u0007' }
     for (const text of [fileStatusLine(hostile), filesTable([hostile], new Map())]) {
-      expect(text).not.toMatch(/\u001b|\u0007/)
+      expect(text.includes('\u001b') || text.includes('\u0007')).toBe(false)
     }
   })
 })
