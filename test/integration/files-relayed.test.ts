@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { fileUntil, sha256Of, writeTestFile } from '../fixtures/files.js'
 import { reserved, useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import { WAITING_FOR_DIRECT } from '../../index.js'
 import type { FileInfo, ParleyNode } from '../../index.js'
 
@@ -53,4 +54,28 @@ describe('files between two nodes reachable only through a relay', () => {
     const waiting = await fileUntil(bob, sent.id, f => f.status === 'waiting' && f.reason === WAITING_FOR_DIRECT, 'the transfer to wait for a direct connection')
     expect(waiting.bytes).toBe(0)
   })
+
+  it('a 50 MiB file over WebRTC once the path is upgraded, hash-verified', async () => {
+    const dir = await tempDir()
+    const relay = await net.relay()
+    // no TCP listener: the relay, then WebRTC, are the only ways in
+    const config = { listen: ['/webrtc'], relays: relay.multiaddrs }
+    const alice = await net.node({ ...config, dataDir: join(dir, 'alice') })
+    const bob = await net.node({ ...config, dataDir: join(dir, 'bob'), files: { autoAcceptSize: 64 * 1024 * 1024 } })
+    await Promise.all([reserved(alice), reserved(bob)])
+    await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    await bob.libp2p.peerStore.merge(alice.peerId, { multiaddrs: alice.multiaddrs })
+    await bob.addContact('alice', alice.peerId.toString())
+    await alice.send(bob.peerId, 'hello first, over the relay')
+    await until(() => bob.pathTo(alice.peerId) === 'direct', { on: [bob, 'path:change'], what: 'the path from bob to alice to become direct' })
+
+    const source = join(dir, 'video.bin')
+    await writeTestFile(source, 50 * 1024 * 1024, 13)
+    const sent = await alice.sendFile(bob.peerId, source, { type: 'video/mp4' })
+    const done = await fileUntil(bob, sent.id, f => f.status === 'complete', 'the file over WebRTC', 150_000)
+    expect(await sha256Of(done.path as string)).toBe(await sha256Of(source))
+    // the relay carries at most 128 KiB a circuit: 50 MiB went over WebRTC
+    const direct = bob.libp2p.getConnections(alice.peerId).find(c => c.remoteAddr.toString().includes('/webrtc'))
+    expect(direct?.status).toBe('open')
+  }, 160_000)
 })
