@@ -3,11 +3,24 @@
  * the whole (protocols/file/README.md §3), from a path or from a stream that
  * is written to a file as it is read.
  */
+import { createHash } from 'node:crypto'
 import { open, rm } from 'node:fs/promises'
-import { sha256 } from '@noble/hashes/sha2.js'
-import { bytesToHex } from '@noble/hashes/utils.js'
-import { CHUNK_BYTES, HASH_BYTES, hashChunk, hashListRoot, MAX_FILE_BYTES } from '../../protocols/file/index.js'
+import { CHUNK_BYTES, HASH_BYTES, MAX_FILE_BYTES } from '../../protocols/file/index.js'
 import type { FileHandle } from 'node:fs/promises'
+
+/**
+ * SHA-256 by the platform (OpenSSL): about 5× @noble/hashes here, and files
+ * are hashed three times over (offer, serving, receiving). The protocol
+ * module keeps @noble/hashes, which a browser can run.
+ */
+export function sha256 (data: Uint8Array): Uint8Array<ArrayBuffer> {
+  const digest = createHash('sha256').update(data).digest()
+  return new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength) as Uint8Array<ArrayBuffer>
+}
+
+function hex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
 
 export interface FileDigest {
   size: number
@@ -24,7 +37,7 @@ export class FileTooLargeError extends Error {
 }
 
 class Digester {
-  private readonly whole = sha256.create()
+  private readonly whole = createHash('sha256')
   private readonly chunkHashes: Uint8Array[] = []
   size = 0
 
@@ -32,13 +45,13 @@ class Digester {
     this.size += data.byteLength
     if (this.size > MAX_FILE_BYTES) throw new FileTooLargeError(`the file is over ${MAX_FILE_BYTES} bytes, the most an offer may announce`)
     this.whole.update(data)
-    this.chunkHashes.push(hashChunk(data))
+    this.chunkHashes.push(sha256(data))
   }
 
   digest (): FileDigest {
     const hashes = new Uint8Array(this.chunkHashes.length * HASH_BYTES)
     this.chunkHashes.forEach((h, i) => { hashes.set(h, i * HASH_BYTES) })
-    return { size: this.size, hashes, root: bytesToHex(hashListRoot(hashes)), sha256: bytesToHex(this.whole.digest()) }
+    return { size: this.size, hashes, root: hex(sha256(hashes)), sha256: this.whole.digest('hex') }
   }
 }
 
@@ -76,9 +89,9 @@ export async function digestFile (path: string): Promise<FileDigest> {
 export async function sha256OfFile (path: string): Promise<string> {
   const handle = await open(path, 'r')
   try {
-    const whole = sha256.create()
+    const whole = createHash('sha256')
     for await (const chunk of chunksOf(handle)) whole.update(chunk)
-    return bytesToHex(whole.digest())
+    return whole.digest('hex')
   } finally {
     await handle.close()
   }

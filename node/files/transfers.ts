@@ -14,10 +14,10 @@ import { hexToBytes } from '@noble/hashes/utils.js'
 import { TypedEventEmitter } from 'main-event'
 import { backoff } from '../../common/backoff.js'
 import {
-  chunkCount, CHUNK_BYTES, CorruptChunkError, FILE_PROTOCOL, FileFetchStream, FileRefusedError, FileResponse, HASH_BYTES, hashListRoot,
+  chunkCount, CHUNK_BYTES, CorruptChunkError, FILE_PROTOCOL, FileFetchStream, FileRefusedError, FileResponse, HASH_BYTES,
   MAX_REQUEST_CHUNKS, MAX_REQUEST_HASHES
 } from '../../protocols/file/index.js'
-import { digestFile, sha256OfFile, writeAndDigest } from './hashing.js'
+import { digestFile, sha256, sha256OfFile, writeAndDigest } from './hashing.js'
 import { FILE_OFFER_TYPE } from './content-type.js'
 import { encodeOffer, parseOffer } from './offer.js'
 import { bytesToHex } from '@noble/hashes/utils.js'
@@ -87,8 +87,8 @@ export const FILE_LIMIT_DEFAULTS: FileLimits = {
 /** A sender whose chunks fail their hash this many times in one transfer is given up on. */
 export const MAX_CORRUPT_CHUNKS = 8
 
-/** Chunks fsynced together before the progress is recorded. */
-const SYNC_EVERY_CHUNKS = 32
+/** Chunks fsynced together before the progress is recorded (4 MiB: at most that is fetched again after a crash). */
+const SYNC_EVERY_CHUNKS = 128
 
 /** Bytes of a circuit's allowance kept back for the request, framing, yamux and noise. */
 const CIRCUIT_MARGIN_BYTES = 8_192
@@ -166,6 +166,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   private readonly running = new Map<string, Running>()
   private readonly retryAt = new Map<string, { at: number, attempts: number }>()
   private readonly served = new Map<string, number>()
+  /** Outgoing transfers being served now, and their sizes. */
+  private readonly servedSize = new Map<string, number>()
   private readonly lastProgress = new Map<string, number>()
   private timer: ClockTimer | undefined
   private stopped = false
@@ -328,8 +330,9 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   }
 
   /** The file server's callbacks (protocols/file/server.ts). */
-  serverInit (): Pick<FileServerInit, 'lookup' | 'onServed' | 'onFinish' | 'onUnservable'> {
+  serverInit (): Pick<FileServerInit, 'lookup' | 'onServed' | 'onFinish' | 'onUnservable' | 'hash'> {
     return {
+      hash: sha256,
       lookup: (hex, peer) => this.offered(messageIdOf(hex), peer),
       onServed: (hex, peer, bytes) => { this.onServed(messageIdOf(hex), peer.toString(), bytes) },
       onFinish: (hex, peer, outcome) => { this.onFinish(messageIdOf(hex), peer.toString(), outcome) },
@@ -372,12 +375,18 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   }
 
   private onServed (id: string, peer: string, bytes: number): void {
-    const row = this.store.files.one(id, 'out', peer)
-    if (row == null) return
-    if (row.status !== 'transferring') this.setStatus(row, 'transferring')
-    const total = Math.min(row.size, (this.served.get(id) ?? 0) + bytes)
+    // called for every chunk: the row (and its hash list) is read once per transfer, not per chunk
+    let size = this.servedSize.get(id)
+    if (size == null) {
+      const row = this.store.files.one(id, 'out', peer)
+      if (row == null) return
+      if (row.status !== 'transferring') this.setStatus(row, 'transferring')
+      size = row.size
+      this.servedSize.set(id, size)
+    }
+    const total = Math.min(size, (this.served.get(id) ?? 0) + bytes)
     this.served.set(id, total)
-    this.progress(id, 'out', total, row.size, 0)
+    this.progress(id, 'out', total, size, 0)
   }
 
   private onFinish (id: string, peer: string, outcome: 'complete' | 'refused'): void {
@@ -389,6 +398,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   }
 
   private dropCopy (row: FileRow): void {
+    this.servedSize.delete(row.id)
     if (row.owned && row.path != null) rm(row.path, { force: true }).catch(() => {})
   }
 
@@ -494,7 +504,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     this.freshCircuit.delete(row.id)
     let stream: FileFetchStream
     try {
-      stream = new FileFetchStream(await connection.newStream(FILE_PROTOCOL, { signal, runOnLimitedConnection: true }))
+      stream = new FileFetchStream(await connection.newStream(FILE_PROTOCOL, { signal, runOnLimitedConnection: true }), { hash: sha256 })
     } catch (err: any) {
       return { reason: `could not open a file stream to the sender: ${String(err.message)}` }
     }
@@ -511,7 +521,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
           hashes.set(await stream.hashes(offer, first, count, { signal }), first * HASH_BYTES)
           budget -= count * HASH_BYTES + CHUNK_OVERHEAD_BYTES
         }
-        if (bytesToHex(hashListRoot(hashes)) !== row.root) {
+        if (bytesToHex(sha256(hashes)) !== row.root) {
           this.fail(row, 'the sender\'s chunk hashes do not match the offer')
           return 'done'
         }
@@ -625,7 +635,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     const signal = AbortSignal.timeout(10_000)
     this.components.connect(this.components.peerIdOf(row.peer), { signal })
       .then(async connection => {
-        const stream = new FileFetchStream(await connection.newStream(FILE_PROTOCOL, { signal, runOnLimitedConnection: true }))
+        const stream = new FileFetchStream(await connection.newStream(FILE_PROTOCOL, { signal, runOnLimitedConnection: true }), { hash: sha256 })
         await stream.finish(offer, outcome, { signal }).finally(async () => { await stream.close() })
       })
       .catch(err => { this.components.log('could not tell %s the offer %s was %s - %e', row.peer, row.id, outcome, err) })

@@ -9,6 +9,7 @@
  */
 import { Request, Response } from './pb/file.js'
 import { chunkLength, chunkMatches, HASH_BYTES, MAX_REQUEST_CHUNKS, MAX_REQUEST_HASHES, readFrames, requestFrame, sendFrame } from './protocol.js'
+import type { Sha256 } from './protocol.js'
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 
@@ -60,9 +61,11 @@ function decodeResponse (buf: Uint8ArrayList): Response {
 /** A fetcher's stream to the offering node. Not for concurrent use: one request at a time. */
 export class FileFetchStream {
   private readonly frames: AsyncIterator<Uint8ArrayList>
+  private readonly hash?: Sha256
 
-  constructor (readonly stream: Stream) {
+  constructor (readonly stream: Stream, options: { hash?: Sha256 } = {}) {
     this.frames = readFrames(stream)[Symbol.asyncIterator]()
+    this.hash = options.hash
   }
 
   /** The hashes `first .. first+count-1` of the offer's list (not verified: the caller checks the root). */
@@ -89,7 +92,7 @@ export class FileFetchStream {
       if (response.index !== index || response.data.byteLength !== chunkLength(size, index)) {
         throw new FileProtocolError(`expected chunk ${index} of ${chunkLength(size, index)} bytes, got chunk ${response.index} of ${response.data.byteLength}`)
       }
-      if (!chunkMatches(hashes, index, response.data)) throw new CorruptChunkError(index)
+      if (!chunkMatches(hashes, index, response.data, this.hash)) throw new CorruptChunkError(index)
       yield { index, data: response.data }
     }
   }

@@ -47,6 +47,9 @@ export function chunkLength (size: number, index: number): number {
   return Math.min(CHUNK_BYTES, size - index * CHUNK_BYTES)
 }
 
+/** A SHA-256 function: @noble/hashes by default (browser-safe); a node may pass its platform's, which is faster. */
+export type Sha256 = (data: Uint8Array) => Uint8Array
+
 /** The SHA-256 of a chunk. */
 export function hashChunk (data: Uint8Array): Uint8Array {
   return sha256(data)
@@ -58,8 +61,8 @@ export function hashListRoot (hashes: Uint8Array): Uint8Array {
 }
 
 /** Whether `data` is chunk `index` according to the verified hash list `hashes`. */
-export function chunkMatches (hashes: Uint8Array, index: number, data: Uint8Array): boolean {
-  return uint8ArrayEquals(hashChunk(data), hashes.subarray(index * HASH_BYTES, (index + 1) * HASH_BYTES))
+export function chunkMatches (hashes: Uint8Array, index: number, data: Uint8Array, hash: Sha256 = hashChunk): boolean {
+  return uint8ArrayEquals(hash(data), hashes.subarray(index * HASH_BYTES, (index + 1) * HASH_BYTES))
 }
 
 /** One frame with its varint length prefix, ready for `stream.send`. */

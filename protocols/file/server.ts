@@ -16,6 +16,7 @@ import {
   chunkCount, chunkLength, chunkMatches, FILE_PROTOCOL, HASH_BYTES, MAX_REASON_BYTES, MAX_REQUEST_CHUNKS, MAX_REQUEST_HASHES,
   OFFER_ID_BYTES, readFrames, responseFrame, sendFrame
 } from './protocol.js'
+import type { Sha256 } from './protocol.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
@@ -53,6 +54,8 @@ export interface FileServerInit {
   idleTimeout?: number
   /** How long a RATE_LIMITED fetcher is told to wait. @default 1_000 */
   retryAfter?: number
+  /** The SHA-256 chunks are checked with (default @noble/hashes). */
+  hash?: Sha256
   clock?: Clock
 }
 
@@ -232,7 +235,7 @@ export class FileServer implements Startable {
         } catch (err: any) {
           return await this.unservable(stream, id, peer, `the file cannot be read: ${String(err.code ?? err.message)}`, false)
         }
-        if (data.byteLength !== length || !chunkMatches(offer.hashes, index, data)) {
+        if (data.byteLength !== length || !chunkMatches(offer.hashes, index, data, this.init.hash)) {
           return await this.unservable(stream, id, peer, 'the file changed since it was offered', true)
         }
         await this.send(stream, { status: Response.Status.OK, index, data })
