@@ -90,6 +90,12 @@ export const MAX_CORRUPT_CHUNKS = 8
 /** Chunks fsynced together before the progress is recorded (4 MiB: at most that is fetched again after a crash). */
 const SYNC_EVERY_CHUNKS = 128
 
+/** Verified chunks the fetcher writes at once (one writev, 256 KiB). */
+const WRITE_BATCH_CHUNKS = 8
+
+/** Chunks the server reads from disk at once (512 KiB). */
+const READ_AHEAD_CHUNKS = 16
+
 /** Bytes of a circuit's allowance kept back for the request, framing, yamux and noise. */
 const CIRCUIT_MARGIN_BYTES = 8_192
 
@@ -357,16 +363,26 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       hashes: row.hashes,
       open: async (): Promise<ChunkReader> => {
         const handle = await open(path, 'r')
+        // chunks are asked for in order: read ahead, a few at a time, fewer trips to the disk
+        let ahead: { first: number, bytes: Uint8Array<ArrayBuffer> } | undefined
+        const readAhead = async (index: number): Promise<void> => {
+          const length = Math.min(READ_AHEAD_CHUNKS * CHUNK_BYTES, Math.max(0, row.size - index * CHUNK_BYTES))
+          const buffer = new Uint8Array(length)
+          let filled = 0
+          while (filled < length) {
+            const { bytesRead } = await handle.read(buffer, filled, length - filled, index * CHUNK_BYTES + filled)
+            if (bytesRead === 0) break
+            filled += bytesRead
+          }
+          ahead = { first: index, bytes: buffer.subarray(0, filled) }
+        }
         return {
           read: async (index, length) => {
-            const buffer = new Uint8Array(length)
-            let filled = 0
-            while (filled < length) {
-              const { bytesRead } = await handle.read(buffer, filled, length - filled, index * CHUNK_BYTES + filled)
-              if (bytesRead === 0) break
-              filled += bytesRead
-            }
-            return filled === length ? buffer : buffer.subarray(0, filled)
+            if (ahead == null || index < ahead.first || index >= ahead.first + READ_AHEAD_CHUNKS) await readAhead(index)
+            const held = ahead as { first: number, bytes: Uint8Array<ArrayBuffer> }
+            const start = (index - held.first) * CHUNK_BYTES
+            // a copy: the chunk outlives the read-ahead buffer in the stream's queue
+            return held.bytes.slice(start, Math.min(start + length, held.bytes.byteLength))
           },
           close: async () => { await handle.close() }
         }
@@ -535,31 +551,61 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       let written = verified
       const startedAt = this.components.clock.now()
       const startBytes = verified * CHUNK_BYTES
-      const sync = async (): Promise<void> => {
-        if (written === verified) return
-        await handle.datasync()
-        verified = written
+      // an fsync runs beside the transfer (the stream keeps flowing) and records,
+      // once done, the chunks written before it began: only those are durable
+      let syncing: Promise<void> | undefined
+      let syncError: Error | undefined
+      const record = (upTo: number): void => {
+        if (upTo <= verified) return
+        verified = upTo
         this.store.files.setVerified(row, verified)
         progressed = true
       }
+      const syncBeside = (): void => {
+        if (syncing != null) return
+        const upTo = written
+        syncing = handle.datasync()
+          .then(() => { record(upTo) }, (err: Error) => { syncError = err })
+          .finally(() => { syncing = undefined })
+      }
+      /** Everything written so far made durable and recorded. */
+      const sync = async (): Promise<void> => {
+        await syncing
+        if (syncError != null) throw syncError
+        if (written === verified) return
+        const upTo = written
+        await handle.datasync()
+        record(upTo)
+      }
       try {
-        // `verified` moves in sync(), called within the loop
         for (;;) {
-          if (verified >= chunks) break
+          if (written >= chunks) break
           const fit = budget === Infinity ? MAX_REQUEST_CHUNKS : Math.floor(budget / perChunk)
           if (fit < 1) return { delay: 0, reason: 'resuming over a new relayed circuit' }
-          const count = Math.min(MAX_REQUEST_CHUNKS, chunks - verified, fit)
+          const count = Math.min(MAX_REQUEST_CHUNKS, chunks - written, fit)
+          // verified chunks are written a few at a time (one writev), in order from `written`
+          let pending: Uint8Array[] = []
+          const flush = async (): Promise<void> => {
+            if (pending.length === 0) return
+            const buffers = pending
+            pending = []
+            await handle.writev(buffers, written * CHUNK_BYTES)
+            written += buffers.length
+            const bytes = Math.min(row.size, written * CHUNK_BYTES)
+            const elapsed = Math.max(1, this.components.clock.now() - startedAt)
+            this.progress(row.id, 'in', bytes, row.size, Math.round((bytes - startBytes) * 1000 / elapsed))
+          }
           try {
-            for await (const chunk of stream.chunks(offer, row.size, hashes, verified, count, { signal })) {
-              await handle.write(chunk.data, 0, chunk.data.byteLength, chunk.index * CHUNK_BYTES)
-              written = chunk.index + 1
+            for await (const chunk of stream.chunks(offer, row.size, hashes, written, count, { signal })) {
+              pending.push(chunk.data)
               budget -= perChunk
-              if (written - verified >= SYNC_EVERY_CHUNKS) await sync()
-              const bytes = Math.min(row.size, written * CHUNK_BYTES)
-              const elapsed = Math.max(1, this.components.clock.now() - startedAt)
-              this.progress(row.id, 'in', bytes, row.size, Math.round((bytes - startBytes) * 1000 / elapsed))
+              if (pending.length >= WRITE_BATCH_CHUNKS) await flush()
+              if (syncError != null) throw syncError
+              if (written - verified >= SYNC_EVERY_CHUNKS) syncBeside()
             }
           } finally {
+            // what was verified before an error is kept too
+            await flush()
             await sync()
           }
         }
