@@ -18,6 +18,12 @@ export function sha256 (data: Uint8Array): Uint8Array<ArrayBuffer> {
   return new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength) as Uint8Array<ArrayBuffer>
 }
 
+/** An incremental SHA-256 of a whole file, fed in order. */
+export function wholeHasher (): { update: (data: Uint8Array) => void, digest: (encoding: 'hex') => string } {
+  const hash = createHash('sha256')
+  return { update: (data) => { hash.update(data) }, digest: (encoding) => hash.digest(encoding) }
+}
+
 function hex (bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
 }

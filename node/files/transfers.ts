@@ -17,7 +17,7 @@ import {
   chunkCount, CHUNK_BYTES, CorruptChunkError, FILE_PROTOCOL, FileFetchStream, FileRefusedError, FileResponse, HASH_BYTES,
   MAX_REQUEST_CHUNKS, MAX_REQUEST_HASHES
 } from '../../protocols/file/index.js'
-import { digestFile, sha256, sha256OfFile, writeAndDigest } from './hashing.js'
+import { digestFile, sha256, sha256OfFile, wholeHasher, writeAndDigest } from './hashing.js'
 import { FILE_OFFER_TYPE } from './content-type.js'
 import { encodeOffer, parseOffer } from './offer.js'
 import { bytesToHex } from '@noble/hashes/utils.js'
@@ -92,6 +92,9 @@ const SYNC_EVERY_CHUNKS = 128
 
 /** Verified chunks the fetcher writes at once (one writev, 256 KiB). */
 const WRITE_BATCH_CHUNKS = 8
+
+/** Batches the fetcher lets wait for the disk before it stops reading (1 MiB). */
+const MAX_WRITES_IN_FLIGHT = 4
 
 /** Chunks the server reads from disk at once (512 KiB). */
 const READ_AHEAD_CHUNKS = 16
@@ -549,6 +552,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       const handle = await open(partial, 'a+').then(async h => { await h.close(); return open(partial, 'r+') })
       let verified = row.verified
       let written = verified
+      // from the first byte in this attempt, the whole's SHA-256 is taken on the way; a resumed one reads the file back at the end
+      const whole = verified === 0 ? wholeHasher() : undefined
       const startedAt = this.components.clock.now()
       const startBytes = verified * CHUNK_BYTES
       // an fsync runs beside the transfer (the stream keeps flowing) and records,
@@ -578,43 +583,64 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
         record(upTo)
       }
       try {
+        // the next chunk to ask for: received and verified, perhaps not yet written
+        let received = written
         for (;;) {
-          if (written >= chunks) break
+          if (received >= chunks) break
           const fit = budget === Infinity ? MAX_REQUEST_CHUNKS : Math.floor(budget / perChunk)
           if (fit < 1) return { delay: 0, reason: 'resuming over a new relayed circuit' }
-          const count = Math.min(MAX_REQUEST_CHUNKS, chunks - written, fit)
-          // verified chunks are written a few at a time (one writev), in order from `written`
+          const count = Math.min(MAX_REQUEST_CHUNKS, chunks - received, fit)
+          // verified chunks are written a few at a time (one writev), in order, while
+          // the stream goes on (awaiting each write would stall the sender on the
+          // stream's window); at most a few writes wait at once
           let pending: Uint8Array[] = []
-          const flush = async (): Promise<void> => {
+          let writing: Promise<void> = Promise.resolve()
+          let inFlight = 0
+          let writeError: Error | undefined
+          const flush = (): void => {
             if (pending.length === 0) return
             const buffers = pending
             pending = []
-            await handle.writev(buffers, written * CHUNK_BYTES)
-            written += buffers.length
-            const bytes = Math.min(row.size, written * CHUNK_BYTES)
-            const elapsed = Math.max(1, this.components.clock.now() - startedAt)
-            this.progress(row.id, 'in', bytes, row.size, Math.round((bytes - startBytes) * 1000 / elapsed))
+            const at = received - buffers.length
+            inFlight++
+            writing = writing.then(async () => {
+              // after a failed write nothing later is written: `written` stays a prefix
+              if (writeError != null) return
+              await handle.writev(buffers, at * CHUNK_BYTES)
+              for (const buffer of buffers) whole?.update(buffer)
+              written = at + buffers.length
+              const bytes = Math.min(row.size, written * CHUNK_BYTES)
+              const elapsed = Math.max(1, this.components.clock.now() - startedAt)
+              this.progress(row.id, 'in', bytes, row.size, Math.round((bytes - startBytes) * 1000 / elapsed))
+            }).catch((err: Error) => { writeError ??= err }).finally(() => { inFlight-- })
           }
           try {
-            for await (const chunk of stream.chunks(offer, row.size, hashes, written, count, { signal })) {
+            for await (const chunk of stream.chunks(offer, row.size, hashes, received, count, { signal })) {
               pending.push(chunk.data)
+              received = chunk.index + 1
               budget -= perChunk
-              if (pending.length >= WRITE_BATCH_CHUNKS) await flush()
+              if (pending.length >= WRITE_BATCH_CHUNKS) {
+                flush()
+                if (inFlight > MAX_WRITES_IN_FLIGHT) await writing
+              }
+              if (writeError != null) throw writeError
               if (syncError != null) throw syncError
               if (written - verified >= SYNC_EVERY_CHUNKS) syncBeside()
             }
           } finally {
             // what was verified before an error is kept too
-            await flush()
-            await sync()
+            flush()
+            await writing
+            if (writeError == null) await sync()
           }
+          if (writeError != null) throw writeError
         }
         await handle.datasync()
       } finally {
         await handle.close()
       }
       // the chunks were each verified; the whole is checked too, and names the content
-      const sha = await sha256OfFile(partial)
+      const sha = whole != null ? whole.digest('hex') : await sha256OfFile(partial)
       if (sha !== row.sha256) {
         await rm(partial, { force: true })
         this.store.files.setVerified(row, 0)
