@@ -92,9 +92,10 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
       } else if ((event === 'file:offer' || event === 'file:status') && data.peerId === peerId) {
         say(`-- ${fileStatusLine(data, new Map([[peerId, name]]))}`)
       } else if (event === 'file:progress') {
-        // a line each quarter of the way, not more: the prompt stays usable
+        // a line when it starts and each quarter of the way, not more: the prompt stays usable
         const quarter = data.size === 0 ? 4 : Math.floor(data.bytes * 4 / data.size)
-        if (quarter > (quarters.get(data.id) ?? 0) && quarter < 4) {
+        const shownQuarter = quarters.get(data.id)
+        if ((shownQuarter == null || quarter > shownQuarter) && quarter < 4) {
           quarters.set(data.id, quarter)
           say(`-- ${data.direction === 'in' ? 'receiving' : 'sending'} ${data.id.slice(0, 8)}…: ${progressText(data)}`)
         }
