@@ -193,6 +193,10 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   async start (): Promise<void> {
     await mkdir(join(this.dir, 'partial'), { recursive: true, mode: 0o700 })
     await mkdir(join(this.dir, 'outgoing'), { recursive: true, mode: 0o700 })
+    // offers whose message was kept but whose own row was not (a crash in between)
+    for (const m of this.store.files.offersWithoutRow(FILE_OFFER_TYPE)) {
+      this.onMessage({ id: m.id, from: m.peer, contentType: FILE_OFFER_TYPE, body: m.body, request: m.request })
+    }
     this.pump()
   }
 
@@ -307,7 +311,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     if (!inserted) return
     const info = this.get(message.id) as FileInfo
     this.dispatchEvent(new CustomEvent('file:offer', { detail: info }))
-    if (status === 'refused') {
+    // a stranger is not dialled back to be told (its offers would make this node dial wherever it is)
+    if (status === 'refused' && message.request !== true) {
       const row = this.store.files.one(message.id, 'in', message.from) as FileRow
       this.tellSender(row, 'refused')
     }

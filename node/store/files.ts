@@ -124,6 +124,17 @@ export class FileRows {
     this.sql('UPDATE files SET path = ? WHERE id = ? AND direction = ? AND peer = ?').run(path ?? null, row.id, row.direction, row.peer)
   }
 
+  /**
+   * Offer messages received with no row here: what a crash caught between the
+   * message's commit and the offer's (oldest first, at most `limit`).
+   */
+  offersWithoutRow (contentType: string, limit = 1_000): Array<{ id: string, peer: string, body: string, request: boolean }> {
+    return (this.sql(`SELECT m.id, m.peer, m.body, m.request FROM messages m
+      WHERE m.direction = 'in' AND m.content_type = ? AND m.status = 'presented'
+        AND NOT EXISTS (SELECT 1 FROM files f WHERE f.id = m.id AND f.direction = 'in' AND f.peer = m.peer)
+      ORDER BY m.created_at LIMIT ?`).all(contentType, limit) as Row[]).map(r => ({ id: r.id, peer: r.peer, body: r.body, request: r.request === 1 }))
+  }
+
   /** Whether a complete received file already holds this content. */
   completePathOf (sha256: string): string | undefined {
     return (this.sql("SELECT path FROM files WHERE direction = 'in' AND status = 'complete' AND sha256 = ? AND path IS NOT NULL LIMIT 1").get(sha256) as Row | undefined)?.path

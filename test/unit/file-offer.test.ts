@@ -74,3 +74,20 @@ describe('the files table (migration 6)', () => {
     store.close()
   })
 })
+
+describe('offers a crash left without their row', () => {
+  it('are the presented inbound offer messages with no files row', () => {
+    const store = new Store()
+    const offerBody = encodeOffer(offer)
+    const at = 1_700_000_000_000
+    const inbound = (id: string, contentType: string): void => {
+      store.receive({ peer: 'p', id, seq: Number(id.at(-1)), body: offerBody, contentType, sentAt: at, receivedAt: at, path: 'direct' })
+    }
+    inbound('00000000-0000-7000-8000-000000000001', FILE_OFFER_TYPE)
+    inbound('00000000-0000-7000-8000-000000000002', FILE_OFFER_TYPE)
+    inbound('00000000-0000-7000-8000-000000000003', 'text/plain')
+    store.files.insert({ id: '00000000-0000-7000-8000-000000000001', peer: 'p', direction: 'in', ...offer, status: 'pending', createdAt: at })
+    expect(store.files.offersWithoutRow(FILE_OFFER_TYPE)).toEqual([{ id: '00000000-0000-7000-8000-000000000002', peer: 'p', body: offerBody, request: false }])
+    store.close()
+  })
+})
