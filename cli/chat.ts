@@ -2,6 +2,8 @@ import { createInterface } from 'node:readline'
 import { contentTypeNote, historyLine, shortPeer, terminalSafe, tick } from './format.js'
 import { liveEvents } from './live-events.js'
 import { ApiClient } from './client.js'
+import { fileStatusLine, progressText } from './files.js'
+import { FILE_OFFER_TYPE } from '../node/files/content-type.js'
 
 /**
  * `parley chat <peer>`: the conversation so far, then a prompt. Typed lines are
@@ -38,12 +40,18 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
   rl.prompt()
 
   const controller = new AbortController()
+  const quarters = new Map<string, number>()
   const mine = new Map<string, string>()
   // what has been shown from the peer, so that catching up after a reconnect shows nothing twice
   const shown = new Set(history.map(m => m.id))
   const showIncoming = (m: { id: string, body: string, contentType?: string, request?: boolean, path?: string }): void => {
     if (shown.has(m.id)) return
     shown.add(m.id)
+    // an offer's body is for clients that know nothing of files: its file:offer event says it better
+    if (m.contentType === FILE_OFFER_TYPE) {
+      markRead(m.id)
+      return
+    }
     say(`${name}${m.request === true ? ' (request)' : ''}: ${terminalSafe(m.body)}${contentTypeNote(m.contentType)}${m.path != null ? ` (${terminalSafe(m.path, { indent: false })})` : ''}`)
     markRead(m.id)
   }
@@ -81,6 +89,16 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
         path = terminalSafe(data.path ?? 'not connected', { indent: false })
         setPrompt()
         say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(data.transport, { indent: false })})` : ''}`)
+      } else if ((event === 'file:offer' || event === 'file:status') && data.peerId === peerId) {
+        say(`-- ${fileStatusLine(data, new Map([[peerId, name]]))}`)
+      } else if (event === 'file:progress') {
+        // a line when it starts and each quarter of the way, not more: the prompt stays usable
+        const quarter = data.size === 0 ? 4 : Math.floor(data.bytes * 4 / data.size)
+        const shownQuarter = quarters.get(data.id)
+        if ((shownQuarter == null || quarter > shownQuarter) && quarter < 4) {
+          quarters.set(data.id, quarter)
+          say(`-- ${data.direction === 'in' ? 'receiving' : 'sending'} ${data.id.slice(0, 8)}…: ${progressText(data)}`)
+        }
       } else if (event === 'overflow') {
         say('-- this chat fell behind and missed some events; reconnecting')
       }

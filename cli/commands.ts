@@ -5,6 +5,7 @@ import { runChat } from './chat.js'
 import { groupCommands, groupTarget, runGroupChat } from './group.js'
 import { reportReachability } from './relays.js'
 import { backupCommands } from './backup.js'
+import { fileCommands } from './files.js'
 import { defaultDataDir } from '../daemon/config.js'
 import { checkBodySize, readBody } from './body-input.js'
 import { bytes, clock, contactNames, contentTypeNote, conversationsTable, count, date, historyLine, outboxTable, peerLabel, mailboxLines, reachabilityLines, terminalSafe } from './format.js'
@@ -445,4 +446,5 @@ export function nodeCommands (program: Command): void {
 
   backupCommands(program)
   groupCommands(program, { clientOf, dataDirOf })
+  fileCommands(program, clientOf)
 }

@@ -31,7 +31,8 @@ export const daemonConfigSchema = nodeConfigSchema.pick({
   heartbeatInterval: true,
   messageExpiry: true,
   limits: true,
-  connectionLimits: true
+  connectionLimits: true,
+  files: true
 }).extend({
   apiPort: z.int({ error: 'must be a port number (0 for any free port)' }).min(0).max(65535).default(0)
 })

@@ -12,6 +12,8 @@ import { CONNECTION_LIMIT_DEFAULTS } from './network/connection-guard.js'
 import { MAX_RELAYS } from './network/reservations.js'
 import { DEFAULT_MESSAGE_EXPIRY } from './outbox/machine.js'
 import { DEFAULT_LIMITS } from './policy.js'
+import { FILE_LIMIT_DEFAULTS } from './files/transfers.js'
+import type { FileLimits } from './files/transfers.js'
 import type { ConnectionLimits } from './network/connection-guard.js'
 import type { PolicyLimits } from './policy.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -157,6 +159,15 @@ export interface NodeConfig {
    * @default CONNECTION_LIMIT_DEFAULTS
    */
   connectionLimits?: ConnectionLimits
+
+  /**
+   * Files received (protocols/file): a contact's offer up to `autoAcceptSize`
+   * bytes is fetched at once (25 MiB), larger ones and strangers' wait for
+   * `acceptFile`; offers over `maxFileSize` (1 GiB) are refused; received
+   * files and transfers under way take at most `quotaBytes` (4 GiB);
+   * `maxConcurrentFetches` (4) run at once.
+   */
+  files?: Partial<FileLimits>
 }
 
 /** A NodeConfig with every default filled in and every address parsed. */
@@ -180,6 +191,7 @@ export interface ResolvedNodeConfig {
   messageExpiry: number
   limits: PolicyLimits
   connectionLimits: Required<ConnectionLimits>
+  files: FileLimits
 }
 
 export const NODE_DEFAULTS = {
@@ -228,7 +240,8 @@ export const nodeConfigShape = {
   // a timer's longest wait is no limit: the outbox re-arms one that is too long
   messageExpiry: positiveMs().optional(),
   limits: policyLimitsSchema.optional(),
-  connectionLimits: connectionLimitsSchema.optional()
+  connectionLimits: connectionLimitsSchema.optional(),
+  files: limitTable(Object.keys(FILE_LIMIT_DEFAULTS) as Array<keyof FileLimits>, positiveInt()).optional()
 } satisfies Record<keyof NodeConfig, z.ZodType>
 
 /** NodeConfig's schema: unknown keys are errors, not silently ignored. */
@@ -263,6 +276,7 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     gapTimeout: checked.gapTimeout ?? NODE_DEFAULTS.gapTimeout,
     messageExpiry: checked.messageExpiry ?? NODE_DEFAULTS.messageExpiry,
     limits: { ...DEFAULT_LIMITS, ...checked.limits },
-    connectionLimits: { ...CONNECTION_LIMIT_DEFAULTS, ...checked.connectionLimits }
+    connectionLimits: { ...CONNECTION_LIMIT_DEFAULTS, ...checked.connectionLimits },
+    files: { ...FILE_LIMIT_DEFAULTS, ...checked.files }
   }
 }

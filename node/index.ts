@@ -9,3 +9,6 @@ export { InvalidRelayAddressError, MAX_RELAYS, TooManyRelaysError } from './netw
 export type { Path } from '../protocols/im/index.js'
 export * from './errors.js'
 export type * from './group/types.js'
+export type { FileInfo, FileProgress, FileStatus, FileLimits, SendFileOptions } from './files/transfers.js'
+export { FileQuotaError, FileStateError, UnknownFileError, WAITING_FOR_DIRECT } from './files/transfers.js'
+export { FILE_OFFER_TYPE } from './files/offer.js'

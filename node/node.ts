@@ -1,4 +1,7 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { systemClock } from '../common/clock.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { raceSignal } from 'race-signal'
@@ -32,6 +35,8 @@ import { Router, routerComponents } from './network/router.js'
 import { InvalidRelayAddressError } from './network/reservations.js'
 import { relayPeerOf } from '../common/relay-link.js'
 import { PREVIEW_CHARS, Store } from './store/index.js'
+import { FileTransfers } from './files/transfers.js'
+import type { FileInfo, SendFileOptions } from './files/transfers.js'
 import type { NodeConfig, ResolvedNodeConfig } from './config.js'
 import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
@@ -98,6 +103,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   private readonly groupsOf: Groups
   /** sendGroup's waits, by carrier id: each settles with where the carrier stands. */
   private readonly carrierWaits = new Map<string, { peer: string, settle: (status: GroupRecipientStatus) => void }>()
+  private readonly fileTransfers: FileTransfers
   private readonly closeDatastore: () => Promise<void>
   private readonly waiting = new Map<string, PromiseWithResolvers<Receipt>>()
   private stopped = false
@@ -130,6 +136,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       for (const peer of evt.detail.members) this.knownGroupPeers.add(peer)
       this.dispatchEvent(new CustomEvent('group:change', { detail: evt.detail }))
     })
+    this.fileTransfers = parts.files
+    this.wireFiles()
 
     this.paths.addEventListener('path:change', (evt) => {
       this.dispatchEvent(new CustomEvent('path:change', { detail: evt.detail }))
@@ -855,9 +863,64 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (this.policy.full) throw new StorageFullError(`the message store is at its limit (${this.config.limits.maxStoreBytes} bytes, limits.maxStoreBytes): free room or raise the limit to send`)
   }
 
+  // ---- files (node/files/transfers.ts, protocols/file) ----
+
+  private wireFiles (): void {
+    const files = this.fileTransfers
+    for (const name of ['file:offer', 'file:progress', 'file:status'] as const) {
+      files.addEventListener(name, (evt: CustomEvent<any>) => { this.dispatchEvent(new CustomEvent(name, { detail: evt.detail })) })
+    }
+    this.addEventListener('message', (evt) => { files.onMessage(evt.detail) })
+    this.engine.addEventListener('message:status', (evt) => { files.onOfferStatus(evt.detail.id, evt.detail.status, evt.detail.reason) })
+    this.libp2p.addEventListener('connection:open', (evt) => { files.wake(evt.detail.remotePeer.toString()) })
+  }
+
+  /**
+   * Offers a file to `peer`: hashes it, queues the offer as a message of
+   * its own content type (so it is delivered like any message, through a
+   * mailbox if the peer is offline) and serves the file to that peer alone
+   * while the offer stands. A path is served where it is (a change to the
+   * file fails the transfer) unless `copy` is set; a stream is copied. The
+   * content never goes into a mailbox.
+   */
+  async sendFile (peer: PeerId | string, source: string | AsyncIterable<Uint8Array>, options: SendFileOptions = {}): Promise<{ id: string, status: FileInfo['status'] }> {
+    if (this.stopped) throw new NodeStoppedError('the node is stopped; start a new one to send')
+    const to = this.resolvePeer(peer)
+    if (to.equals(this.peerId)) throw new InvalidPeerIdError('cannot send a file to this node itself')
+    const info = await this.fileTransfers.send(to.toString(), source, options)
+    return { id: info.id, status: info.status }
+  }
+
+  /** Accepts a file offer that waits for the user: it is fetched now. */
+  acceptFile (id: string): FileInfo {
+    return this.fileTransfers.accept(id)
+  }
+
+  /** Refuses a file offered to this node (or stops fetching it). */
+  refuseFile (id: string): FileInfo {
+    return this.fileTransfers.cancel(id)
+  }
+
+  /** Withdraws a file this node offered, or refuses one offered to it. */
+  cancelFile (id: string): FileInfo {
+    return this.fileTransfers.cancel(id)
+  }
+
+  /** A transfer by id (its offer message's id), sent or received. */
+  file (id: string): FileInfo | undefined {
+    return this.fileTransfers.get(id)
+  }
+
+  /** Transfers, the latest first. */
+  files (options: { direction?: 'in' | 'out', peer?: PeerId | string, limit?: number } = {}): FileInfo[] {
+    return this.fileTransfers.list({ ...options, peer: options.peer == null ? undefined : this.resolvePeer(options.peer).toString() })
+  }
+
   async stop (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    // transfers end first, their temporary directory once nothing writes to it
+    const filesStopped = this.fileTransfers.stop()
     this.storage.stop()
     this.engine.stop()
     this.inbox.stop()
@@ -872,6 +935,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     await this.libp2p.stop()
     // what arrived is handled before the store closes under it
     await this.groupsOf.settled()
+    await filesStopped
     this.store.close()
     await this.closeDatastore()
   }
@@ -920,6 +984,7 @@ export interface NodeParts {
   engine: DeliveryEngine
   mailboxes: Mailboxes
   groups: Groups
+  files: FileTransfers
   closeDatastore: () => Promise<void>
 }
 
@@ -950,8 +1015,23 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     const storage = new StorageMonitor({ store, policy, log: logger.forComponent('parley:storage') }, resolved.limits.maxStoreBytes)
     const inbox = new Inbox({ store }, { gapTimeout: resolved.gapTimeout })
     const reception = new Reception({ policy, inbox, storage }, resolved.limits)
+    // built before libp2p, which serves its offers; what it dials and queues with comes after
+    const late: { router?: Router, node?: ParleyNode } = {}
+    const filesDir = resolved.dataDir == null ? await mkdtemp(join(tmpdir(), 'parley-files-')) : join(resolved.dataDir, 'files')
+    const files = new FileTransfers({
+      store,
+      isBlocked: (peer) => policy.isBlocked(peer),
+      isContact: (peer) => !policy.isBlocked(peer) && (store as Store).contactsOf(peer).length > 0,
+      queueOffer: (peer, body, contentType) => (late.node as ParleyNode).queue(peer, body, { contentType }),
+      cancelOffer: (id) => { try { late.node?.cancel(id) } catch {} },
+      connect: async (peer, options) => (late.router as Router).connect(peer, options),
+      peerIdOf: (peer) => peerIdFromString(peer),
+      clock: systemClock,
+      log: logger.forComponent('parley:files')
+    }, resolved.files, filesDir, resolved.dataDir == null)
 
     libp2p = await createNodeLibp2p(resolved, privateKey, datastore, logger, {
+      files: files.serverInit(),
       admit: reception.admit,
       store: reception.store,
       onRefused: reception.onRefused,
@@ -987,9 +1067,12 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     const engine = new DeliveryEngine({ store, router, im: libp2p.services.im, logger, mailbox: mailboxes.depositor }, { ...resolved.retry, messageExpiry: resolved.messageExpiry, mailboxAfter: resolved.mailboxAfter })
     const groups = new Groups({ peerId: libp2p.peerId, privateKey, store, queue: (message) => engine.queue(message), log: logger.forComponent('parley:groups') })
     await groups.load(store.outbox().filter(e => e.group != null).map(e => e.id))
-    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, groups, closeDatastore: close })
+    const node = new ParleyNode({ libp2p, store, config: resolved, policy, storage, inbox, reception, paths, engine, mailboxes, groups, files, closeDatastore: close })
+    late.router = router
+    late.node = node
     await libp2p.start()
     node.start()
+    await files.start()
     return node
   } catch (err) {
     await Promise.resolve(libp2p?.stop()).catch(() => {})

@@ -1,3 +1,4 @@
+import type { FileInfo, FileProgress } from './files/transfers.js'
 /**
  * The library's public types: what a ParleyNode takes and gives. Kept apart
  * from the node itself so that the daemon's API contract and the CLI can use
@@ -201,6 +202,12 @@ export interface ParleyNodeEvents {
   'group:message': CustomEvent<GroupMessage>
   /** A group's membership or name changed: this node changed it, or learnt of a change (a group it was put in included). */
   'group:change': CustomEvent<GroupChange>
+  /** A file was offered to this node (see `files`): `status` says whether it is fetched already or waits for `acceptFile`. */
+  'file:offer': CustomEvent<FileInfo>
+  /** Bytes of a file transfer, in either direction (at most four a second per transfer, and at its end). */
+  'file:progress': CustomEvent<FileProgress>
+  /** A file transfer changed status. */
+  'file:status': CustomEvent<FileInfo>
 }
 
 /** One relay the node reserves on, and why it holds no reservation there when it does not. */

@@ -11,6 +11,7 @@ import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import type { GroupChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
+import type { FileInfo, FileProgress } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, RelayStatus, StatusChange } from '../../node/types.js'
 
 // ---- what requests carry ----
@@ -106,6 +107,28 @@ export const sendGroupBody = z.strictObject({
 })
 export type SendGroupBody = z.input<typeof sendGroupBody>
 
+/** `POST /v1/files`. */
+export const sendFileBody = z.strictObject({
+  /** Peer ID or contact name. */
+  to: z.string().min(1),
+  /** The file, as an absolute path on the daemon's machine (the daemon reads it, not the client). */
+  path: z.string().min(1).max(4096).refine(p => p.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p), { error: 'must be an absolute path' }),
+  /** The name the recipient sees (default: the path's last part). */
+  name: z.string().min(1).max(255).optional(),
+  /** The media type (default application/octet-stream). */
+  type: z.string().min(1).max(127).optional(),
+  /** Serve a copy made now, so that the file may change or go meanwhile. */
+  copy: z.boolean().optional()
+})
+export type SendFileBody = z.input<typeof sendFileBody>
+
+/** `GET /v1/files?direction=&peer=&limit=`. */
+export const filesQuery = z.strictObject({
+  direction: z.enum(['in', 'out']).optional(),
+  peer: z.string().min(1).max(256).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional()
+})
+
 /** The schemas a route's request is checked with. */
 export interface RequestSchemas {
   body?: z.ZodType
@@ -124,7 +147,9 @@ export const REQUEST_SCHEMAS = {
   'POST /v1/groups': { body: createGroupBody },
   'POST /v1/groups/:group/members': { body: addMemberBody },
   'POST /v1/groups/:group/messages': { body: sendGroupBody },
-  'GET /v1/groups/:group/history': { query: historyQuery }
+  'GET /v1/groups/:group/history': { query: historyQuery },
+  'POST /v1/files': { body: sendFileBody },
+  'GET /v1/files': { query: filesQuery }
 } satisfies { [R in ApiRoute]?: RequestSchemas }
 
 // ---- what answers carry ----
@@ -163,6 +188,12 @@ export interface SendRefused {
   message: string
 }
 
+/** `POST /v1/files`. */
+export interface SentFile {
+  id: string
+  status: FileInfo['status']
+}
+
 export interface RemovedContact {
   removed: string
 }
@@ -190,6 +221,12 @@ export interface ApiEvents {
   'group-message': GroupMessage
   /** A group's membership or name changed (or this node was put in a group). */
   'group-change': GroupChange
+  /** A file was offered to this node. */
+  'file:offer': FileInfo
+  /** Bytes of a transfer, either way (at most four a second per transfer). */
+  'file:progress': FileProgress
+  /** A transfer changed status. */
+  'file:status': FileInfo
   /** Last: the stream fell too far behind and is ended; read what was missed from the history. */
   overflow: { message: string, backlog: number }
 }
@@ -241,6 +278,15 @@ export interface ApiRoutes {
   /** 200 once every member is delivered, stored in its mailbox or found unreachable, within `wait`; 202 at once without `wait`. */
   'POST /v1/groups/:group/messages': { response: GroupSendResult, replies: { 202: GroupQueued } }
   'GET /v1/groups/:group/history': { response: GroupMessage[] }
+  /** Offers a file (see ParleyNode.sendFile): its id (the offer message's) and status; 400 unreadable, 404 no such peer. */
+  'POST /v1/files': { response: SentFile }
+  /** Transfers both ways, the latest first. */
+  'GET /v1/files': { response: FileInfo[] }
+  'GET /v1/files/:id': { response: FileInfo }
+  /** Accepts an offer waiting for the user: 409 when it does not wait, 507 over the disk quota. */
+  'POST /v1/files/:id/accept': { response: FileInfo }
+  /** Refuses an offer made to this node (or stops its transfer), or withdraws one it made: 409 when already over. */
+  'DELETE /v1/files/:id': { response: FileInfo }
   /** A `text/event-stream` of these, until the client goes. */
   'GET /v1/events': { response: ApiEvent }
 }

@@ -8,6 +8,7 @@ import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, RequestS
 import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 
@@ -35,7 +36,12 @@ const ERROR_STATUS: Record<string, number> = {
   // a group ID or name this node does not know
   UnknownGroupError: 404,
   // a membership change or message the group's rules do not allow this node
-  GroupChangeRefusedError: 403
+  GroupChangeRefusedError: 403,
+  // files: an id nobody offered, a transfer not in a state for it, the quota, a file over the protocol's bound
+  UnknownFileError: 404,
+  FileStateError: 409,
+  FileQuotaError: 507,
+  FileTooLargeError: 413
 }
 
 /**
@@ -71,7 +77,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'file:offer' | 'file:progress' | 'file:status'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -116,6 +122,12 @@ export interface ApiNode {
   queueGroup(group: string, body: string, options: { contentType?: string }): Promise<GroupQueued>
   sendGroup(group: string, body: string, options: { contentType?: string, timeout?: number }): Promise<GroupSendResult>
   groupHistory(group: string, options: { limit?: number, before?: number }): GroupMessage[]
+  /** Files (see ParleyNode.sendFile and the rest). */
+  sendFile(peer: string, path: string, options: SendFileOptions): Promise<{ id: string, status: FileInfo['status'] }>
+  acceptFile(id: string): FileInfo
+  cancelFile(id: string): FileInfo
+  file(id: string): FileInfo | undefined
+  files(options: { direction?: 'in' | 'out', peer?: string, limit?: number }): FileInfo[]
   addEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
   removeEventListener<K extends keyof ApiNodeEvents>(type: K, listener: (evt: ApiNodeEvents[K]) => void): void
 }
@@ -335,6 +347,25 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       return node.sendGroup(params.group, text, { contentType, timeout: wait * 1000 })
     },
     'GET /v1/groups/:group/history': ({ params, query }) => node.groupHistory(params.group, query),
+    // files: offers made and received, their transfers
+    'POST /v1/files': async ({ body: { to, path, ...options } }) => {
+      try {
+        return await node.sendFile(to, path, options)
+      } catch (err: any) {
+        if (typeof err.code === 'string' && ['ENOENT', 'EACCES', 'EISDIR', 'EPERM', 'ENOTDIR'].includes(err.code)) {
+          throw new HttpError(400, 'FileUnreadable', `the daemon cannot read ${path}: ${String(err.code)}`)
+        }
+        throw err
+      }
+    },
+    'GET /v1/files': ({ query }) => node.files(query),
+    'GET /v1/files/:id': ({ params }) => {
+      const file = node.file(params.id)
+      if (file == null) throw new HttpError(404, 'NotFound', `no file with id ${params.id.slice(0, 64)}`)
+      return file
+    },
+    'POST /v1/files/:id/accept': ({ params }) => node.acceptFile(params.id),
+    'DELETE /v1/files/:id': ({ params }) => node.cancelFile(params.id),
 
     // live events as Server-Sent Events: message, status, path; a client that
     // falls behind is sent `overflow` and dropped (see eventStream)
@@ -510,6 +541,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
   const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
+  const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file:offer', evt.detail)) }
+  const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file:progress', evt.detail)) }
+  const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file:status', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false
@@ -520,6 +554,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('reachability', onReachability)
     node.removeEventListener('group:message', onGroupMessage)
     node.removeEventListener('group:change', onGroupChange)
+    node.removeEventListener('file:offer', onFileOffer)
+    node.removeEventListener('file:progress', onFileProgress)
+    node.removeEventListener('file:status', onFileStatus)
   }
   const overflow = (): void => {
     unsubscribe()
@@ -539,6 +576,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('reachability', onReachability)
   node.addEventListener('group:message', onGroupMessage)
   node.addEventListener('group:change', onGroupChange)
+  node.addEventListener('file:offer', onFileOffer)
+  node.addEventListener('file:progress', onFileProgress)
+  node.addEventListener('file:status', onFileStatus)
   raw.on('close', unsubscribe)
   res.on('close', unsubscribe)
 }

@@ -19,6 +19,8 @@ import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import type { TrustSource } from './connection-guard.js'
 import type { ReservationKeeper } from './reservations.js'
 import type { ResolvedNodeConfig } from '../config.js'
+import { fileServer } from '../../protocols/file/index.js'
+import type { FileServer, FileServerInit } from '../../protocols/file/index.js'
 import type { ImInit, ImService } from '../../protocols/im/index.js'
 import type { PeerRecordPublisher } from '../../protocols/peer-record/index.js'
 import type { Identify } from '@libp2p/identify'
@@ -38,6 +40,7 @@ export interface NodeServices extends Record<string, unknown> {
   peerRecords: PeerRecordPublisher
   reservations: ReservationKeeper
   connectionGuard: ConnectionGuard
+  file: FileServer
 }
 
 export type NodeLibp2p = Libp2p<NodeServices>
@@ -51,6 +54,8 @@ export type NodeHandlers = Pick<ImInit, 'store' | 'admit' | 'onRefused'> & {
    * @default nobody
    */
   trust?: TrustSource
+  /** What the /parley/file/1.0.0 server serves (node/files/transfers.ts): nothing when absent. */
+  files?: FileServerInit
 }
 
 /**
@@ -67,7 +72,7 @@ export async function createNodeLibp2p (
   handlers: NodeHandlers
 ): Promise<NodeLibp2p> {
   guardWebRTCListenerLeak()
-  const { trust, ...imHandlers } = handlers
+  const { trust, files, ...imHandlers } = handlers
   // the relays it reserves on are trusted; the node keeps the set in step as relays are added and removed
   const guard = new ConnectionGuard({ limits: config.connectionLimits, trust, relays: config.relays.flatMap(r => relayPeerOf(r) ?? []) })
   // one listen address per configured relay makes the transport reserve a slot on each
@@ -125,7 +130,8 @@ export async function createNodeLibp2p (
       im: im(imHandlers),
       peerRecords: peerRecords(),
       reservations: reservationKeeper({ relays: config.relays }),
-      connectionGuard: guard.service()
+      connectionGuard: guard.service(),
+      file: fileServer(files ?? { lookup: () => undefined })
     }
   })
 }

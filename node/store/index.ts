@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import * as ordering from '../inbox/ordering.js'
 import { GroupStore } from './groups.js'
+import { FileRows } from './files.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
 import type { MessagePath, OutboundStatus } from '../types.js'
 import type { StatementSync } from 'node:sqlite'
@@ -883,5 +884,15 @@ export class Store {
   contact (name: string): Contact | undefined {
     const r = this.sql('SELECT * FROM contacts WHERE name = ?').get(name) as Row | undefined
     return r == null ? undefined : { name: r.name, peer: r.peer, addrs: JSON.parse(r.addrs), createdAt: r.created_at }
+  }
+
+  // ---- files (their SQL in ./files.ts) ----
+
+  private fileRows?: FileRows
+
+  /** The offers made and received, and their transfers. */
+  get files (): FileRows {
+    this.fileRows ??= new FileRows(this.db)
+    return this.fileRows
   }
 }

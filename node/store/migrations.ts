@@ -144,6 +144,31 @@ export const MIGRATIONS: string[] = [
   // conversations, almost none with a gap
   `
   CREATE INDEX conversations_gaps ON conversations (gap_since) WHERE gap_since IS NOT NULL;
+  `,
+  // 8: files offered and received (/parley/file/1.0.0). A row's id is its offer
+  // message's id; the content itself lives in files under the data dir, never here
+  `
+  CREATE TABLE files (
+    id          TEXT    NOT NULL,   -- the offer message's id
+    peer        TEXT    NOT NULL,   -- who offered it (in) or to whom (out)
+    direction   TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+    name        TEXT    NOT NULL,
+    type        TEXT    NOT NULL,   -- media type
+    size        INTEGER NOT NULL,
+    sha256      TEXT    NOT NULL,   -- hex, of the whole content
+    root        TEXT    NOT NULL,   -- hex, SHA-256 of the chunk hashes
+    hashes      BLOB,               -- the chunk hashes: out, computed at the offer; in, once fetched and verified
+    path        TEXT,               -- out: the file served; in: where the content is once complete
+    mtime       INTEGER,            -- out: the served file's mtime at the offer (ms)
+    owned       INTEGER NOT NULL DEFAULT 0,  -- out: path is parley's copy, deleted when the offer ends
+    verified    INTEGER NOT NULL DEFAULT 0,  -- in: chunks verified and on disk (fsynced), from the first
+    status      TEXT    NOT NULL,
+    reason      TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (id, direction, peer)
+  ) WITHOUT ROWID;
+  CREATE INDEX files_by_update ON files (updated_at);
   `
 ]
 

@@ -607,6 +607,60 @@ const handlers = {
     return { fromStart: end - t0, fromOpen: end - since, rate: count / ((end - since) / 1000) }
   },
 
+  // ---- files (benches/file.mjs) ----
+
+  /** Writes `size` random bytes to `path`: content no receiver has yet. */
+  async 'file:make' ({ path, size }) {
+    const { open } = await import('node:fs/promises')
+    const { randomFillSync } = await import('node:crypto')
+    const handle = await open(path, 'w')
+    const block = new Uint8Array(1024 * 1024)
+    for (let written = 0; written < size; written += block.length) {
+      randomFillSync(block)
+      await handle.write(block, 0, Math.min(block.length, size - written))
+    }
+    await handle.close()
+  },
+  /** Node `name` offers the file at `path` to `peer`: its id, and the ms hashing and queueing took. */
+  async 'file:offer' ({ name, peer, path }) {
+    const start = performance.now()
+    const { id } = await parley.get(name).sendFile(peer, path)
+    return { id, ms: performance.now() - start }
+  },
+  /** Node `name` waits for the offer `id`, accepts it, and waits for it to complete: ms from the accept. */
+  async 'file:receive' ({ name, id, timeout = 300_000 }) {
+    const node = parley.get(name)
+    await waitFor(() => node.file(id) != null, node, 'file:offer', timeout, `the offer ${id}`)
+    const start = performance.now()
+    node.acceptFile(id)
+    await waitFor(() => ['complete', 'failed'].includes(node.file(id)?.status), node, 'file:status', timeout, `the file ${id}`)
+    const file = node.file(id)
+    if (file.status !== 'complete') throw new Error(`the file failed: ${file.reason}`)
+    return { ms: performance.now() - start, path: file.path }
+  },
+  async 'blob:handle' ({ name }) {
+    const { handleBlob } = await import('./lib/blob.mjs')
+    await handleBlob(libp2pOf(name))
+  },
+  /** Copies `path` from `peer` to `dest` over the direct connection (a WebRTC one when `webrtc`): ms. */
+  async 'blob:fetch' ({ name, peer, path, dest, webrtc = false }) {
+    const { fetchBlob } = await import('./lib/blob.mjs')
+    const libp2p = libp2pOf(name)
+    const connection = libp2p.getConnections().find(c => c.remotePeer.toString() === peer && c.status === 'open' && c.limits == null && c.remoteAddr.toString().includes('/webrtc') === webrtc)
+    if (connection == null) throw new Error(`no open ${webrtc ? 'WebRTC' : 'direct'} connection to ${peer}`)
+    const start = performance.now()
+    const bytes = await fetchBlob(connection, path, dest)
+    return { ms: performance.now() - start, bytes }
+  },
+  /** Node `name` learns `addrs` of `peer`, sends it a message and waits for the path to become direct. */
+  async 'parley:direct' ({ name, peer, addrs, timeout = 60_000 }) {
+    const { multiaddr, peerIdFromString } = await loadLibs()
+    const node = parley.get(name)
+    await node.libp2p.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
+    await node.send(peer, 'hello', { timeout: 30_000 })
+    await waitFor(() => node.pathTo(peer) === 'direct', node, 'path:change', timeout, 'a direct path')
+  },
+
   // ---- cold first message ----
 
   /**

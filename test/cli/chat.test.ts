@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
+import { writeTestFile } from '../fixtures/files.js'
 import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
 import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
@@ -66,5 +68,26 @@ describe('parley chat in a terminal', () => {
     await until(async () => tmux('has-session', '-t', session).then(() => false, () => true), { every: 200, timeout: 30_000, what: () => 'the chat to quit' })
     expect((await bob.cli(['send', 'alice', 'while away'])).code).toBe(0)
     expect(JSON.parse((await alice.cli(['ls', '--json'])).stdout)).toEqual([expect.objectContaining({ name: 'bob', unread: 1 })])
+  })
+
+  it('shows a file offer with how to accept it, its progress and where it landed', async () => {
+    const dir = await tempDir()
+    const alice = await startDaemonProcess(await tempDir())
+    const bob = await startDaemonProcess(await tempDir())
+    await alice.cli(['contacts', 'add', 'bob', (await bob.cli(['invite'])).stdout.trim()])
+    await bob.cli(['contacts', 'add', 'alice', (await alice.cli(['invite'])).stdout.trim()])
+    const source = join(dir, 'holiday.jpg')
+    await writeTestFile(source, 30 * 1024 * 1024, 21)
+
+    await tmux('new-session', '-d', '-s', session, '-x', '200', '-y', '40',
+      `${NODE} ${CLI} --data-dir ${bob.dataDir} chat alice`)
+    await screenShows(session, /\[alice · [^\]]+\] >/)
+    const { id } = JSON.parse((await alice.cli(['send-file', 'bob', source, '--type', 'image/jpeg', '--no-wait', '--json'])).stdout)
+    // over the auto-accept size: the chat says so, and how to take it; not the offer's JSON
+    const offered = await screenShows(session, new RegExp(`alice offers holiday\\.jpg \\(30 MiB\\) — accept it with \`parley accept ${id}\``))
+    expect(offered).not.toMatch(/"sha256"/)
+    expect((await bob.cli(['accept', id])).code).toBe(0)
+    const done = await screenShows(session, /received holiday\.jpg \(30 MiB\) from alice: \S+/)
+    expect(done).toMatch(/receiving [0-9a-f]{8}…: \d+% /)
   })
 })

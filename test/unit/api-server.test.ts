@@ -24,6 +24,8 @@ import { useTempDirs } from '../fixtures/dirs.js'
 import type { GroupQueued } from '../../daemon/api/contract.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
 import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import { FileStateError, UnknownFileError } from '../../node/files/transfers.js'
+import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, RelayStatus } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -169,9 +171,33 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
     this.record('groupHistory', group, options)
     return []
   }
+
+  // files: one offer waiting, FILE_ID
+  sendFile = async (peer: string, path: string, options: SendFileOptions): Promise<{ id: string, status: FileInfo['status'] }> => {
+    this.record('sendFile', peer, path, options)
+    if (path.endsWith('/missing')) throw Object.assign(new Error('ENOENT: no such file'), { code: 'ENOENT' })
+    return { id: FILE_ID, status: 'offering' }
+  }
+
+  acceptFile = (id: string): FileInfo => {
+    if (id !== FILE_ID) throw new UnknownFileError(`no file ${id}`)
+    if (this.fileInfo.status !== 'pending') throw new FileStateError('not pending')
+    this.fileInfo = { ...this.fileInfo, status: 'queued' }
+    return this.fileInfo
+  }
+
+  cancelFile = (id: string): FileInfo => ({ ...this.acceptFile(id), status: 'refused' })
+  file = (id: string): FileInfo | undefined => id === FILE_ID ? this.fileInfo : undefined
+  files = (options: { direction?: 'in' | 'out', peer?: string, limit?: number }): FileInfo[] => {
+    this.record('files', options)
+    return [this.fileInfo]
+  }
+
+  fileInfo: FileInfo = { id: FILE_ID, peerId: ALICE, direction: 'in', name: 'a.jpg', type: 'image/jpeg', size: 10, sha256: 'a'.repeat(64), status: 'pending', bytes: 0, createdAt: 1, updatedAt: 1 }
 }
 
 const GROUP: GroupInfo = { id: 'ab'.repeat(32), name: 'family', members: [ALICE, ME].sort(), admins: [ME], creator: ME, member: true }
+const FILE_ID = '01890a5d-ac96-774b-bcce-b302099a8057'
 
 interface Answer {
   status: number
@@ -599,5 +625,34 @@ describe('the API server', () => {
     expect(await events.next()).toEqual({ done: false, value: { event: 'message', data: received(7, 5) } })
     controller.abort()
     expect(await events.next()).toEqual({ done: true, value: undefined })
+  })
+
+  it('serves the file routes: offer by absolute path, list, accept once, refuse; unreadable files are 400', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'POST', '/v1/files', { body: { to: ALICE, path: '/home/a/photo.jpg', type: 'image/jpeg' } })).toMatchObject({ status: 200, body: { id: FILE_ID, status: 'offering' } })
+    expect(node.calls).toContainEqual(['sendFile', ALICE, '/home/a/photo.jpg', { type: 'image/jpeg' }])
+    expect(await call(api, 'POST', '/v1/files', { body: { to: ALICE, path: 'relative.jpg' } })).toMatchObject({ status: 400, body: { error: 'BadRequest' } })
+    expect(await call(api, 'POST', '/v1/files', { body: { to: ALICE, path: '/nope/missing' } })).toMatchObject({ status: 400, body: { error: 'FileUnreadable' } })
+    expect(await call(api, 'GET', '/v1/files?direction=in&limit=5')).toMatchObject({ status: 200, body: [{ id: FILE_ID }] })
+    expect(node.calls).toContainEqual(['files', { direction: 'in', limit: 5 }])
+    expect(await call(api, 'GET', '/v1/files?direction=sideways')).toMatchObject({ status: 400 })
+    expect(await call(api, 'GET', `/v1/files/${FILE_ID}`)).toMatchObject({ status: 200, body: { status: 'pending' } })
+    expect(await call(api, 'GET', '/v1/files/nope')).toMatchObject({ status: 404 })
+    expect(await call(api, 'POST', `/v1/files/${FILE_ID}/accept`)).toMatchObject({ status: 200, body: { status: 'queued' } })
+    expect(await call(api, 'POST', `/v1/files/${FILE_ID}/accept`)).toMatchObject({ status: 409, body: { error: 'FileStateError' } })
+    expect(await call(api, 'DELETE', '/v1/files/other')).toMatchObject({ status: 404, body: { error: 'UnknownFileError' } })
+  })
+
+  it('streams file events', async () => {
+    const { node, api } = await serve()
+    const events = await subscribe(api)
+    expect((await events.next())?.event).toBe('ready')
+    node.dispatchEvent(new CustomEvent('file:offer', { detail: node.fileInfo }))
+    node.dispatchEvent(new CustomEvent('file:progress', { detail: { id: FILE_ID, direction: 'in' as const, bytes: 5, size: 10, rate: 100 } }))
+    node.dispatchEvent(new CustomEvent('file:status', { detail: { ...node.fileInfo, status: 'complete' as const } }))
+    expect(await events.next()).toEqual({ event: 'file:offer', data: node.fileInfo })
+    expect(await events.next()).toEqual({ event: 'file:progress', data: { id: FILE_ID, direction: 'in', bytes: 5, size: 10, rate: 100 } })
+    expect((await events.next())?.data.status).toBe('complete')
+    events.close()
   })
 })

@@ -27,6 +27,14 @@ describe('the daemon config', () => {
     expect(node.connectionLimits).toEqual({ maxInboundPerIp: 4 })
   })
 
+  it('passes the files section of config.json to the node, and names a bad key', async () => {
+    const dir = await tempDir()
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ files: { autoAcceptSize: 1024, quotaBytes: 1_000_000 } }))
+    expect(toNodeConfig(dir, await loadDaemonConfig(dir, {}, {})).files).toEqual({ autoAcceptSize: 1024, quotaBytes: 1_000_000 })
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ files: { quota: 1 } }))
+    await expect(loadDaemonConfig(dir, {}, {})).rejects.toThrow(/files/)
+  })
+
   it('names an unknown or invalid limit and where it came from', async () => {
     const dir = await tempDir()
     await writeFile(join(dir, 'config.json'), JSON.stringify({ limits: { maxStoreGigabytes: 1 } }))
