@@ -47,7 +47,7 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
   const showIncoming = (m: { id: string, body: string, contentType?: string, request?: boolean, path?: string }): void => {
     if (shown.has(m.id)) return
     shown.add(m.id)
-    // an offer's body is for clients that know nothing of files: its file:offer event says it better
+    // an offer's body is for clients that know nothing of files: its file-offer event says it better
     if (m.contentType === FILE_OFFER_TYPE) {
       markRead(m.id)
       return
@@ -89,9 +89,9 @@ export async function runChat (client: ApiClient, peer: string, dataDir: string)
         path = terminalSafe(data.path ?? 'not connected', { indent: false })
         setPrompt()
         say(`-- path to ${name} is now ${path}${data.transport != null ? ` (${terminalSafe(data.transport, { indent: false })})` : ''}`)
-      } else if ((event === 'file:offer' || event === 'file:status') && data.peerId === peerId) {
+      } else if ((event === 'file-offer' || event === 'file-status') && data.peerId === peerId) {
         say(`-- ${fileStatusLine(data, new Map([[peerId, name]]))}`)
-      } else if (event === 'file:progress') {
+      } else if (event === 'file-progress') {
         // a line when it starts and each quarter of the way, not more: the prompt stays usable
         const quarter = data.size === 0 ? 4 : Math.floor(data.bytes * 4 / data.size)
         const shownQuarter = quarters.get(data.id)

@@ -69,7 +69,7 @@ async function follow (client: ApiClient, id: string, out: NodeJS.WriteStream, s
   const current = (await client.call('GET /v1/files/:id', { params: { id } })).body
   if (FINAL.has(current.status)) return current
   for await (const event of client.events(signal) as AsyncGenerator<ApiEvent>) {
-    if (event.event === 'file:progress' && event.data.id === id) {
+    if (event.event === 'file-progress' && event.data.id === id) {
       if (tty) out.write(`\r${progressBar(event.data)} ${progressText(event.data)}\u001b[K`)
       else {
         const tenth = event.data.size === 0 ? 10 : Math.floor(event.data.bytes * 10 / event.data.size)
@@ -78,7 +78,7 @@ async function follow (client: ApiClient, id: string, out: NodeJS.WriteStream, s
           out.write(`${progressText(event.data)}\n`)
         }
       }
-    } else if (event.event === 'file:status' && event.data.id === id) {
+    } else if (event.event === 'file-status' && event.data.id === id) {
       if (tty) out.write('\r\u001b[K')
       out.write(`${fileStatusLine(event.data)}\n`)
       if (FINAL.has(event.data.status)) return event.data

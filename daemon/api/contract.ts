@@ -222,11 +222,11 @@ export interface ApiEvents {
   /** A group's membership or name changed (or this node was put in a group). */
   'group-change': GroupChange
   /** A file was offered to this node. */
-  'file:offer': FileInfo
+  'file-offer': FileInfo
   /** Bytes of a transfer, either way (at most four a second per transfer). */
-  'file:progress': FileProgress
+  'file-progress': FileProgress
   /** A transfer changed status. */
-  'file:status': FileInfo
+  'file-status': FileInfo
   /** Last: the stream fell too far behind and is ended; read what was missed from the history. */
   overflow: { message: string, backlog: number }
 }

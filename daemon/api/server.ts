@@ -541,9 +541,9 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
   const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
-  const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file:offer', evt.detail)) }
-  const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file:progress', evt.detail)) }
-  const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file:status', evt.detail)) }
+  const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file-offer', evt.detail)) }
+  const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file-progress', evt.detail)) }
+  const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file-status', evt.detail)) }
   const keepAlive = setInterval(() => { send(': keep-alive\n\n') }, EVENTS_KEEP_ALIVE)
   const unsubscribe = (): void => {
     open = false

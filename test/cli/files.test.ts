@@ -112,7 +112,7 @@ describe('files between two daemons', () => {
     // back up: the transfer goes on from there, never from before it
     const after: number[] = []
     bob = await startDaemonProcess(bob.dataDir)
-    const stopAfter = watch(bob.dataDir, e => { if (e.event === 'file:progress' && e.data.id === id) after.push(e.data.bytes) })
+    const stopAfter = watch(bob.dataDir, e => { if (e.event === 'file-progress' && e.data.id === id) after.push(e.data.bytes) })
     await until(async () => JSON.parse((await bob.cli(['files', '--json'])).stdout).find((f: any) => f.id === id)?.status === 'complete', { every: 250, what: 'the file to arrive after the restart' })
     stopAfter()
     expect(after.every(b => b >= row.verified * CHUNK)).toBe(true)
