@@ -10,8 +10,8 @@
  * Two signals make the node test its direct connections:
  * - this machine's routable addresses changed (polled from the interfaces,
  *   every `pollInterval`): every direct connection is tested;
- * - a peer opened another connection while a direct one to it is open (what a
- *   moved peer does to reach us again): that peer's older direct connections
+ * - a peer opened a relayed connection while a direct one to it is open (what
+ *   a moved peer does to reach us again): that peer's older direct connections
  *   are tested.
  * A test is a libp2p ping on that very connection; one that gets no answer
  * within `probeTimeout` is aborted, so the messages on it fail at once and go
@@ -164,6 +164,10 @@ class DefaultStalePaths implements Startable, StalePaths {
 
   private onConnectionOpen (evt: CustomEvent<Connection>): void {
     const fresh = evt.detail
+    // a peer coming back over a relay while a direct connection is open hints that the
+    // direct one is dead at its end; a new direct connection (a WebRTC upgrade, a LAN
+    // dial) hints nothing, and testing on every one would ping through connection storms
+    if (isDirect(fresh)) return
     for (const connection of this.components.connectionManager.getConnections(fresh.remotePeer)) {
       if (connection.id !== fresh.id && connection.timeline.open <= fresh.timeline.open) this.test(connection)
     }

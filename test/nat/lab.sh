@@ -120,6 +120,16 @@ LAB_V6=2001:db8
 LAB_RELAY_IP6=$LAB_V6::1
 LAB_V6ONLY_IP6=$LAB_V6::20
 
+# many peers (15.6): six more hosts on each LAN (e to j), for ten a side when
+# PARLEY_NAT_MANY=10 asks for them
+for lan in 1 2; do
+  i=14
+  for letter in e f g h i j; do
+    LAB_HOSTS+=("many$lan$letter many$lan 198.18.5$lan.$i")
+    i=$((i + 1))
+  done
+done
+
 lab_ns () { echo "$LAB_PREFIX-$1"; }
 
 # sysctl inside a namespace (through /proc: no procps needed); a knob the

@@ -55,8 +55,11 @@ Object.assign(HOSTS, {
   cgn2a: { name: 'cgn2a', ip: '198.18.44.10', router: 'home2', publicIp: '198.18.0.42', nat: 'double' },
   open1a: { name: 'open1a', ip: '198.18.61.10', router: 'open1', publicIp: '198.18.0.61', nat: 'open-cone' }
 } satisfies Record<string, Host>)
+/** Hosts a LAN of 15.6 has (lab.sh makes ten); the scenario uses PARLEY_NAT_MANY of them (default 4). */
+export const MANY_LETTERS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']
+export const MANY_PER_LAN = Math.min(MANY_LETTERS.length, Math.max(2, Number(process.env.PARLEY_NAT_MANY ?? 4)))
 for (const lan of [1, 2]) {
-  for (const [i, letter] of ['a', 'b', 'c', 'd'].entries()) {
+  for (const [i, letter] of MANY_LETTERS.entries()) {
     const name = `many${lan}${letter}`
     HOSTS[name] = { name, ip: `198.18.5${lan}.${10 + i}`, router: `many${lan}`, publicIp: `198.18.0.5${lan}`, nat: 'cone' }
   }
@@ -341,6 +344,10 @@ export class Relay {
     const proc = spawn('ip', ['netns', 'exec', ns('inet'), NODE, CLI, 'relay',
       '--listen', `/ip4/${RELAY_IP}/tcp/4001`, '--listen', `/ip4/${RELAY_IP}/tcp/4002/ws`,
       '--listen', `/ip4/${RELAY_IP}/tcp/443/ws`, '--listen', `/ip6/${RELAY_IP6}/tcp/4001`,
+      // ten hosts behind one NAT (15.6 with PARLEY_NAT_MANY=10) share one address, and every
+      // NAT of the lab sits in one /24: the defaults (8 reservations and 32 circuits per IP,
+      // 32 and 128 per /24) would refuse some of them, as they would an office behind one NAT
+      ...(MANY_PER_LAN > 8 ? ['--max-reservations-per-ip', '16', '--max-circuits-per-ip', '128', '--max-reservations-per-subnet', '64', '--max-circuits-per-subnet', '256'] : []),
       '--data-dir', this.dataDir], { cwd: ROOT, env: { ...process.env, DEBUG: 'parley:*,libp2p:circuit-relay*' }, stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     const handle = { kill: () => { if (proc.exitCode == null) proc.kill('SIGKILL') } }

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest'
-import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, egressDrops, killAll, lossDrops, moveHost, setLink, sleep, waitUntil, writeResults } from './lab.js'
+import { Agent, HOSTS, LOG_DIR, MANY_LETTERS, MANY_PER_LAN, Relay, STUN, TURN, WORK_DIR, egressDrops, killAll, lossDrops, moveHost, setLink, sleep, waitUntil, writeResults } from './lab.js'
 import type { AgentConfig, AgentEvent, ConnectionInfo, Host, Row } from './lab.js'
 
 /**
@@ -791,10 +791,17 @@ describe('NAT lab', () => {
    * NATs. Every pair across the NATs talks both ways at once; the pairs on one
    * LAN must find each other on the LAN, not through the relay or the NAT.
    */
-  scenario('15.6', 'four peers behind each of two cone NATs', 'cone (4 hosts) ↔ cone (4 hosts)', 240_000, async (s) => {
-    const lan = async (n: number): Promise<Agent[]> => Promise.all(['a', 'b', 'c', 'd'].map(async letter =>
-      start(HOSTS[`many${n}${letter}`], `s15.6-many${n}${letter}`, { iceServers: [STUN] })))
-    const [left, right] = await Promise.all([lan(1), lan(2)])
+  const many = MANY_PER_LAN
+  const manyWord = ['two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten'][many - 2]
+  scenario('15.6', `${manyWord} peers behind each of two cone NATs`, `cone (${many} hosts) ↔ cone (${many} hosts)`, 120_000 + many * many * 8_000, async (s) => {
+    // started four at a time: twenty node processes loading at once on 2 cores take longer than a start may
+    const started: Agent[] = []
+    const names = [1, 2].flatMap(n => MANY_LETTERS.slice(0, many).map(letter => `many${n}${letter}`))
+    for (let i = 0; i < names.length; i += 4) {
+      started.push(...await Promise.all(names.slice(i, i + 4).map(async name => start(HOSTS[name], `s15.6-${name}`, { iceServers: [STUN] }))))
+    }
+    const left = started.slice(0, many)
+    const right = started.slice(many)
     const cross = left.flatMap(a => right.map(b => new Conversation(s, a, b)))
     const local = [left, right].flatMap(side => side.flatMap((a, i) => side.slice(i + 1).map(b => new Conversation(s, a, b))))
     const all = [...cross, ...local]

@@ -103,7 +103,7 @@ describe('stale paths', () => {
     expect(t.service.aborted).toBe(2)
   })
 
-  it('when a peer opens another connection, tests that peer\'s older direct connections', async () => {
+  it('when a peer comes back over a relay, tests that peer\'s older direct connections', async () => {
     const t = setup()
     const old = connection('peerA', 'direct', 0)
     const other = connection('peerB', 'direct', 0)
@@ -114,6 +114,14 @@ describe('stale paths', () => {
     await t.settle()
     expect(old.aborted?.name).toBe('TimeoutError')
     expect(other.aborted).toBeUndefined()
+  })
+
+  it('does not test when the peer opens another direct connection (a WebRTC upgrade, a LAN dial)', () => {
+    const t = setup()
+    t.connections.push(connection('peerA', 'direct', 0))
+    t.open(connection('peerA', 'webrtc', 10))
+    t.open(connection('peerA', 'direct', 20))
+    expect(t.probed).toEqual([])
   })
 
   it('tests a connection once at a time, however many connections its peer opens meanwhile', async () => {
