@@ -105,12 +105,14 @@ LAB_HOSTS+=(
 )
 # IPv6 (15.7), inside the documentation prefix 2001:db8::/32 and only in these
 # namespaces: the internet bridge carries 2001:db8::/64 too (the relay is
-# dual-stack, 2001:db8::1); dual1/dual2 are cone NATs for IPv4 that route IPv6
-# unfiltered (kind dual-cone: WAN 2001:db8::<octet>, LAN 2001:db8:<octet>::/64);
+# dual-stack, 2001:db8::1); dual1/dual2 are symmetric NATs for IPv4 (as a
+# carrier's NAT often is where the ISP gives native IPv6) that route IPv6
+# unfiltered (kind dual-symmetric: WAN 2001:db8::<octet>, LAN 2001:db8:<octet>::/64):
+# only IPv6 lets the pair go direct;
 # v6pub is an IPv6-only host on the internet bridge (2001:db8::20).
 LAB_ROUTERS+=(
-  "dual1 dual-cone 198.18.0.101 101"
-  "dual2 dual-cone 198.18.0.102 102"
+  "dual1 dual-symmetric 198.18.0.101 101"
+  "dual2 dual-symmetric 198.18.0.102 102"
 )
 LAB_HOSTS+=(
   "dual1a dual1 198.18.101.10"
@@ -231,7 +233,7 @@ lab_up () {
     fi
 
     # source NAT from the LAN to the internet
-    if [ "$kind" = symmetric ]; then
+    if [ "$kind" = symmetric ] || [ "$kind" = dual-symmetric ]; then
       # a new, random external port for every new flow (endpoint-dependent mapping)
       ip netns exec "$rns" iptables -t nat -A POSTROUTING -s "198.18.$octet.0/24" -o wan -j MASQUERADE --random-fully
     else
@@ -256,7 +258,7 @@ lab_up () {
       ip netns exec "$rns" iptables -A FORWARD -i br-lan -o wan -p udp -j DROP
       ip netns exec "$rns" iptables -A FORWARD -i br-lan -o wan -j DROP
     fi
-    if [ "$kind" = dual-cone ]; then
+    if [ "$kind" = dual-symmetric ]; then
       # IPv6 routed, not translated, and not filtered: open end to end
       lab_ipv6_on "$rns"
       lab_sysctl "$rns" net.ipv6.conf.all.forwarding 1

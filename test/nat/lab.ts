@@ -74,10 +74,10 @@ HOSTS.roam1a = { name: 'roam1a', ip: '198.18.81.10', router: 'roam1', publicIp: 
 /* 15.2: an office firewall (cone NAT) that lets out only TCP to ports 80 and 443 */
 HOSTS.office1a = { name: 'office1a', ip: '198.18.91.10', router: 'office1', publicIp: '198.18.0.91', nat: 'web-only' }
 
-/* 15.7: two dual-stack hosts (IPv4 behind cone NATs, IPv6 routed and open) and
+/* 15.7: two dual-stack hosts (IPv4 behind symmetric NATs, IPv6 routed and open) and
  * an IPv6-only host on the internet bridge (no IPv4 address at all) */
-HOSTS.dual1a = { name: 'dual1a', ip: '198.18.101.10', ip6: '2001:db8:101::10', router: 'dual1', publicIp: '198.18.0.101', nat: 'cone' }
-HOSTS.dual2a = { name: 'dual2a', ip: '198.18.102.10', ip6: '2001:db8:102::10', router: 'dual2', publicIp: '198.18.0.102', nat: 'cone' }
+HOSTS.dual1a = { name: 'dual1a', ip: '198.18.101.10', ip6: '2001:db8:101::10', router: 'dual1', publicIp: '198.18.0.101', nat: 'symmetric' }
+HOSTS.dual2a = { name: 'dual2a', ip: '198.18.102.10', ip6: '2001:db8:102::10', router: 'dual2', publicIp: '198.18.0.102', nat: 'symmetric' }
 HOSTS.v6pub = { name: 'v6pub', ip: '2001:db8::20', ip6: '2001:db8::20', publicIp: '2001:db8::20', nat: 'ipv6-only' }
 
 export const ns = (name: string): string => `${PREFIX}-${name}`
