@@ -11,8 +11,8 @@
  * - this machine's routable addresses changed (polled from the interfaces,
  *   every `pollInterval`): every direct connection is tested;
  * - a peer opened a relayed connection while a direct one to it is open (what
- *   a moved peer does to reach us again): that peer's older direct connections
- *   are tested.
+ *   a moved peer does to reach us again): that peer's direct connections older
+ *   than `minAge` are tested.
  * A test is a libp2p ping on that very connection; one that gets no answer
  * within `probeTimeout` is aborted, so the messages on it fail at once and go
  * again over whatever path remains (the relay), and the router dials anew.
@@ -41,6 +41,8 @@ export interface StalePathsInit {
   pollInterval?: number
   /** How long a tested connection has to answer a ping before it is aborted. @default 3000 */
   probeTimeout?: number
+  /** How old a direct connection must be for a peer's new relayed connection to make it tested. @default 2000 */
+  minAge?: number
   clock?: Clock
   /** This machine's interfaces (os.networkInterfaces); injected by tests. */
   interfaces?: () => NodeJS.Dict<NetworkInterfaceInfo[]>
@@ -107,6 +109,7 @@ class DefaultStalePaths implements Startable, StalePaths {
   private readonly log: Logger
   private readonly pollInterval: number
   private readonly probeTimeout: number
+  private readonly minAge: number
   private readonly clock: Clock
   private readonly interfaces: () => NodeJS.Dict<NetworkInterfaceInfo[]>
   private readonly probe: (connection: Connection, signal: AbortSignal) => Promise<void>
@@ -119,6 +122,7 @@ class DefaultStalePaths implements Startable, StalePaths {
     this.log = components.logger.forComponent('parley:stale-paths')
     this.pollInterval = init.pollInterval ?? 1_000
     this.probeTimeout = init.probeTimeout ?? 3_000
+    this.minAge = init.minAge ?? 2_000
     this.clock = init.clock ?? systemClock
     this.interfaces = init.interfaces ?? networkInterfaces
     this.probe = init.probe ?? ping
@@ -169,7 +173,9 @@ class DefaultStalePaths implements Startable, StalePaths {
     // dial) hints nothing, and testing on every one would ping through connection storms
     if (isDirect(fresh)) return
     for (const connection of this.components.connectionManager.getConnections(fresh.remotePeer)) {
-      if (connection.id !== fresh.id && connection.timeline.open <= fresh.timeline.open) this.test(connection)
+      // a direct connection younger than that is still settling (a WebRTC connection is
+      // signalled over a relayed one, which may be reported open after it), not stale
+      if (connection.id !== fresh.id && fresh.timeline.open - connection.timeline.open >= this.minAge) this.test(connection)
     }
   }
 
