@@ -16,6 +16,8 @@ import { ConnectionGuard } from './connection-guard.js'
 import { MAX_RELAYS, reservationKeeper } from './reservations.js'
 import { relayPeerOf } from '../../common/relay-link.js'
 import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
+import { stalePaths } from './stale-paths.js'
+import type { StalePaths } from './stale-paths.js'
 import type { TrustSource } from './connection-guard.js'
 import type { ReservationKeeper } from './reservations.js'
 import type { ResolvedNodeConfig } from '../config.js'
@@ -41,6 +43,7 @@ export interface NodeServices extends Record<string, unknown> {
   reservations: ReservationKeeper
   connectionGuard: ConnectionGuard
   file: FileServer
+  stalePaths: StalePaths
 }
 
 export type NodeLibp2p = Libp2p<NodeServices>
@@ -131,7 +134,9 @@ export async function createNodeLibp2p (
       peerRecords: peerRecords(),
       reservations: reservationKeeper({ relays: config.relays }),
       connectionGuard: guard.service(),
-      file: fileServer(files ?? { lookup: () => undefined })
+      file: fileServer(files ?? { lookup: () => undefined }),
+      // tests direct connections when this machine moves or a peer comes back another way
+      stalePaths: stalePaths()
     }
   })
 }

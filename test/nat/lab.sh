@@ -95,6 +95,43 @@ LAB_HOSTS+=(
   "roam1a roam1 198.18.81.10"
 )
 
+# UDP blocked (15.2): office1 is a cone NAT whose firewall lets out only TCP to
+# ports 80 and 443 (kind web-only); the relay listens on 443 (WebSockets) too.
+LAB_ROUTERS+=(
+  "office1 web-only 198.18.0.91 91"
+)
+LAB_HOSTS+=(
+  "office1a office1 198.18.91.10"
+)
+# IPv6 (15.7), inside the documentation prefix 2001:db8::/32 and only in these
+# namespaces: the internet bridge carries 2001:db8::/64 too (the relay is
+# dual-stack, 2001:db8::1); dual1/dual2 are symmetric NATs for IPv4 (as a
+# carrier's NAT often is where the ISP gives native IPv6) that route IPv6
+# unfiltered (kind dual-symmetric: WAN 2001:db8::<octet>, LAN 2001:db8:<octet>::/64):
+# only IPv6 lets the pair go direct;
+# v6pub is an IPv6-only host on the internet bridge (2001:db8::20).
+LAB_ROUTERS+=(
+  "dual1 dual-symmetric 198.18.0.101 101"
+  "dual2 dual-symmetric 198.18.0.102 102"
+)
+LAB_HOSTS+=(
+  "dual1a dual1 198.18.101.10"
+  "dual2a dual2 198.18.102.10"
+)
+LAB_V6=2001:db8
+LAB_RELAY_IP6=$LAB_V6::1
+LAB_V6ONLY_IP6=$LAB_V6::20
+
+# many peers (15.6): six more hosts on each LAN (e to j), for ten a side when
+# PARLEY_NAT_MANY=10 asks for them
+for lan in 1 2; do
+  i=14
+  for letter in e f g h i j; do
+    LAB_HOSTS+=("many$lan$letter many$lan 198.18.5$lan.$i")
+    i=$((i + 1))
+  done
+done
+
 lab_ns () { echo "$LAB_PREFIX-$1"; }
 
 # sysctl inside a namespace (through /proc: no procps needed); a knob the
@@ -102,6 +139,17 @@ lab_ns () { echo "$LAB_PREFIX-$1"; }
 lab_sysctl () {
   local ns=$1 file="/proc/sys/${2//.//}" value=$3
   ip netns exec "$ns" sh -c "if [ -e '$file' ]; then echo '$value' > '$file'; fi"
+}
+
+# turns IPv6 on in a namespace (lab_new_ns turns it off): for the interfaces
+# there now and those made later
+lab_ipv6_on () {
+  local ns=$1 dev
+  lab_sysctl "$ns" net.ipv6.conf.all.disable_ipv6 0
+  lab_sysctl "$ns" net.ipv6.conf.default.disable_ipv6 0
+  for dev in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    lab_sysctl "$ns" "net.ipv6.conf.$dev.disable_ipv6" 0
+  done
 }
 
 lab_new_ns () {
@@ -125,6 +173,9 @@ lab_up () {
   ip -n "$inet" link set br0 up
   ip -n "$inet" addr add "$LAB_RELAY_IP/24" dev br0
   ip -n "$inet" addr add "$LAB_TURN_IP/24" dev br0
+  lab_ipv6_on "$inet"
+  lab_sysctl "$inet" net.ipv6.conf.all.forwarding 1
+  ip -n "$inet" addr add "$LAB_RELAY_IP6/64" dev br0 nodad
 
   # the void: on the internet, not forwarding, so it drops whatever it is sent.
   # coturn needs it: a relay socket that gets ENETUNREACH (sending to a LAN host
@@ -146,6 +197,15 @@ lab_up () {
   if [ "$LAB_UNROUTABLE" = drop ]; then
     ip -n "$(lab_ns pub)" route add 198.18.0.0/15 via "$LAB_VOID_IP"
   fi
+
+  # the IPv6-only host: on the internet bridge, no IPv4 address at all
+  lab_new_ns v6pub
+  ip link add w-v6pub netns "$inet" type veth peer name eth0 netns "$(lab_ns v6pub)"
+  ip -n "$inet" link set w-v6pub master br0 up
+  lab_ipv6_on "$(lab_ns v6pub)"
+  ip -n "$(lab_ns v6pub)" addr add "$LAB_V6ONLY_IP6/64" dev eth0 nodad
+  ip -n "$(lab_ns v6pub)" link set eth0 up
+  ip -n "$(lab_ns v6pub)" -6 route add "$LAB_V6::/32" via "$LAB_RELAY_IP6"
 
   for r in "${LAB_ROUTERS[@]}"; do
     upstream=""
@@ -173,7 +233,7 @@ lab_up () {
     fi
 
     # source NAT from the LAN to the internet
-    if [ "$kind" = symmetric ]; then
+    if [ "$kind" = symmetric ] || [ "$kind" = dual-symmetric ]; then
       # a new, random external port for every new flow (endpoint-dependent mapping)
       ip netns exec "$rns" iptables -t nat -A POSTROUTING -s "198.18.$octet.0/24" -o wan -j MASQUERADE --random-fully
     else
@@ -192,6 +252,21 @@ lab_up () {
       ip netns exec "$rns" iptables -I FORWARD 1 -i wan -m statistic --mode random --probability "$LAB_LOSS" -j DROP
       ip netns exec "$rns" iptables -I FORWARD 1 -o wan -m statistic --mode random --probability "$LAB_LOSS" -j DROP
     fi
+    if [ "$kind" = web-only ]; then
+      # an office firewall: out of the LAN only TCP to ports 80 and 443 (no UDP, so no STUN, TURN or ICE)
+      ip netns exec "$rns" iptables -A FORWARD -i br-lan -o wan -p tcp -m multiport --dports 80,443 -j ACCEPT
+      ip netns exec "$rns" iptables -A FORWARD -i br-lan -o wan -p udp -j DROP
+      ip netns exec "$rns" iptables -A FORWARD -i br-lan -o wan -j DROP
+    fi
+    if [ "$kind" = dual-symmetric ]; then
+      # IPv6 routed, not translated, and not filtered: open end to end
+      lab_ipv6_on "$rns"
+      lab_sysctl "$rns" net.ipv6.conf.all.forwarding 1
+      ip -n "$rns" addr add "$LAB_V6::$octet/64" dev wan nodad
+      ip -n "$rns" addr add "$LAB_V6:$octet::1/64" dev br-lan nodad
+      ip -n "$rns" -6 route add "$LAB_V6::/32" via "$LAB_RELAY_IP6"
+      ip -n "$inet" -6 route add "$LAB_V6:$octet::/64" via "$LAB_V6::$octet"
+    fi
     if [ "$kind" != open-cone ]; then
       # an open-cone router lets unsolicited packets reach itself: the first
       # punch from a peer then leaves a conntrack entry on the mapped port
@@ -209,6 +284,13 @@ lab_up () {
     ip -n "$hns" addr add "$ip/24" dev eth0
     ip -n "$hns" link set eth0 up
     ip -n "$hns" route add 198.18.0.0/15 via "${ip%.*}.1"
+    if ip -n "$rns" -6 addr show dev br-lan 2>/dev/null | grep -q " $LAB_V6:"; then
+      # behind a dual-stack router: an IPv6 address on its LAN too (the host part of the IPv4 one)
+      octet=$(echo "$ip" | cut -d. -f3)
+      lab_ipv6_on "$hns"
+      ip -n "$hns" addr add "$LAB_V6:$octet::${ip##*.}/64" dev eth0 nodad
+      ip -n "$hns" -6 route add "$LAB_V6::/32" via "$LAB_V6:$octet::1"
+    fi
   done
 }
 
@@ -273,14 +355,18 @@ lab_check () {
     if ip -n "$ns" -4 route show | grep -vq '^198\.1[89]\.'; then
       echo "lab check: $ns has a route outside 198.18.0.0/15: $(ip -n "$ns" -4 route show | grep -v '^198\.1[89]\.' | head -1)" >&2; return 1
     fi
-    if [ -n "$(ip -n "$ns" -6 route show 2>/dev/null)" ]; then
-      echo "lab check: $ns has an IPv6 route" >&2; return 1
+    # IPv6 only inside the documentation prefix, and link-local (namespace-local)
+    if ip -n "$ns" -6 route show 2>/dev/null | grep -vE '^(2001:db8:|fe80::/64 |multicast )' | grep -q .; then
+      echo "lab check: $ns has an IPv6 route outside 2001:db8::/32: $(ip -n "$ns" -6 route show | grep -vE '^(2001:db8:|fe80::/64 |multicast )' | head -1)" >&2; return 1
+    fi
+    if ip -n "$ns" -o addr show | grep ' inet6 ' | grep -vE ' inet6 (2001:db8:|fe80::|::1/128)' | grep -q .; then
+      echo "lab check: $ns has an IPv6 address outside 2001:db8::/32" >&2; return 1
     fi
     if ip -n "$ns" -o addr show | grep -v ' lo ' | grep ' inet ' | grep -vq ' 198\.1[89]\.'; then
       echo "lab check: $ns has an address outside 198.18.0.0/15" >&2; return 1
     fi
   done
-  if ip -o addr show | grep -q ' 198\.1[89]\.'; then
+  if ip -o addr show | grep -qE ' 198\.1[89]\.| 2001:db8:'; then
     echo "lab check: the host namespace has a lab address" >&2; return 1
   fi
 }

@@ -17,13 +17,15 @@ import type { WriteStream } from 'node:fs'
 
 export const PREFIX = process.env.PARLEY_NAT_PREFIX ?? 'parley-nat'
 export const RELAY_IP = '198.18.0.1'
+/** The relay's IPv6 address (15.7): the internet bridge carries 2001:db8::/64 too. */
+export const RELAY_IP6 = '2001:db8::1'
 export const TURN_IP = '198.18.0.2'
 export const TURN_USER = 'parley'
 export const TURN_PASSWORD = 'parley-lab'
 export const STUN = { urls: `stun:${TURN_IP}:3478` }
 export const TURN = { urls: `turn:${TURN_IP}:3478?transport=udp`, username: TURN_USER, credential: TURN_PASSWORD }
 
-export type NatKind = 'cone' | 'symmetric' | 'public' | 'double' | 'open-cone'
+export type NatKind = 'cone' | 'symmetric' | 'public' | 'double' | 'open-cone' | 'web-only' | 'ipv6-only'
 
 export interface Host {
   name: string
@@ -33,6 +35,8 @@ export interface Host {
   /** The address the internet sees the host's traffic come from. */
   publicIp: string
   nat: NatKind
+  /** Its IPv6 address, on the hosts that have one (15.7). */
+  ip6?: string
 }
 
 export const HOSTS: Record<string, Host> = {
@@ -51,8 +55,11 @@ Object.assign(HOSTS, {
   cgn2a: { name: 'cgn2a', ip: '198.18.44.10', router: 'home2', publicIp: '198.18.0.42', nat: 'double' },
   open1a: { name: 'open1a', ip: '198.18.61.10', router: 'open1', publicIp: '198.18.0.61', nat: 'open-cone' }
 } satisfies Record<string, Host>)
+/** Hosts a LAN of 15.6 has (lab.sh makes ten); the scenario uses PARLEY_NAT_MANY of them (default 4). */
+export const MANY_LETTERS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']
+export const MANY_PER_LAN = Math.min(MANY_LETTERS.length, Math.max(2, Number(process.env.PARLEY_NAT_MANY ?? 4)))
 for (const lan of [1, 2]) {
-  for (const [i, letter] of ['a', 'b', 'c', 'd'].entries()) {
+  for (const [i, letter] of MANY_LETTERS.entries()) {
     const name = `many${lan}${letter}`
     HOSTS[name] = { name, ip: `198.18.5${lan}.${10 + i}`, router: `many${lan}`, publicIp: `198.18.0.5${lan}`, nat: 'cone' }
   }
@@ -63,6 +70,15 @@ HOSTS.lossy1a = { name: 'lossy1a', ip: '198.18.71.10', router: 'lossy1', publicI
 
 /* 15.4: a host that moves from roam1's LAN to roam2's (both cone NATs) */
 HOSTS.roam1a = { name: 'roam1a', ip: '198.18.81.10', router: 'roam1', publicIp: '198.18.0.81', nat: 'cone' }
+
+/* 15.2: an office firewall (cone NAT) that lets out only TCP to ports 80 and 443 */
+HOSTS.office1a = { name: 'office1a', ip: '198.18.91.10', router: 'office1', publicIp: '198.18.0.91', nat: 'web-only' }
+
+/* 15.7: two dual-stack hosts (IPv4 behind symmetric NATs, IPv6 routed and open) and
+ * an IPv6-only host on the internet bridge (no IPv4 address at all) */
+HOSTS.dual1a = { name: 'dual1a', ip: '198.18.101.10', ip6: '2001:db8:101::10', router: 'dual1', publicIp: '198.18.0.101', nat: 'symmetric' }
+HOSTS.dual2a = { name: 'dual2a', ip: '198.18.102.10', ip6: '2001:db8:102::10', router: 'dual2', publicIp: '198.18.0.102', nat: 'symmetric' }
+HOSTS.v6pub = { name: 'v6pub', ip: '2001:db8::20', ip6: '2001:db8::20', publicIp: '2001:db8::20', nat: 'ipv6-only' }
 
 export const ns = (name: string): string => `${PREFIX}-${name}`
 
@@ -81,6 +97,16 @@ const DEBUG = process.env.PARLEY_NAT_DEBUG ?? 'parley:*,libp2p:circuit-relay*,li
 export function setLink (host: Host, up: boolean): void {
   if (host.router == null) throw new Error(`${host.name} has no LAN link`)
   execFileSync('ip', ['-n', ns(host.router), 'link', 'set', `l-${host.name}`, up ? 'up' : 'down'])
+}
+
+/** Packets of `proto` a router's FORWARD rules dropped on the way out of its LAN (lab.sh, kind web-only). */
+export function egressDrops (router: string, proto: 'udp' | 'all'): number {
+  const out = execFileSync('ip', ['netns', 'exec', ns(router), 'iptables', '-L', 'FORWARD', '-v', '-n', '-x'], { encoding: 'utf8' })
+  return out.split('\n')
+    .map(l => l.trim().split(/\s+/))
+    // iptables names the protocol or gives its number, by version
+    .filter(f => f[2] === 'DROP' && (proto === 'udp' ? ['udp', '17'] : ['all', '0']).includes(f[3]) && f[5] === 'br-lan')
+    .reduce((sum, f) => sum + Number(f[0]), 0)
 }
 
 /** Packets a router's random-loss rules (lab.sh, kind lossy-cone) dropped so far, all ways. */
@@ -299,6 +325,16 @@ export class Relay {
     return `/ip4/${RELAY_IP}/tcp/4001/p2p/${this.peerId}`
   }
 
+  /** WebSockets on port 443, what a firewall that lets out only web traffic lets through (15.2). */
+  get webMultiaddr (): string {
+    return `/ip4/${RELAY_IP}/tcp/443/ws/p2p/${this.peerId}`
+  }
+
+  /** Its IPv6 address (15.7). */
+  get multiaddr6 (): string {
+    return `/ip6/${RELAY_IP6}/tcp/4001/p2p/${this.peerId}`
+  }
+
   get running (): boolean {
     return this.proc != null && this.proc.exitCode == null && this.proc.signalCode == null
   }
@@ -307,6 +343,11 @@ export class Relay {
     const log = logStream(`relay-${++this.starts}`)
     const proc = spawn('ip', ['netns', 'exec', ns('inet'), NODE, CLI, 'relay',
       '--listen', `/ip4/${RELAY_IP}/tcp/4001`, '--listen', `/ip4/${RELAY_IP}/tcp/4002/ws`,
+      '--listen', `/ip4/${RELAY_IP}/tcp/443/ws`, '--listen', `/ip6/${RELAY_IP6}/tcp/4001`,
+      // ten hosts behind one NAT (15.6 with PARLEY_NAT_MANY=10) share one address, and every
+      // NAT of the lab sits in one /24: the defaults (8 reservations and 32 circuits per IP,
+      // 32 and 128 per /24) would refuse some of them, as they would an office behind one NAT
+      ...(MANY_PER_LAN > 8 ? ['--max-reservations-per-ip', '16', '--max-circuits-per-ip', '128', '--max-reservations-per-subnet', '64', '--max-circuits-per-subnet', '256'] : []),
       '--data-dir', this.dataDir], { cwd: ROOT, env: { ...process.env, DEBUG: 'parley:*,libp2p:circuit-relay*' }, stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     const handle = { kill: () => { if (proc.exitCode == null) proc.kill('SIGKILL') } }

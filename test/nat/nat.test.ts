@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, it } from 'vitest'
-import { Agent, HOSTS, LOG_DIR, Relay, STUN, TURN, WORK_DIR, killAll, lossDrops, moveHost, setLink, sleep, waitUntil, writeResults } from './lab.js'
+import { Agent, HOSTS, LOG_DIR, MANY_LETTERS, MANY_PER_LAN, Relay, STUN, TURN, WORK_DIR, egressDrops, killAll, lossDrops, moveHost, setLink, sleep, waitUntil, writeResults } from './lab.js'
 import type { AgentConfig, AgentEvent, ConnectionInfo, Host, Row } from './lab.js'
 
 /**
@@ -549,6 +549,125 @@ describe('NAT lab', () => {
   carrierNat('15.1b', 'carrier-grade NAT on one side', 'home cone + carrier cone ↔ cone', HOSTS.cgn1a, HOSTS.cone2a)
 
   /**
+   * UDP blocked: office1's firewall lets out only TCP to ports 80 and 443 (lab.sh,
+   * kind web-only), so no STUN, no TURN over UDP and no ICE get out. The office
+   * node reaches the relay on 443 over WebSockets and everything goes relayed;
+   * the WebRTC upgrade is tried, fails and is never reported as a direct path.
+   * (TURN over TCP or TLS would be the other way out, but libjuice, the ICE agent
+   * node-datachannel is built with, implements TURN over UDP only.)
+   */
+  function udpBlocked (id: string, title: string, nat: string, officeFirst: boolean): void {
+    scenario(id, title, nat, 150_000, async (s) => {
+      const office = await start(HOSTS.office1a, `s${id}-office1a`, { relays: [relay.webMultiaddr], iceServers: [STUN, TURN] })
+      const peer = await start(HOSTS.cone2a, `s${id}-cone2a`, { iceServers: [STUN, TURN] })
+      const [a, b] = officeFirst ? [office, peer] : [peer, office]
+      const chat = new Conversation(s, a, b)
+      try {
+        await chat.sayOver(a, b, 'relayed')
+        const dials = firstDialNote(a, b, chat.sent[0].at, chat.sent[0].result?.t)
+        if (dials != null) s.note(dials)
+        // keep talking (5 rounds at least) while the WebRTC upgrade is tried and fails
+        const until = Date.now() + 45_000
+        for (let round = 0; round < 5 || (Date.now() < until && !upgradeFailed(a)); round++) {
+          await chat.sayOver(a, b, 'relayed')
+          await chat.sayOver(b, a, 'relayed')
+          await sleep(1_000)
+        }
+        s.note(upgradeFailed(a) ? `${a.host.name}'s WebRTC upgrade was tried and failed, as it must without UDP` : 'no failed WebRTC upgrade in the log within 45 s')
+        const toRelay = (await office.status()).connections.filter(c => c.peer === relay.peerId && c.status === 'open')
+        s.check('relay-on-443', toRelay.length > 0 && toRelay.every(c => c.remoteAddr.includes('/tcp/443/ws')),
+          `office1a should reach the relay over WebSockets on 443: ${toRelay.map(c => c.remoteAddr).join(', ') || 'no connection'}`)
+        const path = await pathOf(a, b)
+        s.row.path = `${path.text}, office1a ↔ relay over WebSockets on 443`
+        s.check('no-direct', path.webrtc == null && path.direct == null, `nothing direct gets through a firewall that lets out only TCP to 80/443, yet: ${path.text}`)
+        const reported = [await a.pathTo(b), await b.pathTo(a)]
+        s.check('reports-relayed', reported.every(p => p === 'relayed'), `both nodes should report relayed: ${reported.join(', ')}`)
+        const phantom = [...webrtcDirectReports(a, b), ...webrtcDirectReports(b, a)]
+        s.check('never-direct', phantom.length === 0, `neither node should ever report a direct path, yet they did ${phantom.length} time(s)`)
+        s.note(`the office firewall dropped ${egressDrops('office1', 'udp')} outgoing UDP packets (STUN, TURN, ICE) and ${egressDrops('office1', 'all')} other packets`)
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  udpBlocked('15.2a', 'UDP blocked, only TCP to 80/443 out; the office node sends first', 'office firewall (TCP 80/443 only) + cone ↔ cone', true)
+  udpBlocked('15.2b', 'UDP blocked, only TCP to 80/443 out; its peer sends first', 'cone ↔ office firewall (TCP 80/443 only) + cone', false)
+
+  /** Whether a connection's remote end is an IPv6 address: its multiaddr, or the pair ICE chose. */
+  function overIpv6 (c?: ConnectionInfo): boolean {
+    if (c == null) return false
+    if (c.transport === 'webrtc') return c.ice?.selected?.remote?.address?.includes(':') === true
+    return c.remoteAddr.startsWith('/ip6/')
+  }
+
+  const DUAL_STACK = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/ip6/::/tcp/0', '/ip6/::/tcp/0/ws', '/webrtc']
+
+  /**
+   * IPv6, open end to end: dual1a and dual2a sit behind IPv4 symmetric NATs
+   * (no direct IPv4 path: see 2), but their IPv6 addresses are routed without
+   * NAT or filter. The path must go direct, over IPv6. (Behind IPv4 cone NATs
+   * ICE may as well pick the IPv4 server-reflexive pair: it did once in 4 runs.)
+   */
+  scenario('15.7a', 'IPv6 open end to end, dual-stack pair', 'dual stack: IPv4 symmetric, IPv6 open ↔ the same', 150_000, async (s) => {
+    const a = await start(HOSTS.dual1a, 's15.7a-dual1a', { listen: DUAL_STACK, iceServers: [STUN] })
+    const b = await start(HOSTS.dual2a, 's15.7a-dual2a', { listen: DUAL_STACK, iceServers: [STUN] })
+    const chat = new Conversation(s, a, b)
+    try {
+      const first = await chat.say(a, b)
+      if (first.event !== 'sent') throw new Error(`the first message failed: ${String(first.error)}`)
+      s.note(`the first message went ${String(first.path)}`)
+      const dials = firstDialNote(a, b, chat.sent[0].at, first.t)
+      if (dials != null) s.note(dials)
+      await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 45_000, 'a direct path from dual1a to dual2a')
+      const conns = (await a.connectionsTo(b)).filter(c => c.transport !== 'circuit-relay' && !c.limited)
+      const path = await pathOf(a, b)
+      s.row.path = path.text
+      s.check('ipv6', conns.length > 0 && conns.every(overIpv6), `the direct connection should run over IPv6: ${conns.map(c => c.transport === 'webrtc' ? describeIce(c) : c.remoteAddr).join('; ') || 'none'}`)
+      for (let i = 0; i < 3; i++) {
+        await chat.sayOver(a, b, 'direct')
+        await chat.sayOver(b, a, 'direct')
+      }
+      const reported = [await a.pathTo(b), await b.pathTo(a)]
+      s.check('reports-direct', reported.every(p => p === 'direct'), `both nodes should report direct: ${reported.join(', ')}`)
+      chat.checkClean()
+    } finally {
+      chat.fill(s.row)
+    }
+  })
+
+  /**
+   * An IPv6-only node and an IPv4-only node: no path between them but the
+   * dual-stack relay, which each reaches in its own family.
+   */
+  function acrossFamilies (id: string, title: string, nat: string, v6First: boolean): void {
+    scenario(id, title, nat, 120_000, async (s) => {
+      const v6 = await start(HOSTS.v6pub, `s${id}-v6pub`, { listen: ['/ip6/::/tcp/0', '/ip6/::/tcp/0/ws', '/webrtc'], relays: [relay.multiaddr6] })
+      const v4 = await start(HOSTS.cone2a, `s${id}-cone2a`, { iceServers: [STUN] })
+      const [a, b] = v6First ? [v6, v4] : [v4, v6]
+      const chat = new Conversation(s, a, b)
+      try {
+        for (let i = 0; i < 4; i++) {
+          await chat.sayOver(a, b, 'relayed')
+          await chat.sayOver(b, a, 'relayed')
+        }
+        const toRelay = (await v6.status()).connections.filter(c => c.peer === relay.peerId && c.status === 'open')
+        s.check('relay-over-ipv6', toRelay.length > 0 && toRelay.every(c => c.remoteAddr.startsWith('/ip6/')), `v6pub should reach the relay over IPv6: ${toRelay.map(c => c.remoteAddr).join(', ') || 'no connection'}`)
+        const path = await pathOf(a, b)
+        s.row.path = `${path.text}: v6pub ↔ relay over IPv6, cone2a ↔ relay over IPv4`
+        s.check('relayed', path.webrtc == null && path.direct == null, `an IPv6-only and an IPv4-only node have no direct path, yet: ${path.text}`)
+        chat.checkClean()
+      } finally {
+        chat.fill(s.row)
+      }
+    })
+  }
+
+  acrossFamilies('15.7b', 'IPv6-only node ↔ IPv4-only node through a dual-stack relay, IPv6 side sends first', 'IPv6 only ↔ IPv4 cone', true)
+  acrossFamilies('15.7c', 'IPv4-only node ↔ IPv6-only node through a dual-stack relay, IPv4 side sends first', 'IPv4 cone ↔ IPv6 only', false)
+
+  /**
    * A lossy link: lossy1a's router drops 5 % of the packets on its WAN side,
    * each way (lab.sh). The messages go in bursts, both ways at once, so that
    * retransmissions overtake one another: each must still arrive once, and in
@@ -673,10 +792,17 @@ describe('NAT lab', () => {
    * NATs. Every pair across the NATs talks both ways at once; the pairs on one
    * LAN must find each other on the LAN, not through the relay or the NAT.
    */
-  scenario('15.6', 'four peers behind each of two cone NATs', 'cone (4 hosts) ↔ cone (4 hosts)', 240_000, async (s) => {
-    const lan = async (n: number): Promise<Agent[]> => Promise.all(['a', 'b', 'c', 'd'].map(async letter =>
-      start(HOSTS[`many${n}${letter}`], `s15.6-many${n}${letter}`, { iceServers: [STUN] })))
-    const [left, right] = await Promise.all([lan(1), lan(2)])
+  const many = MANY_PER_LAN
+  const manyWord = ['two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten'][many - 2]
+  scenario('15.6', `${manyWord} peers behind each of two cone NATs`, `cone (${many} hosts) ↔ cone (${many} hosts)`, 120_000 + many * many * 8_000, async (s) => {
+    // started four at a time: twenty node processes loading at once on 2 cores take longer than a start may
+    const started: Agent[] = []
+    const names = [1, 2].flatMap(n => MANY_LETTERS.slice(0, many).map(letter => `many${n}${letter}`))
+    for (let i = 0; i < names.length; i += 4) {
+      started.push(...await Promise.all(names.slice(i, i + 4).map(async name => start(HOSTS[name], `s15.6-${name}`, { iceServers: [STUN] }))))
+    }
+    const left = started.slice(0, many)
+    const right = started.slice(many)
     const cross = left.flatMap(a => right.map(b => new Conversation(s, a, b)))
     const local = [left, right].flatMap(side => side.flatMap((a, i) => side.slice(i + 1).map(b => new Conversation(s, a, b))))
     const all = [...cross, ...local]
