@@ -29,7 +29,7 @@ export interface NodeConfig {
    * Addresses to listen on. `/p2p-circuit` asks for a reservation on a
    * discovered relay, `/webrtc` accepts WebRTC connections signalled over relays.
    *
-   * @default ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/webrtc']
+   * @default ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/ip6/::/tcp/0', '/ip6/::/tcp/0/ws', '/webrtc']
    */
   listen?: string[]
 
@@ -195,7 +195,7 @@ export interface ResolvedNodeConfig {
 }
 
 export const NODE_DEFAULTS = {
-  listen: ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/webrtc'],
+  listen: ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws', '/ip6/::/tcp/0', '/ip6/::/tcp/0/ws', '/webrtc'],
   dhtProtocol: DEFAULT_DHT_PROTOCOL,
   sendTimeout: 60_000,
   heartbeatInterval: 10_000,

@@ -118,7 +118,12 @@ export const sendFileBody = z.strictObject({
   /** The media type (default application/octet-stream). */
   type: z.string().min(1).max(127).optional(),
   /** Serve a copy made now, so that the file may change or go meanwhile. */
-  copy: z.boolean().optional()
+  copy: z.boolean().optional(),
+  /** A preview image for the offer: image/png, image/jpeg or image/webp, at most 8 KiB, base64. */
+  thumbnail: z.strictObject({
+    type: z.string().max(32),
+    data: z.base64().max(12 * 1024)
+  }).optional()
 })
 export type SendFileBody = z.input<typeof sendFileBody>
 

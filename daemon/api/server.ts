@@ -348,9 +348,9 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     },
     'GET /v1/groups/:group/history': ({ params, query }) => node.groupHistory(params.group, query),
     // files: offers made and received, their transfers
-    'POST /v1/files': async ({ body: { to, path, ...options } }) => {
+    'POST /v1/files': async ({ body: { to, path, thumbnail, ...options } }) => {
       try {
-        return await node.sendFile(to, path, options)
+        return await node.sendFile(to, path, { ...options, ...(thumbnail == null ? {} : { thumbnail: { type: thumbnail.type, data: new Uint8Array(Buffer.from(thumbnail.data, 'base64')) } }) })
       } catch (err: any) {
         if (typeof err.code === 'string' && ['ENOENT', 'EACCES', 'EISDIR', 'EPERM', 'ENOTDIR'].includes(err.code)) {
           throw new HttpError(400, 'FileUnreadable', `the daemon cannot read ${path}: ${String(err.code)}`)

@@ -19,7 +19,8 @@ import {
 } from '../../protocols/file/index.js'
 import { digestFile, sha256, sha256OfFile, wholeHasher, writeAndDigest } from './hashing.js'
 import { FILE_OFFER_TYPE } from './content-type.js'
-import { encodeOffer, parseOffer } from './offer.js'
+import { encodeOffer, parseOffer, thumbnailProblem } from './offer.js'
+import type { Thumbnail } from './offer.js'
 import { bytesToHex } from '@noble/hashes/utils.js'
 import type { FileDigest } from './hashing.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
@@ -46,6 +47,8 @@ export interface FileInfo {
   bytes: number
   /** Incoming, once complete: where the content is. Outgoing: the file served. */
   path?: string
+  /** The offer's preview image (image/png, image/jpeg or image/webp; base64), if the sender gave one. */
+  thumbnail?: { type: string, data: string }
   createdAt: number
   updatedAt: number
 }
@@ -151,6 +154,8 @@ export interface SendFileOptions {
   type?: string
   /** Serve a copy made now rather than the file itself (a stream is always copied). */
   copy?: boolean
+  /** A preview image for the offer, made by the caller: image/png, image/jpeg or image/webp, at most 8 KiB. */
+  thumbnail?: Thumbnail
 }
 
 const FINAL: readonly FileStatus[] = ['complete', 'failed', 'refused', 'cancelled']
@@ -177,6 +182,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   private readonly served = new Map<string, number>()
   /** Outgoing transfers being served now, and their sizes. */
   private readonly servedSize = new Map<string, number>()
+  /** When this process began serving each, and how much was served by then: the sender's rate. */
+  private readonly servedSince = new Map<string, { at: number, bytes: number }>()
   private readonly lastProgress = new Map<string, number>()
   private timer: ClockTimer | undefined
   private stopped = false
@@ -211,6 +218,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
 
   async send (peer: string, source: string | AsyncIterable<Uint8Array>, options: SendFileOptions = {}): Promise<FileInfo> {
     const type = options.type ?? 'application/octet-stream'
+    const thumbnailError = options.thumbnail == null ? undefined : thumbnailProblem(options.thumbnail)
+    if (thumbnailError != null) throw new FileStateError(`the thumbnail cannot be offered: ${thumbnailError}`)
     let digest: FileDigest
     let path: string
     let owned = false
@@ -231,7 +240,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
         digest = await writeAndDigest(source, path)
       }
     }
-    const offer = { name, size: digest.size, type, sha256: digest.sha256, root: digest.root }
+    const offer = { name, size: digest.size, type, sha256: digest.sha256, root: digest.root, ...(options.thumbnail == null ? {} : { thumbnail: options.thumbnail }) }
     // the body is checked as the recipient will check it: a bad name or type fails here
     const body = encodeOffer(offer)
     if (parseOffer(body) == null) {
@@ -407,10 +416,14 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       if (row.status !== 'transferring') this.setStatus(row, 'transferring')
       size = row.size
       this.servedSize.set(id, size)
+      this.servedSince.set(id, { at: this.components.clock.now(), bytes: this.served.get(id) ?? 0 })
     }
     const total = Math.min(size, (this.served.get(id) ?? 0) + bytes)
     this.served.set(id, total)
-    this.progress(id, 'out', total, size, 0)
+    // the rate since this process began serving it, as the fetcher counts its own
+    const since = this.servedSince.get(id)
+    const elapsed = since == null ? 0 : this.components.clock.now() - since.at
+    this.progress(id, 'out', total, size, since == null || elapsed <= 0 ? 0 : Math.round((total - since.bytes) * 1000 / elapsed))
   }
 
   private onFinish (id: string, peer: string, outcome: 'complete' | 'refused'): void {
@@ -423,6 +436,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
 
   private dropCopy (row: FileRow): void {
     this.servedSize.delete(row.id)
+    this.servedSince.delete(row.id)
     if (row.owned && row.path != null) rm(row.path, { force: true }).catch(() => {})
   }
 
@@ -751,6 +765,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       ...(row.reason == null ? {} : { reason: row.reason }),
       bytes,
       ...(row.path == null ? {} : { path: row.path }),
+      ...(row.thumbnail == null ? {} : { thumbnail: { type: row.thumbnail.type, data: Buffer.from(row.thumbnail.data).toString('base64') } }),
       createdAt: row.createdAt,
       updatedAt: row.updatedAt
     }

@@ -25,6 +25,8 @@ export interface FileRow {
   verified: number
   status: FileRowStatus
   reason?: string
+  /** The offer's preview image, if it had one. */
+  thumbnail?: { type: string, data: Uint8Array }
   createdAt: number
   updatedAt: number
 }
@@ -48,6 +50,7 @@ function toFile (r: Row): FileRow {
     verified: r.verified,
     status: r.status,
     ...(r.reason == null ? {} : { reason: r.reason }),
+    ...(r.thumbnail == null ? {} : { thumbnail: { type: r.thumbnail_type, data: new Uint8Array(r.thumbnail) } }),
     createdAt: r.created_at,
     updatedAt: r.updated_at
   }
@@ -71,10 +74,11 @@ export class FileRows {
   }
 
   insert (row: Omit<FileRow, 'updatedAt' | 'verified' | 'owned'> & { owned?: boolean }): boolean {
-    return this.sql(`INSERT INTO files (id, peer, direction, name, type, size, sha256, root, hashes, path, mtime, owned, status, reason, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`).run(
+    return this.sql(`INSERT INTO files (id, peer, direction, name, type, size, sha256, root, hashes, path, mtime, owned, status, reason, thumbnail_type, thumbnail, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`).run(
       row.id, row.peer, row.direction, row.name, row.type, row.size, row.sha256, row.root, row.hashes ?? null, row.path ?? null,
-      row.mtime ?? null, row.owned === true ? 1 : 0, row.status, row.reason ?? null, row.createdAt, row.createdAt
+      row.mtime ?? null, row.owned === true ? 1 : 0, row.status, row.reason ?? null, row.thumbnail?.type ?? null, row.thumbnail?.data ?? null,
+      row.createdAt, row.createdAt
     ).changes > 0
   }
 

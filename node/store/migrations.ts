@@ -164,6 +164,8 @@ export const MIGRATIONS: string[] = [
     verified    INTEGER NOT NULL DEFAULT 0,  -- in: chunks verified and on disk (fsynced), from the first
     status      TEXT    NOT NULL,
     reason      TEXT,
+    thumbnail_type TEXT,            -- the offer's preview image, if it had one (at most 8 KiB)
+    thumbnail   BLOB,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     PRIMARY KEY (id, direction, peer)

@@ -43,9 +43,14 @@ describe('files between two nodes', () => {
     // over the 25 MiB auto-accept size: even a contact's waits
     expect(offer).toMatchObject({ id: sent.id, name: 'big.bin', size: 50 * MiB + 123, status: 'pending', direction: 'in' })
 
+    const served: Array<{ bytes: number, rate: number }> = []
+    alice.addEventListener('file:progress', evt => { if (evt.detail.id === sent.id && evt.detail.direction === 'out') served.push(evt.detail) })
     bob.acceptFile(sent.id)
     const done = await fileUntil(bob, sent.id, f => f.status === 'complete', 'bob to have the file', 110_000)
     expect(done.bytes).toBe(50 * MiB + 123)
+    // the sender's progress counts what it served, and how fast
+    expect(served.at(-1)?.bytes).toBe(50 * MiB + 123)
+    expect(served.some(p => p.rate > 0)).toBe(true)
     expect(await sha256Of(done.path as string)).toBe(await sha256Of(source))
     expect(done.sha256).toBe(await sha256Of(source))
     await fileUntil(alice, sent.id, f => f.status === 'complete', 'alice to learn the transfer completed')
@@ -56,8 +61,13 @@ describe('files between two nodes', () => {
     await bob.addContact('alice', alice.peerId.toString())
     const source = join(dir, 'photo.jpg')
     await writeTestFile(source, 300_000, 7)
-    const first = await alice.sendFile(bob.peerId, source, { type: 'image/jpeg' })
+    // with a preview the sender made: it comes with the offer
+    const thumbnail = { type: 'image/jpeg', data: new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]) }
+    const offered = nextOffer(bob)
+    const first = await alice.sendFile(bob.peerId, source, { type: 'image/jpeg', thumbnail })
+    expect((await offered).thumbnail).toEqual({ type: 'image/jpeg', data: Buffer.from(thumbnail.data).toString('base64') })
     const a = await fileUntil(bob, first.id, f => f.status === 'complete', 'the first copy')
+    expect(a.thumbnail?.type).toBe('image/jpeg')
     const second = await alice.sendFile(bob.peerId, source, { name: 'again.jpg', type: 'image/jpeg' })
     const b = await fileUntil(bob, second.id, f => f.status === 'complete', 'the second copy')
     expect(b.path).toBe(a.path)

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { bytesToHex } from '@noble/hashes/utils.js'
 import { describe, expect, it } from 'vitest'
 import { digestFile, writeAndDigest } from '../../node/files/hashing.js'
-import { encodeOffer, FILE_OFFER_TYPE, parseOffer } from '../../node/files/offer.js'
+import { encodeOffer, FILE_OFFER_TYPE, MAX_THUMBNAIL_BYTES, parseOffer, thumbnailProblem } from '../../node/files/offer.js'
 import { Store } from '../../node/store/index.js'
 import { CHUNK_BYTES, hashChunk, hashListRoot, MAX_FILE_BYTES } from '../../protocols/file/index.js'
 
@@ -32,6 +32,48 @@ describe('file offers', () => {
     ['a type that is not a media type', JSON.stringify({ file: { ...offer, type: 'jpeg' } })]
   ])('refuses a body with %s', (_what, body) => {
     expect(parseOffer(body)).toBeUndefined()
+  })
+})
+
+describe('an offer\'s thumbnail', () => {
+  const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3])
+  const withThumbnail = (thumbnail: unknown): string => {
+    const body = JSON.parse(encodeOffer(offer))
+    body.file.thumbnail = thumbnail
+    return JSON.stringify(body)
+  }
+
+  it('travels with the offer, as the image type it says it is', () => {
+    const parsed = parseOffer(encodeOffer({ ...offer, thumbnail: { type: 'image/png', data: png } }))
+    expect(parsed).toEqual({ ...offer, thumbnail: { type: 'image/png', data: png } })
+    const webp = new Uint8Array([0x52, 0x49, 0x46, 0x46, 0, 0, 0, 0, 0x57, 0x45, 0x42, 0x50, 9])
+    expect(thumbnailProblem({ type: 'image/webp', data: webp })).toBeUndefined()
+    expect(thumbnailProblem({ type: 'image/jpeg', data: new Uint8Array([0xff, 0xd8, 0xff, 0xe0]) })).toBeUndefined()
+  })
+
+  it('is refused to a sender when it is not a small image of its own type', () => {
+    expect(thumbnailProblem({ type: 'image/svg+xml', data: png })).toMatch(/image\/png/)
+    expect(thumbnailProblem({ type: 'image/jpeg', data: png })).toMatch(/not image\/jpeg/)
+    expect(thumbnailProblem({ type: 'image/png', data: new Uint8Array(0) })).toMatch(/1 to/)
+    const big = new Uint8Array(MAX_THUMBNAIL_BYTES + 1)
+    big.set(png)
+    expect(thumbnailProblem({ type: 'image/png', data: big })).toMatch(/1 to/)
+  })
+
+  it('is dropped, and the offer kept, when a peer sends one that breaks the rules', () => {
+    const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64')
+    const svg = new TextEncoder().encode('<svg onload="alert(1)"/>')
+    for (const bad of [
+      { type: 'image/svg+xml', data: b64(svg) },
+      { type: 'image/png', data: b64(svg) },
+      { type: 'image/png', data: 'not base64!' },
+      { type: 'image/png', data: b64(new Uint8Array(MAX_THUMBNAIL_BYTES * 2).fill(0x89)) },
+      { type: 'image/png' },
+      'a string',
+      42
+    ]) {
+      expect(parseOffer(withThumbnail(bad)), JSON.stringify(bad).slice(0, 80)).toEqual(offer)
+    }
   })
 })
 
