@@ -2,6 +2,7 @@
  * The `files` table (migration 6): the offers this node made and received
  * and where each transfer stands. SQL only; the Store hands it its database.
  */
+import { PreparedStatements } from '../../common/statements.js'
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 
 export type FileDirection = 'in' | 'out'
@@ -60,17 +61,14 @@ function toFile (r: Row): FileRow {
 export const ACTIVE_IN: readonly FileRowStatus[] = ['queued', 'waiting', 'transferring']
 
 export class FileRows {
-  private readonly statements = new Map<string, StatementSync>()
+  private readonly statements: PreparedStatements
 
-  constructor (private readonly db: DatabaseSync) {}
+  constructor (db: DatabaseSync) {
+    this.statements = new PreparedStatements(db)
+  }
 
   private sql (text: string): StatementSync {
-    let statement = this.statements.get(text)
-    if (statement == null) {
-      statement = this.db.prepare(text)
-      this.statements.set(text, statement)
-    }
-    return statement
+    return this.statements.get(text)
   }
 
   insert (row: Omit<FileRow, 'updatedAt' | 'verified' | 'owned'> & { owned?: boolean }): boolean {

@@ -3,6 +3,7 @@
  * signed ops, its messages, and payloads waiting for ops not known yet. Part
  * of the store: it shares its database and its transactions.
  */
+import { PreparedStatements } from '../../common/statements.js'
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 
 type Row = Record<string, any>
@@ -59,17 +60,14 @@ function toGroupMessage (r: Row): StoredGroupMessage {
 }
 
 export class GroupStore {
-  private readonly statements = new Map<string, StatementSync>()
+  private readonly statements: PreparedStatements
 
-  constructor (private readonly db: DatabaseSync) {}
+  constructor (db: DatabaseSync) {
+    this.statements = new PreparedStatements(db)
+  }
 
   private sql (text: string): StatementSync {
-    let statement = this.statements.get(text)
-    if (statement == null) {
-      statement = this.db.prepare(text)
-      this.statements.set(text, statement)
-    }
-    return statement
+    return this.statements.get(text)
   }
 
   all (): GroupRow[] {

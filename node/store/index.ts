@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import * as ordering from '../inbox/ordering.js'
+import { PreparedStatements } from '../../common/statements.js'
 import { GroupStore } from './groups.js'
 import { FileRows } from './files.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
@@ -250,7 +251,8 @@ function inboundRow (message: NewInbound, status: InStatus, position: number | n
  */
 export class Store {
   private readonly db: DatabaseSync
-  private readonly statements = new Map<string, StatementSync>()
+  /** Prepared once per SQL text, for the life of the store. */
+  private readonly statements: PreparedStatements
   /**
    * The last history position handed out. Kept here rather than read with
    * max(position) for every message, which scans the whole index (no index
@@ -272,6 +274,7 @@ export class Store {
     const existed = file != null && existsSync(file)
     try {
       this.db = new DatabaseSync(location)
+      this.statements = new PreparedStatements(this.db)
     } catch (err: any) {
       throw new StoreError(`cannot open the message store ${location}: ${err.message}`)
     }
@@ -317,12 +320,7 @@ export class Store {
   }
 
   private sql (text: string): StatementSync {
-    let statement = this.statements.get(text)
-    if (statement == null) {
-      statement = this.db.prepare(text)
-      this.statements.set(text, statement)
-    }
-    return statement
+    return this.statements.get(text)
   }
 
   /**

@@ -17,6 +17,7 @@ import { join } from 'node:path'
 import { hmac } from '@noble/hashes/hmac.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { makePrivateDir, makePrivateFiles } from '../../common/private-files.js'
+import { PreparedStatements } from '../../common/statements.js'
 import type { MailboxUsage } from './limits.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { StatementSync } from 'node:sqlite'
@@ -118,7 +119,8 @@ async function loadSecret (dataDir: string): Promise<Uint8Array> {
 
 export class MailboxStore {
   private readonly db: DatabaseSync
-  private readonly statements = new Map<string, StatementSync>()
+  /** Prepared once per SQL text, for the life of the store. */
+  private readonly statements: PreparedStatements
   private readonly totals: MailboxTotals
   private sweepTimer?: ClockTimer
   private closed = false
@@ -137,6 +139,7 @@ export class MailboxStore {
   constructor (location: string, private readonly secret: Uint8Array, private readonly clock: Clock) {
     try {
       this.db = new DatabaseSync(location)
+      this.statements = new PreparedStatements(this.db)
       this.db.exec('PRAGMA journal_mode = WAL')
       // a deposit answered OK must survive a power cut
       this.db.exec('PRAGMA synchronous = FULL')
@@ -298,13 +301,7 @@ export class MailboxStore {
     this.db.close()
   }
 
-  /** Prepared once per SQL text, for the life of the store. */
   private sql (text: string): StatementSync {
-    let statement = this.statements.get(text)
-    if (statement == null) {
-      statement = this.db.prepare(text)
-      this.statements.set(text, statement)
-    }
-    return statement
+    return this.statements.get(text)
   }
 }

@@ -1,13 +1,11 @@
-import { execFile } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, runCli, useProcesses } from '../fixtures/processes.js'
-import { until } from '../fixtures/wait.js'
+import { screenShows, tmux } from '../fixtures/tmux.js'
 import { startDaemonProcess } from './daemon.js'
 import type { DaemonProcess } from './daemon.js'
 
@@ -21,20 +19,6 @@ async function api (daemon: DaemonProcess, method: string, path: string, body?: 
   const answer = await response.json()
   if (response.status >= 400) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(answer)}`)
   return answer
-}
-
-async function tmux (...args: string[]): Promise<string> {
-  return (await promisify(execFile)('tmux', args)).stdout
-}
-
-/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
-async function screenShows (session: string, pattern: RegExp): Promise<string> {
-  let screen = ''
-  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
-    every: 200,
-    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
-  })
-  return screen
 }
 
 describe('parley export and import, as processes', () => {

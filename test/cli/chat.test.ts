@@ -1,29 +1,11 @@
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { writeTestFile } from '../fixtures/files.js'
 import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
+import { screenShows, tmux } from '../fixtures/tmux.js'
 import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
-
-const run = promisify(execFile)
-
-async function tmux (...args: string[]): Promise<string> {
-  return (await run('tmux', args)).stdout
-}
-
-/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
-async function screenShows (session: string, pattern: RegExp, timeout = 30_000): Promise<string> {
-  let screen = ''
-  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
-    every: 200,
-    timeout,
-    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
-  })
-  return screen
-}
 
 describe('parley chat in a terminal', () => {
   const tempDir = useTempDirs()

@@ -1,28 +1,10 @@
-import { execFile } from 'node:child_process'
 import { createServer } from 'node:net'
-import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, freePorts, runCli, startCli, useProcesses } from '../fixtures/processes.js'
-import { until } from '../fixtures/wait.js'
+import { screenShows, tmux } from '../fixtures/tmux.js'
 import { startDaemonProcess } from './daemon.js'
 import type { Server } from 'node:net'
-
-const run = promisify(execFile)
-
-async function tmux (...args: string[]): Promise<string> {
-  return (await run('tmux', args)).stdout
-}
-
-/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
-async function screenShows (session: string, pattern: RegExp): Promise<string> {
-  let screen = ''
-  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
-    every: 200,
-    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
-  })
-  return screen
-}
 
 /** Any line of a stack trace, as Node prints them. */
 const STACK_LINE = /^\s+at \S/m

@@ -1,30 +1,12 @@
 // `parley group …` and `parley chat <group>` against real daemons: three
 // members, the group made and written to from the command line, a typed line
 // in a terminal (tmux) reaching the others, each line showing who wrote it.
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { afterEach, describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
+import { screenShows, tmux } from '../fixtures/tmux.js'
 import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
-
-const run = promisify(execFile)
-
-async function tmux (...args: string[]): Promise<string> {
-  return (await run('tmux', args)).stdout
-}
-
-/** Resolves with the pane once it shows `pattern`, polling it (a terminal has no events to wait on). */
-async function screenShows (session: string, pattern: RegExp, timeout = 30_000): Promise<string> {
-  let screen = ''
-  await until(async () => pattern.test(screen = await tmux('capture-pane', '-p', '-t', session)), {
-    every: 200,
-    timeout,
-    what: () => `the screen to show ${String(pattern)}; it shows:\n${screen}`
-  })
-  return screen
-}
 
 describe('parley group and parley chat <group>', () => {
   const tempDir = useTempDirs()

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
+import type { PreparedStatements } from '../../common/statements.js'
 import { MAILBOX_DB_FILE, MAILBOX_SECRET_FILE, MailboxStore } from '../../relay/mailbox/store.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
@@ -109,7 +110,7 @@ describe('mailbox store', () => {
     const clock = new FakeClock()
     const owner = await peer()
     const store = await MailboxStore.open({ clock })
-    const opening = new Set((store as any).statements.keys())
+    const opening = new Set((store as any).statements.texts())
     const tag = store.depositorTag(owner, await peer())
     store.register(owner, clock.now(), clock.now() + 1000)
     store.register(owner, clock.now(), clock.now() + 2000)
@@ -125,7 +126,7 @@ describe('mailbox store', () => {
     expect(store.sweep(clock.now() + 100)).toEqual({ envelopes: 1, mailboxes: 0 })
     const db = (store as any).db as DatabaseSync
     // the totals counted once when the store opens are the only full reads
-    const statements = [...((store as any).statements as Map<string, unknown>).keys()].filter(sql => !opening.has(sql))
+    const statements = ((store as any).statements as PreparedStatements).texts().filter(sql => !opening.has(sql))
     expect(statements.length).toBeGreaterThan(12)
     for (const sql of statements) {
       const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail))

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { describe, expect, it } from 'vitest'
+import type { PreparedStatements } from '../../common/statements.js'
 import { PREVIEW_CHARS, Store } from '../../node/store/index.js'
 import { MIGRATIONS } from '../../node/store/migrations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
@@ -146,7 +147,7 @@ describe('Store: conversations and read marks', () => {
     store.conversations()
     store.markRead(ALICE)
     store.positionOf(ALICE, 'x')
-    const statements = [...((store as any).statements as Map<string, unknown>).keys()]
+    const statements = ((store as any).statements as PreparedStatements).texts()
       .filter(sql => /read_position|AS contact_name|SELECT position FROM messages/.test(sql))
     expect(statements.length).toBeGreaterThanOrEqual(4)
     for (const sql of statements) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
 import type { DatabaseSync } from 'node:sqlite'
 
@@ -48,7 +49,7 @@ describe('Store, groups', () => {
     // what a group's history and its waiting payloads are read with: on indexes
     groups.pending(GROUP)
     const db = (store as any).db as DatabaseSync
-    const statements = [...((groups as any).statements as Map<string, unknown>).keys()].filter(sql => /FROM group_messages WHERE|FROM group_pending WHERE/.test(sql))
+    const statements = ((groups as any).statements as PreparedStatements).texts().filter(sql => /FROM group_messages WHERE|FROM group_pending WHERE/.test(sql))
     expect(statements).toHaveLength(2)
     for (const sql of statements) {
       const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>).map(r => r.detail)

@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { describe, expect, it } from 'vitest'
+import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
 import { MIGRATIONS } from '../../node/store/migrations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
@@ -115,7 +116,7 @@ describe('Store: the outbox', () => {
     store.saveMailboxRecord(PEER, new Uint8Array(4), 1, 1)
     store.mailboxRecord(PEER)
     const db = (store as any).db as DatabaseSync
-    const statements = [...((store as any).statements as Map<string, unknown>).keys()]
+    const statements = ((store as any).statements as PreparedStatements).texts()
     expect(statements.length).toBeGreaterThan(8)
     for (const sql of statements) {
       const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail))

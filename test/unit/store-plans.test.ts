@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
 
 /**
@@ -141,7 +142,7 @@ describe('the store\'s query plans', () => {
   })
   workload(watched)
   const db = (store as any).db as DatabaseSync
-  const statements = [...((store as any).statements as Map<string, unknown>).keys()].filter(sql => !sql.startsWith('PRAGMA'))
+  const statements = ((store as any).statements as PreparedStatements).texts().filter(sql => !sql.startsWith('PRAGMA'))
 
   it('the workload calls every method of the store (a new one joins it, and its statements are checked)', () => {
     // private helpers are called through the public ones
