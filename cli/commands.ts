@@ -233,15 +233,21 @@ export function nodeCommands (program: Command): void {
     .argument('<peer>', 'peer ID or contact name')
     .option('--limit <n>', 'at most this many (the newest)', positiveInt, 50)
     .option('--before <time>', 'only messages created before this: an ISO date or time, or ms since 1970', timeArgument)
+    .option('--before-id <id>', 'only messages before this one in the history (an id from --json): the page before it')
     .option('--json', 'as a JSON array')
     .option('--keep-unread', 'leave the read mark where it is (history, with --json too, marks read otherwise)')
     .addHelpText('after', examples(
       'parley history bob',
-      'parley history bob --limit 10 --before 2026-12-01T12:00:00Z  # page back',
+      'parley history bob --limit 10 --before-id 0193a4c2-…  # page back from the oldest shown',
+      'parley history bob --before 2026-12-01T12:00:00Z',
       'parley history 12D3KooW… --json --keep-unread'))
     .action(async (peer: string, opts, command: Command) => {
       const client = await clientOf(command)
-      const entries = await client.history(peer, { limit: opts.limit, ...(opts.before != null ? { before: opts.before as number } : {}) })
+      const entries = await client.history(peer, {
+        limit: opts.limit,
+        ...(opts.before != null ? { before: opts.before as number } : {}),
+        ...(opts.beforeId != null ? { beforeId: opts.beforeId as string } : {})
+      })
       // the user's own names for peers, fetched once
       const names = opts.json === true ? new Map<string, string>() : contactNames(await client.contacts())
       print(opts.json === true, entries, () => entries.length === 0 ? '(no messages yet)' : entries.map(m => historyLine(m, names)).join('\n'))

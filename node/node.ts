@@ -522,10 +522,26 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     }
   }
 
-  /** The conversation with `peer`, oldest first: up to `limit` messages written before `before` (ms). */
-  history (peer: PeerId | string, options: { limit?: number, before?: number } = {}): HistoryEntry[] {
+  /**
+   * The conversation with `peer`, oldest first: up to `limit` messages
+   * written before `before` (ms) and, with `beforeId`, that come before that
+   * message in the history: the page before one already shown (the way to
+   * page back, as cheap far back as near the end; a time can cut between two
+   * messages of the same millisecond, or place a message that waited for an
+   * earlier one apart from where the history shows it).
+   *
+   * @throws InvalidMessageError when `beforeId` is no message of this conversation
+   */
+  history (peer: PeerId | string, options: { limit?: number, before?: number, beforeId?: string } = {}): HistoryEntry[] {
     const self = this.peerId.toString()
-    return this.store.history(this.resolvePeer(peer).toString(), options).map(m => toHistoryEntry(self, this.engine.overlay(m)))
+    const peerId = this.resolvePeer(peer).toString()
+    let beforePosition: number | undefined
+    if (options.beforeId != null) {
+      checkMessageId(options.beforeId, 'beforeId')
+      beforePosition = this.store.positionOf(peerId, options.beforeId)
+      if (beforePosition == null) throw new InvalidMessageError(`beforeId: ${options.beforeId} is not a message of the conversation with ${peerId} (see \`parley history --json\`)`)
+    }
+    return this.store.history(peerId, { limit: options.limit, before: options.before, beforePosition }).map(m => toHistoryEntry(self, this.engine.overlay(m)))
   }
 
   // ---- the inbox: conversations and read marks ----

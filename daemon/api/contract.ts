@@ -28,10 +28,15 @@ export const sendBody = z.strictObject({
 })
 export type SendBody = z.input<typeof sendBody>
 
-/** `GET /v1/history/:peer?limit=&before=`. */
+/** A page of a history: `?limit=&before=` (the group history route takes it as it is). */
 export const historyQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(10_000).optional(),
   before: z.coerce.number().int().min(0).optional()
+})
+
+/** `GET /v1/history/:peer?limit=&before=&beforeId=`: `beforeId`, the page before that message. */
+export const messageHistoryQuery = historyQuery.extend({
+  beforeId: z.string().max(64).optional()
 })
 
 /** `POST /v1/contacts`. */
@@ -143,7 +148,7 @@ export interface RequestSchemas {
 /** The routes whose body or querystring is checked, and the schema that checks it. */
 export const REQUEST_SCHEMAS = {
   'POST /v1/messages': { body: sendBody },
-  'GET /v1/history/:peer': { query: historyQuery },
+  'GET /v1/history/:peer': { query: messageHistoryQuery },
   'POST /v1/contacts': { body: addContactBody },
   'POST /v1/requests/:peer/accept': { body: acceptBody },
   'POST /v1/blocked': { body: blockBody },

@@ -95,7 +95,7 @@ export interface ApiNode {
   getMessage(id: string): HistoryEntry | undefined
   /** Takes a queued message out of the outbox (see ParleyNode.cancel). */
   cancel(id: string): HistoryEntry
-  history(peer: string, options: { limit?: number, before?: number }): HistoryEntry[]
+  history(peer: string, options: { limit?: number, before?: number, beforeId?: string }): HistoryEntry[]
   contacts(): ContactInfo[]
   addContact(name: string, peerOrInvite: string, options: { replace?: boolean }): Promise<ContactInfo>
   /** False when no contact has this name. */

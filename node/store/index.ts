@@ -732,10 +732,16 @@ export class Store {
 
   // ---- queries ----
 
-  /** The conversation with `peer`, oldest first: the `limit` newest messages created before `before`. */
-  history (peer: string, options: { limit?: number, before?: number } = {}): StoredMessage[] {
-    const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND created_at < ? AND position IS NOT NULL
-      ORDER BY position DESC LIMIT ?`).all(peer, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
+  /**
+   * The conversation with `peer`, oldest first: the `limit` newest messages
+   * created before `before` (ms) and placed before `beforePosition` in the
+   * history. A position bound is read from the index where it starts, so a
+   * page far back costs what the first does; a time bound alone is filtered
+   * row by row from the newest.
+   */
+  history (peer: string, options: { limit?: number, before?: number, beforePosition?: number } = {}): StoredMessage[] {
+    const rows = this.sql(`SELECT * FROM messages WHERE peer = ? AND position < ? AND created_at < ?
+      ORDER BY position DESC LIMIT ?`).all(peer, options.beforePosition ?? Number.MAX_SAFE_INTEGER, options.before ?? Number.MAX_SAFE_INTEGER, options.limit ?? 100) as Row[]
     return rows.map(row => toMessage(row)).reverse()
   }
 

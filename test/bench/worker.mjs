@@ -118,16 +118,19 @@ const handlers = {
     const store = new Store(`${dataDir}/messages.db`)
     const text = body(200)
     let rows = 0
-    const fill = (peer, count, start) => {
+    const ids = []
+    const fill = (peer, count, start, keep = false) => {
       let seq = 0
       for (let i = 0; i < count; i++) {
         const at = start + i * 1000
+        const id = crypto.randomUUID()
         if (i % 2 === 0) {
-          const m = store.enqueue({ peer, id: crypto.randomUUID(), body: text, contentType: 'text/plain', sentAt: at })
-          store.markDelivered(m.id, 'direct', at)
+          store.enqueue({ peer, id, body: text, contentType: 'text/plain', sentAt: at })
+          store.markDelivered(id, 'direct', at)
         } else {
-          store.receive({ peer, id: crypto.randomUUID(), seq: ++seq, body: text, contentType: 'text/plain', sentAt: at, receivedAt: at, path: 'direct' })
+          store.receive({ peer, id, seq: ++seq, body: text, contentType: 'text/plain', sentAt: at, receivedAt: at, path: 'direct' })
         }
+        if (keep) ids.push(id)
         rows++
       }
     }
@@ -137,19 +140,20 @@ const handlers = {
         store.transaction(() => { for (const peer of peers) fill(peer, perConversation, since) }, { durable: false })
       }
       for (let i = 0; i < bigCount; i += 10_000) {
-        store.transaction(() => fill(bigPeer, Math.min(10_000, bigCount - i), since + i * 1000), { durable: false })
+        store.transaction(() => fill(bigPeer, Math.min(10_000, bigCount - i), since + i * 1000, true), { durable: false })
       }
       store.transaction(() => {}, { durable: true })
     } finally {
       store.close()
     }
-    return { rows }
+    // the message 10,000 from the end of bigPeer's conversation: a page back from there
+    return { rows, deepId: ids[Math.max(0, ids.length - 10_000)] }
   },
-  /** Times `repeat` calls of a read of node `name`: history (a page, `before`), status or conversations; ms each. */
-  async 'parley:timeReads' ({ name, read, peer, limit = 50, before, repeat = 20 }) {
+  /** Times `repeat` calls of a read of node `name`: history (a page, `before` or `beforeId`), status or conversations; ms each. */
+  async 'parley:timeReads' ({ name, read, peer, limit = 50, before, beforeId, repeat = 20 }) {
     const node = parley.get(name)
     const calls = {
-      history: () => node.history(peer, { limit, before }),
+      history: () => node.history(peer, { limit, before, beforeId }),
       status: () => node.status(),
       conversations: () => node.conversations()
     }

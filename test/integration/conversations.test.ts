@@ -47,4 +47,29 @@ describe('the inbox of two nodes exchanging messages', () => {
     expect(alice.markRead(bob.peerId)).toEqual({ peerId: bob.peerId.toString(), unread: 0 })
     expect(alice.conversations()[0].unread).toBe(0)
   })
+
+  it('pages back through a conversation by message id: every message once, in history order', async () => {
+    const alice = await net.node()
+    const bob = await net.node()
+    await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    await bob.addContact('alice', alice.peerId.toString())
+    // both write, so the history interleaves messages of the two directions
+    for (let i = 0; i < 12; i++) {
+      const got = nextMessages(bob, 1)
+      await alice.send(bob.peerId, `a${i}`)
+      await got
+      if (i % 3 === 0) await bob.send(alice.peerId, `b${i}`)
+    }
+    const whole = bob.history('alice', { limit: 1000 }).map(m => m.id)
+    expect(whole).toHaveLength(16)
+    const paged: string[] = []
+    let page = bob.history('alice', { limit: 5 })
+    while (page.length > 0) {
+      paged.unshift(...page.map(m => m.id))
+      page = bob.history('alice', { limit: 5, beforeId: page[0].id })
+    }
+    expect(paged).toEqual(whole)
+    expect(() => bob.history('alice', { beforeId: '0190f5c8-7d3a-7a8b-8c9d-000000000001' })).toThrow(expect.objectContaining({ name: 'InvalidMessageError' }))
+    expect(() => bob.history('alice', { beforeId: 'nope' })).toThrow(expect.objectContaining({ name: 'InvalidMessageError' }))
+  })
 })

