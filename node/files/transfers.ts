@@ -201,7 +201,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     await mkdir(join(this.dir, 'partial'), { recursive: true, mode: 0o700 })
     await mkdir(join(this.dir, 'outgoing'), { recursive: true, mode: 0o700 })
     // offers whose message was kept but whose own row was not (a crash in between)
-    for (const m of this.store.files.offersWithoutRow(FILE_OFFER_TYPE)) {
+    for (const m of this.store.files.offersWithoutRow()) {
       this.onMessage({ id: m.id, from: m.peer, contentType: FILE_OFFER_TYPE, body: m.body, request: m.request })
     }
     this.pump()

@@ -57,6 +57,9 @@ function toFile (r: Row): FileRow {
   }
 }
 
+/** The file offer's content type (FILE_OFFER_TYPE), as the partial index on offer messages names it. */
+export const OFFER_CONTENT_TYPE = 'application/vnd.parley.file-offer+json'
+
 /** Statuses of a transfer still under way, whose room on disk the quota counts. */
 export const ACTIVE_IN: readonly FileRowStatus[] = ['queued', 'waiting', 'transferring']
 
@@ -130,11 +133,13 @@ export class FileRows {
    * Offer messages received with no row here: what a crash caught between the
    * message's commit and the offer's (oldest first, at most `limit`).
    */
-  offersWithoutRow (contentType: string, limit = 1_000): Array<{ id: string, peer: string, body: string, request: boolean }> {
-    return (this.sql(`SELECT m.id, m.peer, m.body, m.request FROM messages m
-      WHERE m.direction = 'in' AND m.content_type = ? AND m.status = 'presented'
+  offersWithoutRow (limit = 1_000): Array<{ id: string, peer: string, body: string, request: boolean }> {
+    // the content type written out, as the partial index messages_file_offers has it, so that
+    // this reads the offers alone and not the whole history (FILE_OFFER_TYPE; a test holds them equal)
+    return (this.sql(`SELECT m.id, m.peer, m.body, m.request FROM messages m INDEXED BY messages_file_offers
+      WHERE m.direction = 'in' AND m.content_type = '${OFFER_CONTENT_TYPE}' AND m.status = 'presented'
         AND NOT EXISTS (SELECT 1 FROM files f WHERE f.id = m.id AND f.direction = 'in' AND f.peer = m.peer)
-      ORDER BY m.created_at LIMIT ?`).all(contentType, limit) as Row[]).map(r => ({ id: r.id, peer: r.peer, body: r.body, request: r.request === 1 }))
+      ORDER BY m.created_at LIMIT ?`).all(limit) as Row[]).map(r => ({ id: r.id, peer: r.peer, body: r.body, request: r.request === 1 }))
   }
 
   /** Whether a complete received file already holds this content. */

@@ -280,7 +280,11 @@ export class Store {
     }
     try {
       this.migrate(existed)
-      this.position = (this.db.prepare('SELECT max(position) AS p FROM messages').get() as Row).p ?? 0
+      // the last position of each conversation is one seek on (peer, position); max(position) over
+      // the whole table would read every message (no index leads with position). Every message's
+      // peer has a conversation: a row is written there before any message of it
+      this.position = (this.db.prepare(`SELECT max((SELECT max(position) FROM messages INDEXED BY messages_by_position
+        WHERE peer = c.peer)) AS p FROM conversations c`).get() as Row).p ?? 0
       this.groups = new GroupStore(this.db)
     } catch (err: any) {
       this.db.close()

@@ -171,6 +171,10 @@ export const MIGRATIONS: string[] = [
     PRIMARY KEY (id, direction, peer)
   ) WITHOUT ROWID;
   CREATE INDEX files_by_update ON files (updated_at);
+  -- the offers received, apart from the rest of the history: at start the node
+  -- looks for one a crash left without its files row (FILE_OFFER_TYPE)
+  CREATE INDEX messages_file_offers ON messages (created_at)
+    WHERE direction = 'in' AND content_type = 'application/vnd.parley.file-offer+json';
   `
 ]
 

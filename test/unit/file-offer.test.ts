@@ -6,6 +6,9 @@ import { describe, expect, it } from 'vitest'
 import { digestFile, writeAndDigest } from '../../node/files/hashing.js'
 import { encodeOffer, FILE_OFFER_TYPE, MAX_THUMBNAIL_BYTES, parseOffer, thumbnailProblem } from '../../node/files/offer.js'
 import { Store } from '../../node/store/index.js'
+import { OFFER_CONTENT_TYPE } from '../../node/store/files.js'
+import type { PreparedStatements } from '../../common/statements.js'
+import type { DatabaseSync } from 'node:sqlite'
 import { CHUNK_BYTES, hashChunk, hashListRoot, MAX_FILE_BYTES } from '../../protocols/file/index.js'
 
 const offer = { name: 'photo.jpg', size: 1234, type: 'image/jpeg', sha256: 'a'.repeat(64), root: 'b'.repeat(64) }
@@ -129,7 +132,19 @@ describe('offers a crash left without their row', () => {
     inbound('00000000-0000-7000-8000-000000000002', FILE_OFFER_TYPE)
     inbound('00000000-0000-7000-8000-000000000003', 'text/plain')
     store.files.insert({ id: '00000000-0000-7000-8000-000000000001', peer: 'p', direction: 'in', ...offer, status: 'pending', createdAt: at })
-    expect(store.files.offersWithoutRow(FILE_OFFER_TYPE)).toEqual([{ id: '00000000-0000-7000-8000-000000000002', peer: 'p', body: offerBody, request: false }])
+    expect(store.files.offersWithoutRow()).toEqual([{ id: '00000000-0000-7000-8000-000000000002', peer: 'p', body: offerBody, request: false }])
+    store.close()
+  })
+
+  it('are looked for among the offers alone, on their partial index, however long the history', () => {
+    expect(OFFER_CONTENT_TYPE).toBe(FILE_OFFER_TYPE)
+    const store = new Store()
+    store.files.offersWithoutRow()
+    const statements = ((store.files as any).statements as PreparedStatements).texts()
+    const db = (store as any).db as DatabaseSync
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${statements.find(sql => sql.includes('messages_file_offers')) as string}`).all().map((r: any) => r.detail).join('; ')
+    expect(plan).toMatch(/SCAN m USING INDEX messages_file_offers/)
+    expect(plan).not.toMatch(/SCAN m( |$)(?!USING)/)
     store.close()
   })
 })

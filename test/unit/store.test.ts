@@ -30,6 +30,21 @@ describe('Store', () => {
     store.close()
   })
 
+  it('goes on with history positions after reopening, after the last of any conversation', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    let store = new Store(file)
+    store.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/plain', sentAt: 1 })
+    store.receive({ peer: 'other', id: 'b', seq: 1, body: 'y', contentType: 'text/plain', sentAt: 2, receivedAt: 2, path: 'direct' })
+    store.enqueue({ peer: 'third', id: 'c', body: 'z', contentType: 'text/plain', sentAt: 3 })
+    const last = (store as any).position as number
+    store.close()
+    store = new Store(file)
+    expect((store as any).position).toBe(last)
+    store.enqueue({ peer: PEER, id: 'd', body: 'w', contentType: 'text/plain', sentAt: 4 })
+    expect(store.positionOf(PEER, 'd')).toBe(last + 1)
+    store.close()
+  })
+
   it('moves an outbox entry from queued to delivered or failed, retried on the way', () => {
     const store = new Store()
     store.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/plain', sentAt: 1 })
