@@ -82,6 +82,9 @@ function toHistoryEntry (self: string, m: StoredMessage): HistoryEntry {
   }
 }
 
+/** How long a group write waits at most for this node's mailboxes to be drained first (see caughtUpForGroups). */
+const GROUP_CATCH_UP_WAIT = 10_000
+
 /**
  * A parley node: sends messages to peers by peer ID through a persistent
  * outbox, picks the path (direct or relayed) by itself and reports which, and
@@ -797,6 +800,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     const groupId = this.groupsOf.resolve(group)
     const contentType = options.contentType ?? DEFAULT_CONTENT_TYPE
     this.checkBody(body, contentType)
+    await this.caughtUpForGroups()
     const { message, carriers } = await this.groupsOf.send(groupId, body, contentType)
     return { groupId, id: message.id, seq: message.seq, lamport: message.lamport, carriers }
   }
@@ -815,6 +819,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     const contentType = options.contentType ?? DEFAULT_CONTENT_TYPE
     this.checkBody(body, contentType)
     const waits: Array<{ peer: string, id: string, settled: Promise<GroupRecipientStatus> }> = []
+    await this.caughtUpForGroups()
     const { message } = await this.groupsOf.send(groupId, body, contentType, ({ peer, id }) => {
       waits.push({ peer, id, settled: new Promise(resolve => { this.carrierWaits.set(id, { peer, settle: resolve }) }) })
     })
@@ -847,6 +852,21 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       receivedAt: m.receivedAt,
       ...(m.path == null ? {} : { path: m.path as GroupMessage['path'] })
     }))
+  }
+
+  /**
+   * Before this node writes to a group, what others left in its mailboxes
+   * while it was away is taken and handled (waiting at most
+   * GROUP_CATCH_UP_WAIT for hosts that answer slowly): a removal made
+   * meanwhile is known, and nothing goes to the removed member.
+   */
+  private async caughtUpForGroups (): Promise<void> {
+    try {
+      await raceSignal(this.mailboxes.caughtUp(), AbortSignal.timeout(GROUP_CATCH_UP_WAIT))
+    } catch {
+      // a host that answers, but slowly: write now; the members' stale-log answers cover the rest
+    }
+    await this.groupsOf.settled()
   }
 
   private onCarrierStatus (change: StatusChange): void {

@@ -198,6 +198,11 @@ export class Mailboxes extends TypedEventEmitter<MailboxesEvents> {
     await this.receiver?.setHosts(this.hosts)
   }
 
+  /** Resolves once every mailbox was drained of what waited at start, or found unreachable (see MailboxReceiver.caughtUp). */
+  async caughtUp (): Promise<void> {
+    await this.receiver?.caughtUp()
+  }
+
   /** A connection opened: to one of this node's hosts, its mailbox is drained now. */
   connected (peer: PeerId): void {
     this.receiver?.connected(peer)

@@ -98,6 +98,8 @@ interface HostState {
   connecting: boolean
   failures: number
   timer?: ClockTimer
+  /** The first session since start took what waited on the host, or the first attempt failed. */
+  settled: boolean
 }
 
 /** What became of one envelope: whether to delete it on the host, and the receipt its sender gets. */
@@ -130,6 +132,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
   private readonly hosts = new Map<string, HostState>()
   private stopped = true
   private controller = new AbortController()
+  private readonly settledWaiters = new Set<() => void>()
 
   constructor (components: MailboxReceiverComponents, init: { hosts: MailboxHost[] }) {
     super()
@@ -138,7 +141,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     this.clock = components.clock ?? systemClock
     this.random = components.random ?? Math.random
     for (const host of init.hosts) {
-      this.hosts.set(host.peerId.toString(), { host, status: { host: host.peerId.toString(), connected: false, received: 0 }, connecting: false, failures: 0 })
+      this.hosts.set(host.peerId.toString(), { host, status: { host: host.peerId.toString(), connected: false, received: 0 }, connecting: false, failures: 0, settled: false })
     }
   }
 
@@ -151,6 +154,8 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
   async stop (): Promise<void> {
     this.stopped = true
     this.controller.abort()
+    for (const resolve of this.settledWaiters) resolve()
+    this.settledWaiters.clear()
     await Promise.all([...this.hosts.values()].map(async state => {
       this.clock.clearTimeout(state.timer)
       state.timer = undefined
@@ -170,7 +175,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     }
     for (const [key, host] of wanted) {
       if (this.hosts.has(key)) continue
-      const state: HostState = { host, status: { host: key, connected: false, received: 0 }, connecting: false, failures: 0 }
+      const state: HostState = { host, status: { host: key, connected: false, received: 0 }, connecting: false, failures: 0, settled: false }
       this.hosts.set(key, state)
       if (!this.stopped) this.connect(state)
     }
@@ -184,6 +189,28 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
         .then(fill => { state.status.fill = fill })
         .catch(err => { this.log('renewing the mailbox on %p failed - %s', state.host.peerId, err.message) })
     }
+  }
+
+  /**
+   * Resolves once every mailbox has been drained of what waited on it when
+   * this node started (or could not be reached on a first try): what others
+   * left while this node was away is then in the store.
+   */
+  async caughtUp (): Promise<void> {
+    if (this.allSettled()) return
+    await new Promise<void>(resolve => { this.settledWaiters.add(resolve) })
+  }
+
+  private allSettled (): boolean {
+    return [...this.hosts.values()].every(state => state.settled)
+  }
+
+  private settle (state: HostState): void {
+    if (state.settled) return
+    state.settled = true
+    if (!this.allSettled()) return
+    for (const resolve of this.settledWaiters) resolve()
+    this.settledWaiters.clear()
   }
 
   /** The mailboxes of this node and how each stands. */
@@ -207,6 +234,8 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     this.drain(state)
       .catch(err => {
         state.failures++
+        // unreachable now: nothing waits on it any longer
+        this.settle(state)
         state.status.lastError = err.message
         this.log('mailbox on %p: %s', state.host.peerId, err.message)
       })
@@ -238,13 +267,19 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
     state.status = { ...state.status, connected: true, fill: session.info, lastError: undefined }
     this.changed(state)
     this.log('mailbox on %p open: %d envelopes wait', state.host.peerId, session.info.envelopes)
+    let waiting = session.info.envelopes
+    if (waiting <= 0) this.settle(state)
     for await (const batch of session) {
       if (this.stopped) return
       this.log('%d envelopes from %p', batch.length, state.host.peerId)
       await this.handleBatch(batch, session)
       state.status.received += batch.length
+      waiting -= batch.length
+      if (waiting <= 0) this.settle(state)
       this.changed(state)
     }
+    // the session ended (the host closed it): whatever it held is as taken as it will be
+    this.settle(state)
   }
 
   private async handleBatch (batch: SessionEnvelope[], session: ReceiveSession): Promise<void> {

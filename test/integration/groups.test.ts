@@ -6,11 +6,11 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
 import { Ack } from '../../protocols/im/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { collect, useNetwork } from '../fixtures/network.js'
+import { collect, reserved, useNetwork } from '../fixtures/network.js'
 import { addOp, carrier, GROUP_IM, signedMessage, signedOp } from '../fixtures/raw-group.js'
 import { useRawImClients } from '../fixtures/raw-im.js'
 import { until } from '../fixtures/wait.js'
-import type { GroupChange, GroupMessage, ParleyNode } from '../../index.js'
+import type { GroupChange, GroupMessage, NodeConfig, ParleyNode, StatusChange } from '../../index.js'
 
 /** Every group message the node shows from now on. */
 function groupMessages (node: ParleyNode): GroupMessage[] {
@@ -26,6 +26,14 @@ async function introduce (nodes: ParleyNode[]): Promise<void> {
       if (a !== b) await a.libp2p.peerStore.merge(b.peerId, { multiaddrs: b.multiaddrs })
     }
   }
+}
+
+/** Resolves once every mailbox of the node has an open session. */
+async function mailboxOpen (node: ParleyNode): Promise<void> {
+  await until(() => node.status().mailboxes.length > 0 && node.status().mailboxes.every(m => m.connected), {
+    on: [node, 'mailbox:change'],
+    what: () => `the mailboxes of ${node.peerId.toString()} to open`
+  })
 }
 
 async function knows (node: ParleyNode, groupId: string, check: (members: string[]) => boolean = () => true): Promise<void> {
@@ -165,6 +173,37 @@ describe('groups', () => {
     await until(() => carol.groupHistory(group.id).length === 2, { on: [carol, 'group:message'], what: 'carol to get both' })
     // dave knew he was removed: neither is shown to him
     expect(atDave).toEqual([])
+  })
+
+  it('a member offline during a removal learns of it from its mailbox before it next writes: nothing goes to the removed member', async () => {
+    const relay = await net.relay({ dataDir: await tempDir() })
+    const config = (dataDir: string): NodeConfig => ({ dataDir, relays: [relay.multiaddrs[0].toString()], mailboxAfter: 500, retry: { initialDelay: 200, maxDelay: 2_000 } })
+    const bobDir = await tempDir()
+    const [alice, dave] = await Promise.all([net.node(config(await tempDir())), net.node(config(await tempDir()))])
+    let bob = await net.node(config(bobDir))
+    await Promise.all([alice, bob, dave].map(async n => { await reserved(n); await mailboxOpen(n) }))
+    await introduce([alice, bob, dave])
+    const group = await alice.createGroup('club', [bob.peerId, dave.peerId])
+    await Promise.all([knows(bob, group.id), knows(dave, group.id)])
+    // bob's mailbox, where the removal will wait for him
+    await until(async () => (await alice.mailboxOf(bob.peerId)) != null, { what: 'bob\'s mailbox record', every: 200 })
+    await bob.stop()
+
+    const bobId = bob.peerId.toString()
+    // a carrier's status is the outbox's own (the node shows none: a carrier is no one-to-one message)
+    const engine = (alice as any).engine as EventTarget
+    const stored: StatusChange[] = []
+    engine.addEventListener('message:status', (evt: any) => { if (evt.detail.status === 'stored' && evt.detail.peer === bobId) stored.push(evt.detail) })
+    await alice.removeMember(group.id, dave.peerId)
+    await until(() => stored.length > 0, { on: [engine, 'message:status'], what: 'the removal to wait in bob\'s mailbox' })
+    // alice goes too: bob can hear of the removal from his mailbox alone
+    await alice.stop()
+
+    bob = await net.node(config(bobDir))
+    // written at once, as a user would the moment the node is back
+    const sent = await bob.queueGroup(group.id, 'first words back')
+    expect(sent.carriers.map(c => c.peer)).toEqual([alice.peerId.toString()])
+    expect(bob.group(group.id).members).not.toContain(dave.peerId.toString())
   })
 
   it('a group makes its members trusted only when this node or a contact stands behind it, never a stranger\'s group', async () => {

@@ -283,6 +283,46 @@ describe('MailboxReceiver', () => {
     }
   }
 
+  it('is caught up once what waited on the host at start is taken, not before', async () => {
+    const t = await setup()
+    for (const name of ['e1', 'e2', 'e3']) t.opened.set(name, t.chat(Number(name[1])))
+    let caughtUp = false
+    const caught = t.receiver.caughtUp().then(() => { caughtUp = true })
+    t.receiver.start()
+    await until(() => t.receiver.status()[0].connected, { on: [t.receiver, 'change'], timeout: 5_000 })
+    t.session.push([t.envelope('e1'), t.envelope('e2')])
+    await t.deleted(2)
+    // three waited: two taken is not caught up
+    expect(caughtUp).toBe(false)
+    t.session.push([t.envelope('e3')])
+    await caught
+    expect(t.stored.map(m => m.seq)).toEqual([1, 2, 3])
+    // and later calls resolve at once
+    await t.receiver.caughtUp()
+    await t.receiver.stop()
+  })
+
+  it('is caught up when its host cannot be reached: nothing waits on it', async () => {
+    const receiver = new MailboxReceiver({
+      transport: {
+        register: async () => { throw new Error('no route to the host') },
+        open: async () => { throw new Error('unreachable') }
+      },
+      open: async () => { throw new Error('never called') },
+      reception: { admit: () => ({ status: 'accept' }), store: async () => 'stored', onRefused: () => {} },
+      engine: { receipt: () => {} },
+      directory: { learn: async () => { throw new Error('never called') } },
+      depositor: { depositReceipt: async () => true },
+      trusts: () => true,
+      logger: defaultLogger(),
+      clock: new FakeClock()
+    }, { hosts: [{ peerId: await newPeer(), addrs: [] }] })
+    receiver.start()
+    await receiver.caughtUp()
+    expect(receiver.status()[0].lastError).toBe('no route to the host')
+    await receiver.stop()
+  })
+
   it('stores each message with path mailbox, deletes it only once stored, learns the sender\'s record and answers it in one receipt', async () => {
     const t = await setup()
     t.opened.set('e1', t.chat(1))
