@@ -405,26 +405,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (to.equals(this.peerId)) {
       throw new InvalidPeerIdError('cannot send a message to this node itself; give the recipient\'s peer ID')
     }
-    if (this.policy.full) {
-      throw new StorageFullError(`the message store is at its limit (${this.config.limits.maxStoreBytes} bytes, limits.maxStoreBytes): free room or raise the limit to send`)
-    }
-    if (typeof body !== 'string' || body.length === 0) {
-      throw new EmptyMessageError('the message is empty; write some text to send')
-    }
-    if (!body.isWellFormed()) {
-      throw new InvalidMessageError('the message has a lone UTF-16 surrogate (half of an emoji?): it is not text that UTF-8 can carry')
-    }
-    const size = utf8Length(body)
-    if (size > MAX_BODY_BYTES) {
-      throw new MessageTooLargeError(`the message is ${size} bytes of UTF-8, over the ${MAX_BODY_BYTES}-byte limit; split it into smaller messages`)
-    }
     const contentType = options.contentType ?? DEFAULT_CONTENT_TYPE
-    if (utf8Length(contentType) > MAX_CONTENT_TYPE_BYTES) {
-      throw new MessageTooLargeError(`the content type is over the ${MAX_CONTENT_TYPE_BYTES}-byte limit`)
-    }
-    if (!isMediaType(contentType)) {
-      throw new InvalidMessageError(`the content type "${contentType}" is not a media type (type/subtype, printable ASCII, e.g. text/markdown); the recipient would refuse it`)
-    }
+    this.checkBody(body, contentType)
     if (options.replyTo != null) {
       checkMessageId(options.replyTo, 'replyTo')
     }
@@ -889,14 +871,15 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (this.stopped) throw new NodeStoppedError('the node is stopped; start a new one')
   }
 
+  /** What the recipient would refuse, or this node cannot store, said before anything is written (one-to-one and group sends alike). */
   private checkBody (body: string, contentType: string): void {
+    if (this.policy.full) throw new StorageFullError(`the message store is at its limit (${this.config.limits.maxStoreBytes} bytes, limits.maxStoreBytes): free room or raise the limit to send`)
     if (typeof body !== 'string' || body.length === 0) throw new EmptyMessageError('the message is empty; write some text to send')
     if (!body.isWellFormed()) throw new InvalidMessageError('the message has a lone UTF-16 surrogate (half of an emoji?): it is not text that UTF-8 can carry')
     const size = utf8Length(body)
     if (size > MAX_BODY_BYTES) throw new MessageTooLargeError(`the message is ${size} bytes of UTF-8, over the ${MAX_BODY_BYTES}-byte limit; split it into smaller messages`)
     if (utf8Length(contentType) > MAX_CONTENT_TYPE_BYTES) throw new MessageTooLargeError(`the content type is over the ${MAX_CONTENT_TYPE_BYTES}-byte limit`)
-    if (!isMediaType(contentType)) throw new InvalidMessageError(`the content type "${contentType}" is not a media type (type/subtype, printable ASCII, e.g. text/markdown)`)
-    if (this.policy.full) throw new StorageFullError(`the message store is at its limit (${this.config.limits.maxStoreBytes} bytes, limits.maxStoreBytes): free room or raise the limit to send`)
+    if (!isMediaType(contentType)) throw new InvalidMessageError(`the content type "${contentType}" is not a media type (type/subtype, printable ASCII, e.g. text/markdown); the recipient would refuse it`)
   }
 
   // ---- files (node/files/transfers.ts, protocols/file) ----
