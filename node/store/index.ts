@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { DatabaseSync } from 'node:sqlite'
 import * as ordering from '../inbox/ordering.js'
 import { PreparedStatements } from '../../common/statements.js'
@@ -6,6 +7,7 @@ import { GroupStore } from './groups.js'
 import { FileRows } from './files.js'
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js'
 import type { MessagePath, OutboundStatus } from '../types.js'
+import type { FileHandle } from 'node:fs/promises'
 import type { StatementSync } from 'node:sqlite'
 
 /** The database cannot be used: corrupt, from a newer parley, or not a parley store. */
@@ -256,7 +258,9 @@ export class Store {
   /**
    * The last history position handed out. Kept here rather than read with
    * max(position) for every message, which scans the whole index (no index
-   * leads with position) and made each write slower as history grew.
+   * leads with position) and made each write slower as history grew; and in
+   * the `history_end` row, written by each commit that moved it, so that
+   * start-up reads one row (see `transaction`).
    */
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
@@ -280,11 +284,7 @@ export class Store {
     }
     try {
       this.migrate(existed)
-      // the last position of each conversation is one seek on (peer, position); max(position) over
-      // the whole table would read every message (no index leads with position). Every message's
-      // peer has a conversation: a row is written there before any message of it
-      this.position = (this.db.prepare(`SELECT max((SELECT max(position) FROM messages INDEXED BY messages_by_position
-        WHERE peer = c.peer)) AS p FROM conversations c`).get() as Row).p ?? 0
+      this.position = (this.db.prepare('SELECT last_position FROM history_end WHERE id = 1').get() as Row).last_position
       this.groups = new GroupStore(this.db)
     } catch (err: any) {
       this.db.close()
@@ -321,6 +321,32 @@ export class Store {
 
   close (): void {
     if (this.db.isOpen) this.db.close()
+    this.wal?.then(async handle => { await handle.close() }).catch(() => {})
+    this.wal = undefined
+  }
+
+  /** The write-ahead log, opened for `sync`. */
+  private wal?: Promise<FileHandle>
+
+  /**
+   * Makes every commit so far durable, as a commit with `durable: true` is,
+   * without blocking the event loop: an fdatasync of the write-ahead log on
+   * libuv's thread pool. A commit in WAL mode is the WAL's frames, written
+   * (not synced) at COMMIT; with synchronous=FULL SQLite syncs the WAL right
+   * then, which is all this does later. Frames a checkpoint already copied
+   * to the database file are on disk: a checkpoint syncs the file. So a
+   * caller may commit with `durable: false`, do something else meanwhile
+   * (put the message on the wire), and await this before saying the write
+   * is durable.
+   */
+  async sync (): Promise<void> {
+    if (this.file == null || !this.db.isOpen) return
+    if (this.wal == null) {
+      const opening = this.wal = open(`${this.file}-wal`, 'r')
+      // tried again next time: the WAL exists once anything was written
+      opening.catch(() => { if (this.wal === opening) this.wal = undefined })
+    }
+    await (await this.wal).datasync()
   }
 
   private sql (text: string): StatementSync {
@@ -344,6 +370,7 @@ export class Store {
       this.depth++
       try {
         const result = fn()
+        if (this.position !== position) this.sql('UPDATE history_end SET last_position = ? WHERE id = 1').run(this.position)
         this.db.exec('COMMIT')
         return result
       } catch (err) {
@@ -391,8 +418,12 @@ export class Store {
 
   // ---- outbound ----
 
-  /** Writes a new outbound message and its outbox entry, giving it the conversation's next seq. */
-  enqueue (message: NewOutbound): StoredMessage {
+  /**
+   * Writes a new outbound message and its outbox entry, giving it the
+   * conversation's next seq. `durable: false` commits without waiting for the
+   * disk (see `transaction`); `sync` then makes it durable.
+   */
+  enqueue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
       const row = outboundRow(message, seq)
@@ -409,7 +440,7 @@ export class Store {
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
       return toMessage(row)
-    })
+    }, options)
   }
 
   private getOutbound (id: string): StoredMessage | undefined {

@@ -175,6 +175,17 @@ export const MIGRATIONS: string[] = [
   -- looks for one a crash left without its files row (FILE_OFFER_TYPE)
   CREATE INDEX messages_file_offers ON messages (created_at)
     WHERE direction = 'in' AND content_type = 'application/vnd.parley.file-offer+json';
+  `,
+  // 9: the last history position handed out, kept in one row that each commit
+  // handing out positions moves up: start-up reads it instead of seeking the
+  // end of every conversation (no index leads with position), a cost that grew
+  // with the number of conversations
+  `
+  CREATE TABLE history_end (
+    id             INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    last_position  INTEGER NOT NULL
+  );
+  INSERT INTO history_end (id, last_position) SELECT 1, coalesce(max(position), 0) FROM messages;
   `
 ]
 

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { describe, expect, it } from 'vitest'
 import { Store } from '../../node/store/index.js'
-import { SCHEMA_VERSION } from '../../node/store/migrations.js'
+import { MIGRATIONS, SCHEMA_VERSION } from '../../node/store/migrations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { NewInbound } from '../../node/store/index.js'
 
@@ -43,6 +43,56 @@ describe('Store', () => {
     store.enqueue({ peer: PEER, id: 'd', body: 'w', contentType: 'text/plain', sentAt: 4 })
     expect(store.positionOf(PEER, 'd')).toBe(last + 1)
     store.close()
+  })
+
+  it('reads the last history position from one row: a store from before it (version 8) takes it from its messages', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    const db = new DatabaseSync(file)
+    for (const [v, migration] of MIGRATIONS.slice(0, 8).entries()) {
+      db.exec(migration)
+      db.exec(`PRAGMA user_version = ${v + 1}`)
+    }
+    db.exec(`INSERT INTO conversations (peer, next_out_seq) VALUES ('${PEER}', 3), ('other', 2);
+      INSERT INTO messages (id, peer, direction, seq, body, content_type, sent_at, created_at, status, position)
+        VALUES ('a', '${PEER}', 'out', 1, 'x', 'text/plain', 1, 1, 'delivered', 7), ('b', 'other', 'out', 1, 'x', 'text/plain', 1, 1, 'delivered', 41),
+          ('c', '${PEER}', 'out', 2, 'x', 'text/plain', 1, 1, 'delivered', 9);`)
+    db.close()
+    let store = new Store(file)
+    expect((store as any).position).toBe(41)
+    store.enqueue({ peer: PEER, id: 'd', body: 'w', contentType: 'text/plain', sentAt: 4 })
+    expect(store.positionOf(PEER, 'd')).toBe(42)
+    // a transaction that fails hands out nothing: the row stays where the last commit left it
+    expect(() => store.transaction(() => {
+      store.enqueue({ peer: PEER, id: 'e', body: 'w', contentType: 'text/plain', sentAt: 5 })
+      throw new Error('undone')
+    })).toThrow('undone')
+    store.close()
+    store = new Store(file)
+    expect((store as any).position).toBe(42)
+    store.enqueue({ peer: 'other', id: 'e', body: 'w', contentType: 'text/plain', sentAt: 5 })
+    expect(store.positionOf('other', 'e')).toBe(43)
+    store.close()
+  })
+
+  it('commits an outbound message without waiting for the disk, and `sync` then makes it durable', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    let store = new Store(file)
+    const m = store.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/plain', sentAt: 1 }, { durable: false })
+    // committed: readable at once, by this connection and by another one
+    const other = new DatabaseSync(file)
+    expect(other.prepare('SELECT status FROM messages WHERE id = ?').get('a')).toEqual({ status: 'queued' })
+    other.close()
+    await store.sync()
+    await store.sync()
+    // and the store is back to durable commits for everything else
+    expect((store as any).db.prepare('PRAGMA synchronous').get()).toEqual({ synchronous: 2 })
+    store.close()
+    store = new Store(file)
+    expect(store.outbox().map(e => [e.id, e.seq])).toEqual([[m.id, 1]])
+    await store.sync()
+    store.close()
+    // a store in memory has nothing to sync
+    await new Store().sync()
   })
 
   it('moves an outbox entry from queued to delivered or failed, retried on the way', () => {
