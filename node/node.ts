@@ -392,12 +392,21 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
    * is still delivered later.
    */
   async send (peer: PeerId | string, body: string, options: SendOptions = {}): Promise<Receipt> {
-    const id = this.queue(peer, body, options)
-    return this.waitFor(id, options)
+    // the outbox row is committed before the message goes on the wire, and
+    // made durable while it travels: the wait for this disk overlaps the
+    // round trip (and the recipient's wait for its own)
+    const id = this.write(peer, body, options, false)
+    const [receipt] = await Promise.all([this.waitFor(id, options), this.store.sync()])
+    return receipt
   }
 
-  /** Queues a message and returns its id at once; `message:status` events follow it. */
+  /** Queues a message (durably: the call returns once it is on disk) and returns its id; `message:status` events follow it. */
   queue (peer: PeerId | string, body: string, options: Pick<SendOptions, 'contentType' | 'replyTo'> = {}): string {
+    return this.write(peer, body, options, true)
+  }
+
+  /** Checks and queues a message; `durable: false` leaves the wait for the disk to the caller (`Store.sync`). */
+  private write (peer: PeerId | string, body: string, options: Pick<SendOptions, 'contentType' | 'replyTo'>, durable: boolean): string {
     if (this.stopped) {
       throw new NodeStoppedError('the node is stopped; start a new one to send')
     }
@@ -421,7 +430,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       contentType,
       replyTo: options.replyTo,
       sentAt: Date.now()
-    })
+    }, { durable })
     return message.id
   }
 

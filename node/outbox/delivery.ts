@@ -178,9 +178,14 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.withdrawn.clear()
   }
 
-  /** Writes a new message to the outbox (durably, before anything goes on the wire), reports it queued, and sends it. */
-  queue (message: NewOutbound): StoredMessage {
-    const stored = this.store.enqueue(message)
+  /**
+   * Writes a new message to the outbox, reports it queued, and sends it. The
+   * row is committed before anything goes on the wire; `durable: false`
+   * leaves the wait for the disk to the caller (`Store.sync`), which then
+   * overlaps the message's round trip.
+   */
+  queue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
+    const stored = this.store.enqueue(message, options)
     // an earlier message of the peer, if any, expires no later than this one
     if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
     this.emit(this.machine.queued(stored))

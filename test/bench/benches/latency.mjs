@@ -2,8 +2,10 @@
 // node processes on a direct TCP loopback connection, next to libp2p ping, a
 // length-prefixed echo on a raw libp2p stream, both on that same connection,
 // and a plain TCP echo between the same two processes; and what one durable
-// commit of the store costs on the same disk (the contract puts two of them
-// between a send and its ack).
+// commit of the store costs on the same disk (the contract puts one on each
+// side of a send; the sender's overlaps the round trip, so one is on the way
+// to the ack), alone and with the other process committing at the same time
+// (both stores are on one disk here, unlike two users' machines).
 import { rotate, summarize } from '../lib/stats.mjs'
 
 export const title = 'Latency: send → ack, 200-byte messages, two processes, direct TCP loopback'
@@ -34,7 +36,12 @@ export async function run ({ spawn, tempDir, scale, log }) {
     echo: () => a.call('lat:echo', { name: 'a', peer: bob.peerId, count, size }),
     tcp: () => a.call('lat:tcp', { port: tcpPort, count, size }),
     // the disk's part: one durable SQLite commit, on the file system the stores are on
-    commit: async () => b.call('store:commits', { dataDir: await tempDir(), count })
+    commit: async () => b.call('store:commits', { dataDir: await tempDir(), count }),
+    // both processes committing at once, as the sender and recipient do during a send
+    commitTogether: async () => {
+      const [x, y] = await Promise.all([a.call('store:commits', { dataDir: await tempDir(), count }), b.call('store:commits', { dataDir: await tempDir(), count })])
+      return [...x, ...y]
+    }
   }
   const samples = Object.fromEntries(Object.keys(methods).map(k => [k, []]))
   // warm-up round, not counted
@@ -47,9 +54,10 @@ export async function run ({ spawn, tempDir, scale, log }) {
 
   const s = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]))
   const ratio = s.parley.p50 / s.echo.p50
-  // what the contract leaves at least: the sender's outbox commit before the
-  // message goes out, the recipient's commit before its ack, and the round trip
-  const floor = 2 * s.commit.p50 + s.echo.p50
+  // what the contract leaves at least: the recipient's commit before its ack
+  // and the round trip (the sender's commit runs meanwhile)
+  const floor = s.commit.p50 + s.echo.p50
+  const floorTogether = s.commitTogether.p50 + s.echo.p50
   return {
     raw: { rounds, count, size, summaries: s },
     rows: [
@@ -57,7 +65,9 @@ export async function run ({ spawn, tempDir, scale, log }) {
       { metric: 'send → ack RTT vs libp2p ping', parley: s.parley, baseline: { name: 'libp2p ping (32 bytes, one kept stream), same connection', ...s.ping }, ratio: s.parley.p50 / s.ping.p50 },
       { metric: 'send → ack RTT vs plain TCP echo', parley: s.parley, baseline: { name: 'plain TCP echo, same two processes', ...s.tcp }, ratio: s.parley.p50 / s.tcp.p50 },
       { metric: 'diagnostic: one durable SQLite commit (synchronous=FULL: an fsync of the WAL), same file system', parley: s.commit },
-      { metric: 'diagnostic: least send → ack the contract allows: 2 durable commits (sender\'s outbox, recipient\'s store) + the echo RTT', parley: { value: floor, unit: 'ms' }, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: floor / s.echo.p50 },
+      { metric: 'diagnostic: two durable SQLite commits at once, one per process, same file system', parley: s.commitTogether },
+      { metric: 'send → ack RTT vs the least the contract allows: 1 durable commit (the recipient\'s; the sender\'s overlaps) + the echo RTT', parley: s.parley, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.parley.p50 / floor, target: '≤ 1.25×', met: s.parley.p50 / floor <= 1.25 },
+      { metric: 'diagnostic: send → ack RTT vs 1 commit made while the other process commits too (one disk for both sides here) + the echo RTT', parley: s.parley, baseline: { name: 'concurrent commit + echo', value: floorTogether, unit: 'ms' }, ratio: s.parley.p50 / floorTogether },
       { metric: 'diagnostic: send → ack RTT with the stores in memory (no fsync; not a deployment setting)', parley: s.memory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.memory.p50 / s.echo.p50 }
     ]
   }
