@@ -119,6 +119,18 @@ describe('Store', () => {
     store.close()
   })
 
+  it('presents a seq its sender gave again under a new id (its outbox row lost with a power cut after the message went out): never taken for a repeat', () => {
+    const store = new Store()
+    expect(store.receive(inbound(1, 'a')).presented.map(m => m.id)).toEqual(['a'])
+    expect(store.receive(inbound(2, 'b')).presented.map(m => m.id)).toEqual(['b'])
+    // the sender lost b's row, restarted, and wrote c as seq 2, then d as seq 3
+    expect(store.receive(inbound(2, 'c'))).toMatchObject({ result: 'stored', presented: [{ id: 'c', seq: 2 }] })
+    expect(store.receive(inbound(3, 'd')).presented.map(m => m.id)).toEqual(['d'])
+    // b's copy sent again is the repeat, by its id
+    expect(store.receive(inbound(2, 'b')).result).toBe('duplicate')
+    store.close()
+  })
+
   it('holds a later seq while an earlier one is missing and presents both in order when the gap fills', () => {
     const store = new Store()
     expect(store.receive(inbound(1)).presented.map(m => m.seq)).toEqual([1])
