@@ -682,6 +682,7 @@ export class Store {
     this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request, group_payload)
       VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request, row.group_payload)
+    if (arrival.action === 'hold') this.sql('UPDATE conversations SET held = held + 1 WHERE peer = ?').run(message.peer)
     const presented = arrival.action === 'present' ? [toMessage(row)] : []
     if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
     return { result: 'stored', presented }
@@ -708,9 +709,8 @@ export class Store {
   /** The conversation's held messages and refused seqs, for the ordering rules (held ones are looked up on the `messages_held` index). */
   private orderLookup (peer: string): ordering.OrderLookup<StoredMessage> {
     return {
-      // bounded, so that the count stays cheap however many a peer made wait
-      heldCount: (atMost) => (this.sql(`SELECT count(*) AS n FROM (SELECT 1 FROM messages INDEXED BY messages_held
-        WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT ?)`).get(peer, atMost) as Row).n,
+      // the conversation's count: counting the rows walked every one, for every message held
+      heldCount: () => (this.sql('SELECT held FROM conversations WHERE peer = ?').get(peer) as Row | undefined)?.held ?? 0,
       takeHeld: (seq) => {
         const held = this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, seq) as Row[]
         for (const row of held) this.present(peer, row.id)
@@ -721,9 +721,11 @@ export class Store {
     }
   }
 
+  /** Presents a held message. */
   private present (peer: string, id: string): void {
     // a group carrier takes no place in the history
     this.sql("UPDATE messages SET status = 'presented', position = CASE WHEN group_payload IS NULL THEN ? END WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
+    this.sql('UPDATE conversations SET held = held - 1 WHERE peer = ?').run(peer)
   }
 
   /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands. */
@@ -869,6 +871,9 @@ export class Store {
     return this.transaction(() => {
       const deleted = this.sql("DELETE FROM messages WHERE request = 1 AND peer = ? AND direction = 'in'").run(peer).changes as number
       this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(peer)
+      // some of them may have been held: counted again, on the index (a stranger's are few: the policy bounds them)
+      this.sql(`UPDATE conversations SET held = (SELECT count(*) FROM messages INDEXED BY messages_held
+        WHERE peer = ?1 AND direction = 'in' AND status = 'held') WHERE peer = ?1`).run(peer)
       return deleted
     })
   }

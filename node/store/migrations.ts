@@ -176,16 +176,21 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX messages_file_offers ON messages (created_at)
     WHERE direction = 'in' AND content_type = 'application/vnd.parley.file-offer+json';
   `,
-  // 9: the last history position handed out, kept in one row that each commit
-  // handing out positions moves up: start-up reads it instead of seeking the
-  // end of every conversation (no index leads with position), a cost that grew
-  // with the number of conversations
+  // 9: costs that grew with the store, kept as counts. The last history
+  // position handed out, in one row that each commit handing out positions
+  // moves up: start-up reads it instead of seeking the end of every
+  // conversation (no index leads with position). And how many messages each
+  // conversation holds for an earlier seq: the limit on them is checked for
+  // every message held, and counting them walked every one
   `
   CREATE TABLE history_end (
     id             INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
     last_position  INTEGER NOT NULL
   );
   INSERT INTO history_end (id, last_position) SELECT 1, coalesce(max(position), 0) FROM messages;
+  ALTER TABLE conversations ADD COLUMN held INTEGER NOT NULL DEFAULT 0;  -- inbound messages with status 'held'
+  UPDATE conversations SET held = (SELECT count(*) FROM messages
+    WHERE messages.peer = conversations.peer AND direction = 'in' AND status = 'held');
   `
 ]
 

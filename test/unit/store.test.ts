@@ -205,6 +205,66 @@ describe('Store', () => {
     store.close()
   })
 
+  it('keeps each conversation\'s count of held messages as they are held, presented, released and deleted', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    let store = new Store(file)
+    const held = (peer = PEER): number => ((store as any).db.prepare('SELECT held FROM conversations WHERE peer = ?').get(peer) as { held: number }).held
+    store.receive(inbound(1))
+    for (const seq of [3, 4, 6, 7, 8]) store.receive(inbound(seq))
+    expect(held()).toBe(5)
+    // a repeat and a refused one change nothing; a message in order is not held
+    store.receive(inbound(3))
+    store.refuseSeq(PEER, 5, 1)
+    expect(held()).toBe(5)
+    // 2 fills the gap up to 4 (5 was refused: 6, 7, 8 follow)
+    expect(store.receive(inbound(2)).presented.map(m => m.seq)).toEqual([2, 3, 4, 6, 7, 8])
+    expect(held()).toBe(0)
+    for (const seq of [10, 11, 12]) store.receive(inbound(seq))
+    expect(held()).toBe(3)
+    // the limit is checked against the count
+    expect(store.receive(inbound(13), 3).result).toBe('held-full')
+    expect(store.releaseGaps(10_000_000, 60_000, 2).presented.map(m => m.seq)).toEqual([10, 11])
+    expect(held()).toBe(1)
+    // a failed transaction leaves the count as it was
+    expect(() => store.transaction(() => {
+      store.receive(inbound(20))
+      throw new Error('undone')
+    })).toThrow('undone')
+    expect(held()).toBe(1)
+    // a stranger's held requests, deleted
+    store.receive({ ...inbound(1, 'r1'), peer: 'stranger', request: true })
+    store.receive({ ...inbound(3, 'r3'), peer: 'stranger', request: true })
+    expect(held('stranger')).toBe(1)
+    store.deleteRequests('stranger')
+    expect(held('stranger')).toBe(0)
+    store.close()
+    // the count is kept across a restart
+    store = new Store(file)
+    expect(held()).toBe(1)
+    expect(store.releaseGaps(10_000_000, 60_000).presented.map(m => m.seq)).toEqual([12])
+    expect(held()).toBe(0)
+    store.close()
+  })
+
+  it('counts the held messages of a store from before the count (version 8)', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    const db = new DatabaseSync(file)
+    for (const [v, migration] of MIGRATIONS.slice(0, 8).entries()) {
+      db.exec(migration)
+      db.exec(`PRAGMA user_version = ${v + 1}`)
+    }
+    db.exec(`INSERT INTO conversations (peer, next_in_seq, gap_since) VALUES ('${PEER}', 2, 5), ('other', 1, NULL);
+      INSERT INTO messages (id, peer, direction, seq, body, content_type, sent_at, created_at, status, position)
+        VALUES ('a', '${PEER}', 'in', 1, 'x', 'text/plain', 1, 1, 'presented', 1), ('b', '${PEER}', 'in', 3, 'x', 'text/plain', 1, 1, 'held', NULL),
+          ('c', '${PEER}', 'in', 4, 'x', 'text/plain', 1, 1, 'held', NULL);`)
+    db.close()
+    const store = new Store(file)
+    expect(store.receive(inbound(5, 'd'), 2).result).toBe('held-full')
+    expect(store.receive(inbound(2, 'e'), 2).presented.map(m => m.id)).toEqual(['e', 'b', 'c'])
+    expect(store.receive(inbound(5, 'd'), 2).presented.map(m => m.id)).toEqual(['d'])
+    store.close()
+  })
+
   it('records a refused seq only within a window of the next expected one', () => {
     const store = new Store()
     store.refuseSeq(PEER, 2, 1)
