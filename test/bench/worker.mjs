@@ -15,6 +15,7 @@ const floods = new Map() // name -> running flood (lib/flood.mjs)
 let floodLib
 let loopDelay
 const loadFlood = async () => { floodLib ??= await import('./lib/flood.mjs'); return floodLib }
+const raws = new Map() // name -> raw /im sender (lib/raw-im.mjs)
 
 let dist
 // PARLEY_BENCH_DIST: another build of parley to compare against (its index.js)
@@ -498,6 +499,36 @@ const handlers = {
     const start = performance.now()
     await Promise.all(clients.map(async c => c.pipelined(data, count, window)))
     return { messages: count * senders.length, seconds: (performance.now() - start) / 1000 }
+  },
+
+  // ---- raw /im senders, not parley (see lib/raw-im.mjs) ----
+
+  /** Starts `count` raw senders named `${prefix}0`…; their peer IDs. */
+  async 'raw:start' ({ prefix, count = 1 }) {
+    const { rawSender } = await import('./lib/raw-im.mjs')
+    const started = await Promise.all(Array.from({ length: count }, async () => rawSender()))
+    started.forEach((sender, i) => { raws.set(`${prefix}${i}`, sender); closers.push(async () => sender.stop()) })
+    return started.map(sender => sender.peerId)
+  },
+  /** The raw senders named `names` dial `addrs`, `concurrency` at a time (a node takes a few pending handshakes at once). */
+  async 'raw:connect' ({ names, addrs, concurrency = 8 }) {
+    const queue = [...names]
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      for (let name = queue.shift(); name != null; name = queue.shift()) await raws.get(name).connect(addrs)
+    }))
+  },
+  /**
+   * Each of `senders` ({ name, from }) sends `count` messages from seq `from`
+   * to `addrs`, all at once, `window` unacknowledged each: the time from the
+   * first write to the last ack of all, every message's write → ack time,
+   * and the acks' statuses added up.
+   */
+  async 'raw:send' ({ senders, addrs, count, size, window = 64 }) {
+    const start = performance.now()
+    const runs = await Promise.all(senders.map(async ({ name, from }) => raws.get(name).send({ addrs, from, count, size, window })))
+    const statuses = {}
+    for (const run of runs) for (const [k, n] of Object.entries(run.statuses)) statuses[k] = (statuses[k] ?? 0) + n
+    return { messages: count * senders.length, seconds: (performance.now() - start) / 1000, latencies: runs.flatMap(run => run.latencies), statuses }
   },
 
   // ---- hostile strangers (see lib/flood.mjs) ----
