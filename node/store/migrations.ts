@@ -181,7 +181,9 @@ export const MIGRATIONS: string[] = [
   // moves up: start-up reads it instead of seeking the end of every
   // conversation (no index leads with position). And how many messages each
   // conversation holds for an earlier seq: the limit on them is checked for
-  // every message held, and counting them walked every one
+  // every message held, and counting them walked every one. And the files by
+  // direction and status: an offer received looks for a complete copy of its
+  // content and adds up the quota, which read every file ever offered
   `
   CREATE TABLE history_end (
     id             INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
@@ -191,6 +193,7 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE conversations ADD COLUMN held INTEGER NOT NULL DEFAULT 0;  -- inbound messages with status 'held'
   UPDATE conversations SET held = (SELECT count(*) FROM messages
     WHERE messages.peer = conversations.peer AND direction = 'in' AND status = 'held');
+  CREATE INDEX files_by_status ON files (direction, status, sha256);
   `
 ]
 

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
+import { FileRows } from '../../node/store/files.js'
+import { GroupStore } from '../../node/store/groups.js'
 
 /**
  * Every statement the store prepares, planned by SQLite: none may read a whole
@@ -199,5 +201,140 @@ describe('the store\'s query plans', () => {
     for (const allowed of ALLOWED_SCANS) {
       expect(statements.some(sql => allowed.statement.test(sql.replace(/\s+/g, ' ').trim())), allowed.why).toBe(true)
     }
+  })
+})
+
+type Allowed = Array<{ statement: RegExp, table: string, why: string }>
+
+/** What each statement reads in full, less what `allowed` lets it (see `scans`). */
+function offending (db: DatabaseSync, statements: string[], allowed: Allowed): string[] {
+  const found: string[] = []
+  for (const sql of statements) {
+    const text = sql.replace(/\s+/g, ' ').trim()
+    for (const table of scans(db, sql)) {
+      if (allowed.some(a => a.table === table && a.statement.test(text))) continue
+      found.push(`${table}: ${text}`)
+    }
+  }
+  return found
+}
+
+/** Calls every method of `target` through a proxy that records which ones were called. */
+function watch<T extends object> (target: T): { watched: T, called: Set<string> } {
+  const called = new Set<string>()
+  const watched = new Proxy(target, {
+    get (t, name, receiver) {
+      const value = Reflect.get(t, name, receiver)
+      if (typeof value !== 'function' || typeof name !== 'string') return value
+      return (...args: unknown[]) => {
+        called.add(name)
+        return value.apply(t, args)
+      }
+    }
+  })
+  return { watched, called }
+}
+
+/** Public methods a class's prototype has (its source's `private` ones left out). */
+function publicMethods (proto: object, file: string): string[] {
+  const source = readFileSync(fileURLToPath(new URL(`../../node/store/${file}`, import.meta.url)), 'utf8')
+  const privates = new Set([...source.matchAll(/^ {2}private (?:readonly )?(\w+)/gm)].map(match => match[1]))
+  return Object.getOwnPropertyNames(proto).filter(name => name !== 'constructor' && !privates.has(name) && typeof (proto as any)[name] === 'function')
+}
+
+/** GroupStore: a group's carriers come through the receive path, its sends through the send path. */
+const GROUP_SCANS: Allowed = [
+  { statement: /^SELECT \* FROM groups ORDER BY joined_at$/, table: 'groups', why: '`parley groups` lists them, and the node reads them once at start' },
+  { statement: /^SELECT count\(DISTINCT group_id\) AS n FROM group_pending$/, table: 'group_pending', why: 'the limit on groups with payloads waiting, on the group_pending index (bounded by that very limit)' }
+]
+
+describe('the groups\' query plans', () => {
+  const store = new Store()
+  const { watched, called } = watch(store.groups)
+  const now = 1_700_000_000_000
+  for (let g = 0; g < 3; g++) {
+    const group = `g${g}`
+    watched.addGroup(group, now)
+    watched.get(group)
+    watched.takeSeq(group)
+    watched.witness(group, 5)
+    watched.addOp(group, { hash: `h${g}`, op: new Uint8Array(3), signature: new Uint8Array(3) })
+    watched.ops(group)
+    for (let i = 1; i <= 5; i++) {
+      watched.addMessage({ group, sender: 'p', seq: i, id: `${g}-${i}`, lamport: i, body: 'x', contentType: 'text/plain', sentAt: now, receivedAt: now, path: 'direct' })
+    }
+    watched.messages(group, { limit: 2 })
+    watched.messages(group, { before: 3 })
+    watched.addPending({ group, sender: 'p', path: 'direct', receivedAt: now, payload: new Uint8Array(2) })
+    watched.pendingCount(group)
+    for (const p of watched.pending(group)) watched.deletePending(p.rowid)
+  }
+  watched.pendingGroups()
+  watched.all()
+  watched.deleteGroup('g2')
+  const db = (store as any).db as DatabaseSync
+  const statements = ((store.groups as any).statements as PreparedStatements).texts()
+
+  it('the workload calls every method of GroupStore', () => {
+    expect(publicMethods(GroupStore.prototype, 'groups.ts').filter(name => !called.has(name))).toEqual([])
+    expect(statements.length).toBeGreaterThan(14)
+  })
+
+  it('no statement reads a whole table but those whose purpose is to list it', () => {
+    expect(offending(db, statements, GROUP_SCANS)).toEqual([])
+  })
+
+  it('an allowed scan still names a statement GroupStore prepares, and one that reads its table whole', () => {
+    for (const allowed of GROUP_SCANS) expect(statements.some(sql => allowed.statement.test(sql.replace(/\s+/g, ' ').trim()) && scans(db, sql).includes(allowed.table)), allowed.why).toBe(true)
+  })
+})
+
+/** FileRows: an offer is a message; receiving one looks for a copy of its content and adds up the quota. */
+const FILE_SCANS: Allowed = [
+  { statement: /^SELECT \* FROM files WHERE \(\?1 IS NULL OR direction = \?1\)/, table: 'files', why: '`parley files` lists them, the latest first, on files_by_update, up to its limit' },
+  { statement: /^SELECT m\.id, m\.peer, m\.body, m\.request FROM messages m INDEXED BY messages_file_offers/, table: 'messages', why: 'at start: the offers received, on their own partial index (never the history)' },
+  { statement: /^SELECT \* FROM files WHERE direction = \? AND status IN \(SELECT value FROM json_each/, table: 'json_each', why: 'the statuses asked for: the few of a JSON array given by the caller' }
+]
+
+describe('the files\' query plans', () => {
+  const store = new Store()
+  const { watched, called } = watch(store.files)
+  const now = 1_700_000_000_000
+  for (let i = 0; i < 5; i++) {
+    const row = { id: `f${i}`, peer: 'p', direction: (i % 2 === 0 ? 'in' : 'out') as 'in' | 'out', name: 'a.txt', type: 'text/plain', size: 10, sha256: `s${i}`, root: 'r', status: 'queued' as const, createdAt: now }
+    watched.insert(row)
+    watched.get(row.id)
+    watched.getDirected(row.id, row.direction)
+    watched.one(row.id, row.direction, row.peer)
+    watched.setStatus(row, i === 0 ? 'complete' : 'transferring', undefined, now)
+    watched.setHashes(row, new Uint8Array(32))
+    watched.setVerified(row, 1)
+    watched.setPath(row, '/tmp/x')
+  }
+  watched.list({ direction: 'in', peer: 'p', limit: 5 })
+  watched.withStatus('in', ['queued', 'transferring'])
+  watched.offersWithoutRow()
+  watched.completePathOf('s0')
+  watched.quotaUsed()
+  const db = (store as any).db as DatabaseSync
+  const statements = ((store.files as any).statements as PreparedStatements).texts()
+
+  it('the workload calls every method of FileRows', () => {
+    expect(publicMethods(FileRows.prototype, 'files.ts').filter(name => !called.has(name))).toEqual([])
+    expect(statements.length).toBeGreaterThan(12)
+  })
+
+  it('no statement reads a whole table but those whose purpose is to list it', () => {
+    expect(offending(db, statements, FILE_SCANS)).toEqual([])
+  })
+
+  it('an offer received finds a complete copy of its content on the index of files by status', () => {
+    const find = statements.find(sql => sql.startsWith('SELECT path FROM files'))
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${find as string}`).all().map((r: any) => r.detail).join('; ')
+    expect(plan).toMatch(/files_by_status \(direction=\? AND status=\? AND sha256=\?\)/)
+  })
+
+  it('an allowed scan still names a statement FileRows prepares, and one that reads its table whole', () => {
+    for (const allowed of FILE_SCANS) expect(statements.some(sql => allowed.statement.test(sql.replace(/\s+/g, ' ').trim()) && scans(db, sql).includes(allowed.table)), allowed.why).toBe(true)
   })
 })
