@@ -108,7 +108,7 @@ export class FileRows {
 
   /** The transfers in one of `statuses`. */
   withStatus (direction: FileDirection, statuses: readonly FileRowStatus[]): FileRow[] {
-    return (this.sql('SELECT * FROM files WHERE direction = ? AND status IN (SELECT value FROM json_each(?)) ORDER BY created_at')
+    return (this.sql('SELECT * FROM files WHERE direction = ? AND status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id')
       .all(direction, JSON.stringify(statuses)) as Row[]).map(toFile)
   }
 

@@ -35,7 +35,8 @@ describe('Store, inbound side', () => {
       'SELECT next_out_seq, next_in_seq,', // where the conversation stands
       'INSERT INTO messages', // the message
       'DELETE FROM refused_seqs', // a refused message may have filled the seq after it
-      'UPDATE conversations SET' // where it then stands
+      'UPDATE conversations SET', // where it then stands
+      'UPDATE history_end SET' // the last history position: once a commit, however many a batch presents
     ])
     store.close()
   })
