@@ -899,7 +899,11 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       files.addEventListener(name, (evt: CustomEvent<any>) => { this.dispatchEvent(new CustomEvent(name, { detail: evt.detail })) })
     }
     this.addEventListener('message', (evt) => { files.onMessage(evt.detail) })
-    this.engine.addEventListener('message:status', (evt) => { files.onOfferStatus(evt.detail.id, evt.detail.status, evt.detail.reason) })
+    this.engine.addEventListener('message:status', (evt) => {
+      // an offer moves on only once its message is settled: no lookup for every message queued and sent
+      const { id, status, reason } = evt.detail
+      if (status === 'delivered' || status === 'stored' || status === 'failed') files.onOfferStatus(id, status, reason)
+    })
     this.libp2p.addEventListener('connection:open', (evt) => { files.wake(evt.detail.remotePeer.toString()) })
   }
 
