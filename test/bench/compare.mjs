@@ -27,7 +27,9 @@ try {
     const [a, b] = await Promise.all([spawnWorker('sender', { env }), spawnWorker('receiver', { env })])
     const tcp = ['/ip4/127.0.0.1/tcp/0']
     const bob = await b.call('parley:start', { name: 'b', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
-    await a.call('parley:start', { name: 'a', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+    const alice = await a.call('parley:start', { name: 'a', dataDir: await tempDir(), listen: tcp, relays: [], bootstrap: [] })
+    // alice is bob's contact: a stranger's messages past its request quota (50) would wait
+    await b.call('parley:addContact', { name: 'b', contact: 'alice', peer: alice.peerId })
     await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
     builds.push({ label, a, peer: bob.peerId, drain: [], latency: [] })
   }
