@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
-import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
 import type { GroupInfo, GroupMessage } from '../node/group/types.js'
@@ -103,6 +103,11 @@ export class ApiClient {
 
   async invite (): Promise<InviteResponse> {
     return (await this.call('GET /v1/invite', { params: {} })).body
+  }
+
+  /** A one-time link that logs a browser into the web app. */
+  async loginLink (): Promise<LoginLinkResponse> {
+    return (await this.call('POST /v1/login-links', { params: {} })).body
   }
 
   /**

@@ -34,6 +34,13 @@ function dataDirOf (command: Command): string {
   return opts.dataDir ?? defaultDataDir()
 }
 
+/** ` --data-dir <dir>` when the command was given one, so that a command printed for the user runs against the same node. */
+function dataDirFlag (command: Command): string {
+  const { dataDir } = command.optsWithGlobals() as { dataDir?: string }
+  if (dataDir == null) return ''
+  return ` --data-dir ${/^[\w@%+=:,./-]+$/.test(dataDir) ? dataDir : `'${dataDir.replaceAll("'", "'\\''")}'`}`
+}
+
 async function clientOf (command: Command): Promise<ApiClient> {
   return ApiClient.forDataDir(dataDirOf(command))
 }
@@ -144,6 +151,8 @@ export function nodeCommands (program: Command): void {
       console.log(`peer ID: ${node.peerId.toString()}`)
       console.log(`data dir: ${dataDir}`)
       console.log(`API: ${daemon.api.url} (token in ${dataDir}/api.json)`)
+      // no login link here: logs outlive two minutes, and `parley open` makes a fresh one
+      console.log(`web app: run \`parley${dataDirFlag(command)} open\` to open it in your browser`)
       let printed = ''
       const printAddrs = (): void => {
         const addrs = node.multiaddrs.map(a => a.toString())

@@ -173,6 +173,14 @@ export interface InviteResponse {
   invite: string
 }
 
+/** `POST /v1/login-links`: a one-time link that logs a browser into the web app. */
+export interface LoginLinkResponse {
+  /** `http://127.0.0.1:<port>/login?token=<one-time token>`. */
+  url: string
+  /** When the link stops working (ms since the epoch), used or not. */
+  expiresAt: number
+}
+
 /** 202 from `POST /v1/groups/:group/messages`: written to every member's outbox, not waited for. */
 export interface GroupQueued {
   groupId: string
@@ -254,6 +262,8 @@ export interface ApiRoutes {
   'GET /v1/peers': { response: PeerInfo[] }
   'GET /v1/outbox': { response: OutboxItem[] }
   'GET /v1/invite': { response: InviteResponse }
+  /** A one-time login link for the web app (expires in 2 minutes); bearer token only: 403 with the app's session cookie. */
+  'POST /v1/login-links': { response: LoginLinkResponse }
   /** 200 once acknowledged within `wait`. */
   'POST /v1/messages': { response: Receipt, replies: { 202: SendQueued, 422: SendRefused } }
   'GET /v1/messages/:id': { response: HistoryEntry }

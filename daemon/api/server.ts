@@ -4,6 +4,12 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { UnknownContactError } from '../../node/errors.js'
 import { relayAddressOf } from '../relays-file.js'
 import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
+import { systemClock } from '../../common/clock.js'
+import { WebLogins } from '../web/logins.js'
+import { SECURITY_HEADERS, crossSiteRefusal, isLoopbackHost, sessionCookie, sessionCookieOf } from '../web/guard.js'
+import { StaticFiles, defaultWebRoot } from '../web/static.js'
+import type { Clock } from '../../common/clock.js'
+import type { LoginLimits } from '../web/logins.js'
 import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
 import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
@@ -54,13 +60,6 @@ const MAX_REQUEST_BYTES = 1024 * 1024
 
 /** Past this much, the rest of a body too large is no longer read and dropped: the connection is cut. */
 const MAX_DRAINED_BYTES = 16 * MAX_REQUEST_BYTES
-
-/**
- * The Host headers the API answers: its own loopback names, with any port.
- * Anything else is a browser that was pointed at 127.0.0.1 by DNS rebinding
- * (its page's own name in Host) and is refused, before the token is checked.
- */
-const ALLOWED_HOST = /^(?:127\.0\.0\.1|localhost|\[::1\])(?::\d{1,5})?$/i
 
 /** Defaults of the limits in ApiServerInit. */
 export const API_LIMITS = {
@@ -197,6 +196,19 @@ export interface ApiServerInit {
    * @default 5_000
    */
   overflowGrace?: number
+
+  /**
+   * The web app's files (index.html and assets/), served at `/`.
+   *
+   * @default dist/web next to the daemon's built code (see defaultWebRoot)
+   */
+  webRoot?: string
+
+  /** Bounds of the web app's login links and sessions (daemon/web/logins.ts). */
+  logins?: Partial<LoginLimits>
+
+  /** Keeps the login links' time. */
+  clock?: Clock
 }
 
 export interface ApiServer {
@@ -238,6 +250,8 @@ interface Request<R extends ApiRoute> {
   body: CheckedBody<R>
   raw: IncomingMessage
   res: ServerResponse
+  /** What the request was let in by: the bearer token (CLI, scripts) or the web app's session cookie. */
+  auth: 'bearer' | 'session'
 }
 
 /** Handlers answer with a JSON result (200), a `Reply`, or STREAMING once they own the response. */
@@ -269,6 +283,9 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
   const token = init.token ?? randomBytes(32).toString('hex')
   const limits = { ...API_LIMITS, ...definedOnly(init) }
   const expected = Buffer.from(`Bearer ${token}`)
+  const logins = new WebLogins(init.clock ?? systemClock, init.logins)
+  const web = new StaticFiles(init.webRoot ?? defaultWebRoot())
+  let origin = ''
 
   const handlers: Handlers = {
     'GET /v1/id': () => ({ peerId: node.peerId.toString(), addrs: node.multiaddrs.map(a => a.toString()) }),
@@ -276,6 +293,14 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     'GET /v1/peers': () => node.peers(),
     'GET /v1/outbox': () => node.outbox(),
     'GET /v1/invite': () => ({ invite: node.invite() }),
+
+    // minting a login from a browser session would let a page that got one
+    // request through keep itself logged in: the bearer token only
+    'POST /v1/login-links': ({ auth }) => {
+      if (auth !== 'bearer') throw new HttpError(403, 'Forbidden', 'login links are given for the bearer token only (`parley open`), not for a browser session')
+      const link = logins.createLink()
+      return { url: `${origin}/login?token=${link.token}`, expiresAt: link.expiresAt }
+    },
 
     'POST /v1/messages': async ({ body: { to, body: text, contentType, replyTo, wait } }) => {
       const id = node.queue(to, text, { contentType, replyTo })
@@ -394,19 +419,34 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     })
   })
 
+  /** Who the request is from: the bearer token, else the web app's session cookie, else a 401. */
+  function authenticate (raw: IncomingMessage): 'bearer' | 'session' {
+    const given = Buffer.from(raw.headers.authorization ?? '')
+    if (given.length === expected.length && timingSafeEqual(given, expected)) return 'bearer'
+    const session = sessionCookieOf(raw.headers.cookie)
+    if (raw.headers.authorization == null && session != null && logins.isSession(session)) return 'session'
+    throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token (the CLI reads it from api.json in the data dir), or no live web app session (run `parley open`)')
+  }
+
   async function handle (raw: IncomingMessage, res: ServerResponse): Promise<void> {
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value)
     let status = 200
     let result: unknown
     try {
       // before the token: a rebinding page must learn nothing, not even that it needs one
-      if (!ALLOWED_HOST.test(raw.headers.host ?? '')) {
-        throw new HttpError(403, 'Forbidden', `the API answers only requests for 127.0.0.1, localhost or [::1], not Host "${raw.headers.host ?? ''}"`)
-      }
-      const given = Buffer.from(raw.headers.authorization ?? '')
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token; the CLI reads it from api.json in the data dir')
+      if (!isLoopbackHost(raw.headers.host)) {
+        throw new HttpError(403, 'Forbidden', `this server answers only requests for 127.0.0.1, localhost or [::1], not Host "${(raw.headers.host ?? '').slice(0, 200)}"`)
       }
       const url = new URL(raw.url ?? '/', 'http://127.0.0.1')
+      if (!url.pathname.startsWith('/v1/')) {
+        await serveWeb(raw, res, url)
+        return
+      }
+      const auth = authenticate(raw)
+      if (auth === 'session') {
+        const refusal = crossSiteRefusal({ method: raw.method ?? 'GET', host: raw.headers.host ?? '', origin: raw.headers.origin, secFetchSite: header(raw, 'sec-fetch-site') })
+        if (refusal != null) throw new HttpError(403, 'Forbidden', refusal)
+      }
       const found = match(raw.method ?? 'GET', url.pathname)
       const body = raw.method === 'POST' ? await readJson(raw, limits.bodyTimeout) : undefined
       const { schemas } = found.route
@@ -415,7 +455,8 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         query: schemas.query == null ? undefined : parse(schemas.query, Object.fromEntries(url.searchParams), 'querystring'),
         body: schemas.body == null ? undefined : parse(schemas.body, body, 'body'),
         raw,
-        res
+        res,
+        auth
       } as Request<ApiRoute>)
       if (result === STREAMING) return
       if (result instanceof Reply) {
@@ -423,6 +464,8 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         result = result.body
       }
     } catch (err: any) {
+      // a file's stream that failed half-way: nothing more can be said on this connection
+      if (res.headersSent) throw err
       if (err instanceof HttpError) {
         status = err.status
         result = { error: err.code, message: err.message }
@@ -451,6 +494,30 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       ...(raw.complete ? {} : { connection: 'close' })
     })
     res.end(json)
+  }
+
+  /**
+   * Everything outside /v1/: the login link, then the app's files (GET and
+   * HEAD only; no token needed: they are the npm package's, nothing secret).
+   */
+  async function serveWeb (raw: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const method = raw.method ?? 'GET'
+    if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname.slice(0, 200)}`)
+    if (url.pathname === '/login') {
+      const session = logins.redeem(url.searchParams.get('token') ?? '')
+      // never cached, and never sent on as a Referer (no-referrer on every answer)
+      if (session == null) {
+        res.writeHead(401, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(LOGIN_REFUSED_PAGE), 'cache-control': 'no-store' })
+        res.end(method === 'HEAD' ? undefined : LOGIN_REFUSED_PAGE)
+        return
+      }
+      res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(session), 'cache-control': 'no-store', 'content-length': 0 })
+      res.end()
+      return
+    }
+    if (!await web.serve(raw.url ?? '/', method, res)) {
+      throw new HttpError(404, 'NotFound', `no file ${url.pathname.slice(0, 200)}${url.pathname === '/' ? ' (the web app is not built: npm run build)' : ''}`)
+    }
   }
 
   function match (method: string, pathname: string): { route: Route, params: Record<string, string> } {
@@ -489,6 +556,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
   server.maxConnections = limits.maxConnections
   const address = server.address()
   const port = typeof address === 'object' && address != null ? address.port : 0
+  origin = `http://127.0.0.1:${port}`
   return {
     url: `http://127.0.0.1:${port}`,
     token,
@@ -501,6 +569,19 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       await closed
     }
   }
+}
+
+/** What a login link that is not (any more) valid opens: no script, no style, nothing to load. */
+const LOGIN_REFUSED_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>parley: this login link is not valid</title></head>
+<body><h1>This login link is not valid</h1>
+<p>A login link works once, for two minutes, and only until the daemon restarts. Run <code>parley open</code> again for a new one.</p></body></html>
+`
+
+/** A request header that may only appear once, as a string. */
+function header (raw: IncomingMessage, name: string): string | undefined {
+  const value = raw.headers[name]
+  return Array.isArray(value) ? value[0] : value
 }
 
 /** `init` without its undefined keys, so that they do not override the defaults. */
