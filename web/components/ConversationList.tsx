@@ -1,11 +1,12 @@
 /**
  * The inbox: one-to-one conversations, groups and strangers' message
- * requests, the latest first, each with its unread count and last message.
+ * requests, the latest first, each with its unread count and last message;
+ * then the contacts without a conversation yet.
  * Each entry is a link named after the contact or group alone (what follows
  * describes it), so "bob" finds bob's conversation by role and name.
  */
 import { groupHref, peerHref, route } from '../route.js'
-import { conversations, groupActivity, groups, nameOf, requests } from '../state.js'
+import { contacts, conversations, groupActivity, groups, nameOf, requests } from '../state.js'
 
 interface Entry {
   key: string
@@ -43,6 +44,12 @@ export function ConversationList () {
       unread: activity?.unread ?? 0,
       kind: 'group'
     })
+  }
+  // contacts not written to yet, last: the way to start a conversation
+  for (const c of contacts.value) {
+    if (seen.has(c.peerId)) continue
+    seen.add(c.peerId)
+    entries.push({ key: c.peerId, href: peerHref(c.peerId), name: c.name, preview: 'No messages yet', at: 0, unread: 0, kind: 'contact' })
   }
   entries.sort((a, b) => b.at - a.at)
   const current = route.value
