@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
-import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ConversationView, ErrorBody, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
 import type { GroupInfo, GroupMessage } from '../node/group/types.js'
 
 /** No daemon answers for this data dir. */
@@ -170,6 +170,11 @@ export class ApiClient {
     return (await this.call('POST /v1/contacts', { params: {}, body })).body
   }
 
+  /** Renames a contact (404 ApiError UnknownContactError; 409 ContactExistsError when the new name is taken). */
+  async renameContact (name: string, newName: string): Promise<ContactInfo> {
+    return (await this.call('PATCH /v1/contacts/:name', { params: { name }, body: { name: newName } })).body
+  }
+
   /** Removes a contact (a 404 ApiError, code UnknownContactError, when no contact has the name). */
   async removeContact (name: string): Promise<RemovedContact> {
     return (await this.call('DELETE /v1/contacts/:name', { params: { name } })).body
@@ -205,7 +210,7 @@ export class ApiClient {
   }
 
   /** The inbox: conversations with unread counts, the latest activity first. */
-  async conversations (): Promise<Conversation[]> {
+  async conversations (): Promise<ConversationView[]> {
     return (await this.call('GET /v1/conversations', { params: {} })).body
   }
 

@@ -173,6 +173,29 @@ export function nodeCommands (program: Command): void {
       })
     })
 
+  program.command('open')
+    .description('open the web app in your browser, logged in with a one-time link')
+    .option('--print-url', 'print the one-time login URL instead (scripts, SSH port forwarding); it works once, for 2 minutes')
+    .addHelpText('after', examples(
+      'parley open',
+      'parley open --print-url',
+      'PARLEY_BROWSER=firefox parley open'))
+    .action(async (opts, command: Command) => {
+      const { url } = await (await clientOf(command)).loginLink()
+      if (opts.printUrl === true) {
+        console.log(url)
+        return
+      }
+      const { openInBrowser } = await import('./browser.js')
+      const failure = await openInBrowser(url)
+      if (failure == null) {
+        console.log('opened the web app in your browser')
+        return
+      }
+      console.error(`could not open a browser: ${failure}; open this link in one within 2 minutes (it works once):`)
+      console.log(url)
+    })
+
   program.command('id')
     .description('print this node\'s peer ID and addresses')
     .option('--json', 'as JSON: {"peerId", "addrs"}')

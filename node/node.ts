@@ -18,7 +18,7 @@ import {
   ContactExistsError, DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
   MessageTooLargeError, NodeStoppedError, InvalidContactNameError, StorageFullError
 } from './errors.js'
-import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownMessageError } from './errors.js'
+import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownContactError, UnknownMessageError } from './errors.js'
 import { encodeInvite, isInvite, MAX_INVITE_ADDRS, readInvite } from './invite.js'
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
@@ -218,12 +218,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
    * message request, if it had one.
    */
   async addContact (name: string, peerOrInvite: string, options: { replace?: boolean } = {}): Promise<ContactInfo> {
-    if (typeof name !== 'string' || name.trim() === '' || name !== name.trim()) {
-      throw new InvalidContactNameError('a contact name must be non-empty and not start or end with spaces')
-    }
-    if (tryPeerId(name) != null) {
-      throw new InvalidContactNameError(`"${name}" is a peer ID; a contact name that looks like one would hide that peer. Pick another name`)
-    }
+    checkContactName(name)
     let peerId: PeerId
     let addrs: Multiaddr[] = []
     let mailboxRecord: Uint8Array | undefined
@@ -251,6 +246,23 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.accept(peerId.toString())
     this.engine.wake(peerId.toString())
     return { name, peerId: peerId.toString(), addrs: addrs.map(a => a.toString()) }
+  }
+
+  /**
+   * Gives a contact another name: the same peer, its addresses kept. A name
+   * that is another contact's already is refused (ContactExistsError), and
+   * so is a name nobody has (UnknownContactError).
+   */
+  renameContact (name: string, newName: string): ContactInfo {
+    checkContactName(newName)
+    const contact = this.store.contact(name)
+    if (contact == null) throw new UnknownContactError(`no contact named "${name}"`)
+    if (newName !== name) {
+      const taken = this.store.contact(newName)
+      if (taken != null) throw new ContactExistsError(`the name "${newName}" is already the contact ${taken.peer}; remove or rename that one first`)
+      this.store.renameContact(name, newName)
+    }
+    return { name: newName, peerId: contact.peer, addrs: contact.addrs }
   }
 
   removeContact (name: string): boolean {
@@ -1098,5 +1110,15 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     store?.close()
     await close()
     throw err
+  }
+}
+
+/** A contact name the node takes: not empty, no spaces at its ends, not a peer ID (it would hide that peer). */
+function checkContactName (name: string): void {
+  if (typeof name !== 'string' || name.trim() === '' || name !== name.trim()) {
+    throw new InvalidContactNameError('a contact name must be non-empty and not start or end with spaces')
+  }
+  if (tryPeerId(name) != null) {
+    throw new InvalidContactNameError(`"${name}" is a peer ID; a contact name that looks like one would hide that peer. Pick another name`)
   }
 }

@@ -11,6 +11,7 @@ import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import type { GroupChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
+import type { Path } from '../../protocols/im/path.js'
 import type { FileInfo, FileProgress } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, RelayStatus, StatusChange } from '../../node/types.js'
 
@@ -48,6 +49,12 @@ export const addContactBody = z.strictObject({
   replace: z.boolean().optional()
 })
 export type AddContactBody = z.input<typeof addContactBody>
+
+/** `PATCH /v1/contacts/:name`: renames the contact. */
+export const renameContactBody = z.strictObject({
+  name: z.string().min(1).max(64)
+})
+export type RenameContactBody = z.input<typeof renameContactBody>
 
 /** `POST /v1/requests/:peer/accept`; no body at all accepts without adding a contact. */
 export const acceptBody = z.strictObject({
@@ -150,6 +157,7 @@ export const REQUEST_SCHEMAS = {
   'POST /v1/messages': { body: sendBody },
   'GET /v1/history/:peer': { query: messageHistoryQuery },
   'POST /v1/contacts': { body: addContactBody },
+  'PATCH /v1/contacts/:name': { body: renameContactBody },
   'POST /v1/requests/:peer/accept': { body: acceptBody },
   'POST /v1/blocked': { body: blockBody },
   'POST /v1/conversations/:peer/read': { body: markReadBody },
@@ -171,6 +179,11 @@ export interface IdResponse {
 
 export interface InviteResponse {
   invite: string
+}
+
+/** `GET /v1/conversations`: a conversation, and how its peer is connected right now (`null`: not connected). */
+export interface ConversationView extends Conversation {
+  path: Path | null
 }
 
 /** `POST /v1/login-links`: a one-time link that logs a browser into the web app. */
@@ -272,6 +285,8 @@ export interface ApiRoutes {
   'GET /v1/history/:peer': { response: HistoryEntry[] }
   'GET /v1/contacts': { response: ContactInfo[] }
   'POST /v1/contacts': { response: ContactInfo }
+  /** Renames a contact (same peer): 404 no contact has the name, 409 the new name is another contact's, 400 not a name. */
+  'PATCH /v1/contacts/:name': { response: ContactInfo }
   'DELETE /v1/contacts/:name': { response: RemovedContact }
   /** Message requests: strangers' messages waiting for the user's decision. */
   'GET /v1/requests': { response: MessageRequest[] }
@@ -281,7 +296,7 @@ export interface ApiRoutes {
   'POST /v1/blocked': { response: DeletedRequests }
   'DELETE /v1/blocked/:peer': { response: UnblockResult }
   /** The inbox: conversations with unread counts, the latest activity first. */
-  'GET /v1/conversations': { response: Conversation[] }
+  'GET /v1/conversations': { response: ConversationView[] }
   'POST /v1/conversations/:peer/read': { response: ReadMark }
   /** Reserves on one more relay now, without a restart: 200 once the first attempt settled (reserved, or not and why); 400 not a relay, 409 over the node's limit of relays. */
   'POST /v1/relays': { response: RelayStatus }

@@ -97,6 +97,8 @@ export interface ApiNode {
   history(peer: string, options: { limit?: number, before?: number, beforeId?: string }): HistoryEntry[]
   contacts(): ContactInfo[]
   addContact(name: string, peerOrInvite: string, options: { replace?: boolean }): Promise<ContactInfo>
+  /** UnknownContactError when no contact has `name`, ContactExistsError when `newName` is another's. */
+  renameContact(name: string, newName: string): ContactInfo
   /** False when no contact has this name. */
   removeContact(name: string): boolean
   requests(): MessageRequest[]
@@ -332,6 +334,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
 
     'GET /v1/contacts': () => node.contacts(),
     'POST /v1/contacts': ({ body: { name, peer, replace } }) => node.addContact(name, peer, { replace }),
+    'PATCH /v1/contacts/:name': ({ params, body }) => node.renameContact(params.name, body.name),
     'DELETE /v1/contacts/:name': ({ params }) => {
       if (!node.removeContact(params.name)) throw new UnknownContactError(`no contact named "${params.name}"`)
       return { removed: params.name }
@@ -350,7 +353,10 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     },
 
     // the inbox: conversations, unread counts, read marks
-    'GET /v1/conversations': () => node.conversations(),
+    'GET /v1/conversations': () => {
+      const paths = new Map(node.peers().map(peer => [peer.peerId, peer.path]))
+      return node.conversations().map(conversation => ({ ...conversation, path: paths.get(conversation.peerId) ?? null }))
+    },
     'POST /v1/conversations/:peer/read': ({ params, body }) => node.markRead(params.peer, { upTo: body?.upTo }),
 
     // relays, changed while the node runs (the CLI saves them in the config file too)
@@ -448,7 +454,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         if (refusal != null) throw new HttpError(403, 'Forbidden', refusal)
       }
       const found = match(raw.method ?? 'GET', url.pathname)
-      const body = raw.method === 'POST' ? await readJson(raw, limits.bodyTimeout) : undefined
+      const body = raw.method === 'POST' || raw.method === 'PATCH' ? await readJson(raw, limits.bodyTimeout) : undefined
       const { schemas } = found.route
       result = await found.route.handler({
         params: found.params,

@@ -16,7 +16,9 @@ import { MAX_CACHED_FILE } from '../../daemon/web/static.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { useNetwork } from '../fixtures/network.js'
+import { until } from '../fixtures/wait.js'
 import type { ApiServer, ApiServerInit } from '../../daemon/api/server.js'
+import type { ParleyNode } from '../../index.js'
 import type { IncomingHttpHeaders } from 'node:http'
 
 const TOKEN = 'web-test-token'
@@ -87,12 +89,12 @@ describe('the web app on the API port', () => {
     return { root, outside: join(dir, 'secret.txt') }
   }
 
-  async function serve (init: ApiServerInit = {}): Promise<{ api: ApiServer, root: string, outside: string }> {
+  async function serve (init: ApiServerInit = {}): Promise<{ api: ApiServer, node: ParleyNode, root: string, outside: string }> {
     const { root, outside } = await webRoot()
     const node = await net.node()
     const api = await startApiServer(node, { token: TOKEN, webRoot: root, ...init })
     onTestFinished(async () => { await api.close() })
-    return { api, root, outside }
+    return { api, node, root, outside }
   }
 
   /** Logs in as a browser does: a link from the token, then its GET; the session cookie. */
@@ -323,6 +325,30 @@ describe('the web app on the API port', () => {
     }
     // a link that stays inside is a file like any other
     expect((await call(api.port, '/assets/link-in.html')).text).toBe(INDEX)
+  })
+
+  it('gives the app what it needs: a contact added from an invite, renamed, and each conversation\'s path right now', async () => {
+    const { api, node } = await serve()
+    const bob = await net.node()
+    const cookie = await login(api)
+    const own = { cookie, origin: `http://127.0.0.1:${api.port}`, site: 'same-origin' }
+    const added = await call(api.port, '/v1/contacts', { method: 'POST', ...own, body: { name: 'bob', peer: bob.invite() } })
+    expect(added.status).toBe(200)
+    expect(added.json()).toMatchObject({ name: 'bob', peerId: bob.peerId.toString() })
+    const renamed = await call(api.port, '/v1/contacts/bob', { method: 'PATCH', ...own, body: { name: 'Bob B.' } })
+    expect(renamed.status).toBe(200)
+    expect(renamed.json()).toEqual({ name: 'Bob B.', peerId: bob.peerId.toString(), addrs: added.json().addrs })
+    expect((await call(api.port, '/v1/contacts', own)).json()).toMatchObject([{ name: 'Bob B.', peerId: bob.peerId.toString() }])
+    expect((await call(api.port, '/v1/contacts/bob', { method: 'PATCH', ...own, body: { name: 'x' } })).status).toBe(404)
+    // a rename is state-changing: from another origin it is refused, and the name stays
+    expect((await call(api.port, '/v1/contacts/Bob%20B.', { method: 'PATCH', cookie, origin: 'http://evil.example', body: { name: 'mallory' } })).status).toBe(403)
+
+    const sent = await call(api.port, '/v1/messages', { method: 'POST', ...own, body: { to: 'Bob B.', body: 'hello', wait: 60 } })
+    expect(sent.status).toBe(200)
+    const conversations = (await call(api.port, '/v1/conversations', own)).json()
+    expect(conversations).toMatchObject([{ peerId: bob.peerId.toString(), name: 'Bob B.', path: 'direct' }])
+    await bob.stop()
+    await until(async () => (await call(api.port, '/v1/conversations', own)).json()[0].path === null, { on: [node, 'path:change'], what: 'the conversation with bob to show no path once he stopped' })
   })
 
   it('answers 404 with a hint when the app is not built, and the API still works', async () => {

@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ApiClient, ApiError } from '../../cli/client.js'
 import { startApiServer } from '../../daemon/api/server.js'
 import { API_FILE } from '../../daemon/api/file.js'
-import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
+import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError, UnknownContactError } from '../../node/errors.js'
 import { MessageCancelledError, MessageNotCancellableError, UnknownMessageError } from '../../node/errors.js'
 import { GroupChangeRefusedError, UnknownGroupError } from '../../node/errors.js'
 import { encodeRelayLink } from '../../common/relay-link.js'
@@ -99,6 +99,13 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   }
 
   removeContact = (name: string): boolean => name === 'alice'
+  renameContact = (name: string, newName: string): ContactInfo => {
+    this.record('renameContact', name, newName)
+    if (name !== 'alice') throw new UnknownContactError(`no contact named "${name}"`)
+    if (newName === 'bob') throw new ContactExistsError('the name "bob" is already the contact of someone else')
+    return { name: newName, peerId: ALICE, addrs: [] }
+  }
+
   requests = (): MessageRequest[] => []
   acceptRequest = async (peer: string, options: { name?: string }): Promise<AcceptedRequest> => {
     this.record('acceptRequest', peer, options)
@@ -406,13 +413,28 @@ describe('the API server', () => {
 
   it('lists the conversations and marks one read, everything or up to a message, the body checked', async () => {
     const { node, api } = await serve()
-    expect(await call(api, 'GET', '/v1/conversations')).toMatchObject({ status: 200, body: [CONVERSATION] })
+    // each with its peer's path right now: alice is connected directly, a peer not connected has none
+    expect(await call(api, 'GET', '/v1/conversations')).toMatchObject({ status: 200, body: [{ ...CONVERSATION, path: 'direct' }] })
+    node.peers = () => []
+    expect((await call(api, 'GET', '/v1/conversations')).body).toEqual([{ ...CONVERSATION, path: null }])
     expect(await call(api, 'POST', '/v1/conversations/alice/read')).toMatchObject({ status: 200, body: { peerId: 'alice', unread: 0 } })
     expect(await call(api, 'POST', `/v1/conversations/${ALICE}/read`, { body: { upTo: MESSAGE_ID } })).toMatchObject({ status: 200, body: { peerId: ALICE, unread: 1 } })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 5 } })).toMatchObject({ status: 400, body: { message: expect.stringContaining('body.upTo') } })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 'x'.repeat(65) } })).toMatchObject({ status: 400 })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { all: true } })).toMatchObject({ status: 400, body: { message: 'body: unknown all' } })
     expect(node.calls).toEqual([['markRead', 'alice', { upTo: undefined }], ['markRead', ALICE, { upTo: MESSAGE_ID }]])
+  })
+
+  it('renames a contact with PATCH: 200 with it, 404 unknown, 409 the name taken, 400 not a name before the node sees it', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'PATCH', '/v1/contacts/alice', { body: { name: 'Alice B.' } })).toMatchObject({ status: 200, body: { name: 'Alice B.', peerId: ALICE } })
+    expect(await call(api, 'PATCH', '/v1/contacts/carol', { body: { name: 'x' } })).toMatchObject({ status: 404, body: { error: 'UnknownContactError' } })
+    expect(await call(api, 'PATCH', '/v1/contacts/alice', { body: { name: 'bob' } })).toMatchObject({ status: 409, body: { error: 'ContactExistsError' } })
+    const calls = node.calls.length
+    for (const body of [{}, { name: '' }, { name: 'x'.repeat(65) }, { name: 'a', peer: ALICE }]) {
+      expect(await call(api, 'PATCH', '/v1/contacts/alice', { body }), JSON.stringify(body)).toMatchObject({ status: 400 })
+    }
+    expect(node.calls.length).toBe(calls)
   })
 
   it('maps the node\'s errors to statuses, each as {error, message}', async () => {
