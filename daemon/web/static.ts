@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import type { ServerResponse } from 'node:http'
 
 /** Files up to this size are kept in memory once read. */
-export const MAX_CACHED_FILE = 256 * 1024
+export const MAX_CACHED_FILE = 1024 * 1024
 
 /** And at most this much in all; past it, files are read from disk each time. */
 export const MAX_CACHED_BYTES = 4 * 1024 * 1024
