@@ -1,7 +1,7 @@
 /**
  * Chromium for the browser tests: Debian's `chromium` package driven by
  * playwright-core (browsers cannot be downloaded here), and the web app
- * opened logged in, the way `parley open` does it (a one-time login link).
+ * opened logged in with the one-time login link of `parley open --print-url`.
  */
 import { existsSync } from 'node:fs'
 import { chromium } from 'playwright-core'
@@ -29,11 +29,11 @@ export async function launchChromium (): Promise<Browser> {
   })
 }
 
-/** A one-time login URL from the daemon, as `parley open --print-url` asks for it (bearer token from api.json). */
+/** A one-time login URL, from `parley open --print-url` as a user would get it. */
 export async function loginUrl (daemon: DaemonProcess): Promise<string> {
-  const response = await fetch(`${daemon.api.url}/v1/login-links`, { method: 'POST', headers: { authorization: `Bearer ${daemon.api.token}` } })
-  if (response.status !== 200) throw new Error(`POST /v1/login-links: ${response.status} ${await response.text()}`)
-  return ((await response.json()) as { url: string }).url
+  const opened = await daemon.cli(['open', '--print-url'])
+  if (opened.code !== 0) throw new Error(`parley open --print-url: ${opened.code} ${opened.stderr}`)
+  return opened.stdout.trim()
 }
 
 export interface AppPage {

@@ -67,7 +67,7 @@ describe('the web app in Chromium', () => {
   let browser: Browser | undefined
   afterEach(async () => { await browser?.close(); browser = undefined })
 
-  it('adds a contact from an invite, sends (delivered), receives live with an unread count; a group of three talks through the pages', async () => {
+  it('adds a contact from an invite, sends (delivered), receives live with an unread count; accepts a message request; a group of three talks through the pages', async () => {
     const relay = await startRelayProcess(['--listen', '/ip4/127.0.0.1/tcp/0', '--no-metrics', '--data-dir', await tempDir()])
     const relayArgs = ['--relay', relay.multiaddrs[0]]
     const [alice, bob, carol] = await Promise.all([
@@ -118,13 +118,23 @@ describe('the web app in Chromium', () => {
     expect(await messageIn(a.page, 'second line').locator('p').innerText(SEEN)).toBe('first line\nsecond line 🙂')
     await screenshots(a.page, 'conversation')
 
-    // a group of three: Carol knows them from the command line; Alice makes it in her page
+    // a stranger writes: Carol (from the command line) to Alice, who has not added
+    // her; it waits in Alice's page as a message request, which she accepts, naming her
     await carol.cli(['contacts', 'add', 'alice', await invite(alice)])
     await carol.cli(['contacts', 'add', 'bob', await invite(bob)])
-    await alice.cli(['contacts', 'add', 'carol', await invite(carol)])
     await bob.cli(['contacts', 'add', 'carol', await invite(carol)])
+    expect((await carol.cli(['send', 'alice', 'hello alice, carol here'])).code).toBe(0)
+    const request = a.page.getByRole('navigation', { name: 'Conversations' }).getByRole('listitem').filter({ hasText: 'hello alice, carol here' })
+    await request.getByText('request', { exact: true }).waitFor(SEEN)
+    await request.getByRole('link').click()
+    await messageIn(a.page, 'hello alice, carol here').waitFor(SEEN)
+    await a.page.getByRole('textbox', { name: 'Name them' }).fill('carol')
+    await a.page.getByRole('button', { name: 'Accept' }).click()
+    await a.page.getByRole('heading', { name: 'carol' }).waitFor(SEEN)
+    expect((await api(alice, '/v1/contacts')).map((x: any) => x.name).sort()).toEqual(['bob', 'carol'])
+
+    // a group of three, made in Alice's page
     const c = await openApp(browser, carol)
-    await a.page.reload()
     await a.page.getByRole('link', { name: 'New group' }).click()
     await a.page.getByRole('textbox', { name: 'Group name' }).fill('trip')
     await a.page.getByRole('checkbox', { name: 'bob' }).check()
@@ -159,6 +169,7 @@ describe('the web app in Chromium', () => {
 
     // a narrow window: one column, the conversation with a way back
     await b.page.setViewportSize({ width: 360, height: 720 })
+    await b.page.getByRole('link', { name: 'Back to conversations' }).click()
     await entryOf(b.page, 'alice').getByRole('link', { name: 'alice', exact: true }).click()
     await b.page.getByRole('heading', { name: 'alice' }).waitFor()
     expect(await b.page.getByRole('navigation', { name: 'Conversations' }).isVisible()).toBe(false)
@@ -168,7 +179,7 @@ describe('the web app in Chromium', () => {
     expect([...a.problems, ...b.problems, ...c.problems]).toEqual([])
   })
 
-  it('refuses a foreign Host name, and a cross-origin POST that carries the cookie; says to run `parley open` without a session', async () => {
+  it('refuses a foreign Host name, and a cross-origin POST that carries the cookie; renames, blocks, removes a contact; says to run `parley open` without a session', async () => {
     const alice = await startDaemonProcess(await tempDir())
     const bobPeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
     expect((await alice.cli(['contacts', 'add', 'bob', bobPeer])).code).toBe(0)
@@ -228,6 +239,23 @@ describe('the web app in Chromium', () => {
     // the daemon did not act: nothing for bob in the history or the outbox
     expect(await api(alice, '/v1/history/bob')).toEqual([])
     expect(await api(alice, '/v1/outbox')).toEqual([])
+
+    // contacts: rename, block and unblock, remove
+    await a.page.goto(`${alice.api.url}/#/contacts`)
+    await a.page.getByRole('button', { name: 'Rename bob' }).click()
+    await a.page.getByRole('textbox', { name: 'New name for bob' }).fill('robert')
+    await a.page.getByRole('button', { name: 'Save' }).click()
+    await a.page.getByRole('status').filter({ hasText: 'Renamed bob to robert.' }).waitFor(SEEN)
+    expect((await api(alice, '/v1/contacts')).map((c: any) => [c.name, c.peerId])).toEqual([['robert', bobPeer]])
+    await a.page.getByRole('button', { name: 'Block robert' }).click()
+    await a.page.getByRole('button', { name: 'Unblock robert' }).waitFor(SEEN)
+    expect((await api(alice, '/v1/blocked')).map((b: any) => b.peerId)).toEqual([bobPeer])
+    await a.page.getByRole('button', { name: 'Unblock robert' }).click()
+    await a.page.getByRole('status').filter({ hasText: 'Unblocked robert.' }).waitFor(SEEN)
+    expect(await api(alice, '/v1/blocked')).toEqual([])
+    await a.page.getByRole('button', { name: 'Remove robert' }).click()
+    await a.page.getByRole('status').filter({ hasText: 'Removed robert.' }).waitFor(SEEN)
+    expect(await api(alice, '/v1/contacts')).toEqual([])
 
     // without the login link: no session, and the app says what to do
     const stranger = await browser.newContext()

@@ -75,10 +75,7 @@ function ContactRow ({ contact, act }: { contact: ContactInfo, act: (what: strin
   const renaming = useSignal(false)
   const newName = useSignal(contact.name)
   const rename = async (): Promise<void> => {
-    const to = newName.value.trim()
-    // no rename route: the same peer under the new name, then the old name gone
-    await call('POST /v1/contacts', { body: { name: to, peer: contact.peerId } })
-    await call('DELETE /v1/contacts/:name', { params: { name: contact.name } })
+    await call('PATCH /v1/contacts/:name', { params: { name: contact.name }, body: { name: newName.value.trim() } })
   }
   const onRename = (e: Event): void => {
     e.preventDefault()
