@@ -2,10 +2,10 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
-import type { AddContactBody, ApiEvent, ApiRoute, ConversationView, ErrorBody, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ConversationView, ErrorBody, GroupReadMark, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
-import type { GroupInfo, GroupMessage } from '../node/group/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage } from '../node/group/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -128,6 +128,16 @@ export class ApiClient {
   /** A group by ID or name (a 404 ApiError, code UnknownGroupError, when there is none). */
   async group (group: string): Promise<GroupInfo> {
     return (await this.call('GET /v1/groups/:group', { params: { group } })).body
+  }
+
+  /** The groups as an inbox: last message and unread count each. */
+  async groupConversations (): Promise<GroupConversation[]> {
+    return (await this.call('GET /v1/group-conversations', { params: {} })).body
+  }
+
+  /** Marks a group read (a 404 ApiError, code UnknownGroupError, when there is none). */
+  async markGroupRead (group: string): Promise<GroupReadMark> {
+    return (await this.call('POST /v1/groups/:group/read', { params: { group } })).body
   }
 
   async createGroup (name: string, members: string[]): Promise<GroupInfo> {

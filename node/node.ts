@@ -42,7 +42,7 @@ import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { RelayStatus } from './types.js'
-import type { GroupInfo, GroupMessage, GroupRecipientStatus, GroupSendResult } from './group/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupRecipientStatus, GroupSendResult } from './group/types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
@@ -546,15 +546,13 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Every conversation with a message in its history, the latest activity first (see `Conversation`). */
   conversations (): Conversation[] {
     return this.store.conversations().map(({ last, name, unread, request }) => {
-      const chars = Array.from(last.body)
-      const preview = chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join('')}…` : last.body
       return {
         peerId: last.peer,
         ...(name == null ? {} : { name }),
         last: {
           id: last.id,
           direction: last.direction,
-          preview,
+          preview: preview(last.body),
           contentType: last.contentType,
           at: last.createdAt,
           status: last.direction === 'in' ? 'received' : this.engine.overlay(last).status as HistoryEntry['status']
@@ -778,6 +776,28 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** A group by ID or by its name. @throws UnknownGroupError */
   group (group: string): GroupInfo {
     return this.groupsOf.get(this.groupsOf.resolve(group))
+  }
+
+  /** The groups as an inbox: each one's last message and unread count, the latest activity first. */
+  groupConversations (): GroupConversation[] {
+    const self = this.peerId.toString()
+    return this.groupsOf.list().map(group => {
+      const { last, unread } = this.store.groups.inbox(group.id, self)
+      return {
+        groupId: group.id,
+        name: group.name,
+        member: group.member,
+        ...(last == null ? {} : { last: { id: last.id, from: last.sender, preview: preview(last.body), contentType: last.contentType, at: last.receivedAt } }),
+        unread
+      }
+    }).sort((a, b) => (b.last?.at ?? 0) - (a.last?.at ?? 0))
+  }
+
+  /** Marks everything that has arrived in a group read. @throws UnknownGroupError */
+  markGroupRead (group: string): { groupId: string, unread: number } {
+    const groupId = this.groupsOf.resolve(group)
+    this.store.groups.markRead(groupId)
+    return { groupId, unread: this.store.groups.inbox(groupId, this.peerId.toString()).unread }
   }
 
   /** Group carriers (messages and membership changes on their way to a member) still in the outbox. */
@@ -1121,4 +1141,10 @@ function checkContactName (name: string): void {
   if (tryPeerId(name) != null) {
     throw new InvalidContactNameError(`"${name}" is a peer ID; a contact name that looks like one would hide that peer. Pick another name`)
   }
+}
+
+/** A body cut to PREVIEW_CHARS characters (the cut ends with `…`). */
+function preview (body: string): string {
+  const chars = Array.from(body)
+  return chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join('')}…` : body
 }

@@ -9,7 +9,7 @@
  */
 import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import type { GroupChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { GroupChange, GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
 import type { Path } from '../../protocols/im/path.js'
 import type { FileInfo, FileProgress } from '../../node/files/transfers.js'
@@ -186,6 +186,12 @@ export interface ConversationView extends Conversation {
   path: Path | null
 }
 
+/** `POST /v1/groups/:group/read`: the group's unread count after the mark (0 unless more arrived meanwhile). */
+export interface GroupReadMark {
+  groupId: string
+  unread: number
+}
+
 /** `POST /v1/login-links`: a one-time link that logs a browser into the web app. */
 export interface LoginLinkResponse {
   /** `http://127.0.0.1:<port>/login?token=<one-time token>`. */
@@ -307,6 +313,10 @@ export interface ApiRoutes {
   /** 403 when a member is not allowed to (`GroupChangeRefusedError`), 404 unknown group. */
   'POST /v1/groups': { response: GroupInfo }
   'GET /v1/groups/:group': { response: GroupInfo }
+  /** The groups as an inbox: each one's last message (display order) and unread count, the latest activity first. */
+  'GET /v1/group-conversations': { response: GroupConversation[] }
+  /** Marks everything that has arrived in the group read: 404 unknown group. */
+  'POST /v1/groups/:group/read': { response: GroupReadMark }
   'POST /v1/groups/:group/members': { response: GroupInfo }
   'DELETE /v1/groups/:group/members/:peer': { response: GroupInfo }
   'POST /v1/groups/:group/leave': { response: GroupInfo }

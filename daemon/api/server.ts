@@ -10,8 +10,8 @@ import { SECURITY_HEADERS, crossSiteRefusal, isLoopbackHost, sessionCookie, sess
 import { StaticFiles, defaultWebRoot } from '../web/static.js'
 import type { Clock } from '../../common/clock.js'
 import type { LoginLimits } from '../web/logins.js'
-import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
-import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, GroupReadMark, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
@@ -115,6 +115,9 @@ export interface ApiNode {
   /** Stops using a relay now; false when the node does not use it (see ParleyNode.removeRelay). */
   removeRelay(relay: string): Promise<boolean>
   groups(): GroupInfo[]
+  groupConversations(): GroupConversation[]
+  /** UnknownGroupError when there is no such group. */
+  markGroupRead(group: string): GroupReadMark
   group(group: string): GroupInfo
   createGroup(name: string, members: string[]): Promise<GroupInfo>
   addMember(group: string, peer: string): Promise<GroupInfo>
@@ -370,6 +373,9 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     'GET /v1/groups': () => node.groups(),
     'POST /v1/groups': async ({ body }) => node.createGroup(body.name, body.members),
     'GET /v1/groups/:group': ({ params }) => node.group(params.group),
+    // groups as an inbox: last message, unread count; and their read marks
+    'GET /v1/group-conversations': () => node.groupConversations(),
+    'POST /v1/groups/:group/read': ({ params }) => node.markGroupRead(params.group),
     'POST /v1/groups/:group/members': async ({ params, body }) => node.addMember(params.group, body.peer),
     'DELETE /v1/groups/:group/members/:peer': async ({ params }) => node.removeMember(params.group, params.peer),
     'POST /v1/groups/:group/leave': async ({ params }) => node.leaveGroup(params.group),

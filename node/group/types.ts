@@ -14,6 +14,25 @@ export interface GroupInfo {
   member: boolean
 }
 
+/** A group in the inbox: its last message and how many of others' arrived since it was last marked read. */
+export interface GroupConversation {
+  groupId: string
+  name: string
+  /** Whether this node is still a member. */
+  member: boolean
+  last?: {
+    id: string
+    from: string
+    /** The body, cut to 100 characters (the cut ends with `…`). */
+    preview: string
+    contentType: string
+    /** This node's clock when the message was written here: sent or received. */
+    at: number
+  }
+  /** Others' messages that arrived after the read mark. */
+  unread: number
+}
+
 /** A group message as members receive it (`group:message`) and `groupHistory` lists it. */
 export interface GroupMessage {
   groupId: string

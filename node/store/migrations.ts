@@ -175,6 +175,14 @@ export const MIGRATIONS: string[] = [
   -- looks for one a crash left without its files row (FILE_OFFER_TYPE)
   CREATE INDEX messages_file_offers ON messages (created_at)
     WHERE direction = 'in' AND content_type = 'application/vnd.parley.file-offer+json';
+  `,
+  // 9: a read mark per group, as an arrival time (received_at, this node's
+  // clock): a message that arrives late, with an old Lamport time, is still
+  // unread. Groups that exist already start with everything read
+  `
+  ALTER TABLE groups ADD COLUMN read_at INTEGER NOT NULL DEFAULT 0;
+  UPDATE groups SET read_at = coalesce((SELECT max(received_at) FROM group_messages m WHERE m.group_id = groups.id), 0);
+  CREATE INDEX group_messages_arrival ON group_messages (group_id, received_at);
   `
 ]
 

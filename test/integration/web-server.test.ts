@@ -351,6 +351,39 @@ describe('the web app on the API port', () => {
     await until(async () => (await call(api.port, '/v1/conversations', own)).json()[0].path === null, { on: [node, 'path:change'], what: 'the conversation with bob to show no path once he stopped' })
   })
 
+  it('lists groups as an inbox: the last message, others\' messages unread until marked read', async () => {
+    const { api, node: alice } = await serve()
+    const bob = await net.node()
+    await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    await bob.libp2p.peerStore.merge(alice.peerId, { multiaddrs: alice.multiaddrs })
+    await alice.addContact('bob', bob.peerId.toString())
+    const cookie = await login(api)
+    const own = { cookie, origin: `http://127.0.0.1:${api.port}`, site: 'same-origin' }
+    const inbox = async (): Promise<any[]> => (await call(api.port, '/v1/group-conversations', own)).json()
+    const group = await bob.createGroup('trip', [alice.peerId.toString()])
+    await until(() => alice.groups().length === 1, { on: [alice, 'group:change'], what: 'alice to be in bob\'s group' })
+    expect(await inbox()).toEqual([{ groupId: group.id, name: 'trip', member: true, unread: 0 }])
+
+    let arrived = 0
+    alice.addEventListener('group:message', () => { arrived++ })
+    await bob.sendGroup('trip', 'first')
+    await bob.sendGroup('trip', 'second')
+    await until(() => arrived === 2, { on: [alice, 'group:message'], what: 'bob\'s two messages at alice' })
+    // her own message is the last one, but not unread
+    await alice.sendGroup('trip', 'mine')
+    expect(await inbox()).toMatchObject([{ groupId: group.id, unread: 2, last: { from: alice.peerId.toString(), preview: 'mine' } }])
+
+    expect((await call(api.port, '/v1/groups/trip/read', { method: 'POST', cookie, origin: 'http://evil.example' })).status).toBe(403)
+    expect((await inbox())[0].unread).toBe(2)
+    const marked = await call(api.port, '/v1/groups/trip/read', { method: 'POST', ...own })
+    expect(marked.status).toBe(200)
+    expect(marked.json()).toEqual({ groupId: group.id, unread: 0 })
+    await bob.sendGroup('trip', 'third')
+    await until(() => arrived === 3, { on: [alice, 'group:message'], what: 'bob\'s third message at alice' })
+    expect(await inbox()).toMatchObject([{ unread: 1, last: { from: bob.peerId.toString(), preview: 'third' } }])
+    expect((await call(api.port, '/v1/groups/nope/read', { method: 'POST', ...own })).status).toBe(404)
+  })
+
   it('answers 404 with a hint when the app is not built, and the API still works', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'parley-noweb-'))
     onTestFinished(async () => { await rm(dir, { recursive: true, force: true }) })

@@ -23,7 +23,7 @@ import { MAX_RELAYS, TooManyRelaysError } from '../../node/network/reservations.
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { GroupQueued } from '../../daemon/api/contract.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
-import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import { FileStateError, UnknownFileError } from '../../node/files/transfers.js'
 import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, RelayStatus } from '../../node/types.js'
@@ -139,6 +139,12 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   }
 
   groups = (): GroupInfo[] => [GROUP]
+  groupConversations = (): GroupConversation[] => [{ groupId: GROUP.id, name: GROUP.name, member: true, last: { id: MESSAGE_ID, from: ALICE, preview: 'hi', contentType: 'text/plain', at: 2 }, unread: 3 }]
+  markGroupRead = (group: string): { groupId: string, unread: number } => {
+    this.record('markGroupRead', group)
+    if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
+    return { groupId: GROUP.id, unread: 0 }
+  }
   group = (group: string): GroupInfo => {
     if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
     return GROUP
@@ -423,6 +429,14 @@ describe('the API server', () => {
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 'x'.repeat(65) } })).toMatchObject({ status: 400 })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { all: true } })).toMatchObject({ status: 400, body: { message: 'body: unknown all' } })
     expect(node.calls).toEqual([['markRead', 'alice', { upTo: undefined }], ['markRead', ALICE, { upTo: MESSAGE_ID }]])
+  })
+
+  it('lists the groups as an inbox and marks one read: 404 for a group it does not know', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'GET', '/v1/group-conversations')).toMatchObject({ status: 200, body: node.groupConversations() })
+    expect(await call(api, 'POST', `/v1/groups/${GROUP.name}/read`)).toMatchObject({ status: 200, body: { groupId: GROUP.id, unread: 0 } })
+    expect(await call(api, 'POST', '/v1/groups/nope/read')).toMatchObject({ status: 404, body: { error: 'UnknownGroupError' } })
+    expect(node.calls).toEqual([['markGroupRead', GROUP.name], ['markGroupRead', 'nope']])
   })
 
   it('renames a contact with PATCH: 200 with it, 404 unknown, 409 the name taken, 400 not a name before the node sees it', async () => {
