@@ -6,7 +6,7 @@
  */
 import { computed, signal } from '@preact/signals'
 import type { ApiEvents } from '../daemon/api/contract.js'
-import type { GroupInfo, GroupMessage } from '../node/group/types.js'
+import type { GroupConversation, GroupInfo } from '../node/group/types.js'
 import type { ContactInfo, Conversation, MessageRequest, OutboundStatus } from '../node/types.js'
 import { call, loggedOut } from './api.js'
 
@@ -21,8 +21,8 @@ export const requests = signal<MessageRequest[]>([])
 export const paths = signal<Record<string, Path>>({})
 /** The latest state of each outgoing message (and group message carrier) seen in this page. */
 export const outgoing = signal<Record<string, { status: OutboundStatus, reason?: string }>>({})
-/** Each group's last message and what arrived since the user last looked at it. */
-export const groupActivity = signal<Record<string, { last?: GroupMessage, unread: number }>>({})
+/** The groups as an inbox: each one's last message and unread count (the daemon keeps the read marks). */
+export const groupConversations = signal<GroupConversation[]>([])
 /** What the live region announces: the latest message that arrived. */
 export const announcement = signal('')
 /** Whether the event stream is up. */
@@ -58,24 +58,15 @@ export function listen (listener: Listener): () => void {
 /** The group or conversation the user looks at now: its arrivals are read, not counted. */
 export const viewing = signal<{ kind: 'peer' | 'group', id: string } | null>(null)
 
-const GROUP_READ_KEY = 'parley.groupRead.'
-
-/** Marks a group read up to a Lamport time (kept in this browser: the daemon keeps no read mark for groups). */
-export function markGroupRead (groupId: string, lamport: number): void {
-  const key = GROUP_READ_KEY + groupId
-  if (Number(localStorage.getItem(key) ?? -1) < lamport) localStorage.setItem(key, String(lamport))
-  const activity = groupActivity.value[groupId]
-  if (activity != null && activity.unread !== 0) groupActivity.value = { ...groupActivity.value, [groupId]: { ...activity, unread: 0 } }
+/** Marks everything that arrived in a group read (the daemon keeps the mark, so every browser agrees). */
+export async function markGroupRead (groupId: string): Promise<void> {
+  if (document.hidden) return
+  await call('POST /v1/groups/:group/read', { params: { group: groupId } })
+  await refreshGroupConversations()
 }
 
-/** Recent messages read for a group's unread count at start; past it, the count says "+". */
-export const GROUP_UNREAD_WINDOW = 50
-
-async function loadGroupActivity (group: GroupInfo): Promise<void> {
-  const recent = await call('GET /v1/groups/:group/history', { params: { group: group.id }, query: { limit: GROUP_UNREAD_WINDOW } })
-  const read = Number(localStorage.getItem(GROUP_READ_KEY + group.id) ?? -1)
-  const unread = recent.filter(m => m.lamport > read && m.from !== selfId.value).length
-  groupActivity.value = { ...groupActivity.value, [group.id]: { last: recent.at(-1), unread } }
+export async function refreshGroupConversations (): Promise<void> {
+  groupConversations.value = await call('GET /v1/group-conversations')
 }
 
 export async function refreshConversations (): Promise<void> {
@@ -91,9 +82,8 @@ export async function refreshRequests (): Promise<void> {
 }
 
 export async function refreshGroups (): Promise<void> {
-  const list = await call('GET /v1/groups')
+  const [list] = await Promise.all([call('GET /v1/groups'), refreshGroupConversations()])
   groups.value = list
-  await Promise.all(list.filter(g => groupActivity.value[g.id] == null).map(loadGroupActivity))
 }
 
 export async function refreshPaths (): Promise<void> {
@@ -117,6 +107,14 @@ function refreshConversationsSoon (): void {
   conversationsDue ??= Promise.resolve().then(async () => {
     conversationsDue = null
     await Promise.all([refreshConversations(), refreshRequests()])
+  }).catch(() => {})
+}
+
+let groupConversationsDue: Promise<void> | null = null
+function refreshGroupConversationsSoon (): void {
+  groupConversationsDue ??= Promise.resolve().then(async () => {
+    groupConversationsDue = null
+    await refreshGroupConversations()
   }).catch(() => {})
 }
 
@@ -144,15 +142,13 @@ const handlers: { [E in keyof ApiEvents]?: (data: ApiEvents[E]) => void } = {
   },
   'group-message' (m) {
     const look = viewing.value
-    const seen = look?.kind === 'group' && look.id === m.groupId && !document.hidden
-    const before = groupActivity.value[m.groupId] ?? { unread: 0 }
-    const last = before.last == null || before.last.lamport <= m.lamport ? m : before.last
-    groupActivity.value = { ...groupActivity.value, [m.groupId]: { last, unread: seen ? 0 : before.unread + 1 } }
-    if (seen) markGroupRead(m.groupId, m.lamport)
-    else {
+    if (look?.kind === 'group' && look.id === m.groupId && !document.hidden) {
+      markGroupRead(m.groupId).catch(() => {})
+    } else {
       const group = groups.value.find(g => g.id === m.groupId)
       announcement.value = `New message in ${group?.name ?? 'a group'} from ${nameOf(m.from)}: ${m.body.slice(0, 140)}`
     }
+    refreshGroupConversationsSoon()
   },
   'group-change' () {
     refreshGroups().catch(() => {})

@@ -6,7 +6,7 @@
  * describes it), so "bob" finds bob's conversation by role and name.
  */
 import { groupHref, peerHref, route } from '../route.js'
-import { contacts, conversations, groupActivity, groups, nameOf, requests } from '../state.js'
+import { contacts, conversations, groupConversations, groups, nameOf, requests } from '../state.js'
 
 interface Entry {
   key: string
@@ -32,16 +32,16 @@ export function ConversationList () {
     if (seen.has(r.peerId)) continue
     entries.push({ key: r.peerId, href: peerHref(r.peerId), name: nameOf(r.peerId), preview: r.preview, at: r.lastAt, unread: r.messages, kind: 'request' })
   }
-  for (const g of groups.value) {
-    const activity = groupActivity.value[g.id]
-    const last = activity?.last
+  for (const g of groupConversations.value) {
+    const members = groups.value.find(info => info.id === g.groupId)?.members.length
+    const last = g.last
     entries.push({
-      key: g.id,
-      href: groupHref(g.id),
+      key: g.groupId,
+      href: groupHref(g.groupId),
       name: g.name,
-      preview: last == null ? `${g.members.length} members` : `${nameOf(last.from) === 'me' ? 'You' : nameOf(last.from)}: ${last.body.slice(0, 100)}`,
-      at: last?.receivedAt ?? 0,
-      unread: activity?.unread ?? 0,
+      preview: last == null ? (members == null ? '' : `${members} members`) : `${nameOf(last.from) === 'me' ? 'You' : nameOf(last.from)}: ${last.preview}`,
+      at: last?.at ?? 0,
+      unread: g.unread,
       kind: 'group'
     })
   }

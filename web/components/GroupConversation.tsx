@@ -7,7 +7,7 @@ import { useSignal } from '@preact/signals'
 import { useEffect } from 'preact/hooks'
 import type { GroupMessage } from '../../node/group/types.js'
 import { call } from '../api.js'
-import { contacts, groups, listen, markGroupRead, nameOf, outgoing, refreshGroups, selfId, viewing } from '../state.js'
+import { contacts, groups, listen, markGroupRead, nameOf, outgoing, refreshGroupConversations, refreshGroups, selfId, viewing } from '../state.js'
 import { Composer } from './Composer.js'
 import type { Line } from './MessageList.js'
 import { MessageList } from './MessageList.js'
@@ -42,10 +42,7 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
   const group = groups.value.find(g => g.id === groupId || g.name === groupId)
   const id = group?.id ?? groupId
 
-  const seen = (list: GroupMessage[]): void => {
-    const last = list.at(-1)
-    if (last != null && !document.hidden) markGroupRead(id, last.lamport)
-  }
+  const seen = (): void => { markGroupRead(id).catch(() => {}) }
 
   useEffect(() => {
     let stopped = false
@@ -56,7 +53,7 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
       if (stopped) return
       messages.value = page
       hasMore.value = page.length === PAGE
-      seen(page)
+      seen()
     }).catch(err => { if (!stopped) error.value = (err as Error).message })
     const unlisten = listen({
       'group-message' (m) {
@@ -64,7 +61,7 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
         messages.value = [...messages.value, m].sort((a, b) => a.lamport - b.lamport || (a.from < b.from ? -1 : a.from > b.from ? 1 : a.seq - b.seq))
       }
     })
-    const onVisible = (): void => { seen(messages.value) }
+    const onVisible = (): void => { seen() }
     document.addEventListener('visibilitychange', onVisible)
     return () => {
       stopped = true
@@ -107,7 +104,7 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
       outgoing.value = states
       messages.value = messages.value.map(m => m.id === local ? { ...m, id: sent.id, seq: sent.seq, lamport: sent.lamport } : m)
       carriers.value = { ...carriers.value, [sent.id]: ids }
-      markGroupRead(id, sent.lamport)
+      refreshGroupConversations().catch(() => {})
     }
     if (taken != null) {
       settled(taken)
