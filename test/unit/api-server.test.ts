@@ -145,6 +145,7 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
     if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
     return { groupId: GROUP.id, unread: 0 }
   }
+
   group = (group: string): GroupInfo => {
     if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
     return GROUP
