@@ -104,10 +104,19 @@ describe('the web app in Chromium', () => {
 
     // live in Bob's page: the unread count first, then the message in the conversation
     await entryOf(b.page, 'alice').getByText('1 unread').waitFor(SEEN)
-    expect(await entryOf(b.page, 'alice').textContent()).toContain('こんにちは Bob 你好 👋🎉')
+    // a body is text, never HTML, and only http(s) addresses become links
+    const hostile = '<img src=x onerror="window.pwned=1"><b>not bold</b> javascript:alert(1)'
+    await send(a.page, hostile)
+    await messageIn(a.page, 'not bold').filter({ hasText: 'delivered' }).waitFor(SEEN)
+    await entryOf(b.page, 'alice').getByText('2 unread').waitFor(SEEN)
+    expect(await entryOf(b.page, 'alice').textContent()).toContain('<b>not bold</b>')
     await entryOf(b.page, 'alice').getByRole('link', { name: 'alice', exact: true }).click()
     await messageIn(b.page, hello).waitFor(SEEN)
-    await entryOf(b.page, 'alice').getByText('1 unread').waitFor({ state: 'detached', ...SEEN })
+    expect(await messageIn(b.page, 'not bold').locator('p').innerText()).toBe(hostile)
+    expect(await b.page.getByRole('log').locator('img, b, script').count()).toBe(0)
+    expect(await messageIn(b.page, 'not bold').getByRole('link').count()).toBe(0)
+    expect(await b.page.evaluate(() => (window as any).pwned)).toBeUndefined()
+    await entryOf(b.page, 'alice').getByText('2 unread').waitFor({ state: 'detached', ...SEEN })
     // Shift+Enter is a new line, Enter sends; the reply arrives live in Alice's open conversation
     const box = b.page.getByRole('textbox', { name: 'Message' })
     await box.fill('first line')
