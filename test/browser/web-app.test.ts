@@ -188,7 +188,7 @@ describe('the web app in Chromium', () => {
     expect([...a.problems, ...b.problems, ...c.problems]).toEqual([])
   })
 
-  it('refuses a foreign Host name, and a cross-origin POST that carries the cookie; renames, blocks, removes a contact; says to run `parley open` without a session', async () => {
+  it('refuses a foreign Host name, and a cross-origin POST that carries the cookie; keeps a chosen theme; renames, blocks, removes a contact; says to run `parley open` without a session', async () => {
     const alice = await startDaemonProcess(await tempDir())
     const bobPeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
     expect((await alice.cli(['contacts', 'add', 'bob', bobPeer])).code).toBe(0)
@@ -251,6 +251,17 @@ describe('the web app in Chromium', () => {
 
     // contacts: rename, block and unblock, remove
     await a.page.goto(`${alice.api.url}/#/contacts`)
+    // (and the theme chosen in the page wins over the system's, and is kept)
+    const background = async (): Promise<string> => a.page.evaluate(() => getComputedStyle(document.body).backgroundColor)
+    const light = await background()
+    await a.page.getByRole('combobox', { name: 'Theme' }).selectOption('dark')
+    const dark = await background()
+    expect(dark).not.toBe(light)
+    await a.page.reload()
+    await a.page.getByRole('button', { name: 'Rename bob' }).waitFor(SEEN)
+    expect(await background()).toBe(dark)
+    await a.page.getByRole('combobox', { name: 'Theme' }).selectOption('auto')
+    expect(await background()).toBe(light)
     await a.page.getByRole('button', { name: 'Rename bob' }).click()
     await a.page.getByRole('textbox', { name: 'New name for bob' }).fill('robert')
     await a.page.getByRole('button', { name: 'Save' }).click()
