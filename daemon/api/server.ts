@@ -516,11 +516,13 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     const method = raw.method ?? 'GET'
     if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname.slice(0, 200)}`)
     if (url.pathname === '/login') {
+      // a HEAD (a link checker, a prefetch) must not spend the link the browser is about to open
+      if (method !== 'GET') throw new HttpError(405, 'MethodNotAllowed', 'a login link is opened with GET')
       const session = logins.redeem(url.searchParams.get('token') ?? '')
       // never cached, and never sent on as a Referer (no-referrer on every answer)
       if (session == null) {
         res.writeHead(401, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(LOGIN_REFUSED_PAGE), 'cache-control': 'no-store' })
-        res.end(method === 'HEAD' ? undefined : LOGIN_REFUSED_PAGE)
+        res.end(LOGIN_REFUSED_PAGE)
         return
       }
       res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(session), 'cache-control': 'no-store', 'content-length': 0 })

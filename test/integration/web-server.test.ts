@@ -161,6 +161,8 @@ describe('the web app on the API port', () => {
     expect(Buffer.from(new URL(url).searchParams.get('token') ?? '', 'base64url')).toHaveLength(32)
     expect(expiresAt).toBeGreaterThan(Date.now())
     const target = new URL(url).pathname + new URL(url).search
+    // a HEAD does not spend it
+    expect((await call(api.port, target, { method: 'HEAD' })).status).toBe(405)
     const first = await call(api.port, target)
     expect(first.status).toBe(303)
     expect(first.headers.location).toBe('/')
