@@ -76,7 +76,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'file:offer' | 'file:progress' | 'file:status'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'group:status' | 'file:offer' | 'file:progress' | 'file:status'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -636,6 +636,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
   const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
+  const onGroupStatus = (evt: ApiNodeEvents['group:status']): void => { send(eventText('group-status', evt.detail)) }
   const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file-offer', evt.detail)) }
   const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file-progress', evt.detail)) }
   const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file-status', evt.detail)) }
@@ -649,6 +650,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('reachability', onReachability)
     node.removeEventListener('group:message', onGroupMessage)
     node.removeEventListener('group:change', onGroupChange)
+    node.removeEventListener('group:status', onGroupStatus)
     node.removeEventListener('file:offer', onFileOffer)
     node.removeEventListener('file:progress', onFileProgress)
     node.removeEventListener('file:status', onFileStatus)
@@ -671,6 +673,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('reachability', onReachability)
   node.addEventListener('group:message', onGroupMessage)
   node.addEventListener('group:change', onGroupChange)
+  node.addEventListener('group:status', onGroupStatus)
   node.addEventListener('file:offer', onFileOffer)
   node.addEventListener('file:progress', onFileProgress)
   node.addEventListener('file:status', onFileStatus)
