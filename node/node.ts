@@ -470,8 +470,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   private onStatus (change: StatusChange): void {
     if (this.groupsOf.isCarrier(change.id)) {
+      const about = this.groupsOf.carrierMessage(change.id)
       if (change.status === 'delivered' || change.status === 'failed') this.groupsOf.carrierSettled(change.id)
       this.onCarrierStatus(change)
+      if (about != null) {
+        this.dispatchEvent(new CustomEvent('group:status', {
+          detail: { groupId: about.groupId, id: about.messageId, peer: change.peer, carrier: change.id, status: change.status, ...(change.path == null ? {} : { path: change.path }), ...(change.reason == null ? {} : { reason: change.reason }) }
+        }))
+      }
       return
     }
     const waiter = this.waiting.get(change.id)

@@ -9,7 +9,7 @@
  */
 import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import type { GroupChange, GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { GroupChange, GroupConversation, GroupStatusChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
 import type { Path } from '../../protocols/im/path.js'
 import type { FileInfo, FileProgress } from '../../node/files/transfers.js'
@@ -258,6 +258,8 @@ export interface ApiEvents {
   'group-message': GroupMessage
   /** A group's membership or name changed (or this node was put in a group). */
   'group-change': GroupChange
+  /** A member's copy of a group message this node sent changed status (sent since the daemon started). */
+  'group-status': GroupStatusChange
   /** A file was offered to this node. */
   'file-offer': FileInfo
   /** Bytes of a transfer, either way (at most four a second per transfer). */

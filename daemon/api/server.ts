@@ -76,7 +76,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'file:offer' | 'file:progress' | 'file:status'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'group:status' | 'file:offer' | 'file:progress' | 'file:status'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -516,11 +516,13 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     const method = raw.method ?? 'GET'
     if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname.slice(0, 200)}`)
     if (url.pathname === '/login') {
+      // a HEAD (a link checker, a prefetch) must not spend the link the browser is about to open
+      if (method !== 'GET') throw new HttpError(405, 'MethodNotAllowed', 'a login link is opened with GET')
       const session = logins.redeem(url.searchParams.get('token') ?? '')
       // never cached, and never sent on as a Referer (no-referrer on every answer)
       if (session == null) {
         res.writeHead(401, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(LOGIN_REFUSED_PAGE), 'cache-control': 'no-store' })
-        res.end(method === 'HEAD' ? undefined : LOGIN_REFUSED_PAGE)
+        res.end(LOGIN_REFUSED_PAGE)
         return
       }
       res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(session), 'cache-control': 'no-store', 'content-length': 0 })
@@ -634,6 +636,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
   const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
+  const onGroupStatus = (evt: ApiNodeEvents['group:status']): void => { send(eventText('group-status', evt.detail)) }
   const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file-offer', evt.detail)) }
   const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file-progress', evt.detail)) }
   const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file-status', evt.detail)) }
@@ -647,6 +650,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('reachability', onReachability)
     node.removeEventListener('group:message', onGroupMessage)
     node.removeEventListener('group:change', onGroupChange)
+    node.removeEventListener('group:status', onGroupStatus)
     node.removeEventListener('file:offer', onFileOffer)
     node.removeEventListener('file:progress', onFileProgress)
     node.removeEventListener('file:status', onFileStatus)
@@ -669,6 +673,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('reachability', onReachability)
   node.addEventListener('group:message', onGroupMessage)
   node.addEventListener('group:change', onGroupChange)
+  node.addEventListener('group:status', onGroupStatus)
   node.addEventListener('file:offer', onFileOffer)
   node.addEventListener('file:progress', onFileProgress)
   node.addEventListener('file:status', onFileStatus)

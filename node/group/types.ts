@@ -71,6 +71,19 @@ export interface GroupRecipientStatus {
   reason?: string
 }
 
+/** `group:status`: one member's copy of a group message this node sent changed status. */
+export interface GroupStatusChange {
+  groupId: string
+  /** The group message's id (as in `groupHistory`). */
+  id: string
+  peer: string
+  /** The carrier taking it to that member (its `message:status` id). */
+  carrier: string
+  status: OutboundStatus
+  path?: MessagePath
+  reason?: string
+}
+
 export interface GroupSendResult {
   groupId: string
   id: string

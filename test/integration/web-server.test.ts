@@ -70,6 +70,47 @@ async function call (port: number, target: string, options: CallOptions = {}): P
   })
 }
 
+/** `/v1/events` as the app's EventSource reads it (with the session cookie): `next` resolves with the first event of a name that `match` accepts. */
+async function eventStream (port: number, cookie: string): Promise<{ next: (event: string, match: (data: any) => boolean) => Promise<any>, close: () => void }> {
+  const seen: Array<{ event: string, data: any }> = []
+  const waiters = new Set<() => void>()
+  let buffer = ''
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    httpRequest({ host: '127.0.0.1', port, path: '/v1/events', agent: false, headers: { cookie, 'sec-fetch-site': 'same-origin' } }, resolve).on('error', reject).end()
+  })
+  expect(res.statusCode).toBe(200)
+  res.setEncoding('utf8').on('data', (chunk: string) => {
+    buffer += chunk
+    let end: number
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      const event = block.match(/^event: (.*)$/m)?.[1]
+      const data = block.match(/^data: (.*)$/m)?.[1]
+      if (event != null && data != null) seen.push({ event, data: JSON.parse(data) })
+    }
+    for (const wake of waiters) wake()
+  })
+  await new Promise<void>(resolve => {
+    const wake = (): void => { if (seen.some(e => e.event === 'ready')) { waiters.delete(wake); resolve() } }
+    waiters.add(wake)
+  })
+  return {
+    next: async (event, match) => new Promise(resolve => {
+      const wake = (): void => {
+        const found = seen.find(e => e.event === event && match(e.data))
+        if (found != null) {
+          waiters.delete(wake)
+          resolve(found.data)
+        }
+      }
+      waiters.add(wake)
+      wake()
+    }),
+    close: () => { res.destroy() }
+  }
+}
+
 const INDEX = '<!doctype html><title>parley</title><script type="module" src="/assets/app-1234.js"></script>'
 const SCRIPT = 'console.log("parley")'
 
@@ -161,6 +202,8 @@ describe('the web app on the API port', () => {
     expect(Buffer.from(new URL(url).searchParams.get('token') ?? '', 'base64url')).toHaveLength(32)
     expect(expiresAt).toBeGreaterThan(Date.now())
     const target = new URL(url).pathname + new URL(url).search
+    // a HEAD does not spend it
+    expect((await call(api.port, target, { method: 'HEAD' })).status).toBe(405)
     const first = await call(api.port, target)
     expect(first.status).toBe(303)
     expect(first.headers.location).toBe('/')
@@ -369,8 +412,13 @@ describe('the web app on the API port', () => {
     await bob.sendGroup('trip', 'first')
     await bob.sendGroup('trip', 'second')
     await until(() => arrived === 2, { on: [alice, 'group:message'], what: 'bob\'s two messages at alice' })
-    // her own message is the last one, but not unread
-    await alice.sendGroup('trip', 'mine')
+    // her own message is the last one, but not unread; and the page hears when bob has it
+    const events = await eventStream(api.port, cookie)
+    const sent = await call(api.port, '/v1/groups/trip/messages', { method: 'POST', ...own, body: { body: 'mine' } })
+    expect(sent.status).toBe(202)
+    const status = await events.next('group-status', data => data.status === 'delivered')
+    expect(status).toMatchObject({ groupId: group.id, id: sent.json().id, peer: bob.peerId.toString(), carrier: sent.json().carriers[0].id, status: 'delivered' })
+    events.close()
     expect(await inbox()).toMatchObject([{ groupId: group.id, unread: 2, last: { from: alice.peerId.toString(), preview: 'mine' } }])
 
     expect((await call(api.port, '/v1/groups/trip/read', { method: 'POST', cookie, origin: 'http://evil.example' })).status).toBe(403)
