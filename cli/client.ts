@@ -2,10 +2,10 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { routePath, splitRoute } from '../daemon/api/contract.js'
 import { API_FILE } from '../daemon/api/file.js'
-import type { AddContactBody, ApiEvent, ApiRoute, ErrorBody, IdResponse, InviteResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
+import type { AddContactBody, ApiEvent, ApiRoute, ConversationView, ErrorBody, GroupReadMark, IdResponse, InviteResponse, LoginLinkResponse, RemovedContact, RouteAnswer, RouteBody, RouteParams, RouteQuery, SendBody, SendGroupBody, UnblockResult } from '../daemon/api/contract.js'
 import type { ApiFile } from '../daemon/api/file.js'
-import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
-import type { GroupInfo, GroupMessage } from '../node/group/types.js'
+import type { AcceptedRequest, BlockedPeer, ContactInfo, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, RelayStatus } from '../node/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage } from '../node/group/types.js'
 
 /** No daemon answers for this data dir. */
 export class DaemonNotRunningError extends Error {
@@ -105,6 +105,11 @@ export class ApiClient {
     return (await this.call('GET /v1/invite', { params: {} })).body
   }
 
+  /** A one-time link that logs a browser into the web app. */
+  async loginLink (): Promise<LoginLinkResponse> {
+    return (await this.call('POST /v1/login-links', { params: {} })).body
+  }
+
   /**
    * Sends a message. With `wait` (seconds), the daemon waits that long for
    * the ack: 200 with the receipt, 202 when still on its way, 422 when the
@@ -123,6 +128,16 @@ export class ApiClient {
   /** A group by ID or name (a 404 ApiError, code UnknownGroupError, when there is none). */
   async group (group: string): Promise<GroupInfo> {
     return (await this.call('GET /v1/groups/:group', { params: { group } })).body
+  }
+
+  /** The groups as an inbox: last message and unread count each. */
+  async groupConversations (): Promise<GroupConversation[]> {
+    return (await this.call('GET /v1/group-conversations', { params: {} })).body
+  }
+
+  /** Marks a group read (a 404 ApiError, code UnknownGroupError, when there is none). */
+  async markGroupRead (group: string): Promise<GroupReadMark> {
+    return (await this.call('POST /v1/groups/:group/read', { params: { group } })).body
   }
 
   async createGroup (name: string, members: string[]): Promise<GroupInfo> {
@@ -165,6 +180,11 @@ export class ApiClient {
     return (await this.call('POST /v1/contacts', { params: {}, body })).body
   }
 
+  /** Renames a contact (404 ApiError UnknownContactError; 409 ContactExistsError when the new name is taken). */
+  async renameContact (name: string, newName: string): Promise<ContactInfo> {
+    return (await this.call('PATCH /v1/contacts/:name', { params: { name }, body: { name: newName } })).body
+  }
+
   /** Removes a contact (a 404 ApiError, code UnknownContactError, when no contact has the name). */
   async removeContact (name: string): Promise<RemovedContact> {
     return (await this.call('DELETE /v1/contacts/:name', { params: { name } })).body
@@ -200,7 +220,7 @@ export class ApiClient {
   }
 
   /** The inbox: conversations with unread counts, the latest activity first. */
-  async conversations (): Promise<Conversation[]> {
+  async conversations (): Promise<ConversationView[]> {
     return (await this.call('GET /v1/conversations', { params: {} })).body
   }
 

@@ -34,6 +34,13 @@ function dataDirOf (command: Command): string {
   return opts.dataDir ?? defaultDataDir()
 }
 
+/** ` --data-dir <dir>` when the command was given one, so that a command printed for the user runs against the same node. */
+function dataDirFlag (command: Command): string {
+  const { dataDir } = command.optsWithGlobals() as { dataDir?: string }
+  if (dataDir == null) return ''
+  return ` --data-dir ${/^[\w@%+=:,./-]+$/.test(dataDir) ? dataDir : `'${dataDir.replaceAll("'", "'\\''")}'`}`
+}
+
 async function clientOf (command: Command): Promise<ApiClient> {
   return ApiClient.forDataDir(dataDirOf(command))
 }
@@ -144,6 +151,8 @@ export function nodeCommands (program: Command): void {
       console.log(`peer ID: ${node.peerId.toString()}`)
       console.log(`data dir: ${dataDir}`)
       console.log(`API: ${daemon.api.url} (token in ${dataDir}/api.json)`)
+      // no login link here: logs outlive two minutes, and `parley open` makes a fresh one
+      console.log(`web app: run \`parley${dataDirFlag(command)} open\` to open it in your browser`)
       let printed = ''
       const printAddrs = (): void => {
         const addrs = node.multiaddrs.map(a => a.toString())
@@ -162,6 +171,29 @@ export function nodeCommands (program: Command): void {
         const { peer, path, transport } = evt.detail
         console.log(path == null ? `${peer}: disconnected` : `${peer}: path now ${path} (${transport ?? 'unknown'})`)
       })
+    })
+
+  program.command('open')
+    .description('open the web app in your browser, logged in with a one-time link')
+    .option('--print-url', 'print the one-time login URL instead (scripts, SSH port forwarding); it works once, for 2 minutes')
+    .addHelpText('after', examples(
+      'parley open',
+      'parley open --print-url',
+      'PARLEY_BROWSER=firefox parley open'))
+    .action(async (opts, command: Command) => {
+      const { url } = await (await clientOf(command)).loginLink()
+      if (opts.printUrl === true) {
+        console.log(url)
+        return
+      }
+      const { openInBrowser } = await import('./browser.js')
+      const failure = await openInBrowser(url)
+      if (failure == null) {
+        console.log('opened the web app in your browser')
+        return
+      }
+      console.error(`could not open a browser: ${failure}; open this link in one within 2 minutes (it works once):`)
+      console.log(url)
     })
 
   program.command('id')

@@ -18,7 +18,7 @@ import {
   ContactExistsError, DeliveryTimeoutError, EmptyMessageError, InvalidMessageError, InvalidPeerIdError, MessageRejectedError,
   MessageTooLargeError, NodeStoppedError, InvalidContactNameError, StorageFullError
 } from './errors.js'
-import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownMessageError } from './errors.js'
+import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError, UnknownContactError, UnknownMessageError } from './errors.js'
 import { encodeInvite, isInvite, MAX_INVITE_ADDRS, readInvite } from './invite.js'
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
@@ -42,7 +42,7 @@ import type { NodeLibp2p } from './network/libp2p.js'
 import type { OutboxEntry, StoredMessage } from './store/index.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, Reachability, ReadMark, Receipt, SendOptions, StatusChange } from './types.js'
 import type { RelayStatus } from './types.js'
-import type { GroupInfo, GroupMessage, GroupRecipientStatus, GroupSendResult } from './group/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupRecipientStatus, GroupSendResult } from './group/types.js'
 import type { Path } from '../protocols/im/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, Logger, PeerId } from '@libp2p/interface'
@@ -218,12 +218,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
    * message request, if it had one.
    */
   async addContact (name: string, peerOrInvite: string, options: { replace?: boolean } = {}): Promise<ContactInfo> {
-    if (typeof name !== 'string' || name.trim() === '' || name !== name.trim()) {
-      throw new InvalidContactNameError('a contact name must be non-empty and not start or end with spaces')
-    }
-    if (tryPeerId(name) != null) {
-      throw new InvalidContactNameError(`"${name}" is a peer ID; a contact name that looks like one would hide that peer. Pick another name`)
-    }
+    checkContactName(name)
     let peerId: PeerId
     let addrs: Multiaddr[] = []
     let mailboxRecord: Uint8Array | undefined
@@ -251,6 +246,23 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     this.accept(peerId.toString())
     this.engine.wake(peerId.toString())
     return { name, peerId: peerId.toString(), addrs: addrs.map(a => a.toString()) }
+  }
+
+  /**
+   * Gives a contact another name: the same peer, its addresses kept. A name
+   * that is another contact's already is refused (ContactExistsError), and
+   * so is a name nobody has (UnknownContactError).
+   */
+  renameContact (name: string, newName: string): ContactInfo {
+    checkContactName(newName)
+    const contact = this.store.contact(name)
+    if (contact == null) throw new UnknownContactError(`no contact named "${name}"`)
+    if (newName !== name) {
+      const taken = this.store.contact(newName)
+      if (taken != null) throw new ContactExistsError(`the name "${newName}" is already the contact ${taken.peer}; remove or rename that one first`)
+      this.store.renameContact(name, newName)
+    }
+    return { name: newName, peerId: contact.peer, addrs: contact.addrs }
   }
 
   removeContact (name: string): boolean {
@@ -467,8 +479,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
   private onStatus (change: StatusChange): void {
     if (this.groupsOf.isCarrier(change.id)) {
+      const about = this.groupsOf.carrierMessage(change.id)
       if (change.status === 'delivered' || change.status === 'failed') this.groupsOf.carrierSettled(change.id)
       this.onCarrierStatus(change)
+      if (about != null) {
+        this.dispatchEvent(new CustomEvent('group:status', {
+          detail: { groupId: about.groupId, id: about.messageId, peer: change.peer, carrier: change.id, status: change.status, ...(change.path == null ? {} : { path: change.path }), ...(change.reason == null ? {} : { reason: change.reason }) }
+        }))
+      }
       return
     }
     const waiter = this.waiting.get(change.id)
@@ -543,15 +561,13 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** Every conversation with a message in its history, the latest activity first (see `Conversation`). */
   conversations (): Conversation[] {
     return this.store.conversations().map(({ last, name, unread, request }) => {
-      const chars = Array.from(last.body)
-      const preview = chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join('')}…` : last.body
       return {
         peerId: last.peer,
         ...(name == null ? {} : { name }),
         last: {
           id: last.id,
           direction: last.direction,
-          preview,
+          preview: preview(last.body),
           contentType: last.contentType,
           at: last.createdAt,
           status: last.direction === 'in' ? 'received' : this.engine.overlay(last).status as HistoryEntry['status']
@@ -775,6 +791,28 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   /** A group by ID or by its name. @throws UnknownGroupError */
   group (group: string): GroupInfo {
     return this.groupsOf.get(this.groupsOf.resolve(group))
+  }
+
+  /** The groups as an inbox: each one's last message and unread count, the latest activity first. */
+  groupConversations (): GroupConversation[] {
+    const self = this.peerId.toString()
+    return this.groupsOf.list().map(group => {
+      const { last, unread } = this.store.groups.inbox(group.id, self)
+      return {
+        groupId: group.id,
+        name: group.name,
+        member: group.member,
+        ...(last == null ? {} : { last: { id: last.id, from: last.sender, preview: preview(last.body), contentType: last.contentType, at: last.receivedAt } }),
+        unread
+      }
+    }).sort((a, b) => (b.last?.at ?? 0) - (a.last?.at ?? 0))
+  }
+
+  /** Marks everything that has arrived in a group read. @throws UnknownGroupError */
+  markGroupRead (group: string): { groupId: string, unread: number } {
+    const groupId = this.groupsOf.resolve(group)
+    this.store.groups.markRead(groupId)
+    return { groupId, unread: this.store.groups.inbox(groupId, this.peerId.toString()).unread }
   }
 
   /** Group carriers (messages and membership changes on their way to a member) still in the outbox. */
@@ -1112,4 +1150,20 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     await close()
     throw err
   }
+}
+
+/** A contact name the node takes: not empty, no spaces at its ends, not a peer ID (it would hide that peer). */
+function checkContactName (name: string): void {
+  if (typeof name !== 'string' || name.trim() === '' || name !== name.trim()) {
+    throw new InvalidContactNameError('a contact name must be non-empty and not start or end with spaces')
+  }
+  if (tryPeerId(name) != null) {
+    throw new InvalidContactNameError(`"${name}" is a peer ID; a contact name that looks like one would hide that peer. Pick another name`)
+  }
+}
+
+/** A body cut to PREVIEW_CHARS characters (the cut ends with `…`). */
+function preview (body: string): string {
+  const chars = Array.from(body)
+  return chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join('')}…` : body
 }

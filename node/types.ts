@@ -4,7 +4,7 @@ import type { FileInfo, FileProgress } from './files/transfers.js'
  * from the node itself so that the daemon's API contract and the CLI can use
  * them without loading libp2p.
  */
-import type { GroupChange, GroupMessage } from './group/types.js'
+import type { GroupChange, GroupMessage, GroupStatusChange } from './group/types.js'
 import type { MailboxStatus } from './mailbox/receiver.js'
 import type { PathChange } from './network/paths.js'
 import type { RelayReservationStatus } from './network/reservations.js'
@@ -202,6 +202,8 @@ export interface ParleyNodeEvents {
   'group:message': CustomEvent<GroupMessage>
   /** A group's membership or name changed: this node changed it, or learnt of a change (a group it was put in included). */
   'group:change': CustomEvent<GroupChange>
+  /** A member's copy of a group message this node sent changed status (queued, sending, stored, delivered, failed). */
+  'group:status': CustomEvent<GroupStatusChange>
   /** A file was offered to this node (see `files`): `status` says whether it is fetched already or waits for `acceptFile`. */
   'file:offer': CustomEvent<FileInfo>
   /** Bytes of a file transfer, in either direction (at most four a second per transfer, and at its end). */

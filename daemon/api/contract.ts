@@ -9,8 +9,9 @@
  */
 import { CODE_P2P, CODE_P2P_CIRCUIT, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import type { GroupChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { GroupChange, GroupConversation, GroupStatusChange, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { PathChange } from '../../node/network/paths.js'
+import type { Path } from '../../protocols/im/path.js'
 import type { FileInfo, FileProgress } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, Reachability, ReadMark, Receipt, ReceivedMessage, RelayStatus, StatusChange } from '../../node/types.js'
 
@@ -48,6 +49,12 @@ export const addContactBody = z.strictObject({
   replace: z.boolean().optional()
 })
 export type AddContactBody = z.input<typeof addContactBody>
+
+/** `PATCH /v1/contacts/:name`: renames the contact. */
+export const renameContactBody = z.strictObject({
+  name: z.string().min(1).max(64)
+})
+export type RenameContactBody = z.input<typeof renameContactBody>
 
 /** `POST /v1/requests/:peer/accept`; no body at all accepts without adding a contact. */
 export const acceptBody = z.strictObject({
@@ -150,6 +157,7 @@ export const REQUEST_SCHEMAS = {
   'POST /v1/messages': { body: sendBody },
   'GET /v1/history/:peer': { query: messageHistoryQuery },
   'POST /v1/contacts': { body: addContactBody },
+  'PATCH /v1/contacts/:name': { body: renameContactBody },
   'POST /v1/requests/:peer/accept': { body: acceptBody },
   'POST /v1/blocked': { body: blockBody },
   'POST /v1/conversations/:peer/read': { body: markReadBody },
@@ -171,6 +179,25 @@ export interface IdResponse {
 
 export interface InviteResponse {
   invite: string
+}
+
+/** `GET /v1/conversations`: a conversation, and how its peer is connected right now (`null`: not connected). */
+export interface ConversationView extends Conversation {
+  path: Path | null
+}
+
+/** `POST /v1/groups/:group/read`: the group's unread count after the mark (0 unless more arrived meanwhile). */
+export interface GroupReadMark {
+  groupId: string
+  unread: number
+}
+
+/** `POST /v1/login-links`: a one-time link that logs a browser into the web app. */
+export interface LoginLinkResponse {
+  /** `http://127.0.0.1:<port>/login?token=<one-time token>`. */
+  url: string
+  /** When the link stops working (ms since the epoch), used or not. */
+  expiresAt: number
 }
 
 /** 202 from `POST /v1/groups/:group/messages`: written to every member's outbox, not waited for. */
@@ -231,6 +258,8 @@ export interface ApiEvents {
   'group-message': GroupMessage
   /** A group's membership or name changed (or this node was put in a group). */
   'group-change': GroupChange
+  /** A member's copy of a group message this node sent changed status (sent since the daemon started). */
+  'group-status': GroupStatusChange
   /** A file was offered to this node. */
   'file-offer': FileInfo
   /** Bytes of a transfer, either way (at most four a second per transfer). */
@@ -254,6 +283,8 @@ export interface ApiRoutes {
   'GET /v1/peers': { response: PeerInfo[] }
   'GET /v1/outbox': { response: OutboxItem[] }
   'GET /v1/invite': { response: InviteResponse }
+  /** A one-time login link for the web app (expires in 2 minutes); bearer token only: 403 with the app's session cookie. */
+  'POST /v1/login-links': { response: LoginLinkResponse }
   /** 200 once acknowledged within `wait`. */
   'POST /v1/messages': { response: Receipt, replies: { 202: SendQueued, 422: SendRefused } }
   'GET /v1/messages/:id': { response: HistoryEntry }
@@ -262,6 +293,8 @@ export interface ApiRoutes {
   'GET /v1/history/:peer': { response: HistoryEntry[] }
   'GET /v1/contacts': { response: ContactInfo[] }
   'POST /v1/contacts': { response: ContactInfo }
+  /** Renames a contact (same peer): 404 no contact has the name, 409 the new name is another contact's, 400 not a name. */
+  'PATCH /v1/contacts/:name': { response: ContactInfo }
   'DELETE /v1/contacts/:name': { response: RemovedContact }
   /** Message requests: strangers' messages waiting for the user's decision. */
   'GET /v1/requests': { response: MessageRequest[] }
@@ -271,7 +304,7 @@ export interface ApiRoutes {
   'POST /v1/blocked': { response: DeletedRequests }
   'DELETE /v1/blocked/:peer': { response: UnblockResult }
   /** The inbox: conversations with unread counts, the latest activity first. */
-  'GET /v1/conversations': { response: Conversation[] }
+  'GET /v1/conversations': { response: ConversationView[] }
   'POST /v1/conversations/:peer/read': { response: ReadMark }
   /** Reserves on one more relay now, without a restart: 200 once the first attempt settled (reserved, or not and why); 400 not a relay, 409 over the node's limit of relays. */
   'POST /v1/relays': { response: RelayStatus }
@@ -282,6 +315,10 @@ export interface ApiRoutes {
   /** 403 when a member is not allowed to (`GroupChangeRefusedError`), 404 unknown group. */
   'POST /v1/groups': { response: GroupInfo }
   'GET /v1/groups/:group': { response: GroupInfo }
+  /** The groups as an inbox: each one's last message (display order) and unread count, the latest activity first. */
+  'GET /v1/group-conversations': { response: GroupConversation[] }
+  /** Marks everything that has arrived in the group read: 404 unknown group. */
+  'POST /v1/groups/:group/read': { response: GroupReadMark }
   'POST /v1/groups/:group/members': { response: GroupInfo }
   'DELETE /v1/groups/:group/members/:peer': { response: GroupInfo }
   'POST /v1/groups/:group/leave': { response: GroupInfo }

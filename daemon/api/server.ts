@@ -4,8 +4,14 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { UnknownContactError } from '../../node/errors.js'
 import { relayAddressOf } from '../relays-file.js'
 import { REQUEST_SCHEMAS, splitRoute } from './contract.js'
-import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
-import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import { systemClock } from '../../common/clock.js'
+import { WebLogins } from '../web/logins.js'
+import { SECURITY_HEADERS, crossSiteRefusal, isLoopbackHost, sessionCookie, sessionCookieOf } from '../web/guard.js'
+import { StaticFiles, defaultWebRoot } from '../web/static.js'
+import type { Clock } from '../../common/clock.js'
+import type { LoginLimits } from '../web/logins.js'
+import type { ApiEvents, ApiRoute, ApiRoutes, CheckedBody, GroupQueued, GroupReadMark, RequestSchemas, RouteParams, RouteQuery } from './contract.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, ParleyNodeEvents, PeerInfo, ReadMark, Receipt, RelayStatus, SendOptions } from '../../node/types.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
@@ -55,13 +61,6 @@ const MAX_REQUEST_BYTES = 1024 * 1024
 /** Past this much, the rest of a body too large is no longer read and dropped: the connection is cut. */
 const MAX_DRAINED_BYTES = 16 * MAX_REQUEST_BYTES
 
-/**
- * The Host headers the API answers: its own loopback names, with any port.
- * Anything else is a browser that was pointed at 127.0.0.1 by DNS rebinding
- * (its page's own name in Host) and is refused, before the token is checked.
- */
-const ALLOWED_HOST = /^(?:127\.0\.0\.1|localhost|\[::1\])(?::\d{1,5})?$/i
-
 /** Defaults of the limits in ApiServerInit. */
 export const API_LIMITS = {
   headersTimeout: 10_000,
@@ -77,7 +76,7 @@ export const API_LIMITS = {
 const EVENTS_KEEP_ALIVE = 15_000
 
 /** The node's events the API streams at `/v1/events`. */
-export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'file:offer' | 'file:progress' | 'file:status'>
+export type ApiNodeEvents = Pick<ParleyNodeEvents, 'message' | 'message:status' | 'path:change' | 'reachability' | 'group:message' | 'group:change' | 'group:status' | 'file:offer' | 'file:progress' | 'file:status'>
 
 /**
  * What the API server needs of a node: a ParleyNode has all of it, and a
@@ -98,6 +97,8 @@ export interface ApiNode {
   history(peer: string, options: { limit?: number, before?: number, beforeId?: string }): HistoryEntry[]
   contacts(): ContactInfo[]
   addContact(name: string, peerOrInvite: string, options: { replace?: boolean }): Promise<ContactInfo>
+  /** UnknownContactError when no contact has `name`, ContactExistsError when `newName` is another's. */
+  renameContact(name: string, newName: string): ContactInfo
   /** False when no contact has this name. */
   removeContact(name: string): boolean
   requests(): MessageRequest[]
@@ -114,6 +115,9 @@ export interface ApiNode {
   /** Stops using a relay now; false when the node does not use it (see ParleyNode.removeRelay). */
   removeRelay(relay: string): Promise<boolean>
   groups(): GroupInfo[]
+  groupConversations(): GroupConversation[]
+  /** UnknownGroupError when there is no such group. */
+  markGroupRead(group: string): GroupReadMark
   group(group: string): GroupInfo
   createGroup(name: string, members: string[]): Promise<GroupInfo>
   addMember(group: string, peer: string): Promise<GroupInfo>
@@ -197,6 +201,19 @@ export interface ApiServerInit {
    * @default 5_000
    */
   overflowGrace?: number
+
+  /**
+   * The web app's files (index.html and assets/), served at `/`.
+   *
+   * @default dist/web next to the daemon's built code (see defaultWebRoot)
+   */
+  webRoot?: string
+
+  /** Bounds of the web app's login links and sessions (daemon/web/logins.ts). */
+  logins?: Partial<LoginLimits>
+
+  /** Keeps the login links' time. */
+  clock?: Clock
 }
 
 export interface ApiServer {
@@ -238,6 +255,8 @@ interface Request<R extends ApiRoute> {
   body: CheckedBody<R>
   raw: IncomingMessage
   res: ServerResponse
+  /** What the request was let in by: the bearer token (CLI, scripts) or the web app's session cookie. */
+  auth: 'bearer' | 'session'
 }
 
 /** Handlers answer with a JSON result (200), a `Reply`, or STREAMING once they own the response. */
@@ -269,6 +288,9 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
   const token = init.token ?? randomBytes(32).toString('hex')
   const limits = { ...API_LIMITS, ...definedOnly(init) }
   const expected = Buffer.from(`Bearer ${token}`)
+  const logins = new WebLogins(init.clock ?? systemClock, init.logins)
+  const web = new StaticFiles(init.webRoot ?? defaultWebRoot())
+  let origin = ''
 
   const handlers: Handlers = {
     'GET /v1/id': () => ({ peerId: node.peerId.toString(), addrs: node.multiaddrs.map(a => a.toString()) }),
@@ -276,6 +298,14 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     'GET /v1/peers': () => node.peers(),
     'GET /v1/outbox': () => node.outbox(),
     'GET /v1/invite': () => ({ invite: node.invite() }),
+
+    // minting a login from a browser session would let a page that got one
+    // request through keep itself logged in: the bearer token only
+    'POST /v1/login-links': ({ auth }) => {
+      if (auth !== 'bearer') throw new HttpError(403, 'Forbidden', 'login links are given for the bearer token only (`parley open`), not for a browser session')
+      const link = logins.createLink()
+      return { url: `${origin}/login?token=${link.token}`, expiresAt: link.expiresAt }
+    },
 
     'POST /v1/messages': async ({ body: { to, body: text, contentType, replyTo, wait } }) => {
       const id = node.queue(to, text, { contentType, replyTo })
@@ -307,6 +337,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
 
     'GET /v1/contacts': () => node.contacts(),
     'POST /v1/contacts': ({ body: { name, peer, replace } }) => node.addContact(name, peer, { replace }),
+    'PATCH /v1/contacts/:name': ({ params, body }) => node.renameContact(params.name, body.name),
     'DELETE /v1/contacts/:name': ({ params }) => {
       if (!node.removeContact(params.name)) throw new UnknownContactError(`no contact named "${params.name}"`)
       return { removed: params.name }
@@ -325,7 +356,10 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     },
 
     // the inbox: conversations, unread counts, read marks
-    'GET /v1/conversations': () => node.conversations(),
+    'GET /v1/conversations': () => {
+      const paths = new Map(node.peers().map(peer => [peer.peerId, peer.path]))
+      return node.conversations().map(conversation => ({ ...conversation, path: paths.get(conversation.peerId) ?? null }))
+    },
     'POST /v1/conversations/:peer/read': ({ params, body }) => node.markRead(params.peer, { upTo: body?.upTo }),
 
     // relays, changed while the node runs (the CLI saves them in the config file too)
@@ -339,6 +373,9 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     'GET /v1/groups': () => node.groups(),
     'POST /v1/groups': async ({ body }) => node.createGroup(body.name, body.members),
     'GET /v1/groups/:group': ({ params }) => node.group(params.group),
+    // groups as an inbox: last message, unread count; and their read marks
+    'GET /v1/group-conversations': () => node.groupConversations(),
+    'POST /v1/groups/:group/read': ({ params }) => node.markGroupRead(params.group),
     'POST /v1/groups/:group/members': async ({ params, body }) => node.addMember(params.group, body.peer),
     'DELETE /v1/groups/:group/members/:peer': async ({ params }) => node.removeMember(params.group, params.peer),
     'POST /v1/groups/:group/leave': async ({ params }) => node.leaveGroup(params.group),
@@ -394,28 +431,44 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
     })
   })
 
+  /** Who the request is from: the bearer token, else the web app's session cookie, else a 401. */
+  function authenticate (raw: IncomingMessage): 'bearer' | 'session' {
+    const given = Buffer.from(raw.headers.authorization ?? '')
+    if (given.length === expected.length && timingSafeEqual(given, expected)) return 'bearer'
+    const session = sessionCookieOf(raw.headers.cookie)
+    if (raw.headers.authorization == null && session != null && logins.isSession(session)) return 'session'
+    throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token (the CLI reads it from api.json in the data dir), or no live web app session (run `parley open`)')
+  }
+
   async function handle (raw: IncomingMessage, res: ServerResponse): Promise<void> {
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value)
     let status = 200
     let result: unknown
     try {
       // before the token: a rebinding page must learn nothing, not even that it needs one
-      if (!ALLOWED_HOST.test(raw.headers.host ?? '')) {
-        throw new HttpError(403, 'Forbidden', `the API answers only requests for 127.0.0.1, localhost or [::1], not Host "${raw.headers.host ?? ''}"`)
-      }
-      const given = Buffer.from(raw.headers.authorization ?? '')
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        throw new HttpError(401, 'Unauthorized', 'missing or wrong bearer token; the CLI reads it from api.json in the data dir')
+      if (!isLoopbackHost(raw.headers.host)) {
+        throw new HttpError(403, 'Forbidden', `this server answers only requests for 127.0.0.1, localhost or [::1], not Host "${(raw.headers.host ?? '').slice(0, 200)}"`)
       }
       const url = new URL(raw.url ?? '/', 'http://127.0.0.1')
+      if (!url.pathname.startsWith('/v1/')) {
+        await serveWeb(raw, res, url)
+        return
+      }
+      const auth = authenticate(raw)
+      if (auth === 'session') {
+        const refusal = crossSiteRefusal({ method: raw.method ?? 'GET', host: raw.headers.host ?? '', origin: raw.headers.origin, secFetchSite: header(raw, 'sec-fetch-site') })
+        if (refusal != null) throw new HttpError(403, 'Forbidden', refusal)
+      }
       const found = match(raw.method ?? 'GET', url.pathname)
-      const body = raw.method === 'POST' ? await readJson(raw, limits.bodyTimeout) : undefined
+      const body = raw.method === 'POST' || raw.method === 'PATCH' ? await readJson(raw, limits.bodyTimeout) : undefined
       const { schemas } = found.route
       result = await found.route.handler({
         params: found.params,
         query: schemas.query == null ? undefined : parse(schemas.query, Object.fromEntries(url.searchParams), 'querystring'),
         body: schemas.body == null ? undefined : parse(schemas.body, body, 'body'),
         raw,
-        res
+        res,
+        auth
       } as Request<ApiRoute>)
       if (result === STREAMING) return
       if (result instanceof Reply) {
@@ -423,6 +476,8 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
         result = result.body
       }
     } catch (err: any) {
+      // a file's stream that failed half-way: nothing more can be said on this connection
+      if (res.headersSent) throw err
       if (err instanceof HttpError) {
         status = err.status
         result = { error: err.code, message: err.message }
@@ -451,6 +506,32 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       ...(raw.complete ? {} : { connection: 'close' })
     })
     res.end(json)
+  }
+
+  /**
+   * Everything outside /v1/: the login link, then the app's files (GET and
+   * HEAD only; no token needed: they are the npm package's, nothing secret).
+   */
+  async function serveWeb (raw: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const method = raw.method ?? 'GET'
+    if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname.slice(0, 200)}`)
+    if (url.pathname === '/login') {
+      // a HEAD (a link checker, a prefetch) must not spend the link the browser is about to open
+      if (method !== 'GET') throw new HttpError(405, 'MethodNotAllowed', 'a login link is opened with GET')
+      const session = logins.redeem(url.searchParams.get('token') ?? '')
+      // never cached, and never sent on as a Referer (no-referrer on every answer)
+      if (session == null) {
+        res.writeHead(401, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(LOGIN_REFUSED_PAGE), 'cache-control': 'no-store' })
+        res.end(LOGIN_REFUSED_PAGE)
+        return
+      }
+      res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(session), 'cache-control': 'no-store', 'content-length': 0 })
+      res.end()
+      return
+    }
+    if (!await web.serve(raw.url ?? '/', method, res)) {
+      throw new HttpError(404, 'NotFound', `no file ${url.pathname.slice(0, 200)}${url.pathname === '/' ? ' (the web app is not built: npm run build)' : ''}`)
+    }
   }
 
   function match (method: string, pathname: string): { route: Route, params: Record<string, string> } {
@@ -489,6 +570,7 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
   server.maxConnections = limits.maxConnections
   const address = server.address()
   const port = typeof address === 'object' && address != null ? address.port : 0
+  origin = `http://127.0.0.1:${port}`
   return {
     url: `http://127.0.0.1:${port}`,
     token,
@@ -501,6 +583,19 @@ export async function startApiServer (node: ApiNode, init: ApiServerInit = {}): 
       await closed
     }
   }
+}
+
+/** What a login link that is not (any more) valid opens: no script, no style, nothing to load. */
+const LOGIN_REFUSED_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>parley: this login link is not valid</title></head>
+<body><h1>This login link is not valid</h1>
+<p>A login link works once, for two minutes, and only until the daemon restarts. Run <code>parley open</code> again for a new one.</p></body></html>
+`
+
+/** A request header that may only appear once, as a string. */
+function header (raw: IncomingMessage, name: string): string | undefined {
+  const value = raw.headers[name]
+  return Array.isArray(value) ? value[0] : value
 }
 
 /** `init` without its undefined keys, so that they do not override the defaults. */
@@ -541,6 +636,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   const onReachability = (evt: ApiNodeEvents['reachability']): void => { send(eventText('reachability', evt.detail)) }
   const onGroupMessage = (evt: ApiNodeEvents['group:message']): void => { send(eventText('group-message', evt.detail)) }
   const onGroupChange = (evt: ApiNodeEvents['group:change']): void => { send(eventText('group-change', evt.detail)) }
+  const onGroupStatus = (evt: ApiNodeEvents['group:status']): void => { send(eventText('group-status', evt.detail)) }
   const onFileOffer = (evt: ApiNodeEvents['file:offer']): void => { send(eventText('file-offer', evt.detail)) }
   const onFileProgress = (evt: ApiNodeEvents['file:progress']): void => { send(eventText('file-progress', evt.detail)) }
   const onFileStatus = (evt: ApiNodeEvents['file:status']): void => { send(eventText('file-status', evt.detail)) }
@@ -554,6 +650,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
     node.removeEventListener('reachability', onReachability)
     node.removeEventListener('group:message', onGroupMessage)
     node.removeEventListener('group:change', onGroupChange)
+    node.removeEventListener('group:status', onGroupStatus)
     node.removeEventListener('file:offer', onFileOffer)
     node.removeEventListener('file:progress', onFileProgress)
     node.removeEventListener('file:status', onFileStatus)
@@ -576,6 +673,7 @@ function eventStream (node: ApiNode, raw: IncomingMessage, res: ServerResponse, 
   node.addEventListener('reachability', onReachability)
   node.addEventListener('group:message', onGroupMessage)
   node.addEventListener('group:change', onGroupChange)
+  node.addEventListener('group:status', onGroupStatus)
   node.addEventListener('file:offer', onFileOffer)
   node.addEventListener('file:progress', onFileProgress)
   node.addEventListener('file:status', onFileStatus)

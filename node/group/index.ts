@@ -56,6 +56,8 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
   private readonly clock: Pick<Clock, 'now'>
   /** Carrier ids in this node's outbox: their statuses are a group's, not a one-to-one message's. */
   private readonly carriers = new Set<string>()
+  /** The group message each carrier sent since start takes (not ops' carriers, nor those from before a restart). */
+  private readonly carrierMessages = new Map<string, { groupId: string, messageId: string }>()
   /** (group, peer, heads) a stale sender was sent the log for: once each, not once per message. */
   private readonly answered = new Set<string>()
   private incoming: Promise<void> = Promise.resolve()
@@ -122,6 +124,12 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
   /** A carrier's status changed: once it is out of the outbox for good it is forgotten here. */
   carrierSettled (id: string): void {
     this.carriers.delete(id)
+    this.carrierMessages.delete(id)
+  }
+
+  /** The group message a carrier takes, when it is one this node sent since it started. */
+  carrierMessage (id: string): { groupId: string, messageId: string } | undefined {
+    return this.carrierMessages.get(id)
   }
 
   list (): GroupInfo[] {
@@ -248,13 +256,13 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
       if (taken !== seq) throw new Error(`group ${groupId}: seq ${seq} was taken meanwhile`)
       store.groups.witness(groupId, lamport)
       store.groups.addMessage({ group: groupId, sender: this.self, seq, id: message.id, lamport, body, contentType, sentAt: now, receivedAt: now })
-      return this.fanOut(recipients, { message: signed }, watch)
+      return this.fanOut(recipients, { message: signed }, watch, { groupId, messageId: message.id })
     })
     return { message, carriers }
   }
 
   /** Queues one carrier per recipient (inside the caller's transaction). */
-  private fanOut (recipients: string[], payload: { ops?: Array<Pick<VerifiedOp, 'bytes' | 'signature'>>, message?: { message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer> } }, watch?: (carrier: Carrier) => void): Carrier[] {
+  private fanOut (recipients: string[], payload: { ops?: Array<Pick<VerifiedOp, 'bytes' | 'signature'>>, message?: { message: Uint8Array<ArrayBuffer>, signature: Uint8Array<ArrayBuffer> } }, watch?: (carrier: Carrier) => void, about?: { groupId: string, messageId: string }): Carrier[] {
     if (recipients.length === 0) return []
     const bytes = encodePayload({
       ops: (payload.ops ?? []).map(o => ({ op: o.bytes as Uint8Array<ArrayBuffer>, signature: o.signature as Uint8Array<ArrayBuffer> })),
@@ -264,6 +272,7 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     return recipients.map(peer => {
       const id = uuidv7()
       this.carriers.add(id)
+      if (about != null) this.carrierMessages.set(id, about)
       // before it is queued: its first status must not be missed
       watch?.({ peer, id })
       this.components.queue({ peer, id, body: '', contentType: DEFAULT_CONTENT_TYPE, sentAt, group: bytes })

@@ -14,6 +14,25 @@ export interface GroupInfo {
   member: boolean
 }
 
+/** A group in the inbox: its last message and how many of others' arrived since it was last marked read. */
+export interface GroupConversation {
+  groupId: string
+  name: string
+  /** Whether this node is still a member. */
+  member: boolean
+  last?: {
+    id: string
+    from: string
+    /** The body, cut to 100 characters (the cut ends with `…`). */
+    preview: string
+    contentType: string
+    /** This node's clock when the message was written here: sent or received. */
+    at: number
+  }
+  /** Others' messages that arrived after the read mark. */
+  unread: number
+}
+
 /** A group message as members receive it (`group:message`) and `groupHistory` lists it. */
 export interface GroupMessage {
   groupId: string
@@ -47,6 +66,19 @@ export interface GroupRecipientStatus {
   /** The carrier: the /im message taking the group message to this member (its `message:status` id). */
   id: string
   /** `queued`: not reachable now (the outbox keeps trying, and leaves it in the member's mailbox). */
+  status: OutboundStatus
+  path?: MessagePath
+  reason?: string
+}
+
+/** `group:status`: one member's copy of a group message this node sent changed status. */
+export interface GroupStatusChange {
+  groupId: string
+  /** The group message's id (as in `groupHistory`). */
+  id: string
+  peer: string
+  /** The carrier taking it to that member (its `message:status` id). */
+  carrier: string
   status: OutboundStatus
   path?: MessagePath
   reason?: string

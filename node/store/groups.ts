@@ -126,6 +126,19 @@ export class GroupStore {
     return rows.map(toGroupMessage).reverse()
   }
 
+  /** The group's last message in display order, and how many messages of others arrived after its read mark. */
+  inbox (group: string, self: string): { last?: StoredGroupMessage, unread: number } {
+    const last = this.sql('SELECT * FROM group_messages WHERE group_id = ? ORDER BY lamport DESC, sender DESC, seq DESC LIMIT 1').get(group) as Row | undefined
+    const unread = (this.sql(`SELECT count(*) AS n FROM group_messages
+      WHERE group_id = ? AND received_at > (SELECT read_at FROM groups WHERE id = ?) AND sender != ?`).get(group, group, self) as Row).n as number
+    return { ...(last == null ? {} : { last: toGroupMessage(last) }), unread }
+  }
+
+  /** Marks everything of the group that has arrived read. */
+  markRead (group: string): void {
+    this.sql('UPDATE groups SET read_at = max(read_at, coalesce((SELECT max(received_at) FROM group_messages WHERE group_id = ?), 0)) WHERE id = ?').run(group, group)
+  }
+
   addPending (p: Omit<PendingPayload, 'rowid'>): void {
     this.sql('INSERT INTO group_pending (group_id, received_at, sender, path, payload) VALUES (?, ?, ?, ?, ?)').run(p.group, p.receivedAt, p.sender, p.path, p.payload)
   }

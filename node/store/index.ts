@@ -910,6 +910,11 @@ export class Store {
       .run(contact.name, contact.peer, JSON.stringify(contact.addrs), contact.createdAt)
   }
 
+  /** Renames a contact; false when no contact has `from` (the caller checks `to` is free: it is the primary key). */
+  renameContact (from: string, to: string): boolean {
+    return this.sql('UPDATE contacts SET name = ? WHERE name = ?').run(to, from).changes > 0
+  }
+
   removeContact (name: string): boolean {
     return this.sql('DELETE FROM contacts WHERE name = ?').run(name).changes > 0
   }

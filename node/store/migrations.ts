@@ -194,6 +194,14 @@ export const MIGRATIONS: string[] = [
   UPDATE conversations SET held = (SELECT count(*) FROM messages
     WHERE messages.peer = conversations.peer AND direction = 'in' AND status = 'held');
   CREATE INDEX files_by_status ON files (direction, status, sha256);
+  `,
+  // 10: a read mark per group, as an arrival time (received_at, this node's
+  // clock): a message that arrives late, with an old Lamport time, is still
+  // unread. Groups that exist already start with everything read
+  `
+  ALTER TABLE groups ADD COLUMN read_at INTEGER NOT NULL DEFAULT 0;
+  UPDATE groups SET read_at = coalesce((SELECT max(received_at) FROM group_messages m WHERE m.group_id = groups.id), 0);
+  CREATE INDEX group_messages_arrival ON group_messages (group_id, received_at);
   `
 ]
 

@@ -37,7 +37,7 @@ describe('the inbox from the CLI', () => {
     expect(seen[0]).not.toContain(alice.peerId)
 
     const list = await json(bob, ['conversations'])
-    expect(list).toEqual([{ peerId: alice.peerId, name: 'alice', last: expect.objectContaining({ direction: 'in', preview: hostile, status: 'received' }), unread: 2, request: false }])
+    expect(list).toEqual([{ peerId: alice.peerId, name: 'alice', last: expect.objectContaining({ direction: 'in', preview: hostile, status: 'received' }), unread: 2, request: false, path: expect.toBeOneOf(['direct', 'relayed', null]) }])
     const table = await bob.cli(['ls'])
     expect(table.code).toBe(0)
     const rows = table.stdout.trimEnd().split('\n')

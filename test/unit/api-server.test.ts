@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ApiClient, ApiError } from '../../cli/client.js'
 import { startApiServer } from '../../daemon/api/server.js'
 import { API_FILE } from '../../daemon/api/file.js'
-import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError } from '../../node/errors.js'
+import { ContactExistsError, InvalidPeerIdError, MessageRejectedError, DeliveryTimeoutError, StorageFullError, UnknownContactError } from '../../node/errors.js'
 import { MessageCancelledError, MessageNotCancellableError, UnknownMessageError } from '../../node/errors.js'
 import { GroupChangeRefusedError, UnknownGroupError } from '../../node/errors.js'
 import { encodeRelayLink } from '../../common/relay-link.js'
@@ -23,7 +23,7 @@ import { MAX_RELAYS, TooManyRelaysError } from '../../node/network/reservations.
 import { useTempDirs } from '../fixtures/dirs.js'
 import type { GroupQueued } from '../../daemon/api/contract.js'
 import type { ApiNode, ApiNodeEvents, ApiServer, ApiServerInit } from '../../daemon/api/server.js'
-import type { GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
+import type { GroupConversation, GroupInfo, GroupMessage, GroupSendResult } from '../../node/group/types.js'
 import { FileStateError, UnknownFileError } from '../../node/files/transfers.js'
 import type { FileInfo, SendFileOptions } from '../../node/files/transfers.js'
 import type { AcceptedRequest, BlockedPeer, ContactInfo, Conversation, DeletedRequests, HistoryEntry, MessageRequest, NodeStatus, OutboxItem, PeerInfo, ReadMark, Receipt, ReceivedMessage, RelayStatus } from '../../node/types.js'
@@ -99,6 +99,13 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   }
 
   removeContact = (name: string): boolean => name === 'alice'
+  renameContact = (name: string, newName: string): ContactInfo => {
+    this.record('renameContact', name, newName)
+    if (name !== 'alice') throw new UnknownContactError(`no contact named "${name}"`)
+    if (newName === 'bob') throw new ContactExistsError('the name "bob" is already the contact of someone else')
+    return { name: newName, peerId: ALICE, addrs: [] }
+  }
+
   requests = (): MessageRequest[] => []
   acceptRequest = async (peer: string, options: { name?: string }): Promise<AcceptedRequest> => {
     this.record('acceptRequest', peer, options)
@@ -132,6 +139,13 @@ class StubNode extends TypedEventEmitter<ApiNodeEvents> implements ApiNode {
   }
 
   groups = (): GroupInfo[] => [GROUP]
+  groupConversations = (): GroupConversation[] => [{ groupId: GROUP.id, name: GROUP.name, member: true, last: { id: MESSAGE_ID, from: ALICE, preview: 'hi', contentType: 'text/plain', at: 2 }, unread: 3 }]
+  markGroupRead = (group: string): { groupId: string, unread: number } => {
+    this.record('markGroupRead', group)
+    if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
+    return { groupId: GROUP.id, unread: 0 }
+  }
+
   group = (group: string): GroupInfo => {
     if (group !== GROUP.id && group !== GROUP.name) throw new UnknownGroupError(`no group "${group}" on this node`)
     return GROUP
@@ -406,13 +420,36 @@ describe('the API server', () => {
 
   it('lists the conversations and marks one read, everything or up to a message, the body checked', async () => {
     const { node, api } = await serve()
-    expect(await call(api, 'GET', '/v1/conversations')).toMatchObject({ status: 200, body: [CONVERSATION] })
+    // each with its peer's path right now: alice is connected directly, a peer not connected has none
+    expect(await call(api, 'GET', '/v1/conversations')).toMatchObject({ status: 200, body: [{ ...CONVERSATION, path: 'direct' }] })
+    node.peers = () => []
+    expect((await call(api, 'GET', '/v1/conversations')).body).toEqual([{ ...CONVERSATION, path: null }])
     expect(await call(api, 'POST', '/v1/conversations/alice/read')).toMatchObject({ status: 200, body: { peerId: 'alice', unread: 0 } })
     expect(await call(api, 'POST', `/v1/conversations/${ALICE}/read`, { body: { upTo: MESSAGE_ID } })).toMatchObject({ status: 200, body: { peerId: ALICE, unread: 1 } })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 5 } })).toMatchObject({ status: 400, body: { message: expect.stringContaining('body.upTo') } })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { upTo: 'x'.repeat(65) } })).toMatchObject({ status: 400 })
     expect(await call(api, 'POST', '/v1/conversations/alice/read', { body: { all: true } })).toMatchObject({ status: 400, body: { message: 'body: unknown all' } })
     expect(node.calls).toEqual([['markRead', 'alice', { upTo: undefined }], ['markRead', ALICE, { upTo: MESSAGE_ID }]])
+  })
+
+  it('lists the groups as an inbox and marks one read: 404 for a group it does not know', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'GET', '/v1/group-conversations')).toMatchObject({ status: 200, body: node.groupConversations() })
+    expect(await call(api, 'POST', `/v1/groups/${GROUP.name}/read`)).toMatchObject({ status: 200, body: { groupId: GROUP.id, unread: 0 } })
+    expect(await call(api, 'POST', '/v1/groups/nope/read')).toMatchObject({ status: 404, body: { error: 'UnknownGroupError' } })
+    expect(node.calls).toEqual([['markGroupRead', GROUP.name], ['markGroupRead', 'nope']])
+  })
+
+  it('renames a contact with PATCH: 200 with it, 404 unknown, 409 the name taken, 400 not a name before the node sees it', async () => {
+    const { node, api } = await serve()
+    expect(await call(api, 'PATCH', '/v1/contacts/alice', { body: { name: 'Alice B.' } })).toMatchObject({ status: 200, body: { name: 'Alice B.', peerId: ALICE } })
+    expect(await call(api, 'PATCH', '/v1/contacts/carol', { body: { name: 'x' } })).toMatchObject({ status: 404, body: { error: 'UnknownContactError' } })
+    expect(await call(api, 'PATCH', '/v1/contacts/alice', { body: { name: 'bob' } })).toMatchObject({ status: 409, body: { error: 'ContactExistsError' } })
+    const calls = node.calls.length
+    for (const body of [{}, { name: '' }, { name: 'x'.repeat(65) }, { name: 'a', peer: ALICE }]) {
+      expect(await call(api, 'PATCH', '/v1/contacts/alice', { body }), JSON.stringify(body)).toMatchObject({ status: 400 })
+    }
+    expect(node.calls.length).toBe(calls)
   })
 
   it('maps the node\'s errors to statuses, each as {error, message}', async () => {

@@ -126,6 +126,7 @@ function workload (store: Store): void {
   store.peerStates()
   store.usedBytes()
   store.contacts()
+  store.renameContact('c1', 'c1 renamed')
   store.removeContact('c0')
   store.setPeerState('peer1', undefined, now)
 }
