@@ -14,7 +14,8 @@
  * ping protocol otherwise (WebRTC). A connection that does not answer within
  * `timeout` is aborted: what was written on it fails at once and goes another
  * way, and a relay's reservation is made again (node/network/reservations.ts).
- * A connection that goes silent is so found dead within `interval + timeout`.
+ * A connection that goes silent is so found dead within `interval + timeout`
+ * (20 s for a parley node's default heartbeatInterval of 10 s).
  */
 import { byteStream } from '@libp2p/utils'
 import { systemClock, timeoutSignal } from './clock.js'
@@ -26,10 +27,22 @@ import type { ConnectionManager } from '@libp2p/interface-internal'
 export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
 const PING_LENGTH = 32
 
+/**
+ * The shortest a ping is given (libp2p's connection monitor gave at least
+ * 5 s too): a busy peer or a slow mobile link answers a ping late without
+ * being dead, and a short interval must not make its connection look so.
+ */
+export const MIN_HEARTBEAT_TIMEOUT = 5_000
+
 export interface HeartbeatInit {
   /** How often every connection is pinged, in ms. @default 10000 */
   interval?: number
-  /** How long a ping may take before its connection is aborted, in ms. @default 10000 */
+  /**
+   * How long a ping may take before its connection is aborted, in ms: the
+   * interval, but never under MIN_HEARTBEAT_TIMEOUT.
+   *
+   * @default max(interval, MIN_HEARTBEAT_TIMEOUT)
+   */
   timeout?: number
   clock?: Clock
   /** Pings one connection, resolving once it answered; injected by tests. @default pingConnection */
@@ -112,7 +125,7 @@ class DefaultHeartbeat implements Startable, Heartbeat {
   constructor (private readonly components: HeartbeatComponents, init: HeartbeatInit = {}) {
     this.log = components.logger.forComponent('parley:heartbeat')
     this.interval = init.interval ?? 10_000
-    this.timeout = init.timeout ?? 10_000
+    this.timeout = init.timeout ?? Math.max(this.interval, MIN_HEARTBEAT_TIMEOUT)
     this.clock = init.clock ?? systemClock
     this.probe = init.probe ?? pingConnection
     this.onConnectionOpen = this.onConnectionOpen.bind(this)

@@ -104,8 +104,9 @@ export interface NodeConfig {
   /**
    * How often every connection is pinged, in ms (common/heartbeat.ts: a yamux
    * PING frame, no stream). A connection that has not answered by the next
-   * beat is aborted, so a relay or peer that went silent is found dead within
-   * twice this, and the relay's reservation is made again.
+   * beat (and within 5 s at least) is aborted, so a relay or peer that went
+   * silent is found dead within twice this (20 s by default), and the
+   * relay's reservation is made again.
    *
    * @default 10000
    */

@@ -223,7 +223,7 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
         autoNAT: autoNAT(),
         // a client gone silent (its host died, its network went) holds a
         // connection and a reservation until found dead: within 2 × this
-        heartbeat: heartbeat({ interval: RELAY_HEARTBEAT_INTERVAL, timeout: RELAY_HEARTBEAT_INTERVAL }),
+        heartbeat: heartbeat({ interval: RELAY_HEARTBEAT_INTERVAL }),
         dht: parleyDHT(resolved.dhtProtocol, false),
         relay: guardedRelayServer(guard, {
           maxInboundHopStreams: limits.maxInboundHopStreams,

@@ -140,8 +140,9 @@ export async function createNodeLibp2p (
       file: fileServer(files ?? { lookup: () => undefined }),
       // tests direct connections when this machine moves or a peer comes back another way
       stalePaths: stalePaths(),
-      // finds dead connections, a silently dead relay's among them, within 2 × heartbeatInterval
-      heartbeat: heartbeat({ interval: config.heartbeatInterval, timeout: config.heartbeatInterval })
+      // finds dead connections, a silently dead relay's among them, within
+      // heartbeatInterval + max(heartbeatInterval, 5 s)
+      heartbeat: heartbeat({ interval: config.heartbeatInterval })
     }
   })
 }
