@@ -3,6 +3,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify, identifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
+import { yamux } from '@libp2p/yamux'
 import { mailboxRecordSelectors, mailboxRecordValidators } from '../protocols/mailbox/record.js'
 import { guardRecordStore, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import type { PeerDiscovery } from '@libp2p/interface'
@@ -26,6 +27,16 @@ export function basicServices (): { identify: ReturnType<typeof identify>, ident
       maxInboundStreams: 4
     })
   }
+}
+
+/**
+ * yamux without its keep-alive: that pings every connection every 30 s from
+ * both ends and acts on no answer; parley's heartbeat (./heartbeat.ts) pings
+ * through the same muxer and aborts a connection that does not answer, so the
+ * keep-alive would only add a wake-up per connection at each end.
+ */
+export function parleyMuxer (): ReturnType<typeof yamux> {
+  return yamux({ enableKeepAlive: false })
 }
 
 /** The signed records parley's DHT stores, by namespace: peer records and mailbox records, under the same rules. */

@@ -102,7 +102,11 @@ export interface NodeConfig {
   sendTimeout?: number
 
   /**
-   * Heartbeat interval of libp2p's connection monitor, in ms.
+   * How often every connection is pinged, in ms (common/heartbeat.ts: a yamux
+   * PING frame, no stream). A connection that has not answered by the next
+   * beat (and within 5 s at least) is aborted, so a relay or peer that went
+   * silent is found dead within twice this (20 s by default), and the
+   * relay's reservation is made again.
    *
    * @default 10000
    */

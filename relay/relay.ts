@@ -1,10 +1,10 @@
-import { basicServices, bootstrapDiscovery, parleyDHT } from '../common/libp2p.js'
+import { basicServices, bootstrapDiscovery, parleyDHT, parleyMuxer } from '../common/libp2p.js'
+import { heartbeat } from '../common/heartbeat.js'
 import { autoNAT } from '@libp2p/autonat'
 import { noise } from '@libp2p/noise'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
-import { yamux } from '@libp2p/yamux'
 import { createLibp2p } from 'libp2p'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
@@ -20,17 +20,27 @@ import type { MailboxService } from './mailbox/service.js'
 import type { RelayConfig, ResolvedRelayConfig } from './config.js'
 import type { Health, MetricsEndpoint } from './http.js'
 import type { CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import type { Heartbeat } from '../common/heartbeat.js'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
+/**
+ * How often the relay pings each client connection, in ms. Its clients ping
+ * it every 10 s (a parley node's heartbeatInterval) and find a dead relay
+ * that way; the relay only needs to let go of a silently dead client's
+ * connection and reservation, which can take a few minutes (2 × this).
+ */
+export const RELAY_HEARTBEAT_INTERVAL = 60_000
+
 export interface RelayServices extends Record<string, unknown> {
   identify: Identify
   identifyPush: unknown
   ping: Ping
   autoNAT: unknown
+  heartbeat: Heartbeat
   dht: KadDHT
   relay: CircuitRelayService
   /** The mailbox host, unless the config turned it off. */
@@ -188,7 +198,7 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       },
       transports: [tcp(), webSockets()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [parleyMuxer()],
       connectionManager: {
         maxConnections: limits.maxConnections,
         // the gate counts the rate per IPv4 address / IPv6 /64 instead of
@@ -198,6 +208,9 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       },
       // per-source connection limits, checked before any handshake
       connectionGater: gate.gater(),
+      // libp2p's monitor would open a ping stream to every client every 10 s:
+      // the heartbeat below pings through the muxer, and less often
+      connectionMonitor: { enabled: false },
       // libp2p's own metrics only with the endpoint: @libp2p/prometheus-metrics
       // keeps its metric objects in a module-wide map, fine for the one relay a
       // `parley relay` process runs, not for many relays in one test process
@@ -208,6 +221,9 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
       services: {
         ...basicServices(),
         autoNAT: autoNAT(),
+        // a client gone silent (its host died, its network went) holds a
+        // connection and a reservation until found dead: within 2 × this
+        heartbeat: heartbeat({ interval: RELAY_HEARTBEAT_INTERVAL }),
         dht: parleyDHT(resolved.dhtProtocol, false),
         relay: guardedRelayServer(guard, {
           maxInboundHopStreams: limits.maxInboundHopStreams,

@@ -1,4 +1,6 @@
-import { basicServices, bootstrapDiscovery, parleyDHT } from '../../common/libp2p.js'
+import { basicServices, bootstrapDiscovery, parleyDHT, parleyMuxer } from '../../common/libp2p.js'
+import { heartbeat } from '../../common/heartbeat.js'
+import type { Heartbeat } from '../../common/heartbeat.js'
 import { autoNAT } from '@libp2p/autonat'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { dcutr } from '@libp2p/dcutr'
@@ -6,7 +8,6 @@ import { noise } from '@libp2p/noise'
 import { tcp } from '@libp2p/tcp'
 import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
-import { yamux } from '@libp2p/yamux'
 import { FaultTolerance } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
 import { peerRecords } from '../../protocols/peer-record/index.js'
@@ -44,6 +45,7 @@ export interface NodeServices extends Record<string, unknown> {
   connectionGuard: ConnectionGuard
   file: FileServer
   stalePaths: StalePaths
+  heartbeat: Heartbeat
 }
 
 export type NodeLibp2p = Libp2p<NodeServices>
@@ -104,7 +106,7 @@ export async function createNodeLibp2p (
       })
     ],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [parleyMuxer()],
     connectionGater: guard.gater,
     connectionManager: {
       maxConnections: guard.limits.maxConnections,
@@ -120,9 +122,10 @@ export async function createNodeLibp2p (
       // that reservation and the reservation is made again later
       faultTolerance: FaultTolerance.NO_FATAL
     },
-    connectionMonitor: {
-      pingInterval: config.heartbeatInterval
-    },
+    // libp2p's monitor opens a ping stream per connection per beat, which the
+    // peer (a relay: for each of its thousands of clients) pays for too; the
+    // heartbeat service below pings through the muxer instead
+    connectionMonitor: { enabled: false },
     peerDiscovery: bootstrapDiscovery(config.bootstrap),
     services: {
       ...basicServices(),
@@ -136,7 +139,10 @@ export async function createNodeLibp2p (
       connectionGuard: guard.service(),
       file: fileServer(files ?? { lookup: () => undefined }),
       // tests direct connections when this machine moves or a peer comes back another way
-      stalePaths: stalePaths()
+      stalePaths: stalePaths(),
+      // finds dead connections, a silently dead relay's among them, within
+      // heartbeatInterval + max(heartbeatInterval, 5 s)
+      heartbeat: heartbeat({ interval: config.heartbeatInterval })
     }
   })
 }

@@ -13,28 +13,25 @@
  * - a peer opened a relayed connection while a direct one to it is open (what
  *   a moved peer does to reach us again): that peer's direct connections older
  *   than `minAge` are tested.
- * A test is a libp2p ping on that very connection; one that gets no answer
+ * A test is a ping on that very connection (common/heartbeat.ts: its muxer's,
+ * or the ping protocol); one that gets no answer
  * within `probeTimeout` is aborted, so the messages on it fail at once and go
  * again over whatever path remains (the relay), and the router dials anew.
  *
  * Bounds: at most one test per connection in flight (a peer opening 100,000
  * connections tests its older ones once each, while in flight); the
  * interfaces are read once per `pollInterval`; relayed (limited) connections
- * are never tested here (libp2p's connection monitor does, and the relay
- * answers for them).
+ * are never tested here (the heartbeat does, common/heartbeat.ts).
  */
 import { networkInterfaces } from 'node:os'
-import { isLinkLocalIp, byteStream } from '@libp2p/utils'
+import { isLinkLocalIp } from '@libp2p/utils'
+import { pingConnection } from '../../common/heartbeat.js'
 import { CODE_P2P_CIRCUIT, CODE_WEBRTC } from '@multiformats/multiaddr'
 import { systemClock, timeoutSignal } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import type { NetworkInterfaceInfo } from 'node:os'
-
-/** libp2p's ping protocol, which every libp2p node answers (the connection monitor uses it too). */
-export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
-const PING_LENGTH = 32
 
 export interface StalePathsInit {
   /** How often this machine's addresses are read. @default 1000 */
@@ -81,28 +78,6 @@ export function addressFingerprint (interfaces: NodeJS.Dict<NetworkInterfaceInfo
     .join(' ')
 }
 
-/** A libp2p ping on `connection`: 32 random bytes that must come back. */
-async function ping (connection: Connection, signal: AbortSignal): Promise<void> {
-  let stream
-  try {
-    stream = await connection.newStream(PING_PROTOCOL, { signal })
-  } catch (err: any) {
-    // it answered, only not this protocol: the connection is alive
-    if (err.name === 'UnsupportedProtocolError') return
-    throw err
-  }
-  try {
-    const bytes = byteStream(stream)
-    const sent = crypto.getRandomValues(new Uint8Array(PING_LENGTH))
-    const [, got] = await Promise.all([bytes.write(sent, { signal }), bytes.read({ bytes: PING_LENGTH, signal })])
-    if (got.subarray().some((b, i) => b !== sent[i])) throw new Error('the ping came back altered')
-    await stream.close({ signal })
-  } catch (err: any) {
-    stream.abort(err)
-    throw err
-  }
-}
-
 class DefaultStalePaths implements Startable, StalePaths {
   readonly [Symbol.toStringTag] = 'parley/stale-paths'
   aborted = 0
@@ -125,7 +100,7 @@ class DefaultStalePaths implements Startable, StalePaths {
     this.minAge = init.minAge ?? 2_000
     this.clock = init.clock ?? systemClock
     this.interfaces = init.interfaces ?? networkInterfaces
-    this.probe = init.probe ?? ping
+    this.probe = init.probe ?? pingConnection
     this.onConnectionOpen = this.onConnectionOpen.bind(this)
   }
 

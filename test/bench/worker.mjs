@@ -278,7 +278,7 @@ const handlers = {
     return { peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(a => a.toString()), ms }
   },
   /** Starts `count` bare nodes that each reserve a slot on `relay` and serve echo; `concurrency` at a time. */
-  async 'bare:startMany' ({ prefix, count, relay: relayAddr, concurrency = 16, timeout = 60_000 }) {
+  async 'bare:startMany' ({ prefix, count, relay: relayAddr, concurrency = 16, timeout = 60_000, heartbeat = false, withRetries = false }) {
     const { bareNode, handleEcho, reservedOn } = await loadLibs()
     const out = []
     let next = 0
@@ -286,15 +286,70 @@ const handlers = {
       while (next < count) {
         const i = next++
         const name = `${prefix}${i}`
-        const node = await bareNode({ listen: [`${relayAddr}/p2p-circuit`], circuits: true })
-        bare.set(name, node)
-        await handleEcho(node)
-        const circuit = await reservedOn(node, timeout)
-        out.push({ name, peerId: node.peerId.toString(), circuit: circuit.toString() })
+        // on a loaded machine a reservation can miss the transport's 30 s
+        // (libp2p then fails the start): counted, and tried again up to 4 times
+        // (then given up on; `withRetries` returns those counts, otherwise they fail the call)
+        for (let attempt = 1; ; attempt++) {
+          let node
+          try {
+            node = await bareNode({ listen: [`${relayAddr}/p2p-circuit`], circuits: true, heartbeat })
+            await handleEcho(node)
+            const circuit = await reservedOn(node, timeout)
+            bare.set(name, node)
+            out.push({ name, peerId: node.peerId.toString(), circuit: circuit.toString() })
+            break
+          } catch (err) {
+            await node?.stop().catch(() => {})
+            retried.push(err.message.split('\n')[0])
+            if (attempt === 5) {
+              gaveUp++
+              break
+            }
+          }
+        }
+      }
+    }
+    const retried = []
+    let gaveUp = 0
+    await Promise.all(Array.from({ length: concurrency }, one))
+    if (withRetries) return { peers: out, retried, gaveUp }
+    if (gaveUp > 0) throw new Error(`${gaveUp} nodes got no reservation: ${retried.at(-1)}`)
+    return out
+  },
+  /**
+   * Every bare node here asks `relay` for its reservation again, as a client
+   * renewing one does (a RESERVE on a new HOP stream), `concurrency` at a
+   * time; how many got OK.
+   */
+  async 'bare:reserveAgain' ({ relay: relayPeer, concurrency = 16 }) {
+    const { peerIdFromString } = await loadLibs()
+    const { pbStream } = await import('@libp2p/utils')
+    const { HopMessage } = await import('../../dist/relay/pb/circuit.js')
+    const relayId = peerIdFromString(relayPeer)
+    const nodes = [...bare.values()]
+    let next = 0
+    let ok = 0
+    let failed = 0
+    const one = async () => {
+      while (next < nodes.length) {
+        const node = nodes[next++]
+        try {
+          const connection = node.getConnections(relayId).find(c => c.status === 'open')
+          if (connection == null) throw new Error('no connection to the relay')
+          const stream = await connection.newStream('/libp2p/circuit/relay/0.2.0/hop', { signal: AbortSignal.timeout(30_000) })
+          const pb = pbStream(stream).pb(HopMessage)
+          await pb.write({ type: HopMessage.Type.RESERVE })
+          const answer = await pb.read({ signal: AbortSignal.timeout(30_000) })
+          await stream.close()
+          if (answer.status === 'OK') ok++
+          else failed++
+        } catch {
+          failed++
+        }
       }
     }
     await Promise.all(Array.from({ length: concurrency }, one))
-    return out
+    return { ok, failed }
   },
   async 'bare:stop' ({ name }) {
     const node = bare.get(name)
@@ -559,7 +614,18 @@ const handlers = {
     return { peerId: relay.peerId.toString(), addrs: relay.multiaddrs.map(a => a.toString()) }
   },
   async 'relay:status' () {
-    return { reservations: relay.reservations, circuits: relay.circuits, connections: relay.libp2p.getConnections().length, memory: process.memoryUsage() }
+    const count = async (counter) => (await counter.get()).values.reduce((n, v) => n + v.value, 0)
+    const { refusals, connectionsRefused, reservationsGranted, circuitsOpened } = relay.metrics
+    return {
+      reservations: relay.reservations,
+      circuits: relay.circuits,
+      connections: relay.libp2p.getConnections().length,
+      memory: process.memoryUsage(),
+      refusals: (await refusals.get()).values.filter(v => v.value > 0).map(v => ({ ...v.labels, count: v.value })),
+      connectionsRefused: await count(connectionsRefused),
+      reservationsGranted: await count(reservationsGranted),
+      circuitsOpened: await count(circuitsOpened)
+    }
   },
   async 'relay:stop' () {
     await relay?.stop()
@@ -825,16 +891,36 @@ const handlers = {
    * Dials each pair's circuit address and keeps an echo stream on it sending
    * one `size`-byte message every `interval` ms, recording round-trip times.
    */
-  async 'circuits:start' ({ pairs, interval, size }) {
+  async 'circuits:start' ({ pairs, interval, size, concurrency = Infinity }) {
     const { multiaddr } = await loadLibs()
     const data = payload(size)
     const run = { samples: [], errors: 0, stopped: false, loops: [] }
     circuitRun = run
+    // at most `concurrency` dials at once
+    let slots = concurrency
+    const waiting = []
+    const take = async () => { if (slots > 0) slots--; else await new Promise(resolve => waiting.push(resolve)) }
+    const give = () => { const next = waiting.shift(); if (next != null) next(); else slots++ }
     const opened = await Promise.allSettled(pairs.map(async ({ from, addr, peer }) => {
-      const libp2p = libp2pOf(from)
-      await libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(30_000) })
-      return echoClient(from, peer, true)
+      await take()
+      try {
+        return await openCircuit({ from, addr, peer })
+      } finally {
+        give()
+      }
     }))
+    async function openCircuit ({ from, addr, peer }) {
+      const libp2p = libp2pOf(from)
+      const started = performance.now()
+      let stage = 'dial'
+      try {
+        await libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(30_000) })
+        stage = 'echo stream'
+        return await echoClient(from, peer, true)
+      } catch (err) {
+        throw new Error(`${stage} after ${Math.round(performance.now() - started)} ms: ${err.name}: ${err.message}`)
+      }
+    }
     const clients = opened.filter(r => r.status === 'fulfilled').map(r => r.value)
     const failures = opened.filter(r => r.status === 'rejected').map(r => r.reason?.message)
     run.loops = clients.map(async (client, i) => {
@@ -851,7 +937,7 @@ const handlers = {
         await sleep(Math.max(0, interval - (performance.now() - started)))
       }
     })
-    return { open: clients.length, failed: failures.length, firstError: failures[0] }
+    return { open: clients.length, failed: failures.length, firstError: failures[0], errors: failures.slice(0, 20) }
   },
   async 'circuits:measure' () {
     circuitRun.samples = []

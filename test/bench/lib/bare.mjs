@@ -9,18 +9,28 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p } from 'libp2p'
 
-export async function bareNode ({ listen = [], circuits = false } = {}) {
+/**
+ * `heartbeat`: ping connections the way a parley node does (libp2p's
+ * connection monitor and yamux's keep-alive off, parley's heartbeat every
+ * 10 s through the muxer)
+ * instead of js-libp2p's default (a ping stream per connection every 10 s).
+ */
+export async function bareNode ({ listen = [], circuits = false, heartbeat = false } = {}) {
+  const pings = heartbeat
+    ? { connectionMonitor: { enabled: false }, heartbeat: (await import('../../../dist/common/heartbeat.js')).heartbeat({ interval: 10_000, timeout: 10_000 }) }
+    : {}
   return createLibp2p({
     addresses: { listen },
     transports: circuits ? [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 30_000 })] : [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [heartbeat ? yamux({ enableKeepAlive: false }) : yamux()],
     connectionManager: {
       // everything here comes from 127.0.0.1
       inboundConnectionThreshold: 10_000,
       maxIncomingPendingConnections: 1024
     },
-    services: { identify: identify(), ping: ping() }
+    ...(pings.connectionMonitor == null ? {} : { connectionMonitor: pings.connectionMonitor }),
+    services: { identify: identify(), ping: ping(), ...(pings.heartbeat == null ? {} : { heartbeat: pings.heartbeat }) }
   })
 }
 

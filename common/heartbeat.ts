@@ -1,0 +1,185 @@
+/**
+ * Finds dead connections, in place of libp2p's connection monitor (which
+ * parley nodes and relays turn off).
+ *
+ * libp2p's monitor pings every connection every `pingInterval` over the ping
+ * protocol: a new stream each time, with its protocol negotiation, and the
+ * peer pays the same to answer. A relay answers one such ping per client per
+ * interval: thousands of reservations made it spend most of its idle CPU on
+ * them (BENCHMARKS.md, "Relay at scale").
+ *
+ * This heartbeat asks the connection's stream muxer instead when it can ping
+ * (yamux, on TCP and WebSockets connections and on circuits: a 12-byte PING
+ * frame the peer's muxer answers itself, no stream, no negotiation), and the
+ * ping protocol otherwise (WebRTC). A connection that does not answer within
+ * `timeout` is aborted: what was written on it fails at once and goes another
+ * way, and a relay's reservation is made again (node/network/reservations.ts).
+ * A connection that goes silent is so found dead within `interval + timeout`
+ * (20 s for a parley node's default heartbeatInterval of 10 s).
+ */
+import { byteStream } from '@libp2p/utils'
+import { systemClock, timeoutSignal } from './clock.js'
+import type { Clock, ClockTimer } from './clock.js'
+import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { ConnectionManager } from '@libp2p/interface-internal'
+
+/** libp2p's ping protocol, which every libp2p node answers. */
+export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
+const PING_LENGTH = 32
+
+/**
+ * The shortest a ping is given (libp2p's connection monitor gave at least
+ * 5 s too): a busy peer or a slow mobile link answers a ping late without
+ * being dead, and a short interval must not make its connection look so.
+ */
+export const MIN_HEARTBEAT_TIMEOUT = 5_000
+
+export interface HeartbeatInit {
+  /** How often every connection is pinged, in ms. @default 10000 */
+  interval?: number
+  /**
+   * How long a ping may take before its connection is aborted, in ms: the
+   * interval, but never under MIN_HEARTBEAT_TIMEOUT.
+   *
+   * @default max(interval, MIN_HEARTBEAT_TIMEOUT)
+   */
+  timeout?: number
+  clock?: Clock
+  /** Pings one connection, resolving once it answered; injected by tests. @default pingConnection */
+  probe?: (connection: Connection, signal: AbortSignal) => Promise<void>
+}
+
+export interface HeartbeatComponents {
+  connectionManager: Pick<ConnectionManager, 'getConnections'>
+  events: TypedEventTarget<Libp2pEvents>
+  logger: ComponentLogger
+}
+
+export interface Heartbeat {
+  /** Pings answered so far. */
+  readonly answered: number
+  /** Connections aborted so far because they did not answer in time. */
+  readonly aborted: number
+}
+
+/** What a yamux muxer offers (js-libp2p's Connection keeps its muxer in a private field). */
+interface PingingMuxer {
+  ping(options?: AbortOptions): Promise<number>
+}
+
+/** The connection's stream muxer, if it can ping by itself (yamux can). */
+export function muxerPing (connection: Connection): PingingMuxer | undefined {
+  const muxer = (connection as unknown as { muxer?: Partial<PingingMuxer> }).muxer
+  return typeof muxer?.ping === 'function' ? muxer as PingingMuxer : undefined
+}
+
+/** A ping over the ping protocol: a new stream, 32 random bytes that must come back. */
+export async function pingProtocol (connection: Connection, signal: AbortSignal): Promise<void> {
+  let stream
+  try {
+    stream = await connection.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
+  } catch (err: any) {
+    // it answered, only not this protocol: the connection is alive
+    if (err.name === 'UnsupportedProtocolError') return
+    throw err
+  }
+  try {
+    const bytes = byteStream(stream)
+    const sent = crypto.getRandomValues(new Uint8Array(PING_LENGTH))
+    const [, got] = await Promise.all([bytes.write(sent, { signal }), bytes.read({ bytes: PING_LENGTH, signal })])
+    if (got.subarray().some((b, i) => b !== sent[i])) throw new Error('the ping came back altered')
+    await stream.close({ signal })
+  } catch (err: any) {
+    stream.abort(err)
+    throw err
+  }
+}
+
+/** Pings `connection` the cheapest way it allows: its muxer's ping, or the ping protocol. */
+export async function pingConnection (connection: Connection, signal: AbortSignal): Promise<void> {
+  const muxer = muxerPing(connection)
+  if (muxer == null) {
+    await pingProtocol(connection, signal)
+    return
+  }
+  const rtt = await muxer.ping({ signal })
+  // yamux answers a ping it shares with one in flight without a signal check
+  signal.throwIfAborted()
+  connection.rtt = rtt
+}
+
+class DefaultHeartbeat implements Startable, Heartbeat {
+  readonly [Symbol.toStringTag] = 'parley/heartbeat'
+  answered = 0
+  aborted = 0
+  private readonly log: Logger
+  private readonly interval: number
+  private readonly timeout: number
+  private readonly clock: Clock
+  private readonly probe: (connection: Connection, signal: AbortSignal) => Promise<void>
+  /** Connections with a ping in flight: a slow one is not pinged twice. */
+  private readonly pinging = new Set<string>()
+  private timer?: ClockTimer
+  private started = false
+
+  constructor (private readonly components: HeartbeatComponents, init: HeartbeatInit = {}) {
+    this.log = components.logger.forComponent('parley:heartbeat')
+    this.interval = init.interval ?? 10_000
+    this.timeout = init.timeout ?? Math.max(this.interval, MIN_HEARTBEAT_TIMEOUT)
+    this.clock = init.clock ?? systemClock
+    this.probe = init.probe ?? pingConnection
+    this.onConnectionOpen = this.onConnectionOpen.bind(this)
+  }
+
+  start (): void {
+    this.started = true
+    this.components.events.addEventListener('connection:open', this.onConnectionOpen)
+    this.schedule()
+  }
+
+  stop (): void {
+    this.started = false
+    this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
+    this.clock.clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  /**
+   * A first ping as a connection opens, as yamux's own keep-alive did: its
+   * round-trip time is what lets yamux grow a busy stream's receive window.
+   */
+  private onConnectionOpen (evt: CustomEvent<Connection>): void {
+    this.beat(evt.detail)
+  }
+
+  private schedule (): void {
+    if (!this.started) return
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined
+      for (const connection of this.components.connectionManager.getConnections()) this.beat(connection)
+      this.schedule()
+    }, this.interval)
+  }
+
+  private beat (connection: Connection): void {
+    if (connection.status !== 'open' || this.pinging.has(connection.id)) return
+    this.pinging.add(connection.id)
+    const { signal, clear } = timeoutSignal(this.clock, this.timeout)
+    this.probe(connection, signal)
+      .then(() => { this.answered++ })
+      .catch((err: Error) => {
+        if (connection.status !== 'open' || !this.started) return
+        this.log('connection %s to %p did not answer a ping within %d ms, aborting it - %e', connection.id, connection.remotePeer, this.timeout, err)
+        this.aborted++
+        connection.abort(err)
+      })
+      .finally(() => {
+        clear()
+        this.pinging.delete(connection.id)
+      })
+  }
+}
+
+export function heartbeat (init: HeartbeatInit = {}): (components: HeartbeatComponents) => Heartbeat {
+  return (components) => new DefaultHeartbeat(components, init)
+}
