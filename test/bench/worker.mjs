@@ -821,7 +821,7 @@ const handlers = {
         if (isPublic) await node.libp2p.services.dht.setMode('server')
         else await waitFor(() => node.multiaddrs.some(a => a.toString().includes('/p2p-circuit')), node.libp2p, 'self:peer:update', timeout, 'a reservation')
         let published = false
-        for (let attempt = 0; attempt < 5 && !published; attempt++) {
+        for (let attempt = 0; attempt < 3 && !published; attempt++) {
           try {
             await node.libp2p.services.peerRecords.publish({ signal: AbortSignal.timeout(30_000) })
             published = true

@@ -9,6 +9,8 @@
 //
 //   npm run bench -- --only network-scale                # 30, 100, 300 nodes
 //   npm run bench -- --only network-scale --scale 0.1    # 30 nodes, 100 pairs
+//   PARLEY_NET_SIZES=30,100,300 PARLEY_NET_PAIRS=100 PARLEY_NET_LOOKUPS=30 npm run bench -- --only network-scale
+//                                                        # sizes, first messages and lookups per size
 import { writeFile, mkdir } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -51,9 +53,10 @@ async function pool (tasks, concurrency) {
 }
 
 export async function run ({ spawn, scale, log }) {
-  const sizes = [30, 100, 300].filter(n => n <= Math.max(30, 300 * scale))
-  const pairsPerSize = Math.max(50, Math.round(1000 * Math.min(1, scale)))
-  const lookupsPerSize = Math.max(30, Math.round(200 * Math.min(1, scale)))
+  const env = (name) => process.env[name] == null || process.env[name] === '' ? undefined : process.env[name]
+  const sizes = env('PARLEY_NET_SIZES')?.split(',').map(Number) ?? [30, 100, 300].filter(n => n <= Math.max(30, 300 * scale))
+  const pairsPerSize = Number(env('PARLEY_NET_PAIRS') ?? Math.max(50, Math.round(1000 * Math.min(1, scale))))
+  const lookupsPerSize = Number(env('PARLEY_NET_LOOKUPS') ?? Math.max(30, Math.round(200 * Math.min(1, scale))))
   const relayWorkers = await Promise.all(Array.from({ length: RELAYS }, async (_, i) => spawn(`net-relay-${i}`)))
   const nodeWorkers = await Promise.all(Array.from({ length: PROCESSES }, async (_, i) => spawn(`net-nodes-${i}`)))
   const relays = []
@@ -204,7 +207,7 @@ export async function run ({ spawn, scale, log }) {
     for (const s of [...sends].sort((x, y) => y.ms - x.ms).slice(0, 3)) log(`    slowest: ${s.ms.toFixed(0)} ms ${s.error ?? `${s.status}/${s.path}`}: ${JSON.stringify(s.steps)}`)
   }
 
-  const plot = sizes.length === 3 ? PLOT : join(HERE, '..', 'results', 'network-scale.svg')
+  const plot = sizes.includes(300) ? PLOT : join(HERE, '..', 'results', 'network-scale.svg')
   await mkdir(dirname(plot), { recursive: true })
   await writeFile(plot, networkScaleSvg(results))
   log(`  plot: ${plot}`)

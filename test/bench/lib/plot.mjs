@@ -91,3 +91,12 @@ export function networkScaleSvg (results) {
     ''
   ].join('\n')
 }
+
+// `node test/bench/lib/plot.mjs <results.json> <out.svg>`: the figure again from
+// saved results (network-scale.partial.json, or latest.json's raw.results)
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { readFile, writeFile } = await import('node:fs/promises')
+  const saved = JSON.parse(await readFile(process.argv[2], 'utf8'))
+  const results = Array.isArray(saved) ? saved : saved.benches['network-scale'].raw.results
+  await writeFile(process.argv[3], networkScaleSvg(results))
+}
