@@ -92,11 +92,12 @@ export async function run ({ spawn, scale, log }) {
       }
     }
     const unpublished = nodes.filter(n => !n.published).length
+    const unreserved = nodes.filter(n => n.reserved === false).length
     const buildSeconds = (performance.now() - t0) / 1000
     const cpuBuilt = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
     const cpuSpent = (a, b) => b.reduce((n, u, i) => n + u.cpuSeconds - a[i].cpuSeconds, 0)
     const buildCpuMsPerNode = 1000 * cpuSpent(cpuAtBuild, cpuBuilt) / adding.length
-    log(`  ${size} nodes up in ${buildSeconds.toFixed(0)} s (${unpublished} without a published record); load ${load()}`)
+    log(`  ${size} nodes up in ${buildSeconds.toFixed(0)} s (${unreserved} without a reservation, ${unpublished} without a published record); load ${load()}`)
     // idle: what the network costs with nobody sending (timers, pings, DHT upkeep)
     await sleep(5_000)
     const cpuIdle0 = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
@@ -172,6 +173,7 @@ export async function run ({ spawn, scale, log }) {
       public: nodes.filter(n => n.public).length,
       buildSeconds,
       unpublished,
+      unreserved,
       lookup: { ...summarize(ok(lookups.map(l => l.record))), found: ok(lookups.map(l => l.record)).length, n: lookups.length },
       walk: { ...summarize(ok(lookups.map(l => l.walk))), found: ok(lookups.map(l => l.walk)).length, n: lookups.length },
       first: { ...summarize(delivered.map(s => s.ms)), n: sends.length, delivered: delivered.length },
