@@ -84,6 +84,7 @@ export class Router {
         return await this.dial(peer, known, options)
       } catch (err: any) {
         options.signal?.throwIfAborted()
+        this.log('known addresses of %p failed - %e', peer, err)
         errors.push(`known addresses: ${err.message}`)
       }
     }
@@ -102,8 +103,10 @@ export class Router {
         ] as const) {
       const timeout = timeoutSignal(this.clock, DHT_QUERY_TIMEOUT)
       const signal = anySignal([options.signal, timeout.signal])
+      const started = this.clock.now()
       try {
         const addrs = addressesOf(peer, await lookup(signal)).filter(a => !known.some(k => k.equals(a)))
+        this.log('%s of %p: %d new addresses in %d ms', source, peer, addrs.length, this.clock.now() - started)
         if (addrs.length === 0) {
           errors.push(`${source}: no new addresses`)
           continue
@@ -115,6 +118,7 @@ export class Router {
         return connection
       } catch (err: any) {
         options.signal?.throwIfAborted()
+        this.log('%s of %p failed after %d ms - %e', source, peer, this.clock.now() - started, err)
         errors.push(`${source}: ${err.message}`)
       } finally {
         signal.clear()
@@ -137,7 +141,9 @@ export class Router {
     const targets = fast.length > 0 ? fast : addrs
     this.log('dialling %p on %d addresses', peer, targets.length)
     const before = new Set(this.components.getConnections().map(c => c.id))
+    const started = this.clock.now()
     const connection = await this.components.dial(targets, options)
+    this.log('connected to %p in %d ms (%s)', peer, this.clock.now() - started, connection.remoteAddr)
     if (!connection.remotePeer.equals(peer)) {
       // cannot happen through libp2p's Noise check; if it ever does, the
       // connection is not the peer's and carries nothing of the peer's

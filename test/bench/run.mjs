@@ -24,7 +24,7 @@ import { sig } from './lib/stats.mjs'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..', '..')
-const BENCHES = ['latency', 'throughput', 'cold', 'relay', 'footprint', 'dht', 'flood', 'mailbox', 'group', 'file', 'store-scale', 'gap', 'conversations', 'relay-scale']
+const BENCHES = ['latency', 'throughput', 'cold', 'relay', 'footprint', 'dht', 'flood', 'mailbox', 'group', 'file', 'store-scale', 'gap', 'conversations', 'relay-scale', 'network-scale']
 
 const { values: opts } = parseArgs({
   options: {

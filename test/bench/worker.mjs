@@ -11,6 +11,7 @@ let relay
 let circuitRun
 let profiler
 let dhtNet
+let netReceived // body -> times shown, over every node of this process (benches/network-scale.mjs)
 const floods = new Map() // name -> running flood (lib/flood.mjs)
 let floodLib
 let loopDelay
@@ -883,6 +884,109 @@ const handlers = {
     dhtNet = undefined
     await Promise.allSettled(nodes.map(async n => n.stop()))
     await Promise.allSettled(relays.map(async r => r.stop()))
+  },
+
+  // ---- a network at scale (benches/network-scale.mjs): many nodes in this process ----
+
+  /**
+   * Starts parley nodes in this process, `concurrency` at a time, each
+   * counting the messages it is shown (by body: each bench message's body is
+   * unique). A node `public` listens on 127.0.0.1 and serves the DHT;
+   * otherwise it listens only through its relay, as behind NAT. Resolves
+   * once each has its reservation (or listener) and its peer record is in the DHT.
+   */
+  async 'net:start' ({ nodes, bootstrap, connectionLimits, concurrency = 4, timeout = 120_000 }) {
+    const { createNode } = await loadParley()
+    netReceived ??= new Map()
+    const out = []
+    let next = 0
+    const one = async () => {
+      while (next < nodes.length) {
+        const { name, relay: home, public: isPublic } = nodes[next++]
+        const start = performance.now()
+        const node = await createNode({
+          listen: isPublic ? ['/ip4/127.0.0.1/tcp/0'] : [],
+          relays: isPublic ? [] : [home],
+          bootstrap,
+          connectionLimits,
+          iceBindAddress: '127.0.0.1'
+        })
+        parley.set(name, node)
+        node.addEventListener('message', (evt) => { netReceived.set(evt.detail.body, (netReceived.get(evt.detail.body) ?? 0) + 1) })
+        // a node with a dialable address serving the DHT, as kad-dht's
+        // automatic mode would make it on a public address
+        let reserved = true
+        if (isPublic) await node.libp2p.services.dht.setMode('server')
+        // counted, not fatal: under CPU starvation a reservation can take longer than any fixed wait
+        else reserved = await waitFor(() => node.multiaddrs.some(a => a.toString().includes('/p2p-circuit')), node.libp2p, 'self:peer:update', timeout, 'a reservation').then(() => true, () => false)
+        let published = false
+        for (let attempt = 0; attempt < 3 && !published; attempt++) {
+          try {
+            await node.libp2p.services.peerRecords.publish({ signal: AbortSignal.timeout(30_000) })
+            published = true
+          } catch {
+            await sleep(1_000)
+          }
+        }
+        out.push({ name, peerId: node.peerId.toString(), public: isPublic, reserved, published, ms: performance.now() - start })
+      }
+    }
+    await Promise.all(Array.from({ length: concurrency }, one))
+    return out
+  },
+  /**
+   * A DHT lookup from node `from` of node `to`: its signed peer record (what
+   * the router falls back to) and, as the baseline, a kad-dht FIND_NODE walk
+   * to the DHT server `server`, peer store bypassed. ms each, and whether found.
+   */
+  async 'net:lookup' ({ from, to, server, timeout = 30_000 }) {
+    const { peerIdFromString } = await loadLibs()
+    const libp2p = parley.get(from).libp2p
+    const time = async (fn) => {
+      const start = performance.now()
+      let ok = false
+      try { ok = await fn() } catch {}
+      return { ok, ms: performance.now() - start }
+    }
+    const record = await time(async () => (await libp2p.services.peerRecords.lookup(peerIdFromString(to), { signal: AbortSignal.timeout(timeout) })).length > 0)
+    const walk = await time(async () => {
+      for await (const event of libp2p.services.dht.findPeer(peerIdFromString(server), { useCache: false, signal: AbortSignal.timeout(timeout) })) {
+        if (event.name === 'FINAL_PEER') return event.peer.multiaddrs.length > 0
+      }
+      return false
+    })
+    return { record, walk }
+  },
+  /** Node `from` sends `body` to `to`, known by peer ID only: ms from send to ack, and the path. */
+  async 'net:send' ({ from, to, body: text, timeout = 60_000 }) {
+    const node = parley.get(from)
+    // what the outbox went through on the way (attempts that did not get through and why)
+    const steps = []
+    const onStatus = (evt) => { if (evt.detail.peer === to) steps.push({ ms: Math.round(performance.now() - start), status: evt.detail.status, reason: evt.detail.reason?.slice(0, 400) }) }
+    node.addEventListener('message:status', onStatus)
+    const start = performance.now()
+    try {
+      const receipt = await node.send(to, text, { timeout })
+      return { ms: performance.now() - start, status: receipt.status, path: receipt.path, steps }
+    } catch (err) {
+      return { ms: performance.now() - start, error: String(err.message ?? err), steps }
+    } finally {
+      node.removeEventListener('message:status', onStatus)
+    }
+  },
+  /** The bodies this process's nodes were shown, with how many times each. */
+  async 'net:received' () {
+    return [...(netReceived ?? new Map())]
+  },
+  /** What this process's nodes hold: DHT routing table sizes, peer store sizes, connections. */
+  async 'net:state' () {
+    const nodes = [...parley.values()]
+    const list = await Promise.all(nodes.map(async n => ({
+      routingTable: n.libp2p.services.dht.routingTable?.size ?? 0,
+      peerStore: (await n.libp2p.peerStore.all()).length,
+      connections: n.libp2p.getConnections().length
+    })))
+    return { nodes: nodes.length, list }
   },
 
   // ---- circuits through the relay, carrying messages ----

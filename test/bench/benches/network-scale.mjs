@@ -1,0 +1,228 @@
+// 12. A network at scale on loopback: 3 relays (DHT servers, each in its own
+// process) and parley nodes spread over 6 processes, grown from 30 to 100 to
+// 300 nodes. Most nodes listen only through one relay, as behind NAT; one in
+// ten listens on 127.0.0.1 and serves the DHT. At each size: DHT lookups of
+// random nodes' peer records (baseline: a kad-dht FIND_NODE walk to a DHT
+// server in the same network), then random pairs that have never talked, each
+// a first message sent by peer ID (lookup, dial, deliver, ack), every message
+// counted on arrival (lost, duplicated), and the memory the nodes take.
+//
+//   npm run bench -- --only network-scale                # 30, 100, 300 nodes
+//   npm run bench -- --only network-scale --scale 0.1    # 30 nodes, 100 pairs
+//   PARLEY_NET_SIZES=30,100,300 PARLEY_NET_PAIRS=100 PARLEY_NET_LOOKUPS=30 npm run bench -- --only network-scale
+//                                                        # sizes, first messages and lookups per size
+import { writeFile, mkdir } from 'node:fs/promises'
+import { loadavg } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { usage } from '../lib/proc.mjs'
+import { networkScaleSvg } from '../lib/plot.mjs'
+import { summarize } from '../lib/stats.mjs'
+
+export const title = 'Network at scale: 30 → 100 → 300 parley nodes over 6 processes, 3 relays; DHT lookup, first message by peer ID, memory per node'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const PLOT = join(HERE, '..', '..', '..', 'docs', 'bench', 'network-scale.svg')
+
+// every peer here dials from 127.0.0.1: the relays' per-IP and per-subnet
+// limits lifted, and room for every node's reservation
+const RELAY_LIMITS = { maxReservations: 1_000, inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservationsPerIp: 100_000, maxReservationsPerSubnet: 100_000, maxCircuits: 10_000, maxCircuitsPerIp: 100_000, maxCircuitsPerSubnet: 100_000, maxConnectionsPerIp: 100_000, maxConnectionsPerSubnet: 100_000 }
+// and the nodes' limits on strangers' connections per IP (a DHT server is dialled by everyone)
+const NODE_LIMITS = { maxInboundPerIp: 100_000, maxInboundPerSubnet: 100_000, maxInboundUntrusted: 100_000, maxConnections: 2_000 }
+const RELAYS = 3
+const PROCESSES = 6
+const PUBLIC_EVERY = 10
+// first messages in flight at once, network-wide
+const SENDS_IN_FLIGHT = 16
+
+const load = () => loadavg().map(x => x.toFixed(2)).join(' ')
+const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
+const rand = (n) => Math.floor(Math.random() * n)
+
+/** Runs `tasks` (functions returning promises) `concurrency` at a time; their results in order. */
+async function pool (tasks, concurrency) {
+  const out = new Array(tasks.length)
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < tasks.length) {
+      const i = next++
+      out[i] = await tasks[i]()
+    }
+  }))
+  return out
+}
+
+export async function run ({ spawn, scale, log }) {
+  const env = (name) => process.env[name] == null || process.env[name] === '' ? undefined : process.env[name]
+  const sizes = env('PARLEY_NET_SIZES')?.split(',').map(Number) ?? [30, 100, 300].filter(n => n <= Math.max(30, 300 * scale))
+  const pairsPerSize = Number(env('PARLEY_NET_PAIRS') ?? Math.max(50, Math.round(1000 * Math.min(1, scale))))
+  const lookupsPerSize = Number(env('PARLEY_NET_LOOKUPS') ?? Math.max(30, Math.round(200 * Math.min(1, scale))))
+  const relayWorkers = await Promise.all(Array.from({ length: RELAYS }, async (_, i) => spawn(`net-relay-${i}`)))
+  const nodeWorkers = await Promise.all(Array.from({ length: PROCESSES }, async (_, i) => spawn(`net-nodes-${i}`)))
+  const relays = []
+  for (const w of relayWorkers) {
+    relays.push(await w.call('relay:start', { listen: ['/ip4/127.0.0.1/tcp/0'], limits: RELAY_LIMITS, bootstrap: relays.map(r => r.addrs[0]) }))
+  }
+  const relayAddrs = relays.map(r => r.addrs[0])
+  // each process with parley loaded and no node: what a node adds is measured from here
+  await Promise.all(nodeWorkers.map(async w => w.call('loadParley')))
+  const empty = await Promise.all(nodeWorkers.map(async w => w.call('gc')))
+
+  const nodes = [] // { name, peerId, public, worker }
+  const talked = new Set() // unordered pairs that have exchanged a message: never a first message again
+  const results = []
+  for (const size of sizes) {
+    // grow the network to `size`
+    const t0 = performance.now()
+    const cpuAtBuild = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const adding = Array.from({ length: size - nodes.length }, (_, k) => {
+      const i = nodes.length + k
+      return { name: `n${i}`, public: i % PUBLIC_EVERY === 0, relay: relayAddrs[i % RELAYS], worker: i % PROCESSES }
+    })
+    // the DHT servers first, so that the others find a DHT to join
+    for (const first of [true, false]) {
+      const batch = adding.filter(n => n.public === first)
+      const started = await Promise.all(nodeWorkers.map(async (w, i) => w.call('net:start', {
+        nodes: batch.filter(n => n.worker === i),
+        bootstrap: relayAddrs,
+        connectionLimits: NODE_LIMITS
+      }, { timeout: 900_000 })))
+      for (const [i, list] of started.entries()) {
+        for (const n of list) nodes.push({ ...n, worker: i })
+      }
+    }
+    const unpublished = nodes.filter(n => !n.published).length
+    const unreserved = nodes.filter(n => n.reserved === false).length
+    const buildSeconds = (performance.now() - t0) / 1000
+    const cpuBuilt = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const cpuSpent = (a, b) => b.reduce((n, u, i) => n + u.cpuSeconds - a[i].cpuSeconds, 0)
+    const buildCpuMsPerNode = 1000 * cpuSpent(cpuAtBuild, cpuBuilt) / adding.length
+    log(`  ${size} nodes up in ${buildSeconds.toFixed(0)} s (${unreserved} without a reservation, ${unpublished} without a published record); load ${load()}`)
+    // idle: what the network costs with nobody sending (timers, pings, DHT upkeep)
+    await sleep(5_000)
+    const cpuIdle0 = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const tIdle = performance.now()
+    await sleep(10_000)
+    const cpuIdle1 = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const idleSeconds = (performance.now() - tIdle) / 1000
+    const idleNodePercent = 100 * cpuSpent(cpuIdle0.slice(RELAYS), cpuIdle1.slice(RELAYS)) / idleSeconds
+    const idleRelayPercent = 100 * cpuSpent(cpuIdle0.slice(0, RELAYS), cpuIdle1.slice(0, RELAYS)) / idleSeconds / RELAYS
+    const loadBefore = load()
+
+    // DHT lookups of random nodes from random nodes
+    const servers = nodes.filter(n => n.public)
+    const lookups = await pool(Array.from({ length: lookupsPerSize }, () => async () => {
+      const a = nodes[rand(nodes.length)]
+      let b = nodes[rand(nodes.length)]
+      while (b === a) b = nodes[rand(nodes.length)]
+      const others = servers.filter(s => s !== a)
+      const server = others[rand(others.length)]
+      return nodeWorkers[a.worker].call('net:lookup', { from: a.name, to: b.peerId, server: server.peerId }, { timeout: 120_000 })
+    }), 4)
+
+    // first messages between random pairs that have never talked
+    const pairs = []
+    const maxPairs = Math.min(pairsPerSize, Math.floor((size * (size - 1) / 2 - talked.size) / 2))
+    while (pairs.length < maxPairs) {
+      const a = nodes[rand(nodes.length)]
+      const b = nodes[rand(nodes.length)]
+      const key = a.name < b.name ? `${a.name}|${b.name}` : `${b.name}|${a.name}`
+      if (a === b || talked.has(key)) continue
+      talked.add(key)
+      pairs.push({ a, b, body: `net-scale ${size} ${pairs.length} ${a.name}>${b.name}` })
+    }
+    const cpuBefore = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const tSends = performance.now()
+    const sends = await pool(pairs.map(({ a, b, body }) => async () => nodeWorkers[a.worker].call('net:send', { from: a.name, to: b.peerId, body }, { timeout: 120_000 })), SENDS_IN_FLIGHT)
+    const sendSeconds = (performance.now() - tSends) / 1000
+    const cpuAfter = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
+    const cpu = cpuAfter.map((u, i) => 100 * (u.cpuSeconds - cpuBefore[i].cpuSeconds) / sendSeconds)
+    const loadAfter = load()
+
+    // every message shown exactly once?
+    const sent = new Set(pairs.map(p => p.body))
+    const count = async () => {
+      const seen = new Map()
+      for (const list of await Promise.all(nodeWorkers.map(async w => w.call('net:received')))) {
+        for (const [body, times] of list) seen.set(body, (seen.get(body) ?? 0) + times)
+      }
+      return seen
+    }
+    let seen = await count()
+    // a send not acknowledged within its timeout stays queued: give those time to arrive
+    for (let i = 0; i < 120 && [...sent].some(b => !seen.has(b)); i++) { await sleep(1_000); seen = await count() }
+    const lost = [...sent].filter(b => !seen.has(b)).length
+    const duplicated = [...sent].filter(b => (seen.get(b) ?? 0) > 1).length
+
+    // memory: every process after a GC, less what it took with no node
+    const mem = await Promise.all(nodeWorkers.map(async w => w.call('gc')))
+    const rss = await Promise.all(nodeWorkers.map(async w => usage(w.pid)))
+    const relayRss = await Promise.all(relayWorkers.map(async w => usage(w.pid)))
+    const state = await Promise.all(nodeWorkers.map(async w => w.call('net:state')))
+    const states = state.flatMap(s => s.list)
+    const sum = (xs) => xs.reduce((a, b) => a + b, 0)
+    const rssPerNodeMb = (sum(rss.map(r => r.rssMb)) - sum(empty.map(m => m.rss / 2 ** 20))) / size
+    const heapPerNodeMb = (sum(mem.map(m => m.heapUsed)) - sum(empty.map(m => m.heapUsed))) / 2 ** 20 / size
+
+    const ok = (list) => list.filter(x => x.ok).map(x => x.ms)
+    const delivered = sends.filter(s => s.error == null)
+    const paths = {}
+    for (const s of delivered) paths[`${s.status}/${s.path}`] = (paths[`${s.status}/${s.path}`] ?? 0) + 1
+    const r = {
+      size,
+      public: nodes.filter(n => n.public).length,
+      buildSeconds,
+      unpublished,
+      unreserved,
+      lookup: { ...summarize(ok(lookups.map(l => l.record))), found: ok(lookups.map(l => l.record)).length, n: lookups.length },
+      walk: { ...summarize(ok(lookups.map(l => l.walk))), found: ok(lookups.map(l => l.walk)).length, n: lookups.length },
+      first: { ...summarize(delivered.map(s => s.ms)), n: sends.length, delivered: delivered.length },
+      failed: sends.filter(s => s.error != null).map(s => s.error).slice(0, 5),
+      paths,
+      lost,
+      duplicated,
+      sendSeconds,
+      // CPU time of every process (nodes and relays) per first message, and per node started: load-independent
+      sendCpuMsPerMessage: 1000 * cpuSpent(cpuBefore, cpuAfter) / pairs.length,
+      buildCpuMsPerNode,
+      // idle: % of a core per node (all node processes ÷ nodes), and per relay
+      idleCpuPercentPerNode: idleNodePercent / size,
+      idleCpuPercentPerRelay: idleRelayPercent,
+      rssPerNodeMb,
+      heapPerNodeMb,
+      processRssMb: rss.map(r => Math.round(r.rssMb)),
+      relayRssMb: relayRss.map(r => Math.round(r.rssMb)),
+      cpuPercent: { relays: cpu.slice(0, RELAYS).map(Math.round), nodes: cpu.slice(RELAYS).map(Math.round) },
+      routingTable: summarize(states.map(s => s.routingTable)),
+      peerStore: summarize(states.map(s => s.peerStore)),
+      connections: summarize(states.map(s => s.connections)),
+      load: { before: loadBefore, after: loadAfter }
+    }
+    results.push(r)
+    // written as each size ends, so that a long run cut short keeps what it measured
+    await mkdir(join(HERE, '..', 'results'), { recursive: true })
+    await writeFile(join(HERE, '..', 'results', 'network-scale.partial.json'), JSON.stringify(results, null, 2) + '\n')
+    log(`  ${size} nodes: lookup ${r.lookup.p50.toFixed(0)} ms (p99 ${r.lookup.p99.toFixed(0)}, ${r.lookup.found}/${r.lookup.n}), walk ${r.walk.p50.toFixed(0)} ms; first message ${r.first.p50.toFixed(0)} ms (p99 ${r.first.p99.toFixed(0)}), ${r.first.delivered}/${r.first.n} acked, ${lost} lost, ${duplicated} duplicated; ${JSON.stringify(paths)}`)
+    log(`    CPU: idle ${r.idleCpuPercentPerNode.toFixed(2)} % of a core per node, ${idleRelayPercent.toFixed(1)} % per relay; ${r.sendCpuMsPerMessage.toFixed(0)} ms per first message, ${buildCpuMsPerNode.toFixed(0)} ms per node started (all processes); sends took ${sendSeconds.toFixed(0)} s`)
+    log(`    ${rssPerNodeMb.toFixed(1)} MB RSS, ${heapPerNodeMb.toFixed(1)} MB heap per node; relays ${r.relayRssMb.join('/')} MB; CPU % during sends: relays ${r.cpuPercent.relays.join('/')}, node processes ${r.cpuPercent.nodes.join('/')}; peer store p50 ${r.peerStore.p50}, routing table p50 ${r.routingTable.p50}, connections p50 ${r.connections.p50}; load ${loadBefore} → ${loadAfter}`)
+    if (r.failed.length > 0) log(`    failed: ${r.failed.join(' | ')}`)
+    for (const s of [...sends].sort((x, y) => y.ms - x.ms).slice(0, 3)) log(`    slowest: ${s.ms.toFixed(0)} ms ${s.error ?? `${s.status}/${s.path}`}: ${JSON.stringify(s.steps)}`)
+  }
+
+  const plot = sizes.includes(300) ? PLOT : join(HERE, '..', 'results', 'network-scale.svg')
+  await mkdir(dirname(plot), { recursive: true })
+  await writeFile(plot, networkScaleSvg(results))
+  log(`  plot: ${plot}`)
+
+  return {
+    raw: { sizes, pairsPerSize, lookupsPerSize, results },
+    rows: results.flatMap(r => [
+      { metric: `${r.size} nodes: DHT lookup of a node's peer record (${r.lookup.found}/${r.lookup.n} found)`, parley: r.lookup, baseline: { name: `kad-dht FIND_NODE walk to a DHT server, same network (${r.walk.found}/${r.walk.n})`, ...r.walk }, ratio: r.lookup.p50 / r.walk.p50 },
+      { metric: `${r.size} nodes: first message by peer ID, send → ack (${r.first.delivered}/${r.first.n} acked; ${Object.entries(r.paths).map(([k, v]) => `${k} ${v}`).join(', ')})`, parley: r.first },
+      { metric: `${r.size} nodes: messages lost / duplicated`, parley: { text: `${r.lost} / ${r.duplicated}` }, target: '0 / 0', met: r.lost === 0 && r.duplicated === 0 && r.first.delivered === r.first.n },
+      { metric: `${r.size} nodes: memory per node (process RSS and heap, less the empty process)`, parley: { text: `${r.rssPerNodeMb.toFixed(1)} MB RSS, ${r.heapPerNodeMb.toFixed(1)} MB heap` } },
+      { metric: `${r.size} nodes: CPU (every process): idle, % of a core per node; per first message; per node started`, parley: { text: `${r.idleCpuPercentPerNode.toFixed(2)} %; ${r.sendCpuMsPerMessage.toFixed(0)} ms; ${r.buildCpuMsPerNode.toFixed(0)} ms` } },
+      { metric: `${r.size} nodes: load average before → after the sends; CPU % of each node process (and relay) during them`, parley: { text: `${r.load.before} → ${r.load.after}; ${r.cpuPercent.nodes.join('/')} (relays ${r.cpuPercent.relays.join('/')})` } }
+    ])
+  }
+}
