@@ -25,6 +25,10 @@ export async function rawSender () {
     streamMuxers: [yamux()]
   })
   let conn
+  let stream
+  /** What the stream's reader tells the `send` under way. */
+  let onAck
+  let onEnd
   return {
     peerId: node.peerId.toString(),
     /** Dials `addrs` (the connection is kept for `send`), a few times if the recipient refuses for now. */
@@ -41,14 +45,27 @@ export async function rawSender () {
     },
     /**
      * Sends `count` messages of `size` bytes with seqs `from`, `from + 1`, …
-     * on a new /im stream to `addrs` (the connection kept between calls),
+     * on the sender's /im stream to `addrs` (opened once, kept between calls:
+     * the recipient takes only a few streams per connection at a time),
      * `window` unacknowledged at most. Resolves with the time from the first
      * write to the last ack, each message's write → ack time, and the acks'
      * statuses.
      */
     async send ({ addrs, from, count, size, window = 64 }) {
-      if (conn == null || conn.status !== 'open') conn = await node.dial(addrs.map(a => multiaddr(a)), { signal: AbortSignal.timeout(30_000) })
-      const stream = await conn.newStream(PROTOCOL, { signal: AbortSignal.timeout(30_000) })
+      if (stream == null || stream.status !== 'open') {
+        if (conn == null || conn.status !== 'open') conn = await node.dial(addrs.map(a => multiaddr(a)), { signal: AbortSignal.timeout(30_000) })
+        stream = await conn.newStream(PROTOCOL, { signal: AbortSignal.timeout(30_000) })
+        const s = stream
+        // one reader for the stream's life: each ack goes to the call under way
+        ;(async () => {
+          for await (const buf of lp.decode(s)) {
+            const ack = Frame.decode(buf).ack
+            if (ack == null) throw new Error('not an ack')
+            onAck?.(ack)
+          }
+          throw new Error('the recipient closed the stream')
+        })().catch(err => { onEnd?.(err) })
+      }
       const body = 'x'.repeat(size)
       const sentAt = []
       const latencies = []
@@ -56,24 +73,23 @@ export async function rawSender () {
       let written = 0
       let acked = 0
       let wake
+      const done = Promise.withResolvers()
+      const wakeWriter = () => { const w = wake; wake = undefined; w?.() }
+      onAck = (ack) => {
+        latencies.push(performance.now() - sentAt[acked])
+        const status = typeof ack.status === 'number' ? STATUS[ack.status] : ack.status ?? 'OK'
+        statuses[status] = (statuses[status] ?? 0) + 1
+        acked++
+        wakeWriter()
+        if (acked === count) done.resolve()
+      }
+      onEnd = (err) => {
+        done.reject(new Error(`the stream ended after ${acked} of ${count} acks: ${err.message}`))
+        wakeWriter()
+      }
+      done.promise.catch(() => {})
       const start = performance.now()
-      const reader = (async () => {
-        for await (const buf of lp.decode(stream)) {
-          const ack = Frame.decode(buf).ack
-          if (ack == null) throw new Error('not an ack')
-          latencies.push(performance.now() - sentAt[acked])
-          const status = typeof ack.status === 'number' ? STATUS[ack.status] : ack.status ?? 'OK'
-          statuses[status] = (statuses[status] ?? 0) + 1
-          acked++
-          const w = wake
-          wake = undefined
-          w?.()
-          if (acked === count) return
-        }
-        throw new Error(`the stream ended after ${acked} of ${count} acks`)
-      })()
-      reader.catch(() => { wake?.() })
-      while (written < count) {
+      while (written < count && stream.status === 'open') {
         if (written - acked >= window) {
           await new Promise(resolve => { wake = resolve })
           continue
@@ -84,8 +100,9 @@ export async function rawSender () {
         written++
         if (!stream.send(frame)) await stream.onDrain({ signal: AbortSignal.timeout(30_000) })
       }
-      await reader
-      await stream.close().catch(err => { stream.abort(err) })
+      await done.promise
+      onAck = undefined
+      onEnd = undefined
       return { seconds: (performance.now() - start) / 1000, latencies, statuses }
     },
     async stop () {
