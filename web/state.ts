@@ -19,7 +19,7 @@ export const groups = signal<GroupInfo[]>([])
 export const requests = signal<MessageRequest[]>([])
 /** Each connected peer's best path now; a peer not in it is not connected. */
 export const paths = signal<Record<string, Path>>({})
-/** The latest state of each outgoing message (and group message carrier) seen in this page. */
+/** The latest state of each outgoing message, and of each member's copy (carrier) of a group message, seen in this page. */
 export const outgoing = signal<Record<string, { status: OutboundStatus, reason?: string }>>({})
 /** The groups as an inbox: each one's last message and unread count (the daemon keeps the read marks). */
 export const groupConversations = signal<GroupConversation[]>([])
@@ -133,6 +133,10 @@ const handlers: { [E in keyof ApiEvents]?: (data: ApiEvents[E]) => void } = {
   status (s) {
     outgoing.value = { ...outgoing.value, [s.id]: { status: s.status, reason: s.reason } }
     if (s.status === 'delivered' || s.status === 'failed' || s.status === 'stored') refreshConversationsSoon()
+  },
+  'group-status' (s) {
+    // keyed by carrier: each member's copy of a group message
+    outgoing.value = { ...outgoing.value, [s.carrier]: { status: s.status, reason: s.reason } }
   },
   path (p) {
     const next = { ...paths.value }

@@ -308,7 +308,8 @@ describe('the API server', () => {
 
   async function serve (init: ApiServerInit = {}): Promise<{ node: StubNode, api: ApiServer }> {
     const node = new StubNode()
-    const api = await startApiServer(node, { token: TOKEN, ...init })
+    // an empty app root: the API's answers here do not depend on whether dist/web is built
+    const api = await startApiServer(node, { token: TOKEN, webRoot: await tempDir(), ...init })
     servers.push(api)
     return { node, api }
   }

@@ -1,7 +1,7 @@
 /**
  * A group: its messages (paged back by Lamport time), what arrives live, the
  * state of what this page sent (each member's copy: delivered, stored in its
- * mailbox, or still on its way), and its membership.
+ * mailbox, or still on its way, from the `group-status` events), and its membership.
  */
 import { useSignal } from '@preact/signals'
 import { useEffect } from 'preact/hooks'
@@ -13,15 +13,10 @@ import type { Line } from './MessageList.js'
 import { MessageList } from './MessageList.js'
 
 const PAGE = 50
-/** Seconds a group send waits for every member's copy to be delivered, stored or found unreachable. */
-const GROUP_WAIT = 60
-/** How long the composer waits for the daemon's first word before it is freed (ms). */
-const TAKEN_AFTER = 1500
-let localIds = 0
 
 /** One sent message's state across its members' copies (their carriers' ids). */
 function groupState (carriers: string[], states: typeof outgoing.value): Line['state'] {
-  if (carriers.length === 0) return { label: 'sending' }
+  if (carriers.length === 0) return { label: 'delivered', detail: '(no other member)' }
   const now = carriers.map(id => states[id] ?? { status: 'sending' as const })
   const failed = now.find(s => s.status === 'failed')
   if (failed != null) return { label: 'failed', reason: failed.reason }
@@ -36,7 +31,6 @@ function groupState (carriers: string[], states: typeof outgoing.value): Line['s
 export function GroupConversation ({ group: groupId }: { group: string }) {
   const messages = useSignal<GroupMessage[]>([])
   const carriers = useSignal<Record<string, string[]>>({})
-  const failures = useSignal<Record<string, string>>({})
   const hasMore = useSignal(false)
   const error = useSignal('')
   const group = groups.value.find(g => g.id === groupId || g.name === groupId)
@@ -79,40 +73,14 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
     hasMore.value = page.length === PAGE
   }
 
-  /**
-   * The event stream says nothing of a group message's copies (each member's
-   * carrier) as they go: the request waits for them (`wait`) and their states
-   * come with its answer. The composer is freed once the daemon has taken the
-   * message (a refusal comes at once, and stays in the composer with why).
-   */
+  /** Sent at once (202): each member's copy (carrier) then reports its state on the event stream (`group-status`). */
   const send = async (body: string): Promise<void> => {
-    const local = `local-${++localIds}`
-    const answer = call('POST /v1/groups/:group/messages', { params: { group: id }, body: { body, wait: GROUP_WAIT } })
-    const taken = await Promise.race([answer, new Promise<null>(resolve => setTimeout(resolve, TAKEN_AFTER, null))])
-    const mine: GroupMessage = { groupId: id, id: local, from: selfId.value, seq: 0, lamport: Number.MAX_SAFE_INTEGER, body, contentType: 'text/plain', sentAt: Date.now(), receivedAt: Date.now() }
+    const sent = await call('POST /v1/groups/:group/messages', { params: { group: id }, body: { body } })
+    const ids = 'carriers' in sent ? sent.carriers.map(c => c.id) : sent.recipients.map(r => r.id)
+    carriers.value = { ...carriers.value, [sent.id]: ids }
+    const mine: GroupMessage = { groupId: id, id: sent.id, from: selfId.value, seq: sent.seq, lamport: sent.lamport, body, contentType: 'text/plain', sentAt: Date.now(), receivedAt: Date.now() }
     messages.value = [...messages.value, mine]
-    carriers.value = { ...carriers.value, [local]: [] }
-    const settled = (sent: Awaited<typeof answer>): void => {
-      const states = { ...outgoing.value }
-      let ids: string[]
-      if ('recipients' in sent) {
-        ids = sent.recipients.map(r => r.id)
-        for (const r of sent.recipients) states[r.id] = { status: r.status, reason: r.reason }
-      } else {
-        ids = sent.carriers.map(c => c.id)
-      }
-      outgoing.value = states
-      messages.value = messages.value.map(m => m.id === local ? { ...m, id: sent.id, seq: sent.seq, lamport: sent.lamport } : m)
-      carriers.value = { ...carriers.value, [sent.id]: ids }
-      refreshGroupConversations().catch(() => {})
-    }
-    if (taken != null) {
-      settled(taken)
-      return
-    }
-    answer.then(settled, (err: Error) => {
-      failures.value = { ...failures.value, [local]: err.message }
-    })
+    refreshGroupConversations().catch(() => {})
   }
 
   if (group == null) {
@@ -132,9 +100,7 @@ export function GroupConversation ({ group: groupId }: { group: string }) {
     contentType: m.contentType,
     at: m.receivedAt,
     path: m.path,
-    state: failures.value[m.id] != null
-      ? { label: 'failed' as const, reason: failures.value[m.id] }
-      : carriers.value[m.id] != null && m.from === selfId.value ? groupState(carriers.value[m.id], states) : undefined
+    state: carriers.value[m.id] != null && m.from === selfId.value ? groupState(carriers.value[m.id], states) : undefined
   }))
   return (
     <section class='conversation' aria-labelledby='conversation-title'>
