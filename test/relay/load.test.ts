@@ -55,11 +55,6 @@ describe('one relay process under load', () => {
       nodes.push(...await Promise.all(Array.from({ length: Math.min(20, NODES - i) }, async () => createNode({
         listen: [],
         relays: [relay.multiaddrs[0]],
-        // 200 nodes on one event loop of a shared machine answer pings late:
-        // with the default 10 s heartbeat some circuits were found "dead" and
-        // dialled again (150 circuits for 50 pairs). The test measures the
-        // relay, so the heartbeat stays outside the test's minute.
-        heartbeatInterval: 120_000,
         // a dial slowed by this load past 5 s would send a message to the
         // recipient's mailbox (and `send` would resolve `stored`): this test is
         // about the relay's circuits, so messages wait for them
