@@ -266,6 +266,8 @@ describe('the groups\' query plans', () => {
     }
     watched.messages(group, { limit: 2 })
     watched.messages(group, { before: 3 })
+    watched.inbox(group, 'self')
+    watched.markRead(group)
     watched.addPending({ group, sender: 'p', path: 'direct', receivedAt: now, payload: new Uint8Array(2) })
     watched.pendingCount(group)
     for (const p of watched.pending(group)) watched.deletePending(p.rowid)
