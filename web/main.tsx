@@ -25,8 +25,16 @@ function applyTheme (theme: Theme): void {
   else document.documentElement.dataset.theme = theme
 }
 
+function storedTheme (): Theme {
+  const stored = localStorage.getItem(THEME_KEY)
+  return stored === 'light' || stored === 'dark' ? stored : 'auto'
+}
+
+// before the first render, so that a page reloaded in the dark theme is never painted light first
+applyTheme(storedTheme())
+
 function ThemeChoice () {
-  const theme = useSignal<Theme>((localStorage.getItem(THEME_KEY) as Theme | null) ?? 'auto')
+  const theme = useSignal<Theme>(storedTheme())
   useEffect(() => { applyTheme(theme.value) }, [theme.value])
   return (
     <label class='theme'>
