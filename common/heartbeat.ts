@@ -108,6 +108,38 @@ export async function pingConnection (connection: Connection, signal: AbortSigna
   connection.rtt = rtt
 }
 
+export interface ProbeOnceInit {
+  /** The connections with a probe in flight: a slow one is not probed twice. */
+  inFlight: Set<string>
+  probe: (connection: Connection, signal: AbortSignal) => Promise<void>
+  clock: Clock
+  /** How long the probe may take before the connection is aborted, in ms. */
+  timeout: number
+  /** Whether the service that asked still runs: a probe failing after it stopped aborts nothing. */
+  running: () => boolean
+  onAnswer?: () => void
+  /** Told before the connection is aborted. */
+  onDead: (err: Error) => void
+}
+
+/** Probes `connection` unless a probe is in flight on it already; one not answered in time aborts the connection. */
+export function probeOnce (connection: Connection, init: ProbeOnceInit): void {
+  if (init.inFlight.has(connection.id)) return
+  init.inFlight.add(connection.id)
+  const { signal, clear } = timeoutSignal(init.clock, init.timeout)
+  init.probe(connection, signal)
+    .then(() => init.onAnswer?.())
+    .catch((err: Error) => {
+      if (connection.status !== 'open' || !init.running()) return
+      init.onDead(err)
+      connection.abort(err)
+    })
+    .finally(() => {
+      clear()
+      init.inFlight.delete(connection.id)
+    })
+}
+
 class DefaultHeartbeat implements Startable, Heartbeat {
   readonly [Symbol.toStringTag] = 'parley/heartbeat'
   answered = 0
@@ -162,21 +194,19 @@ class DefaultHeartbeat implements Startable, Heartbeat {
   }
 
   private beat (connection: Connection): void {
-    if (connection.status !== 'open' || this.pinging.has(connection.id)) return
-    this.pinging.add(connection.id)
-    const { signal, clear } = timeoutSignal(this.clock, this.timeout)
-    this.probe(connection, signal)
-      .then(() => { this.answered++ })
-      .catch((err: Error) => {
-        if (connection.status !== 'open' || !this.started) return
+    if (connection.status !== 'open') return
+    probeOnce(connection, {
+      inFlight: this.pinging,
+      probe: this.probe,
+      clock: this.clock,
+      timeout: this.timeout,
+      running: () => this.started,
+      onAnswer: () => { this.answered++ },
+      onDead: (err) => {
         this.log('connection %s to %p did not answer a ping within %d ms, aborting it - %e', connection.id, connection.remotePeer, this.timeout, err)
         this.aborted++
-        connection.abort(err)
-      })
-      .finally(() => {
-        clear()
-        this.pinging.delete(connection.id)
-      })
+      }
+    })
   }
 }
 

@@ -25,9 +25,9 @@
  */
 import { networkInterfaces } from 'node:os'
 import { isLinkLocalIp } from '@libp2p/utils'
-import { pingConnection } from '../../common/heartbeat.js'
+import { pingConnection, probeOnce } from '../../common/heartbeat.js'
 import { CODE_P2P_CIRCUIT, CODE_WEBRTC } from '@multiformats/multiaddr'
-import { systemClock, timeoutSignal } from '../../common/clock.js'
+import { systemClock } from '../../common/clock.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
 import type { ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
@@ -155,20 +155,18 @@ class DefaultStalePaths implements Startable, StalePaths {
   }
 
   private test (connection: Connection): void {
-    if (!this.started || connection.status !== 'open' || !isDirect(connection) || this.testing.has(connection.id)) return
-    this.testing.add(connection.id)
-    const { signal, clear } = timeoutSignal(this.clock, this.probeTimeout)
-    this.probe(connection, signal)
-      .catch((err: Error) => {
-        if (connection.status !== 'open' || !this.started) return
+    if (!this.started || connection.status !== 'open' || !isDirect(connection)) return
+    probeOnce(connection, {
+      inFlight: this.testing,
+      probe: this.probe,
+      clock: this.clock,
+      timeout: this.probeTimeout,
+      running: () => this.started,
+      onDead: (err) => {
         this.log('direct connection %s to %p did not answer within %d ms, aborting it - %e', connection.id, connection.remotePeer, this.probeTimeout, err)
         this.aborted++
-        connection.abort(err)
-      })
-      .finally(() => {
-        clear()
-        this.testing.delete(connection.id)
-      })
+      }
+    })
   }
 }
 
