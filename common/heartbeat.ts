@@ -14,13 +14,27 @@
  * ping protocol otherwise (WebRTC). A connection that does not answer within
  * `timeout` is aborted: what was written on it fails at once and goes another
  * way, and a relay's reservation is made again (node/network/reservations.ts).
- * A connection that goes silent is so found dead within `interval + timeout`
- * (20 s for a parley node's default heartbeatInterval of 10 s).
+ *
+ * Liveness is passive first: a connection that received anything (a frame of
+ * any stream, a PING of the peer's own heartbeat included) within its
+ * interval is alive and is not pinged. Only a silent connection is. The muxer
+ * notes when its connection last received anything (`hearing` below: one
+ * field write per chunk read, no timer per connection), and one timer looks
+ * at every connection each `checkEvery`. So the two ends of a connection do
+ * not both ping it: the end with the shorter interval pings, and the other
+ * hears those pings and stays quiet. That is what keeps a relay's idle cost
+ * flat: its clients ping it, it pings none of them (relay/relay.ts).
+ *
+ * A connection that goes silent is found dead within
+ * `interval + checkEvery / 2 + timeout` of the last thing it received (its
+ * silence passes `interval - checkEvery / 2` just after a look, is seen at the
+ * next, and the ping then waits out its timeout): 25 s for a parley node's
+ * default heartbeatInterval of 10 s.
  */
 import { byteStream } from '@libp2p/utils'
 import { systemClock, timeoutSignal } from './clock.js'
 import type { Clock, ClockTimer } from './clock.js'
-import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, MessageStream, Startable, StreamMuxer, StreamMuxerFactory, TypedEventTarget } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 
 /** libp2p's ping protocol, which every libp2p node answers. */
@@ -35,8 +49,29 @@ const PING_LENGTH = 32
 export const MIN_HEARTBEAT_TIMEOUT = 5_000
 
 export interface HeartbeatInit {
-  /** How often every connection is pinged, in ms. @default 10000 */
+  /**
+   * A connection that received nothing for this long is pinged, in ms: a
+   * silent connection is so pinged once per interval, a busy one never.
+   *
+   * @default 10000
+   */
   interval?: number
+  /**
+   * How often every connection's silence is looked at, in ms. A silence is
+   * counted to the nearest look (a connection is pinged once it has been
+   * silent for `interval - checkEvery / 2`): a ping's answer, a few ms after
+   * one look, must not put the next ping off by a whole `checkEvery`.
+   *
+   * @default interval
+   */
+  checkEvery?: number
+  /**
+   * The interval of one connection, when it is not `interval`; undefined for
+   * `interval`. A parley node pings the relays it holds a reservation on less
+   * often than its other connections (node/network/libp2p.ts). Called for
+   * every connection at every look: it must be cheap.
+   */
+  intervalFor?: (connection: Connection) => number | undefined
   /**
    * How long a ping may take before its connection is aborted, in ms: the
    * interval, but never under MIN_HEARTBEAT_TIMEOUT.
@@ -56,6 +91,8 @@ export interface HeartbeatComponents {
 }
 
 export interface Heartbeat {
+  /** Pings sent so far. */
+  readonly pinged: number
   /** Pings answered so far. */
   readonly answered: number
   /** Connections aborted so far because they did not answer in time. */
@@ -67,10 +104,48 @@ interface PingingMuxer {
   ping(options?: AbortOptions): Promise<number>
 }
 
+/** What a muxer made by `hearing` offers besides. */
+interface HearingMuxer {
+  /** When its connection last read anything, ms since the epoch (Date.now()). */
+  lastReceived: number
+}
+
+/** The connection's stream muxer, as far as the heartbeat uses it (js-libp2p's Connection keeps it in a private field). */
+function muxerOf (connection: Connection): Partial<PingingMuxer & HearingMuxer> | undefined {
+  return (connection as unknown as { muxer?: Partial<PingingMuxer & HearingMuxer> }).muxer
+}
+
 /** The connection's stream muxer, if it can ping by itself (yamux can). */
 export function muxerPing (connection: Connection): PingingMuxer | undefined {
-  const muxer = (connection as unknown as { muxer?: Partial<PingingMuxer> }).muxer
+  const muxer = muxerOf(connection)
   return typeof muxer?.ping === 'function' ? muxer as PingingMuxer : undefined
+}
+
+/** When `connection` last received anything, if its muxer was made by `hearing`. */
+export function lastReceived (connection: Connection): number | undefined {
+  return muxerOf(connection)?.lastReceived
+}
+
+/**
+ * A stream muxer whose muxers note when their connection last read anything
+ * (`lastReceived`), which lets the heartbeat leave a connection that is
+ * talking alone. The muxer reads its connection through the connection's
+ * 'message' events (js-libp2p's AbstractStreamMuxer); one more listener on
+ * them sets a number per chunk read, whatever the chunk holds: any frame,
+ * a PING or its answer included.
+ */
+export function hearing<M extends StreamMuxer> (muxer: (components?: any) => StreamMuxerFactory<M>): (components?: any) => StreamMuxerFactory<M> {
+  return (components) => {
+    const factory = muxer(components)
+    const create = factory.createStreamMuxer.bind(factory)
+    factory.createStreamMuxer = (maConn: MessageStream): M => {
+      const made = create(maConn) as M & HearingMuxer
+      made.lastReceived = Date.now()
+      maConn.addEventListener('message', () => { made.lastReceived = Date.now() })
+      return made
+    }
+    return factory
+  }
 }
 
 /** A ping over the ping protocol: a new stream, 32 random bytes that must come back. */
@@ -142,10 +217,13 @@ export function probeOnce (connection: Connection, init: ProbeOnceInit): void {
 
 class DefaultHeartbeat implements Startable, Heartbeat {
   readonly [Symbol.toStringTag] = 'parley/heartbeat'
+  pinged = 0
   answered = 0
   aborted = 0
   private readonly log: Logger
   private readonly interval: number
+  private readonly checkEvery: number
+  private readonly intervalFor: (connection: Connection) => number | undefined
   private readonly timeout: number
   private readonly clock: Clock
   private readonly probe: (connection: Connection, signal: AbortSignal) => Promise<void>
@@ -157,6 +235,8 @@ class DefaultHeartbeat implements Startable, Heartbeat {
   constructor (private readonly components: HeartbeatComponents, init: HeartbeatInit = {}) {
     this.log = components.logger.forComponent('parley:heartbeat')
     this.interval = init.interval ?? 10_000
+    this.checkEvery = init.checkEvery ?? this.interval
+    this.intervalFor = init.intervalFor ?? (() => undefined)
     this.timeout = init.timeout ?? Math.max(this.interval, MIN_HEARTBEAT_TIMEOUT)
     this.clock = init.clock ?? systemClock
     this.probe = init.probe ?? pingConnection
@@ -188,13 +268,25 @@ class DefaultHeartbeat implements Startable, Heartbeat {
     if (!this.started) return
     this.timer = this.clock.setTimeout(() => {
       this.timer = undefined
-      for (const connection of this.components.connectionManager.getConnections()) this.beat(connection)
+      this.check()
       this.schedule()
-    }, this.interval)
+    }, this.checkEvery)
+  }
+
+  /** Pings each connection that has been silent for its interval (to the nearest check). */
+  private check (): void {
+    const now = this.clock.now()
+    for (const connection of this.components.connectionManager.getConnections()) {
+      const heard = lastReceived(connection)
+      const interval = this.intervalFor(connection) ?? this.interval
+      if (heard != null && now - heard < interval - this.checkEvery / 2) continue
+      this.beat(connection)
+    }
   }
 
   private beat (connection: Connection): void {
-    if (connection.status !== 'open') return
+    if (connection.status !== 'open' || this.pinging.has(connection.id)) return
+    this.pinged++
     probeOnce(connection, {
       inFlight: this.pinging,
       probe: this.probe,

@@ -4,6 +4,7 @@ import { identify, identifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { yamux } from '@libp2p/yamux'
+import { hearing } from './heartbeat.js'
 import { mailboxRecordSelectors, mailboxRecordValidators } from '../protocols/mailbox/record.js'
 import { guardRecordStore, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
 import type { PeerDiscovery } from '@libp2p/interface'
@@ -33,10 +34,12 @@ export function basicServices (): { identify: ReturnType<typeof identify>, ident
  * yamux without its keep-alive: that pings every connection every 30 s from
  * both ends and acts on no answer; parley's heartbeat (./heartbeat.ts) pings
  * through the same muxer and aborts a connection that does not answer, so the
- * keep-alive would only add a wake-up per connection at each end.
+ * keep-alive would only add a wake-up per connection at each end. Its muxers
+ * note when their connection last received anything (`hearing`), so that the
+ * heartbeat pings only connections that went silent.
  */
 export function parleyMuxer (): ReturnType<typeof yamux> {
-  return yamux({ enableKeepAlive: false })
+  return hearing(yamux({ enableKeepAlive: false }))
 }
 
 /** The signed records parley's DHT stores, by namespace: peer records and mailbox records, under the same rules. */
