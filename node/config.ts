@@ -102,15 +102,31 @@ export interface NodeConfig {
   sendTimeout?: number
 
   /**
-   * How often every connection is pinged, in ms (common/heartbeat.ts: a yamux
-   * PING frame, no stream). A connection that has not answered by the next
-   * beat (and within 5 s at least) is aborted, so a relay or peer that went
-   * silent is found dead within twice this (20 s by default), and the
-   * relay's reservation is made again.
+   * How long a connection may receive nothing before it is pinged, in ms
+   * (common/heartbeat.ts: a yamux PING frame, no stream); also how often
+   * connections are looked at. A connection that does not answer within this
+   * (and 5 s at least) is aborted, so a peer that went silent is found dead
+   * within 2.5 times this (25 s by default; common/heartbeat.ts) of the last
+   * thing it sent; a connection carrying traffic is never pinged.
    *
    * @default 10000
    */
   heartbeatInterval?: number
+
+  /**
+   * `heartbeatInterval` for the connections to the relays this node keeps a
+   * reservation on, in ms. A relay answers the pings of every one of its
+   * thousands of clients, and pings none of them while they ping it
+   * (relay/relay.ts): this is what its idle CPU is made of. A relay that
+   * went silent is found dead within this + 1.5 × heartbeatInterval (75 s
+   * by default); one that restarts or closes its sockets is
+   * seen at once, and a move of this machine to another network is found by
+   * the stale-path tests (node/network/stale-paths.ts). Keep it under a
+   * relay's own interval (90 s, relay/README.md) or the relay pings too.
+   *
+   * @default 60000
+   */
+  relayHeartbeatInterval?: number
 
   /** How undelivered messages are retried. */
   retry?: {
@@ -190,6 +206,7 @@ export interface ResolvedNodeConfig {
   dhtProtocol: string
   sendTimeout: number
   heartbeatInterval: number
+  relayHeartbeatInterval: number
   retry: { initialDelay: number, maxDelay: number }
   gapTimeout: number
   messageExpiry: number
@@ -203,6 +220,7 @@ export const NODE_DEFAULTS = {
   dhtProtocol: DEFAULT_DHT_PROTOCOL,
   sendTimeout: 60_000,
   heartbeatInterval: 10_000,
+  relayHeartbeatInterval: 60_000,
   retry: { initialDelay: 1_000, maxDelay: 5 * 60_000 },
   gapTimeout: 60_000,
   messageExpiry: DEFAULT_MESSAGE_EXPIRY,
@@ -239,6 +257,7 @@ export const nodeConfigShape = {
   dhtProtocol: protocolId().optional(),
   sendTimeout: positiveMs().optional(),
   heartbeatInterval: positiveMs().optional(),
+  relayHeartbeatInterval: positiveMs().optional(),
   retry: z.strictObject({ initialDelay: positiveMs().optional(), maxDelay: positiveMs().optional() }).optional(),
   gapTimeout: positiveMs().optional(),
   // a timer's longest wait is no limit: the outbox re-arms one that is too long
@@ -276,6 +295,7 @@ export function resolveNodeConfig (config: NodeConfig = {}): ResolvedNodeConfig 
     dhtProtocol: checked.dhtProtocol ?? NODE_DEFAULTS.dhtProtocol,
     sendTimeout: checked.sendTimeout ?? NODE_DEFAULTS.sendTimeout,
     heartbeatInterval: checked.heartbeatInterval ?? NODE_DEFAULTS.heartbeatInterval,
+    relayHeartbeatInterval: checked.relayHeartbeatInterval ?? NODE_DEFAULTS.relayHeartbeatInterval,
     retry: { ...NODE_DEFAULTS.retry, ...checked.retry },
     gapTimeout: checked.gapTimeout ?? NODE_DEFAULTS.gapTimeout,
     messageExpiry: checked.messageExpiry ?? NODE_DEFAULTS.messageExpiry,

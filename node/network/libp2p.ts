@@ -20,7 +20,7 @@ import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import { stalePaths } from './stale-paths.js'
 import type { StalePaths } from './stale-paths.js'
 import type { TrustSource } from './connection-guard.js'
-import type { ReservationKeeper } from './reservations.js'
+import type { ReservationKeeper, ReservationKeeperComponents } from './reservations.js'
 import type { ResolvedNodeConfig } from '../config.js'
 import { fileServer } from '../../protocols/file/index.js'
 import type { FileServer, FileServerInit } from '../../protocols/file/index.js'
@@ -82,6 +82,8 @@ export async function createNodeLibp2p (
   const guard = new ConnectionGuard({ limits: config.connectionLimits, trust, relays: config.relays.flatMap(r => relayPeerOf(r) ?? []) })
   // one listen address per configured relay makes the transport reserve a slot on each
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
+  // the heartbeat asks the reservation keeper which connections go to its relays
+  let keeper: ReservationKeeper | undefined
 
   return createLibp2p<NodeServices>({
     // the caller builds what the /im callbacks need, then starts it
@@ -135,14 +137,19 @@ export async function createNodeLibp2p (
       dht: parleyDHT(config.dhtProtocol, true),
       im: im(imHandlers),
       peerRecords: peerRecords(),
-      reservations: reservationKeeper({ relays: config.relays }),
+      reservations: (components: ReservationKeeperComponents) => (keeper = reservationKeeper({ relays: config.relays })(components)),
       connectionGuard: guard.service(),
       file: fileServer(files ?? { lookup: () => undefined }),
       // tests direct connections when this machine moves or a peer comes back another way
       stalePaths: stalePaths(),
-      // finds dead connections, a silently dead relay's among them, within
-      // heartbeatInterval + max(heartbeatInterval, 5 s)
-      heartbeat: heartbeat({ interval: config.heartbeatInterval })
+      // finds dead connections, a silently dead relay's among them (config.ts:
+      // heartbeatInterval, relayHeartbeatInterval). A relay's connection is
+      // pinged less often: the relay answers the pings of all its clients, and
+      // pings none of those that ping it (relay/relay.ts)
+      heartbeat: heartbeat({
+        interval: config.heartbeatInterval,
+        intervalFor: (connection) => keeper?.keeps(connection.remotePeer) === true ? config.relayHeartbeatInterval : undefined
+      })
     }
   })
 }

@@ -109,6 +109,8 @@ export interface ReservationKeeper extends TypedEventTarget<ReservationKeeperEve
   lastError(relay: string): string | undefined
   /** The relays it keeps a reservation on now, in the order they were configured or added. */
   relays(): Multiaddr[]
+  /** Whether `peer` is one of those relays (the heartbeat asks for each connection at each look: cheap, at most MAX_RELAYS compared). */
+  keeps(peer: PeerId): boolean
   /**
    * Reserves on one more relay at once (dial, then listen on its circuit
    * address), and keeps the reservation from then on. A relay already kept
@@ -279,6 +281,11 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
 
   relays (): Multiaddr[] {
     return this.kept.map(r => r.addr)
+  }
+
+  keeps (peer: PeerId): boolean {
+    const id = peer.toString()
+    return this.kept.some(r => r.id === id)
   }
 
   async addRelay (addr: Multiaddr): Promise<RelayReservationStatus & { lastError?: string }> {
