@@ -22,6 +22,7 @@ export function relayCommand (): Command {
     .option('--no-metrics', 'serve no metrics endpoint')
     .option('--no-mailbox', 'serve no mailboxes (store-and-forward for offline nodes; env PARLEY_MAILBOX=false)')
     .option('--shutdown-timeout <ms>', `how long a stop waits for connections to close (env PARLEY_SHUTDOWN_TIMEOUT; default ${RELAY_DEFAULTS.shutdownTimeout})`)
+    .option('--heartbeat-interval <ms>', `ping a client connection silent this long; drop it within 1.5 × this (env PARLEY_HEARTBEAT_INTERVAL; default ${RELAY_DEFAULTS.heartbeatInterval})`)
   for (const limit of LIMIT_OPTIONS) {
     command.option(`${limit.flag} ${limit.arg}`, `limit: ${limit.help} (env ${limit.env}; default ${limit.default})`)
   }

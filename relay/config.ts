@@ -224,6 +224,22 @@ export interface RelayConfig {
    */
   shutdownTimeout?: number
 
+  /**
+   * How long a client connection may receive nothing before the relay pings
+   * it, in ms (common/heartbeat.ts: a yamux PING frame). A parley client
+   * pings its relays every 60 s (its `relayHeartbeatInterval`), which keeps
+   * its connection from ever being silent that long: the relay pings no
+   * parley client, and its idle CPU is the answers to its clients' pings
+   * alone. A client that went silent (its host died, its network went) is
+   * dropped, its connection closed and its reservation freed, within
+   * 1.5 × this (135 s by default): connections are looked at every third of
+   * it, and a ping not answered within a third of it (5 s at least) aborts
+   * the connection.
+   *
+   * @default 90000
+   */
+  heartbeatInterval?: number
+
   limits?: RelayLimits
 
   /** The mailbox host (/parley/mailbox/1.0.0): on unless `enabled: false`; its limits. */
@@ -248,6 +264,7 @@ export interface ResolvedRelayConfig {
   dhtProtocol: string
   metrics?: { host: string, port: number }
   shutdownTimeout: number
+  heartbeatInterval: number
   limits: Required<RelayLimits>
   mailbox: MailboxLimits & { enabled: boolean }
 }
@@ -256,6 +273,7 @@ export const RELAY_DEFAULTS = {
   listen: ['/ip4/0.0.0.0/tcp/4001', '/ip4/0.0.0.0/tcp/4002/ws'],
   dhtProtocol: DEFAULT_DHT_PROTOCOL,
   shutdownTimeout: 5_000,
+  heartbeatInterval: 90_000,
   /** What `parley relay` serves metrics on unless told otherwise. */
   cliMetrics: '127.0.0.1:4003',
   limits: {
@@ -332,6 +350,7 @@ export const RELAY_ENV: Record<string, ConfigBinding> = {
   PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
   PARLEY_METRICS: { key: 'metrics', kind: 'string' },
   PARLEY_SHUTDOWN_TIMEOUT: { key: 'shutdownTimeout', kind: 'number' },
+  PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' },
   PARLEY_MAILBOX: { key: 'mailbox.enabled', kind: 'boolean' },
   ...Object.fromEntries(LIMIT_OPTIONS.map(o => [o.env, { key: `limits.${o.key}`, kind: 'number' as ConfigValueKind }]))
 }
@@ -385,6 +404,7 @@ export const relayConfigSchema = z.strictObject({
   dhtProtocol: protocolId().optional(),
   metrics: metricsSchema.optional(),
   shutdownTimeout: positiveInt().optional(),
+  heartbeatInterval: positiveInt().optional(),
   limits: limitsSchema.optional(),
   mailbox: mailboxSchema.optional()
 })
@@ -412,6 +432,7 @@ function withDefaults (config: z.output<typeof relayConfigSchema>): ResolvedRela
     dhtProtocol: config.dhtProtocol ?? RELAY_DEFAULTS.dhtProtocol,
     metrics: config.metrics == null || config.metrics === false ? undefined : parseHostPort(config.metrics),
     shutdownTimeout: config.shutdownTimeout ?? RELAY_DEFAULTS.shutdownTimeout,
+    heartbeatInterval: config.heartbeatInterval ?? RELAY_DEFAULTS.heartbeatInterval,
     limits,
     mailbox: withMailboxDefaults(config.mailbox)
   }
@@ -436,6 +457,7 @@ export interface RelayFlags {
   /** A `host:port`, or false for `--no-metrics`. */
   metrics?: string | false
   shutdownTimeout?: string
+  heartbeatInterval?: string
   limits?: Partial<Record<keyof RelayLimits, string>>
   /** false for `--no-mailbox`. */
   mailbox?: boolean
@@ -465,6 +487,7 @@ export async function loadRelayConfig (flags: RelayFlags = {}, env: NodeJS.Proce
     dhtProtocol: { value: flags.dhtProtocol, flag: '--dht-protocol' },
     metrics: { value: flags.metrics, flag: flags.metrics === false ? '--no-metrics' : '--metrics' },
     shutdownTimeout: { value: flags.shutdownTimeout, flag: '--shutdown-timeout', kind: 'number' },
+    heartbeatInterval: { value: flags.heartbeatInterval, flag: '--heartbeat-interval', kind: 'number' },
     // commander sets `mailbox: true` when `--no-mailbox` is absent: only the flag itself counts
     'mailbox.enabled': { value: flags.mailbox === false ? false : undefined, flag: '--no-mailbox' }
   }

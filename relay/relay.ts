@@ -1,5 +1,5 @@
 import { basicServices, bootstrapDiscovery, parleyDHT, parleyMuxer } from '../common/libp2p.js'
-import { heartbeat } from '../common/heartbeat.js'
+import { heartbeat, MIN_HEARTBEAT_TIMEOUT } from '../common/heartbeat.js'
 import { autoNAT } from '@libp2p/autonat'
 import { noise } from '@libp2p/noise'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
@@ -28,12 +28,22 @@ import type { Ping } from '@libp2p/ping'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /**
- * How often the relay pings each client connection, in ms. Its clients ping
- * it every 10 s (a parley node's heartbeatInterval) and find a dead relay
- * that way; the relay only needs to let go of a silently dead client's
- * connection and reservation, which can take a few minutes (2 × this).
+ * The relay's heartbeat (config `heartbeatInterval`, 90 s by default): a
+ * client connection that received nothing for that long is pinged. A parley
+ * client pings its relay connection once it has been silent for 60 s (its
+ * `relayHeartbeatInterval`), so the relay, hearing those pings, never pings
+ * a live parley client: each client costs it one PING answered a minute, no
+ * more (BENCHMARKS.md, "Relay at scale"). A client silent for the interval
+ * is one whose host or network went, or one that pings rarely: it is pinged,
+ * and dropped if it does not answer. Connections are looked at every third
+ * of the interval, and a ping gets a third of it to be answered (a relay
+ * under load answers and reads late; 5 s at least), so a silent client's
+ * connection and reservation go within 1.5 × the interval (135 s).
  */
-export const RELAY_HEARTBEAT_INTERVAL = 60_000
+function relayHeartbeat (interval: number): ReturnType<typeof heartbeat> {
+  const third = Math.round(interval / 3)
+  return heartbeat({ interval, checkEvery: third, timeout: Math.max(third, MIN_HEARTBEAT_TIMEOUT) })
+}
 
 export interface RelayServices extends Record<string, unknown> {
   identify: Identify
@@ -222,8 +232,8 @@ export async function createRelay (config: RelayConfig = {}): Promise<ParleyRela
         ...basicServices(),
         autoNAT: autoNAT(),
         // a client gone silent (its host died, its network went) holds a
-        // connection and a reservation until found dead: within 2 × this
-        heartbeat: heartbeat({ interval: RELAY_HEARTBEAT_INTERVAL }),
+        // connection and a reservation until found dead: within 1.5 × heartbeatInterval
+        heartbeat: relayHeartbeat(resolved.heartbeatInterval),
         dht: parleyDHT(resolved.dhtProtocol, false),
         relay: guardedRelayServer(guard, {
           maxInboundHopStreams: limits.maxInboundHopStreams,
