@@ -317,6 +317,13 @@ const handlers = {
     if (gaveUp > 0) throw new Error(`${gaveUp} nodes got no reservation: ${retried.at(-1)}`)
     return out
   },
+  /** Pings sent so far by the heartbeats of the bare and parley nodes here, in all. */
+  async 'heartbeats' () {
+    let pinged = 0
+    for (const node of bare.values()) pinged += node.services.heartbeat?.pinged ?? 0
+    for (const node of parley.values()) pinged += node.libp2p.services.heartbeat.pinged
+    return { pinged }
+  },
   /**
    * Every bare node here asks `relay` for its reservation again, as a client
    * renewing one does (a RESERVE on a new HOP stream), `concurrency` at a
@@ -625,7 +632,8 @@ const handlers = {
       refusals: (await refusals.get()).values.filter(v => v.value > 0).map(v => ({ ...v.labels, count: v.value })),
       connectionsRefused: await count(connectionsRefused),
       reservationsGranted: await count(reservationsGranted),
-      circuitsOpened: await count(circuitsOpened)
+      circuitsOpened: await count(circuitsOpened),
+      heartbeat: { pinged: relay.libp2p.services.heartbeat.pinged, answered: relay.libp2p.services.heartbeat.answered, aborted: relay.libp2p.services.heartbeat.aborted }
     }
   },
   async 'relay:stop' () {

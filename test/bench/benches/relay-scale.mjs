@@ -55,13 +55,22 @@ export async function run ({ spawn, scale, log }) {
   }
   const relay = await relayWorker.call('relay:start', { listen: ['/ip4/127.0.0.1/tcp/0'], limits })
   const relayAddr = relay.addrs[0]
+  // the muxer PINGs the relay answers (its clients': they only have their
+  // relay connection while idle) and sends (its own heartbeat's)
+  const pings = async () => {
+    const clients = await Promise.all([...workers, parleyWorker].map(async w => w.call('heartbeats')))
+    return { clients: clients.reduce((n, c) => n + c.pinged, 0), relay: (await relayWorker.call('relay:status')).heartbeat.pinged }
+  }
   const measure = async (seconds) => {
     const s = sampler(relayWorker.pid, 1000)
     const clientsBefore = await Promise.all(workers.map(async w => usage(w.pid)))
+    const pingsBefore = await pings()
     await sleep(seconds * 1000)
+    const pingsAfter = await pings()
     const clientsAfter = await Promise.all(workers.map(async w => usage(w.pid)))
     const clientCpuPercent = clientsAfter.reduce((n, u, i) => n + u.cpuSeconds - clientsBefore[i].cpuSeconds, 0) / seconds * 100
-    return { ...await s.stop(), clientCpuPercent, clientRssMb: clientsAfter.reduce((n, u) => n + u.rssMb, 0), load: load() }
+    const pingsPerSecond = { clients: (pingsAfter.clients - pingsBefore.clients) / seconds, relay: (pingsAfter.relay - pingsBefore.relay) / seconds }
+    return { ...await s.stop(), clientCpuPercent, clientRssMb: clientsAfter.reduce((n, u) => n + u.rssMb, 0), pingsPerSecond, load: load() }
   }
   const base = await usage(relayWorker.pid)
 
@@ -97,6 +106,7 @@ export async function run ({ spawn, scale, log }) {
   const mem = idleStatus.memory
   log(`  idle: relay heap ${(mem.heapUsed / 2 ** 20).toFixed(0)} MB used of ${(mem.heapTotal / 2 ** 20).toFixed(0)}, external ${(mem.external / 2 ** 20).toFixed(0)} MB (array buffers ${(mem.arrayBuffers / 2 ** 20).toFixed(0)})`)
   log(`  idle: relay ${idle.rssMb.toFixed(0)} MB RSS, ${idle.cpuPercent.toFixed(1)}% CPU over ${idleSeconds} s (${idleStatus.reservations} reservations); ${processes} client processes ${idle.clientCpuPercent.toFixed(0)}% CPU, ${idle.clientRssMb.toFixed(0)} MB; load ${idle.load}`)
+  log(`  idle: muxer PINGs at the relay ${(idle.pingsPerSecond.clients + idle.pingsPerSecond.relay).toFixed(1)}/s: ${idle.pingsPerSecond.clients.toFixed(1)}/s from its clients, ${idle.pingsPerSecond.relay.toFixed(1)}/s of its own`)
 
   // renewals: every bare client asks for its reservation again
   const renewStart = await usage(relayWorker.pid)
@@ -146,6 +156,13 @@ export async function run ({ spawn, scale, log }) {
         parley: { text: `${idle.cpuPercent.toFixed(1)}% of a core` },
         target: '< 5% of a core',
         met: idle.cpuPercent < 5 && idleStatus.reservations >= N
+      },
+      {
+        // ~0.35 ms of relay CPU each (BENCHMARKS.md): under 5 % of a core needs fewer than N / 36 a second
+        metric: `muxer PINGs the idle relay answered or sent a second (its clients' heartbeats, its own), ${idleStatus.reservations} reservations`,
+        parley: { text: `${(idle.pingsPerSecond.clients + idle.pingsPerSecond.relay).toFixed(1)}/s (${idle.pingsPerSecond.clients.toFixed(1)} + ${idle.pingsPerSecond.relay.toFixed(1)})` },
+        target: `< ${Math.round(N / 36)}/s`,
+        met: idle.pingsPerSecond.clients + idle.pingsPerSecond.relay < N / 36
       },
       {
         metric: `relay RSS, ${idleStatus.reservations} reservations idle / with ${open} circuits (max)`,

@@ -10,20 +10,31 @@ import { yamux } from '@libp2p/yamux'
 import { createLibp2p } from 'libp2p'
 
 /**
- * `heartbeat`: ping connections the way a parley node does (libp2p's
- * connection monitor and yamux's keep-alive off, parley's heartbeat every
- * 10 s through the muxer)
- * instead of js-libp2p's default (a ping stream per connection every 10 s).
+ * `heartbeat`: ping connections the way a parley node does with its default
+ * config (node/network/libp2p.ts: libp2p's connection monitor and yamux's
+ * keep-alive off, parley's heartbeat through the muxer, a connection pinged
+ * once silent for 10 s, or for 60 s when it goes to a relay the node
+ * reserves on, here any relay in `listen`) instead of js-libp2p's default (a
+ * ping stream per connection every 10 s).
  */
 export async function bareNode ({ listen = [], circuits = false, heartbeat = false } = {}) {
-  const pings = heartbeat
-    ? { connectionMonitor: { enabled: false }, heartbeat: (await import('../../../dist/common/heartbeat.js')).heartbeat({ interval: 10_000, timeout: 10_000 }) }
+  const relays = new Set(listen.flatMap(a => a.match(/\/p2p\/([^/]+)\/p2p-circuit/)?.[1] ?? []))
+  const parts = heartbeat ? await import('../../../dist/common/heartbeat.js') : undefined
+  const pings = parts != null
+    ? {
+        connectionMonitor: { enabled: false },
+        heartbeat: parts.heartbeat({
+          interval: 10_000,
+          timeout: 10_000,
+          intervalFor: (connection) => relays.has(connection.remotePeer.toString()) ? 60_000 : undefined
+        })
+      }
     : {}
   return createLibp2p({
     addresses: { listen },
     transports: circuits ? [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 30_000 })] : [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [heartbeat ? yamux({ enableKeepAlive: false }) : yamux()],
+    streamMuxers: [parts != null ? parts.hearing(yamux({ enableKeepAlive: false })) : yamux()],
     connectionManager: {
       // everything here comes from 127.0.0.1
       inboundConnectionThreshold: 10_000,
