@@ -1,19 +1,25 @@
 /**
  * Heartbeats between parley nodes and relays, with real nodes and relays on
  * loopback: they ping through the muxer (no ping stream, which a relay would
- * pay for on each of its thousands of clients), and a node still finds a
- * relay that went silent dead, and reserves again once it answers.
+ * pay for on each of its thousands of clients), a relay pings none of the
+ * clients that ping it, a node still finds a relay that went silent dead and
+ * reserves again once it answers, and a relay drops a client that went
+ * silent.
  */
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { describe, expect, it } from 'vitest'
 import { createNode } from '../../index.js'
 import { reserved, useNetwork } from '../fixtures/network.js'
-import { startRelayProcess, useProcesses } from '../fixtures/processes.js'
+import { NODE, startRelayProcess, useProcesses } from '../fixtures/processes.js'
 import { until } from '../fixtures/wait.js'
 import type { ParleyNode } from '../../index.js'
 import { byteStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 
 const PING = '/ipfs/ping/1.0.0'
+const RELAY_CLIENT = join(import.meta.dirname, '..', 'fixtures', 'relay-client-process.mjs')
 
 function relayReserved (node: ParleyNode): boolean {
   return node.status().relays.some(r => r.reserved)
@@ -25,7 +31,7 @@ describe('heartbeats between nodes and relays', () => {
 
   it('ping through the muxer: neither side opens a ping stream', async () => {
     const relay = await net.relay()
-    const node = await net.node({ listen: [], relays: relay.multiaddrs, heartbeatInterval: 200 })
+    const node = await net.node({ listen: [], relays: relay.multiaddrs, heartbeatInterval: 200, relayHeartbeatInterval: 200 })
     // libp2p's connection monitor (a ping stream per connection every 10 s) is off on both
     for (const libp2p of [relay.libp2p, node.libp2p]) {
       expect(Object.keys((libp2p as unknown as { components: { components: object } }).components.components)).not.toContain('connectionMonitor')
@@ -68,9 +74,28 @@ describe('heartbeats between nodes and relays', () => {
     expect(toRelay[0].rtt).toBeTypeOf('number')
   })
 
+  it('a relay pings none of the clients that ping it', async () => {
+    // a relay pings a connection silent for 5 s of its 6 s interval; the node pings its relay every 0.5 s
+    const relay = await net.relay({ heartbeatInterval: 6_000 })
+    const node = await net.node({ listen: [], relays: relay.multiaddrs, heartbeatInterval: 200, relayHeartbeatInterval: 500 })
+    await reserved(node)
+    const relayPings = relay.libp2p.services.heartbeat
+    const nodePings = node.libp2p.services.heartbeat
+    // the relay's pings of its new client's connections as they opened are over
+    await until(() => relayPings.answered + relayPings.aborted >= relayPings.pinged, { every: 100, what: 'the relay\'s first pings answered' })
+    const relayBefore = relayPings.pinged
+    const nodeBefore = nodePings.answered
+    // 20 pings of the node's (10 s): the relay, looking every 2 s, would have pinged 5 times without them
+    await until(() => nodePings.answered >= nodeBefore + 20, { every: 100, what: '20 more heartbeats of the node answered', timeout: 90_000 })
+    expect(relayPings.pinged).toBe(relayBefore)
+    expect(relayPings.aborted).toBe(0)
+    expect(nodePings.aborted).toBe(0)
+  })
+
   it('a node finds a relay that went silent dead, and reserves again once it answers', async () => {
     const relay = await startRelayProcess(['--listen', '/ip4/127.0.0.1/tcp/0', '--no-metrics'])
-    const node = await createNode({ listen: [], relays: [relay.multiaddrs[0]], bootstrap: [], heartbeatInterval: 1_000 })
+    // found dead within relayHeartbeatInterval + 1.5 × heartbeatInterval + the 5 s a ping gets at least: 9.5 s here
+    const node = await createNode({ listen: [], relays: [relay.multiaddrs[0]], bootstrap: [], heartbeatInterval: 1_000, relayHeartbeatInterval: 3_000 })
     try {
       await reserved(node)
       // the relay's host stops answering without closing anything: no FIN, no RST,
@@ -94,6 +119,35 @@ describe('heartbeats between nodes and relays', () => {
     } finally {
       process.kill(relay.pid, 'SIGCONT')
       await node.stop()
+    }
+  })
+
+  it('a relay drops a client that went silent, and frees its slot', async () => {
+    // a silent client is dropped within 1.5 × the relay's heartbeatInterval (5 s a ping gets at least): 8.5 s here
+    const relay = await net.relay({ heartbeatInterval: 3_000 })
+    const client = spawn(NODE, [RELAY_CLIENT, relay.multiaddrs[0].toString()], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        createInterface({ input: client.stdout }).once('line', resolve)
+        client.once('exit', (code, signal) => { reject(new Error(`the client exited (${code ?? signal}) before it reserved`)) })
+      })
+      const { peerId } = JSON.parse(line) as { peerId: string }
+      await until(() => relay.reservations === 1, { every: 100, what: 'the relay to hold the client\'s reservation' })
+      const connected = (): boolean => relay.libp2p.getConnections().some(c => c.remotePeer.toString() === peerId)
+      expect(connected()).toBe(true)
+      // the client's host stops without closing anything: no FIN, no RST
+      process.kill(client.pid!, 'SIGSTOP')
+      // the slot is freed by a 'peer:disconnect' listener of the relay's own,
+      // which may run after this wait's: poll too
+      await until(() => !connected() && relay.reservations === 0, {
+        on: [relay.libp2p, 'peer:disconnect'],
+        every: 200,
+        what: 'the relay to drop the silent client and free its slot',
+        timeout: 60_000
+      })
+      expect(relay.libp2p.services.heartbeat.aborted).toBeGreaterThanOrEqual(1)
+    } finally {
+      client.kill('SIGKILL')
     }
   })
 })
