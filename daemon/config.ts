@@ -29,6 +29,7 @@ export const daemonConfigSchema = nodeConfigSchema.pick({
   iceBindAddress: true,
   dhtProtocol: true,
   heartbeatInterval: true,
+  relayHeartbeatInterval: true,
   messageExpiry: true,
   limits: true,
   connectionLimits: true,
@@ -58,6 +59,7 @@ const ENV: Record<string, ConfigBinding> = {
   PARLEY_ICE_BIND_ADDRESS: { key: 'iceBindAddress', kind: 'string' },
   PARLEY_DHT_PROTOCOL: { key: 'dhtProtocol', kind: 'string' },
   PARLEY_HEARTBEAT_INTERVAL: { key: 'heartbeatInterval', kind: 'number' },
+  PARLEY_RELAY_HEARTBEAT_INTERVAL: { key: 'relayHeartbeatInterval', kind: 'number' },
   PARLEY_MESSAGE_EXPIRY: { key: 'messageExpiry', kind: 'number' }
 }
 

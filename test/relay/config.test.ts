@@ -140,6 +140,7 @@ describe('relay config', () => {
     expect(resolved.listen).toEqual(RELAY_DEFAULTS.listen)
     expect(resolved.dhtProtocol).toBe(RELAY_DEFAULTS.dhtProtocol)
     expect(resolved.shutdownTimeout).toBe(RELAY_DEFAULTS.shutdownTimeout)
+    expect(resolved.heartbeatInterval).toBe(RELAY_DEFAULTS.heartbeatInterval)
     expect(resolved.metrics).toEqual({ host: '127.0.0.1', port: 4003 })
   })
 

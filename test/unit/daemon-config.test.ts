@@ -47,6 +47,7 @@ describe('the daemon config', () => {
     for (const values of [
       { relays: ['/ip4/127.0.0.1/tcp/4001'] },
       { heartbeatInterval: -5 },
+      { relayHeartbeatInterval: -5 },
       { limits: { strangerBurst: 0 } },
       { connectionLimits: { idleTimeout: 0.5 } },
       { iceBindAddress: 'localhost' },
