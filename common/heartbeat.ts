@@ -23,7 +23,10 @@
  * at every connection each `checkEvery`. So the two ends of a connection do
  * not both ping it: the end with the shorter interval pings, and the other
  * hears those pings and stays quiet. That is what keeps a relay's idle cost
- * flat: its clients ping it, it pings none of them (relay/relay.ts).
+ * flat: its clients ping it, it pings none of them (relay/relay.ts). What the
+ * quiet end learns is that the peer still sends; a connection that carries
+ * nothing back to the peer is found by the peer, whose pings then go
+ * unanswered.
  *
  * A connection that goes silent is found dead within
  * `interval + checkEvery / 2 + timeout` of the last thing it received (its
