@@ -82,6 +82,7 @@ export interface HeartbeatInit {
    * @default max(interval, MIN_HEARTBEAT_TIMEOUT)
    */
   timeout?: number
+  /** The muxers note times with Date.now() (`hearing`): the system clock but in unit tests. @default systemClock */
   clock?: Clock
   /** Pings one connection, resolving once it answered; injected by tests. @default pingConnection */
   probe?: (connection: Connection, signal: AbortSignal) => Promise<void>
@@ -131,8 +132,8 @@ export function lastReceived (connection: Connection): number | undefined {
 
 /**
  * A stream muxer whose muxers note when their connection last read anything
- * (`lastReceived`), which lets the heartbeat leave a connection that is
- * talking alone. The muxer reads its connection through the connection's
+ * (`lastReceived`), which lets the heartbeat leave alone a connection that
+ * still hears from its peer. The muxer reads its connection through the connection's
  * 'message' events (js-libp2p's AbstractStreamMuxer); one more listener on
  * them sets a number per chunk read, whatever the chunk holds: any frame,
  * a PING or its answer included.
