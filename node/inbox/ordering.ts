@@ -17,6 +17,13 @@
  * - a gap still open `gapTimeout` after it opened is given up: what is held
  *   is presented in seq order, a page at a time, and the conversation goes on
  *   after it.
+ *
+ * Between arrivals, `next` is neither held nor refused: every step that moves
+ * `next` walks on past what is held or refused there. (A gap being given up a
+ * page at a time is the exception, and its next page moves it on.) So a later
+ * seq that arrives while its gap is open lets nothing through, and costs no
+ * lookup: the one path a flood of held messages takes stays as cheap as the
+ * path of a message in order.
  */
 
 /** Seqs ahead of the next expected one that a refused message may fill; beyond, it is not recorded (the gap is given up in time). */
@@ -58,8 +65,8 @@ export interface AdvanceStart {
 export type Arrival =
   /** Shown now; with `advance`, the conversation then moves on (held messages may follow), without it, it stays where it is. */
   | { action: 'present', advance?: AdvanceStart }
-  /** Held: an earlier seq is missing. `advance` opens the gap (and presents what the seq before it let through, if anything). */
-  | { action: 'hold', advance: AdvanceStart }
+  /** Held: an earlier seq is missing. `advance`, when no gap was open, opens it; with a gap open nothing moves. */
+  | { action: 'hold', advance?: AdvanceStart }
   /** Not stored: it would be held, and its sender already has `maxHeld` held (the sender retries later). */
   | { action: 'held-full' }
 
@@ -78,6 +85,8 @@ export function arrival (order: InboundOrder, seq: number, maxHeld: number, look
   if (seq < order.next) return { action: 'present' }
   if (seq === order.next) return { action: 'present', advance: { from: seq + 1, mayHold: order.gapSince != null } }
   if (Number.isFinite(maxHeld) && lookup.heldCount(maxHeld) >= maxHeld) return { action: 'held-full' }
+  // with the gap open, nothing waits at `next` (see above): nothing to walk
+  if (order.gapSince != null) return { action: 'hold' }
   return { action: 'hold', advance: { from: order.next, mayHold: true } }
 }
 

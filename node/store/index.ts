@@ -148,6 +148,9 @@ export interface Contact {
 
 type Row = Record<string, any>
 
+/** The ordering rules' lookup, with the conversation's count of held messages as it moves. */
+type HeldLookup = ordering.OrderLookup<StoredMessage> & { held: number }
+
 /** The one mapping from a `messages` row (read, or built as it is written) to a StoredMessage. */
 function toMessage (row: Row): StoredMessage {
   return {
@@ -407,13 +410,13 @@ export class Store {
     return ++this.position
   }
 
-  private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number } {
-    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since FROM conversations WHERE peer = ?').get(peer) as Row | undefined
+  private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number, held: number } {
+    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since, held FROM conversations WHERE peer = ?').get(peer) as Row | undefined
     if (row == null) {
       this.sql('INSERT INTO conversations (peer) VALUES (?)').run(peer)
-      return { nextOutSeq: 1, nextInSeq: 1 }
+      return { nextOutSeq: 1, nextInSeq: 1, held: 0 }
     }
-    return { nextOutSeq: row.next_out_seq, nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined }
+    return { nextOutSeq: row.next_out_seq, nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined, held: row.held }
   }
 
   // ---- outbound ----
@@ -670,8 +673,7 @@ export class Store {
     if (exists != null) {
       return { result: 'duplicate', presented: [] }
     }
-    const order = this.inboundOrder(message.peer)
-    const lookup = this.orderLookup(message.peer)
+    const { order, lookup } = this.inboundOrder(message.peer)
     const arrival = ordering.arrival(order, message.seq, maxHeld, lookup)
     if (arrival.action === 'held-full') {
       return { result: 'held-full', presented: [] }
@@ -682,9 +684,10 @@ export class Store {
     this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request, group_payload)
       VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request, row.group_payload)
-    if (arrival.action === 'hold') this.sql('UPDATE conversations SET held = held + 1 WHERE peer = ?').run(message.peer)
     const presented = arrival.action === 'present' ? [toMessage(row)] : []
+    if (arrival.action === 'hold') lookup.held++
     if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
+    else if (arrival.action === 'hold') this.sql('UPDATE conversations SET held = ? WHERE peer = ?').run(lookup.held, message.peer)
     return { result: 'stored', presented }
   }
 
@@ -694,44 +697,53 @@ export class Store {
   }
 
   private refuseOne (peer: string, seq: number, now: number): StoredMessage[] {
-    const order = this.inboundOrder(peer)
+    const { order, lookup } = this.inboundOrder(peer)
     const start = ordering.refusal(order, seq)
     if (start == null) return []
     this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
-    return this.advance(peer, order, start, now, this.orderLookup(peer))
+    return this.advance(peer, order, start, now, lookup)
   }
 
-  private inboundOrder (peer: string): ordering.InboundOrder {
-    const { nextInSeq, gapSince } = this.conversation(peer)
-    return { next: nextInSeq, gapSince }
+  /** Where the conversation's inbound side stands, and its held messages and refused seqs for the ordering rules. */
+  private inboundOrder (peer: string): { order: ordering.InboundOrder, lookup: HeldLookup } {
+    const { nextInSeq, gapSince, held } = this.conversation(peer)
+    return { order: { next: nextInSeq, gapSince }, lookup: this.orderLookup(peer, held) }
   }
 
-  /** The conversation's held messages and refused seqs, for the ordering rules (held ones are looked up on the `messages_held` index). */
-  private orderLookup (peer: string): ordering.OrderLookup<StoredMessage> {
-    return {
-      // the conversation's count: counting the rows walked every one, for every message held
-      heldCount: () => (this.sql('SELECT held FROM conversations WHERE peer = ?').get(peer) as Row | undefined)?.held ?? 0,
+  /**
+   * The conversation's held messages (looked up on the `messages_held`
+   * index) and refused seqs, for the ordering rules. `held` starts as the
+   * conversation's count and follows what is taken: the caller writes it
+   * back. The count, not the rows, says whether any is held: counting them,
+   * or even looking for one, is a lookup more for every message held.
+   */
+  private orderLookup (peer: string, held: number): HeldLookup {
+    const lookup: HeldLookup = {
+      held,
+      heldCount: () => lookup.held,
       takeHeld: (seq) => {
-        const held = this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, seq) as Row[]
-        for (const row of held) this.present(peer, row.id)
-        return held.map(row => toMessage({ ...row, status: 'presented' }))
+        if (lookup.held <= 0) return []
+        const rows = this.sql("SELECT * FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' AND seq = ?").all(peer, seq) as Row[]
+        for (const row of rows) this.present(peer, row.id)
+        lookup.held -= rows.length
+        return rows.map(row => toMessage({ ...row, status: 'presented' }))
       },
-      anyHeld: () => this.sql("SELECT 1 FROM messages INDEXED BY messages_held WHERE peer = ? AND direction = 'in' AND status = 'held' LIMIT 1").get(peer) != null,
+      anyHeld: () => lookup.held > 0,
       takeRefused: (seq) => this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, seq).changes > 0
     }
+    return lookup
   }
 
-  /** Presents a held message. */
+  /** Presents a held message (the caller moves the conversation's count of held ones). */
   private present (peer: string, id: string): void {
     // a group carrier takes no place in the history
     this.sql("UPDATE messages SET status = 'presented', position = CASE WHEN group_payload IS NULL THEN ? END WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
-    this.sql('UPDATE conversations SET held = held - 1 WHERE peer = ?').run(peer)
   }
 
-  /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands. */
-  private advance (peer: string, order: ordering.InboundOrder, start: ordering.AdvanceStart, now: number, lookup: ordering.OrderLookup<StoredMessage>): StoredMessage[] {
+  /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands, in one write. */
+  private advance (peer: string, order: ordering.InboundOrder, start: ordering.AdvanceStart, now: number, lookup: HeldLookup): StoredMessage[] {
     const { presented, order: after } = ordering.advance(order, start, now, lookup)
-    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, peer)
+    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, lookup.held, peer)
     return presented
   }
 
@@ -754,7 +766,8 @@ export class Store {
         for (const m of release.presented) this.present(release.peer, m.id)
         if (release.closed) this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(release.peer)
         else this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq <= ?').run(release.peer, release.forgetRefusedThrough)
-        this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ? WHERE peer = ?').run(release.order.next, release.order.gapSince ?? null, release.peer)
+        this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = held - ? WHERE peer = ?')
+          .run(release.order.next, release.order.gapSince ?? null, release.presented.length, release.peer)
         presented.push(...release.presented)
       }
       return { presented, more }
@@ -809,7 +822,7 @@ export class Store {
       FROM conversations c
       -- CROSS JOIN: conversations outside, each one's last message looked up, never the other way round
       CROSS JOIN messages m INDEXED BY messages_by_position
-      WHERE m.peer = c.peer AND m.position = (SELECT max(position) FROM messages x INDEXED BY messages_by_position WHERE x.peer = c.peer)
+      WHERE m.peer = c.peer AND m.position = (SELECT max(position) FROM messages x INDEXED BY messages_by_position WHERE x.peer = c.peer AND x.position IS NOT NULL)
       ORDER BY m.position DESC`).all() as Row[]
     return rows.map(r => ({
       last: toMessage(r),
@@ -831,7 +844,7 @@ export class Store {
    */
   markRead (peer: string, position?: number): number {
     return this.transaction(() => {
-      const upTo = position ?? (this.sql('SELECT max(position) AS p FROM messages WHERE peer = ?').get(peer) as Row).p ?? 0
+      const upTo = position ?? (this.sql('SELECT max(position) AS p FROM messages WHERE peer = ? AND position IS NOT NULL').get(peer) as Row).p ?? 0
       this.sql('UPDATE conversations SET read_position = max(read_position, ?) WHERE peer = ?').run(upTo, peer)
       return this.unread(peer)
     })

@@ -202,6 +202,15 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE groups ADD COLUMN read_at INTEGER NOT NULL DEFAULT 0;
   UPDATE groups SET read_at = coalesce((SELECT max(received_at) FROM group_messages m WHERE m.group_id = groups.id), 0);
   CREATE INDEX group_messages_arrival ON group_messages (group_id, received_at);
+  `,
+  // 11: the history index holds only the messages that have a place in the
+  // history. A held message (and a group carrier) has none: each went into the
+  // index under (peer, NULL), ordered by its random id, so a batch of held
+  // messages wrote as many scattered index pages as messages, where messages
+  // in order append to the index's end
+  `
+  DROP INDEX messages_by_position;
+  CREATE INDEX messages_by_position ON messages (peer, position) WHERE position IS NOT NULL;
   `
 ]
 

@@ -39,9 +39,13 @@ export class MailboxStoreError extends Error {
   override name = 'MailboxStoreError'
 }
 
-const SCHEMA_VERSION = 1
-
-const SCHEMA = `
+/**
+ * The schema, as migrations applied in order at open; `PRAGMA user_version`
+ * says how many have run. Never edit a released one: add another.
+ */
+export const MAILBOX_MIGRATIONS = [
+  // 1: mailboxes and their envelopes
+  `
 CREATE TABLE mailboxes (
   owner BLOB PRIMARY KEY,            -- the owner's peer ID (multihash bytes)
   registered_at INTEGER NOT NULL,
@@ -62,7 +66,44 @@ CREATE TABLE envelopes (
 CREATE INDEX envelopes_by_mailbox ON envelopes (mailbox, seq);
 CREATE INDEX envelopes_by_depositor ON envelopes (mailbox, depositor, size);
 CREATE INDEX envelopes_by_expiry ON envelopes (expires_at);
+`,
+  // 2: what each mailbox, and each depositor in it, holds, kept as running
+  // totals by triggers on the envelopes, in the statement (and transaction)
+  // that adds or removes the row: a deposit checks its quotas in two lookups
+  // where it counted every envelope of the mailbox, and of the depositor.
+  // Envelopes deleted with their mailbox (ON DELETE CASCADE) fire the
+  // triggers too; a depositor's row goes when it holds nothing
+  `
+ALTER TABLE mailboxes ADD COLUMN envelopes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE mailboxes SET
+  envelopes = (SELECT COUNT(*) FROM envelopes WHERE mailbox = owner),
+  bytes = (SELECT COALESCE(SUM(size), 0) FROM envelopes WHERE mailbox = owner);
+CREATE TABLE depositors (
+  mailbox BLOB NOT NULL REFERENCES mailboxes (owner) ON DELETE CASCADE,
+  depositor BLOB NOT NULL,
+  envelopes INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  PRIMARY KEY (mailbox, depositor)
+) WITHOUT ROWID;
+INSERT INTO depositors (mailbox, depositor, envelopes, bytes)
+  SELECT mailbox, depositor, COUNT(*), SUM(size) FROM envelopes GROUP BY mailbox, depositor;
+DROP INDEX envelopes_by_depositor;
+CREATE TRIGGER envelopes_counted AFTER INSERT ON envelopes BEGIN
+  UPDATE mailboxes SET envelopes = envelopes + 1, bytes = bytes + NEW.size WHERE owner = NEW.mailbox;
+  INSERT INTO depositors (mailbox, depositor, envelopes, bytes) VALUES (NEW.mailbox, NEW.depositor, 1, NEW.size)
+    ON CONFLICT (mailbox, depositor) DO UPDATE SET envelopes = envelopes + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER envelopes_uncounted AFTER DELETE ON envelopes BEGIN
+  UPDATE mailboxes SET envelopes = envelopes - 1, bytes = bytes - OLD.size WHERE owner = OLD.mailbox;
+  UPDATE depositors SET envelopes = envelopes - 1, bytes = bytes - OLD.size WHERE mailbox = OLD.mailbox AND depositor = OLD.depositor;
+  DELETE FROM depositors WHERE mailbox = OLD.mailbox AND depositor = OLD.depositor AND envelopes = 0;
+END;
 `
+]
+
+/** The schema version this code writes. */
+export const MAILBOX_SCHEMA_VERSION = MAILBOX_MIGRATIONS.length
 
 export interface MailboxRow {
   registeredAt: number
@@ -148,9 +189,16 @@ export class MailboxStore {
       // deleted envelopes' bytes are overwritten, not left in free pages
       this.db.exec('PRAGMA secure_delete = ON')
       const version = (this.db.prepare('PRAGMA user_version').get() as Row).user_version as number
-      if (version > SCHEMA_VERSION) throw new MailboxStoreError(`${location} is from a newer parley (schema ${version}); upgrade parley`)
-      if (version === 0) {
-        this.db.exec(`BEGIN; ${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT`)
+      if (version > MAILBOX_SCHEMA_VERSION) throw new MailboxStoreError(`${location} is from a newer parley (schema ${version}); upgrade parley`)
+      for (let v = version; v < MAILBOX_SCHEMA_VERSION; v++) {
+        this.db.exec('BEGIN IMMEDIATE')
+        try {
+          this.db.exec(`${MAILBOX_MIGRATIONS[v]}; PRAGMA user_version = ${v + 1}`)
+          this.db.exec('COMMIT')
+        } catch (err) {
+          this.db.exec('ROLLBACK')
+          throw err
+        }
       }
     } catch (err: any) {
       if (err instanceof MailboxStoreError) throw err
@@ -197,16 +245,16 @@ export class MailboxStore {
     return row == null ? undefined : { registeredAt: row.registered_at, expiresAt: row.expires_at }
   }
 
-  /** What the mailbox holds now. */
+  /** What the mailbox holds now: its running totals (see migration 2), one row. */
   usage (owner: Uint8Array): MailboxUsage {
-    const row = this.sql('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM envelopes WHERE mailbox = ?').get(owner) as Row
-    return { envelopes: row.n, bytes: row.bytes }
+    const row = this.sql('SELECT envelopes, bytes FROM mailboxes WHERE owner = ?').get(owner) as Row | undefined
+    return { envelopes: row?.envelopes ?? 0, bytes: row?.bytes ?? 0 }
   }
 
-  /** What one depositor (by tag) holds in the mailbox now. */
+  /** What one depositor (by tag) holds in the mailbox now: its running totals, one row. */
   depositorUsage (owner: Uint8Array, depositor: Uint8Array): MailboxUsage {
-    const row = this.sql('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM envelopes WHERE mailbox = ? AND depositor = ?').get(owner, depositor) as Row
-    return { envelopes: row.n, bytes: row.bytes }
+    const row = this.sql('SELECT envelopes, bytes FROM depositors WHERE mailbox = ? AND depositor = ?').get(owner, depositor) as Row | undefined
+    return { envelopes: row?.envelopes ?? 0, bytes: row?.bytes ?? 0 }
   }
 
   /** Stores an envelope (the caller has checked the limits) and returns its new id. */
@@ -239,12 +287,10 @@ export class MailboxStore {
     let bytes = 0
     this.db.exec('BEGIN IMMEDIATE')
     try {
-      const select = this.sql('SELECT size FROM envelopes WHERE id = ? AND mailbox = ?')
-      const remove = this.sql('DELETE FROM envelopes WHERE id = ? AND mailbox = ?')
+      const remove = this.sql('DELETE FROM envelopes WHERE id = ? AND mailbox = ? RETURNING size')
       for (const id of ids) {
-        const row = select.get(id, owner) as Row | undefined
+        const row = remove.get(id, owner) as Row | undefined
         if (row == null) continue
-        remove.run(id, owner)
         deleted++
         bytes += row.size as number
       }

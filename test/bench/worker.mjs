@@ -108,6 +108,50 @@ const handlers = {
     return samples
   },
   /**
+   * What one deposit costs the relay's mailbox store as a mailbox fills: for
+   * each of `fills`, a fresh store in `dataDir` with one mailbox holding that
+   * many envelopes of `size` bytes (written through `deposit()` in one
+   * transaction), then `count` deposits as the service makes them (the
+   * mailbox looked up, its quota and the depositor's checked, the envelope
+   * written: its own commit, synchronous=FULL). The worker's CPU time per
+   * deposit and each deposit's wall time.
+   */
+  async 'mbox:storeDeposits' ({ dataDir, fills, count, size }) {
+    const base = import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')
+    const { MailboxStore } = await import(new URL('./relay/mailbox/store.js', base).href)
+    const { systemClock: clock } = await import(new URL('./common/clock.js', base).href)
+    const envelope = crypto.getRandomValues(new Uint8Array(size))
+    const results = []
+    for (const fill of fills) {
+      const store = await MailboxStore.open({ dataDir: `${dataDir}/${results.length}`, clock })
+      try {
+        const owner = crypto.getRandomValues(new Uint8Array(34))
+        const now = Date.now()
+        store.register(owner, now, now + 3600_000)
+        const filler = store.depositorTag(owner, new Uint8Array([1]))
+        store.db.exec('BEGIN')
+        for (let i = 0; i < fill; i++) store.deposit({ mailbox: owner, envelope, storedAt: now, expiresAt: now + 3600_000, depositor: filler })
+        store.db.exec('COMMIT')
+        const depositor = store.depositorTag(owner, new Uint8Array([2]))
+        const wall = []
+        const cpu = process.cpuUsage()
+        for (let i = 0; i < count; i++) {
+          const start = performance.now()
+          if (store.mailbox(owner, now) == null) throw new Error('no mailbox')
+          store.usage(owner)
+          store.depositorUsage(owner, depositor)
+          store.deposit({ mailbox: owner, envelope, storedAt: now, expiresAt: now + 3600_000, depositor })
+          wall.push(performance.now() - start)
+        }
+        const used = process.cpuUsage(cpu)
+        results.push({ fill, cpuMicros: (used.user + used.system) / count, wall })
+      } finally {
+        store.close()
+      }
+    }
+    return results
+  },
+  /**
    * Fills the message store of a data dir through the store's own API, as a
    * year of use would: `conversations` peers with `perConversation` messages
    * each (half sent and delivered, half received), plus `bigCount` messages

@@ -40,7 +40,8 @@ describe('inbound ordering', () => {
       { name: 'a seq below next (its gap was given up): shown at once, never dropped', order: { next: 5 }, seq: 3, expected: { action: 'present' } },
       { name: 'a seq below next while a later gap is open: shown at once', order: { next: 5, gapSince: 1 }, seq: 1, expected: { action: 'present' } },
       { name: 'a later seq: held, and the gap opens', order: { next: 5 }, seq: 7, expected: { action: 'hold', advance: { from: 5, mayHold: true } } },
-      { name: 'a later seq under maxHeld: held', order: { next: 5, gapSince: 1 }, seq: 8, maxHeld: 2, held: 1, expected: { action: 'hold', advance: { from: 5, mayHold: true } } },
+      { name: 'a later seq with the gap open: held, and nothing moves (nothing waits at next)', order: { next: 5, gapSince: 1 }, seq: 8, expected: { action: 'hold' } },
+      { name: 'a later seq under maxHeld: held', order: { next: 5, gapSince: 1 }, seq: 8, maxHeld: 2, held: 1, expected: { action: 'hold' } },
       { name: 'a later seq at maxHeld: held-full', order: { next: 5, gapSince: 1 }, seq: 8, maxHeld: 2, held: 2, expected: { action: 'held-full' } },
       { name: 'maxHeld 0: nothing may be held', order: { next: 5 }, seq: 6, maxHeld: 0, expected: { action: 'held-full' } },
       { name: 'the seq that fills the gap is never held-full', order: { next: 5, gapSince: 1 }, seq: 5, maxHeld: 2, held: 2, expected: { action: 'present', advance: { from: 6, mayHold: true } } }

@@ -4,10 +4,10 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
 import type { PreparedStatements } from '../../common/statements.js'
-import { MAILBOX_DB_FILE, MAILBOX_SECRET_FILE, MailboxStore } from '../../relay/mailbox/store.js'
+import { MAILBOX_DB_FILE, MAILBOX_MIGRATIONS, MAILBOX_SCHEMA_VERSION, MAILBOX_SECRET_FILE, MailboxStore } from '../../relay/mailbox/store.js'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
-import type { DatabaseSync } from 'node:sqlite'
+import { DatabaseSync } from 'node:sqlite'
 
 async function peer (): Promise<Uint8Array> {
   return peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toMultihash().bytes
@@ -125,6 +125,16 @@ describe('mailbox store', () => {
     store.deposit({ mailbox: owner, envelope: bytes('y'), storedAt: clock.now(), expiresAt: clock.now() + 10, depositor: tag })
     expect(store.sweep(clock.now() + 100)).toEqual({ envelopes: 1, mailboxes: 0 })
     const db = (store as any).db as DatabaseSync
+    // a deposit's quota checks read one row each, whatever the mailbox holds
+    const plan = (sql: string): string => db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail)).join('; ')
+    const quotas = ((store as any).statements as PreparedStatements).texts().filter(sql => /FROM (mailboxes|depositors) WHERE (owner|mailbox) = \?( AND depositor = \?)?$/.test(sql) && /^SELECT envelopes, bytes/.test(sql))
+    expect(quotas.map(plan).sort()).toEqual(['SEARCH depositors USING PRIMARY KEY (mailbox=? AND depositor=?)', 'SEARCH mailboxes USING PRIMARY KEY (owner=?)'])
+    // and so do the triggers that keep the totals, for each envelope added or removed
+    const triggers = (db.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger'").all() as Array<{ sql: string }>)
+      .flatMap(({ sql }) => /BEGIN([\s\S]*)END$/.exec(sql)?.[1].split(';').map(body => body.trim()).filter(body => body !== '') ?? [])
+      .map(body => body.replace(/\b(NEW|OLD)\.\w+/g, '?'))
+    expect(triggers.length).toBe(5)
+    for (const body of triggers) expect({ body, plan: plan(body) }).toEqual({ body, plan: expect.not.stringMatching(/SCAN|envelopes/) })
     // the totals counted once when the store opens are the only full reads
     const statements = ((store as any).statements as PreparedStatements).texts().filter(sql => !opening.has(sql))
     expect(statements.length).toBeGreaterThan(12)
@@ -132,6 +142,103 @@ describe('mailbox store', () => {
       const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row: any) => String(row.detail))
       expect({ sql, scans: plan.filter(step => /^SCAN (envelopes|mailboxes|e|m)\b/.test(step)) }).toEqual({ sql, scans: [] })
     }
+    store.close()
+  })
+
+  /** Every mailbox's and depositor's usage as the store reports it, next to a count of the envelopes themselves. */
+  function totals (store: MailboxStore): { kept: unknown[], counted: unknown[] } {
+    const db = (store as any).db as DatabaseSync
+    const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+    const kept: unknown[] = []
+    for (const { owner } of db.prepare('SELECT owner FROM mailboxes ORDER BY owner').all() as Array<{ owner: Uint8Array }>) {
+      kept.push([hex(owner), store.usage(owner)])
+      for (const { depositor } of db.prepare('SELECT DISTINCT depositor FROM envelopes WHERE mailbox = ? ORDER BY depositor').all(owner) as Array<{ depositor: Uint8Array }>) {
+        kept.push([hex(owner), hex(depositor), store.depositorUsage(owner, depositor)])
+      }
+    }
+    const counted: unknown[] = []
+    for (const { owner } of db.prepare('SELECT owner FROM mailboxes ORDER BY owner').all() as Array<{ owner: Uint8Array }>) {
+      const all = db.prepare('SELECT COUNT(*) AS envelopes, COALESCE(SUM(size), 0) AS bytes FROM envelopes WHERE mailbox = ?').get(owner) as any
+      counted.push([hex(owner), { envelopes: all.envelopes, bytes: all.bytes }])
+      for (const row of db.prepare('SELECT depositor, COUNT(*) AS envelopes, SUM(size) AS bytes FROM envelopes WHERE mailbox = ? GROUP BY depositor ORDER BY depositor').all(owner) as any[]) {
+        counted.push([hex(owner), hex(row.depositor), { envelopes: row.envelopes, bytes: row.bytes }])
+      }
+    }
+    return { kept, counted }
+  }
+
+  it('keeps each mailbox\'s and each depositor\'s totals right through deposits, deletes, expiry and a restart', async () => {
+    const dataDir = await tempDir()
+    const clock = new FakeClock()
+    const [bob, carol, alice, mallory] = await Promise.all([peer(), peer(), peer(), peer()])
+    let store = await MailboxStore.open({ dataDir, clock })
+    const now = clock.now()
+    store.register(bob, now, now + 100_000)
+    store.register(carol, now, now + 30_000)
+    const ids: Uint8Array[] = []
+    for (let i = 0; i < 20; i++) {
+      const mailbox = i % 3 === 0 ? carol : bob
+      const depositor = store.depositorTag(mailbox, i % 2 === 0 ? alice : mallory)
+      ids.push(store.deposit({ mailbox, envelope: bytes('x'.repeat(i + 1)), storedAt: now, expiresAt: now + (i % 4 === 0 ? 10_000 : 200_000), depositor }).id)
+    }
+    // sizes 1 … 20; carol's are those of i = 0, 3, … 18
+    expect(store.usage(bob)).toEqual({ envelopes: 13, bytes: 210 - 70 })
+    let { kept, counted } = totals(store)
+    expect(kept).toEqual(counted)
+    // the owner fetched and acknowledged some (and named one of another mailbox, and one unknown)
+    expect(store.delete(bob, [ids[1], ids[2], ids[4], ids[0], new Uint8Array(16)])).toBe(3)
+    ;({ kept, counted } = totals(store))
+    expect(kept).toEqual(counted)
+    // a depositor with nothing left in a mailbox holds nothing there
+    const bobs = store.list(bob, 0, 100, clock.now()).map(e => e.id)
+    expect(store.delete(bob, bobs)).toBe(bobs.length)
+    expect(store.usage(bob)).toEqual({ envelopes: 0, bytes: 0 })
+    expect(store.depositorUsage(bob, store.depositorTag(bob, alice))).toEqual({ envelopes: 0, bytes: 0 })
+    expect(((store as any).db as DatabaseSync).prepare('SELECT COUNT(*) AS n FROM depositors WHERE mailbox = ?').get(bob)).toEqual({ n: 0 })
+    store.deposit({ mailbox: bob, envelope: bytes('late'), storedAt: now, expiresAt: now + 10_000, depositor: store.depositorTag(bob, alice) })
+    store.deposit({ mailbox: bob, envelope: bytes('later'), storedAt: now, expiresAt: now + 200_000, depositor: store.depositorTag(bob, mallory) })
+    store.close()
+
+    // a restart reads the totals back
+    store = await MailboxStore.open({ dataDir, clock })
+    ;({ kept, counted } = totals(store))
+    expect(kept).toEqual(counted)
+    expect(store.usage(bob)).toEqual({ envelopes: 2, bytes: 9 })
+    // expiry: envelopes first, then carol's mailbox with what it still held
+    expect(store.sweep(now + 10_000).envelopes).toBeGreaterThan(0)
+    ;({ kept, counted } = totals(store))
+    expect(kept).toEqual(counted)
+    expect(store.usage(bob)).toEqual({ envelopes: 1, bytes: 5 })
+    expect(store.sweep(now + 30_000)).toEqual({ envelopes: 5, mailboxes: 1 })
+    expect(store.usage(carol)).toEqual({ envelopes: 0, bytes: 0 })
+    expect(((store as any).db as DatabaseSync).prepare('SELECT COUNT(*) AS n FROM depositors WHERE mailbox = ?').get(carol)).toEqual({ n: 0 })
+    ;({ kept, counted } = totals(store))
+    expect(kept).toEqual(counted)
+    expect(store.held).toEqual({ mailboxes: 1, envelopes: 1, bytes: 5 })
+    store.close()
+  })
+
+  it('counts what a mailbox database from before the totals (schema 1) holds when it opens it', async () => {
+    const dataDir = await tempDir()
+    const clock = new FakeClock()
+    const [bob, alice] = await Promise.all([peer(), peer()])
+    // a store as the previous release left it, written through its schema
+    const old = new DatabaseSync(join(dataDir, MAILBOX_DB_FILE))
+    old.exec(`BEGIN; ${MAILBOX_MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT`)
+    old.prepare('INSERT INTO mailboxes (owner, registered_at, expires_at) VALUES (?, 0, ?)').run(bob, clock.now() + 100_000)
+    const insert = old.prepare('INSERT INTO envelopes (id, mailbox, bytes, size, stored_at, expires_at, depositor) VALUES (?, ?, ?, ?, 0, ?, ?)')
+    for (let i = 0; i < 5; i++) insert.run(new Uint8Array([i]), bob, bytes('x'.repeat(i)), i, clock.now() + 100_000, new Uint8Array([i % 2]))
+    old.close()
+
+    const store = await MailboxStore.open({ dataDir, clock })
+    expect(((store as any).db as DatabaseSync).prepare('PRAGMA user_version').get()).toEqual({ user_version: MAILBOX_SCHEMA_VERSION })
+    expect(store.usage(bob)).toEqual({ envelopes: 5, bytes: 10 })
+    expect(store.depositorUsage(bob, new Uint8Array([0]))).toEqual({ envelopes: 3, bytes: 6 })
+    expect(store.depositorUsage(bob, new Uint8Array([1]))).toEqual({ envelopes: 2, bytes: 4 })
+    const tag = store.depositorTag(bob, alice)
+    store.deposit({ mailbox: bob, envelope: bytes('yy'), storedAt: 0, expiresAt: clock.now() + 100_000, depositor: tag })
+    expect(store.usage(bob)).toEqual({ envelopes: 6, bytes: 12 })
+    expect(store.depositorUsage(bob, tag)).toEqual({ envelopes: 1, bytes: 2 })
     store.close()
   })
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
+import type { NewInbound } from '../../node/store/index.js'
 import { FileRows } from '../../node/store/files.js'
 import { GroupStore } from '../../node/store/groups.js'
 
@@ -28,7 +29,7 @@ const ALLOWED_SCANS: Array<{ statement: RegExp, table: string, why: string }> = 
   { statement: /^SELECT peer, count\(\*\) AS n, sum\(length/, table: 'messages', why: 'message requests: a scan of the partial index of request rows only, which the policy bounds' },
   { statement: /^UPDATE messages SET request = 0 WHERE request = 1 AND peer = \?$/, table: 'conversation', why: 'accepting a request: a stranger\'s conversation is its requests, which the policy bounds' },
   { statement: /^DELETE FROM messages WHERE request = 1 AND peer = \? AND direction = 'in'$/, table: 'conversation', why: 'declining or blocking a stranger deletes its requests, which the policy bounds' },
-  { statement: /^SELECT max\(position\) AS p FROM messages WHERE peer = \?$/, table: 'conversation', why: 'max() on the (peer, position) index is one seek to its end' },
+  { statement: /^SELECT max\(position\) AS p FROM messages WHERE peer = \? AND position IS NOT NULL$/, table: 'conversation', why: 'max() on the (peer, position) index is one seek to its end' },
   { statement: /^SELECT peer, state, since FROM peer_states ORDER BY since$/, table: 'peer_states', why: '`parley blocked` lists them' },
   { statement: /^SELECT \* FROM contacts ORDER BY name$/, table: 'contacts', why: '`parley contacts` lists them' }
 ]
@@ -184,6 +185,32 @@ describe('the store\'s query plans', () => {
     expect(take).toBeDefined()
     const plan = db.prepare(`EXPLAIN QUERY PLAN ${take as string}`).all().map((r: any) => r.detail).join('; ')
     expect(plan).toMatch(/messages_held \(peer=\? AND direction=\? AND status=\? AND seq=\?\)/)
+  })
+
+  it('runs no more statements for a message held behind an open gap than for one in order, and indexes no history place for it', () => {
+    const fresh = new Store()
+    const prepared = (fresh as any).statements as PreparedStatements
+    const run: string[] = []
+    const get = prepared.get.bind(prepared)
+    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const message = (peer: string, seq: number): NewInbound => ({ peer, id: `${peer}-${seq}`, seq, body: 'x', contentType: 'text/plain', sentAt: 1, receivedAt: 1, path: 'direct' })
+    const cost = (peer: string, seq: number): string[] => {
+      run.length = 0
+      fresh.inboundBatch([{ kind: 'receive', message: message(peer, seq), maxHeld: 1_000 }])
+      return [...run]
+    }
+    for (let seq = 1; seq <= 3; seq++) cost('in-order', seq)
+    cost('gapped', 2)
+    cost('gapped', 3)
+    const inOrder = cost('in-order', 4)
+    const held = cost('gapped', 4)
+    expect(held.length).toBeLessThanOrEqual(inOrder.length)
+    expect(held.filter(sql => /messages_held/.test(sql))).toEqual([])
+    // the history's index leaves out what has no place in the history
+    const freshDb = (fresh as any).db as DatabaseSync
+    const index = (freshDb.prepare("SELECT sql FROM sqlite_master WHERE name = 'messages_by_position'").get() as { sql: string }).sql
+    expect(index).toMatch(/WHERE position IS NOT NULL$/)
+    fresh.close()
   })
 
   it('starts from one row: the last history position is read, never sought conversation by conversation', () => {

@@ -246,6 +246,30 @@ describe('Store', () => {
     store.close()
   })
 
+  it('holds a later seq that arrives while a gap is given up a page at a time: the next page goes on, in seq order', () => {
+    const store = new Store()
+    const held = (): number => ((store as any).db.prepare('SELECT held FROM conversations WHERE peer = ?').get(PEER) as { held: number }).held
+    store.receive(inbound(1))
+    for (let seq = 3; seq <= 12; seq++) store.receive(inbound(seq))
+    expect(store.releaseGaps(10_000_000, 60_000, 4)).toEqual({ presented: expect.any(Array), more: true })
+    // 3 … 6 shown; 7 … 12 wait for the next page, and so does a later seq
+    expect(store.receive(inbound(20)).presented).toEqual([])
+    expect(held()).toBe(7)
+    const pages: number[][] = []
+    for (let more = true; more;) {
+      const page = store.releaseGaps(10_000_000, 60_000, 4)
+      pages.push(page.presented.map(m => m.seq))
+      more = page.more
+    }
+    expect(pages).toEqual([[7, 8, 9, 10], [11, 12, 20]])
+    expect(held()).toBe(0)
+    expect(store.oldestGap()).toBeUndefined()
+    // the conversation goes on after the last one shown
+    expect(store.receive(inbound(21)).presented.map(m => m.seq)).toEqual([21])
+    expect(store.history(PEER).map(m => m.seq)).toEqual([1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20, 21])
+    store.close()
+  })
+
   it('counts the held messages of a store from before the count (version 8)', async () => {
     const file = join(await tempDir(), 'messages.db')
     const db = new DatabaseSync(file)
