@@ -55,7 +55,10 @@ export interface ReceiveOptions {
  *
  * Messages that arrive together (a pipelined stream, several streams at once)
  * are stored in one transaction, so one fsync covers them all (group commit);
- * each `receive` resolves only once that transaction is on disk.
+ * each `receive` resolves only once that transaction is on disk. A message
+ * that finds no commit just made commits at once, with whatever arrived in the
+ * same read; only what arrives in the event loop turn of a commit (which held
+ * the loop while it synced) waits for the turn's end, to share the next one.
  *
  * Needs only the store: it can be built before libp2p and the node, which
  * listen for `presented`.
@@ -67,7 +70,10 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   private gapTimer?: ClockTimer
   private stopped = false
   private pending: Pending[] = []
-  private flushing?: ReturnType<typeof setImmediate>
+  /** A flush is scheduled (after the current microtasks, or at the turn's end). */
+  private flushing = false
+  /** Set from a commit until the event loop's turn ends: what arrives meanwhile joins the next commit then. */
+  private committed?: ReturnType<typeof setImmediate>
   private releasing?: ReturnType<typeof setImmediate>
 
   constructor (components: InboxComponents, init: InboxInit = {}) {
@@ -85,9 +91,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   stop (): void {
     this.stopped = true
     this.clock.clearTimeout(this.gapTimer)
-    clearImmediate(this.flushing)
+    clearImmediate(this.committed)
     clearImmediate(this.releasing)
-    this.flushing = undefined
+    this.committed = undefined
     // not stored: no ack goes out, and the sender retries
     for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
@@ -125,21 +131,30 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() } })
   }
 
-  /** Everything that arrives before the event loop turns goes into one transaction. */
+  /**
+   * Schedules the commit `entry` joins: right after the microtasks queued now
+   * (process.nextTick, called from one, waits for those they queue in turn:
+   * the rest of a read's frames get there first), or, in the turn of a commit,
+   * at the turn's end, with every other stream read meanwhile.
+   */
   private enqueue (entry: Pending): void {
     if (this.stopped) {
       entry.done?.reject(new Error('the node is stopped'))
       return
     }
     this.pending.push(entry)
-    this.flushing ??= setImmediate(() => { this.flush() })
+    if (this.flushing) return
+    this.flushing = true
+    if (this.committed == null) process.nextTick(() => { this.flush() })
+    else setImmediate(() => { this.flush() })
   }
 
   private flush (): void {
-    this.flushing = undefined
+    this.flushing = false
+    if (this.pending.length === 0) return
+    this.committed ??= setImmediate(() => { this.committed = undefined })
     const batch = this.pending
     this.pending = []
-    if (batch.length === 0) return
     let results: Array<ReceiveResult | StoredMessage[] | Error>
     try {
       results = this.store.inboundBatch(batch.map(p => p.step))
