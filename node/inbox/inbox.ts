@@ -56,9 +56,10 @@ export interface ReceiveOptions {
  * Messages that arrive together (a pipelined stream, several streams at once)
  * are stored in one transaction, so one fsync covers them all (group commit);
  * each `receive` resolves only once that transaction is on disk. A message
- * that finds no commit just made commits at once, with whatever arrived in the
- * same read; only what arrives in the event loop turn of a commit (which held
- * the loop while it synced) waits for the turn's end, to share the next one.
+ * that finds the inbox idle (no commit in this turn of the event loop or the
+ * one before) commits at once, with whatever arrived in the same read; while
+ * messages keep coming, each commit waits for the turn's end, so that every
+ * stream read in that turn (while the last commit held the loop) shares it.
  *
  * Needs only the store: it can be built before libp2p and the node, which
  * listen for `presented`.
@@ -72,8 +73,8 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   private pending: Pending[] = []
   /** A flush is scheduled (after the current microtasks, or at the turn's end). */
   private flushing = false
-  /** Set from a commit until the event loop's turn ends: what arrives meanwhile joins the next commit then. */
-  private committed?: ReturnType<typeof setImmediate>
+  /** Set from a commit until the end of the event loop's next turn: what arrives meanwhile joins a commit at a turn's end. */
+  private busy?: ReturnType<typeof setImmediate>
   private releasing?: ReturnType<typeof setImmediate>
 
   constructor (components: InboxComponents, init: InboxInit = {}) {
@@ -91,9 +92,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   stop (): void {
     this.stopped = true
     this.clock.clearTimeout(this.gapTimer)
-    clearImmediate(this.committed)
+    clearImmediate(this.busy)
     clearImmediate(this.releasing)
-    this.committed = undefined
+    this.busy = undefined
     // not stored: no ack goes out, and the sender retries
     for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
@@ -134,8 +135,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   /**
    * Schedules the commit `entry` joins: right after the microtasks queued now
    * (process.nextTick, called from one, waits for those they queue in turn:
-   * the rest of a read's frames get there first), or, in the turn of a commit,
-   * at the turn's end, with every other stream read meanwhile.
+   * the rest of a read's frames get there first), or, while busy, at the
+   * turn's end, with every other stream read meanwhile. (Committing the first
+   * read of a busy turn at once would cost a second fsync in that turn.)
    */
   private enqueue (entry: Pending): void {
     if (this.stopped) {
@@ -145,14 +147,16 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     this.pending.push(entry)
     if (this.flushing) return
     this.flushing = true
-    if (this.committed == null) process.nextTick(() => { this.flush() })
+    if (this.busy == null) process.nextTick(() => { this.flush() })
     else setImmediate(() => { this.flush() })
   }
 
   private flush (): void {
     this.flushing = false
     if (this.pending.length === 0) return
-    this.committed ??= setImmediate(() => { this.committed = undefined })
+    clearImmediate(this.busy)
+    // a turn ends with its immediates: busy until the one after this commit's has ended
+    this.busy = setImmediate(() => { this.busy = setImmediate(() => { this.busy = undefined }) })
     const batch = this.pending
     this.pending = []
     let results: Array<ReceiveResult | StoredMessage[] | Error>

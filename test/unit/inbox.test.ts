@@ -88,7 +88,7 @@ describe('Inbox', () => {
     expect(batches).toEqual([1 + 1])
   })
 
-  it('holds what arrives in the turn of a commit (other streams read while it synced) for one commit at the turn\'s end', async () => {
+  it('while busy (a commit this turn or the one before), holds what arrives for one commit at the turn\'s end, with every stream read meanwhile', async () => {
     const { inbox, batches } = setup()
     expect(await inbox.receive(message(1))).toBe('stored')
     const second = inbox.receive(message(2))
@@ -97,13 +97,21 @@ describe('Inbox', () => {
     const third = inbox.receive(message(3))
     expect(await Promise.all([second, third])).toEqual(['stored', 'stored'])
     expect(batches).toEqual([1, 2])
-    // the turn is over: a lone message commits at once again
+    // the next turn, right after a commit: still busy
+    await new Promise<void>(resolve => { setImmediate(resolve) })
+    const waited: string[] = []
+    setImmediate(() => { waited.push('the turn ended') })
+    await inbox.receive(message(4)).then(() => { waited.push('4 stored') })
+    expect(waited).toEqual(['the turn ended', '4 stored'])
+    expect(batches).toEqual([1, 2, 1])
+    // two turns without a commit: a lone message commits at once again
+    await new Promise<void>(resolve => { setImmediate(resolve) })
     await new Promise<void>(resolve => { setImmediate(resolve) })
     const order: string[] = []
     setImmediate(() => { order.push('the loop turned') })
-    await inbox.receive(message(4)).then(() => { order.push('4 stored') })
-    expect(order).toEqual(['4 stored'])
-    expect(batches).toEqual([1, 2, 1])
+    await inbox.receive(message(5)).then(() => { order.push('5 stored') })
+    expect(order).toEqual(['5 stored'])
+    expect(batches).toEqual([1, 2, 1, 1])
   })
 
   it('presents in seq order, holding a later seq while an earlier one is missing', async () => {
