@@ -55,11 +55,7 @@ export interface ReceiveOptions {
  *
  * Messages that arrive together (a pipelined stream, several streams at once)
  * are stored in one transaction, so one fsync covers them all (group commit);
- * each `receive` resolves only once that transaction is on disk. A message
- * that finds the inbox idle (no commit in this turn of the event loop or the
- * one before) commits at once, with whatever arrived in the same read; while
- * messages keep coming, each commit waits for the turn's end, so that every
- * stream read in that turn (while the last commit held the loop) shares it.
+ * each `receive` resolves only once that transaction is on disk.
  *
  * Needs only the store: it can be built before libp2p and the node, which
  * listen for `presented`.
@@ -71,10 +67,7 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   private gapTimer?: ClockTimer
   private stopped = false
   private pending: Pending[] = []
-  /** A flush is scheduled (after the current microtasks, or at the turn's end). */
-  private flushing = false
-  /** Set from a commit until the end of the event loop's next turn: what arrives meanwhile joins a commit at a turn's end. */
-  private busy?: ReturnType<typeof setImmediate>
+  private flushing?: ReturnType<typeof setImmediate>
   private releasing?: ReturnType<typeof setImmediate>
 
   constructor (components: InboxComponents, init: InboxInit = {}) {
@@ -92,9 +85,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   stop (): void {
     this.stopped = true
     this.clock.clearTimeout(this.gapTimer)
-    clearImmediate(this.busy)
+    clearImmediate(this.flushing)
     clearImmediate(this.releasing)
-    this.busy = undefined
+    this.flushing = undefined
     // not stored: no ack goes out, and the sender retries
     for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
@@ -132,33 +125,21 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() } })
   }
 
-  /**
-   * Schedules the commit `entry` joins: right after the microtasks queued now
-   * (process.nextTick, called from one, waits for those they queue in turn:
-   * the rest of a read's frames get there first), or, while busy, at the
-   * turn's end, with every other stream read meanwhile. (Committing the first
-   * read of a busy turn at once would cost a second fsync in that turn.)
-   */
+  /** Everything that arrives before the event loop turns goes into one transaction. */
   private enqueue (entry: Pending): void {
     if (this.stopped) {
       entry.done?.reject(new Error('the node is stopped'))
       return
     }
     this.pending.push(entry)
-    if (this.flushing) return
-    this.flushing = true
-    if (this.busy == null) process.nextTick(() => { this.flush() })
-    else setImmediate(() => { this.flush() })
+    this.flushing ??= setImmediate(() => { this.flush() })
   }
 
   private flush (): void {
-    this.flushing = false
-    if (this.pending.length === 0) return
-    clearImmediate(this.busy)
-    // a turn ends with its immediates: busy until the one after this commit's has ended
-    this.busy = setImmediate(() => { this.busy = setImmediate(() => { this.busy = undefined }) })
+    this.flushing = undefined
     const batch = this.pending
     this.pending = []
+    if (batch.length === 0) return
     let results: Array<ReceiveResult | StoredMessage[] | Error>
     try {
       results = this.store.inboundBatch(batch.map(p => p.step))

@@ -76,44 +76,6 @@ describe('Inbox', () => {
     expect(events).toEqual(['presented 1,2,3', 'resolved 0: 3 stored', 'resolved 1: 3 stored', 'resolved 2: 3 stored', 'resolved 3: 3 stored'])
   })
 
-  it('commits a lone message without waiting for the event loop to turn, with what the same read adds after it', async () => {
-    const { inbox, batches } = setup()
-    const order: string[] = []
-    setImmediate(() => { order.push('the loop turned') })
-    const first = inbox.receive(message(1)).then(result => { order.push('1 stored'); return result })
-    // the next frame of the same read, a few microtasks later (as the stream reader hands it over)
-    const second = Promise.resolve().then(async () => Promise.resolve()).then(async () => inbox.receive(message(2)))
-    expect(await Promise.all([first, second])).toEqual(['stored', 'stored'])
-    expect(order).toEqual(['1 stored'])
-    expect(batches).toEqual([1 + 1])
-  })
-
-  it('while busy (a commit this turn or the one before), holds what arrives for one commit at the turn\'s end, with every stream read meanwhile', async () => {
-    const { inbox, batches } = setup()
-    expect(await inbox.receive(message(1))).toBe('stored')
-    const second = inbox.receive(message(2))
-    // a later read of the same turn, after the ticks queued so far
-    await new Promise<void>(resolve => { process.nextTick(resolve) })
-    const third = inbox.receive(message(3))
-    expect(await Promise.all([second, third])).toEqual(['stored', 'stored'])
-    expect(batches).toEqual([1, 2])
-    // the next turn, right after a commit: still busy
-    await new Promise<void>(resolve => { setImmediate(resolve) })
-    const waited: string[] = []
-    setImmediate(() => { waited.push('the turn ended') })
-    await inbox.receive(message(4)).then(() => { waited.push('4 stored') })
-    expect(waited).toEqual(['the turn ended', '4 stored'])
-    expect(batches).toEqual([1, 2, 1])
-    // two turns without a commit: a lone message commits at once again
-    await new Promise<void>(resolve => { setImmediate(resolve) })
-    await new Promise<void>(resolve => { setImmediate(resolve) })
-    const order: string[] = []
-    setImmediate(() => { order.push('the loop turned') })
-    await inbox.receive(message(5)).then(() => { order.push('5 stored') })
-    expect(order).toEqual(['5 stored'])
-    expect(batches).toEqual([1, 2, 1, 1])
-  })
-
   it('presents in seq order, holding a later seq while an earlier one is missing', async () => {
     const { inbox, store, shown } = setup()
     expect(await inbox.receive(message(1))).toBe('stored')
