@@ -408,7 +408,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     // made durable while it travels: the wait for this disk overlaps the
     // round trip (and the recipient's wait for its own)
     const id = this.write(peer, body, options, false)
-    const [receipt] = await Promise.all([this.waitFor(id, options), this.store.sync()])
+    // just queued: no answer can have come yet, so there is no status to look up first
+    const [receipt] = await Promise.all([this.outcome(id, options), this.store.sync()])
     return receipt
   }
 
@@ -456,6 +457,11 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (current?.status === 'stored') {
       return { id, status: 'stored', path: 'mailbox' }
     }
+    return this.outcome(id, options)
+  }
+
+  /** Waits for the ack of a message not delivered or stored yet (see `send` for what a timeout means). */
+  private async outcome (id: string, options: Pick<SendOptions, 'signal' | 'timeout'>): Promise<Receipt> {
     let waiter = this.waiting.get(id)
     if (waiter == null) {
       waiter = Promise.withResolvers<Receipt>()
@@ -463,9 +469,14 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       this.waiting.set(id, waiter)
     }
     const timeout = options.timeout ?? this.config.sendTimeout
-    const signal = AbortSignal.any([AbortSignal.timeout(timeout), ...(options.signal == null ? [] : [options.signal])])
+    // a timer cleared once answered: AbortSignal.timeout would stay armed for the whole timeout after every send
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const timedOut = new Promise<never>((resolve, reject) => {
+      timer = setTimeout(() => { reject(new DOMException(`no ack within ${timeout} ms`, 'TimeoutError')) }, timeout)
+      timer.unref?.()
+    })
     try {
-      return await raceSignal(waiter.promise, signal)
+      return await raceSignal(Promise.race([waiter.promise, timedOut]), options.signal)
     } catch (err: any) {
       if (err.name === 'MessageRejectedError' || err.name === 'NodeStoppedError' || err.name === 'MessageCancelledError' || err.name === 'MessageExpiredError') throw err
       const lastError = this.store.outboxEntry(id)?.lastError
@@ -474,6 +485,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       // the abort's own reason is kept as the cause
       const aborted = options.signal?.aborted === true
       throw new DeliveryTimeoutError(`message ${id} is not acknowledged yet${aborted ? ' (the wait was aborted)' : ` after ${timeout} ms`}; it stays queued and will be delivered when the peer is reachable${lastError == null ? '' : ` (last attempt: ${lastError})`}`, aborted ? { cause: options.signal?.reason } : undefined)
+    } finally {
+      clearTimeout(timer)
     }
   }
 

@@ -185,6 +185,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * overlaps the message's round trip.
    */
   queue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
+    // rows enter the outbox only here (and were read at start): a peer with no
+    // expiry kept and no run under way has an empty outbox
+    const alone = !this.expiries.has(message.peer) && !this.running.has(message.peer)
     const stored = this.store.enqueue(message, options)
     // an earlier message of the peer, if any, expires no later than this one
     if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
@@ -192,7 +195,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     // a peer unreachable for a while, with a dial under way now: to its
     // mailbox as the others (at once when it is time), not after that dial ends
     if (this.running.has(stored.peer) && this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
-    this.run(stored.peer)
+    // alone in the outbox and due: it is all a run would read back, so it goes out without that query
+    this.run(stored.peer, alone && stored.nextAttemptAt <= this.clock.now() ? stored : undefined)
     return stored
   }
 
@@ -250,8 +254,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const p of peers) this.run(p)
   }
 
-  /** Runs the peer's outbox now (a new message was queued). */
-  run (peer: string): void {
+  /**
+   * Runs the peer's outbox now (a new message was queued). `only`: the one
+   * entry due in it, known without reading the store.
+   */
+  run (peer: string, only?: OutboxEntry): void {
     if (this.stopped) return
     this.fresh.add(peer)
     this.clock.clearTimeout(this.timers.get(peer))
@@ -261,7 +268,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       return
     }
     this.running.add(peer)
-    this.drain(peer)
+    this.drain(peer, only)
       .catch(err => { this.log.error('outbox of %s stopped unexpectedly - %e', peer, err) })
       .finally(() => {
         this.running.delete(peer)
@@ -325,7 +332,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     return peerId
   }
 
-  private async drain (peer: string): Promise<void> {
+  private async drain (peer: string, only?: OutboxEntry): Promise<void> {
     const signal = this.controller.signal
     const peerId = this.peerId(peer)
     for (;;) {
@@ -333,7 +340,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       this.sweep(peer)
       const window = this.machine.window(peer)
       this.fresh.delete(peer)
-      const found = this.store.due(peer, this.clock.now(), window)
+      const found = only == null ? this.store.due(peer, this.clock.now(), window) : [only]
+      only = undefined
       if (found.length === 0) return
       // one due but expired since the sweep fails here, without a query of its own
       const { live, transition } = this.machine.expire(found)

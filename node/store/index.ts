@@ -424,9 +424,10 @@ export class Store {
   /**
    * Writes a new outbound message and its outbox entry, giving it the
    * conversation's next seq. `durable: false` commits without waiting for the
-   * disk (see `transaction`); `sync` then makes it durable.
+   * disk (see `transaction`); `sync` then makes it durable. Returns the
+   * entry as `due` would read it.
    */
-  enqueue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
+  enqueue (message: NewOutbound, options: { durable?: boolean } = {}): OutboxEntry {
     return this.transaction(() => {
       const seq = this.conversation(message.peer).nextOutSeq
       const row = outboundRow(message, seq)
@@ -442,7 +443,7 @@ export class Store {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
-      return toMessage(row)
+      return toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
     }, options)
   }
 

@@ -71,6 +71,20 @@ describe('reliable delivery', () => {
     expect(alice.getMessage(queued.id)).toMatchObject({ status: 'delivered', path: 'direct' })
   })
 
+  it('rejects a send not acknowledged within its timeout with a typed error naming the timeout, and keeps the message queued', async () => {
+    const bob = await net.node({ listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const alice = await net.node({ retry: FAST_RETRY })
+    await alice.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    await bob.stop()
+
+    const err = await alice.send(bob.peerId, 'nobody answers', { timeout: 300 }).catch((e: Error) => e)
+    expect(err).toMatchObject({ name: 'DeliveryTimeoutError', message: expect.stringContaining('after 300 ms') })
+    expect(alice.outbox()).toEqual([expect.objectContaining({ body: 'nobody answers' })])
+    // waitFor, for a message queued earlier, times out the same way
+    const again = await alice.waitFor(alice.outbox()[0].id, { timeout: 200 }).catch((e: Error) => e)
+    expect(again).toMatchObject({ name: 'DeliveryTimeoutError', message: expect.stringContaining('after 200 ms') })
+  })
+
   it('answers the retry of a message whose ack was lost with DUPLICATE, and shows it once', async () => {
     const alice = await net.node({ retry: FAST_RETRY })
     const bob = await net.node({ listen: [LOOPBACK_TCP] })

@@ -204,6 +204,36 @@ describe('DeliveryEngine', () => {
     expect(t.store.outbox()).toEqual([])
   })
 
+  it('puts a message queued into an empty outbox on the wire without reading the outbox back; one queued while others wait in it is found by reading it', async () => {
+    const t = setup()
+    t.engine.start()
+    const due = vi.spyOn(t.store, 'due')
+    const [first] = t.queue(1)
+    expect(t.im.seqs).toEqual([1])
+    expect(due).not.toHaveBeenCalled()
+    t.im.ack(1)
+    await t.reported([first], 'delivered')
+
+    // a message waiting for a retry, nothing under way: the next one queued is not alone, and the outbox is read
+    t.router.open = false
+    t.router.dial = async () => { throw new Error('unreachable') }
+    const [waiting] = t.queue(1)
+    await until(() => t.store.outboxEntry(waiting)?.attempts === 1 && t.clock.pending > 0, { on: [t.clock.events, 'timer'], what: 'the failed attempt recorded and the retry set', timeout: WAIT })
+    t.router.open = true
+    due.mockClear()
+    const [next] = t.queue(1)
+    expect(due).toHaveBeenCalled()
+    await t.im.sends(2)
+    t.im.ackAll()
+    await t.reported([next], 'delivered')
+    await until(() => t.clock.pending > 0, { on: [t.clock.events, 'timer'], what: 'the retry set again', timeout: WAIT })
+    t.clock.advance(60_000)
+    await t.im.sends(3)
+    expect(t.im.seqs).toEqual([1, 3, 2])
+    t.im.ackAll()
+    await t.reported([waiting], 'delivered')
+  })
+
   it('sends in seq order: messages queued while one is on the wire follow it once an ack comes', async () => {
     const t = setup()
     t.engine.start()

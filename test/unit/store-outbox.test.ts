@@ -17,17 +17,21 @@ function writes (more: Partial<OutboxWrites>): OutboxWrites {
 describe('Store: the outbox', () => {
   const tempDir = useTempDirs()
 
-  it('returns a new message as it reads it back, and reads an entry the same whether due or listed', () => {
+  it('returns a new message as it reads it back, as an outbox entry the way `due` reads it, and reads an entry the same whether due or listed', () => {
     const store = new Store()
     const written = store.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/markdown', replyTo: 'r', sentAt: 10 })
-    expect(written).toEqual(store.getMessage('a'))
-    expect(written).toEqual({
+    const { attempts, nextAttemptAt, lastError, storedUntil, ...message } = written
+    expect(message).toEqual(store.getMessage('a'))
+    expect(message).toEqual({
       id: 'a', peer: PEER, direction: 'out', seq: 1, body: 'x', contentType: 'text/markdown', replyTo: 'r', sentAt: 10, createdAt: 10, status: 'queued', request: false
     })
+    // the delivery engine sends a message queued alone without reading it back: it must be what `due` would give
+    expect(written).toEqual(store.due(PEER, 10)[0])
+    expect({ attempts, nextAttemptAt, lastError, storedUntil }).toEqual({ attempts: 0, nextAttemptAt: 10, lastError: undefined, storedUntil: undefined })
     store.reschedule(['a'], 10, 'stream reset')
     const [due] = store.due(PEER, 10)
     expect(due).toEqual(store.outbox()[0])
-    expect(due).toMatchObject({ ...written, attempts: 1, nextAttemptAt: 10, lastError: 'stream reset' })
+    expect(due).toMatchObject({ ...message, attempts: 1, nextAttemptAt: 10, lastError: 'stream reset' })
     store.close()
   })
 
