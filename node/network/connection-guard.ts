@@ -32,6 +32,7 @@
  * IP address at all: neither is counted per IP (the relay limits its circuits;
  * WebRTC is signalled over such a circuit), both count per peer and in all.
  */
+import { KEEP_ALIVE } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { addressGroups } from '../../common/address-groups.js'
@@ -498,6 +499,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   private async trimIfDhtServer (connection: Connection, idle: number): Promise<void> {
     const peer = await this.components?.peerStore.get(connection.remotePeer).catch(() => undefined)
     if (peer == null || !peer.protocols.some(p => this.dhtProtocols.has(p))) return
+    // someone asked libp2p to keep this peer connected: it would be dialled straight back
+    if ([...peer.tags.keys()].some(tag => tag.startsWith(KEEP_ALIVE))) return
     // still idle, and still not trusted, after the look-up
     if (connection.status !== 'open' || this.isTrusted(connection.remotePeer) || !this.lastActive.has(connection.id)) return
     if (connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))) return

@@ -18,6 +18,7 @@ import { TRUSTED_TAG } from '../../node/network/connection-guard.js'
 import type { ConnectionLimits } from '../../node/network/connection-guard.js'
 import type { NodeLibp2p } from '../../node/network/libp2p.js'
 import type { InboundMessage } from '../../protocols/im/index.js'
+import { KEEP_ALIVE } from '@libp2p/interface'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 
 /**
@@ -170,6 +171,19 @@ describe('connections the user\'s node opened to DHT servers', () => {
     await allClosed(libp2p, [server.peerId], 15_000)
     expect(libp2p.getConnections(trustedServer.peerId).map(c => c.status)).toEqual(['open'])
     expect(libp2p.getConnections(other.peerId).map(c => c.status)).toEqual(['open'])
+  })
+})
+
+describe('a node in DHT client mode', () => {
+  const net = useNetwork()
+
+  it('does not have libp2p keep its closest DHT servers connected (kad-dht\'s KEEP_ALIVE tag), while their kad-close tag stays', async () => {
+    const relay = await net.relay()
+    const node = await net.node({ relays: [], bootstrap: [relay.multiaddrs[0].toString()] })
+    // kad-dht tags its closest peers every few seconds: both tags in one merge
+    const tags = async (): Promise<string[]> => [...(await node.libp2p.peerStore.get(relay.peerId).catch(() => undefined))?.tags.keys() ?? []]
+    await until(async () => (await tags()).includes('kad-close'), { on: [node.libp2p, 'peer:update'], what: 'the relay tagged kad-close by the DHT', timeout: 30_000 })
+    expect((await tags()).filter(tag => tag.startsWith(KEEP_ALIVE))).toEqual([])
   })
 })
 
