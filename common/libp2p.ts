@@ -7,7 +7,8 @@ import { yamux } from '@libp2p/yamux'
 import { hearing } from './heartbeat.js'
 import { mailboxRecordSelectors, mailboxRecordValidators } from '../protocols/mailbox/record.js'
 import { guardRecordStore, peerRecordSelectors, peerRecordValidators } from '../protocols/peer-record/index.js'
-import type { PeerDiscovery } from '@libp2p/interface'
+import { KEEP_ALIVE } from '@libp2p/interface'
+import type { PeerDiscovery, PeerStore } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** Bootstrap discovery through `list`, or none for an empty list (bootstrap refuses one). */
@@ -76,10 +77,31 @@ export function parleyDHT (protocol: string, clientMode: boolean): ReturnType<ty
       validators: recordValidators,
       selectors: recordSelectors
     })
+    // kad-dht tags its 20 closest peers KEEP_ALIVE, so that libp2p dials each
+    // again as soon as its connection closes: a DHT server closes a client's
+    // idle connection after a minute, and the client dialled it straight back
+    // (a Noise handshake and identify per server per minute, and a heartbeat
+    // on each connection meanwhile). A node in client mode asks the DHT only
+    // when it needs an answer and dials the servers then: its view of the
+    // peer store lets the tag through only while the node serves the DHT
+    const peerStore = withoutKeepAlive(components.peerStore, () => instance.getMode() === 'client')
     // libp2p's components object resolves each name on access; kad-dht reads
     // `components.datastore` on every use, so this view hands it the guard
-    return dht(new Proxy(components, {
-      get: (target, prop) => prop === 'datastore' ? datastore : Reflect.get(target, prop, target)
+    const instance = dht(new Proxy(components, {
+      get: (target, prop) => prop === 'datastore' ? datastore : prop === 'peerStore' ? peerStore : Reflect.get(target, prop, target)
     }))
+    return instance
   }
+}
+
+/** `peerStore`, whose `merge` drops KEEP_ALIVE tags while `drop()` says so. */
+export function withoutKeepAlive (peerStore: PeerStore, drop: () => boolean): PeerStore {
+  const merge: PeerStore['merge'] = async (peer, data, options) => {
+    if (data.tags == null || !drop()) return peerStore.merge(peer, data, options)
+    const tags = Object.fromEntries(Object.entries(data.tags).filter(([name]) => !name.startsWith(KEEP_ALIVE)))
+    return peerStore.merge(peer, { ...data, tags }, options)
+  }
+  return new Proxy(peerStore, {
+    get: (target, prop) => prop === 'merge' ? merge : Reflect.get(target, prop, target)
+  })
 }

@@ -17,6 +17,10 @@
  * - caps the inbound connections of any one peer;
  * - closes inbound connections of untrusted peers that carried nothing but
  *   libp2p's own housekeeping (identify, ping, …) for `idleTimeout`;
+ * - closes the connections this node opened to DHT servers (for its DHT
+ *   walks) once they carried nothing but housekeeping for `dhtIdleTimeout`,
+ *   unless the server is trusted: kept until the server closed them, each
+ *   cost both ends a heartbeat every beat;
  * - tags trusted peers in the peer store with a high value, so that libp2p's
  *   connection pruner, when over `maxConnections`, closes theirs last;
  * - drops, from every peer store update, addresses that name another peer as
@@ -28,6 +32,7 @@
  * IP address at all: neither is counted per IP (the relay limits its circuits;
  * WebRTC is signalled over such a circuit), both count per peer and in all.
  */
+import { KEEP_ALIVE } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { addressGroups } from '../../common/address-groups.js'
@@ -78,6 +83,16 @@ export interface ConnectionLimits {
   idleTimeout?: number
 
   /**
+   * A connection this node opened to a DHT server (a peer that serves
+   * `dhtProtocols`) that is not trusted and carried no stream but libp2p's
+   * own for this long is closed, in ms. A DHT walk reaches up to 20 servers;
+   * the next walk dials the ones it needs again.
+   *
+   * @default 15000
+   */
+  dhtIdleTimeout?: number
+
+  /**
    * libp2p's limit on all connections; over it, libp2p refuses inbound ones
    * and closes the least valuable (contacts last).
    *
@@ -101,6 +116,7 @@ export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
   maxInboundUntrusted: 200,
   maxInboundPerPeer: 8,
   idleTimeout: 60_000,
+  dhtIdleTimeout: 15_000,
   maxConnections: 300,
   maxStoredPeers: 5_000
 }
@@ -194,6 +210,13 @@ export interface ConnectionGuardInit {
    * @default none
    */
   relays?: Iterable<PeerId | string>
+  /**
+   * The DHT's protocols: an outbound connection to a peer that serves one is
+   * closed once idle for `dhtIdleTimeout`.
+   *
+   * @default none: outbound connections are left to their peers
+   */
+  dhtProtocols?: string[]
 }
 
 /**
@@ -206,6 +229,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   /** Refusals since start, by reason. */
   readonly refused: Record<InboundRefusal, number> = { denied: 0, 'per-peer': 0, 'per-ip': 0, 'per-subnet': 0, 'untrusted-total': 0 }
   private readonly trust: TrustSource
+  private readonly dhtProtocols: Set<string>
   /** The relays this node reserves on, by peer ID. */
   private readonly relays = new Set<string>()
   /** Inbound connections from the moment they were let in (handshake still running, maybe) until they close. */
@@ -226,6 +250,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     super()
     this.limits = resolveConnectionLimits(init.limits)
     this.trust = init.trust ?? { isTrusted: () => false }
+    this.dhtProtocols = new Set(init.dhtProtocols ?? [])
     for (const relay of init.relays ?? []) this.relays.add(relay.toString())
     this.onOpen = this.onOpen.bind(this)
     this.onClose = this.onClose.bind(this)
@@ -250,7 +275,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   start (): void {
     this.components?.events.addEventListener('connection:open', this.onOpen)
     this.components?.events.addEventListener('connection:close', this.onClose)
-    const interval = Math.max(50, Math.min(15_000, Math.floor(this.limits.idleTimeout / 4)))
+    const shortest = this.dhtProtocols.size > 0 ? Math.min(this.limits.idleTimeout, this.limits.dhtIdleTimeout) : this.limits.idleTimeout
+    const interval = Math.max(50, Math.min(15_000, Math.floor(shortest / 4)))
     this.timer = setInterval(() => { this.sweep() }, interval)
     this.pruneTimer = setInterval(() => { this.prunePeerStore().catch(err => { this.log?.error('could not prune the peer store - %e', err) }) }, PRUNE_INTERVAL)
     this.pruneTimer.unref?.()
@@ -448,15 +474,36 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
         this.tag(connection.remotePeer, now)
         continue
       }
-      if (connection.direction !== 'inbound') continue
+      const inbound = connection.direction === 'inbound'
+      if (!inbound && this.dhtProtocols.size === 0) continue
       const busy = connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))
       const last = busy ? now : (this.lastActive.get(connection.id) ?? connection.timeline.open)
       this.lastActive.set(connection.id, last)
-      if (now - last < this.limits.idleTimeout) continue
-      this.lastActive.delete(connection.id)
-      this.log?.('closing the connection from %p at %a: idle for %d ms', connection.remotePeer, connection.remoteAddr, now - last)
-      this.safeDispatchEvent('connection:trimmed', { detail: connection })
-      connection.close({ signal: AbortSignal.timeout(1_000) }).catch(err => { connection.abort(err) })
+      if (inbound) {
+        if (now - last >= this.limits.idleTimeout) this.trim(connection, now - last)
+      } else if (now - last >= this.limits.dhtIdleTimeout) {
+        this.trimIfDhtServer(connection, now - last).catch(err => { this.log?.error('could not check the connection to %p - %e', connection.remotePeer, err) })
+      }
     }
+  }
+
+  /** Closes an idle connection of an untrusted peer. */
+  private trim (connection: Connection, idle: number): void {
+    this.lastActive.delete(connection.id)
+    this.log?.('closing the %s connection with %p at %a: idle for %d ms', connection.direction, connection.remotePeer, connection.remoteAddr, idle)
+    this.safeDispatchEvent('connection:trimmed', { detail: connection })
+    connection.close({ signal: AbortSignal.timeout(1_000) }).catch(err => { connection.abort(err) })
+  }
+
+  /** Closes an idle connection this node opened, if its peer is a DHT server (what the peer store holds of its protocols, from identify). */
+  private async trimIfDhtServer (connection: Connection, idle: number): Promise<void> {
+    const peer = await this.components?.peerStore.get(connection.remotePeer).catch(() => undefined)
+    if (peer == null || !peer.protocols.some(p => this.dhtProtocols.has(p))) return
+    // someone asked libp2p to keep this peer connected: it would be dialled straight back
+    if ([...peer.tags.keys()].some(tag => tag.startsWith(KEEP_ALIVE))) return
+    // still idle, and still not trusted, after the look-up
+    if (connection.status !== 'open' || this.isTrusted(connection.remotePeer) || !this.lastActive.has(connection.id)) return
+    if (connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))) return
+    this.trim(connection, idle)
   }
 }

@@ -79,7 +79,7 @@ export async function createNodeLibp2p (
   guardWebRTCListenerLeak()
   const { trust, files, ...imHandlers } = handlers
   // the relays it reserves on are trusted; the node keeps the set in step as relays are added and removed
-  const guard = new ConnectionGuard({ limits: config.connectionLimits, trust, relays: config.relays.flatMap(r => relayPeerOf(r) ?? []) })
+  const guard = new ConnectionGuard({ limits: config.connectionLimits, trust, relays: config.relays.flatMap(r => relayPeerOf(r) ?? []), dhtProtocols: [config.dhtProtocol] })
   // one listen address per configured relay makes the transport reserve a slot on each
   const relayListen = config.relays.map(relay => relay.encapsulate('/p2p-circuit').toString())
   // the heartbeat asks the reservation keeper which connections go to its relays

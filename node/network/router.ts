@@ -47,8 +47,9 @@ export function routerComponents (libp2p: NodeLibp2p): RouterComponents {
 
 /**
  * Turns a peer ID into a connection, trying in order: an open connection
- * (direct first), addresses in the peer store, a DHT peer lookup, and the peer's
- * signed record in the DHT (which carries its relay circuit addresses).
+ * (direct first), addresses in the peer store, then the DHT: a peer lookup and
+ * the peer's signed record (which carries its relay circuit addresses), both
+ * at once.
  *
  * Whatever the source, only addresses of the peer itself are dialled (see
  * `addressesOf`), and a connection is used for the peer only if its
@@ -90,43 +91,75 @@ export class Router {
     }
 
     // a DHT with nobody in the routing table has nobody to ask
-    const dhtPeers = this.components.dhtPeers()
-    if (dhtPeers === 0) {
+    if (this.components.dhtPeers() === 0) {
       errors.push('DHT: no DHT peers to ask (is a bootstrap node or relay configured and reachable?)')
-    }
-
-    for (const [source, lookup] of dhtPeers === 0
-      ? []
-      : [
-          ['DHT peer lookup', async (signal: AbortSignal) => (await this.components.peerRouting.findPeer(peer, { signal })).multiaddrs],
-          ['DHT peer record', async (signal: AbortSignal) => this.components.peerRecords.lookup(peer, { signal })]
-        ] as const) {
-      const timeout = timeoutSignal(this.clock, DHT_QUERY_TIMEOUT)
-      const signal = anySignal([options.signal, timeout.signal])
-      const started = this.clock.now()
-      try {
-        const addrs = addressesOf(peer, await lookup(signal)).filter(a => !known.some(k => k.equals(a)))
-        this.log('%s of %p: %d new addresses in %d ms', source, peer, addrs.length, this.clock.now() - started)
-        if (addrs.length === 0) {
-          errors.push(`${source}: no new addresses`)
-          continue
-        }
-        const connection = await this.dial(peer, addrs, options)
-        // kept once the peer answered on them: a lookup's answer that led
-        // nowhere (or to someone else) stays out of the peer store
-        await this.components.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
-        return connection
-      } catch (err: any) {
-        options.signal?.throwIfAborted()
-        this.log('%s of %p failed after %d ms - %e', source, peer, this.clock.now() - started, err)
-        errors.push(`${source}: ${err.message}`)
-      } finally {
-        signal.clear()
-        timeout.clear()
-      }
+    } else {
+      const connection = await this.lookUpAndDial(peer, known, errors, options)
+      if (connection != null) return connection
     }
 
     throw new PeerUnreachableError(`no way to reach ${peer.toString()} (${errors.join('; ')}); check that the peer is online and that both nodes use a common relay or bootstrap node`)
+  }
+
+  /**
+   * Asks the DHT for the peer (FIND_NODE) and for its signed peer record at
+   * once, each for up to `DHT_QUERY_TIMEOUT`: a lookup that does not answer
+   * must not hold back one that does. Each answer's new addresses are dialled
+   * as it comes, and the first dial that reaches the peer ends the other
+   * lookup; an answer that leads nowhere leaves the other one to try.
+   * Undefined when neither reached the peer (`errors` says why).
+   */
+  private async lookUpAndDial (peer: PeerId, known: Multiaddr[], errors: string[], options: AbortOptions): Promise<Connection | undefined> {
+    const done = new AbortController()
+    const timeout = timeoutSignal(this.clock, DHT_QUERY_TIMEOUT)
+    const signal = anySignal([options.signal, timeout.signal, done.signal])
+    const started = this.clock.now()
+    const sources: Array<[string, (signal: AbortSignal) => Promise<Multiaddr[]>]> = [
+      ['DHT peer lookup', async (signal) => (await this.components.peerRouting.findPeer(peer, { signal })).multiaddrs],
+      ['DHT peer record', async (signal) => this.components.peerRecords.lookup(peer, { signal })]
+    ]
+    type Answer = { source: string, addrs: Multiaddr[] } | { source: string, error: Error }
+    const pending = new Map(sources.map(([source, lookup]) => [source, lookup(signal).then(
+      (addrs): Answer => ({ source, addrs }),
+      (error: Error): Answer => ({ source, error })
+    )]))
+    // what one answer led to is not dialled again for the other
+    const tried = [...known]
+    try {
+      while (pending.size > 0) {
+        const answer = await Promise.race(pending.values())
+        pending.delete(answer.source)
+        options.signal?.throwIfAborted()
+        if ('error' in answer) {
+          this.log('%s of %p failed after %d ms - %e', answer.source, peer, this.clock.now() - started, answer.error)
+          errors.push(`${answer.source}: ${answer.error.message}`)
+          continue
+        }
+        const addrs = addressesOf(peer, answer.addrs).filter(a => !tried.some(k => k.equals(a)))
+        this.log('%s of %p: %d new addresses in %d ms', answer.source, peer, addrs.length, this.clock.now() - started)
+        if (addrs.length === 0) {
+          errors.push(`${answer.source}: no new addresses`)
+          continue
+        }
+        tried.push(...addrs)
+        try {
+          const connection = await this.dial(peer, addrs, options)
+          // kept once the peer answered on them: a lookup's answer that led
+          // nowhere (or to someone else) stays out of the peer store
+          await this.components.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
+          return connection
+        } catch (err: any) {
+          options.signal?.throwIfAborted()
+          this.log('addresses from %s of %p failed - %e', answer.source, peer, err)
+          errors.push(`${answer.source}: ${err.message}`)
+        }
+      }
+      return undefined
+    } finally {
+      done.abort()
+      signal.clear()
+      timeout.clear()
+    }
   }
 
   /**

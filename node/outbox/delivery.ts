@@ -25,7 +25,8 @@ export type CancelOutcome = 'cancelled' | 'sending' | 'absent'
 
 export interface DeliveryInit extends OutboxMachineInit {
   /**
-   * How long finding and opening a connection to a peer may take, in ms.
+   * How long finding and opening a connection to a peer may take, in ms; and
+   * one deposit in its mailbox (finding its mailbox record, each host's answer).
    *
    * @default 30000
    */
@@ -437,13 +438,18 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         for (const entry of entries) tried.add(entry.id)
         let stored: Array<{ id: string, until: number }>
         const started = this.clock.now()
+        // bounded: a DHT query or a host that never answers must not hold
+        // this peer's deposits (`depositing`) for good
+        const timeout = timeoutSignal(this.clock, this.connectTimeout)
         try {
-          stored = await this.mailbox.deposit(peer, entries, { signal: this.controller.signal, expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
+          stored = await this.mailbox.deposit(peer, entries, { signal: AbortSignal.any([this.controller.signal, timeout.signal]), expiresAt: entry => this.machine.expiresAt(entry.createdAt) })
           this.log('%d of %d messages for %s left in its mailbox in %d ms', stored.length, entries.length, peer, this.clock.now() - started)
         } catch (err: any) {
           if (this.stopped) return
           this.log('no mailbox of %s took %d messages - %s', peer, entries.length, err.message)
           return
+        } finally {
+          timeout.clear()
         }
         if (this.stopped) return
         const byId = new Map(entries.map(e => [e.id, e]))

@@ -88,6 +88,16 @@ export interface OutboxMachineInit {
   maxDelay?: number
 
   /**
+   * Longest wait between two attempts of a message that no mailbox holds, in
+   * ms: such a message reaches its recipient only through this node, so a
+   * peer back online (or reachable again through its relay) gets it within
+   * about this long, however many attempts failed before.
+   *
+   * @default 30000 (or maxDelay, if shorter)
+   */
+  maxDelayUnstored?: number
+
+  /**
    * How long after it was written an undelivered message fails as expired, in ms.
    *
    * @default DEFAULT_MESSAGE_EXPIRY (7 days)
@@ -113,6 +123,7 @@ function errorMessage (reason: unknown): string {
 export class OutboxMachine {
   private readonly initialDelay: number
   private readonly maxDelay: number
+  private readonly maxDelayUnstored: number
   private readonly messageExpiry: number
   private readonly clock: Pick<Clock, 'now'>
   private readonly random: () => number
@@ -132,6 +143,7 @@ export class OutboxMachine {
     this.random = components.random ?? Math.random
     this.initialDelay = init.initialDelay ?? 1_000
     this.maxDelay = init.maxDelay ?? 5 * 60_000
+    this.maxDelayUnstored = Math.min(this.maxDelay, init.maxDelayUnstored ?? 30_000)
     this.messageExpiry = init.messageExpiry ?? DEFAULT_MESSAGE_EXPIRY
   }
 
@@ -336,14 +348,14 @@ export class OutboxMachine {
   /** Back in the queue after its back-off (and no earlier than its peer asked us to wait); the change to report. */
   private retry (writes: OutboxWrites, entry: Entry, reason: string): StatusChange {
     this.onWire.delete(entry.id)
-    const at = Math.max(writes.at + this.backoff(entry.attempts), this.notBefore.get(entry.peer) ?? 0)
+    const at = Math.max(writes.at + this.backoff(entry.attempts, entry.status === 'stored' ? this.maxDelay : this.maxDelayUnstored), this.notBefore.get(entry.peer) ?? 0)
     writes.retried.push({ id: entry.id, at, reason })
     return { id: entry.id, peer: entry.peer, seq: entry.seq, status: 'queued', reason, attempts: entry.attempts + 1 }
   }
 
-  /** The delay before the next attempt of an entry tried `attempts` times before this failure. */
-  private backoff (attempts: number): number {
-    return backoff(attempts + 1, { first: this.initialDelay, max: this.maxDelay, jitter: 'full' }, this.random)
+  /** The delay before the next attempt of an entry tried `attempts` times before this failure, at most `max`. */
+  private backoff (attempts: number, max = this.maxDelay): number {
+    return backoff(attempts + 1, { first: this.initialDelay, max, jitter: 'full' }, this.random)
   }
 }
 

@@ -1026,6 +1026,13 @@ const handlers = {
       node.removeEventListener('message:status', onStatus)
     }
   },
+  /** What the sender `from` holds of the message with `body` in its outbox (status, attempts, last error, next attempt), and what it knows of the recipient's mailbox. */
+  async 'net:outbox' ({ from, to, body }) {
+    const node = parley.get(from)
+    const entry = node.outbox().find(e => e.body === body)
+    const mailbox = await node.mailboxOf(to, { signal: AbortSignal.timeout(10_000) }).then(m => m == null ? 'none known' : `${m.hosts.length} hosts`, err => `lookup failed: ${err.message}`)
+    return { entry: entry == null ? undefined : { status: entry.status, attempts: entry.attempts, nextAttemptInMs: entry.nextAttemptAt - Date.now(), lastError: entry.lastError?.slice(0, 300) }, mailbox, connections: node.libp2p.getConnections().filter(c => c.remotePeer.toString() === to).map(c => `${c.status} ${c.remoteAddr}`) }
+  },
   /** The bodies this process's nodes were shown, with how many times each. */
   async 'net:received' () {
     return [...(netReceived ?? new Map())]

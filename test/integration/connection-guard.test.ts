@@ -1,5 +1,6 @@
 import { defaultLogger } from '@libp2p/logger'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
 import { noise } from '@libp2p/noise'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
@@ -8,6 +9,7 @@ import { MemoryDatastore } from 'datastore-core'
 import { createLibp2p } from 'libp2p'
 import { afterEach, describe, expect, it } from 'vitest'
 import { PROTOCOL } from '../../protocols/im/index.js'
+import { DEFAULT_DHT_PROTOCOL } from '../../common/constants.js'
 import { resolveNodeConfig } from '../../node/config.js'
 import { createNodeLibp2p } from '../../node/network/libp2p.js'
 import { LOOPBACK_TCP, useNetwork } from '../fixtures/network.js'
@@ -16,6 +18,7 @@ import { TRUSTED_TAG } from '../../node/network/connection-guard.js'
 import type { ConnectionLimits } from '../../node/network/connection-guard.js'
 import type { NodeLibp2p } from '../../node/network/libp2p.js'
 import type { InboundMessage } from '../../protocols/im/index.js'
+import { KEEP_ALIVE } from '@libp2p/interface'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 
 /**
@@ -133,6 +136,54 @@ describe('strangers opening many connections from one IP address', () => {
     expect(target.getConnections(honest.peerId).some(c => c.status === 'open')).toBe(true)
     // and the contact is tagged so that libp2p's pruner closes its connections last
     expect((await target.peerStore.get(honest.peerId)).tags.get(TRUSTED_TAG)?.value).toBe(100)
+  })
+})
+
+describe('connections the user\'s node opened to DHT servers', () => {
+  const victim = useVictims()
+  let running: Libp2p[] = []
+  afterEach(async () => {
+    const stopping = running
+    running = []
+    await Promise.allSettled(stopping.map(async n => { await n.stop() }))
+  })
+  /** A bare libp2p node listening on loopback, serving (in name: identify says so) the DHT protocol or not. */
+  async function peerNode (servesDht: boolean): Promise<Libp2p> {
+    const node = await createLibp2p({
+      addresses: { listen: [LOOPBACK_TCP] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify() }
+    })
+    if (servesDht) await node.handle(DEFAULT_DHT_PROTOCOL, (stream) => { stream.abort(new Error('not here')) })
+    running.push(node)
+    return node
+  }
+
+  it('are closed once idle for dhtIdleTimeout, unless the server is trusted; other connections it opened stay', async () => {
+    const [server, trustedServer, other] = await Promise.all([peerNode(true), peerNode(true), peerNode(false)])
+    const { libp2p } = await victim({ dhtIdleTimeout: 500 }, () => trustedServer.peerId)
+    for (const peer of [server, trustedServer, other]) await libp2p.dial(peer.getMultiaddrs())
+    // what identify told of each: the DHT servers serve the DHT protocol
+    await until(async () => (await libp2p.peerStore.get(server.peerId)).protocols.includes(DEFAULT_DHT_PROTOCOL), { on: [libp2p, 'peer:identify'], what: 'identify of the DHT server' })
+
+    await allClosed(libp2p, [server.peerId], 15_000)
+    expect(libp2p.getConnections(trustedServer.peerId).map(c => c.status)).toEqual(['open'])
+    expect(libp2p.getConnections(other.peerId).map(c => c.status)).toEqual(['open'])
+  })
+})
+
+describe('a node in DHT client mode', () => {
+  const net = useNetwork()
+
+  it('does not have libp2p keep its closest DHT servers connected (kad-dht\'s KEEP_ALIVE tag), while their kad-close tag stays', async () => {
+    const relay = await net.relay()
+    const node = await net.node({ relays: [], bootstrap: [relay.multiaddrs[0].toString()] })
+    // kad-dht tags its closest peers every few seconds: both tags in one merge
+    const tags = async (): Promise<string[]> => [...(await node.libp2p.peerStore.get(relay.peerId).catch(() => undefined))?.tags.keys() ?? []]
+    await until(async () => (await tags()).includes('kad-close'), { on: [node.libp2p, 'peer:update'], what: 'the relay tagged kad-close by the DHT', timeout: 30_000 })
+    expect((await tags()).filter(tag => tag.startsWith(KEEP_ALIVE))).toEqual([])
   })
 })
 

@@ -506,7 +506,7 @@ describe('DeliveryEngine', () => {
 
   it('fails a message to a peer never reachable as expired at its deadline, not before, on a timer of its own; the later ones go on, in order', async () => {
     // retries an hour apart: only the expiry's own timer can fail the first message on time
-    const t = setup({}, { initialDelay: 2 * 3_600_000, maxDelay: 4 * 3_600_000, messageExpiry: 10 * 60_000 })
+    const t = setup({}, { initialDelay: 2 * 3_600_000, maxDelay: 4 * 3_600_000, maxDelayUnstored: 4 * 3_600_000, messageExpiry: 10 * 60_000 })
     t.router.open = false
     t.router.dial = async () => { throw new Error('no addresses') }
     t.engine.start()
@@ -702,6 +702,44 @@ describe('DeliveryEngine', () => {
       t.clock.advance(400)
       await t.reported([id], 'stored')
       expect(mailbox.deposited).toHaveLength(2)
+    })
+
+    it('gives up a deposit that gets no answer after connectTimeout, and the next failed round deposits again', async () => {
+      const mailbox = stubMailbox()
+      const take = mailbox.deposit
+      const firstGone = Promise.withResolvers<void>()
+      let first: AbortSignal | undefined
+      // the first deposit never answers (a DHT query or a host starved of CPU): it ends only when its signal aborts
+      mailbox.deposit = async (peer, entries, options) => {
+        if (first != null) return take(peer, entries, options)
+        first = options?.signal
+        mailbox.deposited.push(entries.map(e => e.id))
+        mailbox.dispatchEvent(new Event('deposit'))
+        return new Promise((resolve, reject) => {
+          options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason); firstGone.resolve() }, { once: true })
+        })
+      }
+      const t = setup({ mailbox }, { mailboxAfter: 0, connectTimeout: 30_000 })
+      t.router.open = false
+      t.router.dial = async () => { throw new Error('no addresses') }
+      t.engine.start()
+      const [id] = t.queue(1)
+      await until(() => mailbox.deposited.length === 1, { on: [mailbox, 'deposit'], timeout: WAIT })
+      await until(() => t.store.outbox()[0].attempts === 1, { on: [t.engine, 'message:status'], timeout: WAIT })
+      // a failed round while it hangs does not start another
+      t.clock.advance(500)
+      await until(() => t.store.outbox()[0].attempts === 2, { on: [t.engine, 'message:status'], timeout: WAIT })
+      expect(mailbox.deposited).toHaveLength(1)
+      t.clock.advance(29_499)
+      expect(first?.aborted).toBe(false)
+      t.clock.advance(1)
+      expect(first?.aborted).toBe(true)
+      await firstGone.promise
+      // the next failed round leaves it in the mailbox
+      await until(() => t.clock.nextAt != null, { on: [t.clock.events, 'timer'], what: 'the next round', timeout: WAIT })
+      t.clock.advance((t.clock.nextAt ?? 0) - t.clock.now())
+      await t.reported([id], 'stored')
+      expect(mailbox.deposited).toEqual([[id], [id]])
     })
 
     it('a receipt from the recipient delivers (path mailbox), RATE_LIMITED puts it back to be deposited anew, a refusal fails it; a receipt naming another conversation\'s message changes nothing', async () => {

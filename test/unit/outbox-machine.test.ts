@@ -73,7 +73,7 @@ describe('outbox machine', () => {
   })
 
   it('retries a message with no ack after an exponential back-off with full jitter, capped', () => {
-    const { machine: m, clock } = machine()
+    const { machine: m, clock } = machine({ maxDelayUnstored: 60_000 })
     const now = clock.now()
     // random() * min(maxDelay, initialDelay * 2^attempts), random() = 0.5
     const delays = [0, 1, 2, 5, 6, 10].map(attempts => m.settle([{ entry: entry(1, attempts), result: rejected('stream reset') }]).writes.retried[0].at - now)
@@ -82,6 +82,29 @@ describe('outbox machine', () => {
     expect(writes.retried).toEqual([{ id: 'm1', at: now + 2_000, reason: 'stream reset' }])
     expect(changes).toEqual([{ id: 'm1', peer: PEER, seq: 1, status: 'queued', reason: 'stream reset', attempts: 3 }])
     expect(endsRound(rejected('stream reset'))).toBe(true)
+  })
+
+  it('never waits longer than maxDelayUnstored between attempts of a message no mailbox holds; one a mailbox holds backs off to maxDelay', () => {
+    const clock = new FakeClock()
+    // the longest draw full jitter can make: each delay is its ceiling
+    const m = new OutboxMachine({ clock, random: () => 0.999_999 }, { initialDelay: 1_000, maxDelay: 300_000, maxDelayUnstored: 30_000 })
+    const now = clock.now()
+    const delays = (status?: 'queued' | 'stored'): number[] => Array.from({ length: 40 }, (_, attempts) => {
+      const e = { ...entry(1, attempts), status }
+      return Math.max(
+        m.unreachable([e], 'no way to reach').writes.retried[0].at,
+        m.settle([{ entry: e, result: rejected('stream reset') }]).writes.retried[0].at
+      ) - now
+    })
+    // the peer unreachable 40 times in a row: never more than 30 s between two attempts
+    expect(Math.max(...delays())).toBeLessThanOrEqual(30_000)
+    expect(Math.max(...delays('queued'))).toBeLessThanOrEqual(30_000)
+    expect(delays().slice(0, 5).map(Math.round)).toEqual([1_000, 2_000, 4_000, 8_000, 16_000])
+    // in a mailbox the message is on its way already: the direct attempts back off further
+    expect(Math.round(Math.max(...delays('stored')))).toBe(300_000)
+    // and maxDelay bounds both
+    const short = new OutboxMachine({ clock, random: () => 0.999_999 }, { initialDelay: 1_000, maxDelay: 10_000 })
+    expect(short.unreachable([entry(1, 30)], 'no way to reach').writes.retried[0].at - now).toBeLessThanOrEqual(10_000)
   })
 
   it('draws the jitter from the injected random', () => {

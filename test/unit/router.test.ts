@@ -149,22 +149,59 @@ describe('the router', async () => {
     expect(dial.mock.calls[1][0].map((a: Multiaddr) => a.toString())).toEqual([`${fromRecord.toString()}/p2p/${bob}`])
   })
 
-  it('gives a DHT lookup that does not answer 15 s, then tries the peer record', async () => {
+  it('asks the DHT for the peer and for its record at once: a lookup that does not answer holds nothing back', async () => {
+    const clock = new FakeClock()
+    let findPeerSignal: AbortSignal | undefined
+    const { components, calls } = fakeComponents([], () => fakeConnection(bob), [], {
+      dhtPeers: 1,
+      clock,
+      findPeer: async (_, options) => { findPeerSignal = options.signal; return hang(options) },
+      lookup: async () => [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)]
+    })
+    // no time passes: the record's answer is dialled while FIND_NODE still runs
+    const connection = await new Router(components).connect(bob)
+    expect(connection.remotePeer.equals(bob)).toBe(true)
+    expect(calls).toEqual(['findPeer', 'lookup', 'dial', 'merge'])
+    // the peer reached, the lookup still running is ended, and its timeout cleared
+    expect(findPeerSignal?.aborted).toBe(true)
+    expect(clock.pending).toBe(0)
+  })
+
+  it('dials the other lookup\'s addresses when the first answer leads nowhere', async () => {
+    const record = Promise.withResolvers<Multiaddr[]>()
+    const fromRecord = multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)
+    const { components, dial, calls } = fakeComponents([], (addrs) => {
+      if (addrs[0].toString().includes('p2p-circuit')) return fakeConnection(bob)
+      // the record answers only once the first answer's dial failed
+      record.resolve([fromRecord])
+      throw new Error('connection refused')
+    }, [], {
+      dhtPeers: 1,
+      findPeer: async (peer) => ({ id: peer, multiaddrs: [multiaddr('/ip4/127.0.0.1/tcp/3')] }),
+      lookup: async () => record.promise
+    })
+    const connection = await new Router(components).connect(bob)
+    expect(connection.remotePeer.equals(bob)).toBe(true)
+    expect(calls).toEqual(['findPeer', 'lookup', 'dial', 'dial', 'merge'])
+    expect(dial.mock.calls[1][0].map((a: Multiaddr) => a.toString())).toEqual([`${fromRecord.toString()}/p2p/${bob}`])
+  })
+
+  it('gives the two DHT lookups 15 s together, then says why neither reached the peer', async () => {
     const clock = new FakeClock()
     const asked = Promise.withResolvers<void>()
+    let asking = 0
     const { components } = fakeComponents([], () => fakeConnection(bob), [], {
       dhtPeers: 1,
       clock,
-      findPeer: async (_, options) => { asked.resolve(); return hang(options) },
-      lookup: async () => [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)]
+      findPeer: async (_, options) => { if (++asking === 2) asked.resolve(); return hang(options) },
+      lookup: async (_, options) => { if (++asking === 2) asked.resolve(); return hang(options) }
     })
     const connecting = new Router(components).connect(bob)
     await asked.promise
     clock.advance(14_999)
     expect(clock.pending).toBe(1)
     clock.advance(1)
-    expect((await connecting).remotePeer.equals(bob)).toBe(true)
-    // the peer record's timeout was cleared once it answered
+    await expect(connecting).rejects.toThrow(/DHT peer lookup: .*timeout.*; DHT peer record: .*timeout/)
     expect(clock.pending).toBe(0)
   })
 
@@ -186,7 +223,7 @@ describe('the router', async () => {
       findPeer: async (peer) => ({ id: peer, multiaddrs: [found] })
     })
     await new Router(answered.components).connect(bob)
-    expect(answered.calls).toEqual(['findPeer', 'dial', 'merge'])
+    expect(answered.calls).toEqual(['findPeer', 'lookup', 'dial', 'merge'])
 
     const wrong = fakeComponents([], () => fakeConnection(mallory, 'new'), [], {
       dhtPeers: 1,
