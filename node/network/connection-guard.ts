@@ -116,7 +116,7 @@ export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
   maxInboundUntrusted: 200,
   maxInboundPerPeer: 8,
   idleTimeout: 60_000,
-  dhtIdleTimeout: 15_000,
+  dhtIdleTimeout: 60_000,
   maxConnections: 300,
   maxStoredPeers: 5_000
 }

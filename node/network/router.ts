@@ -15,6 +15,14 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 /** How long one DHT query may take before the router moves on. */
 const DHT_QUERY_TIMEOUT = 15_000
 
+/**
+ * How long the peer lookup runs alone before the peer record is asked for
+ * too. Most peer lookups answer within it; asking for both every time doubled
+ * the DHT work per first message and made first messages slower on a busy
+ * network (BENCHMARKS.md, "Network at scale").
+ */
+export const DHT_RECORD_AFTER = 2_000
+
 /** What the router uses of the libp2p node, and nothing more (see `routerComponents`). */
 export interface RouterComponents {
   /** Open connections, to one peer or to all, as libp2p's `getConnections`. */
@@ -102,21 +110,28 @@ export class Router {
   }
 
   /**
-   * Asks the DHT for the peer (FIND_NODE) and for its signed peer record at
-   * once, each for up to `DHT_QUERY_TIMEOUT`: a lookup that does not answer
-   * must not hold back one that does. Each answer's new addresses are dialled
-   * as it comes, and the first dial that reaches the peer ends the other
-   * lookup; an answer that leads nowhere leaves the other one to try.
-   * Undefined when neither reached the peer (`errors` says why).
+   * Asks the DHT for the peer (FIND_NODE), and for its signed peer record as
+   * soon as the peer lookup has led nowhere or has run `DHT_RECORD_AFTER`
+   * without an answer: a lookup that does not answer must not hold back one
+   * that would. Both share `DHT_QUERY_TIMEOUT`. Each answer's new addresses
+   * are dialled as it comes, and the first dial that reaches the peer ends the
+   * other lookup. Undefined when neither reached the peer (`errors` says why).
    */
   private async lookUpAndDial (peer: PeerId, known: Multiaddr[], errors: string[], options: AbortOptions): Promise<Connection | undefined> {
     const done = new AbortController()
     const timeout = timeoutSignal(this.clock, DHT_QUERY_TIMEOUT)
     const signal = anySignal([options.signal, timeout.signal, done.signal])
     const started = this.clock.now()
+    const record = Promise.withResolvers<void>()
+    const askForRecord = (): void => { record.resolve() }
+    const hedge = this.clock.setTimeout(askForRecord, DHT_RECORD_AFTER)
     const sources: Array<[string, (signal: AbortSignal) => Promise<Multiaddr[]>]> = [
       ['DHT peer lookup', async (signal) => (await this.components.peerRouting.findPeer(peer, { signal })).multiaddrs],
-      ['DHT peer record', async (signal) => this.components.peerRecords.lookup(peer, { signal })]
+      ['DHT peer record', async (signal) => {
+        await record.promise
+        signal.throwIfAborted()
+        return this.components.peerRecords.lookup(peer, { signal })
+      }]
     ]
     type Answer = { source: string, addrs: Multiaddr[] } | { source: string, error: Error }
     const pending = new Map(sources.map(([source, lookup]) => [source, lookup(signal).then(
@@ -133,12 +148,14 @@ export class Router {
         if ('error' in answer) {
           this.log('%s of %p failed after %d ms - %e', answer.source, peer, this.clock.now() - started, answer.error)
           errors.push(`${answer.source}: ${answer.error.message}`)
+          askForRecord()
           continue
         }
         const addrs = addressesOf(peer, answer.addrs).filter(a => !tried.some(k => k.equals(a)))
         this.log('%s of %p: %d new addresses in %d ms', answer.source, peer, addrs.length, this.clock.now() - started)
         if (addrs.length === 0) {
           errors.push(`${answer.source}: no new addresses`)
+          askForRecord()
           continue
         }
         tried.push(...addrs)
@@ -152,11 +169,15 @@ export class Router {
           options.signal?.throwIfAborted()
           this.log('addresses from %s of %p failed - %e', answer.source, peer, err)
           errors.push(`${answer.source}: ${err.message}`)
+          askForRecord()
         }
       }
       return undefined
     } finally {
+      this.clock.clearTimeout(hedge)
       done.abort()
+      // a record lookup not started yet sees the abort and ends
+      askForRecord()
       signal.clear()
       timeout.clear()
     }

@@ -3,7 +3,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { describe, expect, it, vi } from 'vitest'
-import { Router } from '../../node/network/router.js'
+import { DHT_RECORD_AFTER, Router } from '../../node/network/router.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import type { RouterComponents } from '../../node/network/router.js'
 import type { AbortOptions, Connection, PeerId, PeerInfo } from '@libp2p/interface'
@@ -149,17 +149,22 @@ describe('the router', async () => {
     expect(dial.mock.calls[1][0].map((a: Multiaddr) => a.toString())).toEqual([`${fromRecord.toString()}/p2p/${bob}`])
   })
 
-  it('asks the DHT for the peer and for its record at once: a lookup that does not answer holds nothing back', async () => {
+  it('asks for the peer record too once the peer lookup has run 2 s without an answer, and ends the lookup still running once connected', async () => {
     const clock = new FakeClock()
+    const asked = Promise.withResolvers<void>()
     let findPeerSignal: AbortSignal | undefined
     const { components, calls } = fakeComponents([], () => fakeConnection(bob), [], {
       dhtPeers: 1,
       clock,
-      findPeer: async (_, options) => { findPeerSignal = options.signal; return hang(options) },
+      findPeer: async (_, options) => { findPeerSignal = options.signal; asked.resolve(); return hang(options) },
       lookup: async () => [multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)]
     })
-    // no time passes: the record's answer is dialled while FIND_NODE still runs
-    const connection = await new Router(components).connect(bob)
+    const connecting = new Router(components).connect(bob)
+    await asked.promise
+    clock.advance(DHT_RECORD_AFTER - 1)
+    expect(calls).toEqual(['findPeer'])
+    clock.advance(1)
+    const connection = await connecting
     expect(connection.remotePeer.equals(bob)).toBe(true)
     expect(calls).toEqual(['findPeer', 'lookup', 'dial', 'merge'])
     // the peer reached, the lookup still running is ended, and its timeout cleared
@@ -167,38 +172,38 @@ describe('the router', async () => {
     expect(clock.pending).toBe(0)
   })
 
-  it('dials the other lookup\'s addresses when the first answer leads nowhere', async () => {
-    const record = Promise.withResolvers<Multiaddr[]>()
+  it('asks for the peer record at once when the peer lookup\'s answer leads nowhere', async () => {
     const fromRecord = multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)
     const { components, dial, calls } = fakeComponents([], (addrs) => {
       if (addrs[0].toString().includes('p2p-circuit')) return fakeConnection(bob)
-      // the record answers only once the first answer's dial failed
-      record.resolve([fromRecord])
       throw new Error('connection refused')
     }, [], {
       dhtPeers: 1,
       findPeer: async (peer) => ({ id: peer, multiaddrs: [multiaddr('/ip4/127.0.0.1/tcp/3')] }),
-      lookup: async () => record.promise
+      lookup: async () => [fromRecord]
     })
+    // no time passes on the fake clock: the failed dial itself starts the record lookup
     const connection = await new Router(components).connect(bob)
     expect(connection.remotePeer.equals(bob)).toBe(true)
-    expect(calls).toEqual(['findPeer', 'lookup', 'dial', 'dial', 'merge'])
+    expect(calls).toEqual(['findPeer', 'dial', 'lookup', 'dial', 'merge'])
     expect(dial.mock.calls[1][0].map((a: Multiaddr) => a.toString())).toEqual([`${fromRecord.toString()}/p2p/${bob}`])
   })
 
   it('gives the two DHT lookups 15 s together, then says why neither reached the peer', async () => {
     const clock = new FakeClock()
-    const asked = Promise.withResolvers<void>()
-    let asking = 0
+    const findPeerAsked = Promise.withResolvers<void>()
+    const lookupAsked = Promise.withResolvers<void>()
     const { components } = fakeComponents([], () => fakeConnection(bob), [], {
       dhtPeers: 1,
       clock,
-      findPeer: async (_, options) => { if (++asking === 2) asked.resolve(); return hang(options) },
-      lookup: async (_, options) => { if (++asking === 2) asked.resolve(); return hang(options) }
+      findPeer: async (_, options) => { findPeerAsked.resolve(); return hang(options) },
+      lookup: async (_, options) => { lookupAsked.resolve(); return hang(options) }
     })
     const connecting = new Router(components).connect(bob)
-    await asked.promise
-    clock.advance(14_999)
+    await findPeerAsked.promise
+    clock.advance(DHT_RECORD_AFTER)
+    await lookupAsked.promise
+    clock.advance(15_000 - DHT_RECORD_AFTER - 1)
     expect(clock.pending).toBe(1)
     clock.advance(1)
     await expect(connecting).rejects.toThrow(/DHT peer lookup: .*timeout.*; DHT peer record: .*timeout/)
@@ -223,7 +228,7 @@ describe('the router', async () => {
       findPeer: async (peer) => ({ id: peer, multiaddrs: [found] })
     })
     await new Router(answered.components).connect(bob)
-    expect(answered.calls).toEqual(['findPeer', 'lookup', 'dial', 'merge'])
+    expect(answered.calls).toEqual(['findPeer', 'dial', 'merge'])
 
     const wrong = fakeComponents([], () => fakeConnection(mallory, 'new'), [], {
       dhtPeers: 1,
