@@ -88,7 +88,7 @@ export interface ConnectionLimits {
    * own for this long is closed, in ms. A DHT walk reaches up to 20 servers;
    * the next walk dials the ones it needs again.
    *
-   * @default 15000
+   * @default 60000
    */
   dhtIdleTimeout?: number
 

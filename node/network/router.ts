@@ -65,6 +65,9 @@ export function routerComponents (libp2p: NodeLibp2p): RouterComponents {
  * from an invite or a hostile DHT server, must not turn the peer's messages
  * over to that someone.
  */
+/** What one DHT lookup answered: addresses, or why it failed. */
+type LookupAnswer = { source: string, addrs: Multiaddr[] } | { source: string, error: Error }
+
 export class Router {
   private readonly log: Logger
   private readonly clock: Clock
@@ -133,10 +136,9 @@ export class Router {
         return this.components.peerRecords.lookup(peer, { signal })
       }]
     ]
-    type Answer = { source: string, addrs: Multiaddr[] } | { source: string, error: Error }
     const pending = new Map(sources.map(([source, lookup]) => [source, lookup(signal).then(
-      (addrs): Answer => ({ source, addrs }),
-      (error: Error): Answer => ({ source, error })
+      (addrs): LookupAnswer => ({ source, addrs }),
+      (error: Error): LookupAnswer => ({ source, error })
     )]))
     // what one answer led to is not dialled again for the other
     const tried = [...known]
@@ -145,32 +147,10 @@ export class Router {
         const answer = await Promise.race(pending.values())
         pending.delete(answer.source)
         options.signal?.throwIfAborted()
-        if ('error' in answer) {
-          this.log('%s of %p failed after %d ms - %e', answer.source, peer, this.clock.now() - started, answer.error)
-          errors.push(`${answer.source}: ${answer.error.message}`)
-          askForRecord()
-          continue
-        }
-        const addrs = addressesOf(peer, answer.addrs).filter(a => !tried.some(k => k.equals(a)))
-        this.log('%s of %p: %d new addresses in %d ms', answer.source, peer, addrs.length, this.clock.now() - started)
-        if (addrs.length === 0) {
-          errors.push(`${answer.source}: no new addresses`)
-          askForRecord()
-          continue
-        }
-        tried.push(...addrs)
-        try {
-          const connection = await this.dial(peer, addrs, options)
-          // kept once the peer answered on them: a lookup's answer that led
-          // nowhere (or to someone else) stays out of the peer store
-          await this.components.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
-          return connection
-        } catch (err: any) {
-          options.signal?.throwIfAborted()
-          this.log('addresses from %s of %p failed - %e', answer.source, peer, err)
-          errors.push(`${answer.source}: ${err.message}`)
-          askForRecord()
-        }
+        const connection = await this.dialAnswer(peer, answer, tried, errors, started, options)
+        if (connection != null) return connection
+        // this answer led nowhere: the record is worth asking for now
+        askForRecord()
       }
       return undefined
     } finally {
@@ -180,6 +160,37 @@ export class Router {
       askForRecord()
       signal.clear()
       timeout.clear()
+    }
+  }
+
+  /**
+   * Dials the new addresses in one lookup's answer; what it tried joins
+   * `tried`, why it failed joins `errors`. The connection, or undefined.
+   */
+  private async dialAnswer (peer: PeerId, answer: LookupAnswer, tried: Multiaddr[], errors: string[], started: number, options: AbortOptions): Promise<Connection | undefined> {
+    if ('error' in answer) {
+      this.log('%s of %p failed after %d ms - %e', answer.source, peer, this.clock.now() - started, answer.error)
+      errors.push(`${answer.source}: ${answer.error.message}`)
+      return undefined
+    }
+    const addrs = addressesOf(peer, answer.addrs).filter(a => !tried.some(k => k.equals(a)))
+    this.log('%s of %p: %d new addresses in %d ms', answer.source, peer, addrs.length, this.clock.now() - started)
+    if (addrs.length === 0) {
+      errors.push(`${answer.source}: no new addresses`)
+      return undefined
+    }
+    tried.push(...addrs)
+    try {
+      const connection = await this.dial(peer, addrs, options)
+      // kept once the peer answered on them: a lookup's answer that led
+      // nowhere (or to someone else) stays out of the peer store
+      await this.components.peerStore.merge(peer, { multiaddrs: addrs }).catch(err => { this.log('could not keep the addresses of %p - %e', peer, err) })
+      return connection
+    } catch (err: any) {
+      options.signal?.throwIfAborted()
+      this.log('addresses from %s of %p failed - %e', answer.source, peer, err)
+      errors.push(`${answer.source}: ${err.message}`)
+      return undefined
     }
   }
 
