@@ -1033,6 +1033,35 @@ const handlers = {
     const mailbox = await node.mailboxOf(to, { signal: AbortSignal.timeout(10_000) }).then(m => m == null ? 'none known' : `${m.hosts.length} hosts`, err => `lookup failed: ${err.message}`)
     return { entry: entry == null ? undefined : { status: entry.status, attempts: entry.attempts, nextAttemptInMs: entry.nextAttemptAt - Date.now(), lastError: entry.lastError?.slice(0, 300) }, mailbox, connections: node.libp2p.getConnections().filter(c => c.remotePeer.toString() === to).map(c => `${c.status} ${c.remoteAddr}`) }
   },
+  /** What node `name` looks like from inside: its connections, libp2p's pending inbound upgrades and dial queue, its addresses, and how late its process's timers run. */
+  async 'net:probe' ({ name }) {
+    const node = parley.get(name)
+    const cm = node.libp2p.components?.connectionManager
+    const lag = await new Promise(resolve => { const t = performance.now(); setTimeout(() => resolve(performance.now() - t - 10), 10) })
+    return {
+      connections: node.libp2p.getConnections().length,
+      inboundPending: cm?.incomingPendingConnections,
+      dialQueue: node.libp2p.getDialQueue().length,
+      addrs: node.multiaddrs.map(String),
+      timerLagMs: Math.round(lag),
+      refused: node.libp2p.services.connectionGuard.refused,
+      deniedIps: [...node.libp2p.services.connectionGuard.deniedIps ?? []]
+    }
+  },
+  /** A fresh dial from `from` to `to` now, with what `from`'s peer store holds of `to`'s addresses: ms and the error, if any. */
+  async 'net:dial' ({ from, to, timeout = 20_000 }) {
+    const { peerIdFromString } = await loadLibs()
+    const libp2p = parley.get(from).libp2p
+    const peer = peerIdFromString(to)
+    const known = await libp2p.peerStore.get(peer).then(p => p.addresses.map(a => String(a.multiaddr)), () => [])
+    const start = performance.now()
+    try {
+      const conn = await libp2p.dial(peer, { signal: AbortSignal.timeout(timeout) })
+      return { known, ms: Math.round(performance.now() - start), remoteAddr: String(conn.remoteAddr) }
+    } catch (err) {
+      return { known, ms: Math.round(performance.now() - start), error: String(err.message ?? err).slice(0, 300) }
+    }
+  },
   /** The bodies this process's nodes were shown, with how many times each. */
   async 'net:received' () {
     return [...(netReceived ?? new Map())]
@@ -1043,7 +1072,8 @@ const handlers = {
     const list = await Promise.all(nodes.map(async n => ({
       routingTable: n.libp2p.services.dht.routingTable?.size ?? 0,
       peerStore: (await n.libp2p.peerStore.all()).length,
-      connections: n.libp2p.getConnections().length
+      connections: n.libp2p.getConnections().length,
+      refused: n.libp2p.services.connectionGuard.refused
     })))
     return { nodes: nodes.length, list }
   },

@@ -157,7 +157,16 @@ export async function run ({ spawn, scale, log }) {
     const late = pairs.filter((p, i) => sends[i].error != null && seen.has(p.body)).length
     const duplicated = [...sent].filter(b => (seen.get(b) ?? 0) > 1).length
     // what the sender of each message never shown holds of it: why it is not there
-    const lostWhy = await Promise.all(lostPairs.slice(0, 5).map(async p => ({ body: p.body, ...await nodeWorkers[p.a.worker].call('net:outbox', { from: p.a.name, to: p.b.peerId, body: p.body }) })))
+    // and what its recipient looks like from inside, and a fresh dial to it now
+    const lostWhy = await Promise.all(lostPairs.slice(0, 5).map(async p => ({
+      body: p.body,
+      recipient: { public: p.b.public, worker: p.b.worker, ...await nodeWorkers[p.b.worker].call('net:probe', { name: p.b.name }) },
+      ...await nodeWorkers[p.a.worker].call('net:outbox', { from: p.a.name, to: p.b.peerId, body: p.body }),
+      dialNow: await nodeWorkers[p.a.worker].call('net:dial', { from: p.a.name, to: p.b.peerId }, { timeout: 60_000 })
+    })))
+    // the recipients of those never shown: a few peers, or many?
+    const lostTo = {}
+    for (const p of lostPairs) lostTo[`${p.b.name}${p.b.public ? ' (public)' : ''}`] = (lostTo[`${p.b.name}${p.b.public ? ' (public)' : ''}`] ?? 0) + 1
 
     // memory: every process after a GC, less what it took with no node
     const mem = await Promise.all(nodeWorkers.map(async w => w.call('gc')))
@@ -165,6 +174,9 @@ export async function run ({ spawn, scale, log }) {
     const relayRss = await Promise.all(relayWorkers.map(async w => usage(w.pid)))
     const state = await Promise.all(nodeWorkers.map(async w => w.call('net:state')))
     const states = state.flatMap(s => s.list)
+    // inbound connections the nodes' connection guards refused, by reason
+    const refused = {}
+    for (const s of states) for (const [reason, n] of Object.entries(s.refused)) if (n > 0) refused[reason] = (refused[reason] ?? 0) + n
     const sum = (xs) => xs.reduce((a, b) => a + b, 0)
     const rssPerNodeMb = (sum(rss.map(r => r.rssMb)) - sum(empty.map(m => m.rss / 2 ** 20))) / size
     const heapPerNodeMb = (sum(mem.map(m => m.heapUsed)) - sum(empty.map(m => m.heapUsed))) / 2 ** 20 / size
@@ -187,6 +199,8 @@ export async function run ({ spawn, scale, log }) {
       lost,
       late,
       lostWhy,
+      lostTo,
+      refused,
       duplicated,
       sendSeconds,
       // CPU time of every process (nodes and relays) per first message, and per node started: load-independent
@@ -213,6 +227,8 @@ export async function run ({ spawn, scale, log }) {
     log(`    CPU: idle ${r.idleCpuPercentPerNode.toFixed(2)} % of a core per node, ${idleRelayPercent.toFixed(1)} % per relay; ${r.sendCpuMsPerMessage.toFixed(0)} ms per first message, ${buildCpuMsPerNode.toFixed(0)} ms per node started (all processes); sends took ${sendSeconds.toFixed(0)} s`)
     log(`    ${rssPerNodeMb.toFixed(1)} MB RSS, ${heapPerNodeMb.toFixed(1)} MB heap per node; relays ${r.relayRssMb.join('/')} MB; CPU % during sends: relays ${r.cpuPercent.relays.join('/')}, node processes ${r.cpuPercent.nodes.join('/')}; peer store p50 ${r.peerStore.p50}, routing table p50 ${r.routingTable.p50}, connections p50 ${r.connections.p50}; load ${loadBefore} → ${loadAfter}`)
     if (r.failed.length > 0) log(`    failed: ${r.failed.join(' | ')}`)
+    log(`    inbound connections refused by the nodes' guards: ${JSON.stringify(refused)}`)
+    if (lost > 0) log(`    lost, by recipient: ${JSON.stringify(lostTo)}`)
     for (const why of lostWhy) log(`    lost: ${JSON.stringify(why)}`)
     for (const s of [...sends].sort((x, y) => y.ms - x.ms).slice(0, 3)) log(`    slowest: ${s.ms.toFixed(0)} ms ${s.error ?? `${s.status}/${s.path}`}: ${JSON.stringify(s.steps)}`)
   }
