@@ -211,6 +211,15 @@ export const MIGRATIONS: string[] = [
   `
   DROP INDEX messages_by_position;
   CREATE INDEX messages_by_position ON messages (peer, position) WHERE position IS NOT NULL;
+  `,
+  // 12: the index of held messages holds only the held ones, the only rows
+  // its queries ask for (inbound, status 'held'). Every message sent or
+  // shown went into it too, and moved in it when delivered (the status is
+  // one of its columns): an index write on both sides of every message for
+  // no query
+  `
+  DROP INDEX messages_held;
+  CREATE INDEX messages_held ON messages (peer, direction, status, seq) WHERE direction = 'in' AND status = 'held';
   `
 ]
 
