@@ -5,7 +5,6 @@ import { systemClock } from '../common/clock.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { raceSignal } from 'race-signal'
-import { v7 as uuidv7 } from 'uuid'
 import { openDatastore } from '../common/datastore.js'
 import { loadIdentity } from '../common/identity.js'
 import { makePrivateFiles } from '../common/private-files.js'
@@ -22,7 +21,7 @@ import { MessageCancelledError, MessageExpiredError, MessageNotCancellableError,
 import { encodeInvite, isInvite, MAX_INVITE_ADDRS, readInvite } from './invite.js'
 import { Inbox } from './inbox/inbox.js'
 import { createNodeLibp2p } from './network/libp2p.js'
-import { isMessageId } from './message-id.js'
+import { isMessageId, newMessageId } from './message-id.js'
 import { isUsable, PathUpgrader, pathUpgraderComponents, remoteAddrOf, transportOf } from './network/paths.js'
 import { addressesOf } from './network/peer-addresses.js'
 import { Policy } from './policy.js'
@@ -34,6 +33,7 @@ import { StorageMonitor } from './storage-monitor.js'
 import { Router, routerComponents } from './network/router.js'
 import { InvalidRelayAddressError } from './network/reservations.js'
 import { relayPeerOf } from '../common/relay-link.js'
+import { peerIdOf } from '../common/peer-ids.js'
 import { PREVIEW_CHARS, Store } from './store/index.js'
 import { FileTransfers } from './files/transfers.js'
 import type { FileInfo, SendFileOptions } from './files/transfers.js'
@@ -198,7 +198,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     const asPeerId = tryPeerId(peer)
     if (asPeerId != null) return asPeerId
     const contact = this.store.contact(peer)
-    if (contact != null) return peerIdFromString(contact.peer)
+    if (contact != null) return peerIdOf(contact.peer)
     throw new InvalidPeerIdError(`"${peer}" is not a valid peer ID (they look like 12D3KooW…) nor a contact name; see your contacts with \`parley contacts ls\` or add one with \`parley contacts add <name> <invite>\``)
   }
 
@@ -438,7 +438,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
     if (!this.policy.isTrusted(key) && !this.policy.isBlocked(key)) this.accept(key)
     const message = this.engine.queue({
       peer: to.toString(),
-      id: uuidv7(),
+      id: newMessageId(),
       body,
       contentType,
       replyTo: options.replyTo,
@@ -1026,7 +1026,7 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
 
 function tryPeerId (text: string): PeerId | undefined {
   try {
-    return peerIdFromString(text)
+    return peerIdOf(text)
   } catch {
     return undefined
   }

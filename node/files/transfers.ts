@@ -188,6 +188,8 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
   private timer: ClockTimer | undefined
   private stopped = false
   readonly dir: string
+  /** Ids of the offers sent whose message has not settled yet (see `offersOut`). */
+  private offering?: Set<string>
 
   /** `temporary`: the directory is this run's only (a node without a data dir) and goes when it stops. */
   constructor (private readonly components: FileTransferComponents, readonly limits: FileLimits, dir: string, private readonly temporary = false) {
@@ -251,6 +253,7 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
     const id = this.store.transaction(() => {
       const id = this.components.queueOffer(peer, body, FILE_OFFER_TYPE)
       this.store.files.insert({ id, peer, direction: 'out', ...offer, hashes: digest.hashes, path, mtime, owned, status: 'offering', createdAt: now })
+      this.offersOut().add(id)
       return id
     })
     return this.info(this.store.files.one(id, 'out', peer) as FileRow)
@@ -330,6 +333,9 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
 
   /** The offer message's fate: delivered or kept in a mailbox (it stands), or refused (the offer fails). */
   onOfferStatus (id: string, status: string, reason?: string): void {
+    // every message sent settles: only an offer's is looked up (one lookup per message sent, otherwise)
+    const offers = this.offersOut()
+    if (!offers.delete(id)) return
     const row = this.store.files.getDirected(id, 'out')
     if (row == null || row.status !== 'offering') return
     if (status === 'delivered' || status === 'stored') this.setStatus(row, 'offered')
@@ -337,6 +343,16 @@ export class FileTransfers extends TypedEventEmitter<FileTransferEvents> {
       this.setStatus(row, 'failed', `the offer was not delivered: ${reason ?? 'refused'}`)
       this.dropCopy(row)
     }
+  }
+
+  /**
+   * The offers sent whose message has not settled (delivered, stored or
+   * failed): read from the store on first use, then kept as offers are made
+   * and settle. An offer leaves 'offering' only as its message settles.
+   */
+  private offersOut (): Set<string> {
+    this.offering ??= new Set(this.store.files.withStatus('out', ['offering']).map(row => row.id))
+    return this.offering
   }
 
   /** A connection to `peer` opened: a transfer waiting for it may go now. */

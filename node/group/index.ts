@@ -6,12 +6,12 @@
  */
 import { randomBytes } from '@noble/hashes/utils.js'
 import { TypedEventEmitter } from 'main-event'
-import { v7 as uuidv7 } from 'uuid'
 import { systemClock } from '../../common/clock.js'
 import { decodePayload, encodePayload, fromHex, hex, signMessage, verifyMessage, verifyOp } from '../../protocols/group/codec.js'
 import { MAX_MEMBERS } from '../../protocols/group/constants.js'
 import { DEFAULT_CONTENT_TYPE, MAX_BODY_BYTES } from '../../protocols/im/index.js'
 import { GroupChangeRefusedError, UnknownGroupError } from '../errors.js'
+import { newMessageId } from '../message-id.js'
 import { MembershipLog, OpRefusedError } from './log.js'
 import { changeOp, createOp } from './ops.js'
 import type { GroupChange, GroupInfo, GroupMessage } from './types.js'
@@ -270,7 +270,7 @@ export class Groups extends TypedEventEmitter<GroupsEvents> {
     })
     const sentAt = this.clock.now()
     return recipients.map(peer => {
-      const id = uuidv7()
+      const id = newMessageId()
       this.carriers.add(id)
       if (about != null) this.carrierMessages.set(id, about)
       // before it is queued: its first status must not be missed

@@ -148,12 +148,18 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
       return
     }
     const presented: StoredMessage[] = []
-    for (const result of results) {
+    // whether a gap may have opened: a message held, or a seq refused
+    let gapMayOpen = false
+    results.forEach((result, i) => {
       if (Array.isArray(result)) presented.push(...result)
       else if (!(result instanceof Error)) presented.push(...result.presented)
-    }
+      if (batch[i].step.kind === 'refuse' || (!Array.isArray(result) && !(result instanceof Error) && result.result === 'stored' && result.presented.length === 0)) gapMayOpen = true
+    })
     // shown before the acks leave, as when each message had its own transaction
-    this.after(presented)
+    this.present(presented)
+    // no gap was open (no timer armed, no release under way) and none opened:
+    // the oldest gap need not be asked for, as it would be for every batch
+    if (gapMayOpen || this.gapTimer != null || this.releasing != null) this.armGapTimer()
     batch.forEach(({ done }, i) => {
       const result = results[i]
       if (done == null) return

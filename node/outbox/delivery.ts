@@ -1,8 +1,8 @@
-import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { systemClock, timeoutSignal } from '../../common/clock.js'
 import { DEFAULT_CONTENT_TYPE } from '../../protocols/im/index.js'
 import { idFromString } from '../message-id.js'
+import { peerIdOf } from '../../common/peer-ids.js'
 import { endsRound, OutboxMachine } from './machine.js'
 import type { OutboxMachineInit, Sent, Transition } from './machine.js'
 import type { Clock, ClockTimer } from '../../common/clock.js'
@@ -10,7 +10,7 @@ import type { Ack, Acknowledgement, ImService, OutboundMessage } from '../../pro
 import type { Router } from '../network/router.js'
 import type { NewOutbound, OutboxEntry, Store, StoredMessage } from '../store/index.js'
 import type { StatusChange } from '../types.js'
-import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger } from '@libp2p/interface'
 
 export { CANCELLED_REASON, DEFAULT_MESSAGE_EXPIRY, EXPIRED_REASON_PREFIX, MAX_RETRY_AFTER, MIN_RETRY_AFTER } from './machine.js'
 
@@ -135,8 +135,6 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly expiries = new Map<string, number>()
   /** Messages cancelled while their peer's outbox runs, which a round may still hold from before (see `drain`). */
   private readonly withdrawn = new Map<string, Set<string>>()
-  /** Parsed peer IDs (parsing one costs more than a send on an open connection). */
-  private readonly peerIds = new Map<string, PeerId>()
   private controller = new AbortController()
   private stopped = true
 
@@ -310,7 +308,6 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     this.clock.clearTimeout(this.depositTimers.get(peer))
     this.depositTimers.delete(peer)
     this.fresh.delete(peer)
-    this.peerIds.delete(peer)
     this.machine.forget(peer)
   }
 
@@ -324,18 +321,9 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const change of transition.changes) this.emit(change)
   }
 
-  private peerId (peer: string): PeerId {
-    let peerId = this.peerIds.get(peer)
-    if (peerId == null) {
-      peerId = peerIdFromString(peer)
-      this.peerIds.set(peer, peerId)
-    }
-    return peerId
-  }
-
   private async drain (peer: string, only?: OutboxEntry): Promise<void> {
     const signal = this.controller.signal
-    const peerId = this.peerId(peer)
+    const peerId = peerIdOf(peer)
     for (;;) {
       if (this.stopped) return
       this.sweep(peer)

@@ -429,16 +429,27 @@ export class Store {
    */
   enqueue (message: NewOutbound, options: { durable?: boolean } = {}): OutboxEntry {
     return this.transaction(() => {
-      const seq = this.conversation(message.peer).nextOutSeq
-      const row = outboundRow(message, seq)
+      // the seq taken and the conversation moved on in one statement; a new conversation's row is written first
       let position: number | null = null
+      let taken: Row | undefined
       if (message.group == null) {
         position = this.nextPosition()
         // a user who writes has read what came before: the read mark moves up to the new message
-        this.sql('UPDATE conversations SET next_out_seq = ?, read_position = ? WHERE peer = ?').run(seq + 1, position, message.peer)
+        const take = this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1, read_position = ? WHERE peer = ? RETURNING next_out_seq - 1 AS seq')
+        taken = take.get(position, message.peer) as Row | undefined
+        if (taken == null) {
+          this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
+          taken = take.get(position, message.peer) as Row
+        }
       } else {
-        this.sql('UPDATE conversations SET next_out_seq = ? WHERE peer = ?').run(seq + 1, message.peer)
+        const take = this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1 WHERE peer = ? RETURNING next_out_seq - 1 AS seq')
+        taken = take.get(message.peer) as Row | undefined
+        if (taken == null) {
+          this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
+          taken = take.get(message.peer) as Row
+        }
       }
+      const row = outboundRow(message, taken.seq)
       this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
@@ -670,21 +681,24 @@ export class Store {
   }
 
   private receiveOne (message: NewInbound, maxHeld = Infinity): ReceiveResult {
-    const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
-    if (exists != null) {
-      return { result: 'duplicate', presented: [] }
-    }
     const { order, lookup } = this.inboundOrder(message.peer)
     const arrival = ordering.arrival(order, message.seq, maxHeld, lookup)
     if (arrival.action === 'held-full') {
-      return { result: 'held-full', presented: [] }
+      // a copy of one stored already is a duplicate, whatever the limit
+      const exists = this.sql("SELECT 1 FROM messages WHERE peer = ? AND direction = 'in' AND id = ?").get(message.peer, message.id)
+      return { result: exists == null ? 'held-full' : 'duplicate', presented: [] }
     }
     const row = arrival.action === 'present'
-      ? inboundRow(message, 'presented', this.nextPosition())
+      ? inboundRow(message, 'presented', this.position + 1)
       : inboundRow(message, 'held', null)
-    this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request, group_payload)
-      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    // the dedup on (sender, id) is the insert's own: a copy stored already writes nothing
+    const inserted = this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, position, request, group_payload)
+      VALUES (?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
       .run(row.id, row.peer, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.received_at, row.created_at, row.status, row.path, row.position, row.request, row.group_payload)
+    if (inserted.changes === 0) {
+      return { result: 'duplicate', presented: [] }
+    }
+    if (arrival.action === 'present') this.nextPosition()
     const presented = arrival.action === 'present' ? [toMessage(row)] : []
     if (arrival.action === 'hold') lookup.held++
     if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))

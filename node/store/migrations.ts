@@ -211,6 +211,33 @@ export const MIGRATIONS: string[] = [
   `
   DROP INDEX messages_by_position;
   CREATE INDEX messages_by_position ON messages (peer, position) WHERE position IS NOT NULL;
+  `,
+  // 12: fewer pages written per message (each one a page in the WAL). The
+  // index of held messages holds only the held ones, the only rows its
+  // queries ask for (inbound, status 'held'): every message sent or shown
+  // went into it too, and moved in it when delivered (the status is one of
+  // its columns). And the outbox is keyed by its message id without a rowid:
+  // a rowid table with a unique id wrote three b-trees for each message
+  // queued and again when it left (the table, the id's index, outbox_due),
+  // now two
+  `
+  DROP INDEX messages_held;
+  CREATE INDEX messages_held ON messages (peer, direction, status, seq) WHERE direction = 'in' AND status = 'held';
+
+  CREATE TABLE outbox_keyed (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    peer            TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    stored_until    INTEGER                         -- NULL: not in a mailbox
+  ) WITHOUT ROWID;
+  INSERT INTO outbox_keyed (id, peer, seq, attempts, next_attempt_at, last_error, stored_until)
+    SELECT id, peer, seq, attempts, next_attempt_at, last_error, stored_until FROM outbox;
+  DROP TABLE outbox;
+  ALTER TABLE outbox_keyed RENAME TO outbox;
+  CREATE INDEX outbox_due ON outbox (peer, seq);
   `
 ]
 

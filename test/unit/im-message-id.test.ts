@@ -1,6 +1,6 @@
-import { parse as parseUuid, stringify as stringifyUuid, v7 as uuidv7 } from 'uuid'
+import { parse as parseUuid, stringify as stringifyUuid, v7 as uuidv7, validate, version } from 'uuid'
 import { describe, expect, it } from 'vitest'
-import { idFromString, idToString, isMessageId } from '../../node/message-id.js'
+import { idFromString, idToString, isMessageId, newMessageId } from '../../node/message-id.js'
 
 describe('message ids as text (node/message-id.ts)', () => {
   it('reads and writes the UUID layout, byte for byte as the uuid package does', () => {
@@ -29,5 +29,22 @@ describe('message ids as text (node/message-id.ts)', () => {
     expect(() => idFromString('g0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff')).toThrow(RangeError)
     expect(isMessageId('f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff')).toBe(true)
     expect(isMessageId(42)).toBe(false)
+  })
+
+  it('makes new ids as UUIDv7s, all different, in the order they were made, past the pool of random bytes they are drawn from', () => {
+    const start = Date.now()
+    // 256 ids a pool: several refills, and many ids in one millisecond
+    const ids = Array.from({ length: 2_000 }, () => newMessageId())
+    for (const id of ids) {
+      expect(validate(id)).toBe(true)
+      expect(version(id)).toBe(7)
+      expect(isMessageId(id)).toBe(true)
+    }
+    expect(new Set(ids).size).toBe(ids.length)
+    expect([...ids].sort()).toEqual(ids)
+    // the first 48 bits are the time they were made
+    const ms = parseInt(ids[0].replaceAll('-', '').slice(0, 12), 16)
+    expect(ms).toBeGreaterThanOrEqual(start)
+    expect(ms).toBeLessThanOrEqual(Date.now())
   })
 })

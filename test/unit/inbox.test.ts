@@ -125,6 +125,37 @@ describe('Inbox', () => {
     expect(clock.pending).toBe(0)
   })
 
+  it('asks for the oldest gap only while one may be open: not for messages in order, but once one is held, and until it is given up', async () => {
+    const store = new Store()
+    const clock = new FakeClock()
+    let asked = 0
+    const counted: InboxStore = {
+      inboundBatch: (steps: InboundStep[]) => store.inboundBatch(steps),
+      releaseGaps: (now, timeout, limit) => store.releaseGaps(now, timeout, limit),
+      oldestGap: () => { asked++; return store.oldestGap() }
+    }
+    const inbox = new Inbox({ store: counted, clock }, { gapTimeout: GAP_TIMEOUT })
+    cleanup.push(() => { inbox.stop(); store.close() })
+    inbox.start()
+    const atStart = asked
+    for (let seq = 1; seq <= 5; seq++) await inbox.receive(message(seq))
+    expect(asked).toBe(atStart)
+    // a seq missing: the next one is held, and the gap timer armed
+    await inbox.receive(message(7))
+    expect(asked).toBe(atStart + 1)
+    expect(clock.pending).toBe(1)
+    // the gap open: each batch looks again (this one closes it)
+    await inbox.receive(message(6))
+    expect(asked).toBe(atStart + 2)
+    expect(clock.pending).toBe(0)
+    await inbox.receive(message(8))
+    expect(asked).toBe(atStart + 2)
+    // a refused seq ahead of the next one may leave a gap too
+    inbox.refused({ from, id: idFromString(id(10)), seq: 10n, status: Ack.Status.INVALID })
+    await inbox.receive(message(9))
+    expect(asked).toBe(atStart + 3)
+  })
+
   it('presents an expired flood of held messages RELEASE_PAGE at a time, in seq order', async () => {
     const { inbox, store, clock, shown } = setup()
     const count = 2 * RELEASE_PAGE + 88

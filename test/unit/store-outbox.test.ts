@@ -100,6 +100,37 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
+  it('keeps every outbox entry, its retry and mailbox state, and the held messages, across the upgrade to the keyed outbox (migration 12)', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    const old = new Store(file)
+    old.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/plain', sentAt: 1 })
+    old.enqueue({ peer: PEER, id: 'b', body: 'y', contentType: 'text/plain', sentAt: 2 })
+    old.enqueue({ peer: OTHER, id: 'c', body: 'z', contentType: 'text/plain', sentAt: 3 })
+    old.record(writes({ at: 5, retried: [{ id: 'a', at: 50, reason: 'reset' }], stored: [{ id: 'b', until: 900 }] }))
+    old.receive({ peer: OTHER, id: 'h', seq: 2, body: 'held', contentType: 'text/plain', sentAt: 1, receivedAt: 1, path: 'direct' })
+    const before = old.outbox()
+    old.close()
+    // back to schema version 11: the outbox as it was, a rowid table
+    const db = new DatabaseSync(file)
+    db.exec(`CREATE TABLE outbox_rowid (id TEXT NOT NULL PRIMARY KEY, peer TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL, last_error TEXT, stored_until INTEGER);
+      INSERT INTO outbox_rowid SELECT id, peer, seq, attempts, next_attempt_at, last_error, stored_until FROM outbox;
+      DROP TABLE outbox; ALTER TABLE outbox_rowid RENAME TO outbox; CREATE INDEX outbox_due ON outbox (peer, seq);
+      DROP INDEX messages_held; CREATE INDEX messages_held ON messages (peer, direction, status, seq);
+      PRAGMA user_version = 11;`)
+    db.close()
+    const store = new Store(file)
+    expect(store.outbox()).toEqual(before)
+    expect(before.map(e => [e.id, e.attempts, e.lastError, e.storedUntil])).toEqual([['a', 1, 'reset', undefined], ['b', 0, undefined, 900], ['c', 0, undefined, undefined]])
+    const upgraded = (store as any).db as DatabaseSync
+    expect((upgraded.prepare("SELECT sql FROM sqlite_master WHERE name = 'outbox'").get() as { sql: string }).sql).toMatch(/WITHOUT ROWID$/)
+    // the held message is still found, and shown when the gap fills
+    expect(store.receive({ peer: OTHER, id: 'g', seq: 1, body: 'first', contentType: 'text/plain', sentAt: 1, receivedAt: 2, path: 'direct' }).presented.map(m => m.id)).toEqual(['g', 'h'])
+    store.record(writes({ at: 9, delivered: [{ id: 'a', path: 'direct' }] }))
+    expect(store.outbox().map(e => e.id)).toEqual(['b', 'c'])
+    store.close()
+  })
+
   it('plans every query of the send path on an index: none scans the messages or the outbox, however long the history', () => {
     const store = new Store()
     // the send path as the delivery engine walks it: queue, read what is due,

@@ -210,6 +210,9 @@ describe('the store\'s query plans', () => {
     const freshDb = (fresh as any).db as DatabaseSync
     const index = (freshDb.prepare("SELECT sql FROM sqlite_master WHERE name = 'messages_by_position'").get() as { sql: string }).sql
     expect(index).toMatch(/WHERE position IS NOT NULL$/)
+    // and the index of held messages leaves out every message sent or shown (migration 12)
+    const heldIndex = (freshDb.prepare("SELECT sql FROM sqlite_master WHERE name = 'messages_held'").get() as { sql: string }).sql
+    expect(heldIndex).toMatch(/WHERE direction = 'in' AND status = 'held'$/)
     fresh.close()
   })
 

@@ -205,6 +205,25 @@ describe('Store', () => {
     store.close()
   })
 
+  it('answers a held message sent again as duplicate, even with its sender\'s held messages at the limit', () => {
+    const store = new Store()
+    store.receive(inbound(1))
+    expect(store.receive(inbound(3), 2).result).toBe('stored')
+    expect(store.receive(inbound(4), 2).result).toBe('stored')
+    expect(store.receive(inbound(4), 2)).toEqual({ result: 'duplicate', presented: [] })
+    expect(store.receive(inbound(5), 2).result).toBe('held-full')
+    store.close()
+  })
+
+  it('gives a repeat no place in the history: the next message shown takes the next position', () => {
+    const store = new Store()
+    store.receive(inbound(1))
+    expect(store.receive(inbound(1)).result).toBe('duplicate')
+    expect(store.receive(inbound(2)).presented.map(m => m.seq)).toEqual([2])
+    expect(store.history(PEER).map(m => store.positionOf(PEER, m.id))).toEqual([1, 2])
+    store.close()
+  })
+
   it('keeps each conversation\'s count of held messages as they are held, presented, released and deleted', async () => {
     const file = join(await tempDir(), 'messages.db')
     let store = new Store(file)

@@ -1,0 +1,35 @@
+// Messages sent one at a time, each awaited (send → ack), between two
+// processes with both stores in memory: p50 and the CPU time each process
+// spends per message, for this build or another; optionally under the V8
+// profiler (summarise with test/bench/profile.mjs). `--echo`: the raw
+// length-prefixed echo on the same connection instead, for its CPU per round trip.
+//
+//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo]
+import { parseArgs } from 'node:util'
+import { resolve } from 'node:path'
+import { killAll, spawnWorker } from './lib/rpc.mjs'
+import { median } from './lib/stats.mjs'
+
+const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false } } })
+const count = Number(opts.count)
+const env = opts.dist == null ? {} : { PARLEY_BENCH_DIST: resolve(opts.dist) }
+try {
+  const [a, b] = await Promise.all([spawnWorker('sender', { env }), spawnWorker('recipient', { env })])
+  const tcp = ['/ip4/127.0.0.1/tcp/0']
+  const bob = await b.call('parley:start', { name: 'b', listen: tcp, relays: [], bootstrap: [], echo: true })
+  const alice = await a.call('parley:start', { name: 'a', listen: tcp, relays: [], bootstrap: [] })
+  await b.call('parley:addContact', { name: 'b', contact: 'alice', peer: alice.peerId })
+  await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
+  const method = opts.echo ? 'lat:echo' : 'lat:parley'
+  // warm-up, not counted
+  await a.call(method, { name: 'a', peer: bob.peerId, count: 300, size: 200 })
+  if (opts.prof != null) await Promise.all([a.call('profile:start'), b.call('profile:start')])
+  const cpu = async (w) => { const u = (await w.call('usage')).cpu; return u.user + u.system }
+  const [a0, b0] = [await cpu(a), await cpu(b)]
+  const samples = await a.call(method, { name: 'a', peer: bob.peerId, count, size: 200 }, { timeout: 600_000 })
+  const [a1, b1] = [await cpu(a), await cpu(b)]
+  if (opts.prof != null) await Promise.all([a.call('profile:stop', { file: `${opts.prof}/sender.cpuprofile` }), b.call('profile:stop', { file: `${opts.prof}/recipient.cpuprofile` })])
+  console.log(`${opts.echo ? 'echo' : 'parley'}: p50 ${median(samples).toFixed(3)} ms; CPU per message: sender ${((a1 - a0) / count).toFixed(0)} µs, recipient ${((b1 - b0) / count).toFixed(0)} µs`)
+} finally {
+  await killAll()
+}
