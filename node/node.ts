@@ -1136,7 +1136,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
       network.hangUp(peerId).catch(() => {})
     }
 
-    const router = new Router(routerComponents(libp2p))
+    const router = new Router(routerComponents(libp2p, resolved.bootstrap, resolved.dhtProtocol))
     const paths = new PathUpgrader(pathUpgraderComponents(libp2p))
     const mailboxes = await Mailboxes.create({
       peerId: libp2p.peerId,

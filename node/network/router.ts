@@ -4,6 +4,7 @@ import { systemClock, timeoutSignal } from '../../common/clock.js'
 import { connectionPath } from '../../protocols/im/index.js'
 import { PeerUnreachableError } from '../errors.js'
 import { isUsable } from './paths.js'
+import { rejoinDHT } from './dht-rejoin.js'
 import { addressesOf } from './peer-addresses.js'
 import type { NodeLibp2p } from './libp2p.js'
 import type { Clock } from '../../common/clock.js'
@@ -11,6 +12,9 @@ import type { PeerRecordPublisher } from '../../protocols/peer-record/index.js'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, PeerRouting, PeerStore } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** How long refilling an empty routing table (`rejoinDHT`) may take. */
+const DHT_REJOIN_TIMEOUT = 10_000
 
 /** How long one DHT query may take before the router moves on. */
 const DHT_QUERY_TIMEOUT = 15_000
@@ -33,6 +37,8 @@ export interface RouterComponents {
   peerRouting: Pick<PeerRouting, 'findPeer'>
   /** How many peers the DHT has to ask now (its routing table's size). */
   dhtPeers: () => number
+  /** Fills an empty routing table again (`rejoinDHT`); how many peers it added. */
+  rejoinDHT?: (options?: AbortOptions) => Promise<number>
   /** The peer's signed record in the DHT (its relay circuit addresses). */
   peerRecords: Pick<PeerRecordPublisher, 'lookup'>
   logger: ComponentLogger
@@ -41,13 +47,22 @@ export interface RouterComponents {
 }
 
 /** The router's components, taken from the node's libp2p. */
-export function routerComponents (libp2p: NodeLibp2p): RouterComponents {
+export function routerComponents (libp2p: NodeLibp2p, bootstrap: Multiaddr[], dhtProtocol: string): RouterComponents {
+  const routingTable = (libp2p.services.dht as SingleKadDHT).routingTable as SingleKadDHT['routingTable'] & { add?: (peer: PeerId, options?: AbortOptions) => Promise<void> }
   return {
     getConnections: (peer) => libp2p.getConnections(peer),
     dial: async (addrs, options) => libp2p.dial(addrs, options),
     peerStore: libp2p.peerStore,
     peerRouting: libp2p.peerRouting,
-    dhtPeers: () => (libp2p.services.dht as SingleKadDHT).routingTable?.size ?? 0,
+    dhtPeers: () => routingTable?.size ?? 0,
+    rejoinDHT: async (options) => rejoinDHT({
+      getConnections: () => libp2p.getConnections(),
+      protocolsOf: async (peer) => (await libp2p.peerStore.get(peer)).protocols,
+      dial: async (addr, dialOptions) => libp2p.dial(addr, dialOptions),
+      // kad-dht's routing table has `add`, though its published type names only `size`
+      addToRoutingTable: async (peer, addOptions) => { await routingTable?.add?.(peer, addOptions) },
+      log: libp2p.logger.forComponent('parley:router')
+    }, bootstrap, dhtProtocol, options),
     peerRecords: libp2p.services.peerRecords,
     logger: libp2p.logger
   }
@@ -102,6 +117,19 @@ export class Router {
     }
 
     // a DHT with nobody in the routing table has nobody to ask
+    if (this.components.dhtPeers() === 0 && this.components.rejoinDHT != null) {
+      const rejoin = timeoutSignal(this.clock, DHT_REJOIN_TIMEOUT)
+      const signal = anySignal([options.signal, rejoin.signal])
+      try {
+        this.log('the routing table is empty; rejoined the DHT with %d peers', await this.components.rejoinDHT({ signal }))
+      } catch (err) {
+        options.signal?.throwIfAborted()
+        this.log('could not rejoin the DHT - %e', err)
+      } finally {
+        signal.clear()
+        rejoin.clear()
+      }
+    }
     if (this.components.dhtPeers() === 0) {
       errors.push('DHT: no DHT peers to ask (is a bootstrap node or relay configured and reachable?)')
     } else {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { reserved, useNetwork } from '../fixtures/network.js'
 import type { ParleyNode, ReceivedMessage } from '../../index.js'
+import type { PeerId } from '@libp2p/interface'
 
 /** Deterministic pseudo-random pairs, so a failure can be replayed. */
 function randomPairs (count: number, pairs: number, seed = 42): Array<[number, number]> {
@@ -56,5 +57,24 @@ describe('a 30-node network in one process', () => {
       expect(got).toHaveLength(1)
       expect(got[0].from).toBe(nodes[a].peerId.toString())
     })
+  })
+
+  it('finds a peer by its ID after its DHT routing table was left empty', async () => {
+    const relay = await net.relay()
+    const alice = await net.node({ relays: relay.multiaddrs, mailboxAfter: 120_000 })
+    const bob = await net.node({ relays: relay.multiaddrs, mailboxAfter: 120_000 })
+    await Promise.all([reserved(alice, 1), reserved(bob, 1)])
+    // as a node started under heavy load is left: connected to its relay, a
+    // DHT server, with nobody in its routing table (kad-dht gives adding one 10 s)
+    const table = (alice.libp2p.services.dht as unknown as { routingTable: { size: number, kb: { toIterable: () => Iterable<{ peerId: PeerId }> }, remove: (peer: PeerId) => Promise<void> } }).routingTable
+    for (const entry of [...table.kb.toIterable()]) await table.remove(entry.peerId)
+    expect(table.size).toBe(0)
+    expect(alice.libp2p.getConnections(relay.peerId)).not.toHaveLength(0)
+
+    const got = new Promise<ReceivedMessage>(resolve => { bob.addEventListener('message', evt => { resolve(evt.detail) }, { once: true }) })
+    const receipt = await alice.send(bob.peerId.toString(), 'found again', { timeout: 90_000 })
+    expect(receipt.status).toBe('delivered')
+    expect((await got).body).toBe('found again')
+    expect(table.size).toBeGreaterThan(0)
   })
 })

@@ -245,6 +245,32 @@ describe('the router', async () => {
     expect(lookup).not.toHaveBeenCalled()
   })
 
+  it('rejoins the DHT when its routing table is empty, then looks the peer up', async () => {
+    const lookups: Lookups = { dhtPeers: 0, findPeer: async (p) => ({ id: p, multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/9/p2p/${bob}`)] }) }
+    const { components, findPeer, dial } = fakeComponents([], () => fakeConnection(bob), [], lookups)
+    const rejoinDHT = vi.fn(async () => { lookups.dhtPeers = 2; return 2 })
+    const connection = await new Router({ ...components, rejoinDHT }).connect(bob)
+    expect(connection.remotePeer.equals(bob)).toBe(true)
+    expect(rejoinDHT).toHaveBeenCalledOnce()
+    expect(findPeer).toHaveBeenCalledOnce()
+    expect(dial).toHaveBeenCalledOnce()
+  })
+
+  it('says the DHT has nobody to ask when rejoining it found nobody either', async () => {
+    const { components, findPeer } = fakeComponents([], () => fakeConnection(bob), [], { dhtPeers: 0 })
+    const rejoinDHT = vi.fn(async () => { throw new Error('bootstrap peers unreachable') })
+    await expect(new Router({ ...components, rejoinDHT }).connect(bob)).rejects.toThrow(/no DHT peers to ask/)
+    expect(rejoinDHT).toHaveBeenCalledOnce()
+    expect(findPeer).not.toHaveBeenCalled()
+  })
+
+  it('does not rejoin the DHT while its routing table has peers', async () => {
+    const { components } = fakeComponents([], () => fakeConnection(bob), [], { dhtPeers: 1 })
+    const rejoinDHT = vi.fn(async () => 1)
+    await expect(new Router({ ...components, rejoinDHT }).connect(bob)).rejects.toThrow(/no new addresses/)
+    expect(rejoinDHT).not.toHaveBeenCalled()
+  })
+
   it('says which source led nowhere when none of them reach the peer', async () => {
     const { components } = fakeComponents([], () => fakeConnection(bob), [], { dhtPeers: 1 })
     await expect(new Router(components).connect(bob)).rejects.toThrow(/DHT peer lookup: no new addresses; DHT peer record: no new addresses/)

@@ -11,7 +11,9 @@
 //   npm run bench -- --only network-scale --scale 0.1    # 30 nodes, 100 pairs
 //   PARLEY_NET_SIZES=30,100,300 PARLEY_NET_PAIRS=100 PARLEY_NET_LOOKUPS=30 npm run bench -- --only network-scale
 //                                                        # sizes, first messages and lookups per size
+import { execFile } from 'node:child_process'
 import { writeFile, mkdir } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -38,6 +40,37 @@ const SENDS_IN_FLIGHT = 16
 const load = () => loadavg().map(x => x.toFixed(2)).join(' ')
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 const rand = (n) => Math.floor(Math.random() * n)
+
+/**
+ * For a node that listens on TCP: how long a bare TCP connect to it takes
+ * from here and whether its listener answers multistream-select, and what the
+ * kernel holds for its port (`ss`: the accept queue, sockets by state).
+ */
+async function tcpProbe (addrs) {
+  const port = addrs.map(a => /^\/ip4\/127\.0\.0\.1\/tcp\/(\d+)\/p2p\/[^/]+$/.exec(a)?.[1]).find(p => p != null)
+  if (port == null) return {}
+  const start = performance.now()
+  const tcp = await new Promise(resolve => {
+    const socket = connect({ host: '127.0.0.1', port: Number(port) })
+    const done = (result) => { socket.destroy(); resolve({ ...result, ms: Math.round(performance.now() - start) }) }
+    socket.setTimeout(10_000, () => { done({ result: 'timeout' }) })
+    socket.once('error', (err) => { done({ result: err.code }) })
+    socket.once('connect', () => {
+      const connected = Math.round(performance.now() - start)
+      socket.write(Uint8Array.from([19, ...new TextEncoder().encode('/multistream/1.0.0\n')]))
+      socket.once('data', (data) => { done({ result: 'answered', connectMs: connected, answer: data.toString('latin1').slice(0, 40) }) })
+      socket.once('close', () => { done({ result: 'closed without an answer', connectMs: connected }) })
+    })
+  })
+  const ss = (args) => new Promise(resolve => { execFile('ss', args, (err, out) => { resolve(err == null ? out.trim().split('\n').filter(l => l !== '') : [`ss: ${err.message}`]) }) })
+  const listening = await ss(['-ltnH', `sport = :${port}`]).then(lines => lines.join(' | '))
+  const states = {}
+  for (const line of await ss(['-tanH', `sport = :${port} or dport = :${port}`])) {
+    const state = line.split(/\s+/)[0]
+    states[state] = (states[state] ?? 0) + 1
+  }
+  return { tcp, listening, sockets: states }
+}
 
 /** Runs `tasks` (functions returning promises) `concurrency` at a time; their results in order. */
 async function pool (tasks, concurrency) {
@@ -160,7 +193,7 @@ export async function run ({ spawn, scale, log }) {
     // and what its recipient looks like from inside, and a fresh dial to it now
     const lostWhy = await Promise.all(lostPairs.slice(0, 5).map(async p => ({
       body: p.body,
-      recipient: { public: p.b.public, worker: p.b.worker, ...await nodeWorkers[p.b.worker].call('net:probe', { name: p.b.name }) },
+      recipient: { public: p.b.public, worker: p.b.worker, ...await nodeWorkers[p.b.worker].call('net:probe', { name: p.b.name }).then(async probe => ({ ...probe, ...await tcpProbe(probe.addrs) })) },
       ...await nodeWorkers[p.a.worker].call('net:outbox', { from: p.a.name, to: p.b.peerId, body: p.body }),
       dialNow: await nodeWorkers[p.a.worker].call('net:dial', { from: p.a.name, to: p.b.peerId }, { timeout: 60_000 })
     })))
