@@ -166,7 +166,12 @@ export async function run ({ spawn, scale, log }) {
     }
     const cpuBefore = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
     const tSends = performance.now()
-    const sends = await pool(pairs.map(({ a, b, body }) => async () => nodeWorkers[a.worker].call('net:send', { from: a.name, to: b.peerId, body }, { timeout: 120_000 })), SENDS_IN_FLIGHT)
+    // a send not acknowledged in time: what its recipient looks like then, while it is still out of reach
+    const recipientNow = async (b) => ({ name: b.name, public: b.public, ...await nodeWorkers[b.worker].call('net:probe', { name: b.name }).then(async probe => ({ ...probe, ...await tcpProbe(probe.addrs) })) })
+    const sends = await pool(pairs.map(({ a, b, body }) => async () => {
+      const sent = await nodeWorkers[a.worker].call('net:send', { from: a.name, to: b.peerId, body }, { timeout: 120_000 })
+      return sent.error == null ? sent : { ...sent, recipient: await recipientNow(b) }
+    }), SENDS_IN_FLIGHT)
     const sendSeconds = (performance.now() - tSends) / 1000
     const cpuAfter = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
     const cpu = cpuAfter.map((u, i) => 100 * (u.cpuSeconds - cpuBefore[i].cpuSeconds) / sendSeconds)
@@ -263,6 +268,9 @@ export async function run ({ spawn, scale, log }) {
     log(`    inbound connections refused by the nodes' guards: ${JSON.stringify(refused)}`)
     if (lost > 0) log(`    lost, by recipient: ${JSON.stringify(lostTo)}`)
     for (const why of lostWhy) log(`    lost: ${JSON.stringify(why)}`)
+    const unanswered = sends.filter(x => x.recipient != null)
+    if (unanswered.length > 0) log(`    not acknowledged in time, by recipient: ${JSON.stringify(Object.fromEntries([...new Set(unanswered.map(x => x.recipient.name))].map(n => [n, unanswered.filter(x => x.recipient.name === n).length])))}; public: ${unanswered.filter(x => x.recipient.public).length} of ${unanswered.length}`)
+    for (const x of unanswered.slice(0, 5)) log(`    not acknowledged in time, its recipient then: ${JSON.stringify(x.recipient)}`)
     for (const s of [...sends].sort((x, y) => y.ms - x.ms).slice(0, 3)) log(`    slowest: ${s.ms.toFixed(0)} ms ${s.error ?? `${s.status}/${s.path}`}: ${JSON.stringify(s.steps)}`)
   }
 
