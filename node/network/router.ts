@@ -1,4 +1,5 @@
 import { anySignal } from 'any-signal'
+import { raceSignal } from 'race-signal'
 import { CODE_WEBRTC } from '@multiformats/multiaddr'
 import { systemClock, timeoutSignal } from '../../common/clock.js'
 import { connectionPath } from '../../protocols/im/index.js'
@@ -86,6 +87,7 @@ type LookupAnswer = { source: string, addrs: Multiaddr[] } | { source: string, e
 export class Router {
   private readonly log: Logger
   private readonly clock: Clock
+  private rejoining?: Promise<void>
 
   constructor (private readonly components: RouterComponents) {
     this.log = components.logger.forComponent('parley:router')
@@ -117,17 +119,12 @@ export class Router {
     }
 
     // a DHT with nobody in the routing table has nobody to ask
-    if (this.components.dhtPeers() === 0 && this.components.rejoinDHT != null) {
-      const rejoin = timeoutSignal(this.clock, DHT_REJOIN_TIMEOUT)
-      const signal = anySignal([options.signal, rejoin.signal])
+    if (this.components.dhtPeers() === 0) {
       try {
-        this.log('the routing table is empty; rejoined the DHT with %d peers', await this.components.rejoinDHT({ signal }))
+        await raceSignal(this.rejoinDHT(), options.signal)
       } catch (err) {
         options.signal?.throwIfAborted()
         this.log('could not rejoin the DHT - %e', err)
-      } finally {
-        signal.clear()
-        rejoin.clear()
       }
     }
     if (this.components.dhtPeers() === 0) {
@@ -138,6 +135,26 @@ export class Router {
     }
 
     throw new PeerUnreachableError(`no way to reach ${peer.toString()} (${errors.join('; ')}); check that the peer is online and that both nodes use a common relay or bootstrap node`)
+  }
+
+  /**
+   * Refills an empty routing table, once for every connect waiting on it:
+   * each queued message to a different peer would otherwise dial the
+   * bootstrap peers again at the same time.
+   */
+  private async rejoinDHT (): Promise<void> {
+    const rejoin = this.components.rejoinDHT
+    if (rejoin == null) return
+    this.rejoining ??= (async () => {
+      const timeout = timeoutSignal(this.clock, DHT_REJOIN_TIMEOUT)
+      try {
+        this.log('the routing table is empty; rejoined the DHT with %d peers', await rejoin({ signal: timeout.signal }))
+      } finally {
+        timeout.clear()
+        this.rejoining = undefined
+      }
+    })()
+    return this.rejoining
   }
 
   /**

@@ -256,6 +256,19 @@ describe('the router', async () => {
     expect(dial).toHaveBeenCalledOnce()
   })
 
+  it('rejoins the DHT once for connects waiting on it together', async () => {
+    const lookups: Lookups = { dhtPeers: 0 }
+    const { components } = fakeComponents([], () => fakeConnection(bob), [], lookups)
+    const rejoined = Promise.withResolvers<number>()
+    const rejoinDHT = vi.fn(async () => rejoined.promise)
+    const router = new Router({ ...components, rejoinDHT })
+    const both = Promise.allSettled([router.connect(bob), router.connect(mallory)])
+    await vi.waitFor(() => { expect(rejoinDHT).toHaveBeenCalled() })
+    rejoined.resolve(0)
+    expect((await both).map(r => r.status)).toEqual(['rejected', 'rejected'])
+    expect(rejoinDHT).toHaveBeenCalledOnce()
+  })
+
   it('says the DHT has nobody to ask when rejoining it found nobody either', async () => {
     const { components, findPeer } = fakeComponents([], () => fakeConnection(bob), [], { dhtPeers: 0 })
     const rejoinDHT = vi.fn(async () => { throw new Error('bootstrap peers unreachable') })
