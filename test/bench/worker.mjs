@@ -1,6 +1,7 @@
 // One bench process: a parley node (or several), a relay, or bare libp2p
 // peers, driven by the orchestrator (run.mjs) over IPC. Modules are loaded on
 // first use, so that an idle worker is also the "bare Node.js process" baseline.
+import { readFile } from 'node:fs/promises'
 import { serve } from './lib/rpc.mjs'
 
 const parley = new Map() // name -> ParleyNode
@@ -212,7 +213,10 @@ const handlers = {
     return samples
   },
   async usage () {
-    return { memory: process.memoryUsage(), cpu: process.cpuUsage() }
+    // read and write system calls so far (Linux: /proc/self/io), sockets and files alike
+    const io = await readFile('/proc/self/io', 'utf8').catch(() => '')
+    const count = (key) => Number(new RegExp(`^${key}: (\\d+)$`, 'm').exec(io)?.[1] ?? NaN)
+    return { memory: process.memoryUsage(), cpu: process.cpuUsage(), syscalls: { read: count('syscr'), write: count('syscw') } }
   },
   async gc () {
     for (let i = 0; i < 3; i++) { globalThis.gc?.(); await sleep(20) }
@@ -532,6 +536,19 @@ const handlers = {
   },
   async 'lat:echo' ({ name, peer, count, size, relayed = false }) {
     const client = await echoClient(name, peer, relayed)
+    const data = payload(size)
+    const samples = []
+    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+    return samples
+  },
+  /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
+  async 'lat:store-echo' ({ name, peer, count, size, durable }) {
+    const key = `${name}>${peer}>store-echo>${durable}`
+    let client = echoes.get(key)
+    if (client == null || client.stream.status !== 'open') {
+      client = await (await loadLibs()).openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable)
+      echoes.set(key, client)
+    }
     const data = payload(size)
     const samples = []
     for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
@@ -1054,12 +1071,14 @@ const handlers = {
     const libp2p = parley.get(from).libp2p
     const peer = peerIdFromString(to)
     const known = await libp2p.peerStore.get(peer).then(p => p.addresses.map(a => String(a.multiaddr)), () => [])
+    // a dial to the peer already under way: a new one joins it
+    const queued = libp2p.getDialQueue().filter(d => d.peerId?.equals(peer)).map(d => ({ status: d.status, addrs: d.multiaddrs.map(String) }))
     const start = performance.now()
     try {
       const conn = await libp2p.dial(peer, { signal: AbortSignal.timeout(timeout) })
-      return { known, ms: Math.round(performance.now() - start), remoteAddr: String(conn.remoteAddr) }
+      return { known, queued, ms: Math.round(performance.now() - start), remoteAddr: String(conn.remoteAddr) }
     } catch (err) {
-      return { known, ms: Math.round(performance.now() - start), error: String(err.message ?? err).slice(0, 300) }
+      return { known, queued, ms: Math.round(performance.now() - start), error: String(err.message ?? err).slice(0, 300) }
     }
   },
   /** The bodies this process's nodes were shown, with how many times each. */

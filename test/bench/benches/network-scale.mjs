@@ -12,7 +12,7 @@
 //   PARLEY_NET_SIZES=30,100,300 PARLEY_NET_PAIRS=100 PARLEY_NET_LOOKUPS=30 npm run bench -- --only network-scale
 //                                                        # sizes, first messages and lookups per size
 import { execFile } from 'node:child_process'
-import { writeFile, mkdir } from 'node:fs/promises'
+import { mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -38,6 +38,9 @@ const PUBLIC_EVERY = 10
 const SENDS_IN_FLIGHT = 16
 
 const load = () => loadavg().map(x => x.toFixed(2)).join(' ')
+/** A send still unanswered after this long has both its ends probed (at most SLOW_PROBES per size). */
+const SLOW_PROBE_AFTER = 10_000
+const SLOW_PROBES = 8
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 const rand = (n) => Math.floor(Math.random() * n)
 
@@ -69,7 +72,34 @@ async function tcpProbe (addrs) {
     const state = line.split(/\s+/)[0]
     states[state] = (states[state] ?? 0) + 1
   }
-  return { tcp, listening, sockets: states }
+  return { tcp, listening, sockets: states, listener: await listenerWatch(port) }
+}
+
+/**
+ * Whether the process that owns the listening socket on `port` is watching it:
+ * the socket's registration in the process's epoll sets (from /proc, `events`
+ * is the mask: 0x19 = readable, error, hang-up). Needs root (ss -p, /proc of
+ * another process); says why not otherwise.
+ */
+async function listenerWatch (port) {
+  const run = (cmd, args, timeout) => new Promise(resolve => {
+    execFile(cmd, args, { timeout, maxBuffer: 64 * 1024 * 1024 }, (err, out, errOut) => { resolve({ err, out: String(out ?? ''), errOut: String(errOut ?? '') }) })
+  })
+  const owner = /pid=(\d+),fd=(\d+)/.exec((await run('ss', ['-ltnpH', `sport = :${port}`], 5_000)).out)
+  if (owner == null) return { error: 'no owner from ss -p' }
+  const [, pid, fd] = owner
+  const epoll = []
+  try {
+    for (const f of await readdir(`/proc/${pid}/fd`)) {
+      if (await readlink(`/proc/${pid}/fd/${f}`).catch(() => '') !== 'anon_inode:[eventpoll]') continue
+      const info = await readFile(`/proc/${pid}/fdinfo/${f}`, 'utf8').catch(() => '')
+      const line = info.split('\n').find(l => new RegExp(`^tfd:\\s+${fd}\\s`).test(l))
+      epoll.push({ epollFd: Number(f), registered: line != null, events: line == null ? undefined : /events:\s*(\S+)/.exec(line)?.[1] })
+    }
+  } catch (err) {
+    return { pid: Number(pid), fd: Number(fd), error: String(err.message) }
+  }
+  return { pid: Number(pid), fd: Number(fd), epoll }
 }
 
 /** Runs `tasks` (functions returning promises) `concurrency` at a time; their results in order. */
@@ -166,11 +196,28 @@ export async function run ({ spawn, scale, log }) {
     }
     const cpuBefore = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
     const tSends = performance.now()
-    // a send not acknowledged in time: what its recipient looks like then, while it is still out of reach
-    const recipientNow = async (b) => ({ name: b.name, public: b.public, ...await nodeWorkers[b.worker].call('net:probe', { name: b.name }).then(async probe => ({ ...probe, ...await tcpProbe(probe.addrs) })) })
+    // a send not acknowledged in time, or still unanswered after SLOW_PROBE_AFTER:
+    // what both ends look like then, while it is still out of reach: the
+    // recipient from inside and from a bare TCP socket; the sender's own state,
+    // what its dial queue holds for the recipient, and a fresh dial from it
+    const recipientNow = async (b) => ({ name: b.name, public: b.public, worker: b.worker, ...await nodeWorkers[b.worker].call('net:probe', { name: b.name }).then(async probe => ({ ...probe, ...await tcpProbe(probe.addrs) })) })
+    const bothNow = async (a, b) => ({
+      recipient: await recipientNow(b),
+      sender: { name: a.name, public: a.public, worker: a.worker, ...await nodeWorkers[a.worker].call('net:probe', { name: a.name }) },
+      dialNow: await nodeWorkers[a.worker].call('net:dial', { from: a.name, to: b.peerId }, { timeout: 60_000 })
+    })
+    const slowProbes = []
     const sends = await pool(pairs.map(({ a, b, body }) => async () => {
-      const sent = await nodeWorkers[a.worker].call('net:send', { from: a.name, to: b.peerId, body }, { timeout: 120_000 })
-      return sent.error == null ? sent : { ...sent, recipient: await recipientNow(b) }
+      const sending = nodeWorkers[a.worker].call('net:send', { from: a.name, to: b.peerId, body }, { timeout: 120_000 })
+      const answered = sending.then(() => true, () => true)
+      const slow = await Promise.race([answered, sleep(SLOW_PROBE_AFTER).then(() => false)]) === false
+      if (slow && slowProbes.length < SLOW_PROBES) {
+        const probe = { body, ...await bothNow(a, b) }
+        probe.answeredByThen = await Promise.race([answered, Promise.resolve(false)])
+        slowProbes.push(probe)
+      }
+      const sent = await sending
+      return sent.error == null ? sent : { ...sent, ...await bothNow(a, b) }
     }), SENDS_IN_FLIGHT)
     const sendSeconds = (performance.now() - tSends) / 1000
     const cpuAfter = await Promise.all([...relayWorkers, ...nodeWorkers].map(async w => usage(w.pid)))
@@ -270,7 +317,8 @@ export async function run ({ spawn, scale, log }) {
     for (const why of lostWhy) log(`    lost: ${JSON.stringify(why)}`)
     const unanswered = sends.filter(x => x.recipient != null)
     if (unanswered.length > 0) log(`    not acknowledged in time, by recipient: ${JSON.stringify(Object.fromEntries([...new Set(unanswered.map(x => x.recipient.name))].map(n => [n, unanswered.filter(x => x.recipient.name === n).length])))}; public: ${unanswered.filter(x => x.recipient.public).length} of ${unanswered.length}`)
-    for (const x of unanswered.slice(0, 5)) log(`    not acknowledged in time, its recipient then: ${JSON.stringify(x.recipient)}`)
+    for (const x of unanswered.slice(0, 5)) log(`    not acknowledged in time, its recipient then: ${JSON.stringify(x.recipient)}; its sender then: ${JSON.stringify(x.sender)}; a fresh dial from the sender: ${JSON.stringify(x.dialNow)}`)
+    for (const x of slowProbes) log(`    unanswered after ${SLOW_PROBE_AFTER / 1000} s: ${JSON.stringify(x)}`)
     for (const s of [...sends].sort((x, y) => y.ms - x.ms).slice(0, 3)) log(`    slowest: ${s.ms.toFixed(0)} ms ${s.error ?? `${s.status}/${s.path}`}: ${JSON.stringify(s.steps)}`)
   }
 

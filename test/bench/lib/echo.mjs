@@ -1,6 +1,10 @@
 // Baselines: a length-prefixed echo on a raw libp2p stream (framed with the
 // same it-length-prefixed / it-pipe code /im uses), and a plain TCP echo.
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
 
@@ -24,6 +28,82 @@ export async function echoHandler (stream) {
 /** Serves the echo protocol on a libp2p node, on relayed connections too. */
 export async function handleEcho (libp2p) {
   await libp2p.handle(ECHO_PROTOCOL, echoHandler, { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024, force: true })
+  for (const durable of [false, true]) {
+    await libp2p.handle(storeEchoProtocol(durable), storeEchoHandler(durable), { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024, force: true })
+  }
+}
+
+/*
+ * The least a store-and-acknowledge messenger does per message, as a baseline
+ * for parley's send → ack: the echo above, but the recipient first inserts the
+ * frame as a row (one autocommit INSERT into a table with only a primary key)
+ * and answers with an 8-byte ack instead of the frame; the sender inserts its
+ * row before the frame leaves and marks it acknowledged when the ack arrives
+ * (one UPDATE by primary key). No parsing, no checks, no ordering, no dedup,
+ * no events. `durable`: the recipient's database is a file in WAL mode with
+ * synchronous=FULL (its commit is on disk before the ack, as parley's is) and
+ * the sender's a file with synchronous=OFF (parley syncs the sender's row while
+ * the message travels); otherwise both are in memory.
+ */
+const storeEchoProtocol = (durable) => `/parley-bench/store-echo/${durable ? 'disk' : 'memory'}/1.0.0`
+
+/** A fresh database for one stream: in memory, or a file removed again by `close()`. */
+function storeDatabase (durable, synchronous) {
+  const dir = durable ? mkdtempSync(join(tmpdir(), 'parley-store-echo-')) : undefined
+  const db = new DatabaseSync(dir == null ? ':memory:' : join(dir, 'm.db'))
+  if (durable) db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}`)
+  db.exec('CREATE TABLE m (id INTEGER PRIMARY KEY, body BLOB NOT NULL, acked INTEGER NOT NULL DEFAULT 0)')
+  db.remove = () => {
+    db.close()
+    if (dir != null) rmSync(dir, { recursive: true, force: true })
+  }
+  return db
+}
+
+function storeEchoHandler (durable) {
+  return async (stream) => {
+    const db = storeDatabase(durable, 'FULL')
+    const insert = db.prepare('INSERT INTO m (body) VALUES (?)')
+    try {
+      await pipe(stream, (source) => lp.decode(source, { maxDataLength: MAX_FRAME }), async (frames) => {
+        for await (const buf of frames) {
+          const { lastInsertRowid } = insert.run(buf.subarray())
+          const ack = new Uint8Array(8)
+          new DataView(ack.buffer).setBigUint64(0, BigInt(lastInsertRowid))
+          if (!stream.send(lp.encode.single(ack))) await stream.onDrain()
+        }
+      })
+      await stream.close()
+    } catch (err) {
+      stream.abort(err)
+    } finally {
+      db.remove()
+    }
+  }
+}
+
+/** Opens one store-and-ack stream on `connection` (see above): round-trip times in ms. */
+export async function openStoreEcho (connection, durable) {
+  const db = storeDatabase(durable, 'OFF')
+  const insert = db.prepare('INSERT INTO m (body) VALUES (?)')
+  const mark = db.prepare('UPDATE m SET acked = 1 WHERE id = ?')
+  const stream = await connection.newStream(storeEchoProtocol(durable), { runOnLimitedConnection: true })
+  const frames = lp.decode(stream, { maxDataLength: MAX_FRAME })[Symbol.asyncIterator]()
+  return {
+    stream,
+    async roundTrip (payload) {
+      const start = performance.now()
+      const { lastInsertRowid } = insert.run(payload)
+      if (!stream.send(lp.encode.single(payload))) await stream.onDrain()
+      const { done } = await frames.next()
+      if (done) throw new Error('store-echo stream ended')
+      mark.run(lastInsertRowid)
+      return performance.now() - start
+    },
+    async close () {
+      try { await stream.close() } catch (err) { stream.abort(err) } finally { db.remove() }
+    }
+  }
 }
 
 /** Opens one echo stream on `connection`, kept for many round trips. */
