@@ -23,6 +23,9 @@ const RELAY_KEEP_ALIVE_TAG = `${KEEP_ALIVE}-circuit-relay`
 /** How long `removeRelay` waits for the relay's circuit address to leave the node's addresses, in ms. */
 const REMOVE_TIMEOUT = 5_000
 
+/** The libp2p events after which the reservations held may read differently. */
+const CHECK_EVENTS = ['transport:listening', 'transport:close', 'self:peer:update', 'connection:close'] as const
+
 /** A relay address that cannot be used: it must end in the relay's own /p2p/<peer ID> and not go through another relay. */
 export class InvalidRelayAddressError extends Error {
   static override name = 'InvalidRelayAddressError'
@@ -205,9 +208,11 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
   }
 
   afterStart (): void {
-    // relays may be added later (addRelay): the events are watched even without one
-    this.components.events.addEventListener('self:peer:update', this.check)
-    this.components.events.addEventListener('connection:close', this.check)
+    // relays may be added later (addRelay): the events are watched even without one;
+    // a reservation shows as the circuit listener's address, which changes with
+    // transport:listening / transport:close (self:peer:update follows, debounced,
+    // and only when the peer record's addresses changed)
+    for (const name of CHECK_EVENTS) this.components.events.addEventListener(name, this.check)
     this.components.events.addEventListener('connection:open', this.onConnectionOpen)
     this.schedulePeriodicCheck()
   }
@@ -230,8 +235,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
       this.clock.clearTimeout(relay.retry)
       relay.retry = undefined
     }
-    this.components.events.removeEventListener('self:peer:update', this.check)
-    this.components.events.removeEventListener('connection:close', this.check)
+    for (const name of CHECK_EVENTS) this.components.events.removeEventListener(name, this.check)
     this.components.events.removeEventListener('connection:open', this.onConnectionOpen)
     for (const done of this.removing) done()
   }
@@ -349,8 +353,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     const { promise, resolve } = Promise.withResolvers<void>()
     this.removing.add(resolve)
     const onChange = (): void => { if (!this.reservedRelays().has(id)) resolve() }
-    const events = ['transport:listening', 'transport:close', 'self:peer:update', 'connection:close'] as const
-    for (const name of events) this.components.events.addEventListener(name, onChange)
+    for (const name of CHECK_EVENTS) this.components.events.addEventListener(name, onChange)
     const timer = this.clock.setTimeout(() => {
       this.log.error('the circuit address through removed relay %s is still listed after %d ms', id, REMOVE_TIMEOUT)
       resolve()
@@ -360,7 +363,7 @@ class DefaultReservationKeeper extends TypedEventEmitter<ReservationKeeperEvents
     } finally {
       this.removing.delete(resolve)
       this.clock.clearTimeout(timer)
-      for (const name of events) this.components.events.removeEventListener(name, onChange)
+      for (const name of CHECK_EVENTS) this.components.events.removeEventListener(name, onChange)
     }
   }
 

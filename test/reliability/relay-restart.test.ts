@@ -11,6 +11,9 @@ describe('a relay restart', () => {
   const net = useNetwork()
 
   const holds = (node: ParleyNode): boolean => node.status().relays.every(r => r.reserved)
+  // the node's own word that a reservation came or went; a failure says what each node held
+  const changes = (...nodes: ParleyNode[]): Array<[EventTarget, string]> => nodes.map(n => [n.libp2p.services.reservations, 'change'])
+  const held = (name: string, node: ParleyNode): string => `${name}: ${JSON.stringify(node.status().relays)}, addresses ${node.multiaddrs.map(String).join(' ')}, connections ${node.libp2p.getConnections().map(c => `${c.remotePeer.toString()} ${c.status}`).join(', ')}`
 
   it('is healed by the nodes themselves, and a message sent during the outage arrives after it', async () => {
     const [port] = await freePorts(1)
@@ -27,7 +30,7 @@ describe('a relay restart', () => {
     await before
 
     await relay.stop('SIGKILL')
-    await until(() => !holds(alice) && !holds(bob), { on: [[alice.libp2p, 'self:peer:update'], [bob.libp2p, 'self:peer:update']], what: 'both nodes to lose their reservations' })
+    await until(() => !holds(alice) && !holds(bob), { on: changes(alice, bob), what: () => `both nodes to lose their reservations; ${held('alice', alice)}; ${held('bob', bob)}` })
 
     const during = nextMessages(bob, 1)
     const id = alice.queue(bob.peerId, 'sent during the outage')
@@ -36,8 +39,8 @@ describe('a relay restart', () => {
     // same identity, same port: the address users configured stays valid
     await startRelayProcess(relayArgs)
     await Promise.all([
-      until(() => holds(alice), { on: [alice.libp2p, 'self:peer:update'], what: 'alice to reserve again' }),
-      until(() => holds(bob), { on: [bob.libp2p, 'self:peer:update'], what: 'bob to reserve again' })
+      until(() => holds(alice), { on: changes(alice), what: () => `alice to reserve again; ${held('alice', alice)}` }),
+      until(() => holds(bob), { on: changes(bob), what: () => `bob to reserve again; ${held('bob', bob)}` })
     ])
 
     expect((await during)[0]).toMatchObject({ body: 'sent during the outage', path: 'relayed', from: alice.peerId.toString() })

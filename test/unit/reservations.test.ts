@@ -225,6 +225,22 @@ describe('the reservation keeper', async () => {
     expect(transports.listen).toHaveBeenCalledTimes(1)
   })
 
+  it('says a reservation is lost as soon as the circuit listener drops its address, without waiting for the peer record', async () => {
+    const { transports, events } = await start({ relays: [addrA], checkInterval: 3_600_000 })
+    transports.reserve(circuitA)
+    events.safeDispatchEvent('self:peer:update', { detail: {} as any })
+    const changes: boolean[] = []
+    keeper?.addEventListener('change', (evt) => { changes.push(evt.detail[0].reserved) })
+    // the relay went away: the circuit listener removes its address and says so
+    // (libp2p's self:peer:update follows only later, debounced)
+    transports.drop(relayA)
+    events.safeDispatchEvent('transport:listening', { detail: {} as any })
+    expect(changes).toEqual([false])
+    await flush()
+    // and it reserves again at once
+    expect(transports.listenedOn()).toEqual([circuitA.toString()])
+  })
+
   it('stop() cancels its timers and stops listening to events', async () => {
     const { clock, transports, events } = await start()
     events.safeDispatchEvent('connection:close', { detail: {} as any })
