@@ -24,13 +24,13 @@ try {
   // warm-up, not counted
   await a.call(method, { name: 'a', peer: bob.peerId, count: 300, size: 200 })
   if (opts.prof != null) await Promise.all([a.call('profile:start'), b.call('profile:start')])
-  const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, ...u.syscalls } }
+  const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, system: u.cpu.system, ...u.syscalls } }
   const [a0, b0] = [await cpu(a), await cpu(b)]
   const samples = await a.call(method, { name: 'a', peer: bob.peerId, count, size: 200 }, { timeout: 600_000 })
   const [a1, b1] = [await cpu(a), await cpu(b)]
   const per = (x1, x0, key) => ((x1[key] - x0[key]) / count).toFixed(1)
   if (opts.prof != null) await Promise.all([a.call('profile:stop', { file: `${opts.prof}/sender.cpuprofile` }), b.call('profile:stop', { file: `${opts.prof}/recipient.cpuprofile` })])
-  console.log(`${opts.echo ? 'echo' : 'parley'}: p50 ${median(samples).toFixed(3)} ms; CPU per message: sender ${((a1.cpu - a0.cpu) / count).toFixed(0)} µs, recipient ${((b1.cpu - b0.cpu) / count).toFixed(0)} µs; system calls per message (read/write): sender ${per(a1, a0, 'read')}/${per(a1, a0, 'write')}, recipient ${per(b1, b0, 'read')}/${per(b1, b0, 'write')}`)
+  console.log(`${opts.echo ? 'echo' : 'parley'}: p50 ${median(samples).toFixed(3)} ms; CPU per message: sender ${((a1.cpu - a0.cpu) / count).toFixed(0)} µs (system ${per(a1, a0, 'system')}), recipient ${((b1.cpu - b0.cpu) / count).toFixed(0)} µs (system ${per(b1, b0, 'system')}); system calls per message (read/write): sender ${per(a1, a0, 'read')}/${per(a1, a0, 'write')}, recipient ${per(b1, b0, 'read')}/${per(b1, b0, 'write')}`)
 } finally {
   await killAll()
 }
