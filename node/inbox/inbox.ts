@@ -148,12 +148,15 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
       return
     }
     const presented: StoredMessage[] = []
-    // whether a gap may have opened: a message held, or a seq refused
+    // whether a gap may have opened: a seq refused, or a message stored and not shown (held)
     let gapMayOpen = false
     results.forEach((result, i) => {
+      if (batch[i].step.kind === 'refuse') gapMayOpen = true
       if (Array.isArray(result)) presented.push(...result)
-      else if (!(result instanceof Error)) presented.push(...result.presented)
-      if (batch[i].step.kind === 'refuse' || (!Array.isArray(result) && !(result instanceof Error) && result.result === 'stored' && result.presented.length === 0)) gapMayOpen = true
+      else if (!(result instanceof Error)) {
+        presented.push(...result.presented)
+        if (result.result === 'stored' && result.presented.length === 0) gapMayOpen = true
+      }
     })
     // shown before the acks leave, as when each message had its own transaction
     this.present(presented)

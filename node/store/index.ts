@@ -429,25 +429,18 @@ export class Store {
    */
   enqueue (message: NewOutbound, options: { durable?: boolean } = {}): OutboxEntry {
     return this.transaction(() => {
-      // the seq taken and the conversation moved on in one statement; a new conversation's row is written first
-      let position: number | null = null
-      let taken: Row | undefined
-      if (message.group == null) {
-        position = this.nextPosition()
-        // a user who writes has read what came before: the read mark moves up to the new message
-        const take = this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1, read_position = ? WHERE peer = ? RETURNING next_out_seq - 1 AS seq')
-        taken = take.get(position, message.peer) as Row | undefined
-        if (taken == null) {
-          this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
-          taken = take.get(position, message.peer) as Row
-        }
-      } else {
-        const take = this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1 WHERE peer = ? RETURNING next_out_seq - 1 AS seq')
-        taken = take.get(message.peer) as Row | undefined
-        if (taken == null) {
-          this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
-          taken = take.get(message.peer) as Row
-        }
+      // a group carrier takes no place in the history: no position
+      const position = message.group == null ? this.nextPosition() : null
+      // the seq taken and the conversation moved on in one statement; a user who
+      // writes has read what came before: the read mark moves up to the new message
+      const take = (): Row | undefined => (position == null
+        ? this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1 WHERE peer = ? RETURNING next_out_seq - 1 AS seq').get(message.peer)
+        : this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1, read_position = ? WHERE peer = ? RETURNING next_out_seq - 1 AS seq').get(position, message.peer)) as Row | undefined
+      let taken = take()
+      if (taken == null) {
+        // a new conversation: its row first
+        this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
+        taken = take() as Row
       }
       const row = outboundRow(message, taken.seq)
       this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload)

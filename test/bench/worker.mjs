@@ -58,11 +58,14 @@ function connectionTo (libp2p, peer, relayed = false) {
 }
 
 async function echoClient (name, peer, relayed = false) {
-  const key = `${name}>${peer}>${relayed}`
+  return keptClient(`${name}>${peer}>${relayed}`, async ({ openEcho }) => openEcho(connectionTo(libp2pOf(name), peer, relayed)))
+}
+
+/** The client kept under `key` (its name first, for closeEchoesOf) while its stream is open, else a new one from `open(libs)`. */
+async function keptClient (key, open) {
   let client = echoes.get(key)
   if (client == null || client.stream.status !== 'open') {
-    const { openEcho } = await loadLibs()
-    client = await openEcho(connectionTo(libp2pOf(name), peer, relayed))
+    client = await open(await loadLibs())
     echoes.set(key, client)
   }
   return client
@@ -543,12 +546,7 @@ const handlers = {
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
   async 'lat:store-echo' ({ name, peer, count, size, durable }) {
-    const key = `${name}>${peer}>store-echo>${durable}`
-    let client = echoes.get(key)
-    if (client == null || client.stream.status !== 'open') {
-      client = await (await loadLibs()).openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable)
-      echoes.set(key, client)
-    }
+    const client = await keptClient(`${name}>${peer}>store-echo>${durable}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable))
     const data = payload(size)
     const samples = []
     for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))

@@ -65,27 +65,31 @@ async function tcpProbe (addrs) {
       socket.once('close', () => { done({ result: 'closed without an answer', connectMs: connected }) })
     })
   })
-  const ss = (args) => new Promise(resolve => { execFile('ss', args, (err, out) => { resolve(err == null ? out.trim().split('\n').filter(l => l !== '') : [`ss: ${err.message}`]) }) })
-  const listening = await ss(['-ltnH', `sport = :${port}`]).then(lines => lines.join(' | '))
+  // the listening socket, with its process and descriptor (-p: root only)
+  const listening = (await ss(['-ltnpH', `sport = :${port}`])).join(' | ')
   const states = {}
   for (const line of await ss(['-tanH', `sport = :${port} or dport = :${port}`])) {
     const state = line.split(/\s+/)[0]
     states[state] = (states[state] ?? 0) + 1
   }
-  return { tcp, listening, sockets: states, listener: await listenerWatch(port) }
+  return { tcp, listening, sockets: states, listener: await listenerWatch(listening) }
+}
+
+/** The lines `ss` prints for `args`, or why it could not run. */
+async function ss (args) {
+  return new Promise(resolve => {
+    execFile('ss', args, { timeout: 5_000 }, (err, out) => { resolve(err == null ? out.trim().split('\n').filter(l => l !== '') : [`ss: ${err.message}`]) })
+  })
 }
 
 /**
- * Whether the process that owns the listening socket on `port` is watching it:
+ * Whether the process that owns a listening socket (its `ss -ltnp` line) is watching it:
  * the socket's registration in the process's epoll sets (from /proc, `events`
  * is the mask: 0x19 = readable, error, hang-up). Needs root (ss -p, /proc of
  * another process); says why not otherwise.
  */
-async function listenerWatch (port) {
-  const run = (cmd, args, timeout) => new Promise(resolve => {
-    execFile(cmd, args, { timeout, maxBuffer: 64 * 1024 * 1024 }, (err, out, errOut) => { resolve({ err, out: String(out ?? ''), errOut: String(errOut ?? '') }) })
-  })
-  const owner = /pid=(\d+),fd=(\d+)/.exec((await run('ss', ['-ltnpH', `sport = :${port}`], 5_000)).out)
+async function listenerWatch (listening) {
+  const owner = /pid=(\d+),fd=(\d+)/.exec(listening)
   if (owner == null) return { error: 'no owner from ss -p' }
   const [, pid, fd] = owner
   const epoll = []
