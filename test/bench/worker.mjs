@@ -652,6 +652,14 @@ const handlers = {
     for (const run of runs) for (const [k, n] of Object.entries(run.statuses)) statuses[k] = (statuses[k] ?? 0) + n
     return { messages: count * senders.length, seconds: (performance.now() - start) / 1000, latencies: runs.flatMap(run => run.latencies), statuses }
   },
+  /** The length-prefixed echo on the raw sender `name`'s connection (opened by raw:connect or raw:send): round-trip times. */
+  async 'raw:echo' ({ name, count, size }) {
+    const client = await keptClient(`${name}>raw-echo`, async ({ openEcho }) => openEcho(raws.get(name).connection))
+    const data = payload(size)
+    const samples = []
+    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+    return samples
+  },
 
   // ---- hostile strangers (see lib/flood.mjs) ----
 

@@ -26,10 +26,17 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const tcpPort = await b.call('tcp:server')
   await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
   // diagnostic: the same two processes, nodes without a data dir (SQLite in memory: no fsync)
-  const bobMem = await b.call('parley:start', { name: 'b-mem', listen: tcp, relays: [], bootstrap: [] })
+  const bobMem = await b.call('parley:start', { name: 'b-mem', listen: tcp, relays: [], bootstrap: [], echo: true })
   const aliceMem = await a.call('parley:start', { name: 'a-mem', listen: tcp, relays: [], bootstrap: [] })
   await b.call('parley:addContact', { name: 'b-mem', contact: 'alice', peer: aliceMem.peerId })
   await a.call('dial', { name: 'a-mem', peer: bobMem.peerId, addrs: bobMem.addrs })
+  // an /im client that is not parley (lib/raw-im.mjs), a contact of the in-memory
+  // node, sending one message at a time: the recipient's part of the round trip
+  const [rawIm] = await a.call('raw:start', { prefix: 'lat-raw', count: 1 })
+  await b.call('parley:addContact', { name: 'b-mem', contact: 'raw', peer: rawIm })
+  const bobMemTcp = bobMem.addrs.filter(addr => addr.startsWith('/ip4/127.0.0.1/'))
+  await a.call('raw:connect', { names: ['lat-raw0'], addrs: bobMemTcp })
+  let rawSeq = 1
 
   const methods = {
     parley: () => a.call('lat:parley', { name: 'a', peer: bob.peerId, count, size }),
@@ -40,6 +47,13 @@ export async function run ({ spawn, tempDir, scale, log }) {
     // the least a store-and-acknowledge messenger does, on the echo's connection
     storeEcho: () => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count, size, durable: true }),
     storeEchoMemory: () => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count, size, durable: false }),
+    rawIm: async () => {
+      const run = await a.call('raw:send', { senders: [{ name: 'lat-raw0', from: rawSeq }], addrs: bobMemTcp, count, size, window: 1 })
+      rawSeq += count
+      if (run.statuses.OK !== count) throw new Error(`the raw client's messages were not all acknowledged OK: ${JSON.stringify(run.statuses)}`)
+      return run.latencies
+    },
+    rawEcho: () => a.call('raw:echo', { name: 'lat-raw0', count, size }),
     // the disk's part: one durable SQLite commit, on the file system the stores are on
     commit: async () => b.call('store:commits', { dataDir: await tempDir(), count }),
     // both processes committing at once, as the sender and recipient do during a send
@@ -78,6 +92,8 @@ export async function run ({ spawn, tempDir, scale, log }) {
       // where the two targets sit between the bare echo and parley
       { metric: 'diagnostic: the least store-and-ack (the echo, plus one INSERT on each side before the frame leaves / the ack, one UPDATE on the ack; no parsing, checks, ordering or events), durable vs 1 commit + echo', parley: s.storeEcho, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEcho.p50 / floor },
       { metric: 'diagnostic: the same least store-and-ack, in memory, vs the echo', parley: s.storeEchoMemory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.storeEchoMemory.p50 / s.echo.p50 },
+      // the issue's in-memory measure: a client that is not parley, so only the recipient is parley's
+      { metric: 'an /im client that is not parley → a parley node with its store in memory, one message at a time: write → ack vs the echo on the same connection', parley: s.rawIm, baseline: { name: 'length-prefixed echo, raw libp2p stream, same connection', ...s.rawEcho }, ratio: s.rawIm.p50 / s.rawEcho.p50, target: '≤ 1.5×', met: s.rawIm.p50 / s.rawEcho.p50 <= 1.5 },
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack, durable', parley: s.parley, baseline: { name: 'least store-and-ack, durable', ...s.storeEcho }, ratio: s.parley.p50 / s.storeEcho.p50 },
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack, both in memory', parley: s.memory, baseline: { name: 'least store-and-ack, in memory', ...s.storeEchoMemory }, ratio: s.memory.p50 / s.storeEchoMemory.p50 }
     ]

@@ -31,6 +31,8 @@ export async function rawSender () {
   let onEnd
   return {
     peerId: node.peerId.toString(),
+    /** The connection `connect` or `send` opened (for a baseline on the same connection). */
+    get connection () { return conn },
     /** Dials `addrs` (the connection is kept for `send`), a few times if the recipient refuses for now. */
     async connect (addrs) {
       for (let attempt = 1; ; attempt++) {
