@@ -519,7 +519,8 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
       this.waiting.delete(change.id)
       waiter.reject(new MessageRejectedError(`the recipient refused message ${change.id}: ${change.reason ?? 'no reason given'}`, change.reason ?? 'failed'))
     }
-    this.dispatchEvent(new CustomEvent('message:status', { detail: change }))
+    // three changes a message: an event nobody listens to is not made
+    if (this.listenerCount('message:status') > 0) this.dispatchEvent(new CustomEvent('message:status', { detail: change }))
   }
 
   /** Emits the messages the inbox presents, in order. */

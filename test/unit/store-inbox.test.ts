@@ -31,11 +31,13 @@ describe('Store, inbound side', () => {
     const statements = recordStatements(store)
     store.receive(inbound(101))
     expect(statements).toEqual([
+      'BEGIN IMMEDIATE', // the transaction's own statements are prepared once too
       'SELECT next_out_seq, next_in_seq,', // where the conversation stands
       'INSERT INTO messages', // the message, unless (sender, id) is stored already: the dedup is the insert's
       'DELETE FROM refused_seqs', // a refused message may have filled the seq after it
       'UPDATE conversations SET', // where it then stands
-      'UPDATE history_end SET' // the last history position: once a commit, however many a batch presents
+      'UPDATE history_end SET', // the last history position: once a commit, however many a batch presents
+      'COMMIT'
     ])
     store.close()
   })
