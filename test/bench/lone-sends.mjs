@@ -2,35 +2,73 @@
 // processes with both stores in memory: p50 and the CPU time each process
 // spends per message, for this build or another; optionally under the V8
 // profiler (summarise with test/bench/profile.mjs). `--echo`: the raw
-// length-prefixed echo on the same connection instead, for its CPU per round trip.
+// length-prefixed echo on the same connection instead, for its CPU per round
+// trip. `--raw`: the sender is an /im client that is not parley
+// (lib/raw-im.mjs), in rounds alternating with the echo on its own
+// connection: the recipient's part alone (the issue's in-memory measure).
 //
-//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo]
+//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo | --raw]
 import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
 import { killAll, spawnWorker } from './lib/rpc.mjs'
 import { median } from './lib/stats.mjs'
 
-const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false } } })
+const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false }, raw: { type: 'boolean', default: false } } })
 const count = Number(opts.count)
 const env = opts.dist == null ? {} : { PARLEY_BENCH_DIST: resolve(opts.dist) }
+const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, system: u.cpu.system, ...u.syscalls } }
 try {
   const [a, b] = await Promise.all([spawnWorker('sender', { env }), spawnWorker('recipient', { env })])
   const tcp = ['/ip4/127.0.0.1/tcp/0']
   const bob = await b.call('parley:start', { name: 'b', listen: tcp, relays: [], bootstrap: [], echo: true })
-  const alice = await a.call('parley:start', { name: 'a', listen: tcp, relays: [], bootstrap: [] })
+  if (opts.raw) await rawRounds(a, b, bob)
+  else await parleySends(a, b, bob)
+} finally {
+  await killAll()
+}
+
+async function parleySends (a, b, bob) {
+  const alice = await a.call('parley:start', { name: 'a', listen: ['/ip4/127.0.0.1/tcp/0'], relays: [], bootstrap: [] })
   await b.call('parley:addContact', { name: 'b', contact: 'alice', peer: alice.peerId })
   await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
   const method = opts.echo ? 'lat:echo' : 'lat:parley'
   // warm-up, not counted
   await a.call(method, { name: 'a', peer: bob.peerId, count: 300, size: 200 })
   if (opts.prof != null) await Promise.all([a.call('profile:start'), b.call('profile:start')])
-  const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, system: u.cpu.system, ...u.syscalls } }
   const [a0, b0] = [await cpu(a), await cpu(b)]
   const samples = await a.call(method, { name: 'a', peer: bob.peerId, count, size: 200 }, { timeout: 600_000 })
   const [a1, b1] = [await cpu(a), await cpu(b)]
   const per = (x1, x0, key) => ((x1[key] - x0[key]) / count).toFixed(1)
   if (opts.prof != null) await Promise.all([a.call('profile:stop', { file: `${opts.prof}/sender.cpuprofile` }), b.call('profile:stop', { file: `${opts.prof}/recipient.cpuprofile` })])
   console.log(`${opts.echo ? 'echo' : 'parley'}: p50 ${median(samples).toFixed(3)} ms; CPU per message: sender ${((a1.cpu - a0.cpu) / count).toFixed(0)} µs (system ${per(a1, a0, 'system')}), recipient ${((b1.cpu - b0.cpu) / count).toFixed(0)} µs (system ${per(b1, b0, 'system')}); system calls per message (read/write): sender ${per(a1, a0, 'read')}/${per(a1, a0, 'write')}, recipient ${per(b1, b0, 'read')}/${per(b1, b0, 'write')}`)
-} finally {
-  await killAll()
+}
+
+/** Two rounds each of the raw client's messages and the echo on its connection, alternating; the second pair is reported (and profiled). */
+async function rawRounds (a, b, bob) {
+  const [raw] = await a.call('raw:start', { prefix: 'raw', count: 1 })
+  await b.call('parley:addContact', { name: 'b', contact: 'raw', peer: raw })
+  const addrs = bob.addrs.filter(addr => addr.startsWith('/ip4/127.0.0.1/'))
+  await a.call('raw:connect', { names: ['raw0'], addrs })
+  let seq = 1
+  const messages = async (n) => {
+    const run = await a.call('raw:send', { senders: [{ name: 'raw0', from: seq }], addrs, count: n, size: 200, window: 1 }, { timeout: 600_000 })
+    seq += n
+    if (run.statuses.OK !== n) throw new Error(`not all acknowledged OK: ${JSON.stringify(run.statuses)}`)
+    return run.latencies
+  }
+  const echo = async (n) => a.call('raw:echo', { name: 'raw0', count: n, size: 200 }, { timeout: 600_000 })
+  // warm-up, not counted
+  await messages(300)
+  await echo(300)
+  for (let round = 1; round <= 2; round++) {
+    const echoes = await echo(count)
+    const profiled = opts.prof != null && round === 2
+    if (profiled) await b.call('profile:start')
+    const b0 = await cpu(b)
+    const acks = await messages(count)
+    const b1 = await cpu(b)
+    if (profiled) await b.call('profile:stop', { file: `${opts.prof}/recipient.cpuprofile` })
+    if (round === 1) continue
+    console.log(`raw /im client → parley in memory: write → ack p50 ${median(acks).toFixed(3)} ms, echo on its connection ${median(echoes).toFixed(3)} ms: ${(median(acks) / median(echoes)).toFixed(2)}×; recipient CPU per message ${((b1.cpu - b0.cpu) / count).toFixed(0)} µs`)
+  }
 }
