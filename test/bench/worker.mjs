@@ -72,6 +72,34 @@ async function keptClient (key, open) {
 }
 
 const payload = (size) => new Uint8Array(size).fill(0x6d)
+/** How late this process's 100 ms ticks ran, for the last 30 s: [when (performance.now()), ms late]. */
+const ticks = []
+let tickTimer
+function watchStalls () {
+  if (tickTimer != null) return
+  let last = performance.now()
+  tickTimer = setInterval(() => {
+    const now = performance.now()
+    ticks.push([now, now - last - 100])
+    last = now
+    if (ticks.length > 300) ticks.shift()
+  }, 100)
+  tickTimer.unref()
+}
+/** The event loop's stalls over the last 10 s: the longest, how long ago it ended, and the ticks over 250 ms late. */
+function recentStalls () {
+  const now = performance.now()
+  const recent = ticks.filter(([at]) => now - at <= 10_000)
+  const worst = recent.reduce((w, t) => t[1] > w[1] ? t : w, [now, 0])
+  return { maxMs: Math.round(worst[1]), endedMsAgo: Math.round(now - worst[0]), over250ms: recent.filter(([, late]) => late > 250).length }
+}
+/** `count` round trips of a `size`-byte frame, one at a time, on an echo-like client: their times in ms. */
+async function roundTrips (client, count, size) {
+  const data = payload(size)
+  const samples = []
+  for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+  return samples
+}
 const body = (size) => 'm'.repeat(size)
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 
@@ -539,18 +567,12 @@ const handlers = {
   },
   async 'lat:echo' ({ name, peer, count, size, relayed = false }) {
     const client = await echoClient(name, peer, relayed)
-    const data = payload(size)
-    const samples = []
-    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
-    return samples
+    return roundTrips(client, count, size)
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
   async 'lat:store-echo' ({ name, peer, count, size, durable }) {
     const client = await keptClient(`${name}>${peer}>store-echo>${durable}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable))
-    const data = payload(size)
-    const samples = []
-    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
-    return samples
+    return roundTrips(client, count, size)
   },
   async 'tcp:server' () {
     const server = await (await loadLibs()).tcpEchoServer()
@@ -655,10 +677,7 @@ const handlers = {
   /** The length-prefixed echo on the raw sender `name`'s connection (opened by raw:connect or raw:send): round-trip times. */
   async 'raw:echo' ({ name, count, size }) {
     const client = await keptClient(`${name}>raw-echo`, async ({ openEcho }) => openEcho(raws.get(name).connection))
-    const data = payload(size)
-    const samples = []
-    for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
-    return samples
+    return roundTrips(client, count, size)
   },
 
   // ---- hostile strangers (see lib/flood.mjs) ----
@@ -971,6 +990,7 @@ const handlers = {
    * once each has its reservation (or listener) and its peer record is in the DHT.
    */
   async 'net:start' ({ nodes, bootstrap, connectionLimits, concurrency = 4, timeout = 120_000 }) {
+    watchStalls()
     const { createNode } = await loadParley()
     netReceived ??= new Map()
     const out = []
@@ -1067,6 +1087,9 @@ const handlers = {
       dialQueue: node.libp2p.getDialQueue().length,
       addrs: node.multiaddrs.map(String),
       timerLagMs: Math.round(lag),
+      // the nodes of this process share one event loop: a stall of any stops every one of them accepting
+      nodesInProcess: parley.size,
+      stalls: recentStalls(),
       refused: node.libp2p.services.connectionGuard.refused,
       deniedIps: [...node.libp2p.services.connectionGuard.deniedIps ?? []]
     }
