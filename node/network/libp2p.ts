@@ -16,7 +16,7 @@ import { parleyAddressSorter } from './address-sorter.js'
 import { ConnectionGuard } from './connection-guard.js'
 import { MAX_RELAYS, reservationKeeper } from './reservations.js'
 import { relayPeerOf } from '../../common/relay-link.js'
-import { guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
+import { endWebRTCWithLastNode, guardWebRTCListenerLeak } from './webrtc-leak-guard.js'
 import { stalePaths } from './stale-paths.js'
 import type { StalePaths } from './stale-paths.js'
 import type { TrustSource } from './connection-guard.js'
@@ -85,7 +85,7 @@ export async function createNodeLibp2p (
   // the heartbeat asks the reservation keeper which connections go to its relays
   let keeper: ReservationKeeper | undefined
 
-  return createLibp2p<NodeServices>({
+  const libp2p = await createLibp2p<NodeServices>({
     // the caller builds what the /im callbacks need, then starts it
     start: false,
     privateKey,
@@ -152,4 +152,6 @@ export async function createNodeLibp2p (
       })
     }
   })
+  endWebRTCWithLastNode(libp2p)
+  return libp2p
 }
