@@ -1,4 +1,6 @@
 /**
+ * What WebRTC (node-datachannel) leaks in a process, and the guards against it.
+ *
  * Guard against js-libp2p #3567: the WebRTC transport adds one `abort`
  * listener per connection to a signal that lives as long as the transport, and
  * removes it on the RTCPeerConnection's `close` event, which node-datachannel's
