@@ -72,7 +72,7 @@ async function keptClient (key, open) {
 }
 
 const payload = (size) => new Uint8Array(size).fill(0x6d)
-/** How late this process's 100 ms ticks ran, for the last 30 s: [when (performance.now()), ms late]. */
+/** How late this process's 100 ms ticks ran, for the last 10 s (what recentStalls reads): [when (performance.now()), ms late]. */
 const ticks = []
 let tickTimer
 function watchStalls () {
@@ -82,7 +82,7 @@ function watchStalls () {
     const now = performance.now()
     ticks.push([now, now - last - 100])
     last = now
-    if (ticks.length > 300) ticks.shift()
+    if (ticks.length > 100) ticks.shift()
   }, 100)
   tickTimer.unref()
 }

@@ -15,6 +15,14 @@ function fakeNode (): { node: TypedEventEmitter<Libp2pEvents>, start: () => void
   }
 }
 
+/** Two fake nodes, each watched by a fresh copy of the guard module (its count starts at 0). */
+async function twoWatchedNodes (): Promise<Array<ReturnType<typeof fakeNode>>> {
+  const { endWebRTCWithLastNode } = await import('../../node/network/webrtc-leak-guard.js')
+  const nodes = [fakeNode(), fakeNode()]
+  for (const { node } of nodes) endWebRTCWithLastNode(node)
+  return nodes
+}
+
 describe('endWebRTCWithLastNode', () => {
   beforeEach(() => {
     vi.resetModules()
@@ -22,11 +30,7 @@ describe('endWebRTCWithLastNode', () => {
   })
 
   it("ends node-datachannel's threads when the last started node stops, not before", async () => {
-    const { endWebRTCWithLastNode } = await import('../../node/network/webrtc-leak-guard.js')
-    const a = fakeNode()
-    const b = fakeNode()
-    endWebRTCWithLastNode(a.node)
-    endWebRTCWithLastNode(b.node)
+    const [a, b] = await twoWatchedNodes()
     a.start()
     b.start()
     a.stop()
@@ -40,11 +44,7 @@ describe('endWebRTCWithLastNode', () => {
   })
 
   it('does not count a node twice, nor a stop without a start (a start that failed)', async () => {
-    const { endWebRTCWithLastNode } = await import('../../node/network/webrtc-leak-guard.js')
-    const a = fakeNode()
-    const failed = fakeNode()
-    endWebRTCWithLastNode(a.node)
-    endWebRTCWithLastNode(failed.node)
+    const [a, failed] = await twoWatchedNodes()
     a.start()
     a.start()
     failed.stop()

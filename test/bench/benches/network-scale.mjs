@@ -22,7 +22,11 @@ import { usage } from '../lib/proc.mjs'
 import { networkScaleSvg } from '../lib/plot.mjs'
 import { summarize } from '../lib/stats.mjs'
 
-export const title = `Network at scale: 30 → 100 → 300 parley nodes over ${Number(process.env.PARLEY_NET_PROCESSES ?? 6)} processes, 3 relays; DHT lookup, first message by peer ID, memory per node`
+// every node of a process shares its event loop, and libuv accepts one
+// connection per listener per turn of it: fewer nodes a process, fewer waits
+const PROCESSES = Number(process.env.PARLEY_NET_PROCESSES ?? 6)
+
+export const title = `Network at scale: 30 → 100 → 300 parley nodes over ${PROCESSES} processes, 3 relays; DHT lookup, first message by peer ID, memory per node`
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const PLOT = join(HERE, '..', '..', '..', 'docs', 'bench', 'network-scale.svg')
@@ -33,9 +37,6 @@ const RELAY_LIMITS = { maxReservations: 1_000, inboundConnectionsPerSecond: 10_0
 // and the nodes' limits on strangers' connections per IP (a DHT server is dialled by everyone)
 const NODE_LIMITS = { maxInboundPerIp: 100_000, maxInboundPerSubnet: 100_000, maxInboundUntrusted: 100_000, maxConnections: 2_000 }
 const RELAYS = 3
-// every node of a process shares its event loop, and libuv accepts one
-// connection per listener per turn of it: fewer nodes a process, fewer waits
-const PROCESSES = Number(process.env.PARLEY_NET_PROCESSES ?? 6)
 const PUBLIC_EVERY = 10
 // first messages in flight at once, network-wide
 const SENDS_IN_FLIGHT = 16
