@@ -1097,7 +1097,8 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     }
     const policy = loadPolicy(store, resolved)
     const storage = new StorageMonitor({ store, policy, log: logger.forComponent('parley:storage') }, resolved.limits.maxStoreBytes)
-    const inbox = new Inbox({ store }, { gapTimeout: resolved.gapTimeout })
+    // a store in memory has no fsync for the messages of one turn to share: each is acked within the read of its frame
+    const inbox = new Inbox({ store }, { gapTimeout: resolved.gapTimeout, commitAtOnce: store.file == null })
     const reception = new Reception({ policy, inbox, storage }, resolved.limits)
     // built before libp2p, which serves its offers; what it dials and queues with comes after
     const late: { router?: Router, node?: ParleyNode } = {}

@@ -1,5 +1,6 @@
 import { utf8Length } from '../protocols/im/index.js'
 import type { Inbox } from './inbox/inbox.js'
+import type { ReceiveResult } from './store/index.js'
 import type { PolicyLimits, Policy } from './policy.js'
 import type { StorageMonitor } from './storage-monitor.js'
 import type { Admission, ImInit, InboundMessage, Refusal, StoreResult } from '../protocols/im/index.js'
@@ -29,8 +30,9 @@ export class Reception implements Required<Pick<ImInit, 'admit' | 'store' | 'onR
     return verdict.status === 'rate-limit' ? { status: 'rate-limit', retryAfterMs: verdict.retryAfterMs } : { status: 'block' }
   }
 
-  store = async (message: InboundMessage): Promise<StoreResult> => {
-    const { policy, inbox, storage } = this.components
+  /** Answers at once when the inbox stores at once (a store in memory), later when it commits in a batch. */
+  store = (message: InboundMessage): StoreResult | Promise<StoreResult> => {
+    const { policy, inbox } = this.components
     const peer = message.from.toString()
     const bytes = utf8Length(message.body)
     const verdict = policy.check(peer, bytes)
@@ -38,13 +40,23 @@ export class Reception implements Required<Pick<ImInit, 'admit' | 'store' | 'onR
       // blocked since admission: it waits like a rate-limited one, and is answered BLOCKED next time
       return { status: 'rate-limited', retryAfterMs: verdict.status === 'rate-limit' ? verdict.retryAfterMs : this.limits.retryAfterMs }
     }
-    let result: Awaited<ReturnType<Inbox['receive']>> | undefined
+    let received: ReceiveResult['result'] | Promise<ReceiveResult['result']>
     try {
-      result = await inbox.receive(message, { request: verdict.request, maxHeld: this.limits.maxHeldPerPeer })
-    } finally {
-      policy.settle(peer, bytes, verdict.request, result === 'stored')
+      received = inbox.receive(message, { request: verdict.request, maxHeld: this.limits.maxHeldPerPeer })
+    } catch (err) {
+      policy.settle(peer, bytes, verdict.request, false)
+      throw err
     }
-    if (result === 'stored') storage.stored(bytes)
+    if (!(received instanceof Promise)) return this.settled(peer, bytes, verdict.request, received)
+    return received.then(result => this.settled(peer, bytes, verdict.request, result), (err: any) => {
+      policy.settle(peer, bytes, verdict.request, false)
+      throw err
+    })
+  }
+
+  private settled (peer: string, bytes: number, request: boolean, result: ReceiveResult['result']): StoreResult {
+    this.components.policy.settle(peer, bytes, request, result === 'stored')
+    if (result === 'stored') this.components.storage.stored(bytes)
     // too many held for an earlier seq: the missing one must still get through, so the peer is not told to wait as a whole
     if (result === 'held-full') return { status: 'rate-limited', retryAfterMs: this.limits.retryAfterMs }
     return result

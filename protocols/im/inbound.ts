@@ -3,18 +3,18 @@ import { raceSignal } from 'race-signal'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { DEFAULT_CONTENT_TYPE, GROUP_PROTOCOL } from './constants.js'
 import { ProtocolViolationError, ReceiverError } from './errors.js'
-import { decodeFrame, encodeFrame, readFrames } from './frames.js'
+import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
 import { pathOf } from './path.js'
 import { Ack } from './pb/im.js'
 import { refusalFor } from './validate.js'
 import type { Admission, ImInit, StoreResult } from './index.js'
 import type { ChatMessage } from './pb/im.js'
-import type { Connection, Logger, Stream } from '@libp2p/interface'
+import type { Connection, Logger, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 
 export interface InboundStreamInit {
   /** The service's callbacks (`store`, `admit`, `onRefused`), called as methods of it. */
   handlers: Pick<ImInit, 'store' | 'admit' | 'onRefused'>
-  /** Messages read but not yet answered at most: the reader waits beyond it. */
+  /** Messages read but not yet answered at most: the stream is paused beyond it. */
   maxUnacked: number
   /** Each message is answered within this many ms of being read, or the stream is aborted. */
   ackTimeout: number
@@ -23,49 +23,63 @@ export interface InboundStreamInit {
   log: Logger
 }
 
-/** One inbound message's answer: `ack` once settled, or `error` when it cannot be acknowledged. */
+/** One inbound message's answer: `ack` once it is settled, or `error` when it cannot be acknowledged. */
 interface InboundAnswer {
   /** When the message was read: it must be answered within the ack timeout of it. */
   readAt: number
-  settled: Promise<void>
   ack?: Ack
   error?: Error
 }
 
 const ACCEPT: Admission = { status: 'accept' }
 
-function answered (ack: Ack): InboundAnswer {
-  return { readAt: Date.now(), settled: Promise.resolve(), ack }
+function isPromise<T> (value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as any)?.then === 'function'
 }
 
 /**
  * Answers every message of one inbound /im stream, in order, once each is
- * settled. Two loops share the stream:
+ * settled.
  *
- * - the reader hands each message to `store` as soon as it is read (in stream
- *   order, up to `maxUnacked` unanswered), without waiting for the earlier
- *   ones to be on disk, so that a store that commits several messages at once
- *   can;
- * - the writer sends each ack once its own message is settled, in order; acks
- *   that are ready together go out in one write.
+ * It reads in the stream's `message` event, synchronously: each frame of a
+ * chunk goes to admission, the checks and `store` as it is cut out, and the
+ * acks that are ready when the chunk is done leave in one write, before the
+ * event returns. A `store` that answers at once (a store in memory) is thus
+ * acknowledged within the muxer's own read of the frame, ahead of its window
+ * update, with no turn of the event loop or promise in between. A `store`
+ * that answers later (one that commits several messages in one fsync) is
+ * acknowledged when it settles; the frames behind it are read and stored
+ * meanwhile, up to `maxUnacked` unanswered, beyond which the stream is paused.
+ * Answers leave in stream order.
  *
  * One clock serves the stream: answers leave in order, so the oldest
  * unanswered message is the first to run out of time (spec 4.4); when it
  * does, every store still running is given up and the stream aborted.
  */
 export class InboundStream {
+  private readonly frames = new FrameReader()
   /** Answers not yet written, in stream order. */
   private readonly unanswered: InboundAnswer[] = []
   /** Aborted when the oldest message is not settled in time: every store in flight listens to it. */
   private readonly deadline = new AbortController()
+  private readonly finished = Promise.withResolvers<void>()
+  /** When a chunk was last read or an answer last written: the idle clock. */
+  private lastActive = Date.now()
   private idleTimer?: ReturnType<typeof setTimeout>
   private ackWatchdog?: ReturnType<typeof setTimeout>
-  /** Set once the reader is done: how it ended. */
+  /** The remote closed its end: once every buffered frame is read, nothing more comes. */
+  private remoteEnded = false
+  /** Set once no more frames will be read: how reading ended. */
   private readEnd?: { error?: Error }
-  /** Set when an answer could not be written: the reader stops. */
-  private writeFailure?: Error
-  private wakeWriter?: () => void
-  private wakeReader?: () => void
+  private paused = false
+  /** A message's admission is being decided (an `admit` that answers later): the next frames wait for it. */
+  private admitting = false
+  /** The stream's write buffer is full: answers wait for it to drain. */
+  private draining = false
+  /** The stream is being closed, or is closed: nothing more is read or written. */
+  private done = false
+  private pumping = false
+  private pumpAgain = false
 
   constructor (
     private readonly stream: Stream,
@@ -78,100 +92,173 @@ export class InboundStream {
 
   /** Serves the stream until it ends; never throws (a failed stream is aborted). */
   async run (): Promise<void> {
+    this.stream.addEventListener('message', this.onMessage)
+    this.stream.addEventListener('end', this.onEnd)
+    this.stream.addEventListener('close', this.onClose)
+    // the remote may have closed its end before this handler ran, with nothing to read
+    if (this.stream.remoteWriteStatus === 'closed' && this.stream.readBufferLength === 0) this.onEnd()
+    if (this.stream.status !== 'open') this.onClose()
+    this.armIdleTimer()
+    await this.finished.promise
+  }
+
+  private readonly onMessage = (evt: StreamMessageEvent): void => {
+    if (this.readEnd != null || this.done) return
+    this.lastActive = Date.now()
+    this.frames.push(evt.data)
+    this.pump()
+  }
+
+  private readonly onEnd = (): void => {
+    // on a frame that carries the end and data both, the muxer reports the end first: read the data before it
+    queueMicrotask(() => {
+      this.remoteEnded = true
+      this.pump()
+    })
+  }
+
+  private readonly onClose = (evt?: StreamCloseEvent): void => {
+    if (evt?.error != null) this.init.log('/im stream from %p closed - %e', this.connection.remotePeer, evt.error)
+    this.finish()
+  }
+
+  /**
+   * Reads what the stream has buffered and writes what is answered, until
+   * neither makes progress; then closes the stream if everything is read and
+   * answered. Called on every chunk, every settled answer, every drain.
+   */
+  private pump (): void {
+    if (this.pumping) {
+      this.pumpAgain = true
+      return
+    }
+    this.pumping = true
     try {
-      this.resetIdleTimer()
-      const reading = this.readMessages()
-      try {
-        await this.writeAcks()
-      } catch (err: any) {
-        // a message could not be acknowledged: end the stream (and with it the reader) now
-        this.writeFailure = err
-        this.abort(err)
-        this.wakeReader?.()
-        await reading
-        return
-      }
-      await reading
-      clearTimeout(this.idleTimer)
-      if (this.readEnd?.error != null) throw this.readEnd.error
-      await this.stream.close({ signal: AbortSignal.timeout(this.init.ackTimeout) })
+      do {
+        this.pumpAgain = false
+        if (this.done) return
+        this.readFrames()
+        if (!this.writeAnswers()) return
+        // resuming hands the stream's buffered chunks over at once, asking for another round
+        if (!this.pumpAgain) this.keepPace()
+      } while (this.pumpAgain)
     } catch (err: any) {
       this.abort(err)
     } finally {
-      clearTimeout(this.idleTimer)
-      clearTimeout(this.ackWatchdog)
+      this.pumping = false
     }
   }
 
-  private abort (err: Error): void {
-    this.init.log('aborting /im stream from %p - %e', this.connection.remotePeer, err)
-    this.stream.abort(err)
-  }
-
-  /** Reads messages and starts answering each, until the stream ends or the writer failed. */
-  private async readMessages (): Promise<void> {
+  /** Cuts out and starts answering the buffered frames, up to `maxUnacked` unanswered; notes the end of reading. */
+  private readFrames (): void {
     try {
-      for await (const buf of readFrames(this.stream)) {
-        clearTimeout(this.idleTimer)
+      while (this.readEnd == null && !this.admitting && this.unanswered.length < this.init.maxUnacked) {
+        const buf = this.frames.next()
+        if (buf == null) {
+          if (this.remoteEnded) {
+            this.readEnd = this.frames.inFrame ? { error: new ProtocolViolationError('the stream ended inside a frame') } : {}
+          }
+          return
+        }
         const frame = decodeFrame(buf)
         if (frame.message == null) {
           throw new ProtocolViolationError('the initiator sent an ack frame; only messages may flow forward')
         }
-        this.unanswered.push(await this.answer(frame.message))
-        this.watchOldest()
-        this.notifyWriter()
-        while (this.writeFailure == null && this.unanswered.length >= this.init.maxUnacked) {
-          await new Promise<void>(resolve => { this.wakeReader = resolve })
-        }
-        if (this.writeFailure != null) break
+        this.unanswered.push(this.answer(frame.message))
       }
-      this.readEnd = {}
     } catch (err: any) {
       // the messages read before the bad frame are still answered first
       this.readEnd = { error: err }
     }
-    this.notifyWriter()
   }
 
-  /** Writes the answers in order as they settle; returns once the reader is done and all are written. */
-  private async writeAcks (): Promise<void> {
-    for (;;) {
-      const head = this.unanswered[0]
-      if (head == null) {
-        if (this.readEnd != null) return
-        await new Promise<void>(resolve => { this.wakeWriter = resolve })
-        continue
+  /**
+   * Writes the settled answers at the head, in one write. Returns false when
+   * the stream is done with: an answer that failed (no ack: the sender
+   * retries), a bad frame reached, or everything read and answered.
+   */
+  private writeAnswers (): boolean {
+    if (this.draining) return true
+    const out = new Uint8ArrayList()
+    let written = 0
+    let failure: Error | undefined
+    for (const answer of this.unanswered) {
+      if (answer.error != null) {
+        failure = answer.error
+        break
       }
-      await head.settled
-      if (head.error != null) throw head.error
-      // the head and every answer right behind it that is settled too: one write
-      let ready = 1
-      while (ready < this.unanswered.length && this.unanswered[ready].ack != null) ready++
-      const answers = this.unanswered.splice(0, ready)
-      this.wakeReader?.()
-      this.wakeReader = undefined
-      const out = new Uint8ArrayList()
-      for (const answer of answers) out.append(encodeFrame({ ack: answer.ack as Ack }))
-      if (!this.stream.send(out)) {
-        await this.stream.onDrain({ signal: this.deadline.signal })
-      }
-      if (this.unanswered.length === 0 && this.readEnd == null) this.resetIdleTimer()
+      if (answer.ack == null) break
+      out.append(encodeFrame({ ack: answer.ack }))
+      written++
     }
+    this.unanswered.splice(0, written)
+    if (written > 0) {
+      this.lastActive = Date.now()
+      this.pumpAgain = true
+      if (!this.stream.send(out)) {
+        this.draining = true
+        this.stream.onDrain({ signal: this.deadline.signal }).then(() => {
+          this.draining = false
+          this.pump()
+        }, (err: any) => { this.abort(err) })
+      }
+    }
+    if (failure != null) {
+      this.abort(failure)
+      return false
+    }
+    if (this.readEnd != null && this.unanswered.length === 0 && !this.draining) {
+      if (this.readEnd.error != null) this.abort(this.readEnd.error)
+      else this.close()
+      return false
+    }
+    return true
   }
 
-  private notifyWriter (): void {
-    this.wakeWriter?.()
-    this.wakeWriter = undefined
+  /** Pauses the stream while `maxUnacked` are unanswered, resumes it below; keeps a timer on the oldest. */
+  private keepPace (): void {
+    const full = this.unanswered.length >= this.init.maxUnacked
+    if (full && !this.paused && this.readEnd == null && this.stream.readStatus === 'readable') {
+      this.paused = true
+      this.stream.pause()
+    } else if (!full && this.paused) {
+      this.paused = false
+      if (this.stream.readStatus === 'paused') this.stream.resume()
+    }
+    this.watchOldest()
+  }
+
+  private close (): void {
+    this.done = true
+    this.stream.close({ signal: AbortSignal.timeout(this.init.ackTimeout) }).then(() => { this.finish() }, (err: any) => { this.abort(err) })
+  }
+
+  private abort (err: Error): void {
+    if (this.stream.status === 'open') {
+      this.init.log('aborting /im stream from %p - %e', this.connection.remotePeer, err)
+      this.stream.abort(err)
+    }
+    this.finish()
+  }
+
+  private finish (): void {
+    this.done = true
+    clearTimeout(this.idleTimer)
+    clearTimeout(this.ackWatchdog)
+    this.stream.removeEventListener('message', this.onMessage)
+    this.stream.removeEventListener('end', this.onEnd)
+    this.stream.removeEventListener('close', this.onClose)
+    this.finished.resolve()
   }
 
   /** Keeps a timer on the oldest unanswered message; aborts the deadline when it runs out. */
   private watchOldest (): void {
     const head = this.unanswered[0]
-    if (this.ackWatchdog != null || head == null) return
+    if (this.ackWatchdog != null || head == null || this.done) return
     this.ackWatchdog = setTimeout(() => {
       this.ackWatchdog = undefined
       const oldest = this.unanswered[0]
-      if (oldest == null) return
+      if (oldest == null || this.done) return
       if (Date.now() - oldest.readAt >= this.init.ackTimeout) {
         this.deadline.abort(new DOMException(`message not settled within ${this.init.ackTimeout} ms`, 'TimeoutError'))
       } else {
@@ -180,11 +267,19 @@ export class InboundStream {
     }, Math.max(0, head.readAt + this.init.ackTimeout - Date.now()))
   }
 
-  private resetIdleTimer (): void {
-    clearTimeout(this.idleTimer)
+  /** Closes the stream once nothing was read or answered for `idleTimeout` (one timer, moved on only when it fires). */
+  private armIdleTimer (): void {
+    if (this.done) return
     this.idleTimer = setTimeout(() => {
-      this.stream.close().catch(err => { this.stream.abort(err) })
-    }, this.init.idleTimeout)
+      if (this.done) return
+      // a message still waiting for its answer is the ack watchdog's to time out
+      if (this.unanswered.length > 0 || Date.now() - this.lastActive < this.init.idleTimeout) {
+        this.armIdleTimer()
+        return
+      }
+      this.done = true
+      this.stream.close().then(() => { this.finish() }, (err: any) => { this.abort(err) })
+    }, Math.max(0, this.lastActive + this.init.idleTimeout - Date.now()))
     // a Node timer would keep the process alive; a browser's has no unref
     this.idleTimer.unref?.()
   }
@@ -192,48 +287,79 @@ export class InboundStream {
   /**
    * Starts answering one message: admission, then the limits, then `store`,
    * which is called before this returns (so stores happen in stream order).
-   * The answer settles with the ack once the message is stored or refused.
+   * The answer has its ack at once when all of them answer at once, or once
+   * the one that answers later settles.
    */
-  private async answer (message: ChatMessage): Promise<InboundAnswer> {
-    const from = this.connection.remotePeer
-    const options = { signal: this.deadline.signal }
-    const admission = this.init.handlers.admit == null ? ACCEPT : await this.init.handlers.admit(from, options)
-    if (admission.status === 'rate-limit') {
-      return answered({ id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs })
-    }
-
-    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message, { groups: this.stream.protocol === GROUP_PROTOCOL })
-    if (refusal != null) {
-      this.init.handlers.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
-      return answered({ id: message.id, status: refusal })
-    }
-
-    let stored: Promise<StoreResult>
+  private answer (message: ChatMessage): InboundAnswer {
+    const answer: InboundAnswer = { readAt: this.lastActive }
+    let outcome: Ack | Promise<Ack>
     try {
-      stored = this.init.handlers.store({
-        id: message.id,
-        from,
-        seq: Number(message.seq),
-        sentAt: Number(message.sentAt),
-        body: message.body,
-        contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
-        replyTo: message.replyTo,
-        ...(message.group == null ? {} : { group: message.group }),
-        path: pathOf(this.connection),
-        connection: this.connection
-      }, options)
+      outcome = this.decide(message)
     } catch (err: any) {
-      stored = Promise.reject(err)
+      answer.error = new ReceiverError(`could not store message: ${err.message}`)
+      return answer
     }
-    const answer: InboundAnswer = { readAt: Date.now(), settled: Promise.resolve() }
-    answer.settled = raceSignal(stored, options.signal).then(result => {
-      answer.ack = typeof result === 'object'
-        ? { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: result.retryAfterMs }
-        : { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
+    if (!isPromise(outcome)) {
+      answer.ack = outcome
+      return answer
+    }
+    raceSignal(outcome, this.deadline.signal).then(ack => {
+      answer.ack = ack
     }, (err: any) => {
       // no ack: the sender treats the message as not delivered and retries it
       answer.error = new ReceiverError(`could not store message: ${err.message}`)
-    })
+    }).finally(() => { this.pump() })
     return answer
   }
+
+  /** The message's ack: the peer's admission, then the frame's checks, then `store`'s result. */
+  private decide (message: ChatMessage): Ack | Promise<Ack> {
+    const admission = this.init.handlers.admit == null ? ACCEPT : this.init.handlers.admit(this.connection.remotePeer, { signal: this.deadline.signal })
+    if (!isPromise(admission)) return this.admitted(message, admission)
+    // the frames behind it wait until it is admitted (and stored), so that stores happen in stream order
+    this.admitting = true
+    const decided = admission.then(a => {
+      try {
+        return { outcome: this.admitted(message, a) }
+      } finally {
+        this.admitting = false
+      }
+    })
+    decided.then(() => { this.pump() }, () => {
+      this.admitting = false
+      this.pump()
+    })
+    return decided.then(({ outcome }) => outcome)
+  }
+
+  private admitted (message: ChatMessage, admission: Admission): Ack | Promise<Ack> {
+    if (admission.status === 'rate-limit') {
+      return { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: admission.retryAfterMs }
+    }
+    const from = this.connection.remotePeer
+    const refusal = admission.status === 'block' ? Ack.Status.BLOCKED : refusalFor(message, { groups: this.stream.protocol === GROUP_PROTOCOL })
+    if (refusal != null) {
+      this.init.handlers.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
+      return { id: message.id, status: refusal }
+    }
+    const stored = this.init.handlers.store({
+      id: message.id,
+      from,
+      seq: Number(message.seq),
+      sentAt: Number(message.sentAt),
+      body: message.body,
+      contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
+      replyTo: message.replyTo,
+      ...(message.group == null ? {} : { group: message.group }),
+      path: pathOf(this.connection),
+      connection: this.connection
+    }, { signal: this.deadline.signal })
+    return isPromise(stored) ? stored.then(result => ackFor(message, result)) : ackFor(message, stored)
+  }
+}
+
+function ackFor (message: ChatMessage, result: StoreResult): Ack {
+  return typeof result === 'object'
+    ? { id: message.id, status: Ack.Status.RATE_LIMITED, retryAfterMs: result.retryAfterMs }
+    : { id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK }
 }

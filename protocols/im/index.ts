@@ -86,9 +86,11 @@ export interface ImInit {
   /**
    * Stores a message durably, or reports that this (sender, id) was stored
    * before. The ack is written only after it resolves; if it throws, no ack is
-   * sent and the stream is aborted so that the sender retries.
+   * sent and the stream is aborted so that the sender retries. A result
+   * returned at once (not a promise) is acknowledged within the read of its
+   * frame.
    */
-  store(message: InboundMessage, options: AbortOptions): Promise<StoreResult>
+  store(message: InboundMessage, options: AbortOptions): StoreResult | Promise<StoreResult>
 
   /**
    * May this peer send now? Called for every message before it is checked.

@@ -36,7 +36,7 @@ function useVictims (): (limits: ConnectionLimits, trusted: () => PeerId | undef
     const received: InboundMessage[] = []
     const config = resolveNodeConfig({ listen: [LOOPBACK_TCP], relays: [], iceBindAddress: '127.0.0.1', connectionLimits: limits })
     const libp2p = await createNodeLibp2p(config, await generateKeyPair('Ed25519'), new MemoryDatastore(), defaultLogger(), {
-      store: async (message) => { received.push(message); return 'stored' },
+      store: async (message) => { received.push(message); return 'stored' as const },
       trust: { isTrusted: (peer) => trusted()?.equals(peer) === true }
     })
     await libp2p.start()

@@ -22,7 +22,7 @@ afterEach(async () => {
 
 /** A sender whose one outbound stream counts the frames in each `send`, and the receiving end of it. */
 async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], receiver: Promise<Stream> }> {
-  const sender = await startService({ store: async () => 'stored' })
+  const sender = await startService({ store: async () => 'stored' as const })
   running.push(sender)
   const writes: number[] = []
   const receiver = Promise.withResolvers<Stream>()

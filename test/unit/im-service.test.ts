@@ -37,7 +37,7 @@ async function pair (opts: {
   const stored: InboundMessage[] = []
   const store = vi.fn<ImInit['store']>(opts.store ?? (async (message) => {
     stored.push(message)
-    return 'stored'
+    return 'stored' as const
   }))
   const onRefused = vi.fn<(refusal: Refusal) => void>()
   const receiver = await service({ store, onRefused, admit: opts.admit, ...opts.receiver })
@@ -74,7 +74,7 @@ function gate<T> (): PromiseWithResolvers<T> {
 
 describe('/im/1.0.0 service', () => {
   it('registers its handler on start, for limited connections too', async () => {
-    const { registrar } = await service({ store: async () => 'stored' })
+    const { registrar } = await service({ store: async () => 'stored' as const })
 
     // both versions: 1.1.0 is 1.0.0 with the group field
     expect(registrar.handles.map(h => h.protocol)).toEqual([PROTOCOL, GROUP_PROTOCOL])
@@ -555,7 +555,7 @@ describe('/im/1.0.0 service', () => {
   describe('pipelining (spec section 4)', () => {
     it('keeps at most 64 messages unacknowledged on one stream', async () => {
       const receiverPeer = await makePeer()
-      const { service: sender } = await service({ store: async () => 'stored' })
+      const { service: sender } = await service({ store: async () => 'stored' as const })
       let inbound: Stream | undefined
       const opened = gate<Stream>()
       let writes = 0 // frames written
@@ -620,7 +620,7 @@ describe('/im/1.0.0 service', () => {
 
     it('hands the frames of sends started together to the stream in a few writes, in order', async () => {
       const receiverPeer = await makePeer()
-      const { service: sender } = await service({ store: async () => 'stored' })
+      const { service: sender } = await service({ store: async () => 'stored' as const })
       const writes: number[] = [] // frames in each write
       const opened = gate<Stream>()
       const connection = fakeConnection({
@@ -755,7 +755,7 @@ describe('/im/1.0.0 service', () => {
   describe('missing acks (spec sections 4 and 5)', () => {
     /** A sender whose connection's inbound ends are read by the test and never acked. */
     async function silentReceiver (ackTimeout?: number) {
-      const { service: sender } = await service({ store: async () => 'stored', ackTimeout })
+      const { service: sender } = await service({ store: async () => 'stored' as const, ackTimeout })
       const streams: Array<{ outbound: Stream, inbound: Stream, frames: FrameReader }> = []
       const opened: Array<PromiseWithResolvers<void>> = [gate<void>(), gate<void>()]
       const connection = fakeConnection({
@@ -864,7 +864,7 @@ describe('/im/1.0.0 service', () => {
     })
 
     it('lets a send that waits for a slot be aborted', async () => {
-      const { service: sender } = await service({ store: async () => 'stored', maxUnacked: 1 })
+      const { service: sender } = await service({ store: async () => 'stored' as const, maxUnacked: 1 })
       const { connection, frames, inbound } = await manualReceiver(sender)
       const first = outboundMessage({ body: 'first' })
       const controller = new AbortController()
@@ -881,7 +881,7 @@ describe('/im/1.0.0 service', () => {
 
     // regression: an aborted slot waiter used to swallow the next freed slot
     it('passes a freed slot to the next live waiter when a waiting send was aborted', async () => {
-      const { service: sender } = await service({ store: async () => 'stored', maxUnacked: 1, idleTimeout: 60_000 })
+      const { service: sender } = await service({ store: async () => 'stored' as const, maxUnacked: 1, idleTimeout: 60_000 })
       const { connection, frames: framesP, inbound: inboundP } = await manualReceiver(sender)
       const first = outboundMessage({ body: 'first' })
       const third = outboundMessage({ body: 'third' })

@@ -31,7 +31,7 @@ describe('Inbox', () => {
   })
 
   /** An Inbox on a real in-memory store and a fake clock, recording each transaction's size and what it presents. */
-  function setup (): { inbox: Inbox, store: Store, clock: FakeClock, batches: number[], shown: StoredMessage[][], next: () => Promise<StoredMessage[]> } {
+  function setup (init: { commitAtOnce?: boolean } = {}): { inbox: Inbox, store: Store, clock: FakeClock, batches: number[], shown: StoredMessage[][], next: () => Promise<StoredMessage[]> } {
     const store = new Store()
     const clock = new FakeClock()
     const batches: number[] = []
@@ -43,7 +43,7 @@ describe('Inbox', () => {
       releaseGaps: (now, timeout, limit) => store.releaseGaps(now, timeout, limit),
       oldestGap: () => store.oldestGap()
     }
-    const inbox = new Inbox({ store: counted, clock }, { gapTimeout: GAP_TIMEOUT })
+    const inbox = new Inbox({ store: counted, clock }, { gapTimeout: GAP_TIMEOUT, ...init })
     const shown: StoredMessage[][] = []
     inbox.addEventListener('presented', (evt) => { shown.push(evt.detail) })
     inbox.start()
@@ -74,6 +74,40 @@ describe('Inbox', () => {
     // shown once, in one event, before any ack could leave
     expect(shown.map(seqs)).toEqual([[1, 2, 3]])
     expect(events).toEqual(['presented 1,2,3', 'resolved 0: 3 stored', 'resolved 1: 3 stored', 'resolved 2: 3 stored', 'resolved 3: 3 stored'])
+  })
+
+  it('with commitAtOnce, stores and presents each message before receive returns, one transaction each, answering with no promise', async () => {
+    const { inbox, store, batches, shown, clock } = setup({ commitAtOnce: true })
+    const events: string[] = []
+    inbox.addEventListener('presented', (evt) => { events.push(`presented ${seqs(evt.detail).join(',')}`) })
+    const results = [message(1), message(3), message(2), message(1)].map(m => {
+      const result = inbox.receive(m)
+      events.push(`returned ${String(result)}: ${store.history(PEER).length} stored`)
+      return result
+    })
+    expect(results).toEqual(['stored', 'stored', 'stored', 'duplicate'])
+    expect(batches).toEqual([1, 1, 1, 1])
+    expect(shown.map(seqs)).toEqual([[1], [2, 3]])
+    expect(events).toEqual(['presented 1', 'returned stored: 1 stored', 'returned stored: 1 stored', 'presented 2,3', 'returned stored: 3 stored', 'returned duplicate: 3 stored'])
+    // the gap 3 opened was watched, and disarmed once 2 filled it
+    expect(clock.pending).toBe(0)
+    inbox.stop()
+    await expect(inbox.receive(message(4))).rejects.toThrow('the node is stopped')
+  })
+
+  it('with commitAtOnce, throws what the commit throws, from receive itself', () => {
+    const clock = new FakeClock()
+    const inbox = new Inbox({
+      store: {
+        inboundBatch: () => { throw new Error('disk I/O error') },
+        releaseGaps: () => ({ presented: [], more: false }),
+        oldestGap: () => undefined
+      },
+      clock
+    }, { commitAtOnce: true })
+    inbox.start()
+    cleanup.push(() => { inbox.stop() })
+    expect(() => inbox.receive(message(1))).toThrow('disk I/O error')
   })
 
   it('presents in seq order, holding a later seq while an earlier one is missing', async () => {

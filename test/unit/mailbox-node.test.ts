@@ -309,7 +309,7 @@ describe('MailboxReceiver', () => {
         open: async () => { throw new Error('unreachable') }
       },
       open: async () => { throw new Error('never called') },
-      reception: { admit: () => ({ status: 'accept' }), store: async () => 'stored', onRefused: () => {} },
+      reception: { admit: () => ({ status: 'accept' }), store: async () => 'stored' as const, onRefused: () => {} },
       engine: { receipt: () => {} },
       directory: { learn: async () => { throw new Error('never called') } },
       depositor: { depositReceipt: async () => true },

@@ -103,7 +103,7 @@ describe('Reception (the /im callbacks)', () => {
     let fail = true
     const reception = new Reception({
       policy,
-      inbox: { receive: async () => { if (fail) throw new Error('disk'); return 'stored' }, refused: () => {} },
+      inbox: { receive: async () => { if (fail) throw new Error('disk'); return 'stored' as const }, refused: () => {} },
       storage: { stored: () => {} }
     }, LIMITS)
     const stranger = await peer()
@@ -113,5 +113,32 @@ describe('Reception (the /im callbacks)', () => {
     expect(await reception.store(message(stranger))).toBe('stored')
     expect(await reception.store(message(stranger))).toBe('stored')
     expect(policy.requestUsage()).toMatchObject({ peers: 1, messages: 2 })
+  })
+
+  it('answers at once, with no promise, when the inbox stores at once; and frees the quota of what it failed to store', async () => {
+    const clock = new FakeClock()
+    const policy = new Policy(LIMITS, clock.now)
+    let answer: 'stored' | 'held-full' | 'throws' = 'stored'
+    const stored: number[] = []
+    const reception = new Reception({
+      policy,
+      inbox: {
+        receive: () => {
+          if (answer === 'throws') throw new Error('disk')
+          return answer
+        },
+        refused: () => {}
+      },
+      storage: { stored: (bytes) => { stored.push(bytes) } }
+    }, LIMITS)
+    const stranger = await peer()
+    expect(reception.store(message(stranger))).toBe('stored')
+    answer = 'held-full'
+    expect(reception.store(message(stranger, 'hi', 2))).toEqual({ status: 'rate-limited', retryAfterMs: LIMITS.retryAfterMs })
+    answer = 'throws'
+    expect(() => reception.store(message(stranger, 'hi', 3))).toThrow('disk')
+    // only the one stored counts: against the quota of two, and the store's size
+    expect(policy.requestUsage()).toMatchObject({ peers: 1, messages: 1 })
+    expect(stored).toEqual([2])
   })
 })
