@@ -1,0 +1,190 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import { defaultLogger } from '@libp2p/logger'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as varint from 'uint8-varint'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { describe, expect, it, vi } from 'vitest'
+import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
+import { InboundStream } from '../../protocols/im/inbound.js'
+import { Ack, MAX_FRAME_BYTES, PROTOCOL, ProtocolViolationError } from '../../protocols/im/index.js'
+import type { InboundStreamInit } from '../../protocols/im/inbound.js'
+import type { StoreResult } from '../../protocols/im/index.js'
+import type { Connection, Stream } from '@libp2p/interface'
+
+/**
+ * A stream stub: an EventTarget that records what is sent and whether it is
+ * paused, and is fed chunks by dispatching `message` events, as a muxer's
+ * stream does from inside its read of a frame.
+ */
+class StubStream extends EventTarget {
+  readonly protocol = PROTOCOL
+  status = 'open'
+  readStatus = 'readable'
+  remoteWriteStatus = 'writable'
+  readBufferLength = 0
+  readonly sent: Ack[] = []
+  readonly pauses: string[] = []
+  send = vi.fn((data: Uint8ArrayList) => {
+    const frames = new FrameReader()
+    frames.push(data)
+    for (let buf = frames.next(); buf != null; buf = frames.next()) this.sent.push(decodeFrame(buf).ack as Ack)
+    return true
+  })
+
+  pause (): void { this.readStatus = 'paused'; this.pauses.push('pause') }
+  resume (): void { this.readStatus = 'readable'; this.pauses.push('resume') }
+  close = vi.fn(async () => { this.status = 'closed'; this.dispatchEvent(new StreamCloseEvent(true)) })
+  abort = vi.fn((err: Error) => { this.status = 'aborted'; this.dispatchEvent(new StreamCloseEvent(true, err)) })
+  onDrain = async (): Promise<void> => {}
+
+  /** The remote's bytes arriving: the chunk's `message` event. */
+  feed (...messages: number[]): void {
+    const out = new Uint8ArrayList()
+    for (const n of messages) out.append(encodeFrame({ message: { id: new Uint8Array(16).fill(n), seq: BigInt(n), sentAt: 1n, body: `m${n}` } }))
+    this.dispatchEvent(new StreamMessageEvent(out))
+  }
+
+  /** The remote closes its end. */
+  end (): void {
+    this.remoteWriteStatus = 'closed'
+    this.dispatchEvent(new Event('end'))
+  }
+}
+
+async function serve (store: InboundStreamInit['handlers']['store'], maxUnacked = 64): Promise<{ stream: StubStream, running: Promise<void> }> {
+  const remotePeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+  const stream = new StubStream()
+  const connection = { remotePeer, remoteAddr: multiaddr('/ip4/127.0.0.1/tcp/1'), limits: undefined } as unknown as Connection
+  const running = new InboundStream(stream as unknown as Stream, connection, {
+    handlers: { store },
+    maxUnacked,
+    ackTimeout: 10_000,
+    idleTimeout: 30_000,
+    log: defaultLogger().forComponent('test')
+  }).run()
+  return { stream, running }
+}
+
+const seqOf = (ack: Ack): number => ack.id[0]
+
+describe('InboundStream (one /im stream, read in its message event)', () => {
+  it('acknowledges a store that answers at once before the chunk\'s event returns, all of a chunk in one write', async () => {
+    const { stream, running } = await serve(() => 'stored')
+    stream.feed(1)
+    // no turn of the event loop, no promise: the ack is already written
+    expect(stream.sent.map(seqOf)).toEqual([1])
+    stream.feed(2, 3, 4)
+    expect(stream.sent.map(seqOf)).toEqual([1, 2, 3, 4])
+    expect(stream.send).toHaveBeenCalledTimes(2)
+    expect(stream.sent.every(a => a.status === Ack.Status.OK)).toBe(true)
+    stream.end()
+    await running
+    expect(stream.close).toHaveBeenCalled()
+    expect(stream.abort).not.toHaveBeenCalled()
+  })
+
+  it('cuts frames split across chunks, and answers each once its last byte came', async () => {
+    const { stream, running } = await serve(() => 'stored')
+    const frame = encodeFrame({ message: { id: new Uint8Array(16).fill(7), seq: 7n, sentAt: 1n, body: 'split' } }).subarray()
+    for (const byte of frame.subarray(0, -1)) stream.dispatchEvent(new StreamMessageEvent(Uint8Array.of(byte)))
+    expect(stream.sent).toEqual([])
+    stream.dispatchEvent(new StreamMessageEvent(frame.subarray(-1)))
+    expect(stream.sent.map(seqOf)).toEqual([7])
+    stream.end()
+    await running
+  })
+
+  it('answers a store that settles later when it settles, in stream order, and meanwhile stores the frames behind it', async () => {
+    const later = Promise.withResolvers<StoreResult>()
+    const store = vi.fn((message: { seq: number }) => message.seq === 1 ? later.promise : 'duplicate' as const)
+    const { stream, running } = await serve(store)
+    stream.feed(1, 2)
+    // 2 is stored (in order, after 1) but not answered ahead of 1
+    expect(store.mock.calls.map(([m]) => m.seq)).toEqual([1, 2])
+    expect(stream.sent).toEqual([])
+    later.resolve('stored')
+    await vi.waitFor(() => { expect(stream.sent.map(a => [seqOf(a), a.status])).toEqual([[1, Ack.Status.OK], [2, Ack.Status.DUPLICATE]]) })
+    stream.end()
+    await running
+  })
+
+  it('pauses the stream at maxUnacked unanswered, and reads the rest once answers leave', async () => {
+    const waiting: Array<PromiseWithResolvers<StoreResult>> = []
+    const store = vi.fn(() => {
+      const w = Promise.withResolvers<StoreResult>()
+      waiting.push(w)
+      return w.promise
+    })
+    const { stream, running } = await serve(store, 2)
+    stream.feed(1, 2, 3)
+    expect(store).toHaveBeenCalledTimes(2)
+    expect(stream.pauses).toEqual(['pause'])
+    waiting[0].resolve('stored')
+    // the third frame, already buffered, is read as soon as there is room
+    await vi.waitFor(() => { expect(store).toHaveBeenCalledTimes(3) })
+    expect(stream.sent.map(seqOf)).toEqual([1])
+    expect(stream.readStatus).toBe('paused')
+    waiting[1].resolve('stored')
+    waiting[2].resolve('stored')
+    await vi.waitFor(() => { expect(stream.sent.map(seqOf)).toEqual([1, 2, 3]) })
+    expect(stream.pauses).toEqual(['pause', 'resume'])
+    stream.end()
+    await running
+  })
+
+  it('answers the frames before a bad one, then aborts; and aborts a stream that ends inside a frame', async () => {
+    const { stream, running } = await serve(() => 'stored')
+    const out = new Uint8ArrayList(encodeFrame({ message: { id: new Uint8Array(16).fill(1), seq: 1n, sentAt: 1n, body: 'ok' } }))
+    out.append(encodeFrame({ ack: { id: new Uint8Array(16), status: Ack.Status.OK } }))
+    stream.dispatchEvent(new StreamMessageEvent(out))
+    await running
+    expect(stream.sent.map(seqOf)).toEqual([1])
+    expect(stream.abort.mock.calls[0][0]).toBeInstanceOf(ProtocolViolationError)
+
+    const cut = await serve(() => 'stored')
+    cut.stream.dispatchEvent(new StreamMessageEvent(encodeFrame({ message: { id: new Uint8Array(16).fill(2), seq: 2n, sentAt: 1n, body: 'cut' } }).subarray(0, 5)))
+    cut.stream.end()
+    await cut.running
+    expect(cut.stream.sent).toEqual([])
+    expect(cut.stream.abort.mock.calls[0][0].message).toMatch('ended inside a frame')
+  })
+
+  it('aborts without an ack when store throws, so that the sender retries', async () => {
+    const { stream, running } = await serve(() => { throw new Error('disk I/O error') })
+    stream.feed(1)
+    await running
+    expect(stream.sent).toEqual([])
+    expect(stream.abort.mock.calls[0][0].message).toMatch('disk I/O error')
+  })
+})
+
+describe('FrameReader', () => {
+  it('hands out whole frames only, across chunks, and tells whether it stopped inside one', () => {
+    const frames = new FrameReader()
+    const a = encodeFrame({ message: { id: new Uint8Array(16), seq: 1n, sentAt: 1n, body: 'a' } }).subarray()
+    const b = encodeFrame({ message: { id: new Uint8Array(16), seq: 2n, sentAt: 1n, body: 'bb' } }).subarray()
+    frames.push(a.subarray(0, 1))
+    expect(frames.next()).toBeUndefined()
+    expect(frames.inFrame).toBe(true)
+    frames.push(Uint8Array.from([...a.subarray(1), ...b.subarray(0, 3)]))
+    expect(decodeFrame(frames.next() as Uint8ArrayList).message?.seq).toBe(1n)
+    expect(frames.next()).toBeUndefined()
+    frames.push(b.subarray(3))
+    expect(decodeFrame(frames.next() as Uint8ArrayList).message?.seq).toBe(2n)
+    expect(frames.inFrame).toBe(false)
+  })
+
+  it('refuses a length over the limit before buffering its frame, and a length prefix that never ends', () => {
+    const over = new FrameReader()
+    over.push(varint.encode(MAX_FRAME_BYTES + 1))
+    expect(() => over.next()).toThrow(ProtocolViolationError)
+    const exact = new FrameReader()
+    exact.push(varint.encode(MAX_FRAME_BYTES))
+    expect(exact.next()).toBeUndefined()
+    const endless = new FrameReader()
+    endless.push(new Uint8Array(8).fill(0x80))
+    expect(() => endless.next()).toThrow('frame length prefix too long')
+  })
+})
