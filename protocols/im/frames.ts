@@ -31,28 +31,6 @@ export function decodeFrame (buf: Uint8Array | Uint8ArrayList): Frame {
   return frame
 }
 
-/**
- * The length-prefixed frames of `source` (a stream), still encoded, refusing
- * an oversized prefix before buffering it (it-length-prefixed's
- * InvalidDataLengthError). A source that ends inside a frame is a
- * ProtocolViolationError (it-length-prefixed reports it only when some of the
- * frame's bytes came, not when it ends right after the prefix).
- */
-export function readFrames (source: AsyncIterable<Uint8Array | Uint8ArrayList>): AsyncGenerator<Uint8ArrayList> {
-  let inFrame = false
-  // the decoder asks for the next chunk only once it has handed out every frame
-  // of the ones before: when the source is done, its state is final
-  async function * chunks (): AsyncGenerator<Uint8Array | Uint8ArrayList> {
-    yield * source
-    if (inFrame) throw new ProtocolViolationError('the stream ended inside a frame')
-  }
-  return lp.decode(chunks(), {
-    maxDataLength: MAX_FRAME_BYTES,
-    onLength: () => { inFrame = true },
-    onData: () => { inFrame = false }
-  })
-}
-
 /** The longest varint a frame's length can take (it-length-prefixed's limit). */
 const MAX_PREFIX_BYTES = 8
 
@@ -60,11 +38,12 @@ const MAX_PREFIX_BYTES = 8
  * Cuts a stream's frames out of its chunks as they come, synchronously: a
  * reader that answers from inside the stream's `message` event (no promise
  * between the bytes and the answer) feeds it each chunk and takes the whole
- * frames. The same rules as `readFrames`: an oversized length is refused
- * before its frame is buffered (ProtocolViolationError), and `inFrame` tells
- * whether the stream stopped inside a frame. it-length-prefixed decodes only
- * from an iterator it pulls, which cannot wait for the next chunk
- * synchronously; the varint is uint8-varint's, as in it-length-prefixed.
+ * frames. An oversized length is refused before its frame is buffered, as
+ * is a length prefix that is too long or not minimally encoded
+ * (ProtocolViolationError), and `inFrame` tells whether the stream stopped
+ * inside a frame. it-length-prefixed decodes only from an iterator it pulls,
+ * which cannot wait for the next chunk synchronously; the varint is
+ * uint8-varint's, as in it-length-prefixed.
  */
 export class FrameReader {
   private readonly buffer = new Uint8ArrayList()
@@ -78,17 +57,17 @@ export class FrameReader {
   /** The next whole frame, still encoded, or undefined until more bytes come. Throws only ProtocolViolationError. */
   next (): Uint8ArrayList | undefined {
     if (this.length < 0) {
-      if (this.buffer.byteLength === 0) return undefined
-      let length: number
-      try {
-        length = varint.decode(this.buffer)
-      } catch (err: any) {
-        if (!(err instanceof RangeError)) throw new ProtocolViolationError(`bad frame length: ${err.message}`)
-        if (this.buffer.byteLength >= MAX_PREFIX_BYTES) throw new ProtocolViolationError('frame length prefix too long')
-        return undefined
-      }
+      // the prefix ends at the first byte without the continuation bit
+      let prefix = 0
+      while (prefix < this.buffer.byteLength && (this.buffer.get(prefix) & 0x80) !== 0) prefix++
+      if (prefix >= MAX_PREFIX_BYTES) throw new ProtocolViolationError('frame length prefix too long')
+      if (prefix === this.buffer.byteLength) return undefined
+      prefix++
+      const length = varint.decode(this.buffer)
+      // unsigned-varint's rule: a length has one encoding; another would cut the stream in a different place
+      if (varint.encodingLength(length) !== prefix) throw new ProtocolViolationError('frame length prefix not minimally encoded')
       if (length > MAX_FRAME_BYTES) throw new ProtocolViolationError(`frame of ${length} bytes is over the ${MAX_FRAME_BYTES}-byte limit`)
-      this.buffer.consume(varint.encodingLength(length))
+      this.buffer.consume(prefix)
       this.length = length
     }
     if (this.buffer.byteLength < this.length) return undefined

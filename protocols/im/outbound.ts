@@ -2,9 +2,9 @@ import { raceSignal } from 'race-signal'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { AckTimeoutError, ProtocolViolationError, StreamEndedError } from './errors.js'
-import { decodeFrame, encodeFrame, readFrames } from './frames.js'
+import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
 import type { Ack, ChatMessage, Frame } from './pb/im.js'
-import type { AbortOptions, Logger, Stream } from '@libp2p/interface'
+import type { AbortOptions, Logger, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 
 /** How many bytes of message frames `OutboundChannel` hands to the stream at most in one `send` (about 15 of 200 bytes). */
 const WRITE_BATCH_BYTES = 4096
@@ -53,13 +53,17 @@ export class OutboundChannel {
   /** When the oldest unacknowledged message started its clock: its send, or the last ack. */
   private ackClock = 0
   private idleTimer?: ReturnType<typeof setTimeout>
+  /** The acks' frames, cut out of the stream's chunks as they come. */
+  private readonly acks = new FrameReader()
   /** Frames written in this tick, not yet handed to the stream (see `write`). */
   private batch?: { frames: Uint8ArrayList, written: PromiseWithResolvers<void> }
 
   constructor (private readonly stream: Stream, private readonly init: OutboundChannelInit) {
-    this.readAcks()
-      .then(() => { this.fail(new StreamEndedError('the recipient closed the stream before acknowledging every message')) })
-      .catch((err: Error) => { this.fail(err) })
+    // acks are read in the stream's message event, as the inbound side reads
+    // messages: an ack settles its send within the muxer's read of it
+    stream.addEventListener('message', this.onMessage)
+    stream.addEventListener('remoteCloseWrite', this.onRemoteEnd)
+    stream.addEventListener('close', this.onClose)
     this.startIdleTimer()
   }
 
@@ -157,10 +161,27 @@ export class OutboundChannel {
     }
   }
 
-  private async readAcks (): Promise<void> {
-    for await (const buf of readFrames(this.stream)) {
-      this.onAck(decodeFrame(buf))
+  private readonly onMessage = (evt: StreamMessageEvent): void => {
+    if (this.failure != null) return
+    try {
+      this.acks.push(evt.data)
+      for (let buf = this.acks.next(); buf != null; buf = this.acks.next()) this.onAck(decodeFrame(buf))
+    } catch (err: any) {
+      this.fail(err)
     }
+  }
+
+  private readonly onRemoteEnd = (): void => {
+    // on a frame that carries the end and data both, the muxer reports the end first: read the data before it
+    queueMicrotask(() => {
+      this.fail(this.acks.inFrame
+        ? new ProtocolViolationError('the stream ended inside a frame')
+        : new StreamEndedError('the recipient closed the stream before acknowledging every message'))
+    })
+  }
+
+  private readonly onClose = (evt: StreamCloseEvent): void => {
+    this.fail(evt.error ?? new StreamEndedError('the recipient closed the stream before acknowledging every message'))
   }
 
   private onAck (frame: Frame): void {

@@ -151,7 +151,7 @@ export function writeRawFrame (stream: Stream, frame: Partial<Frame>): void {
 }
 
 /** Pulls decoded frames off a stream, one `next()` at a time. */
-export class FrameReader {
+export class StreamFrames {
   private readonly frames: AsyncIterator<Uint8ArrayList>
 
   constructor (stream: Stream) {

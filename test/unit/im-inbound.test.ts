@@ -8,7 +8,8 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { describe, expect, it, vi } from 'vitest'
 import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
 import { InboundStream } from '../../protocols/im/inbound.js'
-import { Ack, MAX_FRAME_BYTES, PROTOCOL, ProtocolViolationError } from '../../protocols/im/index.js'
+import { OutboundChannel } from '../../protocols/im/outbound.js'
+import { Ack, MAX_FRAME_BYTES, PROTOCOL, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
 import type { StoreResult } from '../../protocols/im/index.js'
 import type { Connection, Stream } from '@libp2p/interface'
@@ -160,6 +161,45 @@ describe('InboundStream (one /im stream, read in its message event)', () => {
   })
 })
 
+describe('OutboundChannel (acks read in the stream\'s message event)', () => {
+  function channel (): { stream: StubStream, channel: OutboundChannel, frames: Uint8ArrayList[] } {
+    const stream = new StubStream()
+    const frames: Uint8ArrayList[] = []
+    stream.send = vi.fn((data: Uint8ArrayList) => { frames.push(data); return true })
+    const channel = new OutboundChannel(stream as unknown as Stream, { maxUnacked: 64, ackTimeout: 10_000, idleTimeout: 30_000, log: defaultLogger().forComponent('test'), onEnd: () => {} })
+    return { stream, channel, frames }
+  }
+  const message = (n: number): any => ({ id: new Uint8Array(16).fill(n), seq: BigInt(n), sentAt: 1n, body: `m${n}` })
+  const ack = (n: number): Uint8Array => encodeFrame({ ack: { id: new Uint8Array(16).fill(n), status: Ack.Status.OK } }).subarray()
+
+  it('settles each send with its own ack, acks split across chunks or several in one', async () => {
+    const { stream, channel: c, frames } = channel()
+    const sends = [1, 2, 3].map(async n => c.send(message(n), {}))
+    await vi.waitFor(() => { expect(frames).toHaveLength(1) })
+    const bytes = Uint8Array.from([...ack(1), ...ack(2), ...ack(3)])
+    stream.dispatchEvent(new StreamMessageEvent(bytes.subarray(0, 5)))
+    stream.dispatchEvent(new StreamMessageEvent(bytes.subarray(5)))
+    expect((await Promise.all(sends)).map(a => a.id[0])).toEqual([1, 2, 3])
+    expect(c.open).toBe(true)
+  })
+
+  it('rejects what is in flight when the stream ends inside an ack, or before every ack came', async () => {
+    const cut = channel()
+    const first = cut.channel.send(message(1), {})
+    await vi.waitFor(() => { expect(cut.frames).toHaveLength(1) })
+    cut.stream.dispatchEvent(new StreamMessageEvent(ack(1).subarray(0, 4)))
+    cut.stream.dispatchEvent(new Event('remoteCloseWrite'))
+    await expect(first).rejects.toThrow(ProtocolViolationError)
+    expect(cut.channel.open).toBe(false)
+
+    const ended = channel()
+    const second = ended.channel.send(message(2), {})
+    await vi.waitFor(() => { expect(ended.frames).toHaveLength(1) })
+    ended.stream.dispatchEvent(new Event('remoteCloseWrite'))
+    await expect(second).rejects.toThrow(StreamEndedError)
+  })
+})
+
 describe('FrameReader', () => {
   it('hands out whole frames only, across chunks, and tells whether it stopped inside one', () => {
     const frames = new FrameReader()
@@ -186,5 +226,9 @@ describe('FrameReader', () => {
     const endless = new FrameReader()
     endless.push(new Uint8Array(8).fill(0x80))
     expect(() => endless.next()).toThrow('frame length prefix too long')
+    // 5 written in two bytes: another place to cut the stream than the sender meant
+    const padded = new FrameReader()
+    padded.push(Uint8Array.of(0x85, 0x00, 1, 2, 3, 4, 5))
+    expect(() => padded.next()).toThrow('not minimally encoded')
   })
 })

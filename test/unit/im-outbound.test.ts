@@ -9,7 +9,7 @@ import * as lp from 'it-length-prefixed'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Ack, Frame, MAX_UNACKED } from '../../protocols/im/index.js'
-import { FrameReader, fakeConnection, makePeer, outboundMessage, startService } from './im-helpers.js'
+import { StreamFrames, fakeConnection, makePeer, outboundMessage, startService } from './im-helpers.js'
 import type { Acknowledgement, ChatMessage, OutboundMessage } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
 import type { Connection, Stream } from '@libp2p/interface'
@@ -47,7 +47,7 @@ function messages (n: number): OutboundMessage[] {
   return Array.from({ length: n }, () => outboundMessage({ seq: ++seq, body: 'x'.repeat(200) }))
 }
 
-async function readMessages (frames: FrameReader, n: number): Promise<ChatMessage[]> {
+async function readMessages (frames: StreamFrames, n: number): Promise<ChatMessage[]> {
   const read: ChatMessage[] = []
   while (read.length < n) read.push((await frames.expectFrame()).message!)
   return read
@@ -65,7 +65,7 @@ describe('/im/1.0.0 outbound channel: stream writes', () => {
     const { sender, connection, writes, receiver } = await countingSender()
     const first = messages(1).map(async m => sender.service.send(connection, m))
     const inbound = await receiver
-    const frames = new FrameReader(inbound)
+    const frames = new StreamFrames(inbound)
     ackAll(inbound, await readMessages(frames, 1))
     await Promise.all(first)
     writes.length = 0
@@ -84,7 +84,7 @@ describe('/im/1.0.0 outbound channel: stream writes', () => {
     const { sender, connection, writes, receiver } = await countingSender()
     const window = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))
     const inbound = await receiver
-    const frames = new FrameReader(inbound)
+    const frames = new StreamFrames(inbound)
     const read = await readMessages(frames, MAX_UNACKED)
     // the window is full: these wait for slots
     const waiting: Array<Promise<Acknowledgement>> = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))

@@ -4,7 +4,7 @@ import * as lp from 'it-length-prefixed'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { Ack, ChatMessage, Frame, GROUP_PROTOCOL, MAX_FRAME_BYTES, PROTOCOL, connectionPath } from '../../protocols/im/index.js'
 import {
-  FrameReader, fakeConnection, hex, link, makePeer, messageId, outboundMessage, startService, streamClosed, varint, writeRawFrame
+  StreamFrames, fakeConnection, hex, link, makePeer, messageId, outboundMessage, startService, streamClosed, varint, writeRawFrame
 } from './im-helpers.js'
 import type { Admission, ImInit, InboundMessage, Refusal, StoreResult } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
@@ -56,11 +56,11 @@ async function pair (opts: {
 }
 
 /** An initiator stream wired straight into the receiver's handler. */
-async function rawStream (receiver: ServiceUnderTest, connection: Connection, protocol = PROTOCOL): Promise<{ outbound: Stream, inbound: Stream, handled: Promise<void>, acks: FrameReader }> {
+async function rawStream (receiver: ServiceUnderTest, connection: Connection, protocol = PROTOCOL): Promise<{ outbound: Stream, inbound: Stream, handled: Promise<void>, acks: StreamFrames }> {
   const [outbound, inbound] = await streamPair()
   Object.assign(inbound, { protocol })
   const handled = receiver.handle(inbound, connection)
-  return { outbound, inbound, handled, acks: new FrameReader(outbound) }
+  return { outbound, inbound, handled, acks: new StreamFrames(outbound) }
 }
 
 function chatMessage (overrides: Partial<ChatMessage> = {}): ChatMessage {
@@ -579,7 +579,7 @@ describe('/im/1.0.0 service', () => {
       const results = messages.map(async m => sender.send(connection, m))
       results.forEach(r => { r.catch(() => {}) })
 
-      const frames = new FrameReader(await opened.promise)
+      const frames = new StreamFrames(await opened.promise)
       const received: ChatMessage[] = []
       while (received.length < 64) {
         const frame = await frames.expectFrame()
@@ -640,7 +640,7 @@ describe('/im/1.0.0 service', () => {
       const messages = Array.from({ length: 40 }, (_, i) => outboundMessage({ seq: i + 1, body: 'x'.repeat(200) }))
       const results = messages.map(async m => sender.send(connection, m))
       const inbound = await opened.promise
-      const frames = new FrameReader(inbound)
+      const frames = new StreamFrames(inbound)
       const received: ChatMessage[] = []
       while (received.length < messages.length) received.push((await frames.expectFrame()).message!)
       for (const m of received) writeRawFrame(inbound, { ack: { id: m.id, status: Ack.Status.OK } })
@@ -756,13 +756,13 @@ describe('/im/1.0.0 service', () => {
     /** A sender whose connection's inbound ends are read by the test and never acked. */
     async function silentReceiver (ackTimeout?: number) {
       const { service: sender } = await service({ store: async () => 'stored' as const, ackTimeout })
-      const streams: Array<{ outbound: Stream, inbound: Stream, frames: FrameReader }> = []
+      const streams: Array<{ outbound: Stream, inbound: Stream, frames: StreamFrames }> = []
       const opened: Array<PromiseWithResolvers<void>> = [gate<void>(), gate<void>()]
       const connection = fakeConnection({
         remotePeer: await makePeer(),
         newStream: async () => {
           const [outbound, inbound] = await streamPair()
-          streams.push({ outbound, inbound, frames: new FrameReader(inbound) })
+          streams.push({ outbound, inbound, frames: new StreamFrames(inbound) })
           opened[streams.length - 1]?.resolve()
           return outbound
         }
@@ -924,5 +924,5 @@ async function manualReceiver (sender: ServiceUnderTest['service']) {
       return outbound
     }
   })
-  return { connection, inbound: inbound.promise, frames: inbound.promise.then(s => new FrameReader(s)) }
+  return { connection, inbound: inbound.promise, frames: inbound.promise.then(s => new StreamFrames(s)) }
 }
