@@ -268,8 +268,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     }
     this.running.add(peer)
     this.drain(peer, only)
-      .catch(err => { this.log.error('outbox of %s stopped unexpectedly - %e', peer, err) })
-      .finally(() => {
+      .catch(err => {
+        this.log.error('outbox of %s stopped unexpectedly - %e', peer, err)
+        return false
+      })
+      .then(emptied => {
         this.running.delete(peer)
         if (this.again.delete(peer)) {
           this.run(peer)
@@ -277,7 +280,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         }
         this.withdrawn.delete(peer)
         if (this.stopped) return
-        const next = this.store.outboxScheduleOf(peer)
+        // known empty: no need to ask the store (a lone message's run, the common case)
+        const next = emptied ? undefined : this.store.outboxScheduleOf(peer)
         if (next != null) {
           const expiresAt = this.machine.expiresAt(next.oldestAt)
           this.expiries.set(peer, expiresAt)
@@ -321,17 +325,24 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const change of transition.changes) this.emit(change)
   }
 
-  private async drain (peer: string, only?: OutboxEntry): Promise<void> {
+  /**
+   * Sends the peer's due messages, round after round, until none is left or
+   * one is lost. Resolves with whether the outbox is known to be empty now
+   * without asking the store: the run began with `only`, the peer's one
+   * outbox entry, and it was delivered or failed with nothing queued since.
+   */
+  private async drain (peer: string, only?: OutboxEntry): Promise<boolean> {
     const signal = this.controller.signal
     const peerId = peerIdOf(peer)
-    for (;;) {
-      if (this.stopped) return
+    const alone = only != null
+    for (let rounds = 0; ; rounds++) {
+      if (this.stopped) return false
       this.sweep(peer)
       const window = this.machine.window(peer)
       this.fresh.delete(peer)
       const found = only == null ? this.store.due(peer, this.clock.now(), window) : [only]
       only = undefined
-      if (found.length === 0) return
+      if (found.length === 0) return false
       // one due but expired since the sweep fails here, without a query of its own
       const { live, transition } = this.machine.expire(found)
       if (transition.changes.length > 0) this.apply(transition)
@@ -347,7 +358,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         try {
           connection = await this.router.connect(peerId, { signal: AbortSignal.any([signal, timeout.signal]) })
         } catch (err: any) {
-          if (this.stopped) return
+          if (this.stopped) return false
           due = this.notWithdrawn(peer, due)
           this.log('cannot reach %s, %d messages wait - %s', peer, due.length, err.message)
           this.apply(this.machine.unreachable(due, err.message))
@@ -361,11 +372,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       }
       this.reached(peer)
 
-      const { lost, exhausted } = await this.round(peer, connection, due, window, signal)
-      if (this.stopped) return
+      const { lost, exhausted, sent } = await this.round(peer, connection, due, window, signal)
+      if (this.stopped) return false
       this.machine.roundEnded(peer, lost)
       // nothing was left when the round last looked, and nothing was queued since
-      if (!lost && exhausted && !this.fresh.has(peer)) return
+      if (!lost && exhausted && !this.fresh.has(peer)) return alone && rounds === 0 && sent === 1
     }
   }
 
@@ -481,11 +492,12 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * oldest came in; each is reported once written. The round ends when
    * nothing is in flight and nothing more is due, or once a message is lost
    * (nothing more is sent; the window is then halved). Resolves with whether
-   * one was lost, and whether the outbox had nothing more due when last
-   * looked at.
+   * one was lost, whether the outbox had nothing more due when last looked
+   * at, and how many messages it sent.
    */
-  private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal): Promise<{ lost: boolean, exhausted: boolean }> {
+  private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal): Promise<{ lost: boolean, exhausted: boolean, sent: number }> {
     let inFlight = 0
+    let sent = 0
     let lastSeq = 0
     /** Sends settled since the loop last looked. */
     let settled: Sent[] = []
@@ -507,6 +519,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       // all start in seq order at once: the channel writes them in that order
       for (const entry of entries) {
         inFlight++
+        sent++
         lastSeq = Math.max(lastSeq, entry.seq)
         this.im.send(connection, toOutbound(entry), { signal }).then(
           value => { settle(entry, { status: 'fulfilled', value }) },
@@ -557,12 +570,12 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
           this.apply(this.machine.settle(outcomes), { durable: false })
         } catch (err) {
           // the node stopped and closed its store meanwhile: these go again after a restart
-          if (this.stopped) return { lost, exhausted }
+          if (this.stopped) return { lost, exhausted, sent }
           throw err
         }
       }
-      if (this.stopped) return { lost, exhausted }
+      if (this.stopped) return { lost, exhausted, sent }
     }
-    return { lost, exhausted }
+    return { lost, exhausted, sent }
   }
 }

@@ -234,6 +234,28 @@ describe('DeliveryEngine', () => {
     await t.reported([waiting], 'delivered')
   })
 
+  it('knows the outbox is empty once a lone message is delivered, without asking the store; asks when a run leaves one waiting', async () => {
+    const t = setup()
+    t.engine.start()
+    const schedule = vi.spyOn(t.store, 'outboxScheduleOf')
+    const due = vi.spyOn(t.store, 'due')
+    const [first] = t.queue(1)
+    t.im.ack(1)
+    await t.reported([first], 'delivered')
+    // the run's end is a few promises after the report: let them all settle
+    await new Promise(resolve => setImmediate(resolve))
+    expect(schedule).not.toHaveBeenCalled()
+    // the peer was forgotten as empty: the next message is alone again, and goes without reading the outbox
+    const [second] = t.queue(1)
+    expect(due).not.toHaveBeenCalled()
+
+    // this one is not answered before its stream fails: it waits for a retry, and the run's end asks when
+    t.im.fail(2)
+    await until(() => t.clock.pending === 1, { on: [t.clock.events, 'timer'], what: 'the retry set', timeout: WAIT })
+    expect(schedule).toHaveBeenCalledTimes(1)
+    expect(t.store.outboxEntry(second)?.attempts).toBe(1)
+  })
+
   it('sends in seq order: messages queued while one is on the wire follow it once an ack comes', async () => {
     const t = setup()
     t.engine.start()
