@@ -63,7 +63,7 @@ export class InboundStream {
   /** Aborted when the oldest message is not settled in time: every store in flight listens to it. */
   private readonly deadline = new AbortController()
   private readonly finished = Promise.withResolvers<void>()
-  /** When a chunk was last read or an answer last written: the idle clock. */
+  /** When a whole frame was last read or an answer last written: the idle clock. */
   private lastActive = Date.now()
   private idleTimer?: ReturnType<typeof setTimeout>
   private ackWatchdog?: ReturnType<typeof setTimeout>
@@ -104,7 +104,7 @@ export class InboundStream {
 
   private readonly onMessage = (evt: StreamMessageEvent): void => {
     if (this.readEnd != null || this.done) return
-    this.lastActive = Date.now()
+    // not activity yet: bytes that never finish a frame must not keep the stream (and its buffer) open
     this.frames.push(evt.data)
     this.pump()
   }
@@ -160,6 +160,7 @@ export class InboundStream {
           }
           return
         }
+        this.lastActive = Date.now()
         const frame = decodeFrame(buf)
         if (frame.message == null) {
           throw new ProtocolViolationError('the initiator sent an ack frame; only messages may flow forward')

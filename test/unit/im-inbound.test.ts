@@ -152,6 +152,27 @@ describe('InboundStream (one /im stream, read in its message event)', () => {
     expect(cut.stream.abort.mock.calls[0][0].message).toMatch('ended inside a frame')
   })
 
+  it('closes a stream idle for idleTimeout, and bytes that never finish a frame do not keep it open', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] })
+    try {
+      const { stream, running } = await serve(() => 'stored')
+      stream.feed(1)
+      const frame = encodeFrame({ message: { id: new Uint8Array(16).fill(2), seq: 2n, sentAt: 1n, body: 'never finished' } }).subarray()
+      // a byte of the next frame every 10 s: the stream is idle all the same, 30 s after its last answer
+      for (let i = 0; i < 2; i++) {
+        vi.advanceTimersByTime(10_000)
+        stream.dispatchEvent(new StreamMessageEvent(frame.subarray(i, i + 1)))
+      }
+      expect(stream.close).not.toHaveBeenCalled()
+      vi.advanceTimersByTime(10_000)
+      expect(stream.close).toHaveBeenCalled()
+      await running
+      expect(stream.sent.map(seqOf)).toEqual([1])
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('aborts without an ack when store throws, so that the sender retries', async () => {
     const { stream, running } = await serve(() => { throw new Error('disk I/O error') })
     stream.feed(1)
