@@ -12,7 +12,7 @@
 import { TypedEventEmitter } from 'main-event'
 import { backoff } from '../../common/backoff.js'
 import { systemClock } from '../../common/clock.js'
-import { Ack, DEFAULT_CONTENT_TYPE, ID_BYTES, refusalFor } from '../../protocols/im/index.js'
+import { Ack, ID_BYTES, inboundMessage, refusalFor } from '../../protocols/im/index.js'
 import { idToString } from '../message-id.js'
 import type { MailboxDirectory } from './directory.js'
 import type { MailboxDepositor, MailboxHost } from './depositor.js'
@@ -352,17 +352,7 @@ export class MailboxReceiver extends TypedEventEmitter<MailboxReceiverEvents> {
       return answer(refusal)
     }
     try {
-      const result = await reception.store({
-        id: message.id,
-        from: opened.sender,
-        seq: Number(message.seq),
-        sentAt: Number(message.sentAt),
-        body: message.body,
-        contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
-        replyTo: message.replyTo,
-        ...(message.group == null ? {} : { group: message.group }),
-        path: 'mailbox'
-      })
+      const result = await reception.store(inboundMessage(message, opened.sender, 'mailbox'))
       if (typeof result === 'object') return answer(Ack.Status.RATE_LIMITED)
       if (!trusted) await learn()
       return { remove: true, answer: { sender, id: message.id, status: result === 'duplicate' ? Ack.Status.DUPLICATE : Ack.Status.OK } }

@@ -7,9 +7,9 @@ import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
 import { pathOf } from './path.js'
 import { Ack } from './pb/im.js'
 import { refusalFor } from './validate.js'
-import type { Admission, ImInit, StoreResult } from './index.js'
+import type { Admission, ImInit, InboundMessage, StoreResult } from './index.js'
 import type { ChatMessage } from './pb/im.js'
-import type { Connection, Logger, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import type { Connection, Logger, PeerId, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 
 export interface InboundStreamInit {
   /** The service's callbacks (`store`, `admit`, `onRefused`), called as methods of it. */
@@ -343,19 +343,24 @@ export class InboundStream {
       this.init.handlers.onRefused?.({ from, seq: message.seq, id: message.id, status: refusal })
       return { id: message.id, status: refusal }
     }
-    const stored = this.init.handlers.store({
-      id: message.id,
-      from,
-      seq: Number(message.seq),
-      sentAt: Number(message.sentAt),
-      body: message.body,
-      contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
-      replyTo: message.replyTo,
-      ...(message.group == null ? {} : { group: message.group }),
-      path: pathOf(this.connection),
-      connection: this.connection
-    }, { signal: this.deadline.signal })
+    const stored = this.init.handlers.store(inboundMessage(message, from, pathOf(this.connection), this.connection), { signal: this.deadline.signal })
     return isPromise(stored) ? stored.then(result => ackFor(message, result)) : ackFor(message, stored)
+  }
+}
+
+/** A message read off the wire, as `store` is given it: the sender is whoever the caller authenticated (the connection's peer, a sealed envelope's signer). */
+export function inboundMessage (message: ChatMessage, from: PeerId, path: InboundMessage['path'], connection?: Connection): InboundMessage {
+  return {
+    id: message.id,
+    from,
+    seq: Number(message.seq),
+    sentAt: Number(message.sentAt),
+    body: message.body,
+    contentType: message.contentType ?? DEFAULT_CONTENT_TYPE,
+    replyTo: message.replyTo,
+    ...(message.group == null ? {} : { group: message.group }),
+    path,
+    ...(connection == null ? {} : { connection })
   }
 }
 

@@ -15,6 +15,7 @@ export { AckTimeoutError, ProtocolViolationError, ReceiverError, StreamEndedErro
 export { connectionPath } from './path.js'
 export type { Path } from './path.js'
 export { Ack, ChatMessage, Frame } from './pb/im.js'
+export { inboundMessage } from './inbound.js'
 export { isMediaType, refusalFor, utf8Length } from './validate.js'
 
 /** A message read off an inbound stream, already checked against the limits. */
