@@ -216,9 +216,13 @@ export class InboundStream {
     return true
   }
 
-  /** Pauses the stream while `maxUnacked` are unanswered, resumes it below; keeps a timer on the oldest. */
+  /**
+   * Pauses the stream while `maxUnacked` are unanswered, or while a message
+   * waits for its admission (nothing is read meanwhile, so nothing more may
+   * pile up), and resumes it after; keeps a timer on the oldest.
+   */
   private keepPace (): void {
-    const full = this.unanswered.length >= this.init.maxUnacked
+    const full = this.unanswered.length >= this.init.maxUnacked || this.admitting
     if (full && !this.paused && this.readEnd == null && this.stream.readStatus === 'readable') {
       this.paused = true
       this.stream.pause()

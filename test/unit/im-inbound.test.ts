@@ -11,7 +11,7 @@ import { InboundStream } from '../../protocols/im/inbound.js'
 import { OutboundChannel } from '../../protocols/im/outbound.js'
 import { Ack, MAX_FRAME_BYTES, PROTOCOL, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
-import type { StoreResult } from '../../protocols/im/index.js'
+import type { Admission, StoreResult } from '../../protocols/im/index.js'
 import type { Connection, Stream } from '@libp2p/interface'
 
 /**
@@ -54,12 +54,12 @@ class StubStream extends EventTarget {
   }
 }
 
-async function serve (store: InboundStreamInit['handlers']['store'], maxUnacked = 64): Promise<{ stream: StubStream, running: Promise<void> }> {
+async function serve (store: InboundStreamInit['handlers']['store'], maxUnacked = 64, admit?: InboundStreamInit['handlers']['admit']): Promise<{ stream: StubStream, running: Promise<void> }> {
   const remotePeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
   const stream = new StubStream()
   const connection = { remotePeer, remoteAddr: multiaddr('/ip4/127.0.0.1/tcp/1'), limits: undefined } as unknown as Connection
   const running = new InboundStream(stream as unknown as Stream, connection, {
-    handlers: { store },
+    handlers: { store, admit },
     maxUnacked,
     ackTimeout: 10_000,
     idleTimeout: 30_000,
@@ -131,6 +131,31 @@ describe('InboundStream (one /im stream, read in its message event)', () => {
     waiting[2].resolve('stored')
     await vi.waitFor(() => { expect(stream.sent.map(seqOf)).toEqual([1, 2, 3]) })
     expect(stream.pauses).toEqual(['pause', 'resume'])
+    stream.end()
+    await running
+  })
+
+  it('reads nothing more while a message waits for an admit that answers later, and pauses the stream meanwhile', async () => {
+    const admissions: Array<PromiseWithResolvers<Admission>> = []
+    const store = vi.fn(() => 'stored' as const)
+    const { stream, running } = await serve(store, 64, () => {
+      const a = Promise.withResolvers<Admission>()
+      admissions.push(a)
+      return a.promise
+    })
+    stream.feed(1, 2)
+    stream.feed(3)
+    // the first is being admitted: the rest wait unread, in order, and the stream is paused
+    expect(admissions).toHaveLength(1)
+    expect(stream.pauses).toEqual(['pause'])
+    admissions[0].resolve({ status: 'accept' })
+    await vi.waitFor(() => { expect(admissions).toHaveLength(2) })
+    admissions[1].resolve({ status: 'block' })
+    await vi.waitFor(() => { expect(admissions).toHaveLength(3) })
+    admissions[2].resolve({ status: 'accept' })
+    await vi.waitFor(() => { expect(stream.sent.map(a => [seqOf(a), a.status])).toEqual([[1, Ack.Status.OK], [2, Ack.Status.BLOCKED], [3, Ack.Status.OK]]) })
+    expect(store.mock.calls.map(([m]: any) => m.seq)).toEqual([1, 3])
+    expect(stream.readStatus).toBe('readable')
     stream.end()
     await running
   })
