@@ -117,6 +117,11 @@ export class InboundStream {
     })
   }
 
+  private readonly onDrain = (): void => {
+    this.draining = false
+    this.pump()
+  }
+
   private readonly onClose = (evt?: StreamCloseEvent): void => {
     if (evt?.error != null) this.init.log('/im stream from %p closed - %e', this.connection.remotePeer, evt.error)
     this.finish()
@@ -155,7 +160,10 @@ export class InboundStream {
       while (this.readEnd == null && !this.admitting && this.unanswered.length < this.init.maxUnacked) {
         const buf = this.frames.next()
         if (buf == null) {
-          if (this.remoteEnded) {
+          // the end can come before the stream's last bytes are handed over: a paused stream holding
+          // a frame that carried data and FIN, or bytes multistream-select read past the protocol
+          // and gave back after the remote closed (then no 'end' follows)
+          if ((this.remoteEnded || this.stream.remoteWriteStatus === 'closed') && this.stream.readBufferLength === 0) {
             this.readEnd = this.frames.inFrame ? { error: new ProtocolViolationError('the stream ended inside a frame') } : {}
           }
           return
@@ -197,11 +205,11 @@ export class InboundStream {
       this.lastActive = Date.now()
       this.pumpAgain = true
       if (!this.stream.send(out)) {
+        // the event, not `onDrain()`: @libp2p/utils 7.4 keeps the promise of
+        // the first drain, so every later `onDrain()` resolves at once, and a
+        // peer that never reads its acks would fill the write buffer for good
         this.draining = true
-        this.stream.onDrain({ signal: this.deadline.signal }).then(() => {
-          this.draining = false
-          this.pump()
-        }, (err: any) => { this.abort(err) })
+        this.stream.addEventListener('drain', this.onDrain, { once: true })
       }
     }
     if (failure != null) {
@@ -253,6 +261,7 @@ export class InboundStream {
     this.stream.removeEventListener('message', this.onMessage)
     this.stream.removeEventListener('end', this.onEnd)
     this.stream.removeEventListener('close', this.onClose)
+    this.stream.removeEventListener('drain', this.onDrain)
     this.finished.resolve()
   }
 
@@ -265,7 +274,11 @@ export class InboundStream {
       const oldest = this.unanswered[0]
       if (oldest == null || this.done) return
       if (Date.now() - oldest.readAt >= this.init.ackTimeout) {
-        this.deadline.abort(new DOMException(`message not settled within ${this.init.ackTimeout} ms`, 'TimeoutError'))
+        // not answered in time: its store (if it still runs) is given up, and
+        // so is the stream, whether the answer was late or could not be written
+        const late = new DOMException(`message not answered within ${this.init.ackTimeout} ms`, 'TimeoutError')
+        this.deadline.abort(late)
+        this.abort(late)
       } else {
         this.watchOldest()
       }
@@ -282,8 +295,8 @@ export class InboundStream {
         this.armIdleTimer()
         return
       }
-      this.done = true
-      this.stream.close().then(() => { this.finish() }, (err: any) => { this.abort(err) })
+      // with a deadline: acks the peer never reads would hold the close (and the stream) forever
+      this.close()
     }, Math.max(0, this.lastActive + this.init.idleTimeout - Date.now()))
     // a Node timer would keep the process alive; a browser's has no unref
     this.idleTimer.unref?.()

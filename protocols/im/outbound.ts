@@ -4,7 +4,8 @@ import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { AckTimeoutError, ProtocolViolationError, StreamEndedError } from './errors.js'
 import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
 import type { Ack, ChatMessage, Frame } from './pb/im.js'
-import type { AbortOptions, Logger, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import { StreamCloseEvent } from '@libp2p/interface'
+import type { AbortOptions, Logger, Stream, StreamMessageEvent } from '@libp2p/interface'
 
 /** How many bytes of message frames `OutboundChannel` hands to the stream at most in one `send` (about 15 of 200 bytes). */
 const WRITE_BATCH_BYTES = 4096
@@ -65,6 +66,9 @@ export class OutboundChannel {
     stream.addEventListener('remoteCloseWrite', this.onRemoteEnd)
     stream.addEventListener('close', this.onClose)
     this.startIdleTimer()
+    // the remote may have closed its end (or the stream) before the channel listened
+    if (stream.status !== 'open') this.onClose(new StreamCloseEvent(false))
+    else if (stream.remoteWriteStatus === 'closed') this.onRemoteEnd()
   }
 
   /** The protocol id the stream was negotiated as (which /im version the peer speaks). */
