@@ -141,7 +141,15 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   refused (refusal: Refusal): void {
     const seq = Number(refusal.seq)
     if (!isOrderedSeq(seq)) return
-    this.enqueue({ step: { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() } })
+    const step: InboundStep = { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() }
+    if (this.commitAtOnce && !this.stopped && this.pending.length === 0) {
+      // nobody waits for it: a failure is dropped, as in a batch (the seq stays a gap, given up in time)
+      try {
+        this.commit([step])
+      } catch {}
+      return
+    }
+    this.enqueue({ step })
   }
 
   /** Everything that arrives before the event loop turns goes into one transaction. */

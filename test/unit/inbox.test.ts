@@ -95,6 +95,16 @@ describe('Inbox', () => {
     await expect(inbox.receive(message(4))).rejects.toThrow('the node is stopped')
   })
 
+  it('with commitAtOnce, a refused seq fills its place at once, and the message after it is presented with no wait', () => {
+    const { inbox, batches, shown, clock } = setup({ commitAtOnce: true })
+    expect(inbox.receive(message(1))).toBe('stored')
+    inbox.refused({ from, id: idFromString(id(2)), seq: 2n, status: Ack.Status.TOO_LARGE })
+    expect(inbox.receive(message(3))).toBe('stored')
+    expect(batches).toEqual([1, 1, 1])
+    expect(shown.map(seqs)).toEqual([[1], [3]])
+    expect(clock.pending).toBe(0)
+  })
+
   it('with commitAtOnce, throws what the commit throws, from receive itself', () => {
     const clock = new FakeClock()
     const inbox = new Inbox({
