@@ -3,18 +3,17 @@
  * a scenario a hostile or unlucky peer can bring about.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { describe, expect, it, vi } from 'vitest'
-import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
+import { decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
 import { InboundStream } from '../../protocols/im/inbound.js'
 import { OutboundChannel } from '../../protocols/im/outbound.js'
-import { Ack, PROTOCOL, StreamEndedError } from '../../protocols/im/index.js'
-import { StreamFrames, writeRawFrame } from './im-helpers.js'
+import { PROTOCOL, StreamEndedError } from '../../protocols/im/index.js'
+import { StreamFrames, StubStream, writeRawFrame } from './im-helpers.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
 import type { StoreResult } from '../../protocols/im/index.js'
 import type { ChatMessage } from '../../protocols/im/pb/im.js'
@@ -78,29 +77,16 @@ describe('InboundStream under attack', () => {
  * spent), and `close` waits for the write buffer to drain unless its
  * signal aborts it.
  */
-class StuckStream extends EventTarget {
-  readonly protocol = PROTOCOL
-  status = 'open'
-  readStatus = 'readable'
+class StuckStream extends StubStream {
   writeStatus = 'writable'
-  remoteWriteStatus = 'writable'
-  readBufferLength = 0
-  readonly sent: Ack[] = []
-  send = vi.fn((data: Uint8ArrayList) => {
-    const frames = new FrameReader()
-    frames.push(data)
-    for (let buf = frames.next(); buf != null; buf = frames.next()) this.sent.push(decodeFrame(buf).ack as Ack)
-    // the remote never reads: the window is spent, nothing drains
-    return false
-  })
+  // the remote never reads: the window is spent, nothing drains
+  override room = false
 
-  pause (): void { this.readStatus = 'paused' }
-  resume (): void { this.readStatus = 'readable' }
-  onDrain = async (options?: { signal?: AbortSignal }): Promise<void> => new Promise((_resolve, reject) => {
+  override onDrain = async (options?: { signal?: AbortSignal }): Promise<void> => new Promise((_resolve, reject) => {
     options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) })
   })
 
-  close = vi.fn(async (options?: { signal?: AbortSignal }) => {
+  override close = vi.fn(async (options?: { signal?: AbortSignal }) => {
     this.writeStatus = 'closing'
     // AbstractStream.close: waits for 'idle'/'drain', which never come, unless the signal aborts
     await new Promise((_resolve, reject) => {
@@ -108,14 +94,6 @@ class StuckStream extends EventTarget {
       options?.signal?.addEventListener('abort', () => { reject(options.signal?.reason) })
     })
   })
-
-  abort = vi.fn((err: Error) => { this.status = 'aborted'; this.dispatchEvent(new StreamCloseEvent(true, err)) })
-
-  feed (...messages: number[]): void {
-    const out = new Uint8ArrayList()
-    for (const n of messages) out.append(encodeFrame({ message: msg(n) }))
-    this.dispatchEvent(new StreamMessageEvent(out))
-  }
 }
 
 describe('InboundStream with a peer that never reads its acks', () => {
@@ -155,12 +133,7 @@ describe('InboundStream with a peer that never reads its acks, and onDrain() tha
     stream.feed(1)
     stream.feed(2, 3)
     expect(stream.sent.map(a => a.id[0])).toEqual([1])
-    stream.send.mockImplementation((data: Uint8ArrayList) => {
-      const frames = new FrameReader()
-      frames.push(data)
-      for (let buf = frames.next(); buf != null; buf = frames.next()) stream.sent.push(decodeFrame(buf).ack as Ack)
-      return true
-    })
+    stream.room = true
     stream.dispatchEvent(new Event('drain'))
     expect(stream.sent.map(a => a.id[0])).toEqual([1, 2, 3])
     expect(stream.send).toHaveBeenCalledTimes(2)

@@ -4,18 +4,21 @@
  * in-memory `streamPair()`, and raw frame helpers for driving a stream by hand.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as lp from 'it-length-prefixed'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { toString as uint8ArrayToString } from 'uint8arrays/to-string'
-import { im, Frame } from '../../protocols/im/index.js'
-import type { ImInit, ImService, OutboundMessage } from '../../protocols/im/index.js'
+import { vi } from 'vitest'
+import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
+import { im, Frame, PROTOCOL } from '../../protocols/im/index.js'
+import type { Ack, ImInit, ImService, OutboundMessage } from '../../protocols/im/index.js'
 import type { Connection, ConnectionLimits, PeerId, Startable, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { Uint8ArrayList } from 'uint8arraylist'
 
 export type StartedService = ImService & Startable
 
@@ -221,4 +224,46 @@ export function varint (value: number): Uint8Array {
   }
   out.push(v)
   return Uint8Array.from(out)
+}
+
+/**
+ * A stream stub: an EventTarget that records what is sent and whether it is
+ * paused, and is fed chunks by dispatching `message` events, as a muxer's
+ * stream does from inside its read of a frame.
+ */
+export class StubStream extends EventTarget {
+  readonly protocol = PROTOCOL
+  status = 'open'
+  readStatus = 'readable'
+  remoteWriteStatus = 'writable'
+  readBufferLength = 0
+  readonly sent: Ack[] = []
+  readonly pauses: string[] = []
+  /** Whether `send` says there is room for more (false: the remote reads nothing, and nothing drains). */
+  room = true
+  send = vi.fn((data: Uint8ArrayList) => {
+    const frames = new FrameReader()
+    frames.push(data)
+    for (let buf = frames.next(); buf != null; buf = frames.next()) this.sent.push(decodeFrame(buf).ack as Ack)
+    return this.room
+  })
+
+  pause (): void { this.readStatus = 'paused'; this.pauses.push('pause') }
+  resume (): void { this.readStatus = 'readable'; this.pauses.push('resume') }
+  close = vi.fn(async () => { this.status = 'closed'; this.dispatchEvent(new StreamCloseEvent(true)) })
+  abort = vi.fn((err: Error) => { this.status = 'aborted'; this.dispatchEvent(new StreamCloseEvent(true, err)) })
+  onDrain = async (): Promise<void> => {}
+
+  /** The remote's bytes arriving: the chunk's `message` event. */
+  feed (...messages: number[]): void {
+    const out = new Uint8ArrayList()
+    for (const n of messages) out.append(encodeFrame({ message: { id: new Uint8Array(16).fill(n), seq: BigInt(n), sentAt: 1n, body: `m${n}` } }))
+    this.dispatchEvent(new StreamMessageEvent(out))
+  }
+
+  /** The remote closes its end. */
+  end (): void {
+    this.remoteWriteStatus = 'closed'
+    this.dispatchEvent(new Event('end'))
+  }
 }

@@ -1,5 +1,5 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import { StreamMessageEvent } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -9,50 +9,11 @@ import { describe, expect, it, vi } from 'vitest'
 import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
 import { InboundStream } from '../../protocols/im/inbound.js'
 import { OutboundChannel } from '../../protocols/im/outbound.js'
-import { Ack, MAX_FRAME_BYTES, PROTOCOL, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
+import { Ack, MAX_FRAME_BYTES, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
+import { StubStream } from './im-helpers.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
 import type { Admission, StoreResult } from '../../protocols/im/index.js'
 import type { Connection, Stream } from '@libp2p/interface'
-
-/**
- * A stream stub: an EventTarget that records what is sent and whether it is
- * paused, and is fed chunks by dispatching `message` events, as a muxer's
- * stream does from inside its read of a frame.
- */
-class StubStream extends EventTarget {
-  readonly protocol = PROTOCOL
-  status = 'open'
-  readStatus = 'readable'
-  remoteWriteStatus = 'writable'
-  readBufferLength = 0
-  readonly sent: Ack[] = []
-  readonly pauses: string[] = []
-  send = vi.fn((data: Uint8ArrayList) => {
-    const frames = new FrameReader()
-    frames.push(data)
-    for (let buf = frames.next(); buf != null; buf = frames.next()) this.sent.push(decodeFrame(buf).ack as Ack)
-    return true
-  })
-
-  pause (): void { this.readStatus = 'paused'; this.pauses.push('pause') }
-  resume (): void { this.readStatus = 'readable'; this.pauses.push('resume') }
-  close = vi.fn(async () => { this.status = 'closed'; this.dispatchEvent(new StreamCloseEvent(true)) })
-  abort = vi.fn((err: Error) => { this.status = 'aborted'; this.dispatchEvent(new StreamCloseEvent(true, err)) })
-  onDrain = async (): Promise<void> => {}
-
-  /** The remote's bytes arriving: the chunk's `message` event. */
-  feed (...messages: number[]): void {
-    const out = new Uint8ArrayList()
-    for (const n of messages) out.append(encodeFrame({ message: { id: new Uint8Array(16).fill(n), seq: BigInt(n), sentAt: 1n, body: `m${n}` } }))
-    this.dispatchEvent(new StreamMessageEvent(out))
-  }
-
-  /** The remote closes its end. */
-  end (): void {
-    this.remoteWriteStatus = 'closed'
-    this.dispatchEvent(new Event('end'))
-  }
-}
 
 async function serve (store: InboundStreamInit['handlers']['store'], maxUnacked = 64, admit?: InboundStreamInit['handlers']['admit']): Promise<{ stream: StubStream, running: Promise<void> }> {
   const remotePeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
