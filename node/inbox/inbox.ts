@@ -127,7 +127,7 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
         ...(message.group == null ? {} : { group: message.group })
       }
     }
-    if (this.commitAtOnce && !this.stopped && this.pending.length === 0) {
+    if (this.atOnce) {
       const [result] = this.commit([step])
       if (result instanceof Error) throw result
       return (result as ReceiveResult).result
@@ -142,7 +142,7 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     const seq = Number(refusal.seq)
     if (!isOrderedSeq(seq)) return
     const step: InboundStep = { kind: 'refuse', peer: refusal.from.toString(), seq, now: this.clock.now() }
-    if (this.commitAtOnce && !this.stopped && this.pending.length === 0) {
+    if (this.atOnce) {
       // nobody waits for it: a failure is dropped, as in a batch (the seq stays a gap, given up in time)
       try {
         this.commit([step])
@@ -150,6 +150,11 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
       return
     }
     this.enqueue({ step })
+  }
+
+  /** Whether a step is committed as it comes: `commitAtOnce`, and none is waiting for a batch ahead of it. */
+  private get atOnce (): boolean {
+    return this.commitAtOnce && !this.stopped && this.pending.length === 0
   }
 
   /** Everything that arrives before the event loop turns goes into one transaction. */

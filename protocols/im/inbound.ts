@@ -67,8 +67,6 @@ export class InboundStream {
   private lastActive = Date.now()
   private idleTimer?: ReturnType<typeof setTimeout>
   private ackWatchdog?: ReturnType<typeof setTimeout>
-  /** The remote closed its end: once every buffered frame is read, nothing more comes. */
-  private remoteEnded = false
   /** Set once no more frames will be read: how reading ended. */
   private readEnd?: { error?: Error }
   private paused = false
@@ -111,10 +109,7 @@ export class InboundStream {
 
   private readonly onEnd = (): void => {
     // on a frame that carries the end and data both, the muxer reports the end first: read the data before it
-    queueMicrotask(() => {
-      this.remoteEnded = true
-      this.pump()
-    })
+    queueMicrotask(() => { this.pump() })
   }
 
   private readonly onDrain = (): void => {
@@ -160,10 +155,10 @@ export class InboundStream {
       while (this.readEnd == null && !this.admitting && this.unanswered.length < this.init.maxUnacked) {
         const buf = this.frames.next()
         if (buf == null) {
-          // the end can come before the stream's last bytes are handed over: a paused stream holding
-          // a frame that carried data and FIN, or bytes multistream-select read past the protocol
-          // and gave back after the remote closed (then no 'end' follows)
-          if ((this.remoteEnded || this.stream.remoteWriteStatus === 'closed') && this.stream.readBufferLength === 0) {
+          // the remote closed its end and every byte it sent was read: nothing more comes. Its end
+          // can come before its last bytes are handed over: a paused stream holding a frame that
+          // carried data and FIN, or bytes multistream-select read past the protocol and gave back
+          if (this.stream.remoteWriteStatus === 'closed' && this.stream.readBufferLength === 0) {
             this.readEnd = this.frames.inFrame ? { error: new ProtocolViolationError('the stream ended inside a frame') } : {}
           }
           return
