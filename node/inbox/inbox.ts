@@ -65,7 +65,12 @@ export interface ReceiveOptions {
  *
  * Messages that arrive together (a pipelined stream, several streams at once)
  * are stored in one transaction, so one fsync covers them all (group commit);
- * each `receive` resolves only once that transaction is on disk.
+ * each `receive` resolves only once that transaction is on disk. A message
+ * that comes alone (the last batch was one message, and nothing was
+ * committed yet in this turn of the event loop) is committed as it comes,
+ * and `receive` answers it with no promise: its ack leaves within the read of
+ * its frame rather than a turn later. The first of a burst goes so, the rest
+ * of the burst together, and every batch after it while they come together.
  *
  * Needs only the store: it can be built before libp2p and the node, which
  * listen for `presented`.
@@ -80,6 +85,10 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
   private pending: Pending[] = []
   private flushing?: ReturnType<typeof setImmediate>
   private releasing?: ReturnType<typeof setImmediate>
+  /** The last batch was one message: the next that finds nothing waiting is committed at once. */
+  private lone = true
+  /** A message was committed at once in this turn: the rest of the turn's go in one batch. */
+  private committedThisTurn?: ReturnType<typeof setImmediate>
 
   constructor (components: InboxComponents, init: InboxInit = {}) {
     super()
@@ -99,7 +108,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     this.clock.clearTimeout(this.gapTimer)
     clearImmediate(this.flushing)
     clearImmediate(this.releasing)
+    clearImmediate(this.committedThisTurn)
     this.flushing = undefined
+    this.committedThisTurn = undefined
     // not stored: no ack goes out, and the sender retries
     for (const { done } of this.pending.splice(0)) done?.reject(new Error('the node is stopping'))
   }
@@ -128,7 +139,7 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
       }
     }
     if (this.atOnce) {
-      const [result] = this.commit([step])
+      const [result] = this.commitNow(step)
       if (result instanceof Error) throw result
       return (result as ReceiveResult).result
     }
@@ -145,16 +156,27 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
     if (this.atOnce) {
       // nobody waits for it: a failure is dropped, as in a batch (the seq stays a gap, given up in time)
       try {
-        this.commit([step])
+        this.commitNow(step)
       } catch {}
       return
     }
     this.enqueue({ step })
   }
 
-  /** Whether a step is committed as it comes: `commitAtOnce`, and none is waiting for a batch ahead of it. */
+  /**
+   * Whether a step is committed as it comes: none is waiting for a batch ahead
+   * of it, and either the store has no disk (`commitAtOnce`) or the step comes
+   * alone (see the class).
+   */
   private get atOnce (): boolean {
-    return this.commitAtOnce && !this.stopped && this.pending.length === 0
+    if (this.stopped || this.pending.length > 0) return false
+    return this.commitAtOnce || (this.lone && this.committedThisTurn == null)
+  }
+
+  /** Commits one step as it comes; on a disk, the turn's next steps then wait for a batch. */
+  private commitNow (step: InboundStep): Array<ReceiveResult | StoredMessage[] | Error> {
+    if (!this.commitAtOnce) this.committedThisTurn = setImmediate(() => { this.committedThisTurn = undefined })
+    return this.commit([step])
   }
 
   /** Everything that arrives before the event loop turns goes into one transaction. */
@@ -164,14 +186,19 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
       return
     }
     this.pending.push(entry)
-    this.flushing ??= setImmediate(() => { this.flush() })
+    if (this.flushing == null) {
+      // a turn that began with a message committed at once did not bring one alone either
+      const afterOne = this.committedThisTurn != null
+      this.flushing = setImmediate(() => { this.flush(afterOne) })
+    }
   }
 
-  private flush (): void {
+  private flush (afterOne = false): void {
     this.flushing = undefined
     const batch = this.pending
     this.pending = []
     if (batch.length === 0) return
+    this.lone = batch.length === 1 && !afterOne
     let results: Array<ReceiveResult | StoredMessage[] | Error>
     try {
       results = this.commit(batch.map(p => p.step))

@@ -6,29 +6,38 @@
 // trip. `--raw`: the sender is an /im client that is not parley
 // (lib/raw-im.mjs), in rounds alternating with the echo on its own
 // connection: the recipient's part alone (the issue's in-memory measure).
+// `--durable <dir> --durable <dir>`: the sender's and the recipient's stores
+// on disk, each in a fresh directory under the one given (a tmpfs such as
+// /dev/shm for the sender's takes its fsync off this machine's one disk, as
+// on two users' machines, where it overlaps the round trip).
 //
-//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo | --raw]
+//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo | --raw] [--durable <dir> --durable <dir>]
 import { parseArgs } from 'node:util'
-import { resolve } from 'node:path'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { killAll, spawnWorker } from './lib/rpc.mjs'
 import { median } from './lib/stats.mjs'
 
-const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false }, raw: { type: 'boolean', default: false } } })
+const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false }, raw: { type: 'boolean', default: false }, durable: { type: 'string', multiple: true } } })
 const count = Number(opts.count)
 const env = opts.dist == null ? {} : { PARLEY_BENCH_DIST: resolve(opts.dist) }
 const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, system: u.cpu.system, ...u.syscalls } }
+// --durable <sender's dir> --durable <recipient's dir>: stores on disk, each under its own directory
+const dataDirs = (opts.durable ?? []).map(dir => mkdtempSync(join(dir, 'parley-lone-')))
+const [senderDir, recipientDir] = dataDirs
 try {
   const [a, b] = await Promise.all([spawnWorker('sender', { env }), spawnWorker('recipient', { env })])
   const tcp = ['/ip4/127.0.0.1/tcp/0']
-  const bob = await b.call('parley:start', { name: 'b', listen: tcp, relays: [], bootstrap: [], echo: true })
+  const bob = await b.call('parley:start', { name: 'b', dataDir: recipientDir, listen: tcp, relays: [], bootstrap: [], echo: true })
   if (opts.raw) await rawRounds(a, b, bob)
-  else await parleySends(a, b, bob)
+  else await parleySends(a, b, bob, senderDir)
 } finally {
   await killAll()
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true })
 }
 
-async function parleySends (a, b, bob) {
-  const alice = await a.call('parley:start', { name: 'a', listen: ['/ip4/127.0.0.1/tcp/0'], relays: [], bootstrap: [] })
+async function parleySends (a, b, bob, senderDir) {
+  const alice = await a.call('parley:start', { name: 'a', dataDir: senderDir, listen: ['/ip4/127.0.0.1/tcp/0'], relays: [], bootstrap: [] })
   await b.call('parley:addContact', { name: 'b', contact: 'alice', peer: alice.peerId })
   await a.call('dial', { name: 'a', peer: bob.peerId, addrs: bob.addrs })
   const method = opts.echo ? 'lat:echo' : 'lat:parley'

@@ -58,22 +58,43 @@ describe('Inbox', () => {
     return { inbox, store, clock, batches, shown, next }
   }
 
-  it('stores the messages that arrive in one turn in one transaction, and resolves each once it is durable', async () => {
+  it('commits a message that comes alone as it comes, and the rest of its turn in one transaction, resolving each once it is durable', async () => {
     const { inbox, store, batches, shown } = setup()
     const events: string[] = []
     inbox.addEventListener('presented', (evt) => { events.push(`presented ${seqs(evt.detail).join(',')}`) })
-    const received = [message(1), message(2), message(3), message(1)].map(async (m, i) => {
+    // the first: stored and shown before receive returns, answered with no promise
+    expect(inbox.receive(message(1))).toBe('stored')
+    expect(shown.map(seqs)).toEqual([[1]])
+    const received = [message(2), message(3), message(1)].map(async (m, i) => {
       const result = await inbox.receive(m)
       events.push(`resolved ${i}: ${store.history(PEER).length} stored`)
       return result
     })
-    // nothing is written before the event loop turns
-    expect(store.history(PEER)).toEqual([])
-    expect(await Promise.all(received)).toEqual(['stored', 'stored', 'stored', 'duplicate'])
-    expect(batches).toEqual([4])
+    // the rest of the turn: nothing more is written before the event loop turns
+    expect(seqs(store.history(PEER))).toEqual([1])
+    expect(await Promise.all(received)).toEqual(['stored', 'stored', 'duplicate'])
+    expect(batches).toEqual([1, 3])
     // shown once, in one event, before any ack could leave
-    expect(shown.map(seqs)).toEqual([[1, 2, 3]])
-    expect(events).toEqual(['presented 1,2,3', 'resolved 0: 3 stored', 'resolved 1: 3 stored', 'resolved 2: 3 stored', 'resolved 3: 3 stored'])
+    expect(shown.map(seqs)).toEqual([[1], [2, 3]])
+    expect(events).toEqual(['presented 1', 'presented 2,3', 'resolved 0: 3 stored', 'resolved 1: 3 stored', 'resolved 2: 3 stored'])
+  })
+
+  it('keeps batching while messages come together, and commits one as it comes again once one came alone', async () => {
+    const { inbox, batches } = setup()
+    // two in a turn: the first at once, the second in the turn's batch
+    expect(inbox.receive(message(1))).toBe('stored')
+    await inbox.receive(message(2))
+    expect(batches).toEqual([1, 1])
+    // that turn brought two: two that come together in a new turn both wait for its batch
+    const together = [inbox.receive(message(3)), inbox.receive(message(4))]
+    expect(together.every(r => r instanceof Promise)).toBe(true)
+    await Promise.all(together)
+    expect(batches).toEqual([1, 1, 2])
+    // one alone still waits for the turn (the last batch was two), then the next one alone goes at once
+    await inbox.receive(message(5))
+    expect(batches).toEqual([1, 1, 2, 1])
+    expect(inbox.receive(message(6))).toBe('stored')
+    expect(batches).toEqual([1, 1, 2, 1, 1])
   })
 
   it('with commitAtOnce, stores and presents each message before receive returns, one transaction each, answering with no promise', async () => {
@@ -242,9 +263,11 @@ describe('Inbox', () => {
 
   it('rejects the receives not yet stored when it stops, and any after, and clears its gap timer', async () => {
     const { inbox, store, clock } = setup()
-    await inbox.receive(message(1))
-    await inbox.receive(message(3))
+    expect(inbox.receive(message(1))).toBe('stored')
+    // held, after the one committed in this turn: in the turn's batch
+    expect(await inbox.receive(message(3))).toBe('stored')
     expect(clock.pending).toBe(1)
+    // that turn brought two: the next waits for a batch
     const pending = inbox.receive(message(2))
     inbox.stop()
     await expect(pending).rejects.toThrow('the node is stopping')
@@ -260,7 +283,7 @@ describe('Inbox', () => {
     const store: InboxStore = {
       inboundBatch: (steps) => {
         if (commit === 'fails') throw new Error('disk I/O error')
-        return steps.map((_, i) => i === 0 ? failed : { result: 'stored' as const, presented: [] })
+        return steps.map(step => step.kind === 'receive' && step.message.seq === 1 ? failed : { result: 'stored' as const, presented: [] })
       },
       releaseGaps: () => ({ presented: [], more: false }),
       oldestGap: () => undefined
@@ -268,11 +291,13 @@ describe('Inbox', () => {
     const inbox = new Inbox({ store, clock })
     inbox.start()
     cleanup.push(() => { inbox.stop() })
-    const [first, second] = await Promise.allSettled([inbox.receive(message(1)), inbox.receive(message(2))])
+    // the first of each turn is committed at once (and throws from receive), the second in the turn's batch
+    const receive = async (m: InboundMessage): Promise<string> => inbox.receive(m)
+    const [first, second] = await Promise.allSettled([receive(message(1)), receive(message(2))])
     expect(first).toEqual({ status: 'rejected', reason: failed })
     expect(second).toEqual({ status: 'fulfilled', value: 'stored' })
     commit = 'fails'
-    const results = await Promise.allSettled([inbox.receive(message(3)), inbox.receive(message(4))])
+    const results = await Promise.allSettled([receive(message(3)), receive(message(4))])
     expect(results.map(r => r.status === 'rejected' && r.reason.message)).toEqual(['disk I/O error', 'disk I/O error'])
   })
 
