@@ -30,7 +30,7 @@ export class Reception implements Required<Pick<ImInit, 'admit' | 'store' | 'onR
     return verdict.status === 'rate-limit' ? { status: 'rate-limit', retryAfterMs: verdict.retryAfterMs } : { status: 'block' }
   }
 
-  /** Answers at once when the inbox stores at once (a store in memory), later when it commits in a batch. */
+  /** Answers at once when the inbox stores at once (a message alone, or a store in memory), later when it commits in a batch. */
   store = (message: InboundMessage): StoreResult | Promise<StoreResult> => {
     const { policy, inbox } = this.components
     const peer = message.from.toString()

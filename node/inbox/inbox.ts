@@ -31,10 +31,10 @@ export interface InboxInit {
   gapTimeout?: number
 
   /**
-   * Commit each message as it comes rather than the messages of one turn of
-   * the event loop together: for a store in memory, where a commit waits for
-   * no disk, so sharing one saves little and the wait for the turn is most of
-   * a message's time to its ack.
+   * Commit every message as it comes, not only one that comes alone (see
+   * `Inbox`): for a store in memory, where a commit waits for no disk, so
+   * sharing one saves little and the wait for the turn is most of a
+   * message's time to its ack.
    *
    * @default false
    */
@@ -117,8 +117,9 @@ export class Inbox extends TypedEventEmitter<InboxEvents> {
 
   /**
    * Stores an inbound message: resolves once it is durable in SQLite (or known
-   * to be a duplicate, or refused as `held-full`). With `commitAtOnce` it is
-   * stored before this returns, and the result is returned as it is.
+   * to be a duplicate, or refused as `held-full`). One committed as it comes
+   * (with `commitAtOnce`, or alone: see the class) is stored before this
+   * returns, and its result is returned as it is, or the commit's error thrown.
    */
   receive (message: InboundMessage, options: ReceiveOptions = {}): ReceiveResult['result'] | Promise<ReceiveResult['result']> {
     const step: InboundStep = {
