@@ -397,16 +397,17 @@ export class ParleyNode extends TypedEventEmitter<ParleyNodeEvents> {
   }
 
   /**
-   * Queues `body` for `peer` (durably, before anything goes on the wire) and
-   * resolves once the recipient acknowledged it, with the path the
-   * acknowledged copy took. If `signal` aborts or `timeout` passes first, the
-   * promise rejects with DeliveryTimeoutError but the message stays queued and
-   * is still delivered later.
+   * Queues `body` for `peer` and resolves once the recipient acknowledged it
+   * and its outbox row is on disk, with the path the acknowledged copy took.
+   * If `signal` aborts or `timeout` passes first, the promise rejects with
+   * DeliveryTimeoutError but the message stays queued and is still delivered
+   * later.
    */
   async send (peer: PeerId | string, body: string, options: SendOptions = {}): Promise<Receipt> {
-    // the outbox row is committed before the message goes on the wire, and
-    // made durable while it travels: the wait for this disk overlaps the
-    // round trip (and the recipient's wait for its own)
+    // the outbox row is committed as the message goes on the wire (a lone
+    // message goes before its commit's writes), and made durable while it
+    // travels: the wait for this disk overlaps the round trip (and the
+    // recipient's wait for its own)
     const id = this.write(peer, body, options, false)
     // just queued: no answer can have come yet, so there is no status to look up first
     const [receipt] = await Promise.all([this.outcome(id, options), this.store.sync()])

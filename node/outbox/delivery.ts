@@ -73,7 +73,7 @@ export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nex
 export interface DeliveryComponents {
   store: DeliveryStore
   router: Pick<Router, 'openConnection' | 'connect'>
-  im: Pick<ImService, 'send'>
+  im: Pick<ImService, 'send'> & Partial<Pick<ImService, 'sendAtOnce'>>
   logger: ComponentLogger
   /** Leaves messages for unreachable peers in their mailboxes. @default none: they wait in the outbox */
   mailbox?: Depositor
@@ -85,6 +85,13 @@ export interface DeliveryComponents {
 
 export interface DeliveryEvents {
   'message:status': CustomEvent<StatusChange>
+}
+
+/** A message put on the wire by `sendAtOnce`: on which connection, and its ack to come. */
+interface OnWire {
+  id: string
+  connection: Connection
+  ack: Promise<Acknowledgement>
 }
 
 /** Longest an ack's outcome waits to be written with others (ms). */
@@ -112,7 +119,7 @@ function toOutbound (entry: OutboxEntry): OutboundMessage {
 export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly store: DeliveryStore
   private readonly router: Pick<Router, 'openConnection' | 'connect'>
-  private readonly im: Pick<ImService, 'send'>
+  private readonly im: DeliveryComponents['im']
   private readonly log: Logger
   private readonly clock: Clock
   private readonly machine: OutboxMachine
@@ -178,16 +185,23 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   }
 
   /**
-   * Writes a new message to the outbox, reports it queued, and sends it. The
-   * row is committed before anything goes on the wire; `durable: false`
-   * leaves the wait for the disk to the caller (`Store.sync`), which then
-   * overlaps the message's round trip.
+   * Writes a new message to the outbox, reports it queued, and sends it.
+   * Alone in the outbox of a peer with an open /im stream, it goes on the wire
+   * as soon as its rows are written, and their commit overlaps its round trip
+   * (a crash before the commit means the caller never got an answer);
+   * otherwise the rows are committed first. `durable: false` leaves the wait
+   * for the disk to the caller (`Store.sync`), which then overlaps the round
+   * trip too.
    */
   queue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
     // rows enter the outbox only here (and were read at start): a peer with no
     // expiry kept and no run under way has an empty outbox
     const alone = !this.expiries.has(message.peer) && !this.running.has(message.peer)
-    const stored = this.store.enqueue(message, options)
+    let onWire: OnWire | undefined
+    const stored = this.store.enqueue(message, {
+      ...options,
+      beforeCommit: alone ? entry => { onWire = this.sendAtOnce(entry) } : undefined
+    })
     // an earlier message of the peer, if any, expires no later than this one
     if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
     this.emit(this.machine.queued(stored))
@@ -195,8 +209,24 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     // mailbox as the others (at once when it is time), not after that dial ends
     if (this.running.has(stored.peer) && this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
     // alone in the outbox and due: it is all a run would read back, so it goes out without that query
-    this.run(stored.peer, alone && stored.nextAttemptAt <= this.clock.now() ? stored : undefined)
+    this.run(stored.peer, alone && stored.nextAttemptAt <= this.clock.now() ? stored : undefined, onWire)
     return stored
+  }
+
+  /**
+   * Puts a message alone in its peer's outbox on the wire within this call,
+   * if it is due and the peer's connection has an open /im stream that takes
+   * it now; the run that `queue` starts takes its ack as of any send.
+   */
+  private sendAtOnce (entry: OutboxEntry): OnWire | undefined {
+    if (this.stopped || this.im.sendAtOnce == null || entry.nextAttemptAt > this.clock.now()) return undefined
+    const connection = this.router.openConnection(peerIdOf(entry.peer))
+    if (connection == null) return undefined
+    const ack = this.im.sendAtOnce(connection, toOutbound(entry), { signal: this.controller.signal })
+    if (ack == null) return undefined
+    // settled by the run; one whose rows were not committed after all has none
+    ack.catch(() => {})
+    return { id: entry.id, connection, ack }
   }
 
   /** A message as the user sees it: `sending` while on the wire (the store's rows say `queued`). */
@@ -255,9 +285,10 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
 
   /**
    * Runs the peer's outbox now (a new message was queued). `only`: the one
-   * entry due in it, known without reading the store.
+   * entry due in it, known without reading the store; `onWire`: that entry,
+   * already sent (`sendAtOnce`).
    */
-  run (peer: string, only?: OutboxEntry): void {
+  run (peer: string, only?: OutboxEntry, onWire?: OnWire): void {
     if (this.stopped) return
     this.fresh.add(peer)
     this.clock.clearTimeout(this.timers.get(peer))
@@ -267,7 +298,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       return
     }
     this.running.add(peer)
-    this.drain(peer, only)
+    this.drain(peer, only, onWire)
       .catch(err => {
         this.log.error('outbox of %s stopped unexpectedly - %e', peer, err)
         return false
@@ -330,12 +361,16 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * one is lost. Resolves with whether the outbox is known to be empty now
    * without asking the store: the run began with `only`, the peer's one
    * outbox entry, and it was delivered or failed with nothing queued since.
+   * `onWire`: `only`, already sent on that connection.
    */
-  private async drain (peer: string, only?: OutboxEntry): Promise<boolean> {
+  private async drain (peer: string, only?: OutboxEntry, onWire?: OnWire): Promise<boolean> {
     const signal = this.controller.signal
     const peerId = peerIdOf(peer)
     const alone = only != null
     for (let rounds = 0; ; rounds++) {
+      // sent already: the first round's one message only
+      const sent = onWire
+      onWire = undefined
       if (this.stopped) return false
       this.sweep(peer)
       const window = this.machine.window(peer)
@@ -350,7 +385,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       if (due.length === 0) continue
 
       // an open connection is used as it is; only a dial needs a time limit
-      let connection = this.router.openConnection(peerId)
+      let connection = sent?.connection ?? this.router.openConnection(peerId)
       if (connection == null) {
         // a dial that fails, or takes long, sends the messages to the mailbox meanwhile
         this.depositLater(peer)
@@ -372,11 +407,11 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       }
       this.reached(peer)
 
-      const { lost, exhausted, sent } = await this.round(peer, connection, due, window, signal)
+      const { lost, exhausted, sent: count } = await this.round(peer, connection, due, window, signal, sent)
       if (this.stopped) return false
       this.machine.roundEnded(peer, lost)
       // nothing was left when the round last looked, and nothing was queued since
-      if (!lost && exhausted && !this.fresh.has(peer)) return alone && rounds === 0 && sent === 1
+      if (!lost && exhausted && !this.fresh.has(peer)) return alone && rounds === 0 && count === 1
     }
   }
 
@@ -495,7 +530,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * one was lost, whether the outbox had nothing more due when last looked
    * at, and how many messages it sent.
    */
-  private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal): Promise<{ lost: boolean, exhausted: boolean, sent: number }> {
+  private async round (peer: string, connection: Connection, first: OutboxEntry[], window: number, signal: AbortSignal, onWire?: OnWire): Promise<{ lost: boolean, exhausted: boolean, sent: number }> {
     let inFlight = 0
     let sent = 0
     let lastSeq = 0
@@ -521,7 +556,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         inFlight++
         sent++
         lastSeq = Math.max(lastSeq, entry.seq)
-        this.im.send(connection, toOutbound(entry), { signal }).then(
+        const ack = onWire?.id === entry.id ? onWire.ack : this.im.send(connection, toOutbound(entry), { signal })
+        ack.then(
           value => { settle(entry, { status: 'fulfilled', value }) },
           (reason: unknown) => { settle(entry, { status: 'rejected', reason }) }
         )

@@ -428,8 +428,15 @@ export class Store {
    * conversation's next seq. `durable: false` commits without waiting for the
    * disk (see `transaction`); `sync` then makes it durable. Returns the
    * entry as `due` would read it.
+   *
+   * `beforeCommit` is given the entry once its rows are written, before the
+   * transaction commits (the commit's writes, and its fsync if durable, come
+   * after it): what must not wait for them, the message's frame put on the
+   * wire. It must not throw: the rows are committed whatever it does. Inside
+   * another transaction, which may yet be rolled back, it is not called.
    */
-  enqueue (message: NewOutbound, options: { durable?: boolean } = {}): OutboxEntry {
+  enqueue (message: NewOutbound, options: { durable?: boolean, beforeCommit?: (entry: OutboxEntry) => void } = {}): OutboxEntry {
+    const beforeCommit = this.depth === 0 ? options.beforeCommit : undefined
     return this.transaction(() => {
       // a group carrier takes no place in the history: no position
       const position = message.group == null ? this.nextPosition() : null
@@ -449,7 +456,9 @@ export class Store {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
       this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
-      return toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
+      const entry = toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
+      beforeCommit?.(entry)
+      return entry
     }, options)
   }
 

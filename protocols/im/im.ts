@@ -6,6 +6,7 @@ import { InboundStream } from './inbound.js'
 import { OutboundChannel } from './outbound.js'
 import { pathOf } from './path.js'
 import { Ack } from './pb/im.js'
+import type { ChatMessage } from './pb/im.js'
 import type { Acknowledgement, ImComponents, ImInit, ImService as ImServiceInterface, OutboundMessage } from './index.js'
 import type { AbortOptions, Connection, Logger, Startable, Stream } from '@libp2p/interface'
 
@@ -17,6 +18,10 @@ export class DefaultImService implements Startable, ImServiceInterface {
   readonly protocol = PROTOCOL
   private readonly log: Logger
   private readonly channels = new Map<string, Promise<OutboundChannel>>()
+  /** The channels of `channels` that are open, by connection: what `sendAtOnce` writes to. */
+  private readonly ready = new Map<string, OutboundChannel>()
+  /** Sends on their way to each connection's channel, not in it yet. */
+  private readonly starting = new Map<string, number>()
   private readonly maxUnacked: number
   private readonly ackTimeout: number
   private readonly idleTimeout: number
@@ -59,6 +64,7 @@ export class DefaultImService implements Startable, ImServiceInterface {
       channel.then(c => { c.close() }, () => {})
     }
     this.channels.clear()
+    this.ready.clear()
     this.started = false
   }
 
@@ -67,21 +73,29 @@ export class DefaultImService implements Startable, ImServiceInterface {
   }
 
   async send (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> {
-    const channel = await this.channelFor(connection, options)
+    this.starting.set(connection.id, (this.starting.get(connection.id) ?? 0) + 1)
+    let channel: OutboundChannel
+    try {
+      channel = await this.channelFor(connection, options)
+    } finally {
+      // the channel takes the message in the same tick as this (`channel.send`)
+      const left = (this.starting.get(connection.id) ?? 1) - 1
+      if (left === 0) this.starting.delete(connection.id)
+      else this.starting.set(connection.id, left)
+    }
     if (message.group != null && channel.protocol !== GROUP_PROTOCOL) {
       // the peer speaks only /im/1.0.0 and would show it as an empty one-to-one message: it is never sent
       return { id: message.id, status: Ack.Status.INVALID, path: pathOf(connection), connection }
     }
-    const ack = await channel.send({
-      id: message.id,
-      seq: BigInt(message.seq),
-      sentAt: BigInt(message.sentAt),
-      body: message.body,
-      contentType: message.contentType,
-      replyTo: message.replyTo,
-      group: message.group
-    }, options)
-    return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: pathOf(connection), connection }
+    return acknowledgement(await channel.send(chatMessage(message), options), connection)
+  }
+
+  sendAtOnce (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> | undefined {
+    const channel = this.ready.get(connection.id)
+    // it would overtake a send that has not reached the channel yet; a group
+    // message to a peer that may speak only /im/1.0.0 is for `send` to answer
+    if (channel == null || this.starting.has(connection.id) || (message.group != null && channel.protocol !== GROUP_PROTOCOL)) return undefined
+    return channel.sendNow(chatMessage(message), options)?.then(ack => acknowledgement(ack, connection))
   }
 
   /** Reuses the connection's open stream, or opens one; concurrent callers share it. */
@@ -111,8 +125,13 @@ export class DefaultImService implements Startable, ImServiceInterface {
           if (this.channels.get(connection.id) === opening) {
             this.channels.delete(connection.id)
           }
+          // (called from the constructor when the stream is closed already)
+          if (this.ready.get(connection.id)?.open === false) {
+            this.ready.delete(connection.id)
+          }
         }
       })
+      if (channel.open) this.ready.set(connection.id, channel)
       return channel
     })
     this.channels.set(connection.id, opening)
@@ -134,4 +153,20 @@ export class DefaultImService implements Startable, ImServiceInterface {
       log: this.log
     }).run()
   }
+}
+
+function chatMessage (message: OutboundMessage): ChatMessage {
+  return {
+    id: message.id,
+    seq: BigInt(message.seq),
+    sentAt: BigInt(message.sentAt),
+    body: message.body,
+    contentType: message.contentType,
+    replyTo: message.replyTo,
+    group: message.group
+  }
+}
+
+function acknowledgement (ack: Ack, connection: Connection): Acknowledgement {
+  return { id: ack.id, status: ack.status, retryAfterMs: ack.retryAfterMs, path: pathOf(connection), connection }
 }

@@ -159,6 +159,14 @@ export interface ImService {
    * id and seq.
    */
   send(connection: Connection, message: OutboundMessage, options?: AbortOptions): Promise<Acknowledgement>
+
+  /**
+   * Sends one message within this call, as `send` does, when the connection
+   * has an open /im stream that can take it now: its frame is handed to the
+   * stream before this returns. `undefined` when it has none (or one that
+   * would have to wait): nothing was sent, and `send` is the way.
+   */
+  sendAtOnce(connection: Connection, message: OutboundMessage, options?: AbortOptions): Promise<Acknowledgement> | undefined
 }
 
 export function im (init: ImInit): (components: ImComponents) => ImService {

@@ -49,6 +49,8 @@ export interface OutboundChannelInit {
 export class OutboundChannel {
   private readonly pending: PendingAck[] = []
   private readonly slotWaiters: Array<() => void> = []
+  /** Sends woken for a slot that have not taken it yet (they resume on a later microtask). */
+  private woken = 0
   private failure?: Error
   private ackWatchdog?: ReturnType<typeof setTimeout>
   /** When the oldest unacknowledged message started its clock: its send, or the last ack. */
@@ -93,31 +95,60 @@ export class OutboundChannel {
         if (index >= 0) {
           this.slotWaiters.splice(index, 1)
         } else {
-          this.slotWaiters.shift()?.()
+          this.woken--
+          this.wakeOne()
         }
         throw err
       }
+      this.woken--
     }
     if (this.failure != null) {
       throw this.failure
     }
 
-    const acked = Promise.withResolvers<Ack>()
-    // the ack is awaited by this caller or nobody; never leave a rejection unhandled
-    acked.promise.catch(() => {})
-    this.pending.push({ id: message.id, resolve: acked.resolve, reject: acked.reject })
-    clearTimeout(this.idleTimer)
-    if (this.pending.length === 1) {
-      this.armAckWatchdog()
-    }
-
+    const acked = this.expectAck(message)
     try {
       await raceSignal(this.write(message), options.signal)
     } catch (err: any) {
       if (options.signal?.aborted !== true) this.fail(err)
       throw err
     }
-    return raceSignal(acked.promise, options.signal)
+    return raceSignal(acked, options.signal)
+  }
+
+  /**
+   * Sends one message within this call, its frame handed to the stream before
+   * it returns, when the channel is open, has room in its window and no
+   * message waiting to be written, which this one would overtake (a frame of
+   * this tick, a send woken for the room an ack made; one still waiting for
+   * room means the window is full); otherwise `undefined`, and nothing is
+   * sent. Resolves with its ack, as `send`.
+   */
+  sendNow (message: ChatMessage, options: AbortOptions): Promise<Ack> | undefined {
+    if (this.failure != null || this.batch != null || this.woken > 0 || this.pending.length >= this.init.maxUnacked || options.signal?.aborted === true) {
+      return undefined
+    }
+    const acked = this.expectAck(message)
+    try {
+      // a full buffer still took the frame: the window, not the buffer, bounds what is in flight
+      this.stream.send(encodeFrame({ message }))
+    } catch (err: any) {
+      this.fail(err)
+    }
+    return raceSignal(acked, options.signal)
+  }
+
+  /** Puts the message in line for its ack (acks come in order) and starts its clock if it is the oldest. */
+  private expectAck (message: ChatMessage): Promise<Ack> {
+    const acked = Promise.withResolvers<Ack>()
+    // the ack is awaited by its caller or nobody; never leave a rejection unhandled
+    acked.promise.catch(() => {})
+    this.pending.push({ id: message.id, resolve: acked.resolve, reject: acked.reject })
+    clearTimeout(this.idleTimer)
+    if (this.pending.length === 1) {
+      this.armAckWatchdog()
+    }
+    return acked.promise
   }
 
   close (): void {
@@ -200,7 +231,7 @@ export class OutboundChannel {
     }
     this.pending.shift()
     head.resolve(ack)
-    this.slotWaiters.shift()?.()
+    this.wakeOne()
     if (this.pending.length > 0) {
       // the next message's clock starts now; the running timer finds out when it fires
       this.ackClock = Date.now()
@@ -209,6 +240,14 @@ export class OutboundChannel {
       this.ackWatchdog = undefined
       this.startIdleTimer()
     }
+  }
+
+  /** Hands the slot an ack freed to the send that waited longest for one. */
+  private wakeOne (): void {
+    const wake = this.slotWaiters.shift()
+    if (wake == null) return
+    this.woken++
+    wake()
   }
 
   /**
@@ -252,6 +291,7 @@ export class OutboundChannel {
       entry.reject(err)
     }
     for (const wake of this.slotWaiters.splice(0)) {
+      this.woken++
       wake()
     }
     this.init.onEnd()

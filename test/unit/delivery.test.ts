@@ -1,9 +1,12 @@
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
 import { defaultLogger } from '@libp2p/logger'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { idToString } from '../../node/message-id.js'
 import { DeliveryEngine } from '../../node/outbox/delivery.js'
 import { Store } from '../../node/store/index.js'
 import { Ack, MAX_UNACKED } from '../../protocols/im/index.js'
+import { useTempDirs } from '../fixtures/dirs.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import { until } from '../fixtures/wait.js'
 import type { ClockTimer } from '../../common/clock.js'
@@ -51,6 +54,8 @@ class StubIm extends EventTarget {
   readonly inFlightAtSend: number[] = []
   autoAck?: Ack.Status
   abortable = true
+  /** The service's `sendAtOnce`, for the tests that give one: none, as a service without it. */
+  sendAtOnce?: (connection: Connection, message: OutboundMessage, options?: AbortOptions) => Promise<Acknowledgement> | undefined
 
   send = async (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> => {
     const { promise, resolve, reject } = Promise.withResolvers<Acknowledgement>()
@@ -135,9 +140,12 @@ describe('DeliveryEngine', () => {
     for (const fn of cleanup.splice(0)) fn()
   })
 
-  function setup (components: Partial<DeliveryComponents> = {}, init: DeliveryInit = {}) {
+  const tempDir = useTempDirs()
+
+  /** `file`: the store's, on disk (in memory by default). */
+  function setup (components: Partial<DeliveryComponents> = {}, init: DeliveryInit = {}, file?: string) {
     const clock = new WatchedClock()
-    const store = new Store()
+    const store = new Store(file)
     const im = new StubIm()
     const router = new StubRouter()
     const engine = new DeliveryEngine({ store, router, im, logger: defaultLogger(), clock, random: () => 0.5, ...components }, { initialDelay: 1_000, maxDelay: 60_000, connectTimeout: 30_000, ...init })
@@ -254,6 +262,79 @@ describe('DeliveryEngine', () => {
     await until(() => t.clock.pending === 1, { on: [t.clock.events, 'timer'], what: 'the retry set', timeout: WAIT })
     expect(schedule).toHaveBeenCalledTimes(1)
     expect(t.store.outboxEntry(second)?.attempts).toBe(1)
+  })
+
+  it('puts a lone message on the wire before its rows are committed when its peer\'s stream takes it at once; reports it queued, sending, delivered as any other', async () => {
+    const file = join(await tempDir(), 'store.db')
+    const t = setup({}, {}, file)
+    t.engine.start()
+    // another connection sees only what is committed
+    const reader = new DatabaseSync(file, { readOnly: true })
+    cleanup.push(() => { reader.close() })
+    const committedAtSend: boolean[] = []
+    t.im.sendAtOnce = (connection, message, options) => {
+      committedAtSend.push(reader.prepare('SELECT 1 FROM outbox WHERE seq = ?').get(message.seq) != null)
+      return t.im.send(connection, message, options)
+    }
+    const send = vi.spyOn(t.im, 'send')
+    for (const [n, durable] of [[1, true], [2, false]] as const) {
+      const { id, seq } = t.engine.queue({ peer: PEER, id: messageId(n), body: 'now', contentType: 'text/plain', sentAt: t.clock.now() }, { durable })
+      expect(committedAtSend.at(-1)).toBe(false)
+      expect(reader.prepare('SELECT 1 FROM outbox WHERE id = ?').get(id)).toBeDefined()
+      expect(t.statuses(id)).toEqual(['queued', 'sending'])
+      t.im.ack(seq)
+      await t.reported([id], 'delivered')
+      // the run's end is a few promises after the report: then the outbox is empty again
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    // each went once, at once, and not again through send()
+    expect(committedAtSend).toEqual([false, false])
+    expect(send).toHaveBeenCalledTimes(2)
+    expect(t.im.seqs).toEqual([1, 2])
+    expect(t.store.outbox()).toEqual([])
+  })
+
+  it('sends through send() what the stream cannot take at once, and what is queued while the peer\'s outbox runs', async () => {
+    const t = setup()
+    t.engine.start()
+    let asked = 0
+    let take = false
+    t.im.sendAtOnce = (connection, message, options) => {
+      asked++
+      return take ? t.im.send(connection, message, options) : undefined
+    }
+    const [first] = t.queue(1)
+    expect(asked).toBe(1)
+    await t.im.sends(1)
+    take = true
+    // the first is on the wire: the second is not alone, and waits for its turn
+    const [second] = t.queue(1)
+    expect(asked).toBe(1)
+    t.im.ack(1)
+    await t.im.sends(2)
+    t.im.ack(2)
+    await t.reported([first, second], 'delivered')
+    expect(t.im.seqs).toEqual([1, 2])
+  })
+
+  it('throws to the caller a lone message whose rows are not committed after it went out, and its answer is nobody\'s unhandled rejection', async () => {
+    const t = setup()
+    t.engine.start()
+    t.im.sendAtOnce = (connection, message, options) => t.im.send(connection, message, options)
+    const message = { peer: PEER, id: messageId(1), body: 'phantom', contentType: 'text/plain', sentAt: t.clock.now() }
+    // the rows written, handed over, then the commit failing (a full disk, an I/O error)
+    const scratch = new Store()
+    cleanup.push(() => { scratch.close() })
+    vi.spyOn(t.store, 'enqueue').mockImplementation((m, options) => {
+      options?.beforeCommit?.(scratch.enqueue(m))
+      throw new Error('disk I/O error')
+    })
+    expect(() => t.engine.queue(message)).toThrow('disk I/O error')
+    expect(t.im.seqs).toEqual([1])
+    t.im.fail(1)
+    // a turn for a rejection nobody handles to be reported (vitest fails the test on one)
+    await new Promise(resolve => setImmediate(resolve))
+    expect(t.changes).toEqual([])
   })
 
   it('sends in seq order: messages queued while one is on the wire follow it once an ack comes', async () => {

@@ -20,12 +20,13 @@ afterEach(async () => {
   for (const s of running.splice(0)) await s.service.stop()
 })
 
-/** A sender whose one outbound stream counts the frames in each `send`, and the receiving end of it. */
-async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], receiver: Promise<Stream> }> {
+/** A sender whose one outbound stream counts the frames in each `send`, that stream, and the receiving end of it. */
+async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], outbound: Promise<Stream>, receiver: Promise<Stream> }> {
   const sender = await startService({ store: async () => 'stored' as const })
   running.push(sender)
   const writes: number[] = []
   const receiver = Promise.withResolvers<Stream>()
+  const sending = Promise.withResolvers<Stream>()
   const connection = fakeConnection({
     remotePeer: await makePeer(),
     newStream: async () => {
@@ -36,10 +37,11 @@ async function countingSender (): Promise<{ sender: ServiceUnderTest, connection
         return send(data)
       }
       receiver.resolve(inbound)
+      sending.resolve(outbound)
       return outbound
     }
   })
-  return { sender, connection, writes, receiver: receiver.promise }
+  return { sender, connection, writes, outbound: sending.promise, receiver: receiver.promise }
 }
 
 let seq = 0
@@ -98,5 +100,80 @@ describe('/im/1.0.0 outbound channel: stream writes', () => {
 
     expect(writes.reduce((a, b) => a + b, 0)).toBe(MAX_UNACKED)
     expect(writes.length).toBeLessThanOrEqual(6)
+  })
+})
+
+describe('/im/1.0.0 outbound channel: a message sent at once', () => {
+  /** An open channel on the counting sender: one message sent and acknowledged. */
+  async function openChannel (): Promise<Awaited<ReturnType<typeof countingSender>> & { inbound: Stream, frames: StreamFrames }> {
+    const counting = await countingSender()
+    const first = counting.sender.service.send(counting.connection, messages(1)[0])
+    const inbound = await counting.receiver
+    const frames = new StreamFrames(inbound)
+    ackAll(inbound, await readMessages(frames, 1))
+    await first
+    counting.writes.length = 0
+    return { ...counting, inbound, frames }
+  }
+
+  it('needs an open stream; on one, hands the frame to it within the call and resolves with the ack, its path and connection', async () => {
+    const { sender, connection, writes } = await countingSender()
+    expect(sender.service.sendAtOnce(connection, messages(1)[0])).toBeUndefined()
+    expect(writes).toEqual([])
+
+    const open = await openChannel()
+    const [message] = messages(1)
+    const acked = open.sender.service.sendAtOnce(open.connection, message)
+    // written before the call returned: no turn of the event loop in between
+    expect(open.writes).toEqual([1])
+    const [read] = await readMessages(open.frames, 1)
+    expect(read.seq).toBe(BigInt(message.seq))
+    ackAll(open.inbound, [read])
+    expect(await acked).toMatchObject({ id: message.id, status: Ack.Status.OK, path: 'direct', connection: open.connection })
+  })
+
+  it('sends nothing at once that would overtake a message not written yet (a send on its way, a send waiting for room) or overfill the window', async () => {
+    const { sender, connection, writes, outbound, inbound, frames } = await openChannel()
+    const [earlier, later] = messages(2)
+    const sending = sender.service.send(connection, earlier)
+    expect(sender.service.sendAtOnce(connection, later)).toBeUndefined()
+    const [read] = await readMessages(frames, 1)
+    expect(read.id).toEqual(earlier.id)
+    ackAll(inbound, [read])
+    await sending
+
+    const window = messages(MAX_UNACKED).map(async m => sender.service.send(connection, m))
+    const inFlight = await readMessages(frames, MAX_UNACKED)
+    expect(sender.service.sendAtOnce(connection, messages(1)[0])).toBeUndefined()
+    // one more waits for room: the ack that makes some wakes it, and it goes
+    // first; asked right after that ack is read (the channel's own listener
+    // first), before the woken send could take its slot
+    const waiting = sender.service.send(connection, messages(1)[0])
+    const afterAck: unknown[] = []
+    ;(await outbound).addEventListener('message', () => { afterAck.push(sender.service.sendAtOnce(connection, messages(1)[0])) }, { once: true })
+    ackAll(inbound, inFlight.slice(0, 1))
+    await window[0]
+    expect(afterAck).toEqual([undefined])
+    ackAll(inbound, inFlight.slice(1))
+    ackAll(inbound, await readMessages(frames, 1))
+    await Promise.all([...window, waiting])
+    expect(writes.reduce((a, b) => a + b, 0)).toBe(1 + MAX_UNACKED + 1)
+  })
+})
+
+describe('/im/1.0.0 outbound channel: a stream closed as it opens', () => {
+  it('fails the send as a stream that ended, and leaves nothing to send at once on', async () => {
+    const sender = await startService({ store: async () => 'stored' as const })
+    running.push(sender)
+    const connection = fakeConnection({
+      remotePeer: await makePeer(),
+      newStream: async () => {
+        const [outbound] = await streamPair()
+        outbound.abort(new Error('reset as it opened'))
+        return outbound
+      }
+    })
+    await expect(sender.service.send(connection, messages(1)[0])).rejects.toThrow(/closed the stream|reset as it opened/)
+    expect(sender.service.sendAtOnce(connection, messages(1)[0])).toBeUndefined()
   })
 })

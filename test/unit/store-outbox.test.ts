@@ -81,6 +81,29 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
+  it('hands a new message to beforeCommit with its rows written and not yet committed, durable or not; inside another transaction it does not', async () => {
+    const file = join(await tempDir(), 'store.db')
+    const store = new Store(file)
+    // another connection sees only what is committed
+    const reader = new DatabaseSync(file, { readOnly: true })
+    const committed = (id: string): boolean => reader.prepare('SELECT 1 FROM outbox WHERE id = ?').get(id) != null
+    for (const durable of [true, false]) {
+      const id = `m-${String(durable)}`
+      const seen: Array<{ entry: unknown, committed: boolean }> = []
+      const written = store.enqueue({ peer: PEER, id, body: 'x', contentType: 'text/plain', sentAt: 5 }, { durable, beforeCommit: entry => { seen.push({ entry, committed: committed(id) }) } })
+      expect(seen).toEqual([{ entry: written, committed: false }])
+      expect(committed(id)).toBe(true)
+    }
+    const called: string[] = []
+    store.transaction(() => {
+      store.enqueue({ peer: PEER, id: 'inner', body: 'x', contentType: 'text/plain', sentAt: 5 }, { beforeCommit: entry => { called.push(entry.id) } })
+    })
+    expect(called).toEqual([])
+    expect(store.outboxEntry('inner')?.seq).toBe(3)
+    reader.close()
+    store.close()
+  })
+
   it('queues again a message an older parley left marked sending', async () => {
     const file = join(await tempDir(), 'messages.db')
     // a store as parley left it at schema version 2
