@@ -68,7 +68,7 @@ export interface DepositOptions extends AbortOptions {
 export interface ReceiptAnswer { id: string, status: Ack.Status }
 
 /** What the engine uses of the store: the outbox's queries and writes. */
-export type DeliveryStore = Pick<Store, 'enqueue' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record' | 'outboxSchedule' | 'outboxScheduleOf' | 'writtenBy' | 'outboxEntry' | 'undeposited' | 'outbound'>
+export type DeliveryStore = Pick<Store, 'enqueue' | 'afterCommit' | 'due' | 'outboxPeers' | 'nextAttempt' | 'retryNow' | 'record' | 'outboxSchedule' | 'outboxScheduleOf' | 'writtenBy' | 'outboxEntry' | 'undeposited' | 'outbound'>
 
 export interface DeliveryComponents {
   store: DeliveryStore
@@ -140,7 +140,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   private readonly timers = new Map<string, ClockTimer>()
   /** When each peer's oldest queued message expires, as last read (never later than it is): the expiry sweep runs only once it is past. */
   private readonly expiries = new Map<string, number>()
-  /** Messages cancelled while their peer's outbox runs, which a round may still hold from before (see `drain`). */
+  /** Messages cancelled while their peer's outbox runs, which a round may still hold from before (see `deliver`). */
   private readonly withdrawn = new Map<string, Set<string>>()
   private controller = new AbortController()
   private stopped = true
@@ -188,29 +188,54 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * Writes a new message to the outbox, reports it queued, and sends it.
    * Alone in the outbox of a peer with an open /im stream, it goes on the wire
    * as soon as its rows are written, and their commit overlaps its round trip
-   * (a crash before the commit means the caller never got an answer);
+   * (a crash before the commit means the caller never got an answer; a
+   * commit that fails throws, and the recipient may show that message: in
+   * both cases its seq is given again to the next one, which it shows too);
    * otherwise the rows are committed first. `durable: false` leaves the wait
    * for the disk to the caller (`Store.sync`), which then overlaps the round
-   * trip too.
+   * trip too. Called inside a store transaction, the message is reported and
+   * sent once that commits, never if it rolls back.
    */
   queue (message: NewOutbound, options: { durable?: boolean } = {}): StoredMessage {
     // rows enter the outbox only here (and were read at start): a peer with no
     // expiry kept and no run under way has an empty outbox
     const alone = !this.expiries.has(message.peer) && !this.running.has(message.peer)
     let onWire: OnWire | undefined
-    const stored = this.store.enqueue(message, {
-      ...options,
-      beforeCommit: alone ? entry => { onWire = this.sendAtOnce(entry) } : undefined
-    })
+    let stored: OutboxEntry
+    try {
+      stored = this.store.enqueue(message, {
+        ...options,
+        beforeCommit: alone ? entry => { onWire = this.sendAtOnce(entry) } : undefined
+      })
+    } catch (err) {
+      // as after a crash at that point: the recipient may show it, and its seq is given again
+      if (onWire != null) this.log.error('message %s went out before its commit failed - %e', message.id, err)
+      throw err
+    }
+    // inside a caller's transaction, once that commits: a message rolled back
+    // with it is neither reported nor sent
+    this.store.afterCommit(() => { this.committed(stored, alone, onWire) })
+    return stored
+  }
+
+  /** A message just committed to the outbox: reported queued (and sending, if `onWire`), then sent. */
+  private committed (stored: OutboxEntry, alone: boolean, onWire?: OnWire): void {
+    const peer = stored.peer
     // an earlier message of the peer, if any, expires no later than this one
-    if (!this.expiries.has(stored.peer)) this.expiries.set(stored.peer, this.machine.expiresAt(stored.createdAt))
+    if (!this.expiries.has(peer)) this.expiries.set(peer, this.machine.expiresAt(stored.createdAt))
+    const sending = onWire == null ? [] : this.machine.sending([stored])
+    const wasRunning = this.running.has(peer)
+    // the outbox is claimed before anything is reported: what a listener does
+    // (queue, wake, cancel) finds it running, and the message sending if it is
+    const claimed = this.claim(peer)
     this.emit(this.machine.queued(stored))
+    if (!this.stopped) for (const change of sending) this.emit(change)
     // a peer unreachable for a while, with a dial under way now: to its
     // mailbox as the others (at once when it is time), not after that dial ends
-    if (this.running.has(stored.peer) && this.unreachableSince.has(stored.peer)) this.depositLater(stored.peer)
-    // alone in the outbox and due: it is all a run would read back, so it goes out without that query
-    this.run(stored.peer, alone && stored.nextAttemptAt <= this.clock.now() ? stored : undefined, onWire)
-    return stored
+    if (wasRunning && this.unreachableSince.has(peer)) this.depositLater(peer)
+    // alone in the outbox and due, or on the wire already: it is all a run
+    // would read back, so it goes out without that query
+    if (claimed) this.drain(peer, onWire != null || (alone && stored.nextAttemptAt <= this.clock.now()) ? stored : undefined, onWire)
   }
 
   /**
@@ -283,22 +308,36 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     for (const p of peers) this.run(p)
   }
 
+  /** Runs the peer's outbox now (a message was answered, a connection opened, a timer fired). */
+  run (peer: string): void {
+    if (this.claim(peer)) this.drain(peer)
+  }
+
   /**
-   * Runs the peer's outbox now (a new message was queued). `only`: the one
-   * entry due in it, known without reading the store; `onWire`: that entry,
-   * already sent (`sendAtOnce`).
+   * Takes the peer's outbox for a run: false when stopped, or when a run is
+   * under way already (it goes round again once it ends: `again`).
    */
-  run (peer: string, only?: OutboxEntry, onWire?: OnWire): void {
-    if (this.stopped) return
+  private claim (peer: string): boolean {
+    if (this.stopped) return false
     this.fresh.add(peer)
     this.clock.clearTimeout(this.timers.get(peer))
     this.timers.delete(peer)
     if (this.running.has(peer)) {
       this.again.add(peer)
-      return
+      return false
     }
     this.running.add(peer)
-    this.drain(peer, only, onWire)
+    return true
+  }
+
+  /**
+   * Runs the claimed outbox (`deliver`), then gives it up: again if asked
+   * meanwhile, else with a timer for its next due message, or forgotten
+   * once empty. `only`: the one entry due in it, known without reading the
+   * store; `onWire`: that entry, already sent (`sendAtOnce`).
+   */
+  private drain (peer: string, only?: OutboxEntry, onWire?: OnWire): void {
+    this.deliver(peer, only, onWire)
       .catch(err => {
         this.log.error('outbox of %s stopped unexpectedly - %e', peer, err)
         return false
@@ -363,7 +402,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
    * outbox entry, and it was delivered or failed with nothing queued since.
    * `onWire`: `only`, already sent on that connection.
    */
-  private async drain (peer: string, only?: OutboxEntry, onWire?: OnWire): Promise<boolean> {
+  private async deliver (peer: string, only?: OutboxEntry, onWire?: OnWire): Promise<boolean> {
     const signal = this.controller.signal
     const peerId = peerIdOf(peer)
     const alone = only != null
@@ -375,7 +414,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
       this.sweep(peer)
       const window = this.machine.window(peer)
       this.fresh.delete(peer)
-      const found = only == null ? this.store.due(peer, this.clock.now(), window) : [only]
+      // `only` cancelled meanwhile (by a listener of its 'queued') stays off the wire
+      const found = only == null ? this.store.due(peer, this.clock.now(), window) : this.notWithdrawn(peer, [only])
       only = undefined
       if (found.length === 0) return false
       // one due but expired since the sweep fails here, without a query of its own
@@ -550,7 +590,8 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     }
     /** Puts entries on the wire. */
     const start = (entries: OutboxEntry[]): void => {
-      for (const change of this.machine.sending(entries)) this.emit(change)
+      // one sent at once was reported sending when it was queued
+      for (const change of this.machine.sending(entries.filter(entry => entry.id !== onWire?.id))) this.emit(change)
       // all start in seq order at once: the channel writes them in that order
       for (const entry of entries) {
         inFlight++

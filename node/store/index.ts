@@ -268,6 +268,8 @@ export class Store {
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
   private depth = 0
+  /** What waits for the transaction under way to commit (`afterCommit`). */
+  private committed: Array<() => void> = []
   /** The groups' tables; their writes join this store's transactions. */
   readonly groups: GroupStore
 
@@ -368,19 +370,20 @@ export class Store {
     // a store in memory has no disk to wait for either way
     const relaxed = options.durable === false && this.file != null
     const position = this.position
+    let result: T
     if (relaxed) this.db.exec('PRAGMA synchronous = NORMAL')
     try {
       // prepared, as every statement a message runs: parsing them again for each costs more than running them
       this.sql('BEGIN IMMEDIATE').run()
       this.depth++
       try {
-        const result = fn()
+        result = fn()
         if (this.position !== position) this.sql('UPDATE history_end SET last_position = ? WHERE id = 1').run(this.position)
         this.sql('COMMIT').run()
-        return result
       } catch (err) {
         if (this.db.isTransaction) this.db.exec('ROLLBACK')
         this.position = position
+        this.committed = []
         throw err
       } finally {
         this.depth--
@@ -389,11 +392,27 @@ export class Store {
       // FULL: a message is on disk before its ack leaves, even across a power loss
       if (relaxed) this.db.exec('PRAGMA synchronous = FULL')
     }
+    const then = this.committed
+    if (then.length > 0) {
+      this.committed = []
+      for (const fn of then) fn()
+    }
+    return result
+  }
+
+  /**
+   * Runs `fn` once the transaction under way commits, outside it; at once
+   * when none is. A rollback drops it. It must not throw.
+   */
+  afterCommit (fn: () => void): void {
+    if (this.depth === 0) fn()
+    else this.committed.push(fn)
   }
 
   /** Runs `fn` in a savepoint of the open transaction: if it throws, only its own writes are undone. */
   private savepoint<T> (fn: () => T): T {
     const position = this.position
+    const waiting = this.committed.length
     this.db.exec('SAVEPOINT step')
     try {
       const result = fn()
@@ -403,6 +422,7 @@ export class Store {
       this.db.exec('ROLLBACK TO step')
       this.db.exec('RELEASE step')
       this.position = position
+      this.committed.length = waiting
       throw err
     }
   }

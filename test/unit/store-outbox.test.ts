@@ -104,6 +104,29 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
+  it('runs afterCommit at once outside a transaction, after the commit inside one, and never for one rolled back', () => {
+    const store = new Store()
+    const ran: string[] = []
+    store.afterCommit(() => ran.push('none'))
+    expect(ran).toEqual(['none'])
+    store.transaction(() => {
+      // run outside the transaction: an afterCommit of its own runs at once
+      store.afterCommit(() => {
+        ran.push('committed')
+        store.afterCommit(() => ran.push('outside'))
+      })
+      expect(ran).toEqual(['none'])
+    })
+    expect(() => store.transaction(() => {
+      store.afterCommit(() => ran.push('rolled back'))
+      throw new Error('undone')
+    })).toThrow('undone')
+    expect(ran).toEqual(['none', 'committed', 'outside'])
+    store.transaction(() => undefined)
+    expect(ran).toEqual(['none', 'committed', 'outside'])
+    store.close()
+  })
+
   it('queues again a message an older parley left marked sending', async () => {
     const file = join(await tempDir(), 'messages.db')
     // a store as parley left it at schema version 2
