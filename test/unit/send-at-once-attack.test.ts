@@ -16,8 +16,8 @@ import { DeliveryEngine } from '../../node/outbox/delivery.js'
 import { Store } from '../../node/store/index.js'
 import { Ack, PROTOCOL } from '../../protocols/im/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import { FakeClock } from '../fixtures/fake-clock.js'
 import { until } from '../fixtures/wait.js'
+import { CONNECTION, PEER, StubIm, WAIT, WatchedClock } from './delivery-helpers.js'
 import { StreamFrames, fakeConnection, hex, link, makePeer, outboundMessage, startService, streamClosed, writeRawFrame } from './im-helpers.js'
 import type { DeliveryComponents } from '../../node/outbox/delivery.js'
 import type { NewOutbound } from '../../node/store/index.js'
@@ -25,11 +25,6 @@ import type { StatusChange } from '../../node/types.js'
 import type { Acknowledgement, ImInit, OutboundMessage } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
 import type { AbortOptions, Connection, Stream } from '@libp2p/interface'
-
-const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
-const CONNECTION = { id: 'stub-connection' } as unknown as Connection
-/** Waits end on events; this only bounds one that never ends. */
-const WAIT = 5_000
 
 function messageId (n: number): string {
   return idToString(new Uint8Array(16).map((_, i) => i === 15 ? n % 256 : i === 14 ? Math.floor(n / 256) : 0))
@@ -40,70 +35,19 @@ afterEach(async () => {
   for (const fn of cleanup.splice(0).reverse()) await fn()
 })
 
-interface Call {
-  message: OutboundMessage
-  resolve: (value: Acknowledgement) => void
-  reject: (err: Error) => void
-}
-
-/** The /im service as the engine sees it: sends the test answers; `sendAtOnce` takes every message (a stream with room). */
-class StubIm extends EventTarget {
-  readonly sent: OutboundMessage[] = []
+/** The shared stub, with a `sendAtOnce` that takes every message (a stream with room) and notes its seq. */
+class AtOnceIm extends StubIm {
   readonly atOnce: number[] = []
-  readonly pending: Call[] = []
-
-  send = async (connection: Connection, message: OutboundMessage, options: AbortOptions = {}): Promise<Acknowledgement> => {
-    const { promise, resolve, reject } = Promise.withResolvers<Acknowledgement>()
-    const call = { message, resolve, reject }
-    this.sent.push(message)
-    this.pending.push(call)
-    options.signal?.addEventListener('abort', () => { this.settle(call, () => { reject(options.signal?.reason) }) })
-    this.dispatchEvent(new Event('send'))
-    return promise
-  }
-
-  sendAtOnce = (connection: Connection, message: OutboundMessage, options?: AbortOptions): Promise<Acknowledgement> | undefined => {
+  override sendAtOnce = (connection: Connection, message: OutboundMessage, options?: AbortOptions): Promise<Acknowledgement> | undefined => {
     this.atOnce.push(message.seq)
     return this.send(connection, message, options)
-  }
-
-  get seqs (): number[] {
-    return this.sent.map(m => m.seq)
-  }
-
-  /** Acks every pending send OK, oldest first. */
-  ackAll (): void {
-    for (const call of [...this.pending]) {
-      this.settle(call, () => { call.resolve({ id: call.message.id, status: Ack.Status.OK, path: 'direct', connection: CONNECTION }) })
-    }
-  }
-
-  private settle (call: Call, answer: () => void): void {
-    const at = this.pending.indexOf(call)
-    if (at === -1) return
-    this.pending.splice(at, 1)
-    answer()
-  }
-}
-
-/** A clock whose timers the test can wait for. */
-class WatchedClock extends FakeClock {
-  readonly events = new EventTarget()
-  constructor () {
-    super()
-    const set = this.setTimeout
-    this.setTimeout = (fn, ms) => {
-      const timer = set(fn, ms)
-      this.events.dispatchEvent(new Event('timer'))
-      return timer
-    }
   }
 }
 
 function engineSetup () {
   const clock = new WatchedClock()
   const store = new Store()
-  const im = new StubIm()
+  const im = new AtOnceIm()
   const router = { openConnection: () => CONNECTION, connect: async () => CONNECTION }
   const engine = new DeliveryEngine({ store, router, im, logger: defaultLogger(), clock, random: () => 0.5 } as unknown as DeliveryComponents, { initialDelay: 1_000, maxDelay: 60_000 })
   const changes: StatusChange[] = []
