@@ -591,7 +591,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
     /** Puts entries on the wire. */
     const start = (entries: OutboxEntry[]): void => {
       // one sent at once was reported sending when it was queued
-      for (const change of this.machine.sending(entries.filter(entry => entry.id !== onWire?.id))) this.emit(change)
+      for (const change of this.machine.sending(onWire == null ? entries : entries.filter(entry => entry.id !== onWire.id))) this.emit(change)
       // all start in seq order at once: the channel writes them in that order
       for (const entry of entries) {
         inFlight++
