@@ -213,6 +213,20 @@ function webrtcDirectReports (agent: Agent, peer: Agent): AgentEvent[] {
   return agent.filter(e => e.event === 'path' && e.peer === peer.peerId && e.path === 'direct' && e.transport === 'webrtc')
 }
 
+/**
+ * What `from`'s WebRTC upgrades to `to` did, from both logs, on one line: how
+ * many were tried, the last failure, and connections either heartbeat
+ * aborted (what a failed wait for a direct path is explained by).
+ */
+function upgradeSummary (from: Agent, to: Agent): string {
+  const mine = logOf(from).filter(l => l.includes(to.peerId))
+  const tried = mine.filter(l => l.includes('to WebRTC via')).length
+  const failures = mine.filter(l => l.includes('WebRTC upgrade to') && l.includes('failed'))
+  const aborted = [...logOf(from), ...logOf(to)].filter(l => l.includes('parley:heartbeat') && l.includes('aborting it')).length
+  const last = failures.at(-1)?.replace(/^.* - /, '')
+  return `${from.host.name} tried ${tried} WebRTC upgrade(s), ${failures.length} failed${last == null ? '' : ` (last: ${last})`}; heartbeats aborted ${aborted} connection(s)`
+}
+
 function upgradeFailed (agent: Agent): boolean {
   return logOf(agent).some(l => l.includes('WebRTC upgrade to') && l.includes('failed'))
 }
@@ -626,7 +640,14 @@ describe('NAT lab', () => {
       s.note(`the first message went ${String(first.path)}`)
       const dials = firstDialNote(a, b, chat.sent[0].at, first.t)
       if (dials != null) s.note(dials)
-      await waitUntil(() => a.find(e => e.event === 'path' && e.peer === b.peerId && e.path === 'direct'), 45_000, 'a direct path from dual1a to dual2a')
+      // the path as it is now, not a direct one reported once: an upgrade that
+      // fails may open its connection before it fails, and the upgrader retries
+      try {
+        await waitUntil(async () => await a.pathTo(b) === 'direct', 45_000, 'a direct path from dual1a to dual2a', 250)
+      } catch (err: any) {
+        throw new Error(`${String(err.message)}: ${upgradeSummary(a, b)}`)
+      }
+      s.note(upgradeSummary(a, b))
       const conns = (await a.connectionsTo(b)).filter(c => c.transport !== 'circuit-relay' && !c.limited)
       const path = await pathOf(a, b)
       s.row.path = path.text

@@ -3,27 +3,34 @@ import { multiaddrConnectionPair } from '@libp2p/utils'
 import { yamux } from '@libp2p/yamux'
 import { TypedEventEmitter } from 'main-event'
 import { describe, expect, it } from 'vitest'
-import { hearing, heartbeat, lastReceived, pingConnection } from '../../common/heartbeat.js'
+import { FIRST_STREAM_PING_DELAY, hearing, heartbeat, lastReceived, pingConnection } from '../../common/heartbeat.js'
 import { FakeClock } from '../fixtures/fake-clock.js'
 import type { HeartbeatInit } from '../../common/heartbeat.js'
 import type { Connection, Libp2pEvents, Startable } from '@libp2p/interface'
 
 interface FakeConnection extends Connection {
   aborted?: Error
-  /** As a muxer made by `hearing` has it: when the connection last received anything. */
-  muxer?: { lastReceived: number }
+  /** A muxer that can ping (yamux; a WebRTC connection has none), and, as one made by `hearing` has it, when the connection last received anything. */
+  muxer?: { lastReceived?: number, ping?: () => Promise<number> }
 }
 
 let ids = 0
 
-/** A fake connection; `heardAt` gives it a muxer that notes when it last received anything (parley's muxers do). */
-function connection (heardAt?: number): FakeConnection {
+/**
+ * A fake connection whose muxer can ping, as yamux can (the probe is the
+ * test's own); `heardAt` makes its muxer note when it last received anything
+ * (parley's muxers do); `webrtc` gives it no muxer that pings.
+ */
+function connection (heardAt?: number, { webrtc = false } = {}): FakeConnection {
   const conn: any = {
     id: `c${++ids}`,
     remotePeer: { toString: () => `peer${ids}` },
     status: 'open',
     abort (err: Error) { conn.aborted = err; conn.status = 'closed' },
-    ...(heardAt == null ? {} : { muxer: { lastReceived: heardAt } })
+    muxer: {
+      ...(webrtc ? {} : { ping: async () => 1 }),
+      ...(heardAt == null ? {} : { lastReceived: heardAt })
+    }
   }
   return conn
 }
@@ -91,6 +98,33 @@ describe('heartbeat', () => {
     expect(t.probed).toEqual([c.id, c.id, c.id])
     expect(c.aborted).toBeUndefined()
     expect(t.service.aborted).toBe(0)
+  })
+
+  it('pings a connection that only a stream can ping (WebRTC) a moment after it opens, not as it opens', async () => {
+    const t = setup()
+    const c = connection(undefined, { webrtc: true })
+    t.open(c)
+    await t.settle()
+    // a stream opened while the peer still sets the connection up may fail, and a failed ping aborts
+    expect(t.probed).toEqual([])
+    t.clock.advance(FIRST_STREAM_PING_DELAY - 1)
+    await t.settle()
+    expect(t.probed).toEqual([])
+    t.clock.advance(1)
+    await t.settle()
+    expect(t.probed).toEqual([c.id])
+    expect(c.aborted).toBeUndefined()
+  })
+
+  it('pings no connection after stop, a first ping not yet due included', async () => {
+    const t = setup()
+    const c = connection(undefined, { webrtc: true })
+    t.open(c)
+    t.service.stop()
+    t.clock.advance(60_000)
+    await t.settle()
+    expect(t.probed).toEqual([])
+    expect(t.clock.pending).toBe(0)
   })
 
   it('aborts a connection that went silent within interval + timeout, and only that one', async () => {
