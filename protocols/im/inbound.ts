@@ -199,7 +199,8 @@ export class InboundStream {
     if (written > 0) {
       this.lastActive = Date.now()
       this.pumpAgain = true
-      if (!this.stream.send(out)) {
+      // one buffer, not a list of frames (see encodeFrame)
+      if (!this.stream.send(out.subarray())) {
         // the event, not `onDrain()`: @libp2p/utils 7.4 keeps the promise of
         // the first drain, so every later `onDrain()` resolves at once, and a
         // peer that never reads its acks would fill the write buffer for good

@@ -161,9 +161,10 @@ export class OutboundChannel {
 
   /**
    * Queues a message frame; the frames of every send made in the same tick
-   * (a window of pipelined messages) go to the stream in one `send`, so that
-   * they cost one yamux frame, one Noise message and one socket write between
-   * them instead of one each (up to WRITE_BATCH_BYTES a batch). Resolves once
+   * (a window of pipelined messages) go to the stream in one `send`, as one
+   * buffer, so that they cost one yamux frame and one Noise message between
+   * them instead of one each (up to WRITE_BATCH_BYTES a batch; why one
+   * buffer: `encodeFrame`). Resolves once
    * they are handed over (after a drain, if the stream's buffer was full).
    */
   private async write (message: ChatMessage): Promise<void> {
@@ -186,7 +187,7 @@ export class OutboundChannel {
     if (this.batch !== batch) return
     this.batch = undefined
     try {
-      if (this.stream.send(batch.frames)) {
+      if (this.stream.send(batch.frames.subarray())) {
         batch.written.resolve()
       } else {
         this.stream.onDrain().then(batch.written.resolve, batch.written.reject)

@@ -241,7 +241,7 @@ export class StubStream extends EventTarget {
   readonly pauses: string[] = []
   /** Whether `send` says there is room for more (false: the remote reads nothing, and nothing drains). */
   room = true
-  send = vi.fn((data: Uint8ArrayList) => {
+  send = vi.fn((data: Uint8Array | Uint8ArrayList) => {
     const frames = new FrameReader()
     frames.push(data)
     for (let buf = frames.next(); buf != null; buf = frames.next()) this.sent.push(decodeFrame(buf).ack as Ack)

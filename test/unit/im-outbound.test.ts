@@ -1,7 +1,7 @@
 /**
  * How the sender's OutboundChannel hands frames to the stream: the frames of
- * sends that go out together share stream writes (one yamux frame, one Noise
- * message, one socket write each), whether the sends were started in one go
+ * sends that go out together share stream writes (one yamux frame and one
+ * Noise message each, in one buffer), whether the sends were started in one go
  * or woken one ack at a time when the window was full.
  */
 import { streamPair } from '@libp2p/utils'
@@ -20,11 +20,15 @@ afterEach(async () => {
   for (const s of running.splice(0)) await s.service.stop()
 })
 
-/** A sender whose one outbound stream counts the frames in each `send`, that stream, and the receiving end of it. */
-async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], outbound: Promise<Stream>, receiver: Promise<Stream> }> {
+/**
+ * A sender whose one outbound stream counts the frames in each `send` (and
+ * the buffers they came in: `buffers`), that stream, and the receiving end of it.
+ */
+async function countingSender (): Promise<{ sender: ServiceUnderTest, connection: Connection, writes: number[], buffers: number[], outbound: Promise<Stream>, receiver: Promise<Stream> }> {
   const sender = await startService({ store: async () => 'stored' as const })
   running.push(sender)
   const writes: number[] = []
+  const buffers: number[] = []
   const receiver = Promise.withResolvers<Stream>()
   const sending = Promise.withResolvers<Stream>()
   const connection = fakeConnection({
@@ -34,6 +38,7 @@ async function countingSender (): Promise<{ sender: ServiceUnderTest, connection
       const send = outbound.send.bind(outbound)
       outbound.send = (data) => {
         writes.push([...lp.decode([data])].length)
+        buffers.push(data instanceof Uint8Array ? 1 : [...data].length)
         return send(data)
       }
       receiver.resolve(inbound)
@@ -41,7 +46,7 @@ async function countingSender (): Promise<{ sender: ServiceUnderTest, connection
       return outbound
     }
   })
-  return { sender, connection, writes, outbound: sending.promise, receiver: receiver.promise }
+  return { sender, connection, writes, buffers, outbound: sending.promise, receiver: receiver.promise }
 }
 
 let seq = 0
@@ -64,7 +69,7 @@ function ackAll (inbound: Stream, read: ChatMessage[]): void {
 
 describe('/im/1.0.0 outbound channel: stream writes', () => {
   it('writes a window started together on an open stream in a few writes of about 4 KiB', async () => {
-    const { sender, connection, writes, receiver } = await countingSender()
+    const { sender, connection, writes, buffers, receiver } = await countingSender()
     const first = messages(1).map(async m => sender.service.send(connection, m))
     const inbound = await receiver
     const frames = new StreamFrames(inbound)
@@ -80,6 +85,8 @@ describe('/im/1.0.0 outbound channel: stream writes', () => {
     expect(writes.reduce((a, b) => a + b, 0)).toBe(MAX_UNACKED)
     // 64 frames of about 220 bytes: 4 writes of at most 4 KiB
     expect(writes.length).toBeLessThanOrEqual(5)
+    // each one buffer: Noise runs a cipher update, and TCP a socket write, per buffer of a list
+    expect(buffers.every(n => n === 1)).toBe(true)
   })
 
   it('writes the senders a burst of acks wakes from a full window together, not one frame a write', async () => {
@@ -124,8 +131,9 @@ describe('/im/1.0.0 outbound channel: a message sent at once', () => {
     const open = await openChannel()
     const [message] = messages(1)
     const acked = open.sender.service.sendAtOnce(open.connection, message)
-    // written before the call returned: no turn of the event loop in between
+    // written before the call returned: no turn of the event loop in between, in one buffer
     expect(open.writes).toEqual([1])
+    expect(open.buffers.at(-1)).toBe(1)
     const [read] = await readMessages(open.frames, 1)
     expect(read.seq).toBe(BigInt(message.seq))
     ackAll(open.inbound, [read])
