@@ -152,6 +152,15 @@ lab_ipv6_on () {
   done
 }
 
+# whether a router has IPv6 on its LAN. Not `ip … | grep -q`: under
+# `set -o pipefail` (run.sh) that pipeline fails whenever grep quits at its
+# first match and `ip` dies of SIGPIPE writing the rest, and a busy machine
+# then left dual-stack hosts without IPv6 (5 labs in 12 under load; NAT lab
+# 15.7a failed on it). Every check here reads a command's whole output first.
+lab_dual_stack () {
+  [[ "$(ip -n "$1" -6 addr show dev br-lan 2>/dev/null)" == *" $LAB_V6:"* ]]
+}
+
 lab_new_ns () {
   local ns
   ns=$(lab_ns "$1")
@@ -284,7 +293,7 @@ lab_up () {
     ip -n "$hns" addr add "$ip/24" dev eth0
     ip -n "$hns" link set eth0 up
     ip -n "$hns" route add 198.18.0.0/15 via "${ip%.*}.1"
-    if ip -n "$rns" -6 addr show dev br-lan 2>/dev/null | grep -q " $LAB_V6:"; then
+    if lab_dual_stack "$rns"; then
       # behind a dual-stack router: an IPv6 address on its LAN too (the host part of the IPv4 one)
       octet=$(echo "$ip" | cut -d. -f3)
       lab_ipv6_on "$hns"
@@ -339,7 +348,7 @@ lab_turn_start () {
     --userdb="$work/turndb" --pidfile="$work/turnserver.pid" \
     --log-file="$log" --simple-log --no-stdout-log ${LAB_TURN_EXTRA:-} >/dev/null 2>&1 &
   for i in $(seq 1 50); do
-    if ip netns exec "$(lab_ns inet)" ss -lun | grep -q "$LAB_TURN_IP:3478"; then return 0; fi
+    if [[ "$(ip netns exec "$(lab_ns inet)" ss -lun)" == *"$LAB_TURN_IP:3478"* ]]; then return 0; fi
     sleep 0.1
   done
   echo "coturn did not start; see $log" >&2
@@ -352,21 +361,29 @@ lab_turn_start () {
 lab_check () {
   local ns
   for ns in $(lab_namespaces); do
-    if ip -n "$ns" -4 route show | grep -vq '^198\.1[89]\.'; then
+    if [ -n "$(ip -n "$ns" -4 route show | grep -v '^198\.1[89]\.')" ]; then
       echo "lab check: $ns has a route outside 198.18.0.0/15: $(ip -n "$ns" -4 route show | grep -v '^198\.1[89]\.' | head -1)" >&2; return 1
     fi
     # IPv6 only inside the documentation prefix, and link-local (namespace-local)
-    if ip -n "$ns" -6 route show 2>/dev/null | grep -vE '^(2001:db8:|fe80::/64 |multicast )' | grep -q .; then
+    if [ -n "$(ip -n "$ns" -6 route show 2>/dev/null | grep -vE '^(2001:db8:|fe80::/64 |multicast )')" ]; then
       echo "lab check: $ns has an IPv6 route outside 2001:db8::/32: $(ip -n "$ns" -6 route show | grep -vE '^(2001:db8:|fe80::/64 |multicast )' | head -1)" >&2; return 1
     fi
-    if ip -n "$ns" -o addr show | grep ' inet6 ' | grep -vE ' inet6 (2001:db8:|fe80::|::1/128)' | grep -q .; then
+    if [ -n "$(ip -n "$ns" -o addr show | grep ' inet6 ' | grep -vE ' inet6 (2001:db8:|fe80::|::1/128)')" ]; then
       echo "lab check: $ns has an IPv6 address outside 2001:db8::/32" >&2; return 1
     fi
-    if ip -n "$ns" -o addr show | grep -v ' lo ' | grep ' inet ' | grep -vq ' 198\.1[89]\.'; then
+    if [ -n "$(ip -n "$ns" -o addr show | grep -v ' lo ' | grep ' inet ' | grep -v ' 198\.1[89]\.')" ]; then
       echo "lab check: $ns has an address outside 198.18.0.0/15" >&2; return 1
     fi
   done
-  if ip -o addr show | grep -qE ' 198\.1[89]\.| 2001:db8:'; then
+  # every host behind a dual-stack router has its IPv6 address
+  local h host router ip
+  for h in "${LAB_HOSTS[@]}"; do
+    read -r host router ip <<< "$h"
+    if lab_dual_stack "$(lab_ns "$router")" && [[ "$(ip -n "$(lab_ns "$host")" -6 addr show dev eth0 2>/dev/null)" != *" $LAB_V6:"* ]]; then
+      echo "lab check: $host is behind dual-stack $router but has no IPv6 address" >&2; return 1
+    fi
+  done
+  if [ -n "$(ip -o addr show | grep -E ' 198\.1[89]\.| 2001:db8:')" ]; then
     echo "lab check: the host namespace has a lab address" >&2; return 1
   fi
 }
