@@ -164,8 +164,8 @@ export class OutboundChannel {
    * (a window of pipelined messages) go to the stream in one `send`, as one
    * buffer, so that they cost one yamux frame and one Noise message between
    * them instead of one each (up to WRITE_BATCH_BYTES a batch; why one
-   * buffer: `encodeFrame`). Resolves once
-   * they are handed over (after a drain, if the stream's buffer was full).
+   * buffer: `encodeFrame`). Resolves once they are handed over (after a
+   * drain, if the stream's buffer was full).
    */
   private async write (message: ChatMessage): Promise<void> {
     if (this.batch == null) {
