@@ -2,6 +2,7 @@
  * The /im/1.0.0 framing (spec section 2): protobuf `Frame`s, each behind an
  * unsigned varint length prefix, at most MAX_FRAME_BYTES each.
  */
+import * as lp from 'it-length-prefixed'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { MAX_FRAME_BYTES } from './constants.js'
@@ -16,12 +17,7 @@ import { Frame } from './pb/im.js'
  * updates and 36 writes where one buffer costs 2 and 4 (BENCHMARKS.md).
  */
 export function encodeFrame (frame: Frame): Uint8Array {
-  const body = Frame.encode(frame)
-  const prefix = varint.encodingLength(body.byteLength)
-  const out = new Uint8Array(prefix + body.byteLength)
-  varint.encodeUint8Array(body.byteLength, out)
-  out.set(body, prefix)
-  return out
+  return lp.encode.single(Frame.encode(frame)).subarray()
 }
 
 /**

@@ -152,13 +152,14 @@ lab_ipv6_on () {
   done
 }
 
-# whether a router has IPv6 on its LAN. Not `ip … | grep -q`: under
-# `set -o pipefail` (run.sh) that pipeline fails whenever grep quits at its
-# first match and `ip` dies of SIGPIPE writing the rest, and a busy machine
-# then left dual-stack hosts without IPv6 (5 labs in 12 under load; NAT lab
-# 15.7a failed on it). Every check here reads a command's whole output first.
-lab_dual_stack () {
-  [[ "$(ip -n "$1" -6 addr show dev br-lan 2>/dev/null)" == *" $LAB_V6:"* ]]
+# whether a namespace's device has a lab IPv6 address (a router's br-lan: it
+# is dual-stack). Not `ip … | grep -q`: under `set -o pipefail` (run.sh) that
+# pipeline fails whenever grep quits at its first match and `ip` dies of
+# SIGPIPE writing the rest, and a busy machine then left dual-stack hosts
+# without IPv6 (5 labs in 12 under load; NAT lab 15.7a failed on it). Every
+# check here reads a command's whole output first.
+lab_has_ipv6 () {
+  [[ "$(ip -n "$1" -6 addr show dev "$2" 2>/dev/null)" == *" $LAB_V6:"* ]]
 }
 
 lab_new_ns () {
@@ -293,7 +294,7 @@ lab_up () {
     ip -n "$hns" addr add "$ip/24" dev eth0
     ip -n "$hns" link set eth0 up
     ip -n "$hns" route add 198.18.0.0/15 via "${ip%.*}.1"
-    if lab_dual_stack "$rns"; then
+    if lab_has_ipv6 "$rns" br-lan; then
       # behind a dual-stack router: an IPv6 address on its LAN too (the host part of the IPv4 one)
       octet=$(echo "$ip" | cut -d. -f3)
       lab_ipv6_on "$hns"
@@ -379,7 +380,7 @@ lab_check () {
   local h host router ip
   for h in "${LAB_HOSTS[@]}"; do
     read -r host router ip <<< "$h"
-    if lab_dual_stack "$(lab_ns "$router")" && [[ "$(ip -n "$(lab_ns "$host")" -6 addr show dev eth0 2>/dev/null)" != *" $LAB_V6:"* ]]; then
+    if lab_has_ipv6 "$(lab_ns "$router")" br-lan && ! lab_has_ipv6 "$(lab_ns "$host")" eth0; then
       echo "lab check: $host is behind dual-stack $router but has no IPv6 address" >&2; return 1
     fi
   done
