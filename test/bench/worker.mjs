@@ -570,8 +570,8 @@ const handlers = {
     return roundTrips(client, count, size)
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
-  async 'lat:store-echo' ({ name, peer, count, size, durable }) {
-    const client = await keptClient(`${name}>${peer}>store-echo>${durable}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable))
+  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false }) {
+    const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync))
     return roundTrips(client, count, size)
   },
   async 'tcp:server' () {

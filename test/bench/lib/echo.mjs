@@ -1,6 +1,7 @@
 // Baselines: a length-prefixed echo on a raw libp2p stream (framed with the
 // same it-length-prefixed / it-pipe code /im uses), and a plain TCP echo.
 import { mkdtempSync, rmSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,8 +43,13 @@ export async function handleEcho (libp2p) {
  * (one UPDATE by primary key). No parsing, no checks, no ordering, no dedup,
  * no events. `durable`: the recipient's database is a file in WAL mode with
  * synchronous=FULL (its commit is on disk before the ack, as parley's is) and
- * the sender's a file with synchronous=OFF (parley syncs the sender's row while
- * the message travels); otherwise both are in memory.
+ * the sender's a file with synchronous=OFF; otherwise both are in memory.
+ * `senderSync` (durable only): the sender's row is made durable too, as
+ * parley's `send()` does it: committed without waiting for the disk
+ * (synchronous=NORMAL), the frame put on the wire, the WAL fdatasync'd on
+ * libuv's thread pool meanwhile, and the round trip ends once both the ack is
+ * in and that sync is done. What the whole contract costs at least, on the
+ * disk this machine has.
  */
 const storeEchoProtocol = (durable) => `/parley-bench/store-echo/${durable ? 'disk' : 'memory'}/1.0.0`
 
@@ -53,6 +59,7 @@ function storeDatabase (durable, synchronous) {
   const db = new DatabaseSync(dir == null ? ':memory:' : join(dir, 'm.db'))
   if (durable) db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}`)
   db.exec('CREATE TABLE m (id INTEGER PRIMARY KEY, body BLOB NOT NULL, acked INTEGER NOT NULL DEFAULT 0)')
+  db.wal = dir == null ? undefined : join(dir, 'm.db-wal')
   db.remove = () => {
     db.close()
     if (dir != null) rmSync(dir, { recursive: true, force: true })
@@ -83,10 +90,12 @@ function storeEchoHandler (durable) {
 }
 
 /** Opens one store-and-ack stream on `connection` (see above): round-trip times in ms. */
-export async function openStoreEcho (connection, durable) {
-  const db = storeDatabase(durable, 'OFF')
+export async function openStoreEcho (connection, durable, senderSync = false) {
+  const db = storeDatabase(durable, senderSync ? 'NORMAL' : 'OFF')
   const insert = db.prepare('INSERT INTO m (body) VALUES (?)')
   const mark = db.prepare('UPDATE m SET acked = 1 WHERE id = ?')
+  // the WAL exists from the table's creation on
+  const wal = durable && senderSync ? await open(db.wal, 'r') : undefined
   const stream = await connection.newStream(storeEchoProtocol(durable), { runOnLimitedConnection: true })
   const frames = lp.decode(stream, { maxDataLength: MAX_FRAME })[Symbol.asyncIterator]()
   return {
@@ -95,13 +104,18 @@ export async function openStoreEcho (connection, durable) {
       const start = performance.now()
       const { lastInsertRowid } = insert.run(payload)
       if (!stream.send(lp.encode.single(payload))) await stream.onDrain()
+      const synced = wal?.datasync()
       const { done } = await frames.next()
       if (done) throw new Error('store-echo stream ended')
+      await synced
       mark.run(lastInsertRowid)
       return performance.now() - start
     },
     async close () {
-      try { await stream.close() } catch (err) { stream.abort(err) } finally { db.remove() }
+      try { await stream.close() } catch (err) { stream.abort(err) } finally {
+        await wal?.close()
+        db.remove()
+      }
     }
   }
 }
