@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { copyFile, mkdir, readFile, readdir, symlink } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
@@ -81,6 +81,30 @@ describe('the installed parley command', () => {
       const version = await runWithSystemPath(join(bin, command), ['-V'])
       expect(version).toMatchObject({ code: 0, stdout: expect.stringContaining(`(Node.js v${PINNED})`) })
     }
+  })
+
+  it('runs `parley node` with a young generation of 2 MB semi-spaces, every other command and a NODE_OPTIONS that sets its own with V8\'s default', async () => {
+    // the launcher next to a stand-in for the pinned node that prints the arguments it is given
+    const dir = await tempDir()
+    await copyFile(join(ROOT, 'parley'), join(dir, 'parley'))
+    await mkdir(join(dir, 'node_modules', 'node', 'bin'), { recursive: true })
+    await writeFile(join(dir, 'node_modules', 'node', 'bin', 'node'), '#!/bin/sh\nprintf \'%s\\n\' "$@"\n', { mode: 0o755 })
+    const argsOf = async (args: string[], env: Record<string, string> = {}): Promise<string[]> => {
+      const { stdout } = await run('sh', [join(dir, 'parley'), ...args], { env: { PATH: SYSTEM_PATH, ...env } })
+      return stdout.trimEnd().split('\n')
+    }
+    const script = join(dir, 'dist', 'bin', 'parley.js')
+    const small = '--max-semi-space-size=2'
+    expect(await argsOf(['node'])).toEqual([small, script, 'node'])
+    expect(await argsOf(['--data-dir', '/tmp/x', 'node', '--listen', '/ip4/127.0.0.1/tcp/0'])).toEqual([small, script, '--data-dir', '/tmp/x', 'node', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    expect(await argsOf(['--data-dir=/tmp/x', 'node'])).toEqual([small, script, '--data-dir=/tmp/x', 'node'])
+    // a data dir named "node" is not the command
+    expect(await argsOf(['--data-dir', 'node', 'relay'])).toEqual([script, '--data-dir', 'node', 'relay'])
+    expect(await argsOf(['relay', '--listen', '/ip4/0.0.0.0/tcp/4001'])).toEqual([script, 'relay', '--listen', '/ip4/0.0.0.0/tcp/4001'])
+    expect(await argsOf(['send', 'bob', 'node'])).toEqual([script, 'send', 'bob', 'node'])
+    expect(await argsOf(['--version'])).toEqual([script, '--version'])
+    expect(await argsOf(['node'], { NODE_OPTIONS: '--max-semi-space-size=16' })).toEqual([script, 'node'])
+    expect(await argsOf(['node'], { NODE_OPTIONS: '--enable-source-maps' })).toEqual([small, script, 'node'])
   })
 
   it('says which Node.js it needs and exits 1 when the pinned one is missing', async () => {

@@ -1,6 +1,7 @@
 // 5. Footprint: resident memory of an idle parley node (the `parley node`
-// daemon as a user runs it: its own process, data dir on disk, a relay
-// reservation, the DHT, the local API), memory per extra connected peer, and
+// daemon as a user runs it: the `parley` command in its own process, data dir
+// on disk, a relay reservation, the DHT, the local API; 3 s and 3 minutes
+// after start), memory per extra connected peer, and
 // start-up time; next to a bare Node.js process and a bare libp2p node of the
 // same stack (TCP, Noise, Yamux, identify, ping).
 import { startDaemon } from '../lib/daemon.mjs'
@@ -12,6 +13,8 @@ export const title = 'Footprint: idle RSS, memory per connected peer, start-up t
 // every peer here dials from 127.0.0.1: lift the per-IP and per-subnet limits
 const RELAY_LIMITS = { inboundConnectionsPerSecond: 10_000, maxPendingConnections: 1024, maxReservationsPerIp: 100_000, maxReservationsPerSubnet: 100_000, maxCircuitsPerIp: 100_000, maxCircuitsPerSubnet: 100_000, maxConnectionsPerIp: 100_000, maxConnectionsPerSubnet: 100_000 }
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
+/** How long the daemon read as `top` shows it has been idle: its RSS stops growing within it. */
+const LONG_IDLE = 180_000
 
 export async function run ({ spawn, tempDir, scale, log }) {
   const rounds = Math.max(2, Math.round(4 * scale))
@@ -20,6 +23,10 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const relay = await relayWorker.call('relay:start', { listen: ['/ip4/127.0.0.1/tcp/0'], limits: RELAY_LIMITS })
   const relayAddr = relay.addrs[0]
   const peerWorker = await spawn('footprint-peers')
+  // one daemon left running through the rounds: its memory grows for the first
+  // minutes (V8's heap settling), so what a user sees in `top` is read at LONG_IDLE
+  const longIdle = await startDaemon({ dataDir: await tempDir(), relay: relayAddr })
+  const longIdleStarted = performance.now()
 
   /** RSS (from /proc) and V8 heap after a full GC, in MB. */
   const settle = async (w) => {
@@ -100,6 +107,10 @@ export async function run ({ spawn, tempDir, scale, log }) {
     const p = results.parley.at(-1)
     log(`  round ${r + 1}/${rounds}: parley node ${results.daemon.at(-1).rssMb.toFixed(0)} MB idle; createNode() process ${p.rssMb.toFixed(0)} MB, +${(p.perPeer.rssMb * 1024).toFixed(0)} kB/peer, createNode ${p.startMs.toFixed(0)} ms; libp2p ${results.libp2p.at(-1).rssMb.toFixed(0)} MB; node ${results.node.at(-1).rssMb.toFixed(0)} MB`)
   }
+  await sleep(Math.max(0, longIdleStarted + LONG_IDLE - performance.now()))
+  const settled = (await usage(longIdle.pid)).rssMb
+  await longIdle.stop()
+  log(`  parley node ${settled.toFixed(0)} MB after ${LONG_IDLE / 60_000} minutes idle`)
   const med = (kind, f) => median(results[kind].map(f))
   const idle = med('daemon', x => x.rssMb)
   const daemonReady = summarize(results.daemon.map(x => x.readyMs))
@@ -112,8 +123,9 @@ export async function run ({ spawn, tempDir, scale, log }) {
   return {
     raw: { rounds, peersToAdd, results },
     rows: [
-      { metric: 'RSS of an idle node: `parley node` (data dir, relay reservation, DHT, local API; from /proc after 3 s idle)', parley: { value: idle, unit: 'MB' }, baseline: { value: med('libp2p', x => x.rssMb), unit: 'MB', name: `bare libp2p node (after GC); a bare Node.js process: ${med('node', x => x.rssMb).toFixed(0)} MB` }, ratio: idle / med('libp2p', x => x.rssMb), target: '< 100 MB', met: idle < 100 },
-      { metric: 'diagnostic: the same daemon under node --max-semi-space-size=1', parley: { value: med('daemonSmallHeap', x => x.rssMb), unit: 'MB' } },
+      { metric: `RSS of an idle node: \`parley node\` (data dir, relay reservation, DHT, local API), as \`top\` shows it ${LONG_IDLE / 60_000} minutes after start`, parley: { value: settled, unit: 'MB' }, baseline: { value: med('libp2p', x => x.rssMb), unit: 'MB', name: `bare libp2p node (after GC); a bare Node.js process: ${med('node', x => x.rssMb).toFixed(0)} MB` }, ratio: settled / med('libp2p', x => x.rssMb), target: '< 100 MB', met: settled < 100 },
+      { metric: 'diagnostic: the same, 3 s after start', parley: { value: idle, unit: 'MB' } },
+      { metric: 'diagnostic: the same daemon under NODE_OPTIONS=--max-semi-space-size=1, 3 s after start', parley: { value: med('daemonSmallHeap', x => x.rssMb), unit: 'MB' } },
       { metric: 'diagnostic: createNode() in a process importing the library module by module (dist/index.js; after GC)', parley: { value: med('parley', x => x.rssMb), unit: 'MB' } },
       { metric: `memory per extra connected peer (${peersToAdd} bare peers connect)`, parley: { text: `${perPeer.toFixed(0)} kB RSS (${perPeerHeap.toFixed(0)} kB heap)` }, baseline: { value: perPeerBase, unit: 'kB RSS', name: 'bare libp2p node' }, ratio: perPeer / perPeerBase },
       { metric: 'start-up: createNode() (data dir on disk)', parley: start, baseline: { name: 'createLibp2p() of a bare node', ...startBase }, ratio: start.p50 / startBase.p50 },
