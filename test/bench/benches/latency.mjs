@@ -15,6 +15,7 @@ export const title = 'Latency: send → ack, 200-byte messages, two processes, d
 export async function run ({ spawn, tempDir, scale, log }) {
   const rounds = Math.max(2, Math.round(6 * scale))
   const count = 100
+  const warmUp = 1000
   const size = 200
   const [a, b] = await Promise.all([spawn('latency-a'), spawn('latency-b')])
   const tcp = ['/ip4/127.0.0.1/tcp/0']
@@ -39,36 +40,38 @@ export async function run ({ spawn, tempDir, scale, log }) {
   let rawSeq = 1
 
   const methods = {
-    parley: () => a.call('lat:parley', { name: 'a', peer: bob.peerId, count, size }),
-    memory: () => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count, size }),
-    ping: () => a.call('lat:ping', { name: 'a', peer: bob.peerId, count }),
-    echo: () => a.call('lat:echo', { name: 'a', peer: bob.peerId, count, size }),
-    tcp: () => a.call('lat:tcp', { port: tcpPort, count, size }),
+    parley: (n) => a.call('lat:parley', { name: 'a', peer: bob.peerId, count: n, size }),
+    memory: (n) => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count: n, size }),
+    ping: (n) => a.call('lat:ping', { name: 'a', peer: bob.peerId, count: n }),
+    echo: (n) => a.call('lat:echo', { name: 'a', peer: bob.peerId, count: n, size }),
+    tcp: (n) => a.call('lat:tcp', { port: tcpPort, count: n, size }),
     // the least a store-and-acknowledge messenger does, on the echo's connection
-    storeEcho: () => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count, size, durable: true }),
-    storeEchoMemory: () => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count, size, durable: false }),
+    storeEcho: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true }),
+    storeEchoMemory: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false }),
     // the same with the sender's row made durable as parley's is (its sync overlapping the round trip)
-    storeEchoSynced: () => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count, size, durable: true, senderSync: true }),
-    rawIm: async () => {
-      const run = await a.call('raw:send', { senders: [{ name: 'lat-raw0', from: rawSeq }], addrs: bobMemTcp, count, size, window: 1 })
-      rawSeq += count
-      if (run.statuses.OK !== count) throw new Error(`the raw client's messages were not all acknowledged OK: ${JSON.stringify(run.statuses)}`)
+    storeEchoSynced: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true }),
+    rawIm: async (n) => {
+      const run = await a.call('raw:send', { senders: [{ name: 'lat-raw0', from: rawSeq }], addrs: bobMemTcp, count: n, size, window: 1 })
+      rawSeq += n
+      if (run.statuses.OK !== n) throw new Error(`the raw client's messages were not all acknowledged OK: ${JSON.stringify(run.statuses)}`)
       return run.latencies
     },
-    rawEcho: () => a.call('raw:echo', { name: 'lat-raw0', count, size }),
+    rawEcho: (n) => a.call('raw:echo', { name: 'lat-raw0', count: n, size }),
     // the disk's part: one durable SQLite commit, on the file system the stores are on
-    commit: async () => b.call('store:commits', { dataDir: await tempDir(), count }),
+    commit: async (n) => b.call('store:commits', { dataDir: await tempDir(), count: n }),
     // both processes committing at once, as the sender and recipient do during a send
-    commitTogether: async () => {
-      const [x, y] = await Promise.all([a.call('store:commits', { dataDir: await tempDir(), count }), b.call('store:commits', { dataDir: await tempDir(), count })])
+    commitTogether: async (n) => {
+      const [x, y] = await Promise.all([a.call('store:commits', { dataDir: await tempDir(), count: n }), b.call('store:commits', { dataDir: await tempDir(), count: n })])
       return [...x, ...y]
     }
   }
   const samples = Object.fromEntries(Object.keys(methods).map(k => [k, []]))
-  // warm-up round, not counted
-  for (const m of Object.values(methods)) await m()
+  // warm-up, not counted: V8 optimises the code of a message's path only after
+  // it has run a while, and a node that has been up is in that state (the
+  // first hundreds of messages cost more: BENCHMARKS.md, Latency)
+  for (const m of Object.values(methods)) await m(warmUp)
   for (let r = 0; r < rounds; r++) {
-    for (const name of rotate(Object.keys(methods), r)) samples[name].push(...await methods[name]())
+    for (const name of rotate(Object.keys(methods), r)) samples[name].push(...await methods[name](count))
     log(`  round ${r + 1}/${rounds}`)
   }
   await Promise.all([a.stop(), b.stop()])
@@ -80,7 +83,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const floor = s.commit.p50 + s.echo.p50
   const floorTogether = s.commitTogether.p50 + s.echo.p50
   return {
-    raw: { rounds, count, size, summaries: s },
+    raw: { rounds, count, warmUp, size, summaries: s },
     rows: [
       { metric: 'send → ack RTT', parley: s.parley, baseline: { name: 'length-prefixed echo, raw libp2p stream, same connection', ...s.echo }, ratio, target: '≤ 1.5×', met: ratio <= 1.5 },
       { metric: 'send → ack RTT vs libp2p ping', parley: s.parley, baseline: { name: 'libp2p ping (32 bytes, one kept stream), same connection', ...s.ping }, ratio: s.parley.p50 / s.ping.p50 },
