@@ -21,6 +21,12 @@
  *   walks) once they carried nothing but housekeeping for `dhtIdleTimeout`,
  *   unless the server is trusted: kept until the server closed them, each
  *   cost both ends a heartbeat every beat;
+ * - closes relayed connections, whoever opened them and whoever the peer, once
+ *   they carried nothing but housekeeping for `relayedIdleTimeout`: each holds
+ *   a circuit at its relay, which counts it against both peers' share of its
+ *   circuits (16 each by default, as go-libp2p's relays), and a WebRTC
+ *   upgrade leaves the relayed connection with nothing to carry; the relay
+ *   would keep it until its circuit's time ran out (2 min by default);
  * - tags trusted peers in the peer store with a high value, so that libp2p's
  *   connection pruner, when over `maxConnections`, closes theirs last;
  * - drops, from every peer store update, addresses that name another peer as
@@ -37,6 +43,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { TypedEventEmitter } from 'main-event'
 import { addressGroups } from '../../common/address-groups.js'
 import { InvalidConfigError } from '../../common/errors.js'
+import { connectionPath } from '../../protocols/im/index.js'
 import { isAddressOf } from './peer-addresses.js'
 import type { ComponentLogger, Connection, ConnectionGater, Libp2pEvents, Logger, MultiaddrConnection, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { AddressGroups } from '../../common/address-groups.js'
@@ -93,6 +100,17 @@ export interface ConnectionLimits {
   dhtIdleTimeout?: number
 
   /**
+   * A relayed connection (through a circuit relay), trusted peer or not,
+   * inbound or outbound, that carried no stream but libp2p's own for this
+   * long is closed, in ms, freeing its circuit at the relay. The next message
+   * to the peer dials again. (An /im stream is kept open 30 s after its last
+   * message, so a conversation's circuit goes this long after that.)
+   *
+   * @default 10000
+   */
+  relayedIdleTimeout?: number
+
+  /**
    * libp2p's limit on all connections; over it, libp2p refuses inbound ones
    * and closes the least valuable (contacts last).
    *
@@ -117,6 +135,7 @@ export const CONNECTION_LIMIT_DEFAULTS: Required<ConnectionLimits> = {
   maxInboundPerPeer: 8,
   idleTimeout: 60_000,
   dhtIdleTimeout: 60_000,
+  relayedIdleTimeout: 10_000,
   maxConnections: 300,
   maxStoredPeers: 5_000
 }
@@ -159,6 +178,11 @@ const HOUSEKEEPING_PROTOCOLS = new Set([
   '/libp2p/dcutr'
 ])
 
+/** Whether a connection carries a stream of its own: one that is not libp2p's housekeeping. */
+function carriesOwnStreams (connection: Connection): boolean {
+  return connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))
+}
+
 /** The peer store tag that makes libp2p's pruner keep a trusted peer's connections. */
 export const TRUSTED_TAG = 'parley-trusted'
 /** How often the peer store is pruned (see `prunePeerStore`). */
@@ -181,7 +205,7 @@ export interface RefusedConnection {
 export interface ConnectionGuardEvents {
   /** An inbound connection was refused (it is closed right after). */
   'connection:refused': CustomEvent<RefusedConnection>
-  /** An idle connection of an untrusted peer is being closed. */
+  /** An idle connection is being closed: an untrusted peer's, one to a DHT server, or a relayed one. */
   'connection:trimmed': CustomEvent<Connection>
 }
 
@@ -275,7 +299,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   start (): void {
     this.components?.events.addEventListener('connection:open', this.onOpen)
     this.components?.events.addEventListener('connection:close', this.onClose)
-    const shortest = this.dhtProtocols.size > 0 ? Math.min(this.limits.idleTimeout, this.limits.dhtIdleTimeout) : this.limits.idleTimeout
+    const shortest = Math.min(this.limits.idleTimeout, this.limits.relayedIdleTimeout, this.dhtProtocols.size > 0 ? this.limits.dhtIdleTimeout : Infinity)
     const interval = Math.max(50, Math.min(15_000, Math.floor(shortest / 4)))
     this.timer = setInterval(() => { this.sweep() }, interval)
     this.pruneTimer = setInterval(() => { this.prunePeerStore().catch(err => { this.log?.error('could not prune the peer store - %e', err) }) }, PRUNE_INTERVAL)
@@ -416,7 +440,6 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
       })
   }
 
-  /** Renews trust (contacts change), tags trusted peers, closes idle connections of untrusted ones. */
   /**
    * Lets libp2p drop the peers it considers expired (it does so as it reads
    * them), then, if more than `maxStoredPeers` remain, forgets untrusted peers
@@ -446,6 +469,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     return Math.max(0, excess)
   }
 
+  /** Renews trust (contacts change), tags trusted peers, closes idle connections (see the class). */
   private sweep (): void {
     const connectionManager = this.components?.connectionManager
     if (connectionManager == null) return
@@ -470,15 +494,19 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
 
     for (const connection of connectionManager.getConnections()) {
       if (connection.status !== 'open') continue
-      if (trusted(connection.remotePeer)) {
-        this.tag(connection.remotePeer, now)
+      const relayed = connectionPath(connection) === 'relayed'
+      const isTrusted = trusted(connection.remotePeer)
+      if (isTrusted) this.tag(connection.remotePeer, now)
+      if (!relayed && isTrusted) continue
+      const inbound = connection.direction === 'inbound'
+      if (!relayed && !inbound && this.dhtProtocols.size === 0) continue
+      const last = carriesOwnStreams(connection) ? now : (this.lastActive.get(connection.id) ?? connection.timeline.open)
+      this.lastActive.set(connection.id, last)
+      if (relayed && now - last >= this.limits.relayedIdleTimeout) {
+        this.trim(connection, now - last)
         continue
       }
-      const inbound = connection.direction === 'inbound'
-      if (!inbound && this.dhtProtocols.size === 0) continue
-      const busy = connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))
-      const last = busy ? now : (this.lastActive.get(connection.id) ?? connection.timeline.open)
-      this.lastActive.set(connection.id, last)
+      if (isTrusted) continue
       if (inbound) {
         if (now - last >= this.limits.idleTimeout) this.trim(connection, now - last)
       } else if (now - last >= this.limits.dhtIdleTimeout) {
@@ -487,7 +515,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     }
   }
 
-  /** Closes an idle connection of an untrusted peer. */
+  /** Closes an idle connection. */
   private trim (connection: Connection, idle: number): void {
     this.lastActive.delete(connection.id)
     this.log?.('closing the %s connection with %p at %a: idle for %d ms', connection.direction, connection.remotePeer, connection.remoteAddr, idle)
@@ -503,7 +531,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     if ([...peer.tags.keys()].some(tag => tag.startsWith(KEEP_ALIVE))) return
     // still idle, and still not trusted, after the look-up
     if (connection.status !== 'open' || this.isTrusted(connection.remotePeer) || !this.lastActive.has(connection.id)) return
-    if (connection.streams.some(s => s.protocol != null && s.protocol !== '' && !HOUSEKEEPING_PROTOCOLS.has(s.protocol))) return
+    if (carriesOwnStreams(connection)) return
     this.trim(connection, idle)
   }
 }

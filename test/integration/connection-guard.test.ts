@@ -12,7 +12,7 @@ import { PROTOCOL } from '../../protocols/im/index.js'
 import { DEFAULT_DHT_PROTOCOL } from '../../common/constants.js'
 import { resolveNodeConfig } from '../../node/config.js'
 import { createNodeLibp2p } from '../../node/network/libp2p.js'
-import { LOOPBACK_TCP, useNetwork } from '../fixtures/network.js'
+import { LOOPBACK_TCP, reserved, useNetwork } from '../fixtures/network.js'
 import { until } from '../fixtures/wait.js'
 import { TRUSTED_TAG } from '../../node/network/connection-guard.js'
 import type { ConnectionLimits } from '../../node/network/connection-guard.js'
@@ -212,5 +212,34 @@ describe('the peer store of the user\'s node', () => {
     const left = await libp2p.peerStore.all()
     expect(left).toHaveLength(10)
     expect(left.some(p => p.id.equals(friend))).toBe(true)
+  })
+})
+
+describe('relayed connections', () => {
+  const net = useNetwork()
+
+  it('are closed once idle for relayedIdleTimeout, a contact\'s too, so that the relay\'s circuit serves the next peer', async () => {
+    // one circuit per peer at the relay: bob's second relayed peer needs the first one's circuit gone
+    const relay = await net.relay({ limits: { maxCircuitsPerPeer: 1 } })
+    // reachable only through the relay (no TCP listener, no WebRTC)
+    const config = { listen: [], relays: relay.multiaddrs, connectionLimits: { relayedIdleTimeout: 500 } }
+    const [alice, bob, carol] = await Promise.all([net.node(config), net.node(config), net.node(config)])
+    await reserved(bob)
+    await bob.addContact('alice', alice.peerId.toString())
+    await alice.addContact('bob', bob.peerId.toString())
+
+    // alice connects through the relay and sends nothing (identify, DCUtR: libp2p's own)
+    const relayed = await alice.libp2p.dial(bob.multiaddrs)
+    expect(relayed.limits).toBeDefined()
+    expect(relay.circuits).toBe(1)
+    // the relay refuses carol a circuit to bob while alice's is open
+    await expect(carol.libp2p.dial(bob.multiaddrs)).rejects.toThrow()
+
+    await until(() => relayed.status === 'closed', { on: [alice.libp2p, 'connection:close'], what: 'alice\'s idle relayed connection to bob to close' })
+    await until(() => relay.circuits === 0 && bob.libp2p.getConnections(alice.peerId).length === 0, { every: 50, what: () => `the circuit to go at the relay (${relay.circuits} open) and at bob` })
+
+    await carol.libp2p.peerStore.merge(bob.peerId, { multiaddrs: bob.multiaddrs })
+    const sent = await carol.send(bob.peerId, 'through the freed circuit')
+    expect(sent).toMatchObject({ status: 'delivered', path: 'relayed' })
   })
 })

@@ -122,6 +122,47 @@ describe('the connection guard', () => {
     expect(guard.trustedRelays()).toEqual([relay.toString()])
   })
 
+  it('closes relayed connections idle for relayedIdleTimeout, whoever the peer and whoever dialled; keeps busy and direct ones', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
+    try {
+      const [relay, friend, stranger, busy, direct] = await Promise.all([peer(), peer(), peer(), peer(), peer()])
+      const circuit = (to: PeerId): string => `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/p2p/${to}`
+      const connection = (remotePeer: PeerId, addr: string, direction: 'inbound' | 'outbound', protocols: string[] = []): any => ({
+        id: `${remotePeer}-${direction}`,
+        remotePeer,
+        remoteAddr: multiaddr(addr),
+        direction,
+        status: 'open',
+        limits: addr.includes('p2p-circuit') ? { seconds: 120, bytes: 131072n } : undefined,
+        streams: protocols.map(protocol => ({ protocol })),
+        timeline: { open: Date.now() },
+        close: vi.fn(async () => {})
+      })
+      const connections = [
+        // a contact's, dialled by this node: trusted, but the circuit is the relay's
+        connection(friend, circuit(friend), 'outbound', ['/ipfs/ping/1.0.0']),
+        connection(stranger, circuit(stranger), 'inbound'),
+        // an /im stream open on it: not idle
+        connection(busy, circuit(busy), 'outbound', ['/im/1.0.0']),
+        // a contact's direct connection: left to its peer
+        connection(direct, '/ip4/198.51.100.9/tcp/1', 'outbound')
+      ]
+      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 }, trust: { isTrusted: p => p.equals(friend) || p.equals(direct) } })
+      guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
+      const trimmed: string[] = []
+      guard.addEventListener('connection:trimmed', (evt) => { trimmed.push(evt.detail.remotePeer.toString()) })
+      guard.start()
+      await vi.advanceTimersByTimeAsync(7_500)
+      expect(trimmed).toEqual([])
+      await vi.advanceTimersByTimeAsync(2_500)
+      expect(trimmed.sort()).toEqual([friend.toString(), stranger.toString()].sort())
+      for (const c of connections) expect(c.close).toHaveBeenCalledTimes(trimmed.includes(c.remotePeer.toString()) ? 1 : 0)
+      guard.stop()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('takes limits from config, naming a wrong one', () => {
     expect(resolveConnectionLimits({ maxInboundPerIp: 3 })).toMatchObject({ maxInboundPerIp: 3, maxInboundPerSubnet: 32, idleTimeout: 60_000 })
     expect(() => resolveConnectionLimits({ maxInboundPerIp: 0 })).toThrow(/connectionLimits\.maxInboundPerIp: must be a positive integer/)
