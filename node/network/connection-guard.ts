@@ -22,11 +22,16 @@
  *   unless the server is trusted: kept until the server closed them, each
  *   cost both ends a heartbeat every beat;
  * - closes relayed connections, whoever opened them and whoever the peer, once
- *   they carried nothing but housekeeping for `relayedIdleTimeout`: each holds
- *   a circuit at its relay, which counts it against both peers' share of its
- *   circuits (16 each by default, as go-libp2p's relays), and a WebRTC
- *   upgrade leaves the relayed connection with nothing to carry; the relay
- *   would keep it until its circuit's time ran out (2 min by default);
+ *   they carried nothing but housekeeping for `relayedIdleTimeout`, or once a
+ *   direct connection to the same peer that opened after them (a WebRTC
+ *   upgrade, DCUtR) has been open that long: each holds a circuit at its
+ *   relay, which counts it against both peers' share of its circuits (16
+ *   each by default, as go-libp2p's relays), and the relay would keep it
+ *   until its circuit's time ran out (2 min by default). An upgraded one
+ *   carries nothing new (messages take the direct path), but its /im stream
+ *   would stay open 30 s. A direct connection older than the relayed one
+ *   does not count: a peer that moved dials through the relay while its old
+ *   direct connection still looks open (see stale-paths.ts);
  * - tags trusted peers in the peer store with a high value, so that libp2p's
  *   connection pruner, when over `maxConnections`, closes theirs last;
  * - drops, from every peer store update, addresses that name another peer as
@@ -45,6 +50,7 @@ import { addressGroups } from '../../common/address-groups.js'
 import { InvalidConfigError } from '../../common/errors.js'
 import { connectionPath } from '../../protocols/im/index.js'
 import { isAddressOf } from './peer-addresses.js'
+import { isUsable } from './paths.js'
 import type { ComponentLogger, Connection, ConnectionGater, Libp2pEvents, Logger, MultiaddrConnection, PeerId, PeerStore, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { AddressGroups } from '../../common/address-groups.js'
 import type { ConnectionManager } from '@libp2p/interface-internal'
@@ -104,7 +110,9 @@ export interface ConnectionLimits {
    * inbound or outbound, that carried no stream but libp2p's own for this
    * long is closed, in ms, freeing its circuit at the relay. The next message
    * to the peer dials again. (An /im stream is kept open 30 s after its last
-   * message, so a conversation's circuit goes this long after that.)
+   * message, so a conversation's circuit goes this long after that.) So is
+   * one whose peer has had, for this long, a direct connection that opened
+   * after it: upgraded, it carries nothing new.
    *
    * @default 10000
    */
@@ -202,11 +210,19 @@ export interface RefusedConnection {
   reason: InboundRefusal
 }
 
+/** Why the guard closed a connection. */
+export type TrimReason = 'idle' | 'upgraded'
+
+export interface TrimmedConnection {
+  connection: Connection
+  reason: TrimReason
+}
+
 export interface ConnectionGuardEvents {
   /** An inbound connection was refused (it is closed right after). */
   'connection:refused': CustomEvent<RefusedConnection>
-  /** An idle connection is being closed: an untrusted peer's, one to a DHT server, or a relayed one. */
-  'connection:trimmed': CustomEvent<Connection>
+  /** A connection is being closed: an untrusted peer's, one to a DHT server or a relayed one gone idle, or a relayed one upgraded. */
+  'connection:trimmed': CustomEvent<TrimmedConnection>
 }
 
 interface Inbound {
@@ -492,7 +508,16 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
       if (now - (this.tagged.get(key) ?? 0) >= TRUSTED_TAG_TTL) this.tagged.delete(key)
     }
 
-    for (const connection of connectionManager.getConnections()) {
+    const connections = connectionManager.getConnections()
+    // when each peer's newest usable direct connection opened
+    const directSince = new Map<string, number>()
+    for (const connection of connections) {
+      if (connectionPath(connection) !== 'direct' || !isUsable(connection)) continue
+      const key = connection.remotePeer.toString()
+      directSince.set(key, Math.max(directSince.get(key) ?? 0, connection.timeline.open))
+    }
+
+    for (const connection of connections) {
       if (connection.status !== 'open') continue
       const relayed = connectionPath(connection) === 'relayed'
       const isTrusted = trusted(connection.remotePeer)
@@ -502,24 +527,32 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
       if (!relayed && !inbound && this.dhtProtocols.size === 0) continue
       const last = carriesOwnStreams(connection) ? now : (this.lastActive.get(connection.id) ?? connection.timeline.open)
       this.lastActive.set(connection.id, last)
-      if (relayed && now - last >= this.limits.relayedIdleTimeout) {
-        this.trim(connection, now - last)
-        continue
+      if (relayed) {
+        const direct = directSince.get(connection.remotePeer.toString())
+        if (now - last >= this.limits.relayedIdleTimeout) {
+          this.trim(connection, 'idle', now - last)
+          continue
+        }
+        if (direct != null && direct > connection.timeline.open && now - direct >= this.limits.relayedIdleTimeout) {
+          this.trim(connection, 'upgraded', now - direct)
+          continue
+        }
       }
       if (isTrusted) continue
       if (inbound) {
-        if (now - last >= this.limits.idleTimeout) this.trim(connection, now - last)
+        if (now - last >= this.limits.idleTimeout) this.trim(connection, 'idle', now - last)
       } else if (now - last >= this.limits.dhtIdleTimeout) {
         this.trimIfDhtServer(connection, now - last).catch(err => { this.log?.error('could not check the connection to %p - %e', connection.remotePeer, err) })
       }
     }
   }
 
-  /** Closes an idle connection. */
-  private trim (connection: Connection, idle: number): void {
+  /** Closes an idle connection (idle for `ms`), or an upgraded one (a direct one open for `ms`). */
+  private trim (connection: Connection, reason: TrimReason, ms: number): void {
     this.lastActive.delete(connection.id)
-    this.log?.('closing the %s connection with %p at %a: idle for %d ms', connection.direction, connection.remotePeer, connection.remoteAddr, idle)
-    this.safeDispatchEvent('connection:trimmed', { detail: connection })
+    this.log?.('closing the %s connection with %p at %a: %s', connection.direction, connection.remotePeer, connection.remoteAddr,
+      reason === 'idle' ? `idle for ${ms} ms` : `upgraded, a direct connection open for ${ms} ms`)
+    this.safeDispatchEvent('connection:trimmed', { detail: { connection, reason } })
     connection.close({ signal: AbortSignal.timeout(1_000) }).catch(err => { connection.abort(err) })
   }
 
@@ -532,6 +565,6 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     // still idle, and still not trusted, after the look-up
     if (connection.status !== 'open' || this.isTrusted(connection.remotePeer) || !this.lastActive.has(connection.id)) return
     if (carriesOwnStreams(connection)) return
-    this.trim(connection, idle)
+    this.trim(connection, 'idle', idle)
   }
 }

@@ -150,13 +150,55 @@ describe('the connection guard', () => {
       const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 }, trust: { isTrusted: p => p.equals(friend) || p.equals(direct) } })
       guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
       const trimmed: string[] = []
-      guard.addEventListener('connection:trimmed', (evt) => { trimmed.push(evt.detail.remotePeer.toString()) })
+      guard.addEventListener('connection:trimmed', (evt) => { trimmed.push(evt.detail.connection.remotePeer.toString()) })
       guard.start()
       await vi.advanceTimersByTimeAsync(7_500)
       expect(trimmed).toEqual([])
       await vi.advanceTimersByTimeAsync(2_500)
       expect(trimmed.sort()).toEqual([friend.toString(), stranger.toString()].sort())
       for (const c of connections) expect(c.close).toHaveBeenCalledTimes(trimmed.includes(c.remotePeer.toString()) ? 1 : 0)
+      guard.stop()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('closes a relayed connection, /im stream and all, once a direct one that opened after it has been open relayedIdleTimeout; not for an older direct one', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
+    try {
+      const [relay, upgraded, moved] = await Promise.all([peer(), peer(), peer()])
+      const connection = (remotePeer: PeerId, addr: string, opened: number): any => ({
+        id: `${remotePeer}-${addr}`,
+        remotePeer,
+        remoteAddr: multiaddr(addr),
+        direction: 'outbound',
+        status: 'open',
+        limits: addr.includes('p2p-circuit') ? { seconds: 120, bytes: 131072n } : undefined,
+        streams: addr.includes('p2p-circuit') ? [{ protocol: '/im/1.0.0' }] : [],
+        timeline: { open: opened },
+        close: vi.fn(async () => {})
+      })
+      const start = Date.now()
+      const circuit = (to: PeerId): string => `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/p2p/${to}`
+      const upgradedRelayed = connection(upgraded, circuit(upgraded), start)
+      // the peer that moved dialled through the relay after its direct connection, which may be dead
+      const movedRelayed = connection(moved, circuit(moved), start)
+      const connections = [
+        upgradedRelayed,
+        connection(upgraded, `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/webrtc/p2p/${upgraded}`, start + 1_000),
+        movedRelayed,
+        connection(moved, '/ip4/198.51.100.9/tcp/1', start - 60_000)
+      ]
+      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 } })
+      guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
+      guard.start()
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(upgradedRelayed.close).not.toHaveBeenCalled()
+      await vi.advanceTimersByTimeAsync(2_500)
+      expect(upgradedRelayed.close).toHaveBeenCalledTimes(1)
+      await vi.advanceTimersByTimeAsync(60_000)
+      expect(movedRelayed.close).not.toHaveBeenCalled()
+      for (const c of connections.filter(c => c.limits == null)) expect(c.close).not.toHaveBeenCalled()
       guard.stop()
     } finally {
       vi.useRealTimers()
