@@ -24,7 +24,7 @@
  * - closes relayed connections, whoever opened them and whoever the peer, once
  *   they carried nothing but housekeeping for `relayedIdleTimeout`, or once a
  *   direct connection to the same peer that opened after them (a WebRTC
- *   upgrade, DCUtR) has been open that long: each holds a circuit at its
+ *   upgrade, DCUtR) has been usable that long (seen so by each sweep): each holds a circuit at its
  *   relay, which counts it against both peers' share of its circuits (16
  *   each by default, as go-libp2p's relays), and the relay would keep it
  *   until its circuit's time ran out (2 min by default). An upgraded one
@@ -276,6 +276,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
   private readonly inbound = new Map<MultiaddrConnection, Inbound>()
   /** When each inbound connection (by id) last carried a stream of its own. */
   private readonly lastActive = new Map<string, number>()
+  /** When the sweep first found each direct connection (by id) usable, and found it so since. */
+  private readonly usableSince = new Map<string, number>()
   /** When each trusted peer was last tagged. */
   private readonly tagged = new Map<string, number>()
   /** IPs (IPv6 /64s) whose untrusted peers are refused until then: one of them was abusive. */
@@ -330,6 +332,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     this.components?.events.removeEventListener('connection:close', this.onClose)
     this.inbound.clear()
     this.lastActive.clear()
+    this.usableSince.clear()
     this.tagged.clear()
   }
 
@@ -442,6 +445,7 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
 
   private onClose (evt: CustomEvent<Connection>): void {
     this.lastActive.delete(evt.detail.id)
+    this.usableSince.delete(evt.detail.id)
   }
 
   /** Tags a trusted peer (again, once half the tag's life has passed). */
@@ -509,12 +513,20 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     }
 
     const connections = connectionManager.getConnections()
-    // when each peer's newest usable direct connection opened
-    const directSince = new Map<string, number>()
+    // since when each peer has had a usable direct connection that opened after its relayed ones
+    const directSince = new Map<string, { opened: number, usable: number }>()
     for (const connection of connections) {
-      if (connectionPath(connection) !== 'direct' || !isUsable(connection)) continue
+      if (connectionPath(connection) !== 'direct') continue
+      if (!isUsable(connection)) {
+        // a WebRTC connection whose ICE is not connected (yet, or any more)
+        this.usableSince.delete(connection.id)
+        continue
+      }
+      const usable = this.usableSince.get(connection.id) ?? now
+      this.usableSince.set(connection.id, usable)
       const key = connection.remotePeer.toString()
-      directSince.set(key, Math.max(directSince.get(key) ?? 0, connection.timeline.open))
+      const newest = directSince.get(key)
+      if (newest == null || connection.timeline.open > newest.opened) directSince.set(key, { opened: connection.timeline.open, usable })
     }
 
     for (const connection of connections) {
@@ -533,8 +545,8 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
           this.trim(connection, 'idle', now - last)
           continue
         }
-        if (direct != null && direct > connection.timeline.open && now - direct >= this.limits.relayedIdleTimeout) {
-          this.trim(connection, 'upgraded', now - direct)
+        if (direct != null && direct.opened > connection.timeline.open && now - direct.usable >= this.limits.relayedIdleTimeout) {
+          this.trim(connection, 'upgraded', now - direct.usable)
           continue
         }
       }
@@ -547,11 +559,11 @@ export class ConnectionGuard extends TypedEventEmitter<ConnectionGuardEvents> im
     }
   }
 
-  /** Closes an idle connection (idle for `ms`), or an upgraded one (a direct one open for `ms`). */
+  /** Closes an idle connection (idle for `ms`), or an upgraded one (a direct one usable for `ms`). */
   private trim (connection: Connection, reason: TrimReason, ms: number): void {
     this.lastActive.delete(connection.id)
     this.log?.('closing the %s connection with %p at %a: %s', connection.direction, connection.remotePeer, connection.remoteAddr,
-      reason === 'idle' ? `idle for ${ms} ms` : `upgraded, a direct connection open for ${ms} ms`)
+      reason === 'idle' ? `idle for ${ms} ms` : `upgraded, a direct connection usable for ${ms} ms`)
     this.safeDispatchEvent('connection:trimmed', { detail: { connection, reason } })
     connection.close({ signal: AbortSignal.timeout(1_000) }).catch(err => { connection.abort(err) })
   }

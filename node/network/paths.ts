@@ -197,8 +197,10 @@ export class PathUpgrader extends TypedEventEmitter<PathEvents> {
     }
     if (evt.type === 'connection:close' && pc != null) {
       if (this.iceConnected.delete(connection.id)) {
-        // the direct path went away: if the relayed one stays (a hang-up closes
-        // both), try to get the direct one back
+        // the direct path went away: if a relayed one is still open (the
+        // connection guard closes it once the direct one has carried the
+        // conversation for a while; a hang-up closes both), try to get the
+        // direct one back over it. Otherwise the next message dials again
         this.schedule(key, () => { this.retryUpgrade(peer) }, REUPGRADE_DELAY)
       } else if (connection.direction === 'outbound' && this.components.getConnections(peer).some(c => c.id !== connection.id)) {
         // our upgrade's connection opened but ICE never connected: a failed upgrade like any other

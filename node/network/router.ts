@@ -32,8 +32,8 @@ export const DHT_RECORD_AFTER = 2_000
 export interface RouterComponents {
   /** Open connections, to one peer or to all, as libp2p's `getConnections`. */
   getConnections: (peer?: PeerId) => Connection[]
-  /** Dials the peer on one of `addrs`, as libp2p's `dial`. */
-  dial: (addrs: Multiaddr[], options?: AbortOptions) => Promise<Connection>
+  /** Dials the peer on one of `addrs`, as libp2p's `dial` (`force`: a new connection even if one is open). */
+  dial: (addrs: Multiaddr[], options?: AbortOptions & { force?: boolean }) => Promise<Connection>
   peerStore: Pick<PeerStore, 'get' | 'merge'>
   peerRouting: Pick<PeerRouting, 'findPeer'>
   /** How many peers the DHT has to ask now (its routing table's size). */
@@ -252,7 +252,14 @@ export class Router {
     this.log('dialling %p on %d addresses', peer, targets.length)
     const before = new Set(this.components.getConnections().map(c => c.id))
     const started = this.clock.now()
-    const connection = await this.components.dial(targets, options)
+    let connection = await this.components.dial(targets, options)
+    if (connection.remotePeer.equals(peer) && !isUsable(connection)) {
+      // libp2p handed back a connection it holds that carries nothing now (a
+      // WebRTC one whose ICE is disconnected, after a network change): the
+      // relayed one it superseded is gone, so a new one on these addresses
+      this.log('the open connection to %p is not usable (%s): dialling a new one', peer, connection.remoteAddr)
+      connection = await this.components.dial(targets, { ...options, force: true })
+    }
     this.log('connected to %p in %d ms (%s)', peer, this.clock.now() - started, connection.remoteAddr)
     if (!connection.remotePeer.equals(peer)) {
       // cannot happen through libp2p's Noise check; if it ever does, the

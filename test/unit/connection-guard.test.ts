@@ -163,6 +163,32 @@ describe('the connection guard', () => {
     }
   })
 
+  it('counts an upgrade\'s time from when its direct connection carries data (ICE connected), not from when it opened', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
+    try {
+      const [relay, bob] = await Promise.all([peer(), peer()])
+      const start = Date.now()
+      const circuit = `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit`
+      const relayed: any = { id: 'relayed', remotePeer: bob, remoteAddr: multiaddr(`${circuit}/p2p/${bob}`), direction: 'outbound', status: 'open', limits: { seconds: 120 }, streams: [{ protocol: '/im/1.0.0' }], timeline: { open: start }, close: vi.fn(async () => {}) }
+      const ice = { connectionState: 'disconnected' }
+      const webrtc: any = { id: 'webrtc', remotePeer: bob, remoteAddr: multiaddr(`${circuit}/webrtc/p2p/${bob}`), direction: 'outbound', status: 'open', streams: [], timeline: { open: start + 1_000 }, maConn: { peerConnection: ice }, close: vi.fn(async () => {}) }
+      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 } })
+      guard.service()({ connectionManager: { getConnections: () => [relayed, webrtc] } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
+      guard.start()
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(relayed.close).not.toHaveBeenCalled()
+      ice.connectionState = 'connected'
+      // first seen usable at the sweep of 22.5 s: the relayed connection goes at the sweep of 32.5 s, not before
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(relayed.close).not.toHaveBeenCalled()
+      await vi.advanceTimersByTimeAsync(2_500)
+      expect(relayed.close).toHaveBeenCalledTimes(1)
+      guard.stop()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('closes a relayed connection, /im stream and all, once a direct one that opened after it has been open relayedIdleTimeout; not for an older direct one', async () => {
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
     try {

@@ -126,6 +126,17 @@ describe('the router', async () => {
     expect(calls).toEqual(['dial'])
   })
 
+  it('dials anew, forced, when libp2p hands back an open connection that carries nothing (WebRTC with ICE disconnected)', async () => {
+    const circuit = multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)
+    const stalled = { ...fakeConnection(bob, 'webrtc', circuit.encapsulate(`/webrtc/p2p/${bob}`)), maConn: { peerConnection: { connectionState: 'disconnected' } } } as unknown as Connection
+    const fresh = relayed('fresh')
+    const { components, dial } = fakeComponents([circuit], () => dial.mock.calls.length === 1 ? stalled : fresh, [stalled])
+    const router = new Router(components)
+    expect(router.openConnection(bob)).toBeUndefined()
+    expect((await router.connect(bob)).id).toBe('fresh')
+    expect(dial.mock.calls.map(call => call[1]?.force === true)).toEqual([false, true])
+  })
+
   it('leaves WebRTC addresses out of a dial when others exist', async () => {
     const circuit = multiaddr(`/ip4/127.0.0.1/tcp/2/p2p/${relay}/p2p-circuit`)
     const { components, dial } = fakeComponents([circuit.encapsulate('/webrtc'), circuit], () => fakeConnection(bob))
