@@ -24,10 +24,11 @@
  * - closes relayed connections, whoever opened them and whoever the peer, once
  *   they carried nothing but housekeeping for `relayedIdleTimeout`, or once a
  *   direct connection to the same peer that opened after them (a WebRTC
- *   upgrade, DCUtR) has been usable that long (seen so by each sweep): each holds a circuit at its
- *   relay, which counts it against both peers' share of its circuits (16
- *   each by default, as go-libp2p's relays), and the relay would keep it
- *   until its circuit's time ran out (2 min by default). An upgraded one
+ *   upgrade, DCUtR) has been usable that long (seen so by each sweep): each
+ *   holds a circuit at its relay, which counts it against both peers' share
+ *   of its circuits (16 each by default, as go-libp2p's relays), and the
+ *   relay would keep it until its circuit's time ran out (2 min by
+ *   default). An upgraded one
  *   carries nothing new (messages take the direct path), but its /im stream
  *   would stay open 30 s. A direct connection older than the relayed one
  *   does not count: a peer that moved dials through the relay while its old

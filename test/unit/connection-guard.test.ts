@@ -3,7 +3,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { defaultLogger } from '@libp2p/logger'
 import { TypedEventEmitter } from 'main-event'
-import { describe, expect, it, vi } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { addressGroups } from '../../common/address-groups.js'
 import { ConnectionGuard, resolveConnectionLimits } from '../../node/network/connection-guard.js'
 import type { Libp2pEvents, MultiaddrConnection, PeerId } from '@libp2p/interface'
@@ -122,59 +122,62 @@ describe('the connection guard', () => {
     expect(guard.trustedRelays()).toEqual([relay.toString()])
   })
 
-  it('closes relayed connections idle for relayedIdleTimeout, whoever the peer and whoever dialled; keeps busy and direct ones', async () => {
-    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
-    try {
+  describe('relayed connections (each holds a circuit at its relay)', () => {
+    beforeEach(() => { vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] }) })
+    afterEach(() => { vi.useRealTimers() })
+
+    const RELAY_ADDR = '/ip4/198.51.100.1/tcp/4001'
+    /** A connection as the guard's sweep reads it: relayed when its address goes through a circuit; `ice` for a WebRTC one. */
+    const connection = (remotePeer: PeerId, addr: string, init: { direction?: 'inbound' | 'outbound', protocols?: string[], opened?: number, ice?: { connectionState: string } } = {}): any => ({
+      id: `${remotePeer}-${addr}`,
+      remotePeer,
+      remoteAddr: multiaddr(addr),
+      direction: init.direction ?? 'outbound',
+      status: 'open',
+      limits: addr.includes('p2p-circuit') && !addr.includes('webrtc') ? { seconds: 120, bytes: 131072n } : undefined,
+      streams: (init.protocols ?? []).map(protocol => ({ protocol })),
+      timeline: { open: init.opened ?? Date.now() },
+      ...(init.ice == null ? {} : { maConn: { peerConnection: init.ice } }),
+      close: vi.fn(async () => {})
+    })
+    /** A started guard whose sweeps see `connections`. */
+    const sweeping = (connections: any[], trust?: (peer: PeerId) => boolean): ConnectionGuard => {
+      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 }, trust: trust == null ? undefined : { isTrusted: trust } })
+      guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
+      guard.start()
+      return guard
+    }
+
+    it('are closed idle for relayedIdleTimeout, whoever the peer and whoever dialled; busy and direct ones are kept', async () => {
       const [relay, friend, stranger, busy, direct] = await Promise.all([peer(), peer(), peer(), peer(), peer()])
-      const circuit = (to: PeerId): string => `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/p2p/${to}`
-      const connection = (remotePeer: PeerId, addr: string, direction: 'inbound' | 'outbound', protocols: string[] = []): any => ({
-        id: `${remotePeer}-${direction}`,
-        remotePeer,
-        remoteAddr: multiaddr(addr),
-        direction,
-        status: 'open',
-        limits: addr.includes('p2p-circuit') ? { seconds: 120, bytes: 131072n } : undefined,
-        streams: protocols.map(protocol => ({ protocol })),
-        timeline: { open: Date.now() },
-        close: vi.fn(async () => {})
-      })
+      const circuit = (to: PeerId): string => `${RELAY_ADDR}/p2p/${relay}/p2p-circuit/p2p/${to}`
       const connections = [
         // a contact's, dialled by this node: trusted, but the circuit is the relay's
-        connection(friend, circuit(friend), 'outbound', ['/ipfs/ping/1.0.0']),
-        connection(stranger, circuit(stranger), 'inbound'),
+        connection(friend, circuit(friend), { protocols: ['/ipfs/ping/1.0.0'] }),
+        connection(stranger, circuit(stranger), { direction: 'inbound' }),
         // an /im stream open on it: not idle
-        connection(busy, circuit(busy), 'outbound', ['/im/1.0.0']),
+        connection(busy, circuit(busy), { protocols: ['/im/1.0.0'] }),
         // a contact's direct connection: left to its peer
-        connection(direct, '/ip4/198.51.100.9/tcp/1', 'outbound')
+        connection(direct, '/ip4/198.51.100.9/tcp/1')
       ]
-      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 }, trust: { isTrusted: p => p.equals(friend) || p.equals(direct) } })
-      guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
       const trimmed: string[] = []
+      const guard = sweeping(connections, p => p.equals(friend) || p.equals(direct))
       guard.addEventListener('connection:trimmed', (evt) => { trimmed.push(evt.detail.connection.remotePeer.toString()) })
-      guard.start()
       await vi.advanceTimersByTimeAsync(7_500)
       expect(trimmed).toEqual([])
       await vi.advanceTimersByTimeAsync(2_500)
       expect(trimmed.sort()).toEqual([friend.toString(), stranger.toString()].sort())
       for (const c of connections) expect(c.close).toHaveBeenCalledTimes(trimmed.includes(c.remotePeer.toString()) ? 1 : 0)
       guard.stop()
-    } finally {
-      vi.useRealTimers()
-    }
-  })
+    })
 
-  it('counts an upgrade\'s time from when its direct connection carries data (ICE connected), not from when it opened', async () => {
-    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
-    try {
+    it('count an upgrade\'s time from when its direct connection carries data (ICE connected), not from when it opened', async () => {
       const [relay, bob] = await Promise.all([peer(), peer()])
       const start = Date.now()
-      const circuit = `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit`
-      const relayed: any = { id: 'relayed', remotePeer: bob, remoteAddr: multiaddr(`${circuit}/p2p/${bob}`), direction: 'outbound', status: 'open', limits: { seconds: 120 }, streams: [{ protocol: '/im/1.0.0' }], timeline: { open: start }, close: vi.fn(async () => {}) }
+      const circuit = `${RELAY_ADDR}/p2p/${relay}/p2p-circuit`
+      const relayed = connection(bob, `${circuit}/p2p/${bob}`, { protocols: ['/im/1.0.0'], opened: start })
       const ice = { connectionState: 'disconnected' }
-      const webrtc: any = { id: 'webrtc', remotePeer: bob, remoteAddr: multiaddr(`${circuit}/webrtc/p2p/${bob}`), direction: 'outbound', status: 'open', streams: [], timeline: { open: start + 1_000 }, maConn: { peerConnection: ice }, close: vi.fn(async () => {}) }
-      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 } })
-      guard.service()({ connectionManager: { getConnections: () => [relayed, webrtc] } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
-      guard.start()
+      const guard = sweeping([relayed, connection(bob, `${circuit}/webrtc/p2p/${bob}`, { opened: start + 1_000, ice })])
       await vi.advanceTimersByTimeAsync(20_000)
       expect(relayed.close).not.toHaveBeenCalled()
       ice.connectionState = 'connected'
@@ -184,40 +187,22 @@ describe('the connection guard', () => {
       await vi.advanceTimersByTimeAsync(2_500)
       expect(relayed.close).toHaveBeenCalledTimes(1)
       guard.stop()
-    } finally {
-      vi.useRealTimers()
-    }
-  })
+    })
 
-  it('closes a relayed connection, /im stream and all, once a direct one that opened after it has been open relayedIdleTimeout; not for an older direct one', async () => {
-    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] })
-    try {
+    it('are closed, /im stream and all, once a direct one that opened after them has been open relayedIdleTimeout; not for an older direct one', async () => {
       const [relay, upgraded, moved] = await Promise.all([peer(), peer(), peer()])
-      const connection = (remotePeer: PeerId, addr: string, opened: number): any => ({
-        id: `${remotePeer}-${addr}`,
-        remotePeer,
-        remoteAddr: multiaddr(addr),
-        direction: 'outbound',
-        status: 'open',
-        limits: addr.includes('p2p-circuit') ? { seconds: 120, bytes: 131072n } : undefined,
-        streams: addr.includes('p2p-circuit') ? [{ protocol: '/im/1.0.0' }] : [],
-        timeline: { open: opened },
-        close: vi.fn(async () => {})
-      })
       const start = Date.now()
-      const circuit = (to: PeerId): string => `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/p2p/${to}`
-      const upgradedRelayed = connection(upgraded, circuit(upgraded), start)
+      const circuit = (to: PeerId): string => `${RELAY_ADDR}/p2p/${relay}/p2p-circuit/p2p/${to}`
+      const upgradedRelayed = connection(upgraded, circuit(upgraded), { protocols: ['/im/1.0.0'], opened: start })
       // the peer that moved dialled through the relay after its direct connection, which may be dead
-      const movedRelayed = connection(moved, circuit(moved), start)
+      const movedRelayed = connection(moved, circuit(moved), { protocols: ['/im/1.0.0'], opened: start })
       const connections = [
         upgradedRelayed,
-        connection(upgraded, `/ip4/198.51.100.1/tcp/4001/p2p/${relay}/p2p-circuit/webrtc/p2p/${upgraded}`, start + 1_000),
+        connection(upgraded, `${RELAY_ADDR}/p2p/${relay}/p2p-circuit/webrtc/p2p/${upgraded}`, { opened: start + 1_000 }),
         movedRelayed,
-        connection(moved, '/ip4/198.51.100.9/tcp/1', start - 60_000)
+        connection(moved, '/ip4/198.51.100.9/tcp/1', { opened: start - 60_000 })
       ]
-      const guard = new ConnectionGuard({ limits: { relayedIdleTimeout: 10_000 } })
-      guard.service()({ connectionManager: { getConnections: () => connections } as any, events: new TypedEventEmitter<Libp2pEvents>(), peerStore: { merge: async () => ({}) } as any, logger: defaultLogger() })
-      guard.start()
+      const guard = sweeping(connections)
       await vi.advanceTimersByTimeAsync(10_000)
       expect(upgradedRelayed.close).not.toHaveBeenCalled()
       await vi.advanceTimersByTimeAsync(2_500)
@@ -226,9 +211,7 @@ describe('the connection guard', () => {
       expect(movedRelayed.close).not.toHaveBeenCalled()
       for (const c of connections.filter(c => c.limits == null)) expect(c.close).not.toHaveBeenCalled()
       guard.stop()
-    } finally {
-      vi.useRealTimers()
-    }
+    })
   })
 
   it('takes limits from config, naming a wrong one', () => {
