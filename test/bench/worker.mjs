@@ -574,6 +574,11 @@ const handlers = {
     const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync))
     return roundTrips(client, count, size)
   },
+  /** The same least store-and-ack, each side's rows in parley's own store (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
+  async 'lat:parley-store-echo' ({ name, peer, count, size, durable }) {
+    const client = await keptClient(`${name}>${peer}>parley-store-echo>${durable}`, async ({ openParleyStoreEcho }) => openParleyStoreEcho(connectionTo(libp2pOf(name), peer, false), durable))
+    return roundTrips(client, count, size)
+  },
   async 'tcp:server' () {
     const server = await (await loadLibs()).tcpEchoServer()
     closers.push(() => server.close())

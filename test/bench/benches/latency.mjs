@@ -50,6 +50,9 @@ export async function run ({ spawn, tempDir, scale, log }) {
     storeEchoMemory: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false }),
     // the same with the sender's row made durable as parley's is (its sync overlapping the round trip)
     storeEchoSynced: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true }),
+    // the same, each side's rows in parley's own store
+    parleyStoreEcho: (n) => a.call('lat:parley-store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true }),
+    parleyStoreEchoMemory: (n) => a.call('lat:parley-store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false }),
     rawIm: async (n) => {
       const run = await a.call('raw:send', { senders: [{ name: 'lat-raw0', from: rawSeq }], addrs: bobMemTcp, count: n, size, window: 1 })
       rawSeq += n
@@ -98,6 +101,9 @@ export async function run ({ spawn, tempDir, scale, log }) {
       { metric: 'diagnostic: the least store-and-ack (the echo, plus one INSERT on each side before the frame leaves / the ack, one UPDATE on the ack; no parsing, checks, ordering or events), durable vs 1 commit + echo', parley: s.storeEcho, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEcho.p50 / floor },
       { metric: 'diagnostic: the least store-and-ack with the sender\'s row made durable too, as parley\'s send() does (its WAL synced while the frame travels; the round trip ends on the ack and that sync): the whole contract on this one disk, vs 1 commit + echo', parley: s.storeEchoSynced, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEchoSynced.p50 / floor },
       { metric: 'diagnostic: the same least store-and-ack, in memory, vs the echo', parley: s.storeEchoMemory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.storeEchoMemory.p50 / s.echo.p50 },
+      // parley's store alone: where between that least and parley the store's own writes put the round trip
+      { metric: 'diagnostic: the same, each side\'s rows in parley\'s own message store (Store.enqueue with the frame sent before its commit and the WAL synced meanwhile, Store.receive durable, Store.record on the ack): parley\'s store without the rest of parley, vs 1 commit + echo', parley: s.parleyStoreEcho, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.parleyStoreEcho.p50 / floor },
+      { metric: 'diagnostic: the same on parley\'s store in memory, vs the echo', parley: s.parleyStoreEchoMemory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.parleyStoreEchoMemory.p50 / s.echo.p50 },
       // the issue's in-memory measure: a client that is not parley, so only the recipient is parley's
       { metric: 'an /im client that is not parley → a parley node with its store in memory, one message at a time: write → ack vs the echo on the same connection', parley: s.rawIm, baseline: { name: 'length-prefixed echo, raw libp2p stream, same connection', ...s.rawEcho }, ratio: s.rawIm.p50 / s.rawEcho.p50, target: '≤ 1.5×', met: s.rawIm.p50 / s.rawEcho.p50 <= 1.5 },
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack, durable', parley: s.parley, baseline: { name: 'least store-and-ack, durable', ...s.storeEcho }, ratio: s.parley.p50 / s.storeEcho.p50 },

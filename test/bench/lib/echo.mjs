@@ -2,6 +2,7 @@
 // same it-length-prefixed / it-pipe code /im uses), and a plain TCP echo.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { open } from 'node:fs/promises'
+import { randomUUID } from 'node:crypto'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -31,6 +32,9 @@ export async function handleEcho (libp2p) {
   await libp2p.handle(ECHO_PROTOCOL, echoHandler, { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024, force: true })
   for (const durable of [false, true]) {
     await libp2p.handle(storeEchoProtocol(durable), storeEchoHandler(durable), { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024, force: true })
+  }
+  for (const durable of [false, true]) {
+    await libp2p.handle(parleyStoreEchoProtocol(durable), parleyStoreEchoHandler(durable), { runOnLimitedConnection: true, maxInboundStreams: 1024, maxOutboundStreams: 1024, force: true })
   }
 }
 
@@ -214,5 +218,101 @@ export async function tcpEchoClient (port) {
       return performance.now() - start
     },
     close () { socket.destroy() }
+  }
+}
+
+/*
+ * The least store-and-ack again, but each side keeps its rows in parley's own
+ * message store (node/store, on disk), as a node does: the sender's
+ * `Store.enqueue` (its frame put on the wire between its rows and its
+ * commit, the WAL synced while the frame travels, as `send()` does) and
+ * `Store.record` on the ack; the recipient's `Store.receive` (durable: its
+ * fsync before the ack). The frame is the message id, its seq and the body,
+ * read without a codec: no protobuf, checks, policy, events or outbox
+ * rounds. What parley's store costs a round trip, apart from the rest of
+ * parley. `durable` false: both stores in memory.
+ */
+const parleyStoreEchoProtocol = (durable) => `/parley-bench/store-echo/parley-${durable ? 'disk' : 'memory'}/1.0.0`
+const ID_CHARS = 36
+
+/** parley's Store class, of the build the worker runs. */
+async function parleyStore () {
+  const dist = import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../../dist/index.js')
+  return (await import(new URL('./node/store/index.js', dist).href)).Store
+}
+
+/** A fresh parley store, in memory or in a directory of its own, removed again by `remove()`. */
+async function parleyStoreIn (durable) {
+  const Store = await parleyStore()
+  const dir = durable ? mkdtempSync(join(tmpdir(), 'parley-store-echo-')) : undefined
+  const store = new Store(dir == null ? undefined : join(dir, 'messages.db'))
+  store.remove = () => {
+    store.close()
+    if (dir != null) rmSync(dir, { recursive: true, force: true })
+  }
+  return store
+}
+
+// any peer ID: the store only keys rows by it
+const SENDER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
+const RECIPIENT = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
+
+function parleyStoreEchoHandler (durable) {
+  return async (stream) => {
+    const store = await parleyStoreIn(durable)
+    const text = new TextDecoder()
+    try {
+      await pipe(stream, (source) => lp.decode(source, { maxDataLength: MAX_FRAME }), async (frames) => {
+        for await (const list of frames) {
+          const buf = list.subarray()
+          const now = Date.now()
+          const seq = new DataView(buf.buffer, buf.byteOffset).getUint32(ID_CHARS)
+          store.receive({ peer: SENDER, id: text.decode(buf.subarray(0, ID_CHARS)), seq, body: text.decode(buf.subarray(ID_CHARS + 4)), contentType: 'text/plain', sentAt: now, receivedAt: now, path: 'direct' })
+          if (!stream.send(lp.encode.single(buf.subarray(0, ID_CHARS)))) await stream.onDrain()
+        }
+      })
+      await stream.close()
+    } catch (err) {
+      stream.abort(err)
+    } finally {
+      store.remove()
+    }
+  }
+}
+
+/** Opens one stream of the store-and-ack on parley's store (see above): round-trip times in ms. */
+export async function openParleyStoreEcho (connection, durable) {
+  const store = await parleyStoreIn(durable)
+  const stream = await connection.newStream(parleyStoreEchoProtocol(durable), { runOnLimitedConnection: true })
+  const frames = lp.decode(stream, { maxDataLength: MAX_FRAME })[Symbol.asyncIterator]()
+  const encoder = new TextEncoder()
+  return {
+    stream,
+    async roundTrip (payload) {
+      const start = performance.now()
+      let sent
+      const entry = store.enqueue({ peer: RECIPIENT, id: randomUUID(), body: new TextDecoder().decode(payload), contentType: 'text/plain', sentAt: Date.now() }, {
+        durable: false,
+        beforeCommit: (entry) => {
+          const frame = new Uint8Array(ID_CHARS + 4 + payload.byteLength)
+          encoder.encodeInto(entry.id, frame)
+          new DataView(frame.buffer).setUint32(ID_CHARS, entry.seq)
+          frame.set(payload, ID_CHARS + 4)
+          sent = stream.send(lp.encode.single(frame))
+        }
+      })
+      if (!sent) await stream.onDrain()
+      const synced = store.sync()
+      const { done } = await frames.next()
+      if (done) throw new Error('store-echo stream ended')
+      await synced
+      store.record({ at: Date.now(), delivered: [{ id: entry.id, path: 'direct' }], retried: [], failed: [] }, { durable: false })
+      return performance.now() - start
+    },
+    async close () {
+      try { await stream.close() } catch (err) { stream.abort(err) } finally {
+        store.remove()
+      }
+    }
   }
 }
