@@ -2,6 +2,7 @@
 // peers, driven by the orchestrator (run.mjs) over IPC. Modules are loaded on
 // first use, so that an idle worker is also the "bare Node.js process" baseline.
 import { readFile } from 'node:fs/promises'
+import { BUILD, buildModule } from './lib/build.mjs'
 import { serve } from './lib/rpc.mjs'
 
 const parley = new Map() // name -> ParleyNode
@@ -20,8 +21,8 @@ const loadFlood = async () => { floodLib ??= await import('./lib/flood.mjs'); re
 const raws = new Map() // name -> raw /im sender (lib/raw-im.mjs)
 
 let dist
-// PARLEY_BENCH_DIST: another build of parley to compare against (its index.js)
-const loadParley = async () => { dist ??= await import(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js'); return dist }
+// the build under test: this tree's, or PARLEY_BENCH_DIST (lib/build.mjs)
+const loadParley = async () => { dist ??= await import(BUILD); return dist }
 let libs
 const loadLibs = async () => {
   if (libs == null) {
@@ -125,7 +126,7 @@ const handlers = {
    * message goes out, and a recipient before its ack).
    */
   async 'store:commits' ({ dataDir, count }) {
-    const { Store } = await import(new URL('./node/store/index.js', import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')).href)
+    const { Store } = await import(buildModule('./node/store/index.js'))
     const store = new Store(`${dataDir}/commits.db`)
     const samples = []
     try {
@@ -149,9 +150,8 @@ const handlers = {
    * deposit and each deposit's wall time.
    */
   async 'mbox:storeDeposits' ({ dataDir, fills, count, size }) {
-    const base = import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')
-    const { MailboxStore } = await import(new URL('./relay/mailbox/store.js', base).href)
-    const { systemClock: clock } = await import(new URL('./common/clock.js', base).href)
+    const { MailboxStore } = await import(buildModule('./relay/mailbox/store.js'))
+    const { systemClock: clock } = await import(buildModule('./common/clock.js'))
     const envelope = crypto.getRandomValues(new Uint8Array(size))
     const results = []
     for (const fill of fills) {
@@ -190,7 +190,7 @@ const handlers = {
    * with `bigPeer`, one a second from `since`. Returns the rows written.
    */
   async 'store:fill' ({ dataDir, conversations, perConversation, bigPeer, bigCount, since }) {
-    const { Store } = await import(new URL('./node/store/index.js', import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../dist/index.js')).href)
+    const { Store } = await import(buildModule('./node/store/index.js'))
     const { generateKeyPair } = await import('@libp2p/crypto/keys')
     const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
     const store = new Store(`${dataDir}/messages.db`)

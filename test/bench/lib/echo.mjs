@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
+import { buildModule } from './build.mjs'
 
 export const ECHO_PROTOCOL = '/parley-bench/echo/1.0.0'
 const MAX_FRAME = 65_536
@@ -235,15 +236,9 @@ export async function tcpEchoClient (port) {
 const parleyStoreEchoProtocol = (durable) => `/parley-bench/store-echo/parley-${durable ? 'disk' : 'memory'}/1.0.0`
 const ID_CHARS = 36
 
-/** parley's Store class, of the build the worker runs. */
-async function parleyStore () {
-  const dist = import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../../dist/index.js')
-  return (await import(new URL('./node/store/index.js', dist).href)).Store
-}
-
 /** A fresh parley store, in memory or in a directory of its own, removed again by `remove()`. */
 async function parleyStoreIn (durable) {
-  const Store = await parleyStore()
+  const { Store } = await import(buildModule('./node/store/index.js'))
   const dir = durable ? mkdtempSync(join(tmpdir(), 'parley-store-echo-')) : undefined
   const store = new Store(dir == null ? undefined : join(dir, 'messages.db'))
   store.remove = () => {
@@ -286,12 +281,13 @@ export async function openParleyStoreEcho (connection, durable) {
   const stream = await connection.newStream(parleyStoreEchoProtocol(durable), { runOnLimitedConnection: true })
   const frames = lp.decode(stream, { maxDataLength: MAX_FRAME })[Symbol.asyncIterator]()
   const encoder = new TextEncoder()
+  const decoder = new TextDecoder()
   return {
     stream,
     async roundTrip (payload) {
       const start = performance.now()
       let sent
-      const entry = store.enqueue({ peer: RECIPIENT, id: randomUUID(), body: new TextDecoder().decode(payload), contentType: 'text/plain', sentAt: Date.now() }, {
+      const entry = store.enqueue({ peer: RECIPIENT, id: randomUUID(), body: decoder.decode(payload), contentType: 'text/plain', sentAt: Date.now() }, {
         durable: false,
         beforeCommit: (entry) => {
           const frame = new Uint8Array(ID_CHARS + 4 + payload.byteLength)

@@ -9,9 +9,10 @@ import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as lp from 'it-length-prefixed'
 import { createLibp2p } from 'libp2p'
+import { buildModule } from './build.mjs'
 
-// the frame codec of the build under test (PARLEY_BENCH_DIST: another build)
-const IM = new URL('./protocols/im/index.js', import.meta.resolve(process.env.PARLEY_BENCH_DIST ?? '../../../dist/index.js')).href
+// the frame codec of the build under test (see build.mjs)
+const IM = buildModule('./protocols/im/index.js')
 const { Frame, PROTOCOL } = await import(IM)
 
 const STATUS = ['OK', 'DUPLICATE', 'TOO_LARGE', 'INVALID', 'BLOCKED', 'RATE_LIMITED']
