@@ -172,7 +172,7 @@ function toMessage (row: Row): StoredMessage {
   }
 }
 
-/** A `messages` row joined with its `outbox` row (see `ENTRY_SELECT`) as an OutboxEntry. */
+/** A `messages` row in the outbox (see `ENTRY_SELECT`) as an OutboxEntry. */
 function toOutboxEntry (row: Row): OutboxEntry {
   const entry = toMessage(row) as OutboxEntry
   entry.attempts = row.attempts
@@ -183,12 +183,13 @@ function toOutboxEntry (row: Row): OutboxEntry {
 }
 
 /**
- * What an OutboxEntry is read from, `m` being its `messages` row and `o` its
- * `outbox` row, but for the columns every entry of the outbox has alike
- * (`peer`, `direction`, `request`: see `OUTBOX_ROW`).
+ * What an OutboxEntry is read from, its `messages` row, but for the columns
+ * every entry of the outbox has alike (`peer`, `direction`, `request`: see
+ * `OUTBOX_ROW`). The outbox is the rows with a next attempt (migration 13),
+ * read on the `messages_outbox` index of just those.
  */
-const ENTRY_SELECT = 'm.id, m.seq, m.body, m.content_type, m.reply_to, m.sent_at, m.received_at, m.created_at, m.status, m.path, m.reason, m.group_payload, o.attempts, o.next_attempt_at, o.last_error, o.stored_until'
-const ENTRY_COLUMNS = ENTRY_SELECT.split(', ').map(column => column.slice(2))
+const ENTRY_SELECT = 'id, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, reason, group_payload, attempts, next_attempt_at, last_error, stored_until'
+const ENTRY_COLUMNS = ENTRY_SELECT.split(', ')
 
 /** The columns of an outbox entry's `messages` row that `ENTRY_SELECT` leaves out, as they always are. */
 const OUTBOX_ROW = { direction: 'out', request: 0 } as const
@@ -261,9 +262,10 @@ export class Store {
   /**
    * The last history position handed out. Kept here rather than read with
    * max(position) for every message, which scans the whole index (no index
-   * leads with position) and made each write slower as history grew; and in
-   * the `history_end` row, written by each commit that moved it, so that
-   * start-up reads one row (see `transaction`).
+   * leads with position) and made each write slower as history grew; and on
+   * the conversation of each message that takes one (`last_position`, in the
+   * write that moves the conversation on), so that start-up reads the highest
+   * of those instead of every conversation's end.
    */
   private position = 0
   /** Transactions open: calls inside a transaction join it. */
@@ -289,7 +291,7 @@ export class Store {
     }
     try {
       this.migrate(existed)
-      this.position = (this.db.prepare('SELECT last_position FROM history_end WHERE id = 1').get() as Row).last_position
+      this.position = (this.db.prepare('SELECT coalesce(max(last_position), 0) AS p FROM conversations').get() as Row).p
       this.groups = new GroupStore(this.db)
     } catch (err: any) {
       this.db.close()
@@ -378,7 +380,6 @@ export class Store {
       this.depth++
       try {
         result = fn()
-        if (this.position !== position) this.sql('UPDATE history_end SET last_position = ? WHERE id = 1').run(this.position)
         this.sql('COMMIT').run()
       } catch (err) {
         if (this.db.isTransaction) this.db.exec('ROLLBACK')
@@ -464,7 +465,7 @@ export class Store {
       // writes has read what came before: the read mark moves up to the new message
       const take = (): Row | undefined => (position == null
         ? this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1 WHERE peer = ? RETURNING next_out_seq - 1 AS seq').get(message.peer)
-        : this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1, read_position = ? WHERE peer = ? RETURNING next_out_seq - 1 AS seq').get(position, message.peer)) as Row | undefined
+        : this.sql('UPDATE conversations SET next_out_seq = next_out_seq + 1, read_position = ?1, last_position = ?1 WHERE peer = ?2 RETURNING next_out_seq - 1 AS seq').get(position, message.peer)) as Row | undefined
       let taken = take()
       if (taken == null) {
         // a new conversation: its row first
@@ -472,10 +473,10 @@ export class Store {
         taken = take() as Row
       }
       const row = outboundRow(message, taken.seq)
-      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload)
-      this.sql('INSERT INTO outbox (id, peer, seq, next_attempt_at) VALUES (?, ?, ?, ?)').run(row.id, row.peer, row.seq, row.sent_at)
+      // in the outbox: due at once
+      this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload, next_attempt_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
       const entry = toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
       beforeCommit?.(entry)
       return entry
@@ -490,22 +491,21 @@ export class Store {
   /** Outbox entries of `peer` due at `now`, in seq order (only those after seq `after`, if given). */
   due (peer: string, now: number, limit = 256, after = 0): OutboxEntry[] {
     // called for every batch a sender puts on the wire: rows as arrays (see `named`), read once
-    const statement = this.sql(`SELECT ${ENTRY_SELECT} FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      WHERE o.peer = ? AND o.seq > ? AND o.next_attempt_at <= ? ORDER BY o.seq LIMIT ?`)
+    const statement = this.sql(`SELECT ${ENTRY_SELECT} FROM messages INDEXED BY messages_outbox
+      WHERE peer = ? AND next_attempt_at IS NOT NULL AND seq > ? AND next_attempt_at <= ? ORDER BY seq LIMIT ?`)
     statement.setReturnArrays(true)
     return (statement.all(peer, after, now, limit) as unknown as unknown[][]).map(values => toOutboxEntry(named(ENTRY_COLUMNS, values, { peer, ...OUTBOX_ROW })))
   }
 
   /** Each peer with queued messages and when its earliest one is due. */
   outboxPeers (): Array<{ peer: string, nextAttemptAt: number }> {
-    return (this.sql('SELECT peer, min(next_attempt_at) AS next FROM outbox GROUP BY peer').all() as Row[])
+    return (this.sql('SELECT peer, min(next_attempt_at) AS next FROM messages INDEXED BY messages_outbox WHERE next_attempt_at IS NOT NULL GROUP BY peer').all() as Row[])
       .map(r => ({ peer: r.peer, nextAttemptAt: r.next }))
   }
 
   /** When the earliest outbox entry of `peer` is due, if it has any. */
   nextAttempt (peer: string): number | undefined {
-    return (this.sql('SELECT min(next_attempt_at) AS next FROM outbox WHERE peer = ?').get(peer) as Row).next ?? undefined
+    return (this.sql('SELECT min(next_attempt_at) AS next FROM messages INDEXED BY messages_outbox WHERE peer = ? AND next_attempt_at IS NOT NULL').get(peer) as Row).next ?? undefined
   }
 
   /**
@@ -513,10 +513,10 @@ export class Store {
    * oldest was written (from which the outbox tells when it expires).
    */
   outboxSchedule (): Array<{ peer: string, nextAttemptAt: number, oldestAt: number }> {
-    // CROSS JOIN: outbox first, whatever the planner guesses, so that the cost
+    // on the outbox's index, whatever the planner guesses, so that the cost
     // follows the outbox's size and not the history's
-    return (this.sql(`SELECT o.peer, min(o.next_attempt_at) AS next, min(m.created_at) AS oldest FROM outbox o
-      CROSS JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer GROUP BY o.peer`).all() as Row[])
+    return (this.sql(`SELECT peer, min(next_attempt_at) AS next, min(created_at) AS oldest FROM messages INDEXED BY messages_outbox
+      WHERE next_attempt_at IS NOT NULL GROUP BY peer`).all() as Row[])
       .map(r => ({ peer: r.peer, nextAttemptAt: r.next, oldestAt: r.oldest }))
   }
 
@@ -526,38 +526,34 @@ export class Store {
    * given as messages are written): one index lookup, not a scan.
    */
   outboxScheduleOf (peer: string): { nextAttemptAt: number, oldestAt: number } | undefined {
-    const row = this.sql(`SELECT (SELECT min(next_attempt_at) FROM outbox WHERE peer = ?1) AS next,
-      (SELECT m.created_at FROM outbox o JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-        WHERE o.peer = ?1 ORDER BY o.seq LIMIT 1) AS oldest`).get(peer) as Row
+    const row = this.sql(`SELECT (SELECT min(next_attempt_at) FROM messages INDEXED BY messages_outbox WHERE peer = ?1 AND next_attempt_at IS NOT NULL) AS next,
+      (SELECT created_at FROM messages INDEXED BY messages_outbox WHERE peer = ?1 AND next_attempt_at IS NOT NULL ORDER BY seq LIMIT 1) AS oldest`).get(peer) as Row
     return row.next == null ? undefined : { nextAttemptAt: row.next, oldestAt: row.oldest }
   }
 
   /** Outbox entries of `peer` written at or before `writtenBy`, due or not, in seq order (the expiry sweep). */
   writtenBy (peer: string, writtenBy: number): OutboxEntry[] {
-    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      WHERE o.peer = ? AND m.created_at <= ? ORDER BY o.seq`).all(peer, writtenBy) as Row[]).map(row => toOutboxEntry(row))
+    return (this.sql(`SELECT peer, direction, request, ${ENTRY_SELECT} FROM messages INDEXED BY messages_outbox
+      WHERE peer = ? AND next_attempt_at IS NOT NULL AND created_at <= ? ORDER BY seq`).all(peer, writtenBy) as Row[]).map(row => toOutboxEntry(row))
   }
 
   /** One outbox entry by message id, if it is still in the outbox. */
   outboxEntry (id: string): OutboxEntry | undefined {
-    const row = this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      WHERE o.id = ?`).get(id) as Row | undefined
+    const row = this.sql(`SELECT peer, direction, request, ${ENTRY_SELECT} FROM messages
+      WHERE id = ? AND direction = 'out' AND next_attempt_at IS NOT NULL`).get(id) as Row | undefined
     return row == null ? undefined : toOutboxEntry(row)
   }
 
   /** How many messages wait in the outbox. */
   outboxSize (): number {
-    return (this.sql('SELECT count(*) AS n FROM outbox').get() as Row).n
+    return (this.sql('SELECT count(*) AS n FROM messages INDEXED BY messages_outbox WHERE next_attempt_at IS NOT NULL').get() as Row).n
   }
 
   /** Everything not yet delivered or failed, oldest first. */
   outbox (): OutboxEntry[] {
-    // CROSS JOIN: read from the outbox, not the whole history (see outboxSchedule)
-    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
-      CROSS JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      ORDER BY m.created_at, o.seq`).all() as Row[]).map(row => toOutboxEntry(row))
+    // on the outbox's index, not the whole history (see outboxSchedule)
+    return (this.sql(`SELECT peer, direction, request, ${ENTRY_SELECT} FROM messages INDEXED BY messages_outbox
+      WHERE next_attempt_at IS NOT NULL ORDER BY created_at, seq`).all() as Row[]).map(row => toOutboxEntry(row))
   }
 
   /**
@@ -572,7 +568,7 @@ export class Store {
       for (const { id, at, reason } of writes.retried) this.writeRetried(id, at, reason)
       const deferred = writes.deferred
       if (deferred != null) {
-        this.sql('UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ?').run(deferred.until, deferred.reason, deferred.peer)
+        this.sql('UPDATE messages INDEXED BY messages_outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ? WHERE peer = ? AND next_attempt_at IS NOT NULL').run(deferred.until, deferred.reason, deferred.peer)
       }
       for (const { id, until } of writes.stored ?? []) this.writeStored(id, until)
       for (const id of writes.unstored ?? []) this.writeUnstored(id)
@@ -584,9 +580,8 @@ export class Store {
    * before `before`, in seq order: what a deposit round seals and leaves.
    */
   undeposited (peer: string, before: number, limit = 256): OutboxEntry[] {
-    return (this.sql(`SELECT m.peer, m.direction, m.request, ${ENTRY_SELECT} FROM outbox o
-      JOIN messages m ON m.id = o.id AND m.direction = 'out' AND m.peer = o.peer
-      WHERE o.peer = ? AND (o.stored_until IS NULL OR o.stored_until < ?) ORDER BY o.seq LIMIT ?`).all(peer, before, limit) as Row[]).map(row => toOutboxEntry(row))
+    return (this.sql(`SELECT peer, direction, request, ${ENTRY_SELECT} FROM messages INDEXED BY messages_outbox
+      WHERE peer = ? AND next_attempt_at IS NOT NULL AND (stored_until IS NULL OR stored_until < ?) ORDER BY seq LIMIT ?`).all(peer, before, limit) as Row[]).map(row => toOutboxEntry(row))
   }
 
   /** An outbound message to `peer` by id, in the outbox or not (a mailbox receipt names it). */
@@ -637,33 +632,38 @@ export class Store {
   /** Makes every queued message of these peers due now (a connection opened). */
   retryNow (peers: readonly string[], now: number): void {
     this.transaction(() => {
-      for (const peer of peers) this.sql('UPDATE outbox SET next_attempt_at = ? WHERE peer = ? AND next_attempt_at > ?').run(now, peer, now)
+      for (const peer of peers) this.sql('UPDATE messages INDEXED BY messages_outbox SET next_attempt_at = ?1 WHERE peer = ?2 AND next_attempt_at IS NOT NULL AND next_attempt_at > ?1').run(now, peer)
     })
   }
 
+  // Each of these is one statement on the message's row: a message leaves the
+  // outbox when its next attempt is cleared.
+
   private writeStored (id: string, until: number): void {
-    // a message delivered (or failed) meanwhile keeps that status
-    this.sql("UPDATE messages SET status = 'stored', path = 'mailbox' WHERE id = ? AND direction = 'out' AND status IN ('queued', 'stored')").run(id)
-    this.sql('UPDATE outbox SET stored_until = ? WHERE id = ?').run(until, id)
+    // a message delivered (or failed) meanwhile keeps that status, out of the outbox
+    this.sql(`UPDATE messages SET stored_until = ?,
+        status = CASE WHEN status IN ('queued', 'stored') THEN 'stored' ELSE status END,
+        path = CASE WHEN status IN ('queued', 'stored') THEN 'mailbox' ELSE path END
+      WHERE id = ? AND direction = 'out' AND next_attempt_at IS NOT NULL`).run(until, id)
   }
 
   private writeUnstored (id: string): void {
-    this.sql("UPDATE messages SET status = 'queued', path = NULL WHERE id = ? AND direction = 'out' AND status = 'stored'").run(id)
-    this.sql('UPDATE outbox SET stored_until = NULL WHERE id = ?').run(id)
+    this.sql(`UPDATE messages SET stored_until = NULL,
+        path = CASE WHEN status = 'stored' THEN NULL ELSE path END,
+        status = CASE WHEN status = 'stored' THEN 'queued' ELSE status END
+      WHERE id = ? AND direction = 'out' AND next_attempt_at IS NOT NULL`).run(id)
   }
 
   private writeDelivered (id: string, path: MessagePath, at: number): void {
-    this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
-    this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+    this.sql("UPDATE messages SET status = 'delivered', path = ?, received_at = ?, reason = NULL, next_attempt_at = NULL, stored_until = NULL WHERE id = ? AND direction = 'out'").run(path, at, id)
   }
 
   private writeFailed (id: string, reason: string): void {
-    this.sql("UPDATE messages SET status = 'failed', reason = ? WHERE id = ? AND direction = 'out'").run(reason, id)
-    this.sql('DELETE FROM outbox WHERE id = ?').run(id)
+    this.sql("UPDATE messages SET status = 'failed', reason = ?, next_attempt_at = NULL, stored_until = NULL WHERE id = ? AND direction = 'out'").run(reason, id)
   }
 
   private writeRetried (id: string, at: number, reason: string): void {
-    this.sql('UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?').run(at, reason, id)
+    this.sql("UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ? AND direction = 'out' AND next_attempt_at IS NOT NULL").run(at, reason, id)
   }
 
   // ---- inbound ----
@@ -727,6 +727,8 @@ export class Store {
     if (arrival.action === 'hold') lookup.held++
     if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
     else if (arrival.action === 'hold') this.sql('UPDATE conversations SET held = ? WHERE peer = ?').run(lookup.held, message.peer)
+    // one that turned up after its gap was given up: shown, and the conversation stays where it is
+    else this.sql('UPDATE conversations SET last_position = ? WHERE peer = ?').run(this.position, message.peer)
     return { result: 'stored', presented }
   }
 
@@ -779,10 +781,14 @@ export class Store {
     this.sql("UPDATE messages SET status = 'presented', position = CASE WHEN group_payload IS NULL THEN ? END WHERE peer = ? AND direction = 'in' AND id = ?").run(this.nextPosition(), peer, id)
   }
 
-  /** Moves the conversation on as the ordering rules say (see `ordering.advance`) and records where it then stands, in one write. */
+  /**
+   * Moves the conversation on as the ordering rules say (see `ordering.advance`)
+   * and records where it then stands, with the history's end as the messages
+   * presented on the way left it (see `position`), in one write.
+   */
   private advance (peer: string, order: ordering.InboundOrder, start: ordering.AdvanceStart, now: number, lookup: HeldLookup): StoredMessage[] {
     const { presented, order: after } = ordering.advance(order, start, now, lookup)
-    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, lookup.held, peer)
+    this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = ?, last_position = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, lookup.held, this.position, peer)
     return presented
   }
 
@@ -805,8 +811,8 @@ export class Store {
         for (const m of release.presented) this.present(release.peer, m.id)
         if (release.closed) this.sql('DELETE FROM refused_seqs WHERE peer = ?').run(release.peer)
         else this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq <= ?').run(release.peer, release.forgetRefusedThrough)
-        this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = held - ? WHERE peer = ?')
-          .run(release.order.next, release.order.gapSince ?? null, release.presented.length, release.peer)
+        this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = held - ?, last_position = ? WHERE peer = ?')
+          .run(release.order.next, release.order.gapSince ?? null, release.presented.length, this.position, release.peer)
         presented.push(...release.presented)
       }
       return { presented, more }

@@ -238,6 +238,29 @@ export const MIGRATIONS: string[] = [
   DROP TABLE outbox;
   ALTER TABLE outbox_keyed RENAME TO outbox;
   CREATE INDEX outbox_due ON outbox (peer, seq);
+  `,
+  // 13: fewer pages and statements for each message. The outbox is the
+  // outbound messages that have a next attempt: their retry state is kept on
+  // their own rows, found on a partial index of just those rows, where an
+  // outbox table of its own wrote two more b-trees for each message queued
+  // and again when it left. And the last history position is kept on the
+  // conversation that each commit handing one out updates anyway: the
+  // history_end row was one more page and statement in each of them
+  `
+  ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE messages ADD COLUMN next_attempt_at INTEGER;  -- set: in the outbox (outbound, neither delivered nor failed)
+  ALTER TABLE messages ADD COLUMN last_error TEXT;
+  ALTER TABLE messages ADD COLUMN stored_until INTEGER;     -- until when a mailbox keeps it sealed (NULL: none does)
+  UPDATE messages SET attempts = o.attempts, next_attempt_at = o.next_attempt_at, last_error = o.last_error, stored_until = o.stored_until
+    FROM outbox o WHERE messages.peer = o.peer AND messages.direction = 'out' AND messages.id = o.id;
+  DROP TABLE outbox;
+  CREATE INDEX messages_outbox ON messages (peer, seq) WHERE next_attempt_at IS NOT NULL;
+
+  ALTER TABLE conversations ADD COLUMN last_position INTEGER NOT NULL DEFAULT 0;  -- the history's last position as of this conversation's last write of one
+  UPDATE conversations SET last_position = coalesce((SELECT max(position) FROM messages m WHERE m.peer = conversations.peer AND m.position IS NOT NULL), 0);
+  -- positions of messages deleted since are never given again (a read mark may be past them): the end goes to one conversation
+  UPDATE conversations SET last_position = max(last_position, (SELECT last_position FROM history_end)) WHERE peer = (SELECT min(peer) FROM conversations);
+  DROP TABLE history_end;
   `
 ]
 

@@ -156,14 +156,14 @@ describe('DeliveryEngine', () => {
     cleanup.push(() => { reader.close() })
     const committedAtSend: boolean[] = []
     t.im.sendAtOnce = (connection, message, options) => {
-      committedAtSend.push(reader.prepare('SELECT 1 FROM outbox WHERE seq = ?').get(message.seq) != null)
+      committedAtSend.push(reader.prepare('SELECT 1 FROM messages WHERE seq = ? AND next_attempt_at IS NOT NULL').get(message.seq) != null)
       return t.im.send(connection, message, options)
     }
     const send = vi.spyOn(t.im, 'send')
     for (const [n, durable] of [[1, true], [2, false]] as const) {
       const { id, seq } = t.engine.queue({ peer: PEER, id: messageId(n), body: 'now', contentType: 'text/plain', sentAt: t.clock.now() }, { durable })
       expect(committedAtSend.at(-1)).toBe(false)
-      expect(reader.prepare('SELECT 1 FROM outbox WHERE id = ?').get(id)).toBeDefined()
+      expect(reader.prepare('SELECT 1 FROM messages WHERE id = ? AND next_attempt_at IS NOT NULL').get(id)).toBeDefined()
       expect(t.statuses(id)).toEqual(['queued', 'sending'])
       t.im.ack(seq)
       await t.reported([id], 'delivered')

@@ -300,13 +300,17 @@ describe('send at once: the engine on a real /im channel', () => {
     await until(() => w.store.outboxEntry(first) == null, { on: [w.engine, 'message:status'], timeout: WAIT })
     await new Promise(resolve => setImmediate(resolve))
 
-    // the last write of the transaction, after beforeCommit, fails (a full disk, an I/O error)
+    // the commit, after beforeCommit, fails (as on a full disk or an I/O
+    // error): a deferred foreign key, checked at COMMIT, that the message's
+    // row breaks
     const admin = new DatabaseSync(file)
     cleanup.push(() => { admin.close() })
-    admin.exec("CREATE TRIGGER fail_commit BEFORE UPDATE ON history_end BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    admin.exec(`CREATE TABLE fail_parent (id INTEGER PRIMARY KEY);
+      CREATE TABLE fail_child (parent INTEGER REFERENCES fail_parent (id) DEFERRABLE INITIALLY DEFERRED);
+      CREATE TRIGGER fail_commit AFTER INSERT ON messages BEGIN INSERT INTO fail_child VALUES (1); END`)
     const atOnce = vi.spyOn(w.sender.service, 'sendAtOnce')
     const phantom = w.message()
-    expect(() => w.engine.queue(phantom)).toThrow('disk I/O error')
+    expect(() => w.engine.queue(phantom)).toThrow('FOREIGN KEY constraint failed')
     expect(atOnce.mock.results[0]?.value).toBeInstanceOf(Promise)
     expect(w.store.getMessage(phantom.id)).toBeUndefined()
     expect(w.statuses(phantom.id)).toEqual([])

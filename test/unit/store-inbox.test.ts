@@ -35,8 +35,7 @@ describe('Store, inbound side', () => {
       'SELECT next_out_seq, next_in_seq,', // where the conversation stands
       'INSERT INTO messages', // the message, unless (sender, id) is stored already: the dedup is the insert's
       'DELETE FROM refused_seqs', // a refused message may have filled the seq after it
-      'UPDATE conversations SET', // where it then stands
-      'UPDATE history_end SET', // the last history position: once a commit, however many a batch presents
+      'UPDATE conversations SET', // where it then stands, and the history's end (see Store.position)
       'COMMIT'
     ])
     store.close()

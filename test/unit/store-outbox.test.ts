@@ -86,7 +86,7 @@ describe('Store: the outbox', () => {
     const store = new Store(file)
     // another connection sees only what is committed
     const reader = new DatabaseSync(file, { readOnly: true })
-    const committed = (id: string): boolean => reader.prepare('SELECT 1 FROM outbox WHERE id = ?').get(id) != null
+    const committed = (id: string): boolean => reader.prepare('SELECT 1 FROM messages WHERE id = ? AND next_attempt_at IS NOT NULL').get(id) != null
     for (const durable of [true, false]) {
       const id = `m-${String(durable)}`
       const seen: Array<{ entry: unknown, committed: boolean }> = []
@@ -146,34 +146,68 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
-  it('keeps every outbox entry, its retry and mailbox state, and the held messages, across the upgrade to the keyed outbox (migration 12)', async () => {
+  it('keeps every outbox entry, its retry and mailbox state, the held messages and the history\'s end across the upgrades of the outbox (migrations 12 and 13)', async () => {
     const file = join(await tempDir(), 'messages.db')
-    const old = new Store(file)
-    old.enqueue({ peer: PEER, id: 'a', body: 'x', contentType: 'text/plain', sentAt: 1 })
-    old.enqueue({ peer: PEER, id: 'b', body: 'y', contentType: 'text/plain', sentAt: 2 })
-    old.enqueue({ peer: OTHER, id: 'c', body: 'z', contentType: 'text/plain', sentAt: 3 })
-    old.record(writes({ at: 5, retried: [{ id: 'a', at: 50, reason: 'reset' }], stored: [{ id: 'b', until: 900 }] }))
-    old.receive({ peer: OTHER, id: 'h', seq: 2, body: 'held', contentType: 'text/plain', sentAt: 1, receivedAt: 1, path: 'direct' })
-    const before = old.outbox()
-    old.close()
-    // back to schema version 11: the outbox as it was, a rowid table
+    // a store as parley left it at schema version 11: the outbox a rowid table of its own, the history's end a row of its own
     const db = new DatabaseSync(file)
-    db.exec(`CREATE TABLE outbox_rowid (id TEXT NOT NULL PRIMARY KEY, peer TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at INTEGER NOT NULL, last_error TEXT, stored_until INTEGER);
-      INSERT INTO outbox_rowid SELECT id, peer, seq, attempts, next_attempt_at, last_error, stored_until FROM outbox;
-      DROP TABLE outbox; ALTER TABLE outbox_rowid RENAME TO outbox; CREATE INDEX outbox_due ON outbox (peer, seq);
-      DROP INDEX messages_held; CREATE INDEX messages_held ON messages (peer, direction, status, seq);
-      PRAGMA user_version = 11;`)
+    for (const [v, migration] of MIGRATIONS.slice(0, 11).entries()) {
+      db.exec(migration)
+      db.exec(`PRAGMA user_version = ${v + 1}`)
+    }
+    db.exec(`INSERT INTO conversations (peer, next_out_seq, next_in_seq, read_position) VALUES ('${PEER}', 4, 1, 3), ('${OTHER}', 2, 1, 4);
+      INSERT INTO messages (id, peer, direction, seq, body, content_type, sent_at, received_at, created_at, status, path, position) VALUES
+        ('a', '${PEER}', 'out', 1, 'x', 'text/plain', 1, NULL, 1, 'queued', NULL, 1),
+        ('b', '${PEER}', 'out', 2, 'y', 'text/plain', 2, NULL, 2, 'stored', 'mailbox', 2),
+        ('d', '${PEER}', 'out', 3, 'w', 'text/plain', 3, 4, 3, 'delivered', 'direct', 3),
+        ('c', '${OTHER}', 'out', 1, 'z', 'text/plain', 3, NULL, 3, 'queued', NULL, 4),
+        ('h', '${OTHER}', 'in', 2, 'held', 'text/plain', 1, 1, 1, 'held', 'direct', NULL);
+      UPDATE conversations SET held = 1, gap_since = 1 WHERE peer = '${OTHER}';
+      INSERT INTO outbox (id, peer, seq, attempts, next_attempt_at, last_error, stored_until) VALUES
+        ('a', '${PEER}', 1, 1, 50, 'reset', NULL), ('b', '${PEER}', 2, 0, 2, NULL, 900), ('c', '${OTHER}', 1, 0, 3, NULL, NULL);
+      -- positions up to 6 were handed out: two messages since deleted (a declined request) had 5 and 6
+      UPDATE history_end SET last_position = 6;`)
     db.close()
     const store = new Store(file)
-    expect(store.outbox()).toEqual(before)
-    expect(before.map(e => [e.id, e.attempts, e.lastError, e.storedUntil])).toEqual([['a', 1, 'reset', undefined], ['b', 0, undefined, 900], ['c', 0, undefined, undefined]])
+    expect(store.outbox().map(e => [e.id, e.status, e.attempts, e.nextAttemptAt, e.lastError, e.storedUntil])).toEqual([
+      ['a', 'queued', 1, 50, 'reset', undefined], ['b', 'stored', 0, 2, undefined, 900], ['c', 'queued', 0, 3, undefined, undefined]
+    ])
+    expect(store.outboxSize()).toBe(3)
+    expect(store.outboxEntry('d')).toBeUndefined()
     const upgraded = (store as any).db as DatabaseSync
-    expect((upgraded.prepare("SELECT sql FROM sqlite_master WHERE name = 'outbox'").get() as { sql: string }).sql).toMatch(/WITHOUT ROWID$/)
-    // the held message is still found, and shown when the gap fills
+    expect(upgraded.prepare("SELECT name FROM sqlite_master WHERE name IN ('outbox', 'history_end')").all()).toEqual([])
+    // the held message is still found, and shown when the gap fills, after every position handed out before
     expect(store.receive({ peer: OTHER, id: 'g', seq: 1, body: 'first', contentType: 'text/plain', sentAt: 1, receivedAt: 2, path: 'direct' }).presented.map(m => m.id)).toEqual(['g', 'h'])
+    expect(store.history(OTHER).map(m => [m.id, upgraded.prepare('SELECT position FROM messages WHERE id = ?').get(m.id)])).toEqual([
+      ['c', { position: 4 }], ['g', { position: 7 }], ['h', { position: 8 }]
+    ])
     store.record(writes({ at: 9, delivered: [{ id: 'a', path: 'direct' }] }))
     expect(store.outbox().map(e => e.id)).toEqual(['b', 'c'])
+    store.close()
+  })
+
+  it('gives no history position twice across a restart, whichever side took the last one', async () => {
+    const file = join(await tempDir(), 'messages.db')
+    let store = new Store(file)
+    const positions: number[] = []
+    const position = (id: string): number => ((store as any).db.prepare('SELECT position FROM messages WHERE id = ?').get(id) as { position: number }).position
+    const inbound = (peer: string, id: string, seq: number): void => {
+      store.receive({ peer, id, seq, body: id, contentType: 'text/plain', sentAt: 1, receivedAt: 1, path: 'direct', request: peer === OTHER })
+    }
+    const steps: Array<() => string> = [
+      () => { store.enqueue({ peer: PEER, id: 'o1', body: 'x', contentType: 'text/plain', sentAt: 1 }); return 'o1' },
+      () => { inbound(PEER, 'i1', 1); return 'i1' },
+      // a request from a stranger, declined: its position is gone with it
+      () => { inbound(OTHER, 'r1', 1); return 'r1' },
+      () => { inbound(PEER, 'i3', 3); inbound(PEER, 'i2', 2); return 'i3' },
+      () => { store.enqueue({ peer: PEER, id: 'o2', body: 'x', contentType: 'text/plain', sentAt: 1 }); return 'o2' }
+    ]
+    for (const step of steps) {
+      positions.push(position(step()))
+      if (positions.length === 3) store.deleteRequests(OTHER)
+      store.close()
+      store = new Store(file)
+    }
+    expect(positions).toEqual([1, 2, 3, 5, 6])
     store.close()
   })
 
