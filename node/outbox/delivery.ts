@@ -390,7 +390,7 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
   }
 
   /** Writes a transition (one transaction) and reports its changes. */
-  private apply (transition: Transition, options?: { durable: boolean }): void {
+  private apply (transition: Transition, options?: { durable: boolean, defer?: boolean }): void {
     this.store.record(transition.writes, options)
     for (const change of transition.changes) this.emit(change)
   }
@@ -641,10 +641,10 @@ export class DeliveryEngine extends TypedEventEmitter<DeliveryEvents> {
         unwritten = []
         try {
           // not waiting for the disk here is safe: the recipient already holds
-          // these durably, and a mark lost to a power cut only means the message
-          // goes once more after the restart and comes back DUPLICATE, then
-          // delivered (a killed process loses nothing either way)
-          this.apply(this.machine.settle(outcomes), { durable: false })
+          // these durably, and a mark lost to a power cut (or, deferred to the
+          // next commit, to a crash) only means the message goes once more
+          // after the restart and comes back DUPLICATE, then delivered
+          this.apply(this.machine.settle(outcomes), { durable: false, defer: true })
         } catch (err) {
           // the node stopped and closed its store meanwhile: these go again after a restart
           if (this.stopped) return { lost, exhausted, sent }

@@ -61,6 +61,9 @@ export interface NewOutbound {
   group?: Uint8Array
 }
 
+/** An acknowledged message, out of the outbox for good. */
+interface DeliveredMark { id: string, path: MessagePath, at: number }
+
 /** What became of outbound messages, written together by `record`. */
 export interface OutboxWrites {
   /** When these outcomes came: a delivered message's `receivedAt`. */
@@ -272,6 +275,17 @@ export class Store {
   private depth = 0
   /** What waits for the transaction under way to commit (`afterCommit`). */
   private committed: Array<() => void> = []
+  /**
+   * Delivered marks not written yet (`record` with `defer`), in the order
+   * they came: the next transaction writes them (a message queued, after its
+   * frame has left), and so does the next statement run outside one, or
+   * else the next turn of the event loop. Every read goes through `sql`, so
+   * nothing this store returns ever misses one.
+   */
+  private marks: DeliveredMark[] = []
+  /** The marks the transaction under way wrote: kept again if it rolls back. */
+  private marksWritten: DeliveredMark[] = []
+  private marksTimer?: ReturnType<typeof setImmediate>
   /** The groups' tables; their writes join this store's transactions. */
   readonly groups: GroupStore
 
@@ -327,7 +341,14 @@ export class Store {
   }
 
   close (): void {
-    if (this.db.isOpen) this.db.close()
+    clearImmediate(this.marksTimer)
+    if (this.db.isOpen) {
+      try {
+        this.writeMarks()
+      } finally {
+        this.db.close()
+      }
+    }
     this.wal?.then(async handle => { await handle.close() }).catch(() => {})
     this.wal = undefined
   }
@@ -357,7 +378,22 @@ export class Store {
   }
 
   private sql (text: string): StatementSync {
+    // outside a transaction (one takes them as it begins): what is read or written next sees them
+    if (this.marks.length > 0 && this.depth === 0 && text !== 'BEGIN IMMEDIATE') this.writeMarks()
     return this.statements.get(text)
+  }
+
+  /** Writes the delivered marks waiting (see `marks`), in a transaction of their own or the one under way. */
+  private writeMarks (): void {
+    if (this.marks.length === 0) return
+    if (this.depth === 0) {
+      this.transaction(() => {}, { durable: false })
+      return
+    }
+    const marks = this.marks
+    this.marks = []
+    this.marksWritten.push(...marks)
+    for (const { id, path, at } of marks) this.writeDelivered(id, path, at)
   }
 
   /**
@@ -367,7 +403,7 @@ export class Store {
    * a crash of the process loses nothing, a power loss may lose that commit,
    * never corrupts the store, and the next durable commit makes it durable too.
    */
-  transaction<T> (fn: () => T, options: { durable?: boolean } = {}): T {
+  transaction<T> (fn: () => T, options: { durable?: boolean, marksLater?: boolean } = {}): T {
     if (this.depth > 0) return fn()
     // a store in memory has no disk to wait for either way
     const relaxed = options.durable === false && this.file != null
@@ -379,15 +415,19 @@ export class Store {
       this.sql('BEGIN IMMEDIATE').run()
       this.depth++
       try {
+        // `marksLater`: the caller writes them itself (see `enqueue`)
+        if (options.marksLater !== true) this.writeMarks()
         result = fn()
         this.sql('COMMIT').run()
       } catch (err) {
         if (this.db.isTransaction) this.db.exec('ROLLBACK')
         this.position = position
         this.committed = []
+        this.marks.unshift(...this.marksWritten)
         throw err
       } finally {
         this.depth--
+        this.marksWritten = []
       }
     } finally {
       // FULL: a message is on disk before its ack leaves, even across a power loss
@@ -479,8 +519,10 @@ export class Store {
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
       const entry = toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
       beforeCommit?.(entry)
+      // the marks of messages acknowledged before, once this one is on the wire
+      this.writeMarks()
       return entry
-    }, options)
+    }, { ...options, marksLater: true })
   }
 
   private getOutbound (id: string): StoredMessage | undefined {
@@ -560,8 +602,26 @@ export class Store {
    * Writes what became of outbound messages, all in one transaction (one
    * commit; `durable` as `transaction` takes it). A recipient's wait is
    * written last, so that the messages retried in the same batch wait too.
+   *
+   * `defer`: writes that are only delivered marks, and need not be durable,
+   * are written with the next transaction instead (see `marks`): the next
+   * message queued writes them in its own commit once its frame has left,
+   * rather than a commit of their own between an ack and the next send.
+   * A crash before they are written loses them, as a power cut loses a mark
+   * written with `durable: false`: the message goes once more after the
+   * restart and comes back DUPLICATE, then delivered.
    */
-  record (writes: OutboxWrites, options: { durable?: boolean } = {}): void {
+  record (writes: OutboxWrites, options: { durable?: boolean, defer?: boolean } = {}): void {
+    const onlyDelivered = writes.failed.length === 0 && writes.retried.length === 0 && writes.deferred == null &&
+      (writes.stored ?? []).length === 0 && (writes.unstored ?? []).length === 0
+    if (options.defer === true && options.durable === false && onlyDelivered && this.depth === 0) {
+      for (const { id, path } of writes.delivered) this.marks.push({ id, path, at: writes.at })
+      this.marksTimer ??= setImmediate(() => {
+        this.marksTimer = undefined
+        if (this.db.isOpen) this.writeMarks()
+      })
+      return
+    }
     this.transaction(() => {
       for (const { id, path } of writes.delivered) this.writeDelivered(id, path, writes.at)
       for (const { id, reason } of writes.failed) this.writeFailed(id, reason)

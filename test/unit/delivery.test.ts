@@ -276,7 +276,7 @@ describe('DeliveryEngine', () => {
     await t.reported(ids, 'delivered')
     expect(record).toHaveBeenCalledTimes(2)
     expect(record.mock.calls[1][0].delivered.map(d => d.id)).toEqual(ids.slice(1))
-    expect(record.mock.calls.map(call => call[1])).toEqual([{ durable: false }, { durable: false }])
+    expect(record.mock.calls.map(call => call[1])).toEqual([{ durable: false, defer: true }, { durable: false, defer: true }])
   })
 
   it('halves the window when a round loses a message, and doubles it when a round gets through', async () => {

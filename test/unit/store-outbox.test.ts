@@ -104,6 +104,72 @@ describe('Store: the outbox', () => {
     store.close()
   })
 
+  it('defers delivered marks to the next commit: every read sees them at once, the next message queued writes them after its frame, an idle store in the next turn, a rollback keeps them, close writes them', async () => {
+    const file = join(await tempDir(), 'store.db')
+    let store = new Store(file)
+    const reader = new DatabaseSync(file, { readOnly: true })
+    const committedStatus = (id: string): unknown => (reader.prepare('SELECT status FROM messages WHERE id = ?').get(id) as { status: string } | undefined)?.status
+    const queue = (id: string, beforeCommit?: () => void): void => {
+      store.enqueue({ peer: PEER, id, body: id, contentType: 'text/plain', sentAt: 1 }, { durable: false, beforeCommit })
+    }
+    const deliver = (id: string): void => { store.record(writes({ at: 7, delivered: [{ id, path: 'direct' }] }), { durable: false, defer: true }) }
+    queue('a')
+    deliver('a')
+    // not committed yet, but this store answers as if it were
+    expect(committedStatus('a')).toBe('queued')
+    expect(store.outboxEntry('a')).toBeUndefined()
+    expect(committedStatus('a')).toBe('delivered')
+
+    // the next message queued writes it in its own commit, once its frame is out
+    queue('b')
+    deliver('b')
+    const prepared = (store as any).statements as PreparedStatements
+    const run: string[] = []
+    const get = prepared.get.bind(prepared)
+    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const atFrame: unknown[] = []
+    queue('c', () => { atFrame.push(committedStatus('b'), run.filter(sql => sql.includes("'delivered'")).length) })
+    prepared.get = get
+    // not even written, uncommitted, before the frame
+    expect(atFrame).toEqual(['queued', 0])
+    expect(run.filter(sql => sql.includes("'delivered'"))).toHaveLength(1)
+    expect(committedStatus('b')).toBe('delivered')
+    expect(store.getMessage('b')).toMatchObject({ status: 'delivered', path: 'direct', receivedAt: 7 })
+
+    // nothing else runs: the next turn of the event loop writes it
+    deliver('c')
+    expect(committedStatus('c')).toBe('queued')
+    await new Promise(resolve => setImmediate(resolve))
+    expect(committedStatus('c')).toBe('delivered')
+
+    // a transaction that fails keeps them for the next
+    queue('d')
+    deliver('d')
+    expect(() => store.transaction(() => { throw new Error('undone') })).toThrow('undone')
+    expect(committedStatus('d')).toBe('queued')
+    expect(store.outboxSize()).toBe(0)
+    expect(committedStatus('d')).toBe('delivered')
+
+    // only delivered marks, not durable, outside a transaction are deferred
+    queue('e')
+    store.record(writes({ at: 8, delivered: [{ id: 'e', path: 'direct' }] }), { defer: true })
+    expect(committedStatus('e')).toBe('delivered')
+    queue('f')
+    queue('g')
+    store.record(writes({ at: 8, delivered: [{ id: 'f', path: 'direct' }], failed: [{ id: 'g', reason: 'x' }] }), { durable: false, defer: true })
+    expect([committedStatus('f'), committedStatus('g')]).toEqual(['delivered', 'failed'])
+
+    // closing writes what waits
+    queue('h')
+    deliver('h')
+    store.close()
+    expect(committedStatus('h')).toBe('delivered')
+    reader.close()
+    store = new Store(file)
+    expect(store.outbox()).toEqual([])
+    store.close()
+  })
+
   it('runs afterCommit at once outside a transaction, after the commit inside one, and never for one rolled back', () => {
     const store = new Store()
     const ran: string[] = []
