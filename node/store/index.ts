@@ -228,6 +228,11 @@ function outboundRow (message: NewOutbound, seq: number): Row {
   }
 }
 
+/** A new outbound message's row as its outbox entry, due at once, as `due` would read it. */
+function newOutboxEntry (row: Row): OutboxEntry {
+  return toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
+}
+
 /** An inbound message as its `messages` row: written as it is, and mapped by `toMessage` without reading it back. */
 function inboundRow (message: NewInbound, status: InStatus, position: number | null): Row {
   return {
@@ -286,6 +291,12 @@ export class Store {
   /** The marks the transaction under way wrote: kept again if it rolls back. */
   private marksWritten: DeliveredMark[] = []
   private marksTimer?: ReturnType<typeof setImmediate>
+  /**
+   * The next seq of each conversation this store gave the last seq of (see
+   * `enqueue`): only enqueue moves it, so it holds until a write fails. One
+   * number a conversation written to since start.
+   */
+  private readonly nextOutSeqs = new Map<string, number>()
   /** The groups' tables; their writes join this store's transactions. */
   readonly groups: GroupStore
 
@@ -490,15 +501,25 @@ export class Store {
    * disk (see `transaction`); `sync` then makes it durable. Returns the
    * entry as `due` would read it.
    *
-   * `beforeCommit` is given the entry once its rows are written, before the
-   * transaction commits (the commit's writes, and its fsync if durable, come
-   * after it): what must not wait for them, the message's frame put on the
-   * wire. It must not throw: the rows are committed whatever it does. Inside
-   * another transaction, which may yet be rolled back, it is not called.
+   * `beforeCommit` is given the entry before the transaction commits (the
+   * commit's writes, and its fsync if durable, come after it): what must not
+   * wait for them, the message's frame put on the wire. When this store
+   * knows the conversation's next seq (it gave the one before), before even
+   * its rows are written; else once they are. Either way a crash before the
+   * commit loses the rows and not the frame, and a write that fails throws
+   * after it. It must not throw: the rows are written whatever it does.
+   * Inside another transaction, which may yet be rolled back, it is not called.
    */
   enqueue (message: NewOutbound, options: { durable?: boolean, beforeCommit?: (entry: OutboxEntry) => void } = {}): OutboxEntry {
-    const beforeCommit = this.depth === 0 ? options.beforeCommit : undefined
-    return this.transaction(() => {
+    let beforeCommit = this.depth === 0 ? options.beforeCommit : undefined
+    const seq = beforeCommit == null ? undefined : this.nextOutSeqs.get(message.peer)
+    // known again once this one is committed: a write that fails leaves it to be read
+    this.nextOutSeqs.delete(message.peer)
+    if (seq != null && beforeCommit != null) {
+      beforeCommit(newOutboxEntry(outboundRow(message, seq)))
+      beforeCommit = undefined
+    }
+    const entry = this.transaction(() => {
       // a group carrier takes no place in the history: no position
       const position = message.group == null ? this.nextPosition() : null
       // the seq taken and the conversation moved on in one statement; a user who
@@ -512,17 +533,22 @@ export class Store {
         this.sql('INSERT INTO conversations (peer) VALUES (?)').run(message.peer)
         taken = take() as Row
       }
+      // what the frame already said, if it went
+      if (seq != null && taken.seq !== seq) throw new StoreError(`the conversation with ${message.peer} is at seq ${String(taken.seq)}, not ${seq}: the store was written by something else meanwhile`)
       const row = outboundRow(message, taken.seq)
       // in the outbox: due at once
       this.sql(`INSERT INTO messages (id, peer, direction, seq, body, content_type, reply_to, sent_at, created_at, status, position, group_payload, next_attempt_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
-      const entry = toOutboxEntry({ ...row, attempts: 0, next_attempt_at: row.sent_at, last_error: null, stored_until: null })
+      const entry = newOutboxEntry(row)
       beforeCommit?.(entry)
       // the marks of messages acknowledged before, once this one is on the wire
       this.writeMarks()
       return entry
     }, { ...options, marksLater: true })
+    // inside another transaction, only once that commits
+    this.afterCommit(() => { this.nextOutSeqs.set(message.peer, entry.seq + 1) })
+    return entry
   }
 
   private getOutbound (id: string): StoredMessage | undefined {

@@ -5,7 +5,7 @@ import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
 import { MIGRATIONS } from '../../node/store/migrations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
-import type { OutboxWrites } from '../../node/store/index.js'
+import type { OutboxEntry, OutboxWrites } from '../../node/store/index.js'
 
 const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
 const OTHER = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
@@ -101,6 +101,38 @@ describe('Store: the outbox', () => {
     expect(called).toEqual([])
     expect(store.outboxEntry('inner')?.seq).toBe(3)
     reader.close()
+    store.close()
+  })
+
+  it('hands the frame its entry before any statement once it knows the conversation\'s next seq, and never a seq that a rolled-back or failed write took', () => {
+    const store = new Store()
+    const prepared = (store as any).statements as PreparedStatements
+    const run: string[] = []
+    const get = prepared.get.bind(prepared)
+    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const frames: Array<{ seq: number, statements: number }> = []
+    const queue = (id: string): OutboxEntry => {
+      run.length = 0
+      return store.enqueue({ peer: PEER, id, body: id, contentType: 'text/plain', sentAt: 1 }, { beforeCommit: entry => { frames.push({ seq: entry.seq, statements: run.filter(sql => !sql.startsWith('BEGIN')).length }) } })
+    }
+    // the first since start: its seq is read (and taken) before the frame
+    expect(queue('a').seq).toBe(1)
+    // then known: the frame goes before anything is written
+    expect(queue('b')).toEqual(store.due(PEER, 1).find(e => e.id === 'b'))
+    expect(frames[0].statements).toBeGreaterThan(0)
+    expect(frames[1]).toEqual({ seq: 2, statements: 0 })
+
+    // one queued inside a transaction that rolls back takes no seq
+    expect(() => store.transaction(() => {
+      store.enqueue({ peer: PEER, id: 'rolled back', body: 'x', contentType: 'text/plain', sentAt: 1 })
+      throw new Error('undone')
+    })).toThrow('undone')
+    expect(queue('c').seq).toBe(3)
+    // one whose write fails after its frame left: the next takes its seq again, as after a crash there
+    expect(() => queue('a')).toThrow(/constraint/i)
+    expect(queue('d').seq).toBe(4)
+    expect(frames.map(f => f.seq)).toEqual([1, 2, 3, 4, 4])
+    prepared.get = get
     store.close()
   })
 
