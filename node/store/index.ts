@@ -125,6 +125,12 @@ export interface RequestSummary {
 
 export type PeerState = 'accepted' | 'blocked'
 
+/** Where a conversation's inbound side stands: its row's `next_in_seq`, `gap_since` and `held`, and how many refused seqs it keeps. */
+interface InboundState { nextInSeq: number, gapSince?: number, held: number, refused: number }
+
+/** How many conversations' inbound state a store keeps in memory (see `Store.inbound`): ~100 bytes each. */
+const INBOUND_STATES = 10_000
+
 /** How many characters of the last message's body `conversations` reads. */
 export const PREVIEW_CHARS = 100
 
@@ -152,7 +158,7 @@ export interface Contact {
 type Row = Record<string, any>
 
 /** The ordering rules' lookup, with the conversation's count of held messages as it moves. */
-type HeldLookup = ordering.OrderLookup<StoredMessage> & { held: number }
+type HeldLookup = ordering.OrderLookup<StoredMessage> & { held: number, refused: number }
 
 /** The one mapping from a `messages` row (read, or built as it is written) to a StoredMessage. */
 function toMessage (row: Row): StoredMessage {
@@ -291,6 +297,14 @@ export class Store {
   /** The marks the transaction under way wrote: kept again if it rolls back. */
   private marksWritten: DeliveredMark[] = []
   private marksTimer?: ReturnType<typeof setImmediate>
+  /**
+   * Where the inbound side of the conversations received from lately stands,
+   * as their rows say (at most INBOUND_STATES of them): each message reads
+   * it, and reading it from the row (with its refused seqs, which almost
+   * never exist) was two statements more for every one. Only this store
+   * writes it; dropped whenever a write is undone.
+   */
+  private readonly inbound = new Map<string, InboundState>()
   /**
    * The next seq of each conversation this store gave the last seq of (see
    * `enqueue`): only enqueue moves it, so it holds until a write fails. One
@@ -434,6 +448,7 @@ export class Store {
         if (this.db.isTransaction) this.db.exec('ROLLBACK')
         this.position = position
         this.committed = []
+        this.inbound.clear()
         this.marks.unshift(...this.marksWritten)
         throw err
       } finally {
@@ -473,6 +488,7 @@ export class Store {
     } catch (err) {
       this.db.exec('ROLLBACK TO step')
       this.db.exec('RELEASE step')
+      this.inbound.clear()
       this.position = position
       this.committed.length = waiting
       throw err
@@ -484,13 +500,25 @@ export class Store {
     return ++this.position
   }
 
-  private conversation (peer: string): { nextOutSeq: number, nextInSeq: number, gapSince?: number, held: number } {
-    const row = this.sql('SELECT next_out_seq, next_in_seq, gap_since, held FROM conversations WHERE peer = ?').get(peer) as Row | undefined
-    if (row == null) {
-      this.sql('INSERT INTO conversations (peer) VALUES (?)').run(peer)
-      return { nextOutSeq: 1, nextInSeq: 1, held: 0 }
-    }
-    return { nextOutSeq: row.next_out_seq, nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined, held: row.held }
+  /** Where the conversation's inbound side stands: read once, then kept as this store writes it (see `inbound`). */
+  private inboundState (peer: string): InboundState {
+    const known = this.inbound.get(peer)
+    if (known != null) return known
+    const row = this.sql('SELECT next_in_seq, gap_since, held, (SELECT count(*) FROM refused_seqs WHERE peer = ?1) AS refused FROM conversations WHERE peer = ?1').get(peer) as Row | undefined
+    if (row == null) this.sql('INSERT INTO conversations (peer) VALUES (?)').run(peer)
+    const state: InboundState = row == null
+      ? { nextInSeq: 1, held: 0, refused: 0 }
+      : { nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined, held: row.held, refused: row.refused }
+    // bounded: past the limit, what is kept is read again as it is needed
+    if (this.inbound.size >= INBOUND_STATES) this.inbound.clear()
+    this.inbound.set(peer, state)
+    return state
+  }
+
+  /** The conversation's inbound side moved as this store just wrote it. */
+  private moved (peer: string, change: Partial<InboundState>): void {
+    const state = this.inbound.get(peer)
+    if (state != null) Object.assign(state, change)
   }
 
   // ---- outbound ----
@@ -811,10 +839,15 @@ export class Store {
     if (arrival.action === 'present') this.nextPosition()
     const presented = arrival.action === 'present' ? [toMessage(row)] : []
     if (arrival.action === 'hold') lookup.held++
-    if (arrival.advance != null) presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
-    else if (arrival.action === 'hold') this.sql('UPDATE conversations SET held = ? WHERE peer = ?').run(lookup.held, message.peer)
-    // one that turned up after its gap was given up: shown, and the conversation stays where it is
-    else this.sql('UPDATE conversations SET last_position = ? WHERE peer = ?').run(this.position, message.peer)
+    if (arrival.advance != null) {
+      presented.push(...this.advance(message.peer, order, arrival.advance, message.receivedAt, lookup))
+    } else if (arrival.action === 'hold') {
+      this.sql('UPDATE conversations SET held = ? WHERE peer = ?').run(lookup.held, message.peer)
+      this.moved(message.peer, { held: lookup.held })
+    } else {
+      // one that turned up after its gap was given up: shown, and the conversation stays where it is
+      this.sql('UPDATE conversations SET last_position = ? WHERE peer = ?').run(this.position, message.peer)
+    }
     return { result: 'stored', presented }
   }
 
@@ -827,14 +860,14 @@ export class Store {
     const { order, lookup } = this.inboundOrder(peer)
     const start = ordering.refusal(order, seq)
     if (start == null) return []
-    this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq)
+    if (this.sql('INSERT OR IGNORE INTO refused_seqs (peer, seq) VALUES (?, ?)').run(peer, seq).changes > 0) lookup.refused++
     return this.advance(peer, order, start, now, lookup)
   }
 
   /** Where the conversation's inbound side stands, and its held messages and refused seqs for the ordering rules. */
   private inboundOrder (peer: string): { order: ordering.InboundOrder, lookup: HeldLookup } {
-    const { nextInSeq, gapSince, held } = this.conversation(peer)
-    return { order: { next: nextInSeq, gapSince }, lookup: this.orderLookup(peer, held) }
+    const { nextInSeq, gapSince, held, refused } = this.inboundState(peer)
+    return { order: { next: nextInSeq, gapSince }, lookup: this.orderLookup(peer, held, refused) }
   }
 
   /**
@@ -842,11 +875,13 @@ export class Store {
    * index) and refused seqs, for the ordering rules. `held` starts as the
    * conversation's count and follows what is taken: the caller writes it
    * back. The count, not the rows, says whether any is held: counting them,
-   * or even looking for one, is a lookup more for every message held.
+   * or even looking for one, is a lookup more for every message held. So
+   * for the refused seqs (`refused`, written back the same way).
    */
-  private orderLookup (peer: string, held: number): HeldLookup {
+  private orderLookup (peer: string, held: number, refused: number): HeldLookup {
     const lookup: HeldLookup = {
       held,
+      refused,
       heldCount: () => lookup.held,
       takeHeld: (seq) => {
         if (lookup.held <= 0) return []
@@ -856,7 +891,12 @@ export class Store {
         return rows.map(row => toMessage({ ...row, status: 'presented' }))
       },
       anyHeld: () => lookup.held > 0,
-      takeRefused: (seq) => this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, seq).changes > 0
+      takeRefused: (seq) => {
+        if (lookup.refused <= 0) return false
+        const taken = this.sql('DELETE FROM refused_seqs WHERE peer = ? AND seq = ?').run(peer, seq).changes > 0
+        if (taken) lookup.refused--
+        return taken
+      }
     }
     return lookup
   }
@@ -875,6 +915,7 @@ export class Store {
   private advance (peer: string, order: ordering.InboundOrder, start: ordering.AdvanceStart, now: number, lookup: HeldLookup): StoredMessage[] {
     const { presented, order: after } = ordering.advance(order, start, now, lookup)
     this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = ?, last_position = ? WHERE peer = ?').run(after.next, after.gapSince ?? null, lookup.held, this.position, peer)
+    this.moved(peer, { nextInSeq: after.next, gapSince: after.gapSince, held: lookup.held, refused: lookup.refused })
     return presented
   }
 
@@ -900,6 +941,8 @@ export class Store {
         this.sql('UPDATE conversations SET next_in_seq = ?, gap_since = ?, held = held - ?, last_position = ? WHERE peer = ?')
           .run(release.order.next, release.order.gapSince ?? null, release.presented.length, this.position, release.peer)
         presented.push(...release.presented)
+        // its held messages and refused seqs changed here: read again next time
+        this.inbound.delete(release.peer)
       }
       return { presented, more }
     })
@@ -1018,6 +1061,7 @@ export class Store {
       // some of them may have been held: counted again, on the index (a stranger's are few: the policy bounds them)
       this.sql(`UPDATE conversations SET held = (SELECT count(*) FROM messages INDEXED BY messages_held
         WHERE peer = ?1 AND direction = 'in' AND status = 'held') WHERE peer = ?1`).run(peer)
+      this.inbound.delete(peer)
       return deleted
     })
   }

@@ -32,12 +32,29 @@ describe('Store, inbound side', () => {
     store.receive(inbound(101))
     expect(statements).toEqual([
       'BEGIN IMMEDIATE', // the transaction's own statements are prepared once too
-      'SELECT next_out_seq, next_in_seq,', // where the conversation stands
+      // where the conversation stands, and whether it has refused seqs, are known from the message before
       'INSERT INTO messages', // the message, unless (sender, id) is stored already: the dedup is the insert's
-      'DELETE FROM refused_seqs', // a refused message may have filled the seq after it
       'UPDATE conversations SET', // where it then stands, and the history's end (see Store.position)
       'COMMIT'
     ])
+    store.close()
+  })
+
+  it('reads where a conversation stands again after a write is undone, and finds the seqs refused before', () => {
+    const store = new Store()
+    store.receive(inbound(1))
+    expect(() => store.transaction(() => {
+      store.receive(inbound(2))
+      throw new Error('undone')
+    })).toThrow('undone')
+    // seq 2 is not stored: 3 waits for it
+    expect(store.receive(inbound(3)).presented).toEqual([])
+    expect(store.receive(inbound(2)).presented.map(m => m.seq)).toEqual([2, 3])
+    // a refused seq fills its place when the one before it comes
+    store.refuseSeq(PEER, 5, 2000)
+    expect(store.receive(inbound(6)).presented).toEqual([])
+    expect(store.receive(inbound(4)).presented.map(m => m.seq)).toEqual([4, 6])
+    expect(store.receive(inbound(7)).presented.map(m => m.seq)).toEqual([7])
     store.close()
   })
 
