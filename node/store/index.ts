@@ -1008,7 +1008,7 @@ export class Store {
 
   /** The history position of a message of the conversation with `peer`, if it has a place there. */
   positionOf (peer: string, id: string): number | undefined {
-    const row = this.sql('SELECT position FROM messages WHERE id = ? AND peer = ? AND position IS NOT NULL ORDER BY direction LIMIT 1').get(id, peer) as Row | undefined
+    const row = this.sql('SELECT position FROM messages INDEXED BY messages_by_id WHERE id = ? AND peer = ? AND position IS NOT NULL ORDER BY direction LIMIT 1').get(id, peer) as Row | undefined
     return row?.position ?? undefined
   }
 

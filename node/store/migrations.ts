@@ -261,50 +261,6 @@ export const MIGRATIONS: string[] = [
   -- positions of messages deleted since are never given again (a read mark may be past them): the end goes to one conversation
   UPDATE conversations SET last_position = max(last_position, (SELECT last_position FROM history_end)) WHERE peer = (SELECT min(peer) FROM conversations);
   DROP TABLE history_end;
-  `,
-  // 14: messages keyed by id, then direction and peer. The key was (peer,
-  // direction, id), and a unique index (id, direction, peer) found a message
-  // by id alone: the same three columns twice, two b-trees written for each
-  // message. Every lookup gives the id (and with it, as a rule, the peer);
-  // what reads a conversation does it on the indexes that lead with the
-  // peer. The table is rewritten once, in key order
-  `
-  CREATE TABLE messages_by_key (
-    id               TEXT    NOT NULL,              -- UUID (16-byte wire id)
-    peer             TEXT    NOT NULL,              -- the other side of the conversation
-    direction        TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
-    seq              INTEGER NOT NULL,
-    body             TEXT    NOT NULL,
-    content_type     TEXT    NOT NULL,
-    reply_to         TEXT,
-    sent_at          INTEGER NOT NULL,              -- sender's clock, ms
-    received_at      INTEGER,                       -- recipient's clock, ms (in) / ack time (out)
-    created_at       INTEGER NOT NULL,              -- this node's clock when the row was written
-    status           TEXT    NOT NULL,              -- out: queued|stored|delivered|failed; in: held|presented
-    path             TEXT,                          -- direct|relayed|mailbox, once known
-    reason           TEXT,                          -- why a message failed
-    position         INTEGER,                       -- place in history: set when sent, or when presented
-    request          INTEGER NOT NULL DEFAULT 0,    -- 1: from a stranger, not accepted yet
-    group_payload    BLOB,                          -- set: a group carrier, never in the history
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  INTEGER,                       -- set: in the outbox (outbound, neither delivered nor failed)
-    last_error       TEXT,
-    stored_until     INTEGER,                       -- until when a mailbox keeps it sealed (NULL: none does)
-    PRIMARY KEY (id, direction, peer)
-  ) WITHOUT ROWID;
-  INSERT INTO messages_by_key (id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, reason,
-      position, request, group_payload, attempts, next_attempt_at, last_error, stored_until)
-    SELECT id, peer, direction, seq, body, content_type, reply_to, sent_at, received_at, created_at, status, path, reason,
-      position, request, group_payload, attempts, next_attempt_at, last_error, stored_until
-    FROM messages ORDER BY id, direction, peer;
-  DROP TABLE messages;
-  ALTER TABLE messages_by_key RENAME TO messages;
-  CREATE INDEX messages_by_position ON messages (peer, position) WHERE position IS NOT NULL;
-  CREATE INDEX messages_held ON messages (peer, direction, status, seq) WHERE direction = 'in' AND status = 'held';
-  CREATE INDEX messages_requests ON messages (peer, created_at) WHERE request = 1;
-  CREATE INDEX messages_file_offers ON messages (created_at)
-    WHERE direction = 'in' AND content_type = 'application/vnd.parley.file-offer+json';
-  CREATE INDEX messages_outbox ON messages (peer, seq) WHERE next_attempt_at IS NOT NULL;
   `
 ]
 
