@@ -307,8 +307,8 @@ export class Store {
   private readonly inbound = new Map<string, InboundState>()
   /**
    * The next seq of each conversation this store gave the last seq of (see
-   * `enqueue`): only enqueue moves it, so it holds until a write fails. One
-   * number a conversation written to since start.
+   * `enqueue`): only enqueue moves it, so it holds until a write is undone.
+   * At most INBOUND_STATES of them.
    */
   private readonly nextOutSeqs = new Map<string, number>()
   /** The groups' tables; their writes join this store's transactions. */
@@ -448,7 +448,7 @@ export class Store {
         if (this.db.isTransaction) this.db.exec('ROLLBACK')
         this.position = position
         this.committed = []
-        this.inbound.clear()
+        this.forgetState()
         this.marks.unshift(...this.marksWritten)
         throw err
       } finally {
@@ -488,7 +488,7 @@ export class Store {
     } catch (err) {
       this.db.exec('ROLLBACK TO step')
       this.db.exec('RELEASE step')
-      this.inbound.clear()
+      this.forgetState()
       this.position = position
       this.committed.length = waiting
       throw err
@@ -513,6 +513,12 @@ export class Store {
     if (this.inbound.size >= INBOUND_STATES) this.inbound.clear()
     this.inbound.set(peer, state)
     return state
+  }
+
+  /** A write was undone: what is kept of the conversations' rows is read again as it is needed. */
+  private forgetState (): void {
+    this.inbound.clear()
+    this.nextOutSeqs.clear()
   }
 
   /** The conversation's inbound side moved as this store just wrote it. */
@@ -569,13 +575,14 @@ export class Store {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
       const entry = newOutboxEntry(row)
+      // forgotten if this transaction, or the one it joins, is undone; bounded as `inbound` is
+      if (this.nextOutSeqs.size >= INBOUND_STATES) this.nextOutSeqs.clear()
+      this.nextOutSeqs.set(message.peer, row.seq + 1)
       beforeCommit?.(entry)
       // the marks of messages acknowledged before, once this one is on the wire
       this.writeMarks()
       return entry
     }, { ...options, marksLater: true })
-    // inside another transaction, only once that commits
-    this.afterCommit(() => { this.nextOutSeqs.set(message.peer, entry.seq + 1) })
     return entry
   }
 
