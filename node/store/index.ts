@@ -547,13 +547,13 @@ export class Store {
   enqueue (message: NewOutbound, options: { durable?: boolean, beforeCommit?: (entry: OutboxEntry) => void } = {}): OutboxEntry {
     let beforeCommit = this.depth === 0 ? options.beforeCommit : undefined
     const seq = beforeCommit == null ? undefined : this.nextOutSeqs.get(message.peer)
-    // known again once this one is committed: a write that fails leaves it to be read
+    // set again as this one is written (and forgotten if that is undone)
     this.nextOutSeqs.delete(message.peer)
     if (seq != null && beforeCommit != null) {
       beforeCommit(newOutboxEntry(outboundRow(message, seq)))
       beforeCommit = undefined
     }
-    const entry = this.transaction(() => {
+    return this.transaction(() => {
       // a group carrier takes no place in the history: no position
       const position = message.group == null ? this.nextPosition() : null
       // the seq taken and the conversation moved on in one statement; a user who
@@ -583,7 +583,6 @@ export class Store {
       this.writeMarks()
       return entry
     }, { ...options, marksLater: true })
-    return entry
   }
 
   private getOutbound (id: string): StoredMessage | undefined {
