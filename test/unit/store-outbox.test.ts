@@ -5,6 +5,7 @@ import type { PreparedStatements } from '../../common/statements.js'
 import { Store } from '../../node/store/index.js'
 import { MIGRATIONS } from '../../node/store/migrations.js'
 import { useTempDirs } from '../fixtures/dirs.js'
+import { watchStatements } from '../fixtures/statements.js'
 import type { OutboxEntry, OutboxWrites } from '../../node/store/index.js'
 
 const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
@@ -106,10 +107,7 @@ describe('Store: the outbox', () => {
 
   it('hands the frame its entry before any statement once it knows the conversation\'s next seq, and never a seq that a rolled-back or failed write took', () => {
     const store = new Store()
-    const prepared = (store as any).statements as PreparedStatements
-    const run: string[] = []
-    const get = prepared.get.bind(prepared)
-    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const { run, stop } = watchStatements(store)
     const frames: Array<{ seq: number, statements: number }> = []
     const queue = (id: string): OutboxEntry => {
       run.length = 0
@@ -132,7 +130,7 @@ describe('Store: the outbox', () => {
     expect(() => queue('a')).toThrow(/constraint/i)
     expect(queue('d').seq).toBe(4)
     expect(frames.map(f => f.seq)).toEqual([1, 2, 3, 4, 4])
-    prepared.get = get
+    stop()
     store.close()
   })
 
@@ -155,13 +153,10 @@ describe('Store: the outbox', () => {
     // the next message queued writes it in its own commit, once its frame is out
     queue('b')
     deliver('b')
-    const prepared = (store as any).statements as PreparedStatements
-    const run: string[] = []
-    const get = prepared.get.bind(prepared)
-    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const { run, stop } = watchStatements(store)
     const atFrame: unknown[] = []
     queue('c', () => { atFrame.push(committedStatus('b'), run.filter(sql => sql.includes("'delivered'")).length) })
-    prepared.get = get
+    stop()
     // not even written, uncommitted, before the frame
     expect(atFrame).toEqual(['queued', 0])
     expect(run.filter(sql => sql.includes("'delivered'"))).toHaveLength(1)

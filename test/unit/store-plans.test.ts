@@ -7,6 +7,7 @@ import { Store } from '../../node/store/index.js'
 import type { NewInbound } from '../../node/store/index.js'
 import { FileRows } from '../../node/store/files.js'
 import { GroupStore } from '../../node/store/groups.js'
+import { watchStatements } from '../fixtures/statements.js'
 
 /**
  * Every statement the store prepares, planned by SQLite: none may read a whole
@@ -195,10 +196,7 @@ describe('the store\'s query plans', () => {
 
   it('runs no more statements for a message held behind an open gap than for one in order, and indexes no history place for it', () => {
     const fresh = new Store()
-    const prepared = (fresh as any).statements as PreparedStatements
-    const run: string[] = []
-    const get = prepared.get.bind(prepared)
-    prepared.get = (text: string) => { run.push(text); return get(text) }
+    const { run } = watchStatements(fresh)
     const message = (peer: string, seq: number): NewInbound => ({ peer, id: `${peer}-${seq}`, seq, body: 'x', contentType: 'text/plain', sentAt: 1, receivedAt: 1, path: 'direct' })
     const cost = (peer: string, seq: number): string[] => {
       run.length = 0
