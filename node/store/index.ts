@@ -128,8 +128,8 @@ export type PeerState = 'accepted' | 'blocked'
 /** Where a conversation's inbound side stands: its row's `next_in_seq`, `gap_since` and `held`, and how many refused seqs it keeps. */
 interface InboundState { nextInSeq: number, gapSince?: number, held: number, refused: number }
 
-/** How many conversations' inbound state a store keeps in memory (see `Store.inbound`): ~100 bytes each. */
-const INBOUND_STATES = 10_000
+/** How many conversations' state a store keeps in memory (`Store.inbound`, `Store.nextOutSeqs`): ~100 bytes each. */
+export const CONVERSATIONS_KEPT = 10_000
 
 /** How many characters of the last message's body `conversations` reads. */
 export const PREVIEW_CHARS = 100
@@ -288,9 +288,9 @@ export class Store {
   private committed: Array<() => void> = []
   /**
    * Delivered marks not written yet (`record` with `defer`), in the order
-   * they came: the next transaction writes them (a message queued, after its
-   * frame has left), and so does the next statement run outside one, or
-   * else the next turn of the event loop. Every read goes through `sql`, so
+   * they came: the next transaction writes them (a message queued: after
+   * its frame has left, once the store knows its seq), and so does the next
+   * statement run outside one, or else the next turn of the event loop. Every read goes through `sql`, so
    * nothing this store returns ever misses one.
    */
   private marks: DeliveredMark[] = []
@@ -299,7 +299,7 @@ export class Store {
   private marksTimer?: ReturnType<typeof setImmediate>
   /**
    * Where the inbound side of the conversations received from lately stands,
-   * as their rows say (at most INBOUND_STATES of them): each message reads
+   * as their rows say (at most CONVERSATIONS_KEPT of them): each message reads
    * it, and reading it from the row (with its refused seqs, which almost
    * never exist) was two statements more for every one. Only this store
    * writes it; dropped whenever a write is undone.
@@ -308,7 +308,7 @@ export class Store {
   /**
    * The next seq of each conversation this store gave the last seq of (see
    * `enqueue`): only enqueue moves it, so it holds until a write is undone.
-   * At most INBOUND_STATES of them.
+   * At most CONVERSATIONS_KEPT of them.
    */
   private readonly nextOutSeqs = new Map<string, number>()
   /** The groups' tables; their writes join this store's transactions. */
@@ -428,7 +428,7 @@ export class Store {
    * a crash of the process loses nothing, a power loss may lose that commit,
    * never corrupts the store, and the next durable commit makes it durable too.
    */
-  transaction<T> (fn: () => T, options: { durable?: boolean, marksLater?: boolean } = {}): T {
+  transaction<T> (fn: () => T, options: { durable?: boolean } = {}): T {
     if (this.depth > 0) return fn()
     // a store in memory has no disk to wait for either way
     const relaxed = options.durable === false && this.file != null
@@ -440,8 +440,8 @@ export class Store {
       this.sql('BEGIN IMMEDIATE').run()
       this.depth++
       try {
-        // `marksLater`: the caller writes them itself (see `enqueue`)
-        if (options.marksLater !== true) this.writeMarks()
+        // delivered marks waiting go in this commit (see `marks`)
+        this.writeMarks()
         result = fn()
         this.sql('COMMIT').run()
       } catch (err) {
@@ -510,7 +510,7 @@ export class Store {
       ? { nextInSeq: 1, held: 0, refused: 0 }
       : { nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined, held: row.held, refused: row.refused }
     // bounded: past the limit, what is kept is read again as it is needed
-    if (this.inbound.size >= INBOUND_STATES) this.inbound.clear()
+    if (this.inbound.size >= CONVERSATIONS_KEPT) this.inbound.clear()
     this.inbound.set(peer, state)
     return state
   }
@@ -576,13 +576,11 @@ export class Store {
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
       const entry = newOutboxEntry(row)
       // forgotten if this transaction, or the one it joins, is undone; bounded as `inbound` is
-      if (this.nextOutSeqs.size >= INBOUND_STATES) this.nextOutSeqs.clear()
+      if (this.nextOutSeqs.size >= CONVERSATIONS_KEPT) this.nextOutSeqs.clear()
       this.nextOutSeqs.set(message.peer, row.seq + 1)
       beforeCommit?.(entry)
-      // the marks of messages acknowledged before, once this one is on the wire
-      this.writeMarks()
       return entry
-    }, { ...options, marksLater: true })
+    }, options)
   }
 
   private getOutbound (id: string): StoredMessage | undefined {

@@ -1,7 +1,8 @@
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { Store } from '../../node/store/index.js'
+import { CONVERSATIONS_KEPT, Store } from '../../node/store/index.js'
 import { useTempDirs } from '../fixtures/dirs.js'
+import { watchStatements } from '../fixtures/statements.js'
 import type { NewInbound } from '../../node/store/index.js'
 
 const PEER = '12D3KooWLrs9kAH5Yi6HJKPCC1KMbbyJD2KdLrrkbPb9pHkcRPFW'
@@ -10,17 +11,8 @@ function inbound (seq: number, receivedAt = 1000 + seq): NewInbound {
   return { peer: PEER, id: `00000000-0000-7000-8000-${String(seq).padStart(12, '0')}`, seq, body: `m${seq}`, contentType: 'text/plain', sentAt: seq, receivedAt, path: 'direct' }
 }
 
-/** The statements the store runs, by their first words. */
-function recordStatements (store: Store): string[] {
-  const statements: string[] = []
-  const target = store as unknown as { sql: (text: string) => unknown }
-  const sql = target.sql.bind(store)
-  target.sql = (text) => {
-    statements.push(text.replace(/\s+/g, ' ').split(' ').slice(0, 3).join(' '))
-    return sql(text)
-  }
-  return statements
-}
+/** A statement by its first words. */
+const firstWords = (text: string): string => text.replace(/\s+/g, ' ').split(' ').slice(0, 3).join(' ')
 
 describe('Store, inbound side', () => {
   const tempDir = useTempDirs()
@@ -28,15 +20,26 @@ describe('Store, inbound side', () => {
   it('runs the same few statements for each in-order message, with no held lookup while no gap is open', () => {
     const store = new Store()
     for (let seq = 1; seq <= 100; seq++) store.receive(inbound(seq))
-    const statements = recordStatements(store)
+    const { run } = watchStatements(store)
     store.receive(inbound(101))
-    expect(statements).toEqual([
+    expect(run.map(firstWords)).toEqual([
       'BEGIN IMMEDIATE', // the transaction's own statements are prepared once too
       // where the conversation stands, and whether it has refused seqs, are known from the message before
       'INSERT INTO messages', // the message, unless (sender, id) is stored already: the dedup is the insert's
       'UPDATE conversations SET', // where it then stands, and the history's end (see Store.position)
       'COMMIT'
     ])
+    store.close()
+  })
+
+  it('keeps at most CONVERSATIONS_KEPT conversations\' state in memory, however many senders write, and reads the rest again as they are needed', () => {
+    const store = new Store()
+    const from = (peer: string, seq: number): NewInbound => ({ ...inbound(seq), peer, id: `${peer}-${seq}` })
+    for (let n = 0; n <= CONVERSATIONS_KEPT; n++) store.receive(from(`stranger-${n}`, 1))
+    expect((store as any).inbound.size).toBeLessThanOrEqual(CONVERSATIONS_KEPT)
+    // the first sender's state was let go: read again, it is where it was
+    expect(store.receive(from('stranger-0', 3)).presented).toEqual([])
+    expect(store.receive(from('stranger-0', 2)).presented.map(m => m.seq)).toEqual([2, 3])
     store.close()
   })
 

@@ -225,10 +225,10 @@ export async function tcpEchoClient (port) {
 /*
  * The least store-and-ack again, but each side keeps its rows in parley's own
  * message store (node/store, on disk), as a node does: the sender's
- * `Store.enqueue` (its frame put on the wire between its rows and its
- * commit, the WAL synced while the frame travels, as `send()` does) and
- * `Store.record` on the ack; the recipient's `Store.receive` (durable: its
- * fsync before the ack). The frame is the message id, its seq and the body,
+ * `Store.enqueue` (its frame put on the wire before its commit, the WAL
+ * synced while the frame travels, as `send()` does) and `Store.record` on
+ * the ack (deferred to the next commit); the recipient's `Store.receive`
+ * (durable: its fsync before the ack). The frame is the message id, its seq and the body,
  * read without a codec: no protobuf, checks, policy, events or outbox
  * rounds. What parley's store costs a round trip, apart from the rest of
  * parley. `durable` false: both stores in memory.
@@ -302,7 +302,8 @@ export async function openParleyStoreEcho (connection, durable) {
       const { done } = await frames.next()
       if (done) throw new Error('store-echo stream ended')
       await synced
-      store.record({ at: Date.now(), delivered: [{ id: entry.id, path: 'direct' }], retried: [], failed: [] }, { durable: false })
+      // deferred to the next commit, as a node's delivery engine does
+      store.record({ at: Date.now(), delivered: [{ id: entry.id, path: 'direct' }], retried: [], failed: [] }, { durable: false, defer: true })
       return performance.now() - start
     },
     async close () {
