@@ -25,6 +25,15 @@ const afterMicrotasks: (fn: () => void) => void = typeof globalThis.process?.nex
   ? globalThis.process.nextTick
   : (fn) => { setTimeout(fn, 0) }
 
+/**
+ * Runs `fn` in the event loop's next turn, after the I/O callbacks of this
+ * one: Node's `setImmediate`. None in a browser, where `OutboundChannel`
+ * leaves the muxer's window updates as they are (see `deferWindowUpdate`).
+ */
+const nextTurn: ((fn: () => void) => void) | undefined = typeof globalThis.setImmediate === 'function'
+  ? (fn) => { globalThis.setImmediate(fn) }
+  : undefined
+
 interface PendingAck {
   id: Uint8Array
   resolve(ack: Ack): void
@@ -58,6 +67,8 @@ export class OutboundChannel {
   private idleTimer?: ReturnType<typeof setTimeout>
   /** The acks' frames, cut out of the stream's chunks as they come. */
   private readonly acks = new FrameReader()
+  /** Reading is paused until the event loop's next turn (see `deferWindowUpdate`). */
+  private holding = false
   /** Frames written in this tick, not yet handed to the stream (see `write`). */
   private batch?: { frames: Uint8ArrayList, written: PromiseWithResolvers<void> }
 
@@ -202,9 +213,37 @@ export class OutboundChannel {
     try {
       this.acks.push(evt.data)
       for (let buf = this.acks.next(); buf != null; buf = this.acks.next()) this.onAck(decodeFrame(buf))
+      this.deferWindowUpdate()
     } catch (err: any) {
       this.fail(err)
     }
+  }
+
+  /**
+   * yamux answers every chunk it hands over with a window update, a write of
+   * its own (on loopback a system call of ~30 µs) made as this listener
+   * returns, before the callbacks these acks woke get to run: every send they
+   * resolve would wait for it. A paused yamux stream holds its window update
+   * back, so reading pauses until the event loop's next turn. The update then
+   * goes after those callbacks (and after the frames of the sends they woke,
+   * written in this turn's ticks), and one update covers every chunk that came
+   * meanwhile, which the stream keeps and hands over as it resumes.
+   */
+  private deferWindowUpdate (): void {
+    if (nextTurn == null || this.holding || this.stream.readStatus !== 'readable') return
+    this.holding = true
+    this.stream.pause()
+    nextTurn(() => {
+      try {
+        // still holding: chunks it hands over now are answered as the muxer does
+        if (this.stream.readStatus === 'paused') this.stream.resume()
+      } catch (err: any) {
+        // the update could not be written (the connection closed meanwhile): nothing more is read
+        this.fail(err)
+      } finally {
+        this.holding = false
+      }
+    })
   }
 
   private readonly onRemoteEnd = (): void => {

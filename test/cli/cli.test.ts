@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, runCli, startRelayProcess, useProcesses } from '../fixtures/processes.js'
 import { startDaemonProcess } from './daemon.js'
@@ -18,6 +18,8 @@ describe('the parley CLI and daemon, as processes', () => {
 
     // bob watches before alice sends
     const watch = spawn(NODE, [CLI, '--data-dir', bob.dataDir, 'watch', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    // a failed assertion must not leave it running (it would hold the test run open)
+    onTestFinished(() => { watch.kill() })
     const ready = Promise.withResolvers<void>()
     const watched = (async () => {
       for await (const line of createInterface({ input: watch.stdout })) {

@@ -4,7 +4,8 @@
  * Noise message each, in one buffer), whether the sends were started in one go
  * or woken one ack at a time when the window was full.
  */
-import { streamPair } from '@libp2p/utils'
+import { multiaddrConnectionPair, streamPair } from '@libp2p/utils'
+import { yamux } from '@libp2p/yamux'
 import * as lp from 'it-length-prefixed'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -166,6 +167,80 @@ describe('/im/1.0.0 outbound channel: a message sent at once', () => {
     ackAll(inbound, await readMessages(frames, 1))
     await Promise.all([...window, waiting])
     expect(writes.reduce((a, b) => a + b, 0)).toBe(1 + MAX_UNACKED + 1)
+  })
+})
+
+describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
+  /** yamux frame types written on a connection, in order (a window update is 1). */
+  function frameTypes (chunks: Array<Uint8Array | Uint8ArrayList>): number[] {
+    const types: number[] = []
+    for (const chunk of chunks) {
+      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+      for (let at = 0; at + 12 <= bytes.byteLength;) {
+        const type = bytes[at + 1]
+        const length = new DataView(bytes.buffer, bytes.byteOffset + at + 8, 4).getUint32(0)
+        types.push(type)
+        at += 12 + (type === 0 ? length : 0)
+      }
+    }
+    return types
+  }
+
+  it('on yamux, writes the window update an ack\'s chunk calls for after the send it resolves, in the next turn, and reads on', async () => {
+    const muxers = yamux({ enableKeepAlive: false })()
+    const [outboundConnection, inboundConnection] = multiaddrConnectionPair()
+    const written: Array<Uint8Array | Uint8ArrayList> = []
+    const send = outboundConnection.send.bind(outboundConnection)
+    outboundConnection.send = (data) => {
+      written.push(data)
+      return send(data)
+    }
+    const client = muxers.createStreamMuxer(outboundConnection)
+    const server = muxers.createStreamMuxer(inboundConnection)
+    const inbound = new Promise<Stream>(resolve => { server.addEventListener('stream', evt => { resolve(evt.detail) }, { once: true }) })
+    const sender = await startService({ store: async () => 'stored' as const })
+    running.push(sender)
+    const connection = fakeConnection({ remotePeer: await makePeer(), newStream: async () => client.createStream() })
+    try {
+      for (const message of messages(2)) {
+        let typesWhenResolved: number[] | undefined
+        const sent = sender.service.send(connection, message).then(() => { typesWhenResolved = frameTypes(written) })
+        const stream = await inbound
+        const frames = new StreamFrames(stream)
+        const [read] = await readMessages(frames, 1)
+        const before = frameTypes(written)
+        ackAll(stream, [read])
+        await sent
+        // resolved with no window update written since the ack came
+        expect(typesWhenResolved).toEqual(before)
+        await new Promise(resolve => setImmediate(resolve))
+        expect(frameTypes(written).slice(before.length)).toEqual([1])
+      }
+    } finally {
+      client.abort(new Error('test over'))
+      server.abort(new Error('test over'))
+    }
+  })
+
+  it('on yamux, fails the channel quietly when the connection is gone before the held window update can go', async () => {
+    const muxers = yamux({ enableKeepAlive: false })()
+    const [outboundConnection, inboundConnection] = multiaddrConnectionPair()
+    const client = muxers.createStreamMuxer(outboundConnection)
+    const server = muxers.createStreamMuxer(inboundConnection)
+    const inbound = new Promise<Stream>(resolve => { server.addEventListener('stream', evt => { resolve(evt.detail) }, { once: true }) })
+    const sender = await startService({ store: async () => 'stored' as const })
+    running.push(sender)
+    const connection = fakeConnection({ remotePeer: await makePeer(), newStream: async () => client.createStream() })
+    const [first, second] = messages(2)
+    const sent = sender.service.send(connection, first)
+    const stream = await inbound
+    ackAll(stream, await readMessages(new StreamFrames(stream), 1))
+    await sent
+    // in the same turn as the ack's read: the channel still holds its window update
+    await outboundConnection.close()
+    await new Promise(resolve => setImmediate(resolve))
+    await expect(sender.service.send(connection, second)).rejects.toThrow()
+    server.abort(new Error('test over'))
   })
 })
 
