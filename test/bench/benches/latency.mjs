@@ -7,7 +7,8 @@
 // commit of the store costs on the same disk (the contract puts one on each
 // side of a send; the sender's overlaps the round trip, so one is on the way
 // to the ack), alone and with the other process committing at the same time
-// (both stores are on one disk here, unlike two users' machines).
+// (both stores are on one disk here, unlike two users' machines); and parley
+// with the sender's store on tmpfs, which takes its fsync off that one disk.
 import { rotate, summarize } from '../lib/stats.mjs'
 
 export const title = 'Latency: send → ack, 200-byte messages, two processes, direct TCP loopback'
@@ -31,6 +32,15 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const aliceMem = await a.call('parley:start', { name: 'a-mem', listen: tcp, relays: [], bootstrap: [] })
   await b.call('parley:addContact', { name: 'b-mem', contact: 'alice', peer: aliceMem.peerId })
   await a.call('dial', { name: 'a-mem', peer: bobMem.peerId, addrs: bobMem.addrs })
+  // diagnostic: a sender whose store is on tmpfs (its fsync waits for no disk), to
+  // bob's store on the disk: the two fsyncs no longer share this machine's one
+  // disk, as on two users' machines, each with its own (none where there is no /dev/shm)
+  const tmpfsDir = await tempDir({ tmpfs: true })
+  const aliceTmpfs = tmpfsDir == null ? undefined : await a.call('parley:start', { name: 'a-tmpfs', dataDir: tmpfsDir, listen: tcp, relays: [], bootstrap: [] })
+  if (aliceTmpfs != null) {
+    await b.call('parley:addContact', { name: 'b', contact: 'alice-tmpfs', peer: aliceTmpfs.peerId })
+    await a.call('dial', { name: 'a-tmpfs', peer: bob.peerId, addrs: bob.addrs })
+  }
   // an /im client that is not parley (lib/raw-im.mjs), a contact of the in-memory
   // node, sending one message at a time: the recipient's part of the round trip
   const [rawIm] = await a.call('raw:start', { prefix: 'lat-raw', count: 1 })
@@ -42,6 +52,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const methods = {
     parley: (n) => a.call('lat:parley', { name: 'a', peer: bob.peerId, count: n, size }),
     memory: (n) => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count: n, size }),
+    ...(aliceTmpfs == null ? {} : { senderTmpfs: (n) => a.call('lat:parley', { name: 'a-tmpfs', peer: bob.peerId, count: n, size }) }),
     ping: (n) => a.call('lat:ping', { name: 'a', peer: bob.peerId, count: n }),
     echo: (n) => a.call('lat:echo', { name: 'a', peer: bob.peerId, count: n, size }),
     tcp: (n) => a.call('lat:tcp', { port: tcpPort, count: n, size }),
@@ -95,6 +106,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
       { metric: 'diagnostic: two durable SQLite commits at once, one per process, same file system', parley: s.commitTogether },
       { metric: 'send → ack RTT vs the least the contract allows: 1 durable commit (the recipient\'s; the sender\'s overlaps) + the echo RTT', parley: s.parley, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.parley.p50 / floor, target: '≤ 1.25×', met: s.parley.p50 / floor <= 1.25 },
       { metric: 'diagnostic: send → ack RTT vs 1 commit made while the other process commits too (one disk for both sides here) + the echo RTT', parley: s.parley, baseline: { name: 'concurrent commit + echo', value: floorTogether, unit: 'ms' }, ratio: s.parley.p50 / floorTogether },
+      ...(s.senderTmpfs == null ? [] : [{ metric: 'diagnostic: send → ack RTT with the sender\'s store on tmpfs, the recipient\'s on the disk as above: the recipient\'s fsync no longer shares the disk with the sender\'s, as on two users\' machines (each with its own disk; there the sender\'s fsync overlaps the round trip), vs 1 commit + echo', parley: s.senderTmpfs, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.senderTmpfs.p50 / floor }]),
       { metric: 'diagnostic: send → ack RTT with the stores in memory (no fsync; not a deployment setting)', parley: s.memory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.memory.p50 / s.echo.p50 },
       // the least any store-and-acknowledge messenger does (test/bench/lib/echo.mjs):
       // where the two targets sit between the bare echo and parley
