@@ -13,7 +13,7 @@ import { Ack, Frame, MAX_UNACKED } from '../../protocols/im/index.js'
 import { StreamFrames, fakeConnection, makePeer, outboundMessage, startService } from './im-helpers.js'
 import type { Acknowledgement, ChatMessage, OutboundMessage } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
-import type { Connection, Stream } from '@libp2p/interface'
+import type { Connection, MultiaddrConnection, Stream, StreamMuxer } from '@libp2p/interface'
 
 const running: ServiceUnderTest[] = []
 
@@ -186,7 +186,11 @@ describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
     return types
   }
 
-  it('on yamux, writes the window update an ack\'s chunk calls for after the send it resolves, in the next turn, and reads on', async () => {
+  /**
+   * A sender on one end of a yamux session over an in-memory connection, the
+   * recipient's muxer on the other; `written`: what the sender's muxer wrote.
+   */
+  async function yamuxLink (): Promise<{ sender: ServiceUnderTest, connection: Connection, inbound: Promise<Stream>, written: Array<Uint8Array | Uint8ArrayList>, outboundConnection: MultiaddrConnection, client: StreamMuxer, server: StreamMuxer }> {
     const muxers = yamux({ enableKeepAlive: false })()
     const [outboundConnection, inboundConnection] = multiaddrConnectionPair()
     const written: Array<Uint8Array | Uint8ArrayList> = []
@@ -201,13 +205,17 @@ describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
     const sender = await startService({ store: async () => 'stored' as const })
     running.push(sender)
     const connection = fakeConnection({ remotePeer: await makePeer(), newStream: async () => client.createStream() })
+    return { sender, connection, inbound, written, outboundConnection, client, server }
+  }
+
+  it('on yamux, writes the window update an ack\'s chunk calls for after the send it resolves, in the next turn, and reads on', async () => {
+    const { sender, connection, inbound, written, client, server } = await yamuxLink()
     try {
       for (const message of messages(2)) {
         let typesWhenResolved: number[] | undefined
         const sent = sender.service.send(connection, message).then(() => { typesWhenResolved = frameTypes(written) })
         const stream = await inbound
-        const frames = new StreamFrames(stream)
-        const [read] = await readMessages(frames, 1)
+        const [read] = await readMessages(new StreamFrames(stream), 1)
         const before = frameTypes(written)
         ackAll(stream, [read])
         await sent
@@ -223,14 +231,7 @@ describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
   })
 
   it('on yamux, fails the channel quietly when the connection is gone before the held window update can go', async () => {
-    const muxers = yamux({ enableKeepAlive: false })()
-    const [outboundConnection, inboundConnection] = multiaddrConnectionPair()
-    const client = muxers.createStreamMuxer(outboundConnection)
-    const server = muxers.createStreamMuxer(inboundConnection)
-    const inbound = new Promise<Stream>(resolve => { server.addEventListener('stream', evt => { resolve(evt.detail) }, { once: true }) })
-    const sender = await startService({ store: async () => 'stored' as const })
-    running.push(sender)
-    const connection = fakeConnection({ remotePeer: await makePeer(), newStream: async () => client.createStream() })
+    const { sender, connection, inbound, outboundConnection, server } = await yamuxLink()
     const [first, second] = messages(2)
     const sent = sender.service.send(connection, first)
     const stream = await inbound
