@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { systemClock } from '../common/clock.js'
@@ -1089,6 +1089,8 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
   const logger = defaultLogger()
   let store: Store | undefined
   let libp2p: NodeLibp2p | undefined
+  /** A node without a data dir keeps its files' transfers in a directory of its own, removed when it stops or fails to start. */
+  let temporaryFilesDir: string | undefined
   try {
     store = new Store(resolved.dataDir == null ? undefined : join(resolved.dataDir, STORE_FILE))
     if (resolved.dataDir != null) {
@@ -1104,6 +1106,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     // built before libp2p, which serves its offers; what it dials and queues with comes after
     const late: { router?: Router, node?: ParleyNode } = {}
     const filesDir = resolved.dataDir == null ? await mkdtemp(join(tmpdir(), 'parley-files-')) : join(resolved.dataDir, 'files')
+    if (resolved.dataDir == null) temporaryFilesDir = filesDir
     const files = new FileTransfers({
       store,
       isBlocked: (peer) => policy.isBlocked(peer),
@@ -1114,7 +1117,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
       peerIdOf: (peer) => peerIdFromString(peer),
       clock: systemClock,
       log: logger.forComponent('parley:files')
-    }, resolved.files, filesDir, resolved.dataDir == null)
+    }, resolved.files, filesDir, temporaryFilesDir != null)
 
     libp2p = await createNodeLibp2p(resolved, privateKey, datastore, logger, {
       files: files.serverInit(),
@@ -1164,6 +1167,7 @@ export async function createNode (config: NodeConfig = {}): Promise<ParleyNode> 
     await Promise.resolve(libp2p?.stop()).catch(() => {})
     store?.close()
     await close()
+    if (temporaryFilesDir != null) await rm(temporaryFilesDir, { recursive: true, force: true }).catch(() => {})
     throw err
   }
 }

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { describe, expect, it } from 'vitest'
 import { createNode } from '../../index.js'
+import { useTempDirs } from '../fixtures/dirs.js'
 import { reserved, useNetwork } from '../fixtures/network.js'
 import { NODE, startRelayProcess, useProcesses } from '../fixtures/processes.js'
 import { until } from '../fixtures/wait.js'
@@ -26,6 +27,7 @@ function relayReserved (node: ParleyNode): boolean {
 }
 
 describe('heartbeats between nodes and relays', () => {
+  const tempDir = useTempDirs()
   const net = useNetwork()
   useProcesses()
 
@@ -125,7 +127,8 @@ describe('heartbeats between nodes and relays', () => {
   it('a relay drops a client that went silent, and frees its slot', async () => {
     // a silent client is dropped within 1.5 × the relay's heartbeatInterval (5 s a ping gets at least): 8.5 s here
     const relay = await net.relay({ heartbeatInterval: 3_000 })
-    const client = spawn(NODE, [RELAY_CLIENT, relay.multiaddrs[0].toString()], { stdio: ['ignore', 'pipe', 'inherit'] })
+    // a data dir of this test's: the client is killed, and leaves nothing elsewhere
+    const client = spawn(NODE, [RELAY_CLIENT, relay.multiaddrs[0].toString(), await tempDir()], { stdio: ['ignore', 'pipe', 'inherit'] })
     try {
       const line = await new Promise<string>((resolve, reject) => {
         createInterface({ input: client.stdout }).once('line', resolve)
