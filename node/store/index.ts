@@ -131,6 +131,12 @@ interface InboundState { nextInSeq: number, gapSince?: number, held: number, ref
 /** How many conversations' state a store keeps in memory (`Store.inbound`, `Store.nextOutSeqs`): ~100 bytes each. */
 export const CONVERSATIONS_KEPT = 10_000
 
+/** Sets a conversation's kept state; past CONVERSATIONS_KEPT the map starts again, and what it held is read again as it is needed. */
+function keep<V> (map: Map<string, V>, peer: string, value: V): void {
+  if (map.size >= CONVERSATIONS_KEPT && !map.has(peer)) map.clear()
+  map.set(peer, value)
+}
+
 /** How many characters of the last message's body `conversations` reads. */
 export const PREVIEW_CHARS = 100
 
@@ -404,7 +410,7 @@ export class Store {
 
   private sql (text: string): StatementSync {
     // outside a transaction (one takes them as it begins): what is read or written next sees them
-    if (this.marks.length > 0 && this.depth === 0 && text !== 'BEGIN IMMEDIATE') this.writeMarks()
+    if (this.marks.length > 0 && this.depth === 0) this.writeMarks()
     return this.statements.get(text)
   }
 
@@ -437,7 +443,8 @@ export class Store {
     if (relaxed) this.db.exec('PRAGMA synchronous = NORMAL')
     try {
       // prepared, as every statement a message runs: parsing them again for each costs more than running them
-      this.sql('BEGIN IMMEDIATE').run()
+      // (not through `sql`: the marks waiting are written inside, below)
+      this.statements.get('BEGIN IMMEDIATE').run()
       this.depth++
       try {
         // delivered marks waiting go in this commit (see `marks`)
@@ -509,9 +516,7 @@ export class Store {
     const state: InboundState = row == null
       ? { nextInSeq: 1, held: 0, refused: 0 }
       : { nextInSeq: row.next_in_seq, gapSince: row.gap_since ?? undefined, held: row.held, refused: row.refused }
-    // bounded: past the limit, what is kept is read again as it is needed
-    if (this.inbound.size >= CONVERSATIONS_KEPT) this.inbound.clear()
-    this.inbound.set(peer, state)
+    keep(this.inbound, peer, state)
     return state
   }
 
@@ -575,9 +580,8 @@ export class Store {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
         .run(row.id, row.peer, row.direction, row.seq, row.body, row.content_type, row.reply_to, row.sent_at, row.created_at, row.status, position, row.group_payload, row.sent_at)
       const entry = newOutboxEntry(row)
-      // forgotten if this transaction, or the one it joins, is undone; bounded as `inbound` is
-      if (this.nextOutSeqs.size >= CONVERSATIONS_KEPT) this.nextOutSeqs.clear()
-      this.nextOutSeqs.set(message.peer, row.seq + 1)
+      // forgotten if this transaction, or the one it joins, is undone
+      keep(this.nextOutSeqs, message.peer, row.seq + 1)
       beforeCommit?.(entry)
       return entry
     }, options)
