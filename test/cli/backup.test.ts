@@ -2,10 +2,10 @@ import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, runCli, useProcesses } from '../fixtures/processes.js'
-import { screenShows, tmux } from '../fixtures/tmux.js'
+import { openTerminal } from '../fixtures/tmux.js'
 import { startDaemonProcess } from './daemon.js'
 import type { DaemonProcess } from './daemon.js'
 
@@ -130,30 +130,27 @@ describe('parley export and import, as processes', () => {
   })
 
   describe('on a terminal', () => {
-    const session = `parley-backup-${process.pid}`
-    afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
-
     it('asks for the passphrase twice without echo, and refuses two that differ', async () => {
       const dataDir = await tempDir()
       expect((await runCli(['--data-dir', dataDir, 'init'])).code).toBe(0)
       const backup = join(dataDir, 'backup')
       const exportOnTerminal = `${NODE} ${CLI} --data-dir ${dataDir} export ${backup}; echo "exit=$?"; sleep 600`
 
-      await tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '20', exportOnTerminal)
-      await screenShows(session, /^passphrase:/m)
-      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
-      await screenShows(session, /^passphrase again:/m)
-      await tmux('send-keys', '-t', session, 'other words', 'Enter')
-      expect(await screenShows(session, /exit=1/)).toMatch(/the two passphrases differ/)
+      const first = await openTerminal(exportOnTerminal, { columns: 120, rows: 20 })
+      await first.shows(/^passphrase:/m)
+      await first.keys('secret words', 'Enter')
+      await first.shows(/^passphrase again:/m)
+      await first.keys('other words', 'Enter')
+      expect(await first.shows(/exit=1/)).toMatch(/the two passphrases differ/)
       await expect(stat(backup)).rejects.toThrow(/ENOENT/)
-      await tmux('kill-session', '-t', session)
+      await first.close()
 
-      await tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '20', exportOnTerminal)
-      await screenShows(session, /^passphrase:/m)
-      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
-      await screenShows(session, /^passphrase again:/m)
-      await tmux('send-keys', '-t', session, 'secret words', 'Enter')
-      const screen = await screenShows(session, /exit=0/)
+      const second = await openTerminal(exportOnTerminal, { columns: 120, rows: 20 })
+      await second.shows(/^passphrase:/m)
+      await second.keys('secret words', 'Enter')
+      await second.shows(/^passphrase again:/m)
+      await second.keys('secret words', 'Enter')
+      const screen = await second.shows(/exit=0/)
       expect(screen).toMatch(/exported 12D3KooW/)
       expect(screen).not.toContain('secret')
 

@@ -1,8 +1,8 @@
 import { createServer } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, freePorts, runCli, startCli, useProcesses } from '../fixtures/processes.js'
-import { screenShows, tmux } from '../fixtures/tmux.js'
+import { openTerminal } from '../fixtures/tmux.js'
 import { startDaemonProcess } from './daemon.js'
 import type { Server } from 'node:net'
 
@@ -12,8 +12,6 @@ const STACK_LINE = /^\s+at \S/m
 describe('the daemon and its clients', () => {
   const tempDir = useTempDirs()
   useProcesses()
-  const session = `parley-restart-${process.pid}`
-  afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
 
   it('says plainly that a listen port or the API port is in use, and exits 1', async () => {
     const busy = await new Promise<Server>((resolve, reject) => {
@@ -90,19 +88,19 @@ describe('the daemon and its clients', () => {
     await alice.cli(['contacts', 'add', 'bob', (await bob.cli(['invite'])).stdout.trim()])
     await bob.cli(['contacts', 'add', 'alice', (await alice.cli(['invite'])).stdout.trim()])
 
-    await tmux('new-session', '-d', '-s', session, '-x', '160', '-y', '40', `${NODE} ${CLI} --data-dir ${aliceDir} chat bob`)
-    await screenShows(session, /\[bob · [^\]]+\] >/)
+    const terminal = await openTerminal(`${NODE} ${CLI} --data-dir ${aliceDir} chat bob`, { columns: 160, rows: 40 })
+    await terminal.shows(/\[bob · [^\]]+\] >/)
 
     await alice.stop()
-    await screenShows(session, /-- daemon stopped; waiting for it to come back…/)
+    await terminal.shows(/-- daemon stopped; waiting for it to come back…/)
     // written while alice's node is down: bob's node keeps it and delivers it once they are connected again
     expect((await bob.cli(['send', 'alice', 'while you were away', '--wait', '0'])).code).toBe(2)
 
     alice = await startDaemonProcess(aliceDir, aliceArgs)
-    await screenShows(session, /-- reconnected/)
-    await tmux('send-keys', '-t', session, 'back again', 'Enter')
-    await screenShows(session, /✓ delivered \((direct|relayed)\): back again/)
-    const screen = await screenShows(session, /bob: while you were away/)
+    await terminal.shows(/-- reconnected/)
+    await terminal.keys('back again', 'Enter')
+    await terminal.shows(/✓ delivered \((direct|relayed)\): back again/)
+    const screen = await terminal.shows(/bob: while you were away/)
     expect(screen.match(/bob: while you were away/g)).toHaveLength(1)
     expect(screen.match(/daemon stopped/g)).toHaveLength(1)
     expect(JSON.parse((await bob.cli(['history', 'alice', '--json'])).stdout).map((m: any) => m.body)).toEqual(['while you were away', 'back again'])

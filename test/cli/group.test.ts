@@ -1,18 +1,16 @@
 // `parley group …` and `parley chat <group>` against real daemons: three
 // members, the group made and written to from the command line, a typed line
 // in a terminal (tmux) reaching the others, each line showing who wrote it.
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { useTempDirs } from '../fixtures/dirs.js'
 import { CLI, NODE, useProcesses } from '../fixtures/processes.js'
-import { screenShows, tmux } from '../fixtures/tmux.js'
+import { openTerminal } from '../fixtures/tmux.js'
 import { until } from '../fixtures/wait.js'
 import { startDaemonProcess } from './daemon.js'
 
 describe('parley group and parley chat <group>', () => {
   const tempDir = useTempDirs()
   useProcesses()
-  const session = `parley-group-chat-${process.pid}`
-  afterEach(async () => { await tmux('kill-session', '-t', session).catch(() => {}) })
 
   it('creates a group, sends to it, lists its history; a line typed in chat reaches the others, with who wrote each line', async () => {
     const [alice, bob, carol] = await Promise.all([startDaemonProcess(await tempDir()), startDaemonProcess(await tempDir()), startDaemonProcess(await tempDir())])
@@ -41,11 +39,11 @@ describe('parley group and parley chat <group>', () => {
     expect(sent.code).toBe(0)
     expect(JSON.parse(sent.stdout).recipients.map((r: any) => r.status)).toEqual(['delivered', 'delivered'])
 
-    await tmux('new-session', '-d', '-s', session, '-x', '160', '-y', '40', `${NODE} ${CLI} --data-dir ${bob.dataDir} chat family`)
-    await screenShows(session, /\[family · 3\] >/)
-    await screenShows(session, /alice: dinner at 8\?/)
-    await tmux('send-keys', '-t', session, 'yes, see you there', 'Enter')
-    await screenShows(session, /me: yes, see you there/)
+    const terminal = await openTerminal(`${NODE} ${CLI} --data-dir ${bob.dataDir} chat family`, { columns: 160, rows: 40 })
+    await terminal.shows(/\[family · 3\] >/)
+    await terminal.shows(/alice: dinner at 8\?/)
+    await terminal.keys('yes, see you there', 'Enter')
+    await terminal.shows(/me: yes, see you there/)
     for (const d of [alice, carol]) {
       await until(async () => JSON.parse((await d.cli(['group', 'history', 'family', '--json'])).stdout).length === 2, { every: 200, timeout: 30_000, what: 'the typed line to reach the others' })
     }
@@ -53,9 +51,9 @@ describe('parley group and parley chat <group>', () => {
     expect(history.stdout).toMatch(/alice: dinner at 8\?\n.*bob: yes, see you there/)
     // a line from carol appears in bob's chat, named
     expect((await carol.cli(['group', 'send', group.id, 'count me in'])).code).toBe(0)
-    await screenShows(session, /carol: count me in/)
-    await tmux('send-keys', '-t', session, '/quit', 'Enter')
-    await until(async () => tmux('has-session', '-t', session).then(() => false, () => true), { every: 200, timeout: 30_000, what: () => 'the chat to quit' })
+    await terminal.shows(/carol: count me in/)
+    await terminal.keys('/quit', 'Enter')
+    await terminal.ended()
 
     // a member who is no admin cannot change the membership; the admin can
     const refused = await bob.cli(['group', 'remove', 'family', 'carol'])
