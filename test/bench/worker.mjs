@@ -570,8 +570,8 @@ const handlers = {
     return roundTrips(client, count, size)
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
-  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false }) {
-    const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync))
+  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false, indexed = false }) {
+    const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}>${indexed}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync, indexed))
     return roundTrips(client, count, size)
   },
   /** The same least store-and-ack, each side's rows in parley's own store (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
