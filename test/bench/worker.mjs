@@ -95,10 +95,18 @@ function recentStalls () {
   return { maxMs: Math.round(worst[1]), endedMsAgo: Math.round(now - worst[0]), over250ms: recent.filter(([, late]) => late > 250).length }
 }
 /** `count` round trips of a `size`-byte frame, one at a time, on an echo-like client: their times in ms. */
-async function roundTrips (client, count, size) {
+/**
+ * `count` round trips of `client`, timed each. `gap` (ms): each starts after
+ * that long with nothing sent, as a person's lone messages do; otherwise
+ * back to back.
+ */
+async function roundTrips (client, count, size, gap = 0) {
   const data = payload(size)
   const samples = []
-  for (let i = 0; i < count; i++) samples.push(await client.roundTrip(data))
+  for (let i = 0; i < count; i++) {
+    if (gap > 0) await sleep(gap)
+    samples.push(await client.roundTrip(data))
+  }
   return samples
 }
 const body = (size) => 'm'.repeat(size)
@@ -125,12 +133,13 @@ const handlers = {
    * transaction with synchronous=FULL (the write a sender makes before a
    * message goes out, and a recipient before its ack).
    */
-  async 'store:commits' ({ dataDir, count }) {
+  async 'store:commits' ({ dataDir, count, gap = 0 }) {
     const { Store } = await import(buildModule('./node/store/index.js'))
     const store = new Store(`${dataDir}/commits.db`)
     const samples = []
     try {
       for (let i = 0; i < count; i++) {
+        if (gap > 0) await sleep(gap)
         const start = performance.now()
         store.enqueue({ peer: 'bench', id: crypto.randomUUID(), body: 'x'.repeat(200), contentType: 'text/plain', sentAt: Date.now() })
         samples.push(performance.now() - start)
@@ -522,12 +531,13 @@ const handlers = {
       .map(async c => c.close().catch(err => c.abort(err))))
   },
   /** `count` sends one after the other (or as many as `budget` ms allow, at least one): each send → ack in ms. */
-  async 'lat:parley' ({ name, peer, count, size, budget = Infinity }) {
+  async 'lat:parley' ({ name, peer, count, size, budget = Infinity, gap = 0 }) {
     const node = parley.get(name)
     const text = body(size)
     const samples = []
     const until = performance.now() + budget
     for (let i = 0; i < count && (i === 0 || performance.now() < until); i++) {
+      if (gap > 0) await sleep(gap)
       const start = performance.now()
       const receipt = await node.send(peer, text, { timeout: 30_000 })
       samples.push(performance.now() - start)
@@ -565,14 +575,14 @@ const handlers = {
     }
     return samples
   },
-  async 'lat:echo' ({ name, peer, count, size, relayed = false }) {
+  async 'lat:echo' ({ name, peer, count, size, relayed = false, gap = 0 }) {
     const client = await echoClient(name, peer, relayed)
-    return roundTrips(client, count, size)
+    return roundTrips(client, count, size, gap)
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
-  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false, indexed = false }) {
+  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false, indexed = false, gap = 0 }) {
     const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}>${indexed}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync, indexed))
-    return roundTrips(client, count, size)
+    return roundTrips(client, count, size, gap)
   },
   /** The same least store-and-ack, each side's rows in parley's own store (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
   async 'lat:parley-store-echo' ({ name, peer, count, size, durable }) {

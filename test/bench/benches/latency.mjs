@@ -9,9 +9,15 @@
 // to the ack), alone and with the other process committing at the same time
 // (both stores are on one disk here, unlike two users' machines); and parley
 // with the sender's store on tmpfs, which takes its fsync off that one disk.
+// The rows run back to back; the "lone messages" rows take some of them again
+// with each round trip after a millisecond of nothing sent, as a person's
+// messages come, when both processes have gone idle in between.
 import { rotate, summarize } from '../lib/stats.mjs'
 
 export const title = 'Latency: send → ack, 200-byte messages, two processes, direct TCP loopback'
+
+/** ms with nothing sent before each round trip of the lone-message rows. */
+const LONE_GAP = 1
 
 export async function run ({ spawn, tempDir, scale, log }) {
   const rounds = Math.max(2, Math.round(6 * scale))
@@ -83,14 +89,27 @@ export async function run ({ spawn, tempDir, scale, log }) {
       return [...x, ...y]
     }
   }
-  const samples = Object.fromEntries(Object.keys(methods).map(k => [k, []]))
-  // warm-up, not counted: V8 optimises the code of a message's path only after
-  // it has run a while, and a node that has been up is in that state (the
-  // first hundreds of messages cost more: BENCHMARKS.md, Latency)
-  for (const m of Object.values(methods)) await m(warmUp)
-  for (let r = 0; r < rounds; r++) {
-    for (const name of rotate(Object.keys(methods), r)) samples[name].push(...await methods[name](count))
-    log(`  round ${r + 1}/${rounds}`)
+  // lone messages: each round trip (and commit) after LONE_GAP ms with nothing
+  // sent, as a person's messages come, where the rows above run back to back.
+  // A phase of their own, after those: interleaved, they slowed the rows above
+  const loneMethods = {
+    parleyLone: (n) => a.call('lat:parley', { name: 'a', peer: bob.peerId, count: n, size, gap: LONE_GAP }),
+    memoryLone: (n) => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count: n, size, gap: LONE_GAP }),
+    echoLone: (n) => a.call('lat:echo', { name: 'a', peer: bob.peerId, count: n, size, gap: LONE_GAP }),
+    commitLone: async (n) => b.call('store:commits', { dataDir: await tempDir(), count: n, gap: LONE_GAP }),
+    storeEchoIndexedSyncedLone: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true, indexed: true, gap: LONE_GAP }),
+    storeEchoIndexedMemoryLone: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false, indexed: true, gap: LONE_GAP })
+  }
+  const samples = Object.fromEntries([...Object.keys(methods), ...Object.keys(loneMethods)].map(k => [k, []]))
+  for (const [phase, phaseMethods] of [['back to back', methods], ['lone messages', loneMethods]]) {
+    // warm-up, not counted: V8 optimises the code of a message's path only after
+    // it has run a while, and a node that has been up is in that state (the
+    // first hundreds of messages cost more: BENCHMARKS.md, Latency)
+    for (const m of Object.values(phaseMethods)) await m(warmUp)
+    for (let r = 0; r < rounds; r++) {
+      for (const name of rotate(Object.keys(phaseMethods), r)) samples[name].push(...await phaseMethods[name](count))
+      log(`  ${phase}: round ${r + 1}/${rounds}`)
+    }
   }
   await Promise.all([a.stop(), b.stop()])
 
@@ -100,6 +119,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
   // and the round trip (the sender's commit runs meanwhile)
   const floor = s.commit.p50 + s.echo.p50
   const floorTogether = s.commitTogether.p50 + s.echo.p50
+  const floorLone = s.commitLone.p50 + s.echoLone.p50
   return {
     raw: { rounds, count, warmUp, size, summaries: s },
     rows: [
@@ -129,7 +149,14 @@ export async function run ({ spawn, tempDir, scale, log }) {
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack, durable', parley: s.parley, baseline: { name: 'least store-and-ack, durable', ...s.storeEcho }, ratio: s.parley.p50 / s.storeEcho.p50 },
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack with both rows durable (the whole contract)', parley: s.parley, baseline: { name: 'least store-and-ack, both rows durable', ...s.storeEchoSynced }, ratio: s.parley.p50 / s.storeEchoSynced.p50 },
       { metric: 'diagnostic: send → ack RTT vs the least store-and-ack, both in memory', parley: s.memory, baseline: { name: 'least store-and-ack, in memory', ...s.storeEchoMemory }, ratio: s.memory.p50 / s.storeEchoMemory.p50 },
-      { metric: 'diagnostic: send → ack RTT vs the least messenger\'s store-and-ack with both rows durable (the whole contract)', parley: s.parley, baseline: { name: 'least messenger\'s store-and-ack, both rows durable', ...s.storeEchoIndexedSynced }, ratio: s.parley.p50 / s.storeEchoIndexedSynced.p50 }
+      { metric: 'diagnostic: send → ack RTT vs the least messenger\'s store-and-ack with both rows durable (the whole contract)', parley: s.parley, baseline: { name: 'least messenger\'s store-and-ack, both rows durable', ...s.storeEchoIndexedSynced }, ratio: s.parley.p50 / s.storeEchoIndexedSynced.p50 },
+      // lone messages: every process has been idle a while, as when a person sends one
+      { metric: `diagnostic: lone messages (each round trip after ${LONE_GAP} ms with nothing sent, as a person's messages come; every lone row measured so): the echo vs the echo back to back`, parley: s.echoLone, baseline: { name: 'the echo back to back', ...s.echo }, ratio: s.echoLone.p50 / s.echo.p50 },
+      { metric: 'diagnostic: lone messages: send → ack RTT vs 1 durable commit (also after the gap) + the echo', parley: s.parleyLone, baseline: { name: '1 lone commit + lone echo', value: floorLone, unit: 'ms' }, ratio: s.parleyLone.p50 / floorLone },
+      { metric: 'diagnostic: lone messages: the least messenger\'s store-and-ack with both rows durable (the whole contract), vs the same floor', parley: s.storeEchoIndexedSyncedLone, baseline: { name: '1 lone commit + lone echo', value: floorLone, unit: 'ms' }, ratio: s.storeEchoIndexedSyncedLone.p50 / floorLone },
+      { metric: 'diagnostic: lone messages: send → ack RTT vs the least messenger\'s store-and-ack with both rows durable', parley: s.parleyLone, baseline: { name: 'lone least messenger\'s store-and-ack, both rows durable', ...s.storeEchoIndexedSyncedLone }, ratio: s.parleyLone.p50 / s.storeEchoIndexedSyncedLone.p50 },
+      { metric: 'diagnostic: lone messages: send → ack RTT with the stores in memory, vs the lone echo', parley: s.memoryLone, baseline: { name: 'lone echo', ...s.echoLone }, ratio: s.memoryLone.p50 / s.echoLone.p50 },
+      { metric: 'diagnostic: lone messages: the least messenger\'s store-and-ack in memory, vs the lone echo', parley: s.storeEchoIndexedMemoryLone, baseline: { name: 'lone echo', ...s.echoLone }, ratio: s.storeEchoIndexedMemoryLone.p50 / s.echoLone.p50 }
     ]
   }
 }
