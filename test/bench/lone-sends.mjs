@@ -9,16 +9,18 @@
 // `--durable <dir> --durable <dir>`: the sender's and the recipient's stores
 // on disk, each in a fresh directory under the one given (a tmpfs such as
 // /dev/shm for the sender's takes its fsync off this machine's one disk, as
-// on two users' machines, where it overlaps the round trip).
+// on two users' machines, where it overlaps the round trip). `--gap <ms>`:
+// each send (or echo) after that long with nothing sent, as a person's
+// messages come, instead of back to back.
 //
-//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo | --raw] [--durable <dir> --durable <dir>]
+//   npm run build && node test/bench/lone-sends.mjs [--count 2000] [--dist <other build>/dist/index.js] [--prof <dir>] [--echo | --raw] [--durable <dir> --durable <dir>] [--gap <ms>]
 import { parseArgs } from 'node:util'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { killAll, spawnWorker } from './lib/rpc.mjs'
 import { median } from './lib/stats.mjs'
 
-const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false }, raw: { type: 'boolean', default: false }, durable: { type: 'string', multiple: true } } })
+const { values: opts } = parseArgs({ options: { count: { type: 'string', default: '2000' }, dist: { type: 'string' }, prof: { type: 'string' }, echo: { type: 'boolean', default: false }, raw: { type: 'boolean', default: false }, durable: { type: 'string', multiple: true }, gap: { type: 'string', default: '0' } } })
 const count = Number(opts.count)
 const env = opts.dist == null ? {} : { PARLEY_BENCH_DIST: resolve(opts.dist) }
 const cpu = async (w) => { const u = await w.call('usage'); return { cpu: u.cpu.user + u.cpu.system, system: u.cpu.system, ...u.syscalls } }
@@ -45,7 +47,7 @@ async function parleySends (a, b, bob, senderDir) {
   await a.call(method, { name: 'a', peer: bob.peerId, count: 300, size: 200 })
   if (opts.prof != null) await Promise.all([a.call('profile:start'), b.call('profile:start')])
   const [a0, b0] = [await cpu(a), await cpu(b)]
-  const samples = await a.call(method, { name: 'a', peer: bob.peerId, count, size: 200 }, { timeout: 600_000 })
+  const samples = await a.call(method, { name: 'a', peer: bob.peerId, count, size: 200, gap: Number(opts.gap) }, { timeout: 600_000 })
   const [a1, b1] = [await cpu(a), await cpu(b)]
   const per = (x1, x0, key) => ((x1[key] - x0[key]) / count).toFixed(1)
   if (opts.prof != null) await Promise.all([a.call('profile:stop', { file: `${opts.prof}/sender.cpuprofile` }), b.call('profile:stop', { file: `${opts.prof}/recipient.cpuprofile` })])
