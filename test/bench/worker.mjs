@@ -94,11 +94,10 @@ function recentStalls () {
   const worst = recent.reduce((w, t) => t[1] > w[1] ? t : w, [now, 0])
   return { maxMs: Math.round(worst[1]), endedMsAgo: Math.round(now - worst[0]), over250ms: recent.filter(([, late]) => late > 250).length }
 }
-/** `count` round trips of a `size`-byte frame, one at a time, on an echo-like client: their times in ms. */
 /**
- * `count` round trips of `client`, timed each. `gap` (ms): each starts after
- * that long with nothing sent, as a person's lone messages do; otherwise
- * back to back.
+ * `count` round trips of a `size`-byte frame, one at a time, on an echo-like
+ * client: their times in ms. `gap` (ms): each starts after that long with
+ * nothing sent, as a person's lone messages do; otherwise back to back.
  */
 async function roundTrips (client, count, size, gap = 0) {
   const data = payload(size)

@@ -158,10 +158,10 @@ export async function openStoreEcho (connection, durable, senderSync = false, in
     stream,
     async roundTrip (payload) {
       const start = performance.now()
-      // the messenger's frame leaves before its rows are written, as parley's send() does
-      let rowId = indexed ? undefined : db.store(payload)
+      // the least writes its row before its frame; the messenger after it, as parley's send() does
+      const rowFirst = indexed ? undefined : db.store(payload)
       const sent = stream.send(lp.encode.single(payload))
-      rowId ??= db.store(payload)
+      const rowId = rowFirst ?? db.store(payload)
       if (!sent) await stream.onDrain()
       const synced = wal?.datasync()
       const { done } = await frames.next()
