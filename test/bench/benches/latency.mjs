@@ -54,6 +54,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
   const bobMemTcp = bobMem.addrs.filter(addr => addr.startsWith('/ip4/127.0.0.1/'))
   await a.call('raw:connect', { names: ['lat-raw0'], addrs: bobMemTcp })
   let rawSeq = 1
+  const commitDirs = { b: await tempDir(), togetherA: await tempDir(), togetherB: await tempDir(), lone: await tempDir() }
 
   const methods = {
     parley: (n) => a.call('lat:parley', { name: 'a', peer: bob.peerId, count: n, size }),
@@ -71,6 +72,8 @@ export async function run ({ spawn, tempDir, scale, log }) {
     storeEchoIndexed: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, indexed: true }),
     storeEchoIndexedSynced: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true, indexed: true }),
     storeEchoIndexedMemory: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false, indexed: true }),
+    // and with the sender's database on tmpfs, as parley's a-tmpfs node: the two-machine case
+    ...(tmpfsDir == null ? {} : { storeEchoIndexedSenderTmpfs: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true, indexed: true, senderRoot: tmpfsDir }) }),
     // the same, each side's rows in parley's own store
     parleyStoreEcho: (n) => a.call('lat:parley-store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true }),
     parleyStoreEchoMemory: (n) => a.call('lat:parley-store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false }),
@@ -82,10 +85,11 @@ export async function run ({ spawn, tempDir, scale, log }) {
     },
     rawEcho: (n) => a.call('raw:echo', { name: 'lat-raw0', count: n, size }),
     // the disk's part: one durable SQLite commit, on the file system the stores are on
-    commit: async (n) => b.call('store:commits', { dataDir: await tempDir(), count: n }),
+    // (each store kept from round to round, as the nodes' are: see store:commits)
+    commit: (n) => b.call('store:commits', { dataDir: commitDirs.b, count: n }),
     // both processes committing at once, as the sender and recipient do during a send
     commitTogether: async (n) => {
-      const [x, y] = await Promise.all([a.call('store:commits', { dataDir: await tempDir(), count: n }), b.call('store:commits', { dataDir: await tempDir(), count: n })])
+      const [x, y] = await Promise.all([a.call('store:commits', { dataDir: commitDirs.togetherA, count: n }), b.call('store:commits', { dataDir: commitDirs.togetherB, count: n })])
       return [...x, ...y]
     }
   }
@@ -96,7 +100,7 @@ export async function run ({ spawn, tempDir, scale, log }) {
     parleyLone: (n) => a.call('lat:parley', { name: 'a', peer: bob.peerId, count: n, size, gap: LONE_GAP }),
     memoryLone: (n) => a.call('lat:parley', { name: 'a-mem', peer: bobMem.peerId, count: n, size, gap: LONE_GAP }),
     echoLone: (n) => a.call('lat:echo', { name: 'a', peer: bob.peerId, count: n, size, gap: LONE_GAP }),
-    commitLone: async (n) => b.call('store:commits', { dataDir: await tempDir(), count: n, gap: LONE_GAP }),
+    commitLone: (n) => b.call('store:commits', { dataDir: commitDirs.lone, count: n, gap: LONE_GAP }),
     storeEchoIndexedSyncedLone: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: true, senderSync: true, indexed: true, gap: LONE_GAP }),
     storeEchoIndexedMemoryLone: (n) => a.call('lat:store-echo', { name: 'a', peer: bob.peerId, count: n, size, durable: false, indexed: true, gap: LONE_GAP })
   }
@@ -140,6 +144,12 @@ export async function run ({ spawn, tempDir, scale, log }) {
       // a messenger's store at least: four b-trees a message (the row, a unique index on its random id, its history order, its conversation) where the least writes one
       { metric: 'diagnostic: the least messenger\'s store-and-ack: the least store-and-ack, but each side\'s row found by its conversation and random 16-byte id (a unique index: the dedup), in its history\'s order (an index), and its conversation\'s state updated, in one transaction; durable vs 1 commit + echo', parley: s.storeEchoIndexed, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEchoIndexed.p50 / floor },
       { metric: 'diagnostic: the least messenger\'s store-and-ack with the sender\'s rows made durable too (the whole contract on this one disk), vs 1 commit + echo', parley: s.storeEchoIndexedSynced, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEchoIndexedSynced.p50 / floor },
+      ...(s.storeEchoIndexedSenderTmpfs == null || s.senderTmpfs == null
+        ? []
+        : [
+            { metric: 'diagnostic: the least messenger\'s store-and-ack with both rows durable, the sender\'s database on tmpfs (the two-machine case, as parley\'s row with its sender on tmpfs), vs 1 commit + echo', parley: s.storeEchoIndexedSenderTmpfs, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.storeEchoIndexedSenderTmpfs.p50 / floor },
+            { metric: 'diagnostic: send → ack RTT vs the least messenger\'s store-and-ack, both with the sender\'s store on tmpfs (the two-machine case)', parley: s.senderTmpfs, baseline: { name: 'least messenger\'s store-and-ack, sender on tmpfs', ...s.storeEchoIndexedSenderTmpfs }, ratio: s.senderTmpfs.p50 / s.storeEchoIndexedSenderTmpfs.p50 }
+          ]),
       { metric: 'diagnostic: the least messenger\'s store-and-ack in memory, vs the echo', parley: s.storeEchoIndexedMemory, baseline: { name: 'length-prefixed echo, raw libp2p stream', ...s.echo }, ratio: s.storeEchoIndexedMemory.p50 / s.echo.p50 },
       // parley's store alone: where between that least and parley the store's own writes put the round trip
       { metric: 'diagnostic: the same, each side\'s rows in parley\'s own message store (Store.enqueue with the frame sent before its commit and the WAL synced meanwhile, Store.receive durable, Store.record on the ack deferred to the next commit as a node\'s): parley\'s store without the rest of parley, vs 1 commit + echo', parley: s.parleyStoreEcho, baseline: { name: '1 commit + echo', value: floor, unit: 'ms' }, ratio: s.parleyStoreEcho.p50 / floor },

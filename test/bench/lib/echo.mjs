@@ -78,8 +78,8 @@ const RECIPIENT = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
  * `close()`. `db.store(body)` writes a message (see above): its row id;
  * `db.acked(id)` marks one acknowledged.
  */
-function storeDatabase (durable, synchronous, indexed, peer) {
-  const dir = durable ? mkdtempSync(join(tmpdir(), 'parley-store-echo-')) : undefined
+function storeDatabase (durable, synchronous, indexed, peer, root = tmpdir()) {
+  const dir = durable ? mkdtempSync(join(root, 'parley-store-echo-')) : undefined
   const db = new DatabaseSync(dir == null ? ':memory:' : join(dir, 'm.db'))
   if (durable) db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}`)
   if (indexed) {
@@ -147,9 +147,13 @@ function storeEchoHandler (durable, indexed) {
   }
 }
 
-/** Opens one store-and-ack stream on `connection` (see above): round-trip times in ms. */
-export async function openStoreEcho (connection, durable, senderSync = false, indexed = false) {
-  const db = storeDatabase(durable, senderSync ? 'NORMAL' : 'OFF', indexed, RECIPIENT)
+/**
+ * Opens one store-and-ack stream on `connection` (see above): round-trip
+ * times in ms. `senderRoot`: where the sender's database goes (a tmpfs takes
+ * its fsync off this machine's one disk, as on two users' machines).
+ */
+export async function openStoreEcho (connection, durable, senderSync = false, indexed = false, senderRoot = undefined) {
+  const db = storeDatabase(durable, senderSync ? 'NORMAL' : 'OFF', indexed, RECIPIENT, senderRoot)
   // the WAL exists from the table's creation on
   const wal = durable && senderSync ? await open(db.wal, 'r') : undefined
   const stream = await connection.newStream(storeEchoProtocol(durable, indexed), { runOnLimitedConnection: true })
