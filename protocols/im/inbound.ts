@@ -7,6 +7,7 @@ import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
 import { pathOf } from './path.js'
 import { Ack } from './pb/im.js'
 import { refusalFor } from './validate.js'
+import { WindowUpdateHold } from './window-update.js'
 import type { Admission, ImInit, InboundMessage, StoreResult } from './index.js'
 import type { ChatMessage } from './pb/im.js'
 import type { Connection, Logger, PeerId, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
@@ -45,8 +46,9 @@ function isPromise<T> (value: T | Promise<T>): value is Promise<T> {
  * chunk goes to admission, the checks and `store` as it is cut out, and the
  * acks that are ready when the chunk is done leave in one write, before the
  * event returns. A `store` that answers at once (a store in memory) is thus
- * acknowledged within the muxer's own read of the frame, ahead of its window
- * update, with no turn of the event loop or promise in between. A `store`
+ * acknowledged within the muxer's own read of the frame, with no turn of the
+ * event loop or promise in between; the read's window update follows in the
+ * next turn (`WindowUpdateHold`). A `store`
  * that answers later (one that commits several messages in one fsync) is
  * acknowledged when it settles; the frames behind it are read and stored
  * meanwhile, up to `maxUnacked` unanswered, beyond which the stream is paused.
@@ -69,7 +71,12 @@ export class InboundStream {
   private ackWatchdog?: ReturnType<typeof setTimeout>
   /** Set once no more frames will be read: how reading ended. */
   private readEnd?: { error?: Error }
+  /** Paused for flow control: `maxUnacked` unanswered, or an admission pending (see `keepPace`). */
   private paused = false
+  /** Answers written so far. */
+  private answered = 0
+  /** The window update of a read answered at once waits for the next turn, after its acks (see `onMessage`). */
+  private readonly windowUpdate: WindowUpdateHold
   /** A message's admission is being decided (an `admit` that answers later): the next frames wait for it. */
   private admitting = false
   /** The stream's write buffer is full: answers wait for it to drain. */
@@ -86,6 +93,8 @@ export class InboundStream {
   ) {
     // up to maxUnacked stores listen to the deadline at once
     setMaxListeners(Infinity, this.deadline.signal)
+    // paused for flow control meanwhile: it stays so until keepPace resumes it
+    this.windowUpdate = new WindowUpdateHold(stream, { keepPaused: () => this.paused || this.done, onError: (err) => { this.abort(err) } })
   }
 
   /** Serves the stream until it ends; never throws (a failed stream is aborted). */
@@ -104,7 +113,13 @@ export class InboundStream {
     if (this.readEnd != null || this.done) return
     // not activity yet: bytes that never finish a frame must not keep the stream (and its buffer) open
     this.frames.push(evt.data)
+    const answered = this.answered
     this.pump()
+    // answered within its read: the read's window update would follow the acks
+    // out and land in the sender's read of them. A read whose answers wait
+    // (for a batch's commit) lets it go as the muxer does: the sender's
+    // window is what keeps its pipeline flowing meanwhile
+    if (this.answered > answered) this.windowUpdate.hold()
   }
 
   private readonly onEnd = (): void => {
@@ -196,6 +211,7 @@ export class InboundStream {
       written++
     }
     this.unanswered.splice(0, written)
+    this.answered += written
     if (written > 0) {
       this.lastActive = Date.now()
       this.pumpAgain = true
@@ -227,12 +243,15 @@ export class InboundStream {
    */
   private keepPace (): void {
     const full = this.unanswered.length >= this.init.maxUnacked || this.admitting
-    if (full && !this.paused && this.readEnd == null && this.stream.readStatus === 'readable') {
-      this.paused = true
-      this.stream.pause()
+    if (full && !this.paused && this.readEnd == null) {
+      const status = this.stream.readStatus
+      // paused already: held for its window update, and kept so as the hold ends
+      if (status === 'readable' || status === 'paused') this.paused = true
+      if (status === 'readable') this.stream.pause()
     } else if (!full && this.paused) {
       this.paused = false
-      if (this.stream.readStatus === 'paused') this.stream.resume()
+      // a hold under way resumes it as it ends
+      if (!this.windowUpdate.active && this.stream.readStatus === 'paused') this.stream.resume()
     }
     this.watchOldest()
   }

@@ -3,6 +3,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { equals as uint8ArrayEquals } from 'uint8arrays/equals'
 import { AckTimeoutError, ProtocolViolationError, StreamEndedError } from './errors.js'
 import { FrameReader, decodeFrame, encodeFrame } from './frames.js'
+import { WindowUpdateHold } from './window-update.js'
 import type { Ack, ChatMessage, Frame } from './pb/im.js'
 import { StreamCloseEvent } from '@libp2p/interface'
 import type { AbortOptions, Logger, Stream, StreamMessageEvent } from '@libp2p/interface'
@@ -24,15 +25,6 @@ const WRITE_BATCH_BYTES = 4096
 const afterMicrotasks: (fn: () => void) => void = typeof globalThis.process?.nextTick === 'function'
   ? globalThis.process.nextTick
   : (fn) => { setTimeout(fn, 0) }
-
-/**
- * Runs `fn` in the event loop's next turn, after the I/O callbacks of this
- * one: Node's `setImmediate`. None in a browser, where `OutboundChannel`
- * leaves the muxer's window updates as they are (see `deferWindowUpdate`).
- */
-const nextTurn: ((fn: () => void) => void) | undefined = typeof globalThis.setImmediate === 'function'
-  ? (fn) => { globalThis.setImmediate(fn) }
-  : undefined
 
 interface PendingAck {
   id: Uint8Array
@@ -67,12 +59,14 @@ export class OutboundChannel {
   private idleTimer?: ReturnType<typeof setTimeout>
   /** The acks' frames, cut out of the stream's chunks as they come. */
   private readonly acks = new FrameReader()
-  /** Reading is paused until the event loop's next turn (see `deferWindowUpdate`). */
-  private holding = false
+  /** Each read's window update waits for the next turn, after the sends its acks woke (see `WindowUpdateHold`). */
+  private readonly windowUpdate: WindowUpdateHold
   /** Frames written in this tick, not yet handed to the stream (see `write`). */
   private batch?: { frames: Uint8ArrayList, written: PromiseWithResolvers<void> }
 
   constructor (private readonly stream: Stream, private readonly init: OutboundChannelInit) {
+    // nothing else pauses this stream; an update that cannot be written ends reading
+    this.windowUpdate = new WindowUpdateHold(stream, { keepPaused: () => false, onError: (err) => { this.fail(err) } })
     // acks are read in the stream's message event, as the inbound side reads
     // messages: an ack settles its send within the muxer's read of it
     stream.addEventListener('message', this.onMessage)
@@ -213,37 +207,10 @@ export class OutboundChannel {
     try {
       this.acks.push(evt.data)
       for (let buf = this.acks.next(); buf != null; buf = this.acks.next()) this.onAck(decodeFrame(buf))
-      this.deferWindowUpdate()
+      this.windowUpdate.hold()
     } catch (err: any) {
       this.fail(err)
     }
-  }
-
-  /**
-   * yamux answers every chunk it hands over with a window update, a write of
-   * its own (on loopback a system call of ~30 µs) made as this listener
-   * returns, before the callbacks these acks woke get to run: every send they
-   * resolve would wait for it. A paused yamux stream holds its window update
-   * back, so reading pauses until the event loop's next turn. The update then
-   * goes after those callbacks (and after the frames of the sends they woke,
-   * written in this turn's ticks), and one update covers every chunk that came
-   * meanwhile, which the stream keeps and hands over as it resumes.
-   */
-  private deferWindowUpdate (): void {
-    if (nextTurn == null || this.holding || this.stream.readStatus !== 'readable') return
-    this.holding = true
-    this.stream.pause()
-    nextTurn(() => {
-      try {
-        // still holding: chunks it hands over now are answered as the muxer does
-        if (this.stream.readStatus === 'paused') this.stream.resume()
-      } catch (err: any) {
-        // the update could not be written (the connection closed meanwhile): nothing more is read
-        this.fail(err)
-      } finally {
-        this.holding = false
-      }
-    })
   }
 
   private readonly onRemoteEnd = (): void => {

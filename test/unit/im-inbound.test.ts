@@ -5,12 +5,15 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { multiaddrConnectionPair } from '@libp2p/utils'
+import { yamux } from '@libp2p/yamux'
 import { describe, expect, it, vi } from 'vitest'
 import { FrameReader, decodeFrame, encodeFrame } from '../../protocols/im/frames.js'
 import { InboundStream } from '../../protocols/im/inbound.js'
 import { OutboundChannel } from '../../protocols/im/outbound.js'
 import { Ack, MAX_FRAME_BYTES, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
-import { StubStream } from './im-helpers.js'
+import type { Frame } from '../../protocols/im/index.js'
+import { StreamFrames, StubStream, writeRawFrame } from './im-helpers.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
 import type { Admission, StoreResult } from '../../protocols/im/index.js'
 import type { Connection, Stream } from '@libp2p/interface'
@@ -167,6 +170,116 @@ describe('InboundStream (one /im stream, read in its message event)', () => {
     await running
     expect(stream.sent).toEqual([])
     expect(stream.abort.mock.calls[0][0].message).toMatch('disk I/O error')
+  })
+})
+
+describe('InboundStream on yamux: the muxer\'s window updates', () => {
+  /** yamux frame types in what a muxer wrote, in order (0 data, 1 window update). */
+  function frameTypes (chunks: Array<Uint8Array | Uint8ArrayList>): number[] {
+    const types: number[] = []
+    for (const chunk of chunks) {
+      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+      for (let at = 0; at + 12 <= bytes.byteLength;) {
+        const type = bytes[at + 1]
+        types.push(type)
+        at += 12 + (type === 0 ? new DataView(bytes.buffer, bytes.byteOffset + at + 8, 4).getUint32(0) : 0)
+      }
+    }
+    return types
+  }
+
+  /**
+   * A sender's yamux stream to an InboundStream on the other muxer.
+   * `written`: what the recipient's muxer wrote; `inTurn()`: the frame types it
+   * writes from now until its first write's synchronous run is over (what
+   * goes out in the turn that read a message, up to its ack and right after).
+   */
+  async function yamuxInbound (store: InboundStreamInit['handlers']['store'], maxUnacked = 64): Promise<{ outbound: Stream, running: Promise<void>, written: Array<Uint8Array | Uint8ArrayList>, inTurn(): Promise<number[]>, close(): void }> {
+    const muxers = yamux({ enableKeepAlive: false })()
+    const [senderConnection, recipientConnection] = multiaddrConnectionPair()
+    const written: Array<Uint8Array | Uint8ArrayList> = []
+    let watching: ((types: number[]) => void) | undefined
+    const send = recipientConnection.send.bind(recipientConnection)
+    recipientConnection.send = (data) => {
+      const from = written.length
+      written.push(data)
+      const resolve = watching
+      watching = undefined
+      if (resolve != null) queueMicrotask(() => { resolve(frameTypes(written.slice(from))) })
+      return send(data)
+    }
+    const client = muxers.createStreamMuxer(senderConnection)
+    const server = muxers.createStreamMuxer(recipientConnection)
+    const remotePeer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const connection = { remotePeer, remoteAddr: multiaddr('/ip4/127.0.0.1/tcp/1'), limits: undefined } as unknown as Connection
+    const running = new Promise<void>(resolve => {
+      server.addEventListener('stream', evt => {
+        resolve(new InboundStream(evt.detail, connection, { handlers: { store }, maxUnacked, ackTimeout: 10_000, idleTimeout: 30_000, log: defaultLogger().forComponent('test') }).run())
+      }, { once: true })
+    })
+    const outbound = await client.createStream()
+    return {
+      outbound,
+      running,
+      written,
+      inTurn: async () => new Promise(resolve => { watching = resolve }),
+      close: () => {
+        client.abort(new Error('test over'))
+        server.abort(new Error('test over'))
+      }
+    }
+  }
+
+  const message = (seq: number): Partial<Frame> => ({ message: { id: new Uint8Array(16).fill(seq), seq: BigInt(seq), sentAt: 1n, body: 'hi' } })
+  const nextTurn = async (): Promise<void> => new Promise(resolve => setImmediate(resolve))
+
+  it('writes the ack of a message read alone with no window update in that turn, and the update in the next', async () => {
+    const { outbound, running, written, inTurn, close } = await yamuxInbound(() => 'stored')
+    try {
+      const acks = new StreamFrames(outbound)
+      for (const seq of [1, 2, 3]) {
+        const before = written.length
+        const turn = inTurn()
+        writeRawFrame(outbound, message(seq))
+        // the ack alone: yamux would write the read's window update right behind it
+        expect(await turn).toEqual([0])
+        expect(seqOf((await acks.expectFrame()).ack as Ack)).toBe(seq)
+        await nextTurn()
+        await nextTurn()
+        expect(frameTypes(written.slice(before))).toEqual([0, 1])
+      }
+      await outbound.close()
+      await running
+    } finally {
+      close()
+    }
+  })
+
+  it('keeps flow control: paused at maxUnacked while a read\'s update is held, every message answered in order', async () => {
+    const waiting: Array<PromiseWithResolvers<StoreResult>> = []
+    const store = vi.fn((): StoreResult | Promise<StoreResult> => {
+      const w = Promise.withResolvers<StoreResult>()
+      waiting.push(w)
+      return w.promise
+    })
+    const { outbound, running, close } = await yamuxInbound(store, 2)
+    try {
+      const acks = new StreamFrames(outbound)
+      for (let seq = 1; seq <= 20; seq++) writeRawFrame(outbound, message(seq))
+      const got: number[] = []
+      while (got.length < 20) {
+        await vi.waitFor(() => { expect(waiting.length).toBeGreaterThan(got.length) })
+        // never more than maxUnacked stored and unanswered
+        expect(waiting.length - got.length).toBeLessThanOrEqual(2)
+        waiting[got.length].resolve('stored')
+        got.push(seqOf((await acks.expectFrame()).ack as Ack))
+      }
+      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+      await outbound.close()
+      await running
+    } finally {
+      close()
+    }
   })
 })
 
