@@ -148,6 +148,21 @@ export function link (init: {
   return { senderConnection, receiverConnection, pairs, handled, newStreamCalls }
 }
 
+/** The yamux frame types in what a muxer wrote, in order (0 data, 1 window update). */
+export function yamuxFrameTypes (chunks: Array<Uint8Array | Uint8ArrayList>): number[] {
+  const types: number[] = []
+  for (const chunk of chunks) {
+    const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+    for (let at = 0; at + 12 <= bytes.byteLength;) {
+      const type = bytes[at + 1]
+      types.push(type)
+      // a data frame's length field is its body's; a window update's is the window's delta
+      at += 12 + (type === 0 ? new DataView(bytes.buffer, bytes.byteOffset + at + 8, 4).getUint32(0) : 0)
+    }
+  }
+  return types
+}
+
 /** Writes one frame with its varint length prefix. */
 export function writeRawFrame (stream: Stream, frame: Partial<Frame>): void {
   stream.send(lp.encode.single(Frame.encode(frame)))

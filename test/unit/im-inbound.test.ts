@@ -13,7 +13,7 @@ import { InboundStream } from '../../protocols/im/inbound.js'
 import { OutboundChannel } from '../../protocols/im/outbound.js'
 import { Ack, MAX_FRAME_BYTES, ProtocolViolationError, StreamEndedError } from '../../protocols/im/index.js'
 import type { Frame } from '../../protocols/im/index.js'
-import { StreamFrames, StubStream, writeRawFrame } from './im-helpers.js'
+import { StreamFrames, StubStream, writeRawFrame, yamuxFrameTypes } from './im-helpers.js'
 import type { InboundStreamInit } from '../../protocols/im/inbound.js'
 import type { Admission, StoreResult } from '../../protocols/im/index.js'
 import type { Connection, Stream } from '@libp2p/interface'
@@ -174,20 +174,6 @@ describe('InboundStream (one /im stream, read in its message event)', () => {
 })
 
 describe('InboundStream on yamux: the muxer\'s window updates', () => {
-  /** yamux frame types in what a muxer wrote, in order (0 data, 1 window update). */
-  function frameTypes (chunks: Array<Uint8Array | Uint8ArrayList>): number[] {
-    const types: number[] = []
-    for (const chunk of chunks) {
-      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-      for (let at = 0; at + 12 <= bytes.byteLength;) {
-        const type = bytes[at + 1]
-        types.push(type)
-        at += 12 + (type === 0 ? new DataView(bytes.buffer, bytes.byteOffset + at + 8, 4).getUint32(0) : 0)
-      }
-    }
-    return types
-  }
-
   /**
    * A sender's yamux stream to an InboundStream on the other muxer.
    * `written`: what the recipient's muxer wrote; `inTurn()`: the frame types it
@@ -205,7 +191,7 @@ describe('InboundStream on yamux: the muxer\'s window updates', () => {
       written.push(data)
       const resolve = watching
       watching = undefined
-      if (resolve != null) queueMicrotask(() => { resolve(frameTypes(written.slice(from))) })
+      if (resolve != null) queueMicrotask(() => { resolve(yamuxFrameTypes(written.slice(from))) })
       return send(data)
     }
     const client = muxers.createStreamMuxer(senderConnection)
@@ -246,7 +232,7 @@ describe('InboundStream on yamux: the muxer\'s window updates', () => {
         expect(seqOf((await acks.expectFrame()).ack as Ack)).toBe(seq)
         await nextTurn()
         await nextTurn()
-        expect(frameTypes(written.slice(before))).toEqual([0, 1])
+        expect(yamuxFrameTypes(written.slice(before))).toEqual([0, 1])
       }
       await outbound.close()
       await running

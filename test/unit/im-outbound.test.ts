@@ -10,7 +10,7 @@ import * as lp from 'it-length-prefixed'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Ack, Frame, MAX_UNACKED } from '../../protocols/im/index.js'
-import { StreamFrames, fakeConnection, makePeer, outboundMessage, startService } from './im-helpers.js'
+import { StreamFrames, fakeConnection, makePeer, outboundMessage, startService, yamuxFrameTypes } from './im-helpers.js'
 import type { Acknowledgement, ChatMessage, OutboundMessage } from '../../protocols/im/index.js'
 import type { ServiceUnderTest } from './im-helpers.js'
 import type { Connection, MultiaddrConnection, Stream, StreamMuxer } from '@libp2p/interface'
@@ -171,21 +171,6 @@ describe('/im/1.0.0 outbound channel: a message sent at once', () => {
 })
 
 describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
-  /** yamux frame types written on a connection, in order (a window update is 1). */
-  function frameTypes (chunks: Array<Uint8Array | Uint8ArrayList>): number[] {
-    const types: number[] = []
-    for (const chunk of chunks) {
-      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-      for (let at = 0; at + 12 <= bytes.byteLength;) {
-        const type = bytes[at + 1]
-        const length = new DataView(bytes.buffer, bytes.byteOffset + at + 8, 4).getUint32(0)
-        types.push(type)
-        at += 12 + (type === 0 ? length : 0)
-      }
-    }
-    return types
-  }
-
   /**
    * A sender on one end of a yamux session over an in-memory connection, the
    * recipient's muxer on the other; `written`: what the sender's muxer wrote.
@@ -213,16 +198,16 @@ describe('/im/1.0.0 outbound channel: the muxer\'s window updates', () => {
     try {
       for (const message of messages(2)) {
         let typesWhenResolved: number[] | undefined
-        const sent = sender.service.send(connection, message).then(() => { typesWhenResolved = frameTypes(written) })
+        const sent = sender.service.send(connection, message).then(() => { typesWhenResolved = yamuxFrameTypes(written) })
         const stream = await inbound
         const [read] = await readMessages(new StreamFrames(stream), 1)
-        const before = frameTypes(written)
+        const before = yamuxFrameTypes(written)
         ackAll(stream, [read])
         await sent
         // resolved with no window update written since the ack came
         expect(typesWhenResolved).toEqual(before)
         await new Promise(resolve => setImmediate(resolve))
-        expect(frameTypes(written).slice(before.length)).toEqual([1])
+        expect(yamuxFrameTypes(written).slice(before.length)).toEqual([1])
       }
     } finally {
       client.abort(new Error('test over'))
