@@ -118,8 +118,9 @@ export class InboundStream {
     // answered within its read: the read's window update would follow the acks
     // out and land in the sender's read of them. A read whose answers wait
     // (for a batch's commit) lets it go as the muxer does: the sender's
-    // window is what keeps its pipeline flowing meanwhile
-    if (this.answered > answered) this.windowUpdate.hold()
+    // window is what keeps its pipeline flowing meanwhile. A stream done with
+    // (closing after its last answer) reads nothing more: nothing to hold
+    if (this.answered > answered && !this.done) this.windowUpdate.hold()
   }
 
   private readonly onEnd = (): void => {
