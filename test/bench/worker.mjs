@@ -137,7 +137,7 @@ const handlers = {
    * (~1,000 pages, checkpointed), SQLite writes it again from its start, and
    * a commit's fsync then has no change of the file's size to write. A fresh
    * store's first commits append to the log, and cost more on this disk
-   * (BENCHMARKS.md, "What a commit costs once the log is reused").
+   * (BENCHMARKS.md, "The floor's commit, measured as the nodes commit").
    */
   async 'store:commits' ({ dataDir, count, gap = 0 }) {
     let store = commitStores.get(dataDir)
@@ -587,8 +587,10 @@ const handlers = {
     return roundTrips(client, count, size, gap)
   },
   /** The least a store-and-acknowledge messenger does (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */
-  async 'lat:store-echo' ({ name, peer, count, size, durable, senderSync = false, indexed = false, gap = 0, senderRoot }) {
-    const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}>${indexed}>${senderRoot}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), durable, senderSync, indexed, senderRoot))
+  async 'lat:store-echo' ({ name, peer, count, size, gap = 0, ...variant }) {
+    // variant: durable, senderSync, indexed, senderRoot (see openStoreEcho)
+    const { durable, senderSync = false, indexed = false, senderRoot } = variant
+    const client = await keptClient(`${name}>${peer}>store-echo>${durable}>${senderSync}>${indexed}>${senderRoot}`, async ({ openStoreEcho }) => openStoreEcho(connectionTo(libp2pOf(name), peer, false), variant))
     return roundTrips(client, count, size, gap)
   },
   /** The same least store-and-ack, each side's rows in parley's own store (test/bench/lib/echo.mjs), on the echo's connection: round-trip times. */

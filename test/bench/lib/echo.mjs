@@ -75,7 +75,7 @@ const RECIPIENT = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
 
 /**
  * A fresh database for one stream: in memory, or a file removed again by
- * `close()`. `db.store(body)` writes a message (see above): its row id;
+ * `remove()`. `db.store(body)` writes a message (see above): its row id;
  * `db.acked(id)` marks one acknowledged.
  */
 function storeDatabase (durable, synchronous, indexed, peer, root = tmpdir()) {
@@ -148,11 +148,12 @@ function storeEchoHandler (durable, indexed) {
 }
 
 /**
- * Opens one store-and-ack stream on `connection` (see above): round-trip
- * times in ms. `senderRoot`: where the sender's database goes (a tmpfs takes
- * its fsync off this machine's one disk, as on two users' machines).
+ * Opens one store-and-ack stream on `connection` (see above; `durable`,
+ * `senderSync`, `indexed` as there): round-trip times in ms. `senderRoot`:
+ * where the sender's database goes (a tmpfs takes its fsync off this
+ * machine's one disk, as on two users' machines).
  */
-export async function openStoreEcho (connection, durable, senderSync = false, indexed = false, senderRoot = undefined) {
+export async function openStoreEcho (connection, { durable, senderSync = false, indexed = false, senderRoot = undefined }) {
   const db = storeDatabase(durable, senderSync ? 'NORMAL' : 'OFF', indexed, RECIPIENT, senderRoot)
   // the WAL exists from the table's creation on
   const wal = durable && senderSync ? await open(db.wal, 'r') : undefined
